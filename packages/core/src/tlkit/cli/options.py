@@ -1,0 +1,71 @@
+"""Standard option sets, so every task spells a command's flags the same way (TLT's names).
+
+A task's CommandSpec lists one of these (plus anything of its own)::
+
+    CommandSpec("prune", run="tlkit.pruning.command:run", options=PRUNE_OPTIONS, stage=Stage.PRUNE)
+
+Common flags every command gets (not listed here): -e/--experiment_spec, -r/--results_dir, -m/--model,
+-o/--output, -k/--key, --gpus, --gpu_index, --use_amp, and trailing key=value spec overrides.
+Values arrive in `CommandContext.options` under each OptionSpec's `name`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tlkit.types import OptionSpec
+
+PRUNE_OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("normalizer", ("-n", "--normalizer"), str, "max", "per-layer norm normalizer", choices=("max", "L2")),
+    OptionSpec(
+        "equalization_criterion",
+        ("-eq", "--equalization_criterion"),
+        str,
+        "union",
+        "how coupled layers (residual adds, depthwise) merge their filter norms",
+        choices=("union", "intersection", "arithmetic_mean", "geometric_mean"),
+    ),
+    OptionSpec("pruning_granularity", ("-pg", "--pruning_granularity"), int, 8, "kept filters are a multiple of this"),
+    OptionSpec("pruning_threshold", ("-pth", "--pruning_threshold"), float, 0.1, "threshold on the normalized filter norm"),
+    OptionSpec("min_num_filters", ("-nf", "--min_num_filters"), int, 16, "keep at least this many filters per layer"),
+    OptionSpec("excluded_layers", ("-el", "--excluded_layers"), str, (), "layers never pruned", multiple=True),
+    OptionSpec(
+        "target_ratio",
+        ("--target_ratio",),
+        float,
+        None,
+        "find the threshold giving about this parameter ratio (pruned/original); overrides -pth",
+    ),
+)
+
+EXPORT_OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("opset", ("--opset", "--target_opset"), int, None, "ONNX opset to stamp (default: the exporter's)"),
+    OptionSpec("static_batch_size", ("--static_batch_size",), int, -1, "fixed batch size; -1 = dynamic batch"),
+    OptionSpec("data_type", ("--data_type",), str, "fp32", "fp32, fp16 or int8 (Q/DQ)", choices=("fp32", "fp16", "int8")),
+    OptionSpec("cal_data_file", ("--cal_data_file",), Path, None, "calibration tensorfile (HDF5) for int8"),
+    OptionSpec("cal_image_dir", ("--cal_image_dir",), Path, None, "calibrate int8 from these images instead"),
+    OptionSpec("cal_cache_file", ("--cal_cache_file",), Path, None, "TensorRT calibration cache to write, or to import"),
+    OptionSpec("batches", ("--batches",), int, 10, "calibration batches"),
+    OptionSpec("batch_size", ("--batch_size",), int, 16, "calibration batch size"),
+    OptionSpec(
+        "calibration_method",
+        ("--calibration_method",),
+        str,
+        "entropy",
+        "activation range method",
+        choices=("entropy", "max", "percentile"),
+    ),
+    OptionSpec("gen_ds_config", ("--gen_ds_config",), bool, False, "also write a complete DeepStream nvinfer config"),
+    OptionSpec("gen_triton_repo", ("--gen_triton_repo",), Path, None, "also write a Triton model repository here"),
+)
+
+INFERENCE_OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("image", ("-i", "--image"), Path, None, "one image"),
+    OptionSpec("image_dir", ("-d", "--image_dir"), Path, None, "a directory of images"),
+    OptionSpec("batch_size", ("-b", "--batch_size"), int, 16, "inference batch size"),
+)
+
+CALIBRATION_OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("max_batches", ("--max_batches",), int, 1, "batches to dump; -1 = the whole set"),
+    OptionSpec("use_validation_set", ("--use_validation_set",), bool, False, "draw from the validation set"),
+)

@@ -1,0 +1,315 @@
+"""Experiment specs: YAML files validated by pydantic models.
+
+Each task declares a model deriving from `TaskConfig`; the shared sections (`train_config`: optimizer,
+batch size, epochs, learning-rate schedule, regularizer, seed, checkpoints, validation, early stopping)
+live here so every task spells them the same. Unknown or misspelled keys are rejected with a suggestion,
+and every error names the key path and the line in the file::
+
+    spec.yaml:7: train_config.optimizer.lrate: unknown key (did you mean 'lr'?)
+
+`key=value` overrides on the command line (`train_config.n_epochs=3`) are applied before validation and
+reported as `override 'train_config.n_epochs=3'` when they are wrong.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tlkit.errors import SpecError, did_you_mean
+from tlkit.io import atomic_write_text
+
+
+class SpecModel(BaseModel):
+    """Base of every spec section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+# -- shared training sections -------------------------------------------------------------------------
+
+
+class OptimizerConfig(SpecModel):
+    """Optimizer; the learning rate itself comes from `lr_config`."""
+
+    type: Literal["sgd", "adam", "rmsprop"] = Field("sgd", description="sgd, adam or rmsprop")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(False, description="SGD Nesterov momentum")
+    beta1: float = Field(0.9, ge=0, lt=1, description="Adam beta1")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
+    epsilon: float = Field(1e-8, gt=0, description="Adam/RMSprop epsilon")
+    rho: float = Field(0.9, ge=0, lt=1, description="RMSprop decay (gamma1)")
+
+
+class LRConfig(SpecModel):
+    """Learning-rate schedule, stepped every iteration.
+
+    - constant: `learning_rate` throughout.
+    - step: multiply by `gamma` every `step_size` epochs.
+    - cosine: cosine decay from `learning_rate` to `learning_rate * min_lr_ratio`, after `warmup_epochs`.
+    - soft_anneal (TLT classification): linear warm-up over `soft_start` of training, then divide by
+      `annealing_divider` at each of `annealing_points` (fractions of training).
+    - soft_start_annealing (TLT DetectNet_v2): exponential ramp from `min_learning_rate` to
+      `learning_rate` over `soft_start`, hold, then exponential decay back to `min_learning_rate` from
+      `annealing` to the end.
+    """
+
+    type: Literal["constant", "step", "cosine", "soft_anneal", "soft_start_annealing"] = Field(
+        "soft_anneal", description="constant, step, cosine, soft_anneal or soft_start_annealing"
+    )
+    learning_rate: float = Field(0.01, gt=0, description="base (maximum) learning rate")
+    min_learning_rate: float = Field(1e-6, gt=0, description="soft_start_annealing: start/end learning rate")
+    soft_start: float = Field(0.1, ge=0, lt=1, description="fraction of training spent warming up")
+    annealing: float = Field(0.7, ge=0, le=1, description="soft_start_annealing: fraction where decay starts")
+    annealing_points: list[float] = Field(
+        default_factory=lambda: [0.33, 0.66, 0.9], description="soft_anneal: fractions of training"
+    )
+    annealing_divider: float = Field(10.0, gt=0, description="soft_anneal: divide the rate by this at each point")
+    step_size: int = Field(10, ge=1, description="step: epochs between decays")
+    gamma: float = Field(0.1, gt=0, description="step: decay factor")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine: final rate / base rate")
+    warmup_epochs: float = Field(0.0, ge=0, description="cosine: linear warm-up epochs")
+
+
+class RegConfig(SpecModel):
+    """Weight regularizer on conv/dense kernels. L1 encourages sparsity, which makes pruning work better."""
+
+    type: Literal["none", "L1", "L2"] = Field("L2", description="none, L1 or L2")
+    weight_decay: float = Field(5e-5, ge=0, description="regularization weight")
+
+
+class EarlyStoppingConfig(SpecModel):
+    """Stop when the monitored validation value has not improved for `patience` validations (0 = off)."""
+
+    monitor: str = Field("validation_loss", description="a validation metric name, e.g. validation_accuracy")
+    mode: Literal["min", "max"] = Field("min", description="min: lower is better; max: higher is better")
+    patience: int = Field(0, ge=0, description="validations without improvement before stopping; 0 = off")
+    min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
+
+
+class TrainConfig(SpecModel):
+    """The training loop, shared by every task."""
+
+    batch_size_per_gpu: int = Field(32, ge=1, description="batch size on each device (CPU counts as one)")
+    n_epochs: int = Field(10, ge=1, description="number of epochs")
+    n_workers: int = Field(2, ge=0, description="data-loader worker processes")
+    random_seed: int = Field(42, description="seed for weights init, shuffling and augmentation")
+    checkpoint_interval: int = Field(1, ge=1, description="save a resumable checkpoint every N epochs")
+    max_checkpoints_to_keep: int = Field(3, ge=1, description="older checkpoints are deleted")
+    validation_period: int = Field(1, ge=1, description="validate every N epochs")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    lr_config: LRConfig = Field(default_factory=LRConfig)
+    reg_config: RegConfig = Field(default_factory=RegConfig)
+    grad_clip_norm: Optional[float] = Field(None, gt=0, description="clip the global gradient norm; null = off")
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    pretrained_model_path: Optional[str] = Field(
+        None, description="tlkit .tlk, MXNet .params or PyTorch .pth weights to start from"
+    )
+    load_graph: bool = Field(False, description="use the graph of pretrained_model_path (pruned models)")
+
+
+class TaskConfig(SpecModel):
+    """Base of every task's spec. Tasks add model_config, dataset and evaluation sections."""
+
+    train_config: TrainConfig = Field(default_factory=TrainConfig)
+
+
+# -- loading -----------------------------------------------------------------------------------------------
+
+
+def _line_map(text: str) -> dict[tuple, int]:
+    """Key path -> 1-based line of that key in the YAML text."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                p = path + (k.value,)
+                lines[p] = k.start_mark.line + 1
+                walk(v, p)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                lines[path + (i,)] = v.start_mark.line + 1
+                walk(v, path + (i,))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class that holds the key at `loc` (for 'did you mean' suggestions)."""
+    cur: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(cur, type) and issubclass(cur, BaseModel)) or part not in cur.model_fields:
+            return None
+        cur = _unwrap(cur.model_fields[part].annotation)
+    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    """Optional[X], list[X], dict[str, X] -> X (the model class, if any)."""
+    for arg in typing.get_args(tp) or ():
+        inner = _unwrap(arg)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return inner
+    return tp
+
+
+def set_by_path(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    cur = data
+    for k in keys[:-1]:
+        nxt = cur.get(k)
+        if nxt is None:
+            nxt = cur[k] = {}
+        if not isinstance(nxt, dict):
+            raise SpecError(f"override '{dotted}': '{k}' is a value, not a section")
+        cur = nxt
+    cur[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"override {item!r}: expected key=value, e.g. train_config.n_epochs=5")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise SpecError(f"override {item!r}: value is not valid YAML: {err}") from None
+        out.append((key.strip(), value))
+    return out
+
+
+def load_spec(
+    path: str | Path | None,
+    model: type[TaskConfig],
+    overrides: list[str] | None = None,
+) -> TaskConfig:
+    """Read, override and validate a spec. `path=None` starts from the defaults."""
+    text, where = "", "<defaults>"
+    if path is not None:
+        p = Path(path)
+        where = str(p)
+        if not p.is_file():
+            raise SpecError(f"{p}: spec file not found")
+        text = p.read_text()
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise SpecError(f"{where}{line}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}:1: expected a mapping of sections at the top level, got {type(data).__name__}")
+    lines = _line_map(text) if text.strip() else {}
+    overridden: dict[tuple, str] = {}
+    for key, value in parse_overrides(overrides or []):
+        set_by_path(data, key, value)
+        overridden[tuple(key.split("."))] = f"{key}={value}"
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_errors(err, model, where, lines, overridden)) from None
+
+
+def _format_errors(err: ValidationError, model: type[BaseModel], where: str, lines: dict, overridden: dict) -> str:
+    msgs = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        dotted = ".".join(str(x) for x in loc)
+        origin = None
+        for n in range(len(loc), 0, -1):  # the deepest part of the path we know the source of
+            if loc[:n] in overridden:
+                origin = f"override '{overridden[loc[:n]]}'"
+                break
+            if loc[:n] in lines:
+                origin = f"{where}:{lines[loc[:n]]}"
+                break
+        origin = origin or where
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(model, loc)
+            hint = did_you_mean(str(loc[-1]), parent.model_fields) if parent else ""
+            allowed = f" Allowed keys: {', '.join(parent.model_fields)}." if parent else ""
+            msgs.append(f"{origin}: {dotted}: unknown key{hint}.{allowed}")
+        elif e["type"] == "missing":
+            msgs.append(f"{origin}: {dotted}: required key is missing")
+        else:
+            msgs.append(f"{origin}: {dotted}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(msgs)
+
+
+def spec_to_yaml(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
+
+
+def save_resolved_spec(cfg: BaseModel, results_dir: str | Path, name: str = "experiment_spec.yaml") -> Path:
+    """Save the fully resolved spec (defaults filled in, overrides applied) into the results dir."""
+    out = Path(results_dir) / name
+    atomic_write_text(out, "# Resolved spec written by tlkit: defaults filled in, overrides applied.\n" + spec_to_yaml(cfg))
+    return out
+
+
+# -- default specs and reference docs ------------------------------------------------------------------
+
+
+def default_spec_yaml(model: type[BaseModel], header: str = "") -> str:
+    """A complete default spec with a comment on every key, generated from the model."""
+    out = [f"# {line}" if line else "#" for line in header.splitlines()] if header else []
+    _emit_yaml(model, model(), 0, out)
+    return "\n".join(out) + "\n"
+
+
+def _emit_yaml(model: type[BaseModel], value: BaseModel, indent: int, out: list[str]) -> None:
+    pad = "  " * indent
+    for name, f in model.model_fields.items():
+        sub = _unwrap(f.annotation)
+        v = getattr(value, name)
+        if isinstance(sub, type) and issubclass(sub, BaseModel) and isinstance(v, BaseModel):
+            doc = (sub.__doc__ or "").strip().splitlines()
+            out.append(f"{pad}{name}:" + (f"  # {doc[0]}" if doc else ""))
+            _emit_yaml(sub, v, indent + 1, out)
+            continue
+        dumped = yaml.safe_dump(
+            v if not isinstance(v, BaseModel) else v.model_dump(mode="json"), default_flow_style=True
+        ).strip()
+        dumped = dumped.removesuffix("\n...").removesuffix("...").strip()
+        comment = f"  # {f.description}" if f.description else ""
+        out.append(f"{pad}{name}: {dumped}{comment}")
+
+
+def spec_reference_markdown(model: type[BaseModel], title: str) -> str:
+    """Markdown tables of every key (type, default, meaning), generated so the docs never drift."""
+    out = [f"## {title}", ""]
+    _emit_md(model, model(), "", out)
+    return "\n".join(out) + "\n"
+
+
+def _emit_md(model: type[BaseModel], value: BaseModel, prefix: str, out: list[str]) -> None:
+    rows, subs = [], []
+    for name, f in model.model_fields.items():
+        sub = _unwrap(f.annotation)
+        v = getattr(value, name)
+        if isinstance(sub, type) and issubclass(sub, BaseModel) and isinstance(v, BaseModel):
+            subs.append((name, sub, v))
+            continue
+        tp = str(f.annotation).replace("typing.", "")
+        default = yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+        rows.append(f"| `{prefix}{name}` | `{tp}` | `{default}` | {f.description or ''} |")
+    if rows:
+        doc = (model.__doc__ or "").strip()
+        out += [f"### `{prefix.rstrip('.') or '(top level)'}`", "", doc, "",
+                "| key | type | default | meaning |", "|---|---|---|---|", *rows, ""]
+    for name, sub, v in subs:
+        _emit_md(sub, v, f"{prefix}{name}.", out)

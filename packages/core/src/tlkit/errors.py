@@ -1,0 +1,53 @@
+"""Errors a user sees. Each carries a one-line, specific message; the CLI prints it and exits non-zero
+without a traceback (set TLKIT_DEBUG=1 to see one)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class TlkitError(Exception):
+    """Base of all user-facing errors: the message says what was wrong, where, and what was expected."""
+
+    exit_code = 1
+
+
+class SpecError(TlkitError):
+    """An experiment spec (YAML) or a key=value override is invalid."""
+
+    exit_code = 2
+
+
+class DataError(TlkitError):
+    """A dataset is missing, empty or unreadable."""
+
+
+class ModelFileError(TlkitError):
+    """A model/weights file is missing, corrupt, or of a kind we refuse to load."""
+
+
+class PluginError(TlkitError):
+    """A plugin is broken, incompatible, or clashes with another one."""
+
+
+class UnknownNameError(TlkitError):
+    """A name (task, architecture, exporter, ...) that no installed plugin registers."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str], hint: str = ""):
+        known = sorted(known)
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        msg = f"unknown {kind} {name!r}"
+        if close:
+            msg += f"; did you mean {', '.join(repr(c) for c in close)}?"
+        msg += f" Installed {kind}s: {', '.join(known) if known else '(none)'}."
+        if hint:
+            msg += f" {hint}"
+        super().__init__(msg)
+        self.kind, self.name, self.known, self.suggestions = kind, name, known, close
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' or '' — shared by every 'unknown key/name' message."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,186 @@
+"""The typed, frozen records plugins hand to the core through the registration hooks.
+
+Callables may be given as "module:attr" strings; the core resolves them on first use (`tlkit.lazy`), so a
+plugin's entry-point module imports nothing heavy. Evolution rule: fields are only ever added, with
+defaults (see `tlkit.hookspecs`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+Ref = Union[str, Callable[..., Any]]  # a callable, or "module:attr" resolved lazily
+
+
+class Stage(str, enum.Enum):
+    """Stages that fire `tlkit_on_stage_start` / `tlkit_on_stage_end`."""
+
+    DATASET_CONVERT = "dataset_convert"
+    TRAIN = "train"
+    EVALUATE = "evaluate"
+    INFERENCE = "inference"
+    PRUNE = "prune"
+    EXPORT = "export"
+    CALIBRATION = "calibration_tensorfile"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One command-line option of a task command (TLT flag names where TLT has them).
+
+    `name` is the Python identifier the value arrives under in `CommandContext.options`.
+    `type` is one of str, int, float, bool, Path; `multiple=True` takes several values (`-el a b c`
+    is written `-el a -el b` or `-el a,b`).
+    """
+
+    name: str
+    flags: tuple[str, ...]
+    type: type = str
+    default: Any = None
+    help: str = ""
+    required: bool = False
+    multiple: bool = False
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A `tlkit <task> <name>` command.
+
+    `run(ctx: tlkit.context.CommandContext) -> int | None` does the work. `options` lists the command's
+    flags beyond the common ones (-e, -r, -m, -o, -k, --gpus, --gpu_index, --use_amp, key=value);
+    `tlkit.cli.options` has the standard sets (PRUNE_OPTIONS, EXPORT_OPTIONS, ...) so every task
+    spells them the same. `needs_spec` says whether -e is required.
+    """
+
+    name: str
+    run: Ref
+    help: str = ""
+    options: tuple[OptionSpec, ...] = ()
+    needs_spec: bool = True
+    needs_results_dir: bool = True
+    stage: Stage = Stage.OTHER
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task (`tlkit <name> ...`): its spec model, default spec and commands."""
+
+    name: str
+    summary: str
+    config_model: Ref  # a pydantic model class (subclass of tlkit.config.TaskConfig)
+    commands: tuple[CommandSpec, ...]
+    default_spec: Ref | None = None  # callable returning commented YAML text; None = generated
+    # build_model(meta: dict) -> an uninitialised gluon HybridBlock, rebuilt from a model file's meta
+    # (tlkit.model_io.load_net calls it for "gluon" model files of this task).
+    build_model: Ref | None = None
+    distribution: str | None = None  # filled in by the registry
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """A network architecture.
+
+    `task=None`: a backbone every task can put its head on (the usual case). `build(**kwargs)` returns a
+    `tlkit.backbones.Backbone` (see that module for the contract: `out_channels`, `out_stride`,
+    stride-8/16 taps, freeze-able block names). With `task="detection"` etc., `build` returns a whole
+    task model that only that task understands.
+    """
+
+    name: str
+    build: Ref
+    task: str | None = None
+    summary: str = ""
+    pretrained: tuple[str, ...] = ()  # named pretrained weights it knows (e.g. "imagenet")
+    weight_map: Ref | None = None  # callable(name_in_file) -> name_in_net | None, for foreign weights
+    distribution: str | None = None
+
+
+@dataclass(frozen=True)
+class WeightFormatSpec:
+    """A pretrained-weights file format: `sniff(path) -> bool`, `load(path) -> dict[str, numpy.ndarray]`."""
+
+    name: str
+    sniff: Ref
+    load: Ref
+    summary: str = ""
+    distribution: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetFormatSpec:
+    """A dataset format a task reads or converts (`kitti`, `voc`, `coco`, `image_folder`, ...)."""
+
+    name: str
+    task: str
+    load: Ref
+    summary: str = ""
+    distribution: str | None = None
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    """A pruning method. `prune(model, options) -> (pruned_model, report)`; tasks=None: any task."""
+
+    name: str
+    prune: Ref
+    tasks: frozenset[str] | None = None
+    summary: str = ""
+    distribution: str | None = None
+
+
+@dataclass(frozen=True)
+class ExporterSpec:
+    """An exporter (`onnx`, ...). `export(model, output: Path, options) -> Path`."""
+
+    name: str
+    export: Ref
+    tasks: frozenset[str] | None = None
+    summary: str = ""
+    distribution: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineBackendSpec:
+    """An inference backend (`onnxruntime`, `tensorrt`, ...).
+
+    `available() -> str | None` returns None when usable, else why not (shown by `tlkit plugins`).
+    `suffixes` are the model-file endings it runs; `load(path, **kw)` returns a runner with
+    `run(batch: numpy.ndarray) -> list[numpy.ndarray]`, `input_names`, `output_names` and `metadata`.
+    `build(onnx_path, output, options) -> Path` is optional (engine compilers).
+    """
+
+    name: str
+    available: Ref
+    load: Ref
+    suffixes: tuple[str, ...] = ()
+    build: Ref | None = None
+    summary: str = ""
+    distribution: str | None = None
+
+
+@dataclass
+class PluginInfo:
+    """What `tlkit plugins` shows for one plugin."""
+
+    name: str
+    distribution: str
+    version: str
+    status: str  # "ok" | "failed" | "disabled"
+    registers: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
+    module: Optional[str] = None
+
+
+@dataclass
+class StageResult:
+    """Passed to `tlkit_on_stage_end`: what a stage produced."""
+
+    ok: bool
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    results_dir: Path | None = None

@@ -1,0 +1,3 @@
+"""Bottom-up 2D body pose task (BodyPoseNet-style). Keep this module light: no MXNet import here (tlkit --help must stay fast)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,48 @@
+"""The test command: each package's own tests in a venv holding only tlkit-core and that package
+(proving it installs and works alone), then the cross-package tests in one full environment.
+
+    python scripts/test_packages.py            # everything (what CI runs)
+    python scripts/test_packages.py core task-classification   # only these packages' isolated runs
+
+Exit code: non-zero if any run fails. pytest's "no tests collected" (5) counts as success.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mkvenv import ROOT, make_venv  # noqa: E402
+
+PACKAGES = ["core", "task-classification", "task-detection", "task-pose", "backend-tensorrt"]
+
+
+def pytest(py: Path, paths: list[str], label: str) -> bool:
+    t = time.time()
+    cmd = [str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-disable", *paths]
+    print(f"\n=== {label}: {' '.join(paths)}", flush=True)
+    rc = subprocess.run(cmd, cwd=ROOT).returncode
+    ok = rc in (0, 5)
+    print(f"=== {label}: {'ok' if ok else f'FAILED (exit {rc})'} in {time.time() - t:.0f}s", flush=True)
+    return ok
+
+
+def main(argv: list[str]) -> int:
+    selected = argv or PACKAGES
+    results = {}
+    for pkg in selected:
+        deps = ["core"] if pkg == "core" else ["core", pkg]
+        py = make_venv(ROOT / ".venvs" / pkg, deps)
+        results[pkg] = pytest(py, [f"packages/{pkg}/tests"], f"isolated {pkg}")
+    if not argv:
+        py = make_venv(ROOT / ".venv", PACKAGES)
+        results["integration"] = pytest(py, ["tests"], "integration")
+    print("\nsummary: " + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in results.items()))
+    return 0 if all(results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
