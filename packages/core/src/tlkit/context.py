@@ -19,7 +19,7 @@ class CommandContext:
     model: Path | None = None  # -m
     output: Path | None = None  # -o
     key: str | None = None  # -k (accepted for TLT compatibility; tlkit models are not encrypted)
-    gpus: int = 0  # --gpus N; 0 = CPU
+    gpus: int | None = None  # --gpus N; 0 = CPU; None = 1 GPU if MXNet sees one, else CPU
     gpu_index: list[int] = field(default_factory=list)
     use_amp: bool = False
     overrides: list[str] = field(default_factory=list)
@@ -32,9 +32,11 @@ class CommandContext:
 
         from tlkit.errors import TlkitError
 
+        available = mx.context.num_gpus()
+        if self.gpus is None:
+            return [mx.gpu(self.gpu_index[0] if self.gpu_index else 0)] if available else [mx.cpu()]
         if self.gpus <= 0:
             return [mx.cpu()]
-        available = mx.context.num_gpus()
         ids = self.gpu_index or list(range(self.gpus))
         if len(ids) != self.gpus:
             raise TlkitError(f"--gpus {self.gpus} but --gpu_index lists {len(ids)} devices: {ids}")

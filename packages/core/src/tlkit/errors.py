@@ -38,8 +38,7 @@ class UnknownNameError(TlkitError):
         known = sorted(known)
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         msg = f"unknown {kind} {name!r}"
-        if close:
-            msg += f"; did you mean {', '.join(repr(c) for c in close)}?"
+        msg += f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
         msg += f" Installed {kind}s: {', '.join(known) if known else '(none)'}."
         if hint:
             msg += f" {hint}"

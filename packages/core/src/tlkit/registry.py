@@ -105,8 +105,15 @@ class Registry:
         if name in tasks:
             return tasks[name]
         hint = ""
-        if name in KNOWN_TASK_DISTRIBUTIONS:
-            hint = f"It is provided by {KNOWN_TASK_DISTRIBUTIONS[name]}: pip install {KNOWN_TASK_DISTRIBUTIONS[name]}"
+        provider = KNOWN_TASK_DISTRIBUTIONS.get(name)
+        if provider:
+            installed = next((p for p in self.loaded if p.distribution == provider), None)
+            if installed is None:
+                hint = f"It is provided by {provider}: pip install {provider}"
+            elif installed.error or installed.disabled:
+                hint = f"{provider} {installed.version} is installed but not loaded: {installed.error or 'disabled by TLKIT_DISABLE_PLUGINS'}"
+            else:
+                hint = f"{provider} {installed.version} is installed but registers no {name!r} task yet."
         raise UnknownNameError("task", name, tasks, hint)
 
     def backbone_names(self, task: str | None = None) -> list[str]:

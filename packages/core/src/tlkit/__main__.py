@@ -1,0 +1,5 @@
+"""`python -m tlkit` == `tlkit`."""
+
+from tlkit.cli import main
+
+main()

@@ -1,0 +1,189 @@
+"""The `tlkit` command tree, built from the installed plugins.
+
+Built-in commands (`plugins`, `spec`) cannot be shadowed. Every registered task becomes `tlkit <task>` with its
+commands; each command gets TLT's common flags plus its own OptionSpecs, and trailing `key=value` spec overrides.
+Nothing here imports MXNet: `tlkit --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from tlkit import __version__
+from tlkit.errors import PluginError, SpecError, TlkitError
+from tlkit.types import CommandSpec, OptionSpec, Stage, StageResult, TaskSpec
+
+BUILTIN_COMMANDS = ("plugins", "spec")
+
+# The common flags, as (name, annotation, typer.Option) — TLT's names and short forms.
+_COMMON = (
+    ("experiment_spec", Optional[Path], ("-e", "--experiment_spec", "--experiment_spec_file"), "Experiment spec (YAML)."),
+    ("results_dir", Optional[Path], ("-r", "--results_dir"), "Directory for outputs, logs and status.json."),
+    ("model", Optional[Path], ("-m", "--model", "--model_path"), "Model file (.tlk, .onnx, engine)."),
+    ("output", Optional[Path], ("-o", "--output", "--output_file"), "Output file."),
+    ("key", Optional[str], ("-k", "--key"), "Model key (accepted for TLT compatibility; tlkit files are not encrypted)."),
+    ("gpus", Optional[int], ("--gpus",), "Number of GPUs (0 = CPU; default: 1 if MXNet sees a GPU, else CPU)."),
+    ("gpu_index", Optional[List[int]], ("--gpu_index",), "GPU indices, e.g. --gpu_index 0 1."),
+)
+
+
+def _option_param(opt: OptionSpec) -> inspect.Parameter:
+    tp: Any = opt.type
+    if opt.multiple:
+        annotation: Any = Optional[List[tp]]
+        default: Any = None
+    elif opt.type is bool:
+        annotation, default = bool, bool(opt.default)
+    else:
+        annotation, default = Optional[tp], opt.default
+    help_text = opt.help + (f" One of: {', '.join(opt.choices)}." if opt.choices else "")
+    flags = list(opt.flags)
+    if opt.type is bool:
+        flags = [f"{flags[0]}/--no-{flags[0].lstrip('-')}", *flags[1:]] if len(flags) == 1 else flags
+    option = typer.Option(... if opt.required else default, *flags, help=help_text, show_default=opt.default not in (None, ()))
+    return inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+
+def _make_command(task: TaskSpec, cmd: CommandSpec):
+    params = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(None, *flags, help=h), annotation=ann)
+        for name, ann, flags, h in _COMMON
+    ]
+    params.append(
+        inspect.Parameter(
+            "use_amp",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(False, "--use_amp", help="Automatic mixed precision (train only, GPU)."),
+            annotation=bool,
+        )
+    )
+    params += [_option_param(o) for o in cmd.options]
+    params.append(
+        inspect.Parameter(
+            "overrides",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Argument(None, help="Spec overrides, e.g. train_config.n_epochs=5", show_default=False),
+            annotation=Optional[List[str]],
+        )
+    )
+
+    def command(**kwargs: Any) -> None:
+        run_command(task, cmd, kwargs)
+
+    command.__signature__ = inspect.Signature(params)  # typer reads the signature
+    command.__doc__ = cmd.help or f"{cmd.name} ({task.name})"
+    return command
+
+
+def run_command(task: TaskSpec, cmd: CommandSpec, kwargs: dict[str, Any]) -> None:
+    """Validate the flags and spec, build the CommandContext, fire the stage hooks, run the command."""
+    from tlkit.config import load_spec
+    from tlkit.context import CommandContext
+    from tlkit.lazy import resolve
+    from tlkit.registry import get_registry
+
+    overrides = list(kwargs.pop("overrides") or [])
+    common = {name: kwargs.pop(name) for name, *_ in _COMMON}
+    use_amp = kwargs.pop("use_amp")
+    for opt in cmd.options:
+        value = kwargs.get(opt.name)
+        if opt.multiple:
+            # accept "-el a,b" as well as "-el a -el b" (and TLT's "-el a b", rewritten in main())
+            kwargs[opt.name] = tuple(x for v in (value or ()) for x in str(v).split(",") if x)
+        elif opt.choices and value is not None and value not in opt.choices:
+            raise TlkitError(f"{opt.flags[-1]}: {value!r} is not one of {', '.join(opt.choices)}")
+    if use_amp and cmd.name != "train":
+        raise TlkitError("--use_amp applies to train only")
+    spec_path = common["experiment_spec"]
+    if cmd.needs_spec and spec_path is None:
+        raise SpecError(f"tlkit {task.name} {cmd.name}: -e/--experiment_spec is required")
+    spec = load_spec(spec_path, resolve(task.config_model), overrides)
+    results_dir = common["results_dir"]
+    if cmd.needs_results_dir and results_dir is None:
+        raise TlkitError(f"tlkit {task.name} {cmd.name}: -r/--results_dir is required")
+    ctx = CommandContext(
+        task=task.name,
+        command=cmd.name,
+        spec=spec,
+        spec_path=spec_path,
+        results_dir=results_dir,
+        model=common["model"],
+        output=common["output"],
+        key=common["key"],
+        gpus=common["gpus"],
+        gpu_index=list(common["gpu_index"] or []),
+        use_amp=use_amp,
+        overrides=overrides,
+        options=kwargs,
+    )
+    if results_dir is not None:
+        results_dir.mkdir(parents=True, exist_ok=True)
+    pm = get_registry().pm
+    pm.hook.tlkit_on_stage_start(stage=cmd.stage, task=task.name, context=ctx)
+    try:
+        outputs = resolve(cmd.run)(ctx)
+    except BaseException as err:
+        pm.hook.tlkit_on_stage_end(
+            stage=cmd.stage, task=task.name, context=ctx, result=StageResult(False, error=str(err), results_dir=results_dir)
+        )
+        raise
+    pm.hook.tlkit_on_stage_end(
+        stage=cmd.stage,
+        task=task.name,
+        context=ctx,
+        result=StageResult(True, outputs=outputs if isinstance(outputs, dict) else {}, results_dir=results_dir),
+    )
+
+
+def task_app(task: TaskSpec) -> typer.Typer:
+    sub = typer.Typer(help=task.summary, no_args_is_help=True, add_completion=False)
+    for cmd in task.commands:
+        sub.command(name=cmd.name, help=cmd.help, context_settings={"allow_interspersed_args": True})(
+            _make_command(task, cmd)
+        )
+    return sub
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"tlkit {__version__}")
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    from tlkit.cli import plugins_cmd, spec_cmd
+    from tlkit.registry import get_registry
+
+    app = typer.Typer(
+        name="tlkit",
+        help="tlkit: transfer learning for computer vision — train, evaluate, prune, export, deploy.",
+        no_args_is_help=True,
+        add_completion=False,
+    )
+
+    @app.callback()
+    def _root(
+        version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Show the version."),
+    ) -> None:
+        """tlkit: transfer learning for computer vision."""
+
+    app.command("plugins", help="List installed plugins and what they register.")(plugins_cmd.plugins)
+    app.add_typer(spec_cmd.spec_app, name="spec", help="Default specs and spec validation.")
+
+    registry = get_registry()
+    for name, task in sorted(registry.tasks().items()):
+        if name in BUILTIN_COMMANDS:
+            raise PluginError(f"task {name!r} from {task.distribution} clashes with the built-in command {name!r}")
+        app.add_typer(task_app(task), name=name, help=task.summary)
+    registry.pm.hook.tlkit_register_commands(app=app)
+    return app
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
