@@ -1,12 +1,13 @@
 """Plugin discovery through real entry points: a worked third-party plugin and three broken ones."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from tlkit.testing.plugins import install_plugins, run_tlkit
 
-from conftest import FIXTURES
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_plugins_json_lists_ok_and_failed_with_reasons(plugin_dir):

@@ -148,10 +148,15 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
-        if not (isinstance(cur, type) and issubclass(cur, BaseModel)) or part not in cur.model_fields:
+        if not (isinstance(cur, type) and issubclass(cur, BaseModel)) or part not in _spec_keys(cur):
             return None
-        cur = _unwrap(cur.model_fields[part].annotation)
+        cur = _unwrap(_spec_keys(cur)[part].annotation)
     return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+
+
+def _spec_keys(model: type[BaseModel]) -> dict[str, Any]:
+    """Key as written in the YAML (the alias, e.g. `model_config`, which pydantic reserves) -> field."""
+    return {(f.alias or name): f for name, f in model.model_fields.items()}
 
 
 def _unwrap(tp: Any) -> Any:
@@ -240,8 +245,8 @@ def _format_errors(err: ValidationError, model: type[BaseModel], where: str, lin
         origin = origin or where
         if e["type"] == "extra_forbidden":
             parent = _model_at(model, loc)
-            hint = did_you_mean(str(loc[-1]), parent.model_fields) if parent else ""
-            allowed = f" Allowed keys: {', '.join(parent.model_fields)}." if parent else ""
+            hint = did_you_mean(str(loc[-1]), _spec_keys(parent)) if parent else ""
+            allowed = f" Allowed keys: {', '.join(_spec_keys(parent))}." if parent else ""
             msgs.append(f"{origin}: {dotted}: unknown key{hint}.{allowed}")
         elif e["type"] == "missing":
             msgs.append(f"{origin}: {dotted}: required key is missing")
@@ -251,7 +256,7 @@ def _format_errors(err: ValidationError, model: type[BaseModel], where: str, lin
 
 
 def spec_to_yaml(cfg: BaseModel) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False, default_flow_style=None)
 
 
 def save_resolved_spec(cfg: BaseModel, results_dir: str | Path, name: str = "experiment_spec.yaml") -> Path:
@@ -273,9 +278,10 @@ def default_spec_yaml(model: type[BaseModel], header: str = "") -> str:
 
 def _emit_yaml(model: type[BaseModel], value: BaseModel, indent: int, out: list[str]) -> None:
     pad = "  " * indent
-    for name, f in model.model_fields.items():
+    for attr, f in model.model_fields.items():
+        name = f.alias or attr  # the key as written in YAML
         sub = _unwrap(f.annotation)
-        v = getattr(value, name)
+        v = getattr(value, attr)
         if isinstance(sub, type) and issubclass(sub, BaseModel) and isinstance(v, BaseModel):
             doc = (sub.__doc__ or "").strip().splitlines()
             out.append(f"{pad}{name}:" + (f"  # {doc[0]}" if doc else ""))
@@ -298,9 +304,10 @@ def spec_reference_markdown(model: type[BaseModel], title: str) -> str:
 
 def _emit_md(model: type[BaseModel], value: BaseModel, prefix: str, out: list[str]) -> None:
     rows, subs = [], []
-    for name, f in model.model_fields.items():
+    for attr, f in model.model_fields.items():
+        name = f.alias or attr  # the key as written in YAML
         sub = _unwrap(f.annotation)
-        v = getattr(value, name)
+        v = getattr(value, attr)
         if isinstance(sub, type) and issubclass(sub, BaseModel) and isinstance(v, BaseModel):
             subs.append((name, sub, v))
             continue

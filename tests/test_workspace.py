@@ -1,0 +1,69 @@
+"""Cross-package checks, with every package installed in one environment."""
+
+import ast
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tlkit import hookspecs
+from tlkit.registry import get_registry
+from tlkit.testing.contract import check_task_contract
+from tlkit.testing.plugins import run_tlkit
+
+ROOT = Path(__file__).resolve().parent.parent
+TASKS = sorted(get_registry().tasks())
+
+
+def test_all_workspace_plugins_load_without_problems():
+    r = run_tlkit(["plugins", "--json"])
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    infos = {p["name"]: p for p in json.loads(r.stdout)}
+    for name, dist in [("core", "tlkit-core"), ("classification", "tlkit-classification"),
+                       ("detection", "tlkit-detection"), ("pose", "tlkit-pose"), ("tensorrt", "tlkit-tensorrt")]:
+        assert infos[name]["status"] == "ok" and infos[name]["distribution"] == dist
+
+
+def test_task_packages_never_import_each_other():
+    pkgs = {"tlkit_classification", "tlkit_detection", "tlkit_pose", "tlkit_tensorrt"}
+    for src in (ROOT / "packages").glob("*/src/tlkit_*/**/*.py"):
+        own = src.relative_to(ROOT / "packages").parts[2]
+        for node in ast.walk(ast.parse(src.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for n in names:
+                top = n.split(".")[0]
+                assert not (top in pkgs and top != own), f"{src} imports {n}: task packages must not import each other"
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_task_contract(task):
+    check_task_contract(task)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_command_has_help(task):
+    for cmd in get_registry().task(task).commands:
+        r = run_tlkit([task, cmd.name, "--help"])
+        assert r.returncode == 0, (cmd.name, r.stderr)
+        assert "--experiment_spec" in r.stdout
+
+
+def test_spec_reference_doc_is_up_to_date():
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_spec_reference.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_every_hook_is_documented_with_an_example_and_in_the_plugin_guide():
+    guide = (ROOT / "docs" / "plugin-guide.md").read_text()
+    hooks = [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("tlkit_")]
+    assert len(hooks) >= 10
+    for name in hooks:
+        doc = inspect.getdoc(getattr(hookspecs, name)) or ""
+        assert "versionadded" in doc, name
+        assert "Example" in doc or "Stops at first" in doc or name.startswith("tlkit_on_stage"), name
+        assert f"`{name}`" in guide, f"docs/plugin-guide.md does not document {name}"
