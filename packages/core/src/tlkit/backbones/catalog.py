@@ -1,9 +1,55 @@
 """The built-in architectures and weight formats, as light records (no MXNet import here).
 
-Filled by the backbone registry work; `tlkit._builtin` registers these through the plugin hooks.
+`tlkit._builtin` registers these through the plugin hooks. Every backbone here is `task=None` (usable by
+every task); `build` takes the keyword options of `tlkit.backbones.build_backbone`.
 """
 
 from tlkit.types import ArchitectureSpec, WeightFormatSpec
 
-ARCHITECTURES: tuple[ArchitectureSpec, ...] = ()
-WEIGHT_FORMATS: tuple[WeightFormatSpec, ...] = ()
+_M = "tlkit.backbones"
+
+
+def _arch(name: str, module: str, summary: str, **kw) -> ArchitectureSpec:
+    return ArchitectureSpec(name=name, build=f"{_M}.{module}:{name}", summary=summary, **kw)
+
+
+ARCHITECTURES: tuple[ArchitectureSpec, ...] = (
+    _arch("resnet10", "resnet", "ResNet-10 v1 (TLT; one block per stage), 512 channels"),
+    _arch("resnet18", "resnet", "ResNet-18 v1 (GluonCV resnet18_v1 layout), 512 channels"),
+    _arch("resnet34", "resnet", "ResNet-34 v1 (GluonCV resnet34_v1 layout), 512 channels"),
+    _arch("resnet50", "resnet", "ResNet-50 v1 (GluonCV resnet50_v1 layout), 2048 channels"),
+    _arch("resnet101", "resnet", "ResNet-101 v1 (GluonCV resnet101_v1 layout), 2048 channels"),
+    _arch("vgg16", "classic", "VGG-16 conv layers (GluonCV vgg16 / vgg16_bn layout), 512 channels"),
+    _arch("vgg19", "classic", "VGG-19 conv layers (GluonCV vgg19 / vgg19_bn layout), 512 channels"),
+    _arch("mobilenet_v1", "classic", "MobileNet v1 1.0 (GluonCV mobilenet1.0), 1024 channels"),
+    _arch("mobilenet_v2", "classic", "MobileNet v2 1.0 (GluonCV mobilenetv2_1.0), 1280 channels"),
+    _arch("googlenet", "classic", "GoogLeNet / Inception v1 with BN (GluonCV googlenet), 1024 channels"),
+    _arch("darknet19", "classic", "DarkNet-19 (YOLOv2), 1024 channels"),
+    _arch("darknet53", "classic", "DarkNet-53 (YOLOv3, GluonCV darknet53 layout), 1024 channels"),
+    _arch(
+        "efficientnet_lite0",
+        "efficientnet",
+        "EfficientNet-Lite0, 1280 channels; ImageNet weights shipped offline",
+        pretrained=("imagenet",),
+        weight_map=f"{_M}.efficientnet:weight_map",
+    ),
+)
+
+# (architecture, named set) -> "module:function" returning the local file (shipped offline; no download)
+PRETRAINED_FILES: dict[tuple[str, str], str] = {
+    ("efficientnet_lite0", "imagenet"): f"{_M}.efficientnet:imagenet_weights_path",
+}
+
+# architecture -> "module:function" mapping the file's classifier tensors to the Dense head's names
+HEAD_WEIGHT_MAPS: dict[str, str] = {
+    "efficientnet_lite0": f"{_M}.efficientnet:head_weight_map",
+}
+
+WEIGHT_FORMATS: tuple[WeightFormatSpec, ...] = (
+    WeightFormatSpec("tlkit", sniff="tlkit.weights:is_tlkit_model", load="tlkit.weights:load_tlkit_model",
+                     summary="tlkit model file (.tlk)"),
+    WeightFormatSpec("mxnet-params", sniff="tlkit.weights:is_mxnet_params", load="tlkit.weights:load_mxnet_params",
+                     summary="MXNet nd.save file (.params): structural or arg:/aux: names"),
+    WeightFormatSpec("pytorch-pth", sniff="tlkit.weights:is_pth", load="tlkit.weights:load_pth",
+                     summary="PyTorch state dict (.pth/.pt), read without torch; tensors only"),
+)

@@ -1,0 +1,494 @@
+"""Pretrained weights: read weight files of several formats into numpy, resolve weight references, and
+load them into a network with a report of what was loaded, left new, or skipped.
+
+    arrays = load_weight_file("resnet18.params")           # dict[str, numpy.ndarray]
+    report = load_pretrained(net, "imagenet", prefix="backbone.")
+    print(report.summary())
+
+Formats are registered `WeightFormatSpec`s (core: tlkit `.tlk`, MXNet `.params`, PyTorch `.pth`); the first
+whose `sniff(path)` is true loads the file. PyTorch files are read WITHOUT torch, through a restricted
+unpickler that only rebuilds tensors (a `.pth` is a pickle: loading an arbitrary one runs arbitrary code).
+
+MXNet is imported inside the functions that need it, so this module is cheap to import.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import struct
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlkit.errors import ModelFileError, UnknownNameError
+
+# -- PyTorch .pth without torch --------------------------------------------------------------------------
+
+_TORCH_STORAGE_DTYPES = {
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": "bfloat16",  # no numpy dtype: stored as uint16, widened to float32
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
+_LEGACY_PREFIX = b"\x80\x02\x8a\x0a" + _LEGACY_MAGIC.to_bytes(10, "little")
+
+
+@dataclass(frozen=True)
+class _StorageType:
+    name: str
+
+    @property
+    def dtype(self) -> np.dtype:
+        dt = _TORCH_STORAGE_DTYPES[self.name]
+        return np.dtype(np.uint16 if dt == "bfloat16" else dt)
+
+
+@dataclass
+class _Storage:
+    """A storage referenced by the pickle; its bytes are attached once read (legacy files: after the pickle)."""
+
+    key: str
+    type: _StorageType
+    numel: int
+    data: np.ndarray | None = None
+
+
+@dataclass
+class _LazyTensor:
+    storage: _Storage
+    offset: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+
+    def materialize(self) -> np.ndarray:
+        base = self.storage.data
+        if base is None:
+            raise ValueError(f"storage {self.storage.key} has no data")
+        item = base.itemsize
+        view = np.lib.stride_tricks.as_strided(
+            base[self.offset :], shape=self.size, strides=tuple(s * item for s in self.stride)
+        )
+        arr = np.array(view, order="C")  # a C-contiguous copy out of the shared storage
+        if self.storage.type.name == "BFloat16Storage":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        return arr
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+    return _LazyTensor(storage, int(storage_offset), tuple(size), tuple(stride))
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride):
+    return _LazyTensor(storage, int(storage_offset), tuple(size), tuple(stride))
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *args):
+    return data
+
+
+# The only globals a weights pickle may name: tensor rebuilders, storage types and OrderedDict.
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("collections", "OrderedDict"): OrderedDict,
+    **{("torch", name): _StorageType(name) for name in _TORCH_STORAGE_DTYPES},
+}
+
+
+class _TensorOnlyUnpickler(pickle.Unpickler):
+    """Unpickles a PyTorch state dict; refuses every global that is not tensor data."""
+
+    def __init__(self, fh: Any, source: str, read_storage: Callable[[_Storage], np.ndarray] | None):
+        super().__init__(fh)
+        self.source = source
+        self.read_storage = read_storage  # None: legacy file, storage bytes come after the pickle
+        self.storages: dict[str, _Storage] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise ModelFileError(
+                f"{self.source}: refusing to unpickle global '{module}.{name}': only tensor data is allowed "
+                f"in a weights file (a .pth is a pickle and could run code)"
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        if not (isinstance(pid, tuple) and pid and pid[0] in ("storage", b"storage")):
+            raise ModelFileError(f"{self.source}: unsupported persistent id {str(pid)[:60]!r} in pickle")
+        storage_type, key, _location, numel = pid[1], str(pid[2]), pid[3], int(pid[4])
+        view = pid[5] if len(pid) > 5 else None
+        if not isinstance(storage_type, _StorageType):
+            raise ModelFileError(f"{self.source}: storage of unknown type {storage_type!r}")
+        if key not in self.storages:
+            st = _Storage(key, storage_type, numel)
+            if self.read_storage is not None:
+                st.data = self.read_storage(st)
+            self.storages[key] = st
+        if view is not None:
+            raise ModelFileError(f"{self.source}: storage views (pre-1.0 PyTorch files) are not supported")
+        return self.storages[key]
+
+
+def _materialize(obj: Any) -> Any:
+    if isinstance(obj, _LazyTensor):
+        return obj.materialize()
+    if isinstance(obj, dict):
+        return OrderedDict((k, _materialize(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_materialize(v) for v in obj)
+    return obj
+
+
+def _flatten_state(obj: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    """A checkpoint may nest its state dict ({"state_dict": {...}}, {"model": {...}}): flatten to dotted names."""
+    out: dict[str, np.ndarray] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(_flatten_state(v, f"{prefix}{k}."))
+    elif isinstance(obj, np.ndarray):
+        out[prefix[:-1]] = obj
+    return out
+
+
+def _strip_wrapper(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    for wrapper in ("state_dict.", "model.", "module."):
+        if state and all(k.startswith(wrapper) for k in state):
+            state = {k[len(wrapper) :]: v for k, v in state.items()}
+    return state
+
+
+def is_pth(path: str | os.PathLike) -> bool:
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                return any(n.endswith("/data.pkl") or n == "data.pkl" for n in zf.namelist())
+        with open(path, "rb") as fh:
+            return fh.read(len(_LEGACY_PREFIX)) == _LEGACY_PREFIX
+    except OSError:
+        return False
+
+
+def load_pth(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a PyTorch state dict (zip format of torch >= 1.6, or the legacy stream format) without torch."""
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            obj = _load_pth_zip(path)
+        else:
+            obj = _load_pth_legacy(path)
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error, ValueError) as err:
+        raise ModelFileError(f"{path}: not a readable PyTorch weights file: {err}") from None
+    state = _strip_wrapper(_flatten_state(_materialize(obj)))
+    if not state:
+        raise ModelFileError(f"{path}: no tensors found (expected a state dict of name -> tensor)")
+    return state
+
+
+def _load_pth_zip(path: Path) -> Any:
+    with zipfile.ZipFile(path) as zf:
+        pkl = [n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+        if not pkl:
+            raise ModelFileError(f"{path}: zip without data.pkl, not a PyTorch weights file")
+        root = pkl[0][: -len("data.pkl")]
+        byteorder = "little"
+        if f"{root}byteorder" in zf.namelist():
+            byteorder = zf.read(f"{root}byteorder").decode().strip()
+
+        def read_storage(st: _Storage) -> np.ndarray:
+            dtype = st.type.dtype.newbyteorder("<" if byteorder == "little" else ">")
+            raw = zf.read(f"{root}data/{st.key}")
+            return np.frombuffer(raw, dtype=dtype, count=st.numel).astype(st.type.dtype)
+
+        return _TensorOnlyUnpickler(io.BytesIO(zf.read(pkl[0])), str(path), read_storage).load()
+
+
+def _load_pth_legacy(path: Path) -> Any:
+    with open(path, "rb") as fh:
+        # magic number, protocol version and sys info are plain pickles of builtins
+        magic = _TensorOnlyUnpickler(fh, str(path), None).load()
+        if magic != _LEGACY_MAGIC:
+            raise ModelFileError(f"{path}: not a PyTorch weights file (bad magic number)")
+        _TensorOnlyUnpickler(fh, str(path), None).load()  # protocol version
+        sys_info = _TensorOnlyUnpickler(fh, str(path), None).load()
+        little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
+        unpickler = _TensorOnlyUnpickler(fh, str(path), None)
+        result = unpickler.load()
+        keys = _TensorOnlyUnpickler(fh, str(path), None).load()
+        for key in keys:
+            st = unpickler.storages[str(key)]
+            (numel,) = struct.unpack("<q" if little else ">q", fh.read(8))
+            dtype = st.type.dtype.newbyteorder("<" if little else ">")
+            raw = fh.read(numel * dtype.itemsize)
+            if len(raw) != numel * dtype.itemsize:
+                raise ModelFileError(f"{path}: truncated (storage {key} needs {numel} elements)")
+            st.data = np.frombuffer(raw, dtype=dtype).astype(st.type.dtype)
+    return result
+
+
+# -- MXNet .params and tlkit .tlk ------------------------------------------------------------------------
+
+_MX_NDARRAY_LIST_MAGIC = struct.pack("<Q", 0x112)
+
+
+def is_mxnet_params(path: str | os.PathLike) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == _MX_NDARRAY_LIST_MAGIC
+    except OSError:
+        return False
+
+
+def _strip_arg_aux(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in arrays.items():
+        if k.startswith(("arg:", "aux:")):
+            k = k[4:]
+        out[k] = v.asnumpy() if hasattr(v, "asnumpy") else np.asarray(v)
+    return out
+
+
+def load_mxnet_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """An `nd.save` file: structural names (`save_parameters`) or `arg:`/`aux:` names (`export`)."""
+    import mxnet as mx
+
+    try:
+        arrays = mx.nd.load(str(path))
+    except mx.base.MXNetError as err:
+        raise ModelFileError(f"{path}: corrupt MXNet .params file: {str(err).splitlines()[0]}") from None
+    if not isinstance(arrays, dict):
+        raise ModelFileError(f"{path}: holds an unnamed list of {len(arrays)} arrays; expected named parameters")
+    return _strip_arg_aux(arrays)
+
+
+def is_tlkit_model(path: str | os.PathLike) -> bool:
+    from tlkit.model_io import is_model_file
+
+    return is_model_file(path)
+
+
+def load_tlkit_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    from tlkit.model_io import load_model
+
+    return _strip_arg_aux(load_model(path).params)
+
+
+# -- dispatch -----------------------------------------------------------------------------------------
+
+
+def load_weight_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read any registered weight format into {name: numpy array}."""
+    from tlkit.lazy import resolve
+    from tlkit.registry import get_registry
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: weights file not found")
+    formats = get_registry().weight_formats()
+    for spec in formats.values():
+        if resolve(spec.sniff)(path):
+            return resolve(spec.load)(path)
+    raise ModelFileError(
+        f"{path}: unrecognised weights format; expected one of: {', '.join(formats) or '(none registered)'}"
+    )
+
+
+# -- resolving references ------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TLKIT_CACHE", Path.home() / ".cache" / "tlkit")).expanduser()
+
+
+def mxnet_model_dir() -> Path:
+    return Path(os.environ.get("MXNET_HOME", Path.home() / ".mxnet")).expanduser() / "models"
+
+
+def _offline() -> bool:
+    return os.environ.get("TLKIT_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _resolve_gluoncv(model: str) -> Path:
+    root = mxnet_model_dir()
+    found = sorted(root.glob(f"{model}-*.params"))
+    if found:
+        return found[0]
+    from gluoncv.model_zoo.model_store import _model_sha1, get_model_file
+
+    if model not in _model_sha1:
+        raise UnknownNameError("GluonCV pretrained model", model, _model_sha1)
+    if _offline():
+        raise ModelFileError(f"gluoncv://{model}: not in {root} and TLKIT_OFFLINE is set; copy the file there")
+    try:
+        return Path(get_model_file(model, root=str(root)))
+    except Exception as err:  # network errors of every kind: say where the file was expected
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelFileError(f"gluoncv://{model}: not in {root} and the download failed ({first})") from None
+
+
+def _resolve_named(name: str, arch: str | None) -> Path | None:
+    """Named pretrained weights of an architecture ('imagenet'), from the catalog's offline files."""
+    from tlkit.backbones.catalog import PRETRAINED_FILES
+    from tlkit.lazy import resolve
+    from tlkit.registry import get_registry
+
+    if arch is None:
+        return None
+    spec = get_registry().architecture(arch)
+    if name not in spec.pretrained:
+        return None
+    ref = PRETRAINED_FILES.get((spec.name, name))
+    if ref is None:
+        return None
+    return Path(resolve(ref)())
+
+
+def resolve_weights(uri: str | os.PathLike, *, arch: str | None = None) -> Path:
+    """A local weights file for `uri`.
+
+    - a path that exists;
+    - a named set of `arch` (e.g. "imagenet" for efficientnet_lite0): the weights shipped offline;
+      plugins may answer "pretrained://<arch>/<name>" through `tlkit_resolve_pretrained`;
+    - "gluoncv://<model>": `$MXNET_HOME/models/<model>-*.params`, else a download attempt (not with
+      TLKIT_OFFLINE=1);
+    - anything a plugin's `tlkit_resolve_pretrained` resolves (other schemes).
+    """
+    from tlkit.registry import get_registry
+
+    text = str(uri)
+    if text.startswith("gluoncv://"):
+        return _resolve_gluoncv(text[len("gluoncv://") :])
+    hook = get_registry().pm.hook.tlkit_resolve_pretrained
+    if "://" not in text and not Path(text).expanduser().exists() and arch is not None:
+        answer = hook(uri=f"pretrained://{arch}/{text}", cache_dir=cache_dir())
+        if answer is not None:
+            return Path(answer)
+        named = _resolve_named(text, arch)
+        if named is not None:
+            if not named.is_file():
+                raise ModelFileError(f"{text} weights for {arch}: expected at {named}, file is missing")
+            return named
+    answer = hook(uri=text, cache_dir=cache_dir())
+    if answer is not None:
+        return Path(answer)
+    hint = f" ({arch} knows no pretrained set {text!r})" if arch and "/" not in text and "." not in text else ""
+    raise ModelFileError(f"{text}: weights file not found{hint}")
+
+
+# -- filtered load ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadReport:
+    """What `load_pretrained` did. `loaded`/`new` are network parameter names; `skipped` holds
+    (name in the file, reason)."""
+
+    source: str = ""
+    loaded: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{self.source}: loaded {len(self.loaded)} tensors, {len(self.new)} new (not in file), "
+            f"{len(self.skipped)} skipped"
+        )
+
+    def table(self, max_rows: int = 20) -> Any:
+        """A rich Table of the new and skipped tensors (print it with rich.print / Console.print)."""
+        from rich.table import Table
+
+        t = Table(title=self.summary())
+        t.add_column("tensor")
+        t.add_column("status")
+        rows = [(n, "new (initialised)") for n in self.new] + [(n, f"skipped: {r}") for n, r in self.skipped]
+        for name, status in rows[:max_rows]:
+            t.add_row(name, status)
+        if len(rows) > max_rows:
+            t.add_row(f"... {len(rows) - max_rows} more", "")
+        return t
+
+
+def _backbone_arch(net: Any) -> str | None:
+    """The architecture name of `net` if it is, or holds, a tlkit Backbone."""
+    arch = getattr(net, "arch", None)
+    if isinstance(arch, str):
+        return arch
+    for child in getattr(net, "_children", {}).values():
+        arch = _backbone_arch(child)
+        if arch:
+            return arch
+    return None
+
+
+def load_pretrained(
+    net: Any,
+    path_or_uri: str | os.PathLike,
+    *,
+    weight_map: Callable[[str], str | None] | None = None,
+    prefix: str = "",
+    arch: str | None = None,
+) -> LoadReport:
+    """Load every tensor of a weights file whose (mapped) name exists in `net` with the same shape.
+
+    `weight_map(name_in_file) -> name relative to prefix | None` translates foreign names (None: not used);
+    `prefix` is prepended to find the parameter in `net` (e.g. "backbone."). Parameters of `net` the file
+    does not provide are reported as `new` and keep their current (initialised or deferred) values; that
+    is how a classifier head with another class count stays new. `arch` names the architecture for named
+    sets such as "imagenet" (default: the Backbone inside `net`); for a named set or a PyTorch file the
+    architecture's own `weight_map` is the default map (e.g. EfficientNet-Lite0's .pth names).
+    """
+    import mxnet as mx
+
+    from tlkit.lazy import resolve
+    from tlkit.registry import get_registry
+
+    arch = arch or _backbone_arch(net)
+    path = resolve_weights(path_or_uri, arch=arch)
+    arrays = load_weight_file(path)
+    if weight_map is None and arch is not None:
+        spec = get_registry().architectures().get((None, arch))
+        if spec is not None and spec.weight_map is not None and (str(path_or_uri) in spec.pretrained or is_pth(path)):
+            weight_map = resolve(spec.weight_map)
+    own = net._collect_params_with_prefix()
+    report = LoadReport(source=str(path_or_uri))
+    done: set[str] = set()
+    for fname, arr in arrays.items():
+        mapped = weight_map(fname) if weight_map else fname
+        if mapped is None:
+            report.skipped.append((fname, "not used by this network (weight map)"))
+            continue
+        target = prefix + mapped
+        param = own.get(target)
+        if param is None:
+            report.skipped.append((fname, f"no parameter {target!r} in the network"))
+            continue
+        if not _shape_fits(param.shape, arr.shape):
+            report.skipped.append((fname, f"shape {tuple(arr.shape)} in file, {tuple(param.shape)} in network"))
+            continue
+        param._load_init(mx.nd.array(arr, dtype=param.dtype), None)
+        report.loaded.append(target)
+        done.add(target)
+    report.new = [n for n in own if n not in done]
+    return report
+
+
+def _shape_fits(net_shape: tuple[int, ...] | None, file_shape: tuple[int, ...]) -> bool:
+    if not net_shape:  # unknown (deferred) shape: anything goes, the first forward would check
+        return True
+    return len(net_shape) == len(file_shape) and all(a in (0, -1, b) for a, b in zip(net_shape, file_shape))
