@@ -1,0 +1,97 @@
+"""Detection evaluation time at KITTI scale: 7,481 images (the KITTI training set size) of synthetic
+ground truth and predictions with KITTI-like statistics (about 4 cars, 0.6 pedestrians, 0.2 cyclists,
+1 Van/DontCare per image; 1242x375 px; random occlusion/truncation; jittered true detections plus
+false positives). Save the numbers of record with:
+
+    .venv/bin/python -m pytest benchmarks/test_bench_detection.py --benchmark-only \
+        --benchmark-json=benchmarks/results/detection.json
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tlkit_detection.kitti import make_frame
+from tlkit_detection.metrics import evaluate_ap, evaluate_kitti
+
+N_IMAGES = 7481
+W, H = 1242, 375
+CLASSES = ("Car", "Pedestrian", "Cyclist")
+
+
+def synthetic_kitti(n: int = N_IMAGES, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    gt, pred = {}, {}
+    for i in range(n):
+        counts = {"Car": rng.poisson(4), "Pedestrian": rng.poisson(0.6), "Cyclist": rng.poisson(0.2),
+                  "Van": rng.poisson(0.4), "DontCare": rng.poisson(0.6)}
+        types = [t for t, k in counts.items() for _ in range(k)]
+        m = len(types)
+        h = rng.uniform(15, 200, m)
+        w = h * rng.uniform(0.4, 2.5, m)
+        x1, y1 = rng.uniform(0, W - w), rng.uniform(0, H - np.minimum(h, H - 1))
+        boxes = np.stack([x1, y1, np.minimum(x1 + w, W), np.minimum(y1 + h, H)], 1)
+        gt[f"{i:06d}"] = make_frame(types, boxes, occluded=rng.integers(0, 3, m), truncated=rng.choice([0.0, 0.2, 0.45, 0.7], m))
+        # detections: 85% of the real objects, jittered; plus ~1.5 false positives per image
+        real = [j for j, t in enumerate(types) if t in CLASSES and rng.random() < 0.85]
+        jitter = rng.normal(0, 0.05, (len(real), 4)) * np.repeat(h[real, None], 4, 1)
+        det_boxes = boxes[real] + jitter
+        n_fp = rng.poisson(1.5)
+        fh = rng.uniform(15, 150, n_fp)
+        fx, fy = rng.uniform(0, W - 2 * fh), rng.uniform(0, H - fh)
+        fp = np.stack([fx, fy, fx + fh * rng.uniform(0.5, 2, n_fp), fy + fh], 1)
+        det_types = [types[j] for j in real] + list(rng.choice(CLASSES, n_fp))
+        scores = np.concatenate([rng.uniform(0.3, 1.0, len(real)), rng.uniform(0.0, 0.7, n_fp)])
+        det = np.concatenate([det_boxes, fp]).reshape(-1, 4)
+        det[:, 2:] = np.maximum(det[:, 2:], det[:, :2] + 1)
+        pred[f"{i:06d}"] = make_frame(det_types, det, scores=scores)
+    return gt, pred
+
+
+@pytest.fixture(scope="module")
+def kitti_scale():
+    return synthetic_kitti()
+
+
+def test_bench_tlt_ap(benchmark, kitti_scale):
+    gt, pred = kitti_scale
+    lower = lambda d: {k: make_frame([t.lower() for t in f.types], f.boxes, f.occluded, f.truncated, f.scores) for k, f in d.items()}  # noqa: E731
+    gt_l, pred_l = lower(gt), lower(pred)
+    result = benchmark.pedantic(
+        evaluate_ap, args=(gt_l, pred_l, ["car", "pedestrian", "cyclist"], {"car": 0.7, "pedestrian": 0.5, "cyclist": 0.5}),
+        rounds=3, iterations=1,
+    )
+    benchmark.extra_info.update({"images": N_IMAGES, "mAP": result.mean_ap * 100,
+                                 "gt_boxes": sum(c.num_gt for c in result.classes.values()),
+                                 "predictions": sum(c.num_pred for c in result.classes.values())})
+    assert 0 < result.mean_ap < 1
+
+
+def test_bench_kitti_difficulty_ap(benchmark, kitti_scale):
+    gt, pred = kitti_scale
+    result = benchmark.pedantic(evaluate_kitti, args=(gt, pred, CLASSES), rounds=3, iterations=1)
+    benchmark.extra_info.update({"images": N_IMAGES, "moderate_AP40": {c: result.classes[c]["moderate"]["AP40"] for c in CLASSES}})
+    assert all(0 < result.classes[c]["moderate"]["AP40"] < 100 for c in CLASSES)
+
+
+def test_bench_convert_bccd_to_records(benchmark, tmp_path):
+    """Pascal VOC -> sharded RecordIO on the real BCCD set (364 images 640x480), when ../shared/data has it."""
+    from pathlib import Path
+
+    from tlkit_detection.config import VocSourceConfig
+    from tlkit_detection.convert import read_voc
+    from tlkit_detection.records import write_records
+
+    root = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "bccd-voc"
+    if not root.is_dir():
+        pytest.skip(f"{root} is absent")
+    cfg = VocSourceConfig(root_directory_path=str(root), num_shards=4)
+
+    def convert():
+        samples, report = read_voc(root)
+        return write_records(samples, tmp_path / "bccd", cfg, report)
+
+    manifest = benchmark.pedantic(convert, rounds=3, iterations=1, warmup_rounds=1)  # warm-up: MXNet import, file cache
+    benchmark.extra_info.update({"images": sum(manifest["frames_per_fold"]), "objects": sum(manifest["object_counts"].values())})
+    assert manifest["report"]["problems"]["zero_size_box"] == 2

@@ -1,0 +1,94 @@
+"""`tlkit detection dataset_convert -d export_spec.yaml -o OUT`: KITTI / VOC / COCO -> sharded RecordIO
+(default), or to KITTI label folders (`--output_format kitti`) or a COCO json (`--output_format coco`).
+
+The `-d` file holds the dataset_export_config section (kitti_config / voc_config / coco_config, classes),
+either at its top level or under `dataset_export_config:` of a full experiment spec. Relative paths in it
+are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tlkit.config import load_spec
+from tlkit.errors import SpecError, TlkitError
+from tlkit.io import atomic_write_text
+from tlkit_detection.config import (
+    CocoSourceConfig,
+    DatasetExportConfig,
+    DetectionConfig,
+    KittiSourceConfig,
+    VocSourceConfig,
+)
+from tlkit_detection.convert import ConvertReport, Sample, read_coco, read_kitti, read_voc, write_coco, write_kitti
+
+OUTPUT_FORMATS = ("recordio", "kitti", "coco")
+
+
+def load_export_config(path: Path | None, overrides: list[str] | None = None, spec: Any = None) -> tuple[DatasetExportConfig, Path]:
+    """The export config from `-d` (or, without it, the -e spec's dataset_export_config) and its base folder."""
+    if path is None:
+        if spec is not None and isinstance(spec, DetectionConfig) and spec.dataset_export_config.source() is not None:
+            return spec.dataset_export_config, Path.cwd()
+        raise SpecError("tlkit detection dataset_convert: -d/--dataset_export_spec is required")
+    if not path.is_file():
+        raise SpecError(f"{path}: dataset export spec not found")
+    try:
+        top = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        top = {}  # load_spec reports the YAML error with its line
+    if isinstance(top, dict) and "dataset_export_config" in top:
+        cfg = load_spec(path, DetectionConfig, overrides).dataset_export_config  # type: ignore[attr-defined]
+    else:
+        cfg = load_spec(path, DatasetExportConfig, overrides)  # type: ignore[arg-type]
+    return cfg, path.parent
+
+
+def read_source(cfg: DatasetExportConfig, base: Path) -> tuple[list[Sample], ConvertReport, str | None]:
+    src = cfg.source()
+    if src is None:
+        raise SpecError("dataset export spec: give exactly one of kitti_config, voc_config, coco_config")
+    classes = cfg.classes or None
+    rel = lambda p: p if Path(p).is_absolute() else base / p  # noqa: E731
+    if isinstance(src, KittiSourceConfig):
+        ext = src.image_extension
+        samples, report = read_kitti(rel(src.root_directory_path), src.image_dir_name, src.label_dir_name, ext, classes)
+        return samples, report, ext
+    if isinstance(src, VocSourceConfig):
+        samples, report = read_voc(rel(src.root_directory_path), src.image_set, classes, src.include_difficult)
+        return samples, report, None
+    assert isinstance(src, CocoSourceConfig)
+    samples, report = read_coco(rel(src.annotation_file), rel(src.image_directory_path), classes)
+    return samples, report, None
+
+
+def run(ctx) -> dict:
+    fmt = ctx.options.get("output_format") or "recordio"
+    if fmt not in OUTPUT_FORMATS:
+        raise TlkitError(f"--output_format: {fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+    if ctx.output is None:
+        raise TlkitError("tlkit detection dataset_convert: -o/--output is required (records prefix, folder or .json)")
+    cfg, base = load_export_config(ctx.options.get("dataset_export_spec"), ctx.overrides, ctx.spec)
+    samples, report, ext = read_source(cfg, base)
+    ctx.console.print(f"Read {report.summary()}")
+    out = Path(ctx.output)
+    if fmt == "recordio":
+        from tlkit_detection.records import write_records
+
+        manifest = write_records(samples, out, cfg.source(), report, ext)  # type: ignore[arg-type]
+        folds = ", ".join(f"fold {i}: {n}" for i, n in enumerate(manifest["frames_per_fold"]))
+        ctx.console.print(f"Wrote {len(manifest['shards'])} RecordIO shards ({folds} frames) and {out}.json")
+        return {"manifest": f"{out}.json", "report": report.to_dict()}
+    if fmt == "kitti":
+        write_kitti(samples, out, link_images=not ctx.options.get("copy_images", False))
+        atomic_write_text(out / "convert_report.json", json.dumps(report.to_dict(), indent=1))
+        ctx.console.print(f"Wrote KITTI labels to {out / 'labels'} and images to {out / 'images'}")
+        return {"output": str(out), "report": report.to_dict()}
+    write_coco(samples, out, cfg.classes or None)
+    atomic_write_text(out.with_suffix(".report.json"), json.dumps(report.to_dict(), indent=1))
+    ctx.console.print(f"Wrote COCO json {out}")
+    return {"output": str(out), "report": report.to_dict()}

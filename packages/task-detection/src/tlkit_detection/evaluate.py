@@ -1,0 +1,104 @@
+"""`tlkit detection evaluate --predictions DIR --labels DIR [-e spec] [-r results]`: score KITTI prediction
+files (16th field = score) against KITTI label files, with no model.
+
+Classes are compared in lower case after `dataset_config.target_class_mapping` (unmapped classes are
+dropped when a mapping is given). With `-r`, writes `evaluation.json` and one PR-curve PNG per class.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tlkit.errors import DataError, TlkitError
+from tlkit.io import atomic_write_text
+from tlkit_detection.config import DetectionConfig
+from tlkit_detection.kitti import FrameArrays, KittiObject, read_label_dir, to_arrays
+from tlkit_detection.metrics import BoxFilter, evaluate_ap, evaluate_kitti, format_ap_table, save_pr_curves
+
+MODEL_EVAL_MESSAGE = (
+    "tlkit detection evaluate -m: model evaluation arrives with the DetectNet_v2 model; for now score KITTI "
+    "prediction files with --predictions DIR --labels DIR"
+)
+
+
+def map_frame(objects: list[KittiObject], mapping: dict[str, str]) -> FrameArrays:
+    """Lower-case class names, apply the target class mapping (dropping unmapped classes when one is given)."""
+    kept = []
+    for o in objects:
+        t = o.type.lower()
+        if mapping:
+            if t not in mapping:
+                continue
+            t = mapping[t]
+        kept.append(KittiObject(type=t, bbox=o.bbox, truncated=o.truncated, occluded=o.occluded, score=o.score))
+    return to_arrays(kept)
+
+
+def run(ctx) -> dict:
+    if ctx.model is not None:
+        raise TlkitError(MODEL_EVAL_MESSAGE)
+    pred_dir, label_dir = ctx.options.get("predictions"), ctx.options.get("labels")
+    if pred_dir is None or label_dir is None:
+        raise TlkitError("tlkit detection evaluate: give --predictions DIR and --labels DIR (KITTI text files)")
+    spec: DetectionConfig = ctx.spec if isinstance(ctx.spec, DetectionConfig) else DetectionConfig()
+    ev = spec.evaluation_config
+    gt_raw = read_label_dir(label_dir)
+    if not gt_raw:
+        raise DataError(f"{label_dir}: no KITTI label files (*.txt)")
+    pred_raw = read_label_dir(pred_dir, require_scores=True)
+    extra = sorted(set(pred_raw) - set(gt_raw))
+    missing = sorted(set(gt_raw) - set(pred_raw))
+    if extra:
+        ctx.console.print(f"[yellow]{len(extra)} prediction files have no label file and are ignored, e.g. {extra[:3]}[/]")
+    if missing:
+        ctx.console.print(f"[yellow]{len(missing)} label files have no prediction file (scored as no detections), e.g. {missing[:3]}[/]")
+    mapping = {k.lower(): v.lower() for k, v in spec.dataset_config.target_class_mapping.items()}
+    gt = {k: map_frame(v, mapping) for k, v in gt_raw.items()}
+    preds = {k: map_frame(v, mapping) for k, v in pred_raw.items() if k in gt_raw}
+    thresholds = {k.lower(): v for k, v in ev.minimum_detection_ground_truth_overlap.items()}
+    if thresholds:
+        classes = sorted(thresholds)
+    else:
+        classes = sorted({t for f in gt.values() for t in f.types} - {"dontcare"})
+    if not classes:
+        raise DataError(f"{label_dir}: no objects to evaluate")
+    filters = {c: BoxFilter(**(ev.per_class_box_config.get(c) or ev.evaluation_box_config).model_dump()) for c in classes}
+    result = evaluate_ap(
+        gt, preds, classes, {c: thresholds.get(c, ev.default_overlap) for c in classes},
+        mode=ev.average_precision_mode.lower(), num_recall_points=ev.num_recall_points, box_filters=filters,
+    )
+    ctx.console.print(format_ap_table(result))
+    for c in classes:
+        if result.classes[c].num_gt == 0:
+            ctx.console.print(f"[yellow]class {c!r} has no ground-truth boxes: its AP counts as 0[/]")
+    outputs = result.to_dict()
+    if ev.kitti_difficulty or ctx.options.get("kitti_difficulty"):
+        raw_gt = {k: to_arrays(v) for k, v in gt_raw.items()}
+        raw_pred = {k: to_arrays(v) for k, v in pred_raw.items() if k in gt_raw}
+        kitti = evaluate_kitti(raw_gt, raw_pred, classes, thresholds or None)
+        ctx.console.print("\nKITTI difficulty levels (official devkit rules):")
+        ctx.console.print(kitti.table())
+        outputs["kitti"] = kitti.to_dict()
+    if ctx.results_dir is not None:
+        out = Path(ctx.results_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "evaluation.json", json.dumps(outputs, indent=1, default=_json_default))
+        save_pr_curves(result, out)
+        from tlkit.training.status import StatusLogger
+
+        # TLT's keys, so tools reading TAO's status.json find the numbers
+        StatusLogger(out).write(
+            "SUCCESS", "evaluation finished",
+            kpi={"mean average precision": outputs["mean_average_precision"]},
+            categorical={"average_precision": outputs["average_precision"]},
+        )
+    return outputs
+
+
+def _json_default(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    raise TypeError(type(v))

@@ -1,0 +1,236 @@
+"""Sharded MXNet RecordIO datasets for detection (TLT's TFRecords converter, in RecordIO).
+
+`write_records(samples, prefix, partition)` writes, per fold and shard,
+`<prefix>-fold-000-of-002-shard-00000-of-00010.rec` + `.idx` (`mxnet.recordio.MXIndexedRecordIO`), and
+`<prefix>.json`: the manifest (source classes, folds, shards and their frame ids, conversion report).
+
+A record is the original encoded image bytes with an im2rec-style detection label:
+`[4, 7, width, height]` then per object `[class index, x1/W, y1/H, x2/W, y2/H, truncated, occluded]`
+(coordinates normalised as `mx.io.ImageDetRecordIter` expects). Class indices point into the manifest's
+source `classes`; `RecordReader` maps them to target classes at read time.
+
+Partitioning (`PartitionConfig`): random -> fold 0 is the first `val_split` % of the frames shuffled
+with `seed` (validation), fold 1 the rest; sequence -> sequences shuffled with `seed` and dealt
+round-robin into `num_partitions` folds. Each fold is split into `num_shards` contiguous shards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from tlkit.errors import DataError
+from tlkit.io import atomic_write_text
+from tlkit_detection.config import PartitionConfig
+from tlkit_detection.convert import ConvertReport, Sample
+
+HEADER_WIDTH = 4
+OBJECT_WIDTH = 7
+MANIFEST_FORMAT = "tlkit-detection-recordio"
+
+
+def partition_frames(frame_ids: Sequence[str], cfg: PartitionConfig) -> list[list[str]]:
+    """Split frame ids into folds as TLT's KITTI converter does (see module doc)."""
+    rng = random.Random(cfg.seed)
+    frames = list(frame_ids)
+    if cfg.partition_mode == "random":
+        rng.shuffle(frames)
+        n_val = int(cfg.val_split / 100.0 * len(frames))
+        return [frames[:n_val], frames[n_val:]]
+    sequences = _sequences(frames, cfg)
+    names = sorted(sequences)
+    rng.shuffle(names)
+    folds: list[list[str]] = [[] for _ in range(cfg.num_partitions)]
+    for i, name in enumerate(names):
+        folds[i % cfg.num_partitions] += sequences[name]
+    return folds
+
+
+def _sequences(frames: list[str], cfg: PartitionConfig) -> dict[str, list[str]]:
+    if not cfg.kitti_sequence_to_frames_file:
+        return {f: [f] for f in frames}
+    path = Path(cfg.kitti_sequence_to_frames_file)
+    try:
+        mapping = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: kitti_sequence_to_frames_file not found") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+    if not isinstance(mapping, dict):
+        raise DataError(f"{path}: expected a JSON object {{sequence: [frame ids]}}")
+    present = set(frames)
+    out, seen = {}, set()
+    for seq, ids in mapping.items():
+        ids = [str(i) for i in ids if str(i) in present]
+        out[str(seq)] = ids
+        seen.update(ids)
+    missing = sorted(present - seen)
+    if missing:
+        raise DataError(f"{path}: {len(missing)} frames belong to no sequence, e.g. {missing[:3]}")
+    return out
+
+
+def shard_name(prefix: str | Path, fold: int, num_folds: int, shard: int, num_shards: int) -> str:
+    return f"{prefix}-fold-{fold:03d}-of-{num_folds:03d}-shard-{shard:05d}-of-{num_shards:05d}"
+
+
+def encode_label(sample: Sample, class_index: Mapping[str, int]) -> np.ndarray:
+    w, h = float(sample.width), float(sample.height)
+    rows = [[HEADER_WIDTH, OBJECT_WIDTH, w, h]]
+    for o in sample.objects:
+        x1, y1, x2, y2 = o.bbox
+        rows.append([class_index[o.type], x1 / w, y1 / h, x2 / w, y2 / h, o.truncated, o.occluded])
+    return np.concatenate([np.asarray(r, np.float32) for r in rows])
+
+
+def write_records(
+    samples: Sequence[Sample],
+    output_prefix: str | Path,
+    partition: PartitionConfig,
+    report: ConvertReport | None = None,
+    image_extension: str | None = None,
+) -> dict:
+    """Write the folds/shards and the manifest; returns the manifest."""
+    from mxnet import recordio
+
+    if not samples:
+        raise DataError(f"{output_prefix}: nothing to convert (no usable images)")
+    output_prefix = Path(output_prefix)
+    output_prefix.parent.mkdir(parents=True, exist_ok=True)
+    by_id = {s.frame_id: s for s in samples}
+    if len(by_id) != len(samples):
+        dup = sorted(k for k, n in Counter(s.frame_id for s in samples).items() if n > 1)
+        raise DataError(f"frame ids must be unique (file stems); {len(dup)} repeat, e.g. {dup[:3]}")
+    classes = sorted({o.type for s in samples for o in s.objects})
+    class_index = {c: i for i, c in enumerate(classes)}
+    folds = partition_frames(sorted(by_id), partition)
+    shards = []
+    for fold, frame_ids in enumerate(folds):
+        for shard, chunk in enumerate(np.array_split(np.asarray(frame_ids, dtype=object), partition.num_shards)):
+            name = shard_name(output_prefix, fold, len(folds), shard, partition.num_shards)
+            rec, idx = Path(name + ".rec"), Path(name + ".idx")
+            tmp_rec, tmp_idx = Path(f"{rec}.tmp"), Path(f"{idx}.tmp")
+            writer = recordio.MXIndexedRecordIO(str(tmp_idx), str(tmp_rec), "w")
+            try:
+                for i, frame in enumerate(chunk):
+                    s = by_id[frame]
+                    header = recordio.IRHeader(0, encode_label(s, class_index), i, 0)
+                    writer.write_idx(i, recordio.pack(header, s.image_path.read_bytes()))
+            finally:
+                writer.close()
+            os.replace(tmp_rec, rec)
+            os.replace(tmp_idx, idx)
+            shards.append({"fold": fold, "shard": shard, "rec": rec.name, "idx": idx.name, "frames": [str(f) for f in chunk]})
+    counts: dict[str, int] = {}
+    for s in samples:
+        for o in s.objects:
+            counts[o.type] = counts.get(o.type, 0) + 1
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version": 1,
+        "classes": classes,
+        "object_counts": counts,
+        "partition_mode": partition.partition_mode,
+        "num_partitions": len(folds),
+        "num_shards": partition.num_shards,
+        "frames_per_fold": [len(f) for f in folds],
+        "image_extension": image_extension,
+        "shards": shards,
+        "report": report.to_dict() if report else None,
+    }
+    atomic_write_text(f"{output_prefix}.json", json.dumps(manifest, indent=1))
+    return manifest
+
+
+def load_manifest(path: str | Path) -> tuple[dict, Path]:
+    path = Path(path)
+    if path.suffix != ".json":
+        path = Path(f"{path}.json")
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: converted dataset manifest not found (run `tlkit detection dataset_convert`)") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise DataError(f"{path}: not a tlkit detection dataset manifest (format {manifest.get('format')!r})")
+    return manifest, path.parent
+
+
+@dataclass
+class DetectionSample:
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    boxes: np.ndarray  # (N, 4) float32 x1 y1 x2 y2, pixels
+    classes: np.ndarray  # (N,) int64 indices into RecordReader.classes
+    frame_id: str
+
+
+class RecordReader:
+    """Iterate a converted dataset: yields DetectionSample(image, boxes, classes, frame_id).
+
+    `folds`: which folds to read (None = all). `target_class_mapping`: {source class: target class},
+    matched case-insensitively; objects of unmapped classes are dropped (TLT semantics). Without a
+    mapping every source class is its own target (DontCare regions included).
+    """
+
+    def __init__(self, manifest: str | Path, folds: Sequence[int] | None = None,
+                 target_class_mapping: Mapping[str, str] | None = None):
+        self.manifest, self.root = load_manifest(manifest)
+        self.source_classes: list[str] = self.manifest["classes"]
+        n_folds = self.manifest["num_partitions"]
+        if folds is not None:
+            bad = [f for f in folds if not 0 <= f < n_folds]
+            if bad:
+                raise DataError(f"{manifest}: fold(s) {bad} do not exist; the dataset has folds 0..{n_folds - 1}")
+        self.shards = [s for s in self.manifest["shards"] if folds is None or s["fold"] in folds]
+        if target_class_mapping:
+            lower = {k.lower(): v for k, v in target_class_mapping.items()}
+            self.classes = sorted(set(lower.values()))
+            target = [lower.get(c.lower()) for c in self.source_classes]
+            self._map = np.array([self.classes.index(t) if t is not None else -1 for t in target], np.int64)
+        else:
+            self.classes = list(self.source_classes)
+            self._map = np.arange(len(self.source_classes), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return sum(len(s["frames"]) for s in self.shards)
+
+    @property
+    def frame_ids(self) -> list[str]:
+        return [f for s in self.shards for f in s["frames"]]
+
+    def __iter__(self) -> Iterator[DetectionSample]:
+        from mxnet import recordio
+        from PIL import Image
+
+        for shard in self.shards:
+            rec, idx = self.root / shard["rec"], self.root / shard["idx"]
+            if not rec.is_file() or not idx.is_file():
+                raise DataError(f"{rec}: shard listed in the manifest is missing")
+            reader = recordio.MXIndexedRecordIO(str(idx), str(rec), "r")
+            try:
+                for i, frame in enumerate(shard["frames"]):
+                    header, payload = recordio.unpack(reader.read_idx(i))
+                    label = np.asarray(header.label, np.float32)
+                    hw, ow = int(label[0]), int(label[1])
+                    w, h = label[2], label[3]
+                    objs = label[hw:].reshape(-1, ow)
+                    try:
+                        with Image.open(io.BytesIO(payload)) as im:
+                            image = np.asarray(im.convert("RGB"))
+                    except OSError as err:
+                        raise DataError(f"{rec}: record {i} ({frame}): cannot decode image: {err}") from None
+                    cls = self._map[objs[:, 0].astype(np.int64)] if len(objs) else np.zeros(0, np.int64)
+                    keep = cls >= 0
+                    boxes = objs[keep, 1:5] * np.array([w, h, w, h], np.float32)
+                    yield DetectionSample(image, boxes.astype(np.float32), cls[keep], frame)
+            finally:
+                reader.close()
