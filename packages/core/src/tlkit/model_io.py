@@ -143,7 +143,9 @@ def graph_of(net: Any, input_shape: tuple[int, ...]) -> tuple[str, dict[str, Any
     import mxnet as mx
 
     net.hybridize()
-    net(mx.nd.zeros((1, *input_shape)))
+    params = list(net.collect_params().values())
+    ctx = params[0].list_ctx()[0] if params and params[0]._data is not None else mx.cpu()
+    net(mx.nd.zeros((1, *input_shape), ctx=ctx))  # trace on the device the weights live on
     with tempfile.TemporaryDirectory() as tmp:
         prefix = os.path.join(tmp, "net")
         net.export(prefix, epoch=0)
