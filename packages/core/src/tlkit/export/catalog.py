@@ -2,5 +2,27 @@
 
 from tlkit.types import EngineBackendSpec, ExporterSpec
 
-EXPORTERS: tuple[ExporterSpec, ...] = ()
-ENGINE_BACKENDS: tuple[EngineBackendSpec, ...] = ()
+EXPORTERS: tuple[ExporterSpec, ...] = (
+    ExporterSpec(
+        name="onnx",
+        export="tlkit.export.command:export_with_options",
+        summary="ONNX (dynamic batch, embedded metadata); fp32, fp16 or int8 Q/DQ",
+    ),
+)
+
+ENGINE_BACKENDS: tuple[EngineBackendSpec, ...] = (
+    EngineBackendSpec(
+        name="onnxruntime",
+        available="tlkit.export.runners:onnxruntime_available",
+        load="tlkit.export.runners:load_onnxruntime",
+        suffixes=(".onnx",),
+        summary="ONNX files in onnxruntime (CPU, or CUDA when installed)",
+    ),
+    EngineBackendSpec(
+        name="mxnet",
+        available="tlkit.export.runners:mxnet_available",
+        load="tlkit.export.runners:load_mxnet",
+        suffixes=(".tlk",),
+        summary="tlkit model files in MXNet",
+    ),
+)

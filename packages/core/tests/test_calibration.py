@@ -1,0 +1,293 @@
+"""INT8 calibration: TLT tensorfile format, activation ranges, TensorRT cache, Q/DQ ONNX."""
+
+import h5py
+import mxnet as mx
+import numpy as np
+import onnx
+import pytest
+from mxnet.gluon import nn
+from onnx import helper, numpy_helper
+
+from tlkit.errors import DataError, SpecError, TlkitError
+from tlkit.export.calibration import (
+    amax_to_hex,
+    compute_ranges,
+    quantize_qdq,
+    read_tensorfile,
+    read_trt_cache,
+    tensorfile_info,
+    TensorFileWriter,
+    trt_version_number,
+    write_tensorfile,
+    write_trt_cache,
+)
+from tlkit.export.onnx_export import export_onnx, read_onnx_metadata
+from tlkit.export.runners import OnnxRuntimeRunner
+
+SHAPE = (3, 32, 32)
+
+
+# -- tensorfile ------------------------------------------------------------------------------------
+
+
+def test_tensorfile_round_trip_and_exact_tlt_layout(tmp_path):
+    rs = np.random.RandomState(0)
+    batches = [rs.randn(4, *SHAPE).astype(np.float32) for _ in range(3)]
+    path = write_tensorfile(tmp_path / "cal.tensorfile", batches)
+    with h5py.File(path, "r") as db:
+        assert int(db.attrs["count"]) == 3
+        assert tuple(db.attrs["shape"]) == (4, *SHAPE)
+        assert sorted(db.keys()) == [f"_tensorfile_array_key__{i}" for i in range(3)]
+        ds = db["_tensorfile_array_key__1"]["_tensorfile_array_key_"]
+        assert ds.compression == "gzip" and ds.dtype == np.float32 and ds.shape == (4, *SHAPE)
+        np.testing.assert_array_equal(ds[()], batches[1])
+    assert tensorfile_info(path) == (3, (4, *SHAPE))
+    back = list(read_tensorfile(path))
+    assert len(back) == 3 and all(np.array_equal(a, b) for a, b in zip(back, batches))
+    assert len(list(read_tensorfile(path, max_batches=2))) == 2
+
+
+def test_tensorfile_written_by_plain_h5py_reads_back(tmp_path):
+    """A file laid out as TAO writes it (written here with h5py alone) is read by our reader."""
+    path = tmp_path / "tao.h5"
+    data = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    with h5py.File(path, "w") as db:
+        db.attrs["count"] = 2
+        db.attrs["shape"] = data.shape
+        for i in range(2):
+            db.create_group(f"_tensorfile_array_key__{i}").create_dataset(
+                "_tensorfile_array_key_", data=data + i, compression="gzip")
+    back = list(read_tensorfile(path))
+    np.testing.assert_array_equal(back[1], data + 1)
+
+
+def test_tensorfile_errors(tmp_path):
+    with pytest.raises(DataError, match="earlier batches"):
+        with TensorFileWriter(tmp_path / "x.h5") as tf:
+            tf.write(np.zeros((2, 3, 8, 8), np.float32))
+            tf.write(np.zeros((1, 3, 8, 8), np.float32))
+    assert not (tmp_path / "x.h5").exists()  # nothing half-written under the final name
+    (tmp_path / "plain.h5").write_bytes(b"not hdf5")
+    with pytest.raises(DataError, match="not an HDF5 calibration tensorfile"):
+        list(read_tensorfile(tmp_path / "plain.h5"))
+    with h5py.File(tmp_path / "other.h5", "w") as db:
+        db.create_dataset("x", data=np.zeros(3))
+    with pytest.raises(DataError, match="'count' attribute"):
+        list(read_tensorfile(tmp_path / "other.h5"))
+    with pytest.raises(DataError, match="not found"):
+        list(read_tensorfile(tmp_path / "missing.h5"))
+
+
+# -- TensorRT cache ---------------------------------------------------------------------------------
+
+
+def test_cache_hex_values_match_tensorrt():
+    assert amax_to_hex(1.0) == "3c010204"
+    assert amax_to_hex(2.5) == "3ca14285"
+    assert amax_to_hex(6.0) == "3d418306"
+
+
+def test_trt_version_number():
+    assert trt_version_number("8.6.1") == 8601
+    assert trt_version_number("10.3.0") == 10300
+    assert trt_version_number("10.x") == 10000
+
+
+def test_cache_write_and_import_round_trip(tmp_path):
+    ranges = {"input": 1.0, "conv0_fwd": 2.5, "relu0_fwd": 6.0, "(Unnamed Layer* 4) [Fully Connected]_output": 0.123}
+    path = write_trt_cache(ranges, tmp_path / "cal.bin", trt_version="8.6.1")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "TRT-8601-EntropyCalibration2"
+    assert lines[1:4] == ["input: 3c010204", "conv0_fwd: 3ca14285", "relu0_fwd: 3d418306"]
+    back = read_trt_cache(path)
+    assert list(back) == list(ranges)
+    for k, v in ranges.items():
+        assert back[k] == pytest.approx(v, rel=1e-6)
+
+
+def test_cache_import_errors_name_the_line(tmp_path):
+    p = tmp_path / "c.bin"
+    p.write_text("hello\ninput: 3c010204\n")
+    with pytest.raises(DataError, match=r"c.bin:1: expected a header"):
+        read_trt_cache(p)
+    p.write_text("TRT-8601-EntropyCalibration2\ninput: 3c010204\nbroken line\n")
+    with pytest.raises(DataError, match=r"c.bin:3: expected '<tensor>: <8 hex digits>'"):
+        read_trt_cache(p)
+
+
+# -- ranges -----------------------------------------------------------------------------------------
+
+
+def scale_relu_model():
+    """y = Relu(2 * x): the ranges of its tensors are known in closed form."""
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["scaled"]), helper.make_node("Relu", ["scaled"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 1, 64, 64])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 1, 64, 64])],
+        [two],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7)
+
+
+def test_max_ranges_are_exact():
+    rs = np.random.RandomState(0)
+    batches = [rs.uniform(-3, 1, (2, 1, 64, 64)).astype(np.float32) for _ in range(2)]
+    ranges = compute_ranges(scale_relu_model(), batches, "max")
+    top = max(float(np.abs(b).max()) for b in batches)
+    pos = max(float(b.max()) for b in batches)
+    assert set(ranges) == {"x", "scaled", "y"}
+    assert ranges["x"] == pytest.approx(top)
+    assert ranges["scaled"] == pytest.approx(2 * top)
+    assert ranges["y"] == pytest.approx(2 * pos)
+
+
+def test_entropy_and_percentile_clip_outliers_but_not_uniform_data():
+    rs = np.random.RandomState(0)
+    uniform = [rs.uniform(-1, 1, (4, 1, 64, 64)).astype(np.float32)]
+    r = compute_ranges(scale_relu_model(), uniform, "entropy")
+    assert 0.9 <= r["x"] <= 1.0  # nothing to clip: keeps (nearly) the full range
+    heavy = rs.laplace(0, 0.1, (4, 1, 64, 64)).astype(np.float32)
+    heavy.flat[0] = 20.0  # one outlier in 16384 values, far out
+    ent = compute_ranges(scale_relu_model(), [heavy], "entropy")["x"]
+    pct = compute_ranges(scale_relu_model(), [heavy], "percentile")["x"]
+    mx_ = compute_ranges(scale_relu_model(), [heavy], "max")["x"]
+    assert mx_ == pytest.approx(20.0)
+    assert ent < 0.25 * mx_
+    assert pct < 0.5 * mx_  # the 99.99th percentile leaves out the top 1.6 of 16384 values
+    assert ent > float(np.percentile(np.abs(heavy), 99))  # but covers the bulk of the distribution
+    with pytest.raises(SpecError, match="calibration_method 'kl'"):
+        compute_ranges(scale_relu_model(), uniform, "kl")
+    with pytest.raises(DataError, match="at least one batch"):
+        compute_ranges(scale_relu_model(), [], "max")
+
+
+# -- Q/DQ --------------------------------------------------------------------------------------------
+
+
+def structured_setup(tmp_path):
+    """A small conv net and smooth (image-like) inputs: int8 should track fp32 closely."""
+    mx.random.seed(0)
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(16, 3, padding=1), nn.BatchNorm(), nn.Activation("relu"),
+            nn.Conv2D(32, 3, strides=2, padding=1), nn.Activation("relu"), nn.GlobalAvgPool2D(), nn.Dense(10))
+    net.initialize(mx.init.Xavier())
+    rs = np.random.RandomState(0)
+    x = np.kron(rs.uniform(0, 1, (8, 3, 4, 4)), np.ones((1, 1, 8, 8))).astype(np.float32)
+    meta = {"task": "classification", "classes": [str(i) for i in range(10)], "input_shape": list(SHAPE)}
+    fp32 = export_onnx(net, tmp_path / "fp32.onnx", meta=meta)
+    return net, x, meta, fp32
+
+
+def rel_err(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def test_qdq_onnx_runs_and_tracks_fp32(tmp_path):
+    _, x, _, fp32 = structured_setup(tmp_path)
+    ref = OnnxRuntimeRunner(fp32).run(x)[0]
+    ranges = compute_ranges(fp32, [x], "max")
+    q = quantize_qdq(fp32, ranges, tmp_path / "int8.onnx")
+    model = onnx.load(str(q))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") >= 4 and "DequantizeLinear" in ops
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    # activations: per-tensor symmetric int8 with scale amax/127
+    assert inits["input_scale"] == pytest.approx(ranges["input"] / 127, rel=1e-6)
+    assert inits["input_zero_point"].dtype == np.int8 and inits["input_zero_point"] == 0
+    # weights: per-channel
+    w_scales = [v for k, v in inits.items() if k.endswith("weight_scale")]
+    assert w_scales and all(s.ndim == 1 and s.size > 1 for s in w_scales)
+    out = OnnxRuntimeRunner(q).run(x)[0]
+    assert rel_err(out, ref) < 0.05
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.75
+    assert read_onnx_metadata(q)["data_type"] == "int8"
+
+
+def test_int8_export_writes_cache_and_imports_it(tmp_path):
+    net, x, meta, fp32 = structured_setup(tmp_path)
+    cache = tmp_path / "cal.bin"
+    q1 = export_onnx(net, tmp_path / "a.onnx", meta=meta, data_type="int8", cal_batches=[x],
+                     calibration_method="max", cal_cache_file=cache)
+    ranges = read_trt_cache(cache)
+    assert ranges["input"] == pytest.approx(float(np.abs(x).max()), rel=1e-6)
+    # a second export imports the cache (no calibration data) and gets the same scales
+    q2 = export_onnx(net, tmp_path / "b.onnx", meta=meta, data_type="int8", cal_cache_file=cache)
+
+    def scales(p):
+        return {t.name: numpy_helper.to_array(t).tolist() for t in onnx.load(str(p)).graph.initializer
+                if t.name.endswith("_scale")}
+
+    s1, s2 = scales(q1), scales(q2)
+    assert s1.keys() == s2.keys()
+    for k in s1:
+        np.testing.assert_allclose(s1[k], s2[k], rtol=1e-6)
+    ref = OnnxRuntimeRunner(fp32).run(x)[0]
+    assert rel_err(OnnxRuntimeRunner(q2).run(x)[0], ref) < 0.05
+
+
+def test_quantize_with_foreign_ranges_is_refused(tmp_path):
+    _, _, _, fp32 = structured_setup(tmp_path)
+    with pytest.raises(TlkitError, match="no calibration range for .* made for another model"):
+        quantize_qdq(fp32, {"input": 1.0}, tmp_path / "q.onnx")
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_entropy_search_finds_the_exhaustive_minimum():
+    """The vectorized search lands where the plain one-candidate-at-a-time KL says the minimum is."""
+    from tlkit.export.calibration import _entropy_amax, _kl_for_threshold
+
+    rs = np.random.RandomState(0)
+    for data in (rs.laplace(0, 0.1, 50000), np.maximum(rs.randn(50000), 0), rs.standard_t(3, 50000)):
+        a = np.abs(data)
+        hist = np.histogram(a, bins=2048, range=(0, a.max()))[0].astype(np.float64)
+        tail = np.cumsum(hist[::-1])[::-1]
+        kls = [_kl_for_threshold(hist, tail, i, 128) for i in range(128, 2049)]
+        exhaustive = (128 + int(np.argmin(kls))) * a.max() / 2048
+        assert _entropy_amax(hist, a.max()) == pytest.approx(exhaustive, rel=1e-9)
+
+
+def test_tao_cal_json_and_dict_batches(tmp_path):
+    import json
+
+    from tlkit.export.calibration import save_ranges_json
+
+    path = save_ranges_json({"input": 1.5, "conv": 3.0}, tmp_path / "cal.json")
+    assert json.loads(path.read_text()) == {"tensor_scales": {"input": 1.5, "conv": 3.0}}
+    # multi-input tensorfiles store a dict of arrays per batch, as TAO's writer does
+    with TensorFileWriter(tmp_path / "multi.h5") as tf:
+        tf.write({"image": np.ones((2, 3, 4, 4), np.float32), "mask": np.zeros((2, 3, 4, 4), np.float32)})
+    (batch,) = list(read_tensorfile(tmp_path / "multi.h5"))
+    assert sorted(batch) == ["image", "mask"] and batch["image"].sum() == 96
+
+
+@pytest.fixture(scope="module")
+def trained_net_onnx(tmp_path_factory):
+    """A really trained network (EfficientNet-Lite0, the ImageNet weights core ships) and real photos."""
+    skdata = pytest.importorskip("skimage.data")
+    from tlkit.backbones import imagenet_classifier
+
+    net, preprocess = imagenet_classifier("efficientnet_lite0")
+
+    def rgb(im):
+        return np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im[..., :3]
+
+    photos = [skdata.chelsea(), skdata.coffee(), skdata.rocket(), skdata.stereo_motorcycle()[0],
+              rgb(skdata.camera()), skdata.astronaut(), rgb(skdata.coins()), rgb(skdata.brick())]
+    x = np.concatenate([preprocess(p).asnumpy() for p in photos])
+    path = export_onnx(net, tmp_path_factory.mktemp("eff") / "fp32.onnx", input_shape=(3, 224, 224))
+    return path, x, OnnxRuntimeRunner(path).run(x)[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, min_top1", [("max", 7), ("entropy", 6)])
+def test_int8_of_a_trained_net_keeps_its_predictions(trained_net_onnx, tmp_path, method, min_top1):
+    """Q/DQ int8 of a trained ImageNet net calibrated on 8 real photos keeps fp32's answers on them."""
+    fp32, x, ref = trained_net_onnx
+    q = quantize_qdq(fp32, compute_ranges(fp32, [x], method), tmp_path / "int8.onnx")
+    out = OnnxRuntimeRunner(q).run(x)[0]
+    top1 = ref.argmax(1)
+    assert (out.argmax(1) == top1).sum() >= min_top1
+    top5 = np.argsort(-out, axis=1)[:, :5]
+    assert all(t in row for t, row in zip(top1, top5))  # fp32's answer always among int8's top 5
