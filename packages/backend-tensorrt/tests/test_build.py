@@ -12,8 +12,9 @@ import pytest
 from tlkit.errors import ModelFileError, SpecError
 from tlkit.export.onnx_export import read_onnx_metadata
 from tlkit_tensorrt.api import TensorRTError
-from tlkit_tensorrt.builder import build_engine, build_with_options, fold_int32_dequantize, is_qdq, raw_initializers
-from tlkit_tensorrt.engine_file import MAGIC, read_engine, read_engine_metadata
+from tlkit.export.onnx_export import raw_initializers
+from tlkit_tensorrt.builder import build_engine, build_with_options, fold_int32_dequantize, is_qdq
+from tlkit.export.engine_file import MAGIC, read_engine, read_engine_metadata
 
 SHAPE = (3, 32, 32)  # as in conftest.py (test modules cannot import it under --import-mode=importlib)
 CLASSES = ["cat", "dog", "bird", "fish", "frog"]

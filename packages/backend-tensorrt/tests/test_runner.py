@@ -81,7 +81,7 @@ def test_engine_matches_onnxruntime(models, tmp_path, name, data_type, rel):
 @pytest.mark.gpu
 def test_two_outputs_in_onnx_order_and_bare_plan(models, tmp_path):
     from tlkit.export.runners import load_runner
-    from tlkit_tensorrt.engine_file import write_plan
+    from tlkit.export.engine_file import write_plan
 
     engine = build_engine(models["two_heads"], tmp_path / "two.engine", max_batch=4)
     runner = load_runner(engine)

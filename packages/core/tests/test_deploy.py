@@ -256,6 +256,13 @@ def test_triton_static_batch_and_plan(tmp_path):
     assert (tmp_path / "repo" / "trt" / "1" / "model.plan").read_bytes() == b"engine bytes"
     with pytest.raises(SpecError, match="carries no tlkit metadata"):
         write_triton_repo(plan, None, tmp_path / "repo", "x")
+    # a tlkit engine file: Triton gets the bare plan, the model metadata comes from its header
+    from tlkit.export.engine_file import write_engine
+
+    engine = write_engine(tmp_path / "m.engine", {"model": read_onnx_metadata(dyn)}, b"serialized plan")
+    cfg = parse_config(write_triton_repo(engine, None, tmp_path / "repo", "eng"))
+    assert cfg.platform == "tensorrt_plan" and list(cfg.input[0].dims) == list(SHAPE)
+    assert (tmp_path / "repo" / "eng" / "1" / "model.plan").read_bytes() == b"serialized plan"
     torchscript = tmp_path / "m.pt"
     torchscript.write_bytes(b"x")
     with pytest.raises(ModelFileError, match="take .onnx or TensorRT"):

@@ -42,7 +42,7 @@ def convert(
 ) -> None:
     """Build a TensorRT engine from an ONNX file (the tao-converter equivalent)."""
     from tlkit_tensorrt.builder import build_engine
-    from tlkit_tensorrt.engine_file import read_engine_metadata, write_plan
+    from tlkit.export.engine_file import read_engine_metadata, write_plan
 
     path = build_engine(input_file, engine_file, data_type=data_type, profiles=profiles, cal_cache_file=cal_cache_file,
                         workspace=workspace, max_batch=max_batch, calib_batch=calib_batch, strict_types=strict_types,
@@ -94,7 +94,7 @@ def info_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the whole header as JSON."),
 ) -> None:
     """Show what an engine file holds: model metadata, TensorRT version, precision, profiles."""
-    from tlkit_tensorrt.engine_file import read_engine_metadata
+    from tlkit.export.engine_file import read_engine_metadata
 
     header = read_engine_metadata(engine)
     if as_json:

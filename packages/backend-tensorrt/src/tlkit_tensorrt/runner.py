@@ -20,7 +20,7 @@ from tlkit.errors import DataError, ModelFileError
 from tlkit.export.runners import check_batch
 
 from tlkit_tensorrt.api import TensorRTError, TrtApi, load_api
-from tlkit_tensorrt.engine_file import read_engine
+from tlkit.export.engine_file import read_engine
 
 # GPUs TensorRT-RTX supports (tlt-reference.md §8: Turing 7.5, Ampere 8.6, Ada 8.9, Blackwell 12.0/12.1;
 # no data-centre 8.0/9.0/10.0).

@@ -468,7 +468,8 @@ def quantize_qdq(
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             calibration_cache_path=str(cache),
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            # Biases stay float: TensorRT accepts only 8-bit DequantizeLinear inputs, not int32 biases.
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
         )
         qmodel = onnx.load(str(dst))
     if meta:

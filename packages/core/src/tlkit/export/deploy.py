@@ -20,7 +20,7 @@ from typing import Any
 
 from tlkit.errors import ModelFileError, SpecError
 from tlkit.export.preprocess import resolve_preprocessing, to_deepstream
-from tlkit.io import atomic_write_text
+from tlkit.io import atomic_write_bytes, atomic_write_text
 
 NETWORK_MODES = {"fp32": 0, "int8": 1, "fp16": 2}
 TASK_NETWORK_TYPES = {"classification": 1, "detection": 0, "segmentation": 2}
@@ -221,9 +221,13 @@ def write_triton_repo(
         meta = _meta_for(src, meta)
         inputs, outputs = _onnx_io(src)
     elif suffix in (".plan", ".engine", ".trt"):
+        from tlkit.export.engine_file import read_engine
+
         platform, fname = "tensorrt_plan", "model.plan"
-        if meta is None:
-            raise SpecError(f"{src}: a TensorRT engine carries no tlkit metadata; pass meta= from its ONNX")
+        header, plan_bytes = read_engine(src, raw=True)  # Triton wants the bare plan, without tlkit's header
+        meta = meta or header.get("model")
+        if not meta:
+            raise SpecError(f"{src}: a bare TensorRT plan carries no tlkit metadata; pass meta= from its ONNX")
         inputs, outputs = _io_from_meta(meta)
     else:
         raise ModelFileError(f"{src}: Triton repos take .onnx or TensorRT .plan/.engine files")
@@ -264,9 +268,12 @@ def write_triton_repo(
     model_dir = Path(repo_dir) / name
     (model_dir / str(version)).mkdir(parents=True, exist_ok=True)
     target = model_dir / str(version) / fname
-    tmp = target.with_name(f".{fname}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, target)
+    if platform == "tensorrt_plan":
+        atomic_write_bytes(target, plan_bytes)
+    else:
+        tmp = target.with_name(f".{fname}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, target)
     if classes and is_classifier:
         write_labels(meta, model_dir / "labels.txt")
     cfg = model_dir / "config.pbtxt"

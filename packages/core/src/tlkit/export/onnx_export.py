@@ -227,6 +227,7 @@ def export_onnx(
 
     sym, params = _symbol_and_params(net, shape)
     model = _convert(sym, params, shape, opset)
+    raw_initializers(model)
     graph = model.graph
 
     # Initializers listed as inputs block constant folding; keep only the real input.
@@ -285,10 +286,25 @@ def export_onnx(
     return output
 
 
+def raw_initializers(model: Any) -> int:
+    """Store initializers as raw bytes (same values). MXNet's exporter writes `float_data`, which onnxruntime's
+    fp16 converter turns into float16 one Python number at a time (resnet18: 54 s; from raw bytes: < 1 s).
+    Returns the count rewritten."""
+    from onnx import numpy_helper
+
+    n = 0
+    for i, t in enumerate(model.graph.initializer):
+        if len(t.float_data) or len(t.int32_data) or len(t.int64_data) or len(t.double_data):
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t), t.name))
+            n += 1
+    return n
+
+
 def to_fp16(model: Any) -> Any:
     """Float16 weights and compute, float32 graph inputs/outputs (onnxruntime's float16 converter)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    raw_initializers(model)
     meta = read_metadata_props(model)
     model16 = convert_float_to_float16(model, keep_io_types=True)
     if meta:

@@ -5,7 +5,7 @@ import struct
 import pytest
 
 from tlkit.errors import ModelFileError
-from tlkit_tensorrt.engine_file import MAGIC, read_engine, read_engine_metadata, write_engine, write_plan
+from tlkit.export.engine_file import MAGIC, read_engine, read_engine_metadata, write_engine, write_plan
 
 PLAN = bytes(range(256)) * 40  # stands for a serialized engine: the format treats it as opaque bytes
 

@@ -7,7 +7,8 @@
 
 A serialized engine alone says nothing about the model it holds (task, classes, preprocessing) nor how
 it was built; the header carries that, so evaluate/inference can take a .engine like a .onnx. No
-TensorRT import here: `tlkit tensorrt info` and `read_engine_metadata` work on any machine.
+TensorRT import here: `tlkit tensorrt info`, `read_engine_metadata` and Triton repo generation work on any machine
+(this format lives in core so deploy configs need no TensorRT package).
 """
 
 from __future__ import annotations
