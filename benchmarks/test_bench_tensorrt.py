@@ -27,7 +27,7 @@ except TensorRTError as err:  # no TensorRT flavour installed
 
 from tlkit.export.onnx_export import export_onnx  # noqa: E402
 from tlkit_tensorrt.builder import build_engine  # noqa: E402
-from tlkit_tensorrt.engine_file import read_engine_metadata  # noqa: E402
+from tlkit.export.engine_file import read_engine_metadata  # noqa: E402
 
 SIZE = 224
 ARCHS = ["resnet18_v1", "mobilenetv2_1.0", "resnet50_v1"]
