@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,7 +165,9 @@ def symbol_block(symbol_json: str, params: dict[str, Any], ctx: Any = None) -> A
     sym = mx.sym.load_json(symbol_json)
     input_names = [n for n in sym.list_inputs() if n == "data" or n.startswith("data")]
     inputs = [mx.sym.var(n) for n in (input_names[:1] or ["data"])]
-    net = gluon.SymbolBlock(sym, inputs)
+    with warnings.catch_warnings():  # "Cannot decide type for the following arguments": harmless, types come from params
+        warnings.simplefilter("ignore")
+        net = gluon.SymbolBlock(sym, inputs)
     # names in the file are "arg:x" / "aux:x"; SymbolBlock params are "x"
     with tempfile.TemporaryDirectory() as tmp:
         fname = os.path.join(tmp, "p.params")
