@@ -1,0 +1,191 @@
+"""`tlkit <task> prune`: prune a .tlk model file into a smaller "graph" model file (TLT's `prune`).
+
+Every task uses this command as is:
+
+    CommandSpec("prune", run="tlkit.pruning.command:run", options=PRUNE_OPTIONS, stage=Stage.PRUNE,
+                needs_spec=False, needs_results_dir=False)
+
+Tasks mark their heads (class/box outputs that must keep their size) with ``meta["prune_exclude"]`` in the
+model file: a list of symbol node names (Gluon block names work too: ``_fwd`` is added). A Convolution /
+FullyConnected named there keeps all its filters (and its equalization group does too); any other node
+(a head's ``transpose``, an ``L2Normalization``) keeps every channel it reads. Names missing from the graph
+are skipped, so one list can serve several variants; the user's ``-el`` names must exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tlkit.errors import ModelFileError, TlkitError
+from tlkit.pruning.report import PruneReport
+
+# CLI option name (tlkit.cli.options.PRUNE_OPTIONS) -> prune_graph keyword
+_OPTION_KEYS = {
+    "pruning_threshold": "threshold",
+    "pruning_granularity": "granularity",
+    "min_num_filters": "min_filters",
+    "normalizer": "normalizer",
+    "equalization_criterion": "equalization",
+    "excluded_layers": "excluded_layers",
+    "target_ratio": "target_ratio",
+}
+
+
+def prune_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+    """prune_graph keywords from CLI options (PRUNE_OPTIONS names) or prune_graph's own names.
+    None values are dropped (the defaults apply); `-el a,b` is split at commas."""
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        key = _OPTION_KEYS.get(name, name)
+        if key not in set(_OPTION_KEYS.values()) or value is None:
+            continue
+        if key == "excluded_layers":
+            value = [x.strip() for v in ([value] if isinstance(value, str) else value) for x in str(v).split(",")]
+            value = [x for x in value if x]
+        out[key] = value
+    return out
+
+
+def trace_net(net: Any, input_shape: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
+    """(symbol_json, arg:/aux: params) of an initialised Gluon network, like `tlkit.model_io.graph_of`.
+
+    Calls the network on a symbol instead of running a batch through it and exporting to files: the same
+    graph, ~10x faster at 224 px. Falls back to `graph_of` when that is not possible (parameters whose
+    initialisation still waits for a first batch, blocks that cannot run symbolically).
+    """
+    import mxnet as mx
+
+    from tlkit.model_io import graph_of
+
+    try:
+        out = net(mx.sym.var("data"))
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        while any(isinstance(o, (list, tuple)) for o in outs):
+            outs = [x for o in outs for x in (o if isinstance(o, (list, tuple)) else [o])]
+        sym = outs[0] if len(outs) == 1 else mx.sym.Group(outs)
+        args, auxs = set(sym.list_arguments()), set(sym.list_auxiliary_states())
+        params = {}
+        for p in net.collect_params().values():
+            if p.name in args or p.name in auxs:
+                params[("arg:" if p.name in args else "aux:") + p.name] = p._reduce()  # a CPU copy
+        if args - {"data"} - {k[4:] for k in params} or auxs - {k[4:] for k in params}:
+            raise ValueError("parameters missing from the traced graph")
+        return sym.tojson(), params
+    except Exception:  # noqa: BLE001 - any failure: take the slow, always-working path
+        return graph_of(net, tuple(input_shape))
+
+
+def _node_names(symbol_json: str) -> set[str]:
+    return {n["name"] for n in json.loads(symbol_json)["nodes"] if n["op"] != "null"}
+
+
+def prune_model_file(model_path: str | os.PathLike, output_path: str | os.PathLike, **options: Any) -> PruneReport:
+    """Prune a `.tlk` model file and write the pruned "graph"-kind model file atomically.
+
+    `options` are `prune_graph` keywords (or the CLI's PRUNE_OPTIONS names). The task's heads listed in the
+    file's ``meta["prune_exclude"]`` are never pruned. Returns the report.
+    """
+    from tlkit.model_io import ModelFile, load_model, load_net, save_model
+    from tlkit.pruning.graph import prune_graph
+
+    model_path, output_path = Path(model_path), Path(output_path)
+    mf = load_model(model_path)
+    meta = dict(mf.meta)
+    if "input_shape" not in meta:
+        raise ModelFileError(f"{model_path}: meta.json has no 'input_shape' [C, H, W]; cannot trace the graph")
+    input_shape = tuple(int(v) for v in meta["input_shape"])
+    if mf.kind == "graph":
+        if not mf.symbol_json:
+            raise ModelFileError(f"{model_path}: a 'graph' model file without symbol.json")
+        symbol_json, params = mf.symbol_json, mf.params
+    else:
+        net, _ = load_net(model_path)
+        symbol_json, params = trace_net(net, input_shape)
+
+    kwargs = prune_kwargs(options)
+    # task-marked heads: names that are not in this graph are skipped (the user's -el names are checked)
+    nodes = _node_names(symbol_json)
+    heads = [n for n in meta.get("prune_exclude", []) if n in nodes or f"{n}_fwd" in nodes]
+    kwargs["excluded_layers"] = [*kwargs.get("excluded_layers", []), *heads]
+    result = prune_graph(symbol_json, params, input_shape=input_shape, **kwargs)
+
+    meta.update(kind="graph", pruned=True, pruning=result.report.summary(), pruned_from=str(model_path))
+    meta.pop("epoch", None)
+    save_model(output_path, ModelFile(meta, result.params, result.symbol_json, None, dict(mf.extra_files)))
+    return result.report
+
+
+def _output_path(ctx: Any) -> Path:
+    if ctx.output is not None:
+        out = Path(ctx.output)
+        return out if out.suffix else out.with_suffix(".tlk")
+    if ctx.results_dir is not None:
+        return Path(ctx.results_dir) / f"{Path(ctx.model).stem}_pruned.tlk"
+    raise TlkitError(f"tlkit {ctx.task} prune: -o/--output (the pruned model file) is required")
+
+
+def _mb(path: Path) -> float:
+    return path.stat().st_size / (1024 * 1024)
+
+
+def run(ctx: Any) -> None:
+    """The generic `tlkit <task> prune` command (options: tlkit.cli.options.PRUNE_OPTIONS)."""
+    if ctx.model is None:
+        raise TlkitError(f"tlkit {ctx.task} prune: -m/--model (the model file to prune) is required")
+    model = Path(ctx.model)
+    output = _output_path(ctx)
+    status = None
+    if ctx.results_dir is not None:
+        from tlkit.training.status import StatusLogger
+
+        status = StatusLogger(ctx.results_dir)
+        status.write("STARTED", f"Pruning {model}")
+    try:
+        report = prune_model_file(model, output, **ctx.options)
+    except TlkitError as err:
+        if status:
+            status.write("FAILURE", str(err), verbosity="ERROR")
+        raise
+
+    console = ctx.console
+    console.print(report.table(title=f"Pruned layers ({model.name})"))
+    console.print(report.summary_line())
+    size_before, size_after = _mb(model), _mb(output)
+    console.print(f"Parameters: {report.params_before:,} -> {report.params_after:,}")
+    console.print(f"File size: {size_before:.2f} MB -> {size_after:.2f} MB")
+    console.print(f"FLOPs (batch 1): {report.flops_before / 1e9:.3f} G -> {report.flops_after / 1e9:.3f} G")
+    console.print(f"Threshold: {report.threshold:.6g}")
+    if report.params_after == report.params_before:
+        console.print(
+            "No filter was removed: every normalized filter norm is above the threshold (or its layer is "
+            "excluded). Raise -pth, or ask for a size with --target_ratio."
+        )
+    csv_dir = Path(ctx.results_dir) if ctx.results_dir is not None else output.parent
+    csv_path = csv_dir / f"{output.stem}_pruning.csv"
+    report.to_csv(csv_path)
+    console.print(f"Pruned model: {output}\nPer-layer report: {csv_path}")
+    if status:
+        status.write(
+            "SUCCESS",
+            "Pruning finished successfully.",
+            kpi={"pruning_ratio": report.ratio, "size": size_after, "param_count": report.params_after},
+        )
+
+
+def prune_net(net: Any, options: dict[str, Any]) -> tuple[Any, PruneReport]:
+    """The PrunerSpec entry point: prune an initialised Gluon network; returns (SymbolBlock, report).
+
+    `options` needs ``input_shape`` (C, H, W) and takes prune_graph keywords or PRUNE_OPTIONS names.
+    """
+    from tlkit.model_io import symbol_block
+    from tlkit.pruning.graph import prune_graph
+
+    if "input_shape" not in options:
+        raise TlkitError("pruning a network needs options['input_shape'] = (C, H, W)")
+    input_shape = tuple(int(v) for v in options["input_shape"])
+    symbol_json, params = trace_net(net, input_shape)
+    result = prune_graph(symbol_json, params, input_shape=input_shape, **prune_kwargs(options))
+    return symbol_block(result.symbol_json, result.params), result.report
