@@ -74,15 +74,15 @@ def test_prune_time(benchmark, graphs, arch):
     )
 
 
-@pytest.mark.parametrize("tracer", ["trace_net", "graph_of"])
+@pytest.mark.parametrize("tracer", ["symbolic", "export"])
 @pytest.mark.parametrize("arch", ["resnet50_v1"])
 def test_graph_and_prune_time(benchmark, graphs, arch, tracer):
     """Network -> symbol graph -> pruned graph: what pruning a Gluon model costs end to end.
-    trace_net (what prune uses) calls the net on a symbol; graph_of runs a 224 px batch and exports."""
-    from tlkit.pruning.command import trace_net
+    symbolic (graph_of, what prune uses) calls the net on a symbol; export runs a 224 px batch and exports."""
+    from tlkit.model_io import _exported_graph
 
     net = graphs[arch][0]
-    trace = trace_net if tracer == "trace_net" else graph_of
+    trace = graph_of if tracer == "symbolic" else _exported_graph
 
     def trace_and_prune():
         sym, params = trace(net, SHAPE)

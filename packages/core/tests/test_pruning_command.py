@@ -218,12 +218,10 @@ def test_prune_net_entry_point():
     assert report.ratio < 1 and pruned(mx.nd.zeros((1, 3, 16, 16))).shape == (1, 4)
 
 
-def test_trace_net_matches_graph_of_and_falls_back():
-    from tlkit.pruning.command import trace_net
-
+def test_symbolic_graph_of_matches_export_and_falls_back():
     net = small_net()
-    sym_fast, params_fast = trace_net(net, (3, 16, 16))
-    sym_ref, params_ref = model_io.graph_of(net, (3, 16, 16))
+    sym_fast, params_fast = model_io.graph_of(net, (3, 16, 16))
+    sym_ref, params_ref = model_io._exported_graph(net, (3, 16, 16))
     fast, ref = json.loads(sym_fast)["nodes"], json.loads(sym_ref)["nodes"]
     assert [(n["op"], n["name"]) for n in fast] == [(n["op"], n["name"]) for n in ref]
     assert sorted(params_fast) == sorted(params_ref)
@@ -235,5 +233,5 @@ def test_trace_net_matches_graph_of_and_falls_back():
     lazy = nn.HybridSequential()
     lazy.add(nn.Conv2D(8, 3), nn.GlobalAvgPool2D(), nn.Dense(2))
     lazy.initialize()
-    sym, params = trace_net(lazy, (3, 8, 8))
+    sym, params = model_io.graph_of(lazy, (3, 8, 8))
     assert len(params) == 4 and "Convolution" in sym

@@ -140,7 +140,33 @@ def gluon_params(net: Any) -> dict[str, Any]:
 
 
 def graph_of(net: Any, input_shape: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
-    """Hybridize `net`, run one batch of zeros to trace it, and return (symbol_json, arg:/aux: params)."""
+    """(symbol_json, arg:/aux: params) of an initialised Gluon network, as `HybridBlock.export` writes them.
+
+    Calls the network on a symbol (no batch runs: ~10x faster than export at 224 px); falls back to
+    hybridize + one batch of zeros + export when that is not possible (parameters whose shape waits for a
+    first batch, blocks that cannot run symbolically).
+    """
+    import mxnet as mx
+
+    try:
+        out = net(mx.sym.var("data"))
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        while any(isinstance(o, (list, tuple)) for o in outs):
+            outs = [x for o in outs for x in (o if isinstance(o, (list, tuple)) else [o])]
+        sym = outs[0] if len(outs) == 1 else mx.sym.Group(outs)
+        args, auxs = set(sym.list_arguments()), set(sym.list_auxiliary_states())
+        params = {}
+        for p in net.collect_params().values():
+            if p.name in args or p.name in auxs:
+                params[("arg:" if p.name in args else "aux:") + p.name] = p._reduce()  # a CPU copy
+        if args - {"data"} - {k[4:] for k in params} or auxs - {k[4:] for k in params}:
+            raise ValueError("parameters missing from the traced graph")
+        return sym.tojson(), params
+    except Exception:  # noqa: BLE001 - any failure: take the slow, always-working path
+        return _exported_graph(net, input_shape)
+
+
+def _exported_graph(net: Any, input_shape: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
     import mxnet as mx
 
     net.hybridize()

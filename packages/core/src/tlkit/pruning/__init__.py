@@ -19,7 +19,6 @@ _EXPORTS = {
     "LayerRow": "tlkit.pruning.report",
     "prune_model_file": "tlkit.pruning.command",
     "prune_net": "tlkit.pruning.command",
-    "trace_net": "tlkit.pruning.command",
     "run": "tlkit.pruning.command",
 }
 
@@ -33,7 +32,6 @@ __all__ = [
     "prune_net",
     "retained_idx",
     "run",
-    "trace_net",
 ]
 
 

@@ -49,35 +49,6 @@ def prune_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def trace_net(net: Any, input_shape: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
-    """(symbol_json, arg:/aux: params) of an initialised Gluon network, like `tlkit.model_io.graph_of`.
-
-    Calls the network on a symbol instead of running a batch through it and exporting to files: the same
-    graph, ~10x faster at 224 px. Falls back to `graph_of` when that is not possible (parameters whose
-    initialisation still waits for a first batch, blocks that cannot run symbolically).
-    """
-    import mxnet as mx
-
-    from tlkit.model_io import graph_of
-
-    try:
-        out = net(mx.sym.var("data"))
-        outs = list(out) if isinstance(out, (list, tuple)) else [out]
-        while any(isinstance(o, (list, tuple)) for o in outs):
-            outs = [x for o in outs for x in (o if isinstance(o, (list, tuple)) else [o])]
-        sym = outs[0] if len(outs) == 1 else mx.sym.Group(outs)
-        args, auxs = set(sym.list_arguments()), set(sym.list_auxiliary_states())
-        params = {}
-        for p in net.collect_params().values():
-            if p.name in args or p.name in auxs:
-                params[("arg:" if p.name in args else "aux:") + p.name] = p._reduce()  # a CPU copy
-        if args - {"data"} - {k[4:] for k in params} or auxs - {k[4:] for k in params}:
-            raise ValueError("parameters missing from the traced graph")
-        return sym.tojson(), params
-    except Exception:  # noqa: BLE001 - any failure: take the slow, always-working path
-        return graph_of(net, tuple(input_shape))
-
-
 def _node_names(symbol_json: str) -> set[str]:
     return {n["name"] for n in json.loads(symbol_json)["nodes"] if n["op"] != "null"}
 
@@ -88,7 +59,7 @@ def prune_model_file(model_path: str | os.PathLike, output_path: str | os.PathLi
     `options` are `prune_graph` keywords (or the CLI's PRUNE_OPTIONS names). The task's heads listed in the
     file's ``meta["prune_exclude"]`` are never pruned. Returns the report.
     """
-    from tlkit.model_io import ModelFile, load_model, load_net, save_model
+    from tlkit.model_io import ModelFile, graph_of, load_model, load_net, save_model
     from tlkit.pruning.graph import prune_graph
 
     model_path, output_path = Path(model_path), Path(output_path)
@@ -103,7 +74,7 @@ def prune_model_file(model_path: str | os.PathLike, output_path: str | os.PathLi
         symbol_json, params = mf.symbol_json, mf.params
     else:
         net, _ = load_net(model_path)
-        symbol_json, params = trace_net(net, input_shape)
+        symbol_json, params = graph_of(net, input_shape)
 
     kwargs = prune_kwargs(options)
     # task-marked heads: names that are not in this graph are skipped (the user's -el names are checked)
@@ -180,12 +151,12 @@ def prune_net(net: Any, options: dict[str, Any]) -> tuple[Any, PruneReport]:
 
     `options` needs ``input_shape`` (C, H, W) and takes prune_graph keywords or PRUNE_OPTIONS names.
     """
-    from tlkit.model_io import symbol_block
+    from tlkit.model_io import graph_of, symbol_block
     from tlkit.pruning.graph import prune_graph
 
     if "input_shape" not in options:
         raise TlkitError("pruning a network needs options['input_shape'] = (C, H, W)")
     input_shape = tuple(int(v) for v in options["input_shape"])
-    symbol_json, params = trace_net(net, input_shape)
+    symbol_json, params = graph_of(net, input_shape)
     result = prune_graph(symbol_json, params, input_shape=input_shape, **prune_kwargs(options))
     return symbol_block(result.symbol_json, result.params), result.report
