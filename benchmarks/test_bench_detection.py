@@ -95,3 +95,53 @@ def test_bench_convert_bccd_to_records(benchmark, tmp_path):
     manifest = benchmark.pedantic(convert, rounds=3, iterations=1, warmup_rounds=1)  # warm-up: MXNet import, file cache
     benchmark.extra_info.update({"images": sum(manifest["frames_per_fold"]), "objects": sum(manifest["object_counts"].values())})
     assert manifest["report"]["problems"]["zero_size_box"] == 2
+
+
+# -- DetectNet_v2 data and post-processing at TLT's default input (960x544, a 60x34 grid) --------------
+
+
+def _detectnet_frames(n: int = 8, seed: int = 0):
+    from tlkit_detection.data import Dataset, Frame
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):
+        m = rng.poisson(6) + 1
+        h = rng.uniform(20, 200, m)
+        w = h * rng.uniform(0.5, 2.0, m)
+        x1, y1 = rng.uniform(0, 960 - w), rng.uniform(0, 544 - np.minimum(h, 543))
+        boxes = np.stack([x1, y1, np.minimum(x1 + w, 960), np.minimum(y1 + h, 544)], 1).astype(np.float32)
+        img = rng.integers(0, 255, (544, 960, 3), dtype=np.uint8)
+        cls = rng.integers(0, 3, m)
+        frames.append(Frame(img, boxes, cls, f"{i}", (960, 544), boxes.astype(float), np.zeros(m), np.zeros(m, int)))
+    return Dataset(frames, ["car", "pedestrian", "cyclist"], (960, 544))
+
+
+def test_bench_detectnet_training_batch(benchmark):
+    """One batch of 8 at 960x544: hflip + zoom + translate + colour augmentation, normalisation and the
+    coverage/bbox rasterization (what the training loop waits for per step)."""
+    from tlkit_detection.config import DetectionConfig
+    from tlkit_detection.data import TargetMaker, batches
+
+    cfg = DetectionConfig.model_validate({"augmentation_config": {
+        "spatial_augmentation": {"hflip_probability": 0.5, "zoom_min": 0.8, "zoom_max": 1.2, "translate_max_x": 16,
+                                 "translate_max_y": 16},
+        "color_augmentation": {"hue_rotation_max": 20, "saturation_shift_max": 0.2, "contrast_scale_max": 0.2}}})
+    ds = _detectnet_frames()
+    maker = TargetMaker(cfg, ds.classes, {"mode": "torch"}, ds.input_size)
+    x, (cov, _, _) = benchmark(lambda: next(batches(ds, maker, 8, aug=cfg.augmentation_config, seed=1)))
+    assert x.shape == (8, 3, 544, 960) and cov.shape == (8, 3, 34, 60)
+
+
+def test_bench_detectnet_clustering(benchmark):
+    """DBSCAN clustering of one image's heads (3 classes, 60x34 grid) from rasterized targets."""
+    from tlkit_detection.clustering import ClusteringParams
+    from tlkit_detection.predict import postprocess
+    from tlkit_detection.rasterizer import rasterize
+
+    f = _detectnet_frames(1)
+    fr = f.frames[0]
+    t = rasterize(fr.boxes, fr.classes, 3, (960, 544), (60, 34))
+    params = {c: ClusteringParams(minimum_bounding_box_height=4) for c in f.classes}
+    dets = benchmark(lambda: postprocess(t.cov[None], t.bbox[None], f.classes, (960, 544), params, [(960, 544)]))
+    assert len(dets[0]) >= 1

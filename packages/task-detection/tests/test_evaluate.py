@@ -77,8 +77,8 @@ def test_kitti_difficulty_on_raw_classes(tmp_path):
     assert out["kitti"]["car"]["easy"]["num_gt"] == 2 and out["kitti"]["pedestrian"]["moderate"]["num_gt"] == 1
 
 
-def test_model_evaluation_is_refused_clearly(tmp_path):
-    with pytest.raises(TlkitError, match="model evaluation arrives with the DetectNet_v2 model"):
+def test_model_evaluation_needs_a_spec(tmp_path):
+    with pytest.raises(TlkitError, match="give the experiment spec with -e"):
         run(ctx(tmp_path, model=tmp_path / "m.tlk"))
     with pytest.raises(TlkitError, match="give --predictions DIR and --labels DIR"):
         run(CommandContext(task="detection", command="evaluate", options={}))
@@ -98,4 +98,4 @@ def test_cli_evaluate(tmp_path):
     assert "| class name | average precision (in %) |" in r.stdout and "|    car     |" in r.stdout
     assert (tmp_path / "r" / "evaluation.json").is_file()
     r = run_tlkit(["detection", "evaluate", "-m", "x.tlk"])
-    assert r.returncode != 0 and "arrives with the DetectNet_v2 model" in r.stdout + r.stderr
+    assert r.returncode != 0 and "x.tlk: model file not found" in r.stdout + r.stderr

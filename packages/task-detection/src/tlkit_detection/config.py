@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tlkit.config import SpecModel, TaskConfig
 
@@ -164,6 +164,106 @@ class BboxRasterizerConfig(SpecModel):
         return [ClassRasterParams(**self.for_class(c).model_dump()) for c in class_names]
 
 
+# -- model, augmentation, cost -------------------------------------------------------------------------------
+
+
+class ModelConfig(SpecModel):
+    """DetectNet_v2: a backbone at stride 16 + a 1x1 coverage head (C, sigmoid) and a 1x1 bbox head (4C)."""
+
+    arch: str = Field("resnet", description="backbone: resnet (10/18/34/50), vgg16, googlenet, mobilenet_v1, mobilenet_v2, efficientnet_lite0")
+    n_layers: Optional[int] = Field(18, description="depth for families with several (resnet 10/18/34/50, vgg 16); ignored by the others")
+    use_batch_norm: bool = Field(True, description="batch normalization after convolutions (backbones that support both)")
+    use_pooling: bool = Field(False, description="max-pool after the stem instead of a strided convolution (TLT DetectNet_v2 default: false)")
+    all_projections: bool = Field(True, description="1x1 projection shortcuts in every residual block (resnet), which prunes better")
+    freeze_blocks: list[int] = Field(default_factory=list, description="backbone blocks (0 = stem) whose weights are not trained")
+    freeze_bn: bool = Field(False, description="keep batch-norm statistics and affine parameters fixed while training")
+    dropout_rate: float = Field(0.0, ge=0, lt=1, description="dropout on the backbone features before the heads")
+    batch_norm_momentum: Optional[float] = Field(
+        0.9, gt=0, lt=1,
+        description="momentum of the batch-norm running statistics while training (TLT: 0.9); null = the "
+        "backbone's own (EfficientNet: 0.99, whose statistics lag far behind on small datasets and after pruning)",
+    )
+    preprocess_mode: Literal["auto", "caffe", "torch", "tf"] = Field(
+        "auto", description="input normalization; auto: what the backbone's pretrained weights expect"
+    )
+
+
+class PreprocessingConfig(SpecModel):
+    """Network input: every image is resized (no aspect kept, TLT enable_auto_resize) to this size."""
+
+    output_image_width: int = Field(960, ge=16, description="network input width (a multiple of 16)")
+    output_image_height: int = Field(544, ge=16, description="network input height (a multiple of 16)")
+    output_image_channel: Literal[3] = Field(3, description="3 (RGB)")
+    min_bbox_width: float = Field(1.0, ge=0, description="drop training boxes narrower than this after augmentation (pixels)")
+    min_bbox_height: float = Field(1.0, ge=0, description="drop training boxes lower than this after augmentation (pixels)")
+
+    @field_validator("output_image_width", "output_image_height")
+    @classmethod
+    def _multiple_of_16(cls, v: int) -> int:
+        if v % 16:
+            raise ValueError(f"must be a multiple of 16 (the DetectNet_v2 output stride), got {v}")
+        return v
+
+
+class SpatialAugmentation(SpecModel):
+    """Random geometry per training image (TLT spatial_augmentation)."""
+
+    hflip_probability: float = Field(0.5, ge=0, le=1, description="probability of a left-right flip")
+    zoom_min: float = Field(1.0, gt=0, description="smallest zoom factor (< 1 zooms out)")
+    zoom_max: float = Field(1.0, gt=0, description="largest zoom factor (> 1 zooms in)")
+    translate_max_x: float = Field(0.0, ge=0, description="largest horizontal shift (pixels of the network input)")
+    translate_max_y: float = Field(0.0, ge=0, description="largest vertical shift (pixels of the network input)")
+
+    @model_validator(mode="after")
+    def _zoom_order(self):
+        if self.zoom_min > self.zoom_max:
+            raise ValueError(f"zoom_min {self.zoom_min} is larger than zoom_max {self.zoom_max}")
+        return self
+
+
+class ColorAugmentation(SpecModel):
+    """Random colour per training image (TLT color_augmentation)."""
+
+    hue_rotation_max: float = Field(0.0, ge=0, le=180, description="largest hue rotation (degrees)")
+    saturation_shift_max: float = Field(0.0, ge=0, le=1, description="largest saturation change (fraction)")
+    contrast_scale_max: float = Field(0.0, ge=0, le=1, description="largest contrast change (fraction)")
+    contrast_center: float = Field(127.5, ge=0, le=255, description="pixel value contrast scales around")
+
+
+class AugmentationConfig(SpecModel):
+    """Input size and training augmentation (augmentation_config); off for validation and evaluation."""
+
+    preprocessing: PreprocessingConfig = Field(default_factory=PreprocessingConfig)
+    spatial_augmentation: SpatialAugmentation = Field(default_factory=SpatialAugmentation)
+    color_augmentation: ColorAugmentation = Field(default_factory=ColorAugmentation)
+
+
+class CostClassConfig(SpecModel):
+    """Cost of one target class (cost_function_config.target_classes)."""
+
+    class_weight: float = Field(1.0, ge=0, description="weight of this class in the total cost")
+    coverage_foreground_weight: float = Field(
+        0.05, ge=0, le=1, description="BCE weight of coverage cells with target > 0.5 (background cells get 1 - this)"
+    )
+    cov_weight: float = Field(1.0, ge=0, description="initial weight of the coverage objective")
+    bbox_weight: float = Field(10.0, ge=0, description="initial weight of the bbox objective")
+
+
+class CostFunctionConfig(SpecModel):
+    """The DetectNet_v2 cost (cost_function_config)."""
+
+    default: CostClassConfig = Field(default_factory=CostClassConfig)
+    per_class: dict[str, CostClassConfig] = Field(default_factory=dict, description="class -> cost settings")
+    enable_autoweighting: bool = Field(
+        False, description="re-weight the objectives each epoch: weight ∝ initial weight / mean cost (TLT)"
+    )
+    min_objective_weight: float = Field(1e-4, ge=0, description="auto-weighting: lower clamp of an objective weight")
+    max_objective_weight: float = Field(0.9999, gt=0, le=1, description="auto-weighting: upper clamp of an objective weight")
+
+    def for_class(self, name: str) -> CostClassConfig:
+        return self.per_class.get(name, self.default)
+
+
 # -- evaluation ----------------------------------------------------------------------------------------------
 
 
@@ -196,8 +296,27 @@ class EvaluationConfig(SpecModel):
     first_validation_epoch: int = Field(1, ge=1, description="first epoch to validate after")
 
 
+class InferenceConfig(SpecModel):
+    """`inference` options (TLT bbox_handler_config)."""
+
+    kitti_dump: bool = Field(True, description="write KITTI label files (with confidences) under <results>/labels")
+    disable_overlay: bool = Field(False, description="do not write annotated images")
+    overlay_linewidth: int = Field(2, ge=1, description="box line width in annotated images")
+    batch_size: int = Field(4, ge=1, description="images per forward pass")
+
+
 class DetectionConfig(TaskConfig):
     """Experiment spec of `tlkit detection`."""
+
+    # `model_config` is pydantic's own attribute: the section lives in `model`, spelled `model_config` in YAML
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, protected_namespaces=(), populate_by_name=True, serialize_by_alias=True
+    )
+
+    model: ModelConfig = Field(default_factory=ModelConfig, alias="model_config")
+    augmentation_config: AugmentationConfig = Field(default_factory=AugmentationConfig)
+    cost_function_config: CostFunctionConfig = Field(default_factory=CostFunctionConfig)
+    inference_config: InferenceConfig = Field(default_factory=InferenceConfig)
 
     dataset_config: DatasetConfig = Field(default_factory=DatasetConfig)
     dataset_export_config: DatasetExportConfig = Field(default_factory=DatasetExportConfig)

@@ -1,5 +1,11 @@
-"""`tlkit detection evaluate --predictions DIR --labels DIR [-e spec] [-r results]`: score KITTI prediction
-files (16th field = score) against KITTI label files, with no model.
+"""`tlkit detection evaluate`: score a model, or KITTI prediction files.
+
+- `-m model.tlk|model.onnx -e spec.yaml [-r results] [--use_training_set]`: run the model on the
+  validation split of dataset_config (the training split with --use_training_set) with the same
+  post-processing as training (postprocessing_config), print TLT's table, the median inference time and,
+  with --kitti_difficulty, KITTI easy/moderate/hard AP.
+- `--predictions DIR --labels DIR [-e spec] [-r results]`: score KITTI prediction files (16th field =
+  score) against KITTI label files, with no model.
 
 Classes are compared in lower case after `dataset_config.target_class_mapping` (unmapped classes are
 dropped when a mapping is given). With `-r`, writes `evaluation.json` and one PR-curve PNG per class.
@@ -18,11 +24,6 @@ from tlkit_detection.config import DetectionConfig
 from tlkit_detection.kitti import FrameArrays, KittiObject, read_label_dir, to_arrays
 from tlkit_detection.metrics import BoxFilter, evaluate_ap, evaluate_kitti, format_ap_table, save_pr_curves
 
-MODEL_EVAL_MESSAGE = (
-    "tlkit detection evaluate -m: model evaluation arrives with the DetectNet_v2 model; for now score KITTI "
-    "prediction files with --predictions DIR --labels DIR"
-)
-
 
 def map_frame(objects: list[KittiObject], mapping: dict[str, str]) -> FrameArrays:
     """Lower-case class names, apply the target class mapping (dropping unmapped classes when one is given)."""
@@ -39,7 +40,7 @@ def map_frame(objects: list[KittiObject], mapping: dict[str, str]) -> FrameArray
 
 def run(ctx) -> dict:
     if ctx.model is not None:
-        raise TlkitError(MODEL_EVAL_MESSAGE)
+        return run_model(ctx)
     pred_dir, label_dir = ctx.options.get("predictions"), ctx.options.get("labels")
     if pred_dir is None or label_dir is None:
         raise TlkitError("tlkit detection evaluate: give --predictions DIR and --labels DIR (KITTI text files)")
@@ -82,6 +83,11 @@ def run(ctx) -> dict:
         ctx.console.print("\nKITTI difficulty levels (official devkit rules):")
         ctx.console.print(kitti.table())
         outputs["kitti"] = kitti.to_dict()
+    _save(ctx, result, outputs)
+    return outputs
+
+
+def _save(ctx, result, outputs: dict) -> None:
     if ctx.results_dir is not None:
         out = Path(ctx.results_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -95,7 +101,57 @@ def run(ctx) -> dict:
             kpi={"mean average precision": outputs["mean_average_precision"]},
             categorical={"average_precision": outputs["average_precision"]},
         )
+
+
+def run_model(ctx) -> dict:
+    """evaluate -m: the model on the validation (or training) split of the spec's dataset."""
+    from tlkit_detection.data import TargetMaker
+    from tlkit_detection.predict import load_detector
+    from tlkit_detection.train import evaluate_dataset
+
+    if not isinstance(ctx.spec, DetectionConfig):
+        raise TlkitError("tlkit detection evaluate -m: give the experiment spec with -e (its dataset_config says what to score)")
+    spec: DetectionConfig = ctx.spec
+    det = load_detector(ctx.model, spec)
+    classes = det.classes
+    split = "training" if ctx.options.get("use_training_set") else "validation"
+    ds = _dataset_at(spec, split, classes, det.input_size)
+    maker = TargetMaker(spec, classes, det.meta.get("preprocessing") or {}, ds.input_size)
+    bs = int(ctx.options.get("batch_size") or spec.train_config.batch_size_per_gpu)
+    out = evaluate_dataset(det, ds, maker, spec, bs)
+    result = out["result"]
+    ctx.console.print(f"{ctx.model} ({det.backend}) on {len(ds)} {split} frames")
+    ctx.console.print(format_ap_table(result))
+    median_ms = float(np.median(det.times) * 1000) if det.times else float("nan")
+    ctx.console.print(f"Median Inference Time: {median_ms / 1000:f}")
+    outputs = result.to_dict()
+    outputs["median_inference_time_ms"] = median_ms
+    outputs["backend"] = det.backend
+    if spec.evaluation_config.kitti_difficulty or ctx.options.get("kitti_difficulty"):
+        thr = {k.lower(): v for k, v in spec.evaluation_config.minimum_detection_ground_truth_overlap.items()}
+        kitti = evaluate_kitti(out["ground_truth"], out["predictions"], classes,
+                               {c: thr[c.lower()] for c in classes if c.lower() in thr} or None)
+        ctx.console.print("\nKITTI difficulty levels (official devkit rules):")
+        ctx.console.print(kitti.table())
+        outputs["kitti"] = kitti.to_dict()
+    _save(ctx, result, outputs)
     return outputs
+
+
+def _dataset_at(spec: DetectionConfig, split: str, classes: list[str], input_size: tuple[int, int]):
+    """The split resized to the model's input (which may differ from the spec's)."""
+    from tlkit_detection.data import class_list, load_frames, open_readers
+
+    readers = open_readers(spec, split)
+    if not readers:
+        raise TlkitError("no validation data: set dataset_config.validation_fold or validation_data_source, or pass --use_training_set")
+    missing = sorted(set(class_list(readers)) - set(classes))
+    if missing:
+        raise DataError(f"the dataset has classes {missing} that the model does not know (model classes: {classes})")
+    ds = load_frames(readers, classes, input_size)
+    if not ds.frames:
+        raise DataError(f"the {split} split has no frames")
+    return ds
 
 
 def _json_default(v):

@@ -1,8 +1,6 @@
 """Entry-point module of tlkit_detection: hook implementations only (no heavy imports).
 
 Every callable is a "module:attr" string resolved on first use, so `tlkit --help` never imports MXNet.
-This round registers only the commands that fully work without a model: dataset_convert and evaluate
-(--predictions/--labels). train/prune/export/inference arrive with the DetectNet_v2 model.
 """
 
 from __future__ import annotations
@@ -10,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tlkit import hookimpl
+from tlkit.cli.options import CALIBRATION_OPTIONS, EXPORT_OPTIONS, INFERENCE_OPTIONS, PRUNE_OPTIONS
 from tlkit.types import CommandSpec, DatasetFormatSpec, OptionSpec, Stage, TaskSpec
 
 TASK = "detection"
@@ -31,6 +30,8 @@ EVALUATE_OPTIONS = (
     OptionSpec("predictions", ("--predictions", "--prediction_dir"), Path, None, "folder of KITTI prediction files (16th field = score)"),
     OptionSpec("labels", ("-l", "--labels", "--label_dir"), Path, None, "folder of KITTI ground-truth label files"),
     OptionSpec("kitti_difficulty", ("--kitti_difficulty",), bool, False, "also report KITTI easy/moderate/hard AP11/AP40"),
+    OptionSpec("use_training_set", ("--use_training_set",), bool, False, "-m: evaluate on the training split instead of validation"),
+    OptionSpec("batch_size", ("-b", "--batch_size"), int, None, "-m: batch size (default: train_config.batch_size_per_gpu)"),
 )
 
 
@@ -38,9 +39,11 @@ EVALUATE_OPTIONS = (
 def tlkit_register_tasks():
     yield TaskSpec(
         name=TASK,
-        summary="2D object detection (TLT DetectNet_v2 parity): dataset conversion and evaluation of KITTI predictions.",
+        summary="2D object detection (TLT DetectNet_v2 parity): convert, train, evaluate, infer, prune, export.",
         config_model=f"{_PKG}.config:DetectionConfig",
+        build_model=f"{_PKG}.model:build_from_meta",
         commands=(
+            CommandSpec("train", f"{_PKG}.train:run", "Train DetectNet_v2 (or retrain a pruned graph with load_graph: true).", (), stage=Stage.TRAIN),
             CommandSpec(
                 "dataset_convert", f"{_PKG}.dataset_convert:run",
                 "Convert KITTI / Pascal VOC / COCO to sharded RecordIO folds (or to KITTI / COCO), reporting label problems.",
@@ -48,9 +51,13 @@ def tlkit_register_tasks():
             ),
             CommandSpec(
                 "evaluate", f"{_PKG}.evaluate:run",
-                "Score KITTI prediction files against KITTI labels: per-class AP (TLT) and optional KITTI difficulty AP.",
+                "Score a model (-m .tlk/.onnx on the validation split) or KITTI prediction files: TLT AP, PR curves, KITTI difficulty.",
                 EVALUATE_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.EVALUATE,
             ),
+            CommandSpec("inference", f"{_PKG}.inference:run", "Detect objects in an image, a directory or a video: annotated images/video + KITTI labels.", INFERENCE_OPTIONS, needs_spec=False, stage=Stage.INFERENCE),
+            CommandSpec("prune", "tlkit.pruning.command:run", "Structured channel pruning (TLT magnet_prune flags); the heads keep their size.", PRUNE_OPTIONS, needs_spec=False, stage=Stage.PRUNE),
+            CommandSpec("export", "tlkit.export.command:run", "Export to ONNX (output_cov, output_bbox) and int8/DeepStream/Triton artefacts.", EXPORT_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.EXPORT),
+            CommandSpec("calibration_tensorfile", f"{_PKG}.calibration:run", "Dump preprocessed training batches to a TLT HDF5 tensorfile for int8 calibration.", CALIBRATION_OPTIONS, needs_results_dir=False, stage=Stage.CALIBRATION),
         ),
     )
 

@@ -171,6 +171,8 @@ class DetectionSample:
     boxes: np.ndarray  # (N, 4) float32 x1 y1 x2 y2, pixels
     classes: np.ndarray  # (N,) int64 indices into RecordReader.classes
     frame_id: str
+    truncated: np.ndarray | None = None  # (N,) float32, KITTI truncation (for difficulty levels)
+    occluded: np.ndarray | None = None  # (N,) int64, KITTI occlusion
 
 
 class RecordReader:
@@ -231,6 +233,8 @@ class RecordReader:
                     cls = self._map[objs[:, 0].astype(np.int64)] if len(objs) else np.zeros(0, np.int64)
                     keep = cls >= 0
                     boxes = objs[keep, 1:5] * np.array([w, h, w, h], np.float32)
-                    yield DetectionSample(image, boxes.astype(np.float32), cls[keep], frame)
+                    trunc = objs[keep, 5].astype(np.float32) if len(objs) else np.zeros(0, np.float32)
+                    occl = objs[keep, 6].astype(np.int64) if len(objs) else np.zeros(0, np.int64)
+                    yield DetectionSample(image, boxes.astype(np.float32), cls[keep], frame, trunc, occl)
             finally:
                 reader.close()

@@ -1,0 +1,172 @@
+"""`tlkit detection inference -m model.tlk|.onnx -i IMAGE|DIR|VIDEO -r results [-e spec.yaml]`.
+
+Images: `<r>/images_annotated/<name>` (boxes, class and confidence drawn) and `<r>/labels/<stem>.txt`
+(KITTI lines with the confidence as 16th field), as TLT. A video file (mp4/avi/mov/mkv/webm): an annotated
+`<r>/<stem>_annotated.mp4` plus `<r>/<stem>_detections.json` (per-frame boxes). Post-processing follows
+the spec's postprocessing_config when -e is given, else the one saved in the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from tlkit.errors import DataError, TlkitError
+from tlkit.io import atomic_write, atomic_write_text
+from tlkit_detection.clustering import Detection
+from tlkit_detection.kitti import KittiObject, write_label
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+_PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+            (240, 50, 230), (210, 245, 60), (250, 190, 190), (0, 128, 128)]
+
+
+def draw(image: np.ndarray, dets: Sequence[Detection], classes: Sequence[str], linewidth: int = 2) -> np.ndarray:
+    """A copy of RGB `image` with the detections drawn (class colour, label and confidence)."""
+    import cv2
+
+    out = np.ascontiguousarray(image.copy())
+    for d in dets:
+        color = _PALETTE[list(classes).index(d.class_name) % len(_PALETTE)] if d.class_name in classes else (255, 255, 0)
+        x1, y1, x2, y2 = (int(round(v)) for v in d.bbox)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, linewidth)
+        cv2.putText(out, f"{d.class_name} {d.confidence:.2f}", (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4, color, 1, cv2.LINE_AA)
+    return out
+
+
+def kitti_objects(dets: Sequence[Detection]) -> list[KittiObject]:
+    return [KittiObject(type=d.class_name, bbox=tuple(float(v) for v in d.bbox), score=float(d.confidence)) for d in dets]
+
+
+def read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except OSError as err:
+        raise DataError(f"{path}: cannot read image: {err}") from None
+
+
+def _write_png_or_jpg(path: Path, rgb: np.ndarray) -> None:
+    import cv2
+
+    ok, buf = cv2.imencode(path.suffix if path.suffix.lower() in IMAGE_SUFFIXES else ".png", rgb[:, :, ::-1])
+    if not ok:
+        raise TlkitError(f"{path}: could not encode the annotated image")
+    with atomic_write(path, "wb") as fh:
+        fh.write(buf.tobytes())
+
+
+def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size: int, cfg: Any) -> dict[str, Any]:
+    ic = cfg.inference_config
+    img_dir, lbl_dir = out_dir / "images_annotated", out_dir / "labels"
+    counts: dict[str, int] = {}
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        images = [read_image(p) for p in chunk]
+        for p, img, dets in zip(chunk, images, detector.detect(images)):
+            for d in dets:
+                counts[d.class_name] = counts.get(d.class_name, 0) + 1
+            if ic.kitti_dump:
+                write_label(lbl_dir / f"{p.stem}.txt", kitti_objects(dets))
+            if not ic.disable_overlay:
+                img_dir.mkdir(parents=True, exist_ok=True)
+                _write_png_or_jpg(img_dir / p.name, draw(img, dets, detector.classes, ic.overlay_linewidth))
+    return {"images": len(paths), "detections": counts,
+            "labels_dir": str(lbl_dir) if ic.kitti_dump else None,
+            "images_dir": str(img_dir) if not ic.disable_overlay else None}
+
+
+def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: Any) -> dict[str, Any]:
+    """Annotate every frame of a video (cv2), writing an mp4 next to a per-frame detections json."""
+    import os
+    import tempfile
+
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise DataError(f"{path}: cannot open the video (unsupported codec or not a video)")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    out_path = out_dir / f"{path.stem}_annotated.mp4"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=out_dir, prefix=".tmp-")
+    os.close(fd)
+    writer = None
+    frames_out: list[list[dict[str, Any]]] = []
+    try:
+        pending: list[np.ndarray] = []
+
+        def flush() -> None:
+            nonlocal writer
+            for img, dets in zip(pending, detector.detect(pending)):
+                if writer is None:
+                    h, w = img.shape[:2]
+                    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                writer.write(draw(img, dets, detector.classes, cfg.inference_config.overlay_linewidth)[:, :, ::-1])
+                frames_out.append([{"class": d.class_name, "bbox": [float(v) for v in d.bbox],
+                                    "confidence": float(d.confidence)} for d in dets])
+            pending.clear()
+
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            pending.append(np.ascontiguousarray(bgr[:, :, ::-1]))
+            if len(pending) >= batch_size:
+                flush()
+        if pending:
+            flush()
+        if writer is None:
+            raise DataError(f"{path}: the video has no readable frames")
+        writer.release()
+        writer = None
+        os.replace(tmp, out_path)
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    det_path = out_dir / f"{path.stem}_detections.json"
+    atomic_write_text(det_path, json.dumps({"video": str(path), "fps": fps, "frames": frames_out}))
+    return {"video": str(out_path), "frames": len(frames_out), "detections_json": str(det_path)}
+
+
+def run(ctx: Any) -> dict[str, Any]:
+    from tlkit_detection.config import DetectionConfig
+    from tlkit_detection.predict import load_detector
+
+    if ctx.model is None:
+        raise TlkitError("tlkit detection inference: -m/--model (a .tlk or .onnx detection model) is required")
+    cfg = ctx.spec if isinstance(ctx.spec, DetectionConfig) else DetectionConfig()
+    src = ctx.options.get("image") or ctx.options.get("image_dir")
+    if src is None:
+        raise TlkitError("tlkit detection inference: give -i IMAGE|DIR|VIDEO (or -d DIR)")
+    src = Path(src)
+    if not src.exists():
+        raise DataError(f"{src}: no such file or directory")
+    out_dir = ctx.require_results_dir()
+    detector = load_detector(ctx.model, ctx.spec if isinstance(ctx.spec, DetectionConfig) else None)
+    bs = int(ctx.options.get("batch_size") or cfg.inference_config.batch_size)
+    if src.is_file() and src.suffix.lower() in VIDEO_SUFFIXES:
+        res = infer_video(detector, src, out_dir, bs, cfg)
+        ctx.console.print(f"annotated {res['frames']} frames -> {res['video']}")
+        return res
+    if src.is_dir():
+        paths = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise DataError(f"{src}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    elif src.suffix.lower() in IMAGE_SUFFIXES:
+        paths = [src]
+    else:
+        raise DataError(f"{src}: not an image ({', '.join(IMAGE_SUFFIXES)}), a video ({', '.join(VIDEO_SUFFIXES)}) or a directory")
+    res = infer_images(detector, paths, out_dir, bs, cfg)
+    ctx.console.print(f"{res['images']} images: " + (", ".join(f"{k} {v}" for k, v in sorted(res["detections"].items())) or "no detections"))
+    return res

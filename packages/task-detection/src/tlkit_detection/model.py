@@ -1,0 +1,283 @@
+"""The DetectNet_v2 network: a tlkit backbone at stride 16 + two 1x1 convolution heads.
+
+- coverage head: C channels, sigmoid -> ONNX output "output_cov" (N, C, H/16, W/16)
+- bbox head: 4C channels (per class L, T, R, B distances / 35), linear -> "output_bbox" (N, 4C, H/16, W/16)
+
+`build_from_meta(meta)` rebuilds it from a model file's meta (TaskSpec.build_model);
+`build_for_training(cfg, classes, ctx)` builds, initialises and loads pretrained weights for `train`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlkit.errors import ModelFileError, SpecError
+
+TASK = "detection"
+STRIDE = 16
+NET_PREFIX = "dnv2_"
+# Fixed head names: the same graph node names in every process, so the model file can tell the pruner
+# which layers must keep their size (meta["prune_exclude"]).
+COV_NODE = NET_PREFIX + "output_cov"
+BBOX_NODE = NET_PREFIX + "output_bbox"
+OUTPUT_NAMES = ["output_cov", "output_bbox"]
+ARCHS = ("resnet", "vgg", "googlenet", "mobilenet_v1", "mobilenet_v2", "efficientnet_lite0")
+
+
+def _detectnet_class():
+    from mxnet.gluon import nn
+
+    class DetectNetV2(nn.HybridBlock):
+        """backbone (stride 16) -> [dropout] -> (sigmoid(conv1x1 C), conv1x1 4C)."""
+
+        def __init__(self, backbone: Any, n_classes: int, dropout: float = 0.0, **kwargs: Any):
+            super().__init__(prefix=NET_PREFIX, **kwargs)
+            with self.name_scope():
+                self.backbone = backbone
+                self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+                self.output_cov = nn.Conv2D(n_classes, 1, prefix="output_cov_")
+                self.output_bbox = nn.Conv2D(4 * n_classes, 1, prefix="output_bbox_")
+
+        def hybrid_forward(self, F: Any, x: Any) -> Any:
+            f = self.backbone(x)
+            if isinstance(f, (list, tuple)):
+                f = f[-1]
+            if self.dropout is not None:
+                f = self.dropout(f)
+            return F.sigmoid(self.output_cov(f)), self.output_bbox(f)
+
+    return DetectNetV2
+
+
+def output_grid(input_hw: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of the heads for an (H, W) input: ceil(input / 16), as TLT."""
+    return math.ceil(input_hw[0] / STRIDE), math.ceil(input_hw[1] / STRIDE)
+
+
+def build_net(build: dict[str, Any]) -> Any:
+    """An uninitialised network from the `build` record of a model file's meta."""
+    from tlkit.backbones import build_backbone
+
+    arch = build["arch"]
+    kwargs: dict[str, Any] = {
+        "use_batch_norm": build.get("use_batch_norm", True),
+        "use_pooling": build.get("use_pooling", False),
+        "all_projections": build.get("all_projections", True),
+    }
+    n_layers = build.get("n_layers")
+    if arch in ("resnet", "vgg") and n_layers is not None:
+        kwargs["n_layers"] = n_layers
+    elif arch in ("resnet", "vgg"):
+        raise SpecError(f"model_config.n_layers is required for arch {arch!r}")
+    backbone = build_backbone(arch, out_stride=STRIDE, **kwargs)
+    return _detectnet_class()(backbone, int(build["n_classes"]), float(build.get("dropout") or 0.0))
+
+
+def build_from_meta(meta: dict[str, Any]) -> Any:
+    """TaskSpec.build_model: rebuild the (uninitialised) network a gluon model file was saved from."""
+    build = meta.get("build")
+    if not isinstance(build, dict) or "arch" not in build or "n_classes" not in build:
+        raise ModelFileError("detection model file: meta.json lacks build.arch / build.n_classes")
+    return build_net(build)
+
+
+def input_shape_of(cfg: Any) -> tuple[int, int, int]:
+    p = cfg.augmentation_config.preprocessing
+    return (p.output_image_channel, p.output_image_height, p.output_image_width)
+
+
+def backbone_preprocess(arch: str, n_layers: int | None) -> str:
+    """The preprocessing convention of the backbone's pretrained weights (builds no weights)."""
+    from tlkit.backbones import build_backbone
+
+    kw = {"n_layers": n_layers} if arch in ("resnet", "vgg") else {}
+    return getattr(build_backbone(arch, out_stride=STRIDE, **kw), "default_preprocess", "torch")
+
+
+def build_meta(cfg: Any, classes: list[str], preprocess_mode: str) -> dict[str, Any]:
+    """Everything a detection model file says about itself (export, DeepStream and runners read it)."""
+    m = cfg.model
+    c, h, w = input_shape_of(cfg)
+    pp = cfg.postprocessing_config
+    return {
+        "task": TASK,
+        "arch": m.arch if m.arch not in ("resnet", "vgg") else f"{m.arch}{m.n_layers}",
+        "classes": list(classes),
+        "input_shape": [c, h, w],
+        "input_layout": "NCHW",
+        "preprocessing": {"mode": preprocess_mode, "resize_interpolation": "bilinear"},
+        "output_names": list(OUTPUT_NAMES),
+        "stride": STRIDE,
+        "bbox_norm": [35.0, 35.0],
+        "bbox_offset": 0.5,
+        "postprocessing": {name: pp.for_class(name).model_dump() for name in classes},
+        "prune_exclude": [COV_NODE, BBOX_NODE],  # the heads' channel counts are fixed by the classes
+        "deepstream": deepstream_meta(cfg, classes),
+        "build": {
+            "arch": m.arch,
+            "n_layers": m.n_layers,
+            "n_classes": len(classes),
+            "use_batch_norm": m.use_batch_norm,
+            "use_pooling": m.use_pooling,
+            "all_projections": m.all_projections,
+            "dropout": m.dropout_rate,
+        },
+    }
+
+
+def deepstream_meta(cfg: Any, classes: list[str]) -> dict[str, Any]:
+    """meta["deepstream"]: nvinfer detector settings following postprocessing_config (core writes the file)."""
+    pp = cfg.postprocessing_config
+    default = pp.default
+    dbscan = default.clustering_algorithm == "dbscan"
+
+    def attrs(c: Any) -> dict[str, Any]:
+        if c.clustering_algorithm == "dbscan":
+            return {"pre-cluster-threshold": c.coverage_threshold, "eps": c.dbscan_eps,
+                    "minBoxes": max(int(c.dbscan_min_samples), 1), "dbscan-min-score": c.dbscan_confidence_threshold,
+                    "detected-min-h": int(c.minimum_bounding_box_height)}
+        return {"pre-cluster-threshold": c.nms_confidence_threshold, "nms-iou-threshold": c.nms_iou_threshold,
+                "topk": 200, "detected-min-h": int(c.minimum_bounding_box_height)}
+
+    return {
+        "network_type": 0,
+        "properties": {"cluster-mode": 1 if dbscan else 2},
+        "class_attrs_all": attrs(default),
+        "class_attrs": {str(i): attrs(pp.per_class[n]) for i, n in enumerate(classes) if n in pp.per_class},
+    }
+
+
+@dataclass
+class BuiltModel:
+    net: Any
+    meta: dict[str, Any]
+    frozen: tuple[str, ...] = ()
+    save_as_graph: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: Any = None) -> BuiltModel:
+    """The network `train` starts from: initialised, pretrained weights loaded (and reported).
+
+    `train_config.load_graph: true` retrains the graph (.tlk of kind "graph", e.g. pruned) of
+    pretrained_model_path; its classes must match. Otherwise pretrained_model_path (a path or a named set
+    such as "imagenet") is loaded with a filtered load: a tlkit detection model by structural name,
+    anything else into the backbone through the architecture's weight map.
+    """
+    import mxnet as mx
+
+    m, tc = cfg.model, cfg.train_config
+    if tc.load_graph:
+        return _load_graph_model(cfg, classes, ctx, console)
+    mode = m.preprocess_mode if m.preprocess_mode != "auto" else backbone_preprocess(m.arch, m.n_layers)
+    meta = build_meta(cfg, classes, mode)
+    net = build_net(meta["build"])
+    mx.random.seed(tc.random_seed)
+    net.initialize(mx.init.Xavier(magnitude=2.0), ctx=ctx)
+    net(mx.nd.zeros((1, *meta["input_shape"]), ctx=ctx[0]))  # materialise deferred shapes before loading
+    # coverage starts low everywhere (most cells are background): bias = logit(0.01), a stable start
+    net.output_cov.bias.set_data(mx.nd.full(net.output_cov.bias.shape, -4.6, ctx=ctx[0]))
+    if tc.pretrained_model_path:
+        report = _load_pretrained(net, tc.pretrained_model_path, meta["arch"])
+        if console is not None:
+            console.print(f"pretrained weights {report.summary()}")
+        if not report.loaded:
+            raise ModelFileError(
+                f"train_config.pretrained_model_path {tc.pretrained_model_path}: no tensor matched the network "
+                f"({meta['arch']}); is it weights for this architecture?"
+            )
+    if m.batch_norm_momentum is not None:
+        set_bn_momentum(net, m.batch_norm_momentum)
+    frozen: tuple[str, ...] = ()
+    if m.freeze_blocks:
+        frozen = tuple("backbone." + p for p in net.backbone.freeze_prefixes(m.freeze_blocks))
+    return BuiltModel(net, meta, frozen)
+
+
+def _load_pretrained(net: Any, uri: str, arch: str) -> Any:
+    from tlkit.lazy import resolve
+    from tlkit.model_io import is_model_file, read_meta
+    from tlkit.registry import get_registry
+    from tlkit.weights import load_pretrained, resolve_weights
+
+    path = resolve_weights(uri, arch=arch)
+    if is_model_file(path):
+        meta = read_meta(path)
+        if meta.get("kind") == "graph":
+            raise ModelFileError(f"{path}: holds a graph (pruned) model; set train_config.load_graph: true to retrain it")
+        if meta.get("task") == TASK:
+            return load_pretrained(net, path, arch=arch)
+        # another task's model (e.g. a classifier): its backbone.* tensors carry over by name
+        return load_pretrained(net, path, arch=arch)
+    spec = get_registry().architecture(arch)
+    wmap = resolve(spec.weight_map) if spec.weight_map else None
+    return load_pretrained(net, uri, weight_map=wmap, prefix="backbone.", arch=arch)
+
+
+def _load_graph_model(cfg: Any, classes: list[str], ctx: list[Any], console: Any) -> BuiltModel:
+    from tlkit.model_io import load_net, read_meta
+
+    path = cfg.train_config.pretrained_model_path
+    if not path:
+        raise SpecError("train_config.load_graph: true needs train_config.pretrained_model_path (a pruned .tlk)")
+    p = Path(path)
+    meta = read_meta(p)
+    if meta.get("kind") != "graph":
+        raise SpecError(f"train_config.load_graph: true but {p} is not a graph model file (kind {meta.get('kind')!r})")
+    if meta.get("task") != TASK:
+        raise SpecError(f"train_config.load_graph: {p} is a {meta.get('task')!r} model, not a detection model")
+    if list(meta.get("classes") or []) != list(classes):
+        raise SpecError(
+            f"train_config.load_graph: {p} was trained on classes {meta.get('classes')}, the dataset has {classes}; "
+            "a pruned graph cannot change its heads"
+        )
+    if list(meta.get("input_shape") or []) != list(input_shape_of(cfg)):
+        raise SpecError(
+            f"train_config.load_graph: {p} takes input {meta.get('input_shape')}, augmentation_config.preprocessing "
+            f"asks for {list(input_shape_of(cfg))}"
+        )
+    net, meta = load_net(p, ctx[0])
+    if len(ctx) > 1:
+        net.collect_params().reset_ctx(ctx)
+    if console is not None:
+        n = sum(v.data().size for v in net.collect_params().values())
+        console.print(f"retraining the graph of {p} ({n:,} parameters)")
+    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "tlkit_version", "kind", "epoch")}
+    meta["postprocessing"] = {n: cfg.postprocessing_config.for_class(n).model_dump() for n in classes}
+    meta["deepstream"] = deepstream_meta(cfg, classes)
+    if cfg.model.batch_norm_momentum is not None:
+        set_bn_momentum(net, cfg.model.batch_norm_momentum)
+    return BuiltModel(net, meta, (), save_as_graph=True)
+
+
+def set_bn_momentum(net: Any, momentum: float) -> int:
+    """Set the running-statistics momentum of every BatchNorm (a training-time setting, not saved), on a
+    Gluon network or a SymbolBlock (pruned graph). Returns how many layers were set."""
+    import json
+
+    import mxnet as mx
+    from mxnet import gluon
+
+    if isinstance(net, gluon.SymbolBlock):
+        inputs, out = net._cached_graph
+        graph = json.loads(out.tojson())
+        n = 0
+        for node in graph["nodes"]:
+            if node["op"] == "BatchNorm":
+                node.setdefault("attrs", {})["momentum"] = str(momentum)
+                n += 1
+        net._cached_graph = (inputs, mx.sym.load_json(json.dumps(graph)))
+        net._clear_cached_op()
+        return n
+    layers: list = []
+    net.apply(lambda b: layers.append(b) if isinstance(b, gluon.nn.BatchNorm) else None)
+    for b in layers:
+        b._kwargs["momentum"] = momentum
+    return len(layers)
+
+
+def count_params(net: Any) -> int:
+    return int(sum(p.data().size for p in net.collect_params().values() if p._data is not None))

@@ -1,0 +1,141 @@
+"""`tlkit detection train -e spec.yaml -r results`: train DetectNet_v2 (or retrain a pruned graph).
+
+Writes, into the results dir: the resolved spec, weights/model_epoch_NNN.tlk checkpoints and
+weights/model.tlk (through tlkit.training), status.json, training.csv. Validation (every
+evaluation_config.validation_period_during_training epochs when set, else train_config.validation_period)
+clusters the validation fold's heads and reports TLT's "mean average precision" (the KPI), per-class AP
+and the validation cost.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlkit_detection.data import Dataset, TargetMaker, batches, dataset_for, steps_per_epoch
+
+
+def evaluate_dataset(detector: Any, ds: Dataset, maker: TargetMaker, cfg: Any, batch_size: int,
+                     loss: Any = None, net: Any = None, ctx: Any = None) -> dict[str, Any]:
+    """Detections for every frame of `ds`, scored with TLT AP (evaluation_config). Returns
+    {"result": APResult, "predictions": {frame: FrameArrays}, "ground_truth": ..., "cost": float | None}."""
+    from tlkit_detection.metrics import BoxFilter, evaluate_ap
+    from tlkit_detection.predict import to_frame
+
+    ev = cfg.evaluation_config
+    classes = ds.classes
+    preds, gts = {}, {}
+    cost_sum, n = 0.0, 0
+    for x, idx in batches(ds, maker, batch_size, with_targets=False):
+        frames = [ds.frames[i] for i in idx]
+        if loss is not None and net is not None:  # validation cost from the same forward pass
+            import mxnet as mx
+
+            out = net(mx.nd.array(x, ctx=ctx))
+            tg = [maker.targets(f.boxes, f.classes) for f in frames]
+            label = tuple(mx.nd.array(np.stack([getattr(t, k) for t in tg]), ctx=ctx) for k in ("cov", "bbox", "cov_norm"))
+            cost_sum += float(loss(out, label).sum().asscalar())
+            n += len(frames)
+            from tlkit_detection.predict import postprocess
+
+            dets = postprocess(out[0].asnumpy(), out[1].asnumpy(), classes, ds.input_size, detector.params,
+                               [f.orig_size for f in frames])
+        else:
+            dets = detector.run_batch(x, [f.orig_size for f in frames])
+        for f, d in zip(frames, dets):
+            preds[f.frame_id] = to_frame(d)
+            gts[f.frame_id] = f.ground_truth(classes)
+    thresholds = {k.lower(): v for k, v in ev.minimum_detection_ground_truth_overlap.items()}
+    lower = {c: c.lower() for c in classes}
+    filters = {c: BoxFilter(**(ev.per_class_box_config.get(c) or ev.evaluation_box_config).model_dump()) for c in classes}
+    result = evaluate_ap(
+        gts, preds, classes, {c: thresholds.get(lower[c], ev.default_overlap) for c in classes},
+        mode=ev.average_precision_mode.lower(), num_recall_points=ev.num_recall_points, box_filters=filters,
+    )
+    return {"result": result, "predictions": preds, "ground_truth": gts, "cost": cost_sum / n if n else None}
+
+
+def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False) -> Any:
+    """Everything `train` does; returns tlkit.training's TrainResult."""
+    from tlkit.config import save_resolved_spec
+    from tlkit.training import TrainJob, train
+
+    from tlkit_detection.loss import DetectNetLoss
+    from tlkit_detection.model import build_for_training, count_params
+    from tlkit_detection.predict import net_detector
+
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    tc, ev = cfg.train_config, cfg.evaluation_config
+    train_ds = dataset_for(cfg, "training")
+    classes = train_ds.classes
+    dc = cfg.dataset_config
+    has_val = dc.validation_data_source is not None or dc.validation_fold is not None
+    val_ds = dataset_for(cfg, "validation", classes) if has_val else None
+    n_obj = sum(len(f.classes) for f in train_ds.frames)
+    console.print(
+        f"train: {len(train_ds)} frames, {n_obj} objects of {len(classes)} classes {classes}"
+        + (f"; validation: {len(val_ds)} frames" if val_ds is not None else "; no validation data")
+    )
+    save_resolved_spec(cfg, results_dir)
+    built = build_for_training(cfg, classes, ctx_list, console)
+    console.print(f"model: DetectNet_v2 {built.meta['arch']}, {count_params(built.net):,} parameters, "
+                  f"input {tuple(built.meta['input_shape'])}")
+    maker = TargetMaker(cfg, classes, built.meta["preprocessing"], train_ds.input_size)
+    loss = DetectNetLoss.from_config(cfg, classes)
+    bs = tc.batch_size_per_gpu * len(ctx_list)
+    drop_last = len(train_ds) >= 2 * bs
+    steps = steps_per_epoch(len(train_ds), bs, drop_last)
+    workers = max(1, tc.n_workers)
+
+    def train_data(epoch: int):
+        return batches(train_ds, maker, bs, aug=cfg.augmentation_config, epoch=epoch, seed=tc.random_seed,
+                       shuffle=True, drop_last=drop_last, workers=workers)
+
+    validate = None
+    if val_ds is not None:
+        params = cfg.postprocessing_config.params(classes)
+
+        def validate(net: Any, ctx: list[Any]) -> dict[str, float]:
+            det = net_detector(net, built.meta, ctx[0], params)
+            out = evaluate_dataset(det, val_ds, maker, cfg, bs, loss=loss, net=net, ctx=ctx[0])
+            r = out["result"]
+            metrics = {"mean average precision": float(r.mean_ap), "validation cost": float(out["cost"])}
+            metrics.update({f"AP {c}": float(r.classes[c].ap) for c in classes})
+            return metrics
+
+    def on_epoch_end(epoch: int, row: dict) -> None:
+        w = loss.update_weights()
+        if w is not None:
+            console.print("cost auto-weighting: " + ", ".join(
+                f"{c} cov {w[i, 0]:.3f} bbox {w[i, 1]:.3f}" for i, c in enumerate(classes)))
+
+    # TLT's evaluation_config.validation_period_during_training, when the spec sets it
+    if "validation_period_during_training" in ev.model_fields_set:
+        tc = tc.model_copy(update={"validation_period": ev.validation_period_during_training})
+    job = TrainJob(
+        net=built.net,
+        train_data=train_data,
+        steps_per_epoch=steps,
+        loss=loss,
+        meta=built.meta,
+        validate=validate,
+        kpi="mean average precision" if validate is not None else None,
+        frozen=built.frozen,
+        freeze_bn=cfg.model.freeze_bn,
+        save_as_graph=built.save_as_graph,
+        on_epoch_end=on_epoch_end,
+    )
+    return train(job, tc, results_dir, ctx_list, console, use_amp)
+
+
+def run(ctx: Any) -> dict[str, Any]:
+    results_dir = ctx.require_results_dir()
+    res = train_model(ctx.spec, results_dir, ctx.console, ctx.contexts(), use_amp=ctx.use_amp)
+    ctx.console.print(f"model: {res.model_path}")
+    metrics = res.final_metrics or {}
+    if metrics:
+        ctx.console.print(", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    return {"model": str(res.model_path), **metrics}

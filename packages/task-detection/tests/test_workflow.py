@@ -1,0 +1,224 @@
+"""End to end on a tiny synthetic set: train -> evaluate (.tlk and .onnx) -> inference (images, video) ->
+prune (heads kept) -> retrain the pruned graph -> export (ONNX equals MXNet on the raw heads, DeepStream
+config) -> calibration tensorfile; and the commands' bad-input errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from tlkit.context import CommandContext
+from tlkit.errors import DataError, ModelFileError, SpecError, TlkitError
+
+from detection_synth import CLASSES, tiny_spec, write_synthetic_kitti, write_synthetic_records
+
+
+def _ctx(command, **kw):
+    options = kw.pop("options", {})
+    return CommandContext(task="detection", command=command, gpus=0, options=options,
+                          console=Console(width=120, highlight=False), **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tlkit_detection.train import run as train_run
+
+    tmp = tmp_path_factory.mktemp("wf")
+    manifest = write_synthetic_records(tmp, n=16, val_split=25)
+    cfg = tiny_spec(manifest, **{"train_config.n_epochs": 2})
+    out = train_run(_ctx("train", spec=cfg, results_dir=tmp / "results"))
+    return {"tmp": tmp, "manifest": manifest, "cfg": cfg, "out": out, "model": Path(out["model"])}
+
+
+def test_train_writes_model_status_and_validation_kpi(trained):
+    res = trained["tmp"] / "results"
+    out = trained["out"]
+    assert trained["model"].is_file() and trained["model"].suffix == ".tlk"
+    assert 0.0 <= out["mean average precision"] <= 1.0
+    assert {f"AP {c}" for c in CLASSES} <= set(out) and out["validation cost"] > 0
+    lines = [json.loads(x) for x in (res / "status.json").read_text().splitlines() if x.strip()]
+    assert lines[-1]["status"] == "SUCCESS" and "mean average precision" in lines[-1]["kpi"]
+    rows = (res / "training.csv").read_text().splitlines()
+    assert len(rows) == 3  # header + 2 epochs
+    assert "mean average precision" in rows[0]
+
+
+def test_evaluate_tlk_and_onnx_agree_and_write_reports(trained, tmp_path):
+    from tlkit.export.command import run as export_run
+    from tlkit_detection.evaluate import run as eval_run
+
+    cfg = trained["cfg"]
+    r1 = eval_run(_ctx("evaluate", spec=cfg, model=trained["model"], results_dir=tmp_path / "e1",
+                       options={"kitti_difficulty": True}))
+    assert set(r1["average_precision"]) == set(CLASSES)
+    assert r1["median_inference_time_ms"] > 0 and r1["backend"] == "mxnet"
+    assert "kitti" in r1
+    assert (tmp_path / "e1" / "evaluation.json").is_file()
+    assert {p.name for p in (tmp_path / "e1").glob("pr_curve_*.png")} == {f"pr_curve_{c}.png" for c in CLASSES}
+    onnx = tmp_path / "model.onnx"
+    export_run(_ctx("export", model=trained["model"], output=onnx, results_dir=tmp_path / "ds",
+                    options={"gen_ds_config": True}))
+    assert onnx.is_file()
+    r2 = eval_run(_ctx("evaluate", spec=cfg, model=onnx, options={}))
+    assert r2["backend"] != "mxnet"
+    for c in CLASSES:
+        assert r2["num_predictions"][c] == r1["num_predictions"][c]
+        assert r2["average_precision"][c] == pytest.approx(r1["average_precision"][c], abs=1e-6)
+    configs = list((tmp_path).rglob("nvinfer_config.txt"))
+    assert configs, "export --gen_ds_config wrote no DeepStream config"
+    text = configs[0].read_text()
+    assert "network-type=0" in text and "cluster-mode=1" in text
+    assert "output-blob-names=output_cov;output_bbox" in text and "num-detected-classes=2" in text
+
+
+def test_onnx_raw_heads_match_mxnet(trained, tmp_path):
+    from tlkit.model_io import load_net
+    from tlkit.testing.export import assert_onnx_matches
+
+    net, meta = load_net(trained["model"])
+    assert_onnx_matches(net, tuple(meta["input_shape"]), meta=meta, out_dir=tmp_path, batch_sizes=(1, 2))
+
+
+def test_inference_on_images_and_video(trained, tmp_path):
+    import cv2
+
+    from tlkit_detection.inference import run as infer_run
+
+    imgs = write_synthetic_kitti(tmp_path / "new", n=3, seed=9) / "images"
+    res = infer_run(_ctx("inference", model=trained["model"], results_dir=tmp_path / "inf", options={"image_dir": imgs}))
+    assert res["images"] == 3
+    labels = sorted((tmp_path / "inf" / "labels").glob("*.txt"))
+    assert [p.stem for p in labels] == ["0000", "0001", "0002"]
+    for p in labels:
+        for line in p.read_text().splitlines():
+            fields = line.split()
+            assert len(fields) == 16 and fields[0] in CLASSES and float(fields[15]) > 0
+    annotated = sorted((tmp_path / "inf" / "images_annotated").glob("*.png"))
+    assert len(annotated) == 3 and cv2.imread(str(annotated[0])).shape == (96, 128, 3)
+
+    video = tmp_path / "clip.mp4"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (128, 96))
+    for p in sorted(imgs.glob("*.png")):
+        vw.write(cv2.imread(str(p)))
+    vw.release()
+    res = infer_run(_ctx("inference", model=trained["model"], results_dir=tmp_path / "vid", options={"image": video}))
+    assert res["frames"] == 3
+    cap = cv2.VideoCapture(res["video"])
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    cap.release()
+    assert len(json.loads(Path(res["detections_json"]).read_text())["frames"]) == 3
+
+
+def test_prune_keeps_heads_and_pruned_graph_retrains(trained, tmp_path):
+    from tlkit.model_io import load_net, read_meta
+    from tlkit.pruning.command import run as prune_run
+    from tlkit.testing.pruning import assert_prune_equivalent
+    from tlkit_detection.model import BBOX_NODE, COV_NODE
+    from tlkit_detection.train import run as train_run
+
+    net, meta = load_net(trained["model"])
+    assert_prune_equivalent(net, (3, 64, 64), threshold=0.5, excluded_layers=[COV_NODE, BBOX_NODE],
+                            compare_nodes=[f"{COV_NODE}_fwd", f"{BBOX_NODE}_fwd"])
+    pruned = tmp_path / "pruned.tlk"
+    prune_run(_ctx("prune", model=trained["model"], output=pruned, results_dir=tmp_path,
+                   options={"target_ratio": 0.5, "min_num_filters": 8}))
+    pm = read_meta(pruned)
+    assert pm["kind"] == "graph" and pm["pruning"]["params_after"] < pm["pruning"]["params_before"]
+    pnet, _ = load_net(pruned)
+    import mxnet as mx
+
+    cov, bbox = pnet(mx.nd.zeros((1, 3, 96, 128)))
+    assert cov.shape == (1, 2, 6, 8) and bbox.shape == (1, 8, 6, 8)
+    # retrain the pruned graph (TLT: load_graph) for one epoch; it stays a graph model
+    cfg = tiny_spec(trained["manifest"], **{"train_config.pretrained_model_path": str(pruned),
+                                            "train_config.load_graph": True})
+    out = train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "retrain"))
+    assert read_meta(out["model"])["kind"] == "graph"
+    assert read_meta(out["model"])["classes"] == list(CLASSES)
+
+
+def test_calibration_tensorfile(trained, tmp_path):
+    from tlkit.export.calibration import read_tensorfile, tensorfile_info
+    from tlkit_detection.calibration import run as cal_run
+
+    out = tmp_path / "cal.tensorfile"
+    res = cal_run(_ctx("calibration_tensorfile", spec=trained["cfg"], model=trained["model"], output=out,
+                       options={"max_batches": 2}))
+    assert res["count"] == 2
+    count, shape = tensorfile_info(out)
+    assert count == 2 and tuple(shape) == (4, 3, 96, 128)
+    batch = next(read_tensorfile(out))
+    # training preprocessing of a resnet (torch mode): roughly zero-centred, not raw pixels
+    assert np.abs(batch).max() < 10 and abs(float(batch.mean())) < 3
+
+
+def test_command_errors(trained, tmp_path):
+    from tlkit_detection.evaluate import run as eval_run
+    from tlkit_detection.inference import run as infer_run
+    from tlkit_detection.train import run as train_run
+
+    with pytest.raises(TlkitError, match="give the experiment spec with -e"):
+        eval_run(_ctx("evaluate", model=trained["model"]))
+    with pytest.raises(ModelFileError, match="model file not found"):
+        infer_run(_ctx("inference", model=tmp_path / "nope.tlk", results_dir=tmp_path, options={"image_dir": tmp_path}))
+    with pytest.raises(DataError, match="no images"):
+        infer_run(_ctx("inference", model=trained["model"], results_dir=tmp_path / "r", options={"image_dir": tmp_path}))
+    bad = tmp_path / "bad.txt"
+    bad.write_text("x")
+    with pytest.raises(DataError, match="not an image"):
+        infer_run(_ctx("inference", model=trained["model"], results_dir=tmp_path / "r", options={"image": bad}))
+    with pytest.raises(SpecError, match="is not a graph model file"):
+        cfg = tiny_spec(trained["manifest"], **{"train_config.pretrained_model_path": str(trained["model"]),
+                                                "train_config.load_graph": True})
+        train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "t"))
+    with pytest.raises(SpecError, match="takes input \\[3, 96, 128\\]"):
+        from tlkit.pruning.command import prune_model_file
+
+        pruned = tmp_path / "p.tlk"
+        prune_model_file(trained["model"], pruned, target_ratio=0.5)
+        cfg = tiny_spec(trained["manifest"], **{"train_config.pretrained_model_path": str(pruned),
+                                                "train_config.load_graph": True,
+                                                "augmentation_config.preprocessing.output_image_width": 64})
+        train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "t2"))
+
+
+def test_cli_train_evaluate_inference(tmp_path):
+    """The same chain through `tlkit detection ...` (spec YAML with TLT section names, key=value overrides)."""
+    import yaml
+
+    from tlkit.testing.plugins import run_tlkit
+
+    manifest = write_synthetic_records(tmp_path, n=8, val_split=25, seed=3)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "dataset_config": {"data_sources": [{"records_path": str(manifest)}], "validation_fold": 0},
+        "model_config": {"arch": "resnet", "n_layers": 10},
+        "augmentation_config": {"preprocessing": {"output_image_width": 128, "output_image_height": 96}},
+        "postprocessing_config": {"default": {"minimum_bounding_box_height": 4}},
+        "train_config": {"batch_size_per_gpu": 4, "n_epochs": 1, "reg_config": {"type": "none"}},
+    }))
+    r = run_tlkit(["detection", "train", "-e", str(spec), "-r", str(tmp_path / "res"), "--gpus", "0",
+                   "train_config.optimizer.type=adam"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    model = tmp_path / "res" / "weights" / "model.tlk"
+    assert model.is_file()
+    r = run_tlkit(["detection", "evaluate", "-e", str(spec), "-m", str(model), "--gpus", "0"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Mean average_precision (in %)" in r.stdout and "Median Inference Time" in r.stdout
+    r = run_tlkit(["detection", "inference", "-m", str(model), "-i", str(tmp_path / "kitti" / "images"),
+                   "-r", str(tmp_path / "inf"), "--gpus", "0"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(list((tmp_path / "inf" / "labels").glob("*.txt"))) == 8
+    r = run_tlkit(["detection", "train", "-e", str(spec), "-r", str(tmp_path / "bad"), "model_config.arch=resnett"])
+    assert r.returncode != 0 and "resnett" in r.stdout + r.stderr and "Traceback" not in r.stderr
+
+
+def test_train_without_validation_split(tmp_path):
+    from tlkit_detection.train import run as train_run
+
+    manifest = write_synthetic_records(tmp_path, n=8, val_split=25, seed=5)
+    cfg = tiny_spec(manifest, **{"dataset_config.validation_fold": None})
+    out = train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "res"))
+    assert Path(out["model"]).is_file() and "mean average precision" not in out and out["loss"] > 0
