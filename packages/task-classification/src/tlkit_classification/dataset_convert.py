@@ -1,0 +1,284 @@
+"""`tlkit classification dataset_convert`: make folder-per-class datasets.
+
+- ``--mode split``: split one ``<dir>/<class>/<image>`` set into ``<out>/{train,val,test}/<class>/`` by
+  ratios, stratified (each class split by the same ratios) and reproducible (``--seed``).
+- ``--mode voc``: Pascal VOC (``Annotations/*.xml`` + ``JPEGImages/``) to ``<out>/<class>/``, either one
+  crop per object (``--voc_label crop``) or each whole image labelled by its largest object
+  (``--voc_label dominant``). Degenerate boxes (zero width/height, outside the image) are skipped and
+  counted. With ``--ratios`` the result is then split as above.
+"""
+
+from __future__ import annotations
+
+import shutil
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tlkit.errors import DataError, TlkitError
+from tlkit.io import atomic_write_bytes
+
+from tlkit_classification.config import IMAGE_EXTENSIONS
+
+SPLITS = ("train", "val", "test")
+
+
+def parse_ratios(text: str | tuple | list) -> tuple[float, float, float]:
+    """'0.7,0.2,0.1' -> (0.7, 0.2, 0.1); two values mean no test split. They must sum to 1."""
+    vals = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        r = [float(v) for v in vals]
+    except ValueError:
+        raise TlkitError(f"--ratios {text!r}: expected numbers like 0.7,0.2,0.1 (train,val[,test])") from None
+    if len(r) == 2:
+        r.append(0.0)
+    if len(r) != 3 or any(v < 0 for v in r) or abs(sum(r) - 1.0) > 1e-6 or r[0] <= 0:
+        raise TlkitError(f"--ratios {text!r}: expected 2 or 3 non-negative fractions summing to 1, train > 0")
+    return r[0], r[1], r[2]
+
+
+def _split_counts(n: int, ratios: tuple[float, float, float]) -> list[int]:
+    """Largest-remainder allocation; a split with a positive ratio gets >= 1 image when n allows."""
+    raw = [n * r for r in ratios]
+    counts = [int(x) for x in raw]
+    for i in sorted(range(3), key=lambda i: raw[i] - counts[i], reverse=True)[: n - sum(counts)]:
+        counts[i] += 1
+    for i in (1, 2):
+        if ratios[i] > 0 and counts[i] == 0 and counts[0] > 1:
+            counts[i], counts[0] = 1, counts[0] - 1
+    return counts
+
+
+def _place(src: Path, dst: Path, link: bool) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        if dst.exists() or dst.is_symlink():
+            dst.unlink()
+        dst.symlink_to(src.resolve())
+    else:
+        atomic_write_bytes(dst, src.read_bytes())
+
+
+def split_folder(
+    src: str | Path,
+    out: str | Path,
+    ratios: tuple[float, float, float] = (0.7, 0.2, 0.1),
+    seed: int = 42,
+    *,
+    link: bool = False,
+    extensions: tuple[str, ...] | list[str] = IMAGE_EXTENSIONS,
+) -> dict[str, dict[str, int]]:
+    """Stratified split of a folder-per-class set. Returns {split: {class: count}}."""
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise DataError(f"{src}: dataset directory not found")
+    classes = sorted(d.name for d in src.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"{src}: no class folders; expected {src}/<class_name>/<image files>")
+    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
+        raise TlkitError(f"-o {out}: must not be inside the input dataset {src}")
+    exts = {e.lower() for e in extensions}
+    counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+    for ci, cls in enumerate(classes):
+        files = sorted(p for p in (src / cls).rglob("*") if p.is_file() and p.suffix.lower() in exts)
+        if not files:
+            raise DataError(f"{src / cls}: class folder has no images")
+        order = np.random.default_rng([seed, ci]).permutation(len(files))
+        n_train, n_val, _ = _split_counts(len(files), ratios)
+        bounds = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
+        for split, idx in bounds.items():
+            for i in idx:
+                f = files[int(i)]
+                _place(f, out / split / cls / f.relative_to(src / cls), link)
+            counts[split][cls] = len(idx)
+    return counts
+
+
+# -- Pascal VOC ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class VocObject:
+    name: str
+    box: tuple[int, int, int, int]  # xmin, ymin, xmax, ymax (pixels, inclusive-exclusive after clipping)
+    difficult: bool = False
+
+
+@dataclass
+class VocImage:
+    image: Path
+    objects: list[VocObject] = field(default_factory=list)
+    skipped: int = 0  # degenerate boxes
+
+
+def parse_voc_xml(xml_path: Path, images_dir: Path) -> VocImage:
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as err:
+        raise DataError(f"{xml_path}: not valid XML: {err}") from None
+    fname = root.findtext("filename")
+    if not fname:
+        fname = xml_path.stem + ".jpg"
+    image = images_dir / fname.strip()
+    if not image.is_file():
+        alt = [p for p in images_dir.glob(xml_path.stem + ".*")]
+        if not alt:
+            raise DataError(f"{xml_path}: its image {image} does not exist")
+        image = alt[0]
+    size = root.find("size")
+    w = int(float(size.findtext("width", "0"))) if size is not None else 0
+    h = int(float(size.findtext("height", "0"))) if size is not None else 0
+    out = VocImage(image)
+    for i, obj in enumerate(root.iter("object")):
+        name = (obj.findtext("name") or "").strip()
+        bb = obj.find("bndbox")
+        if not name or bb is None:
+            raise DataError(f"{xml_path}: object {i} lacks <name> or <bndbox>")
+        try:
+            x0, y0, x1, y1 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise DataError(f"{xml_path}: object {i} ({name}): bndbox needs numeric xmin, ymin, xmax, ymax") from None
+        if x1 <= x0 or y1 <= y0:  # zero width/height (BCCD has a few): no object to crop
+            out.skipped += 1
+            continue
+        # VOC boxes are 1-based inclusive; convert to 0-based half-open and clip to the image
+        x0, y0 = max(0, int(round(x0)) - 1), max(0, int(round(y0)) - 1)
+        x1, y1 = int(round(x1)), int(round(y1))
+        if w and h:
+            x1, y1 = min(x1, w), min(y1, h)
+        if x1 <= x0 or y1 <= y0:
+            out.skipped += 1
+            continue
+        out.objects.append(VocObject(name, (x0, y0, x1, y1), (obj.findtext("difficult") or "0").strip() == "1"))
+    return out
+
+
+def voc_to_folders(
+    voc_root: str | Path,
+    out: str | Path,
+    *,
+    mode: str = "crop",
+    image_set: str | None = None,
+    min_size: int = 4,
+    include_difficult: bool = False,
+    margin: float = 0.0,
+) -> dict[str, Any]:
+    """Pascal VOC -> `<out>/<class>/*.jpg`. Returns counts per class and what was skipped."""
+    import cv2
+
+    from tlkit_classification.data import read_image
+
+    voc_root, out = Path(voc_root), Path(out)
+    ann_dir, img_dir = voc_root / "Annotations", voc_root / "JPEGImages"
+    if not ann_dir.is_dir():
+        raise DataError(f"{voc_root}: not a Pascal VOC folder (no Annotations/ directory)")
+    if not img_dir.is_dir():
+        raise DataError(f"{voc_root}: not a Pascal VOC folder (no JPEGImages/ directory)")
+    if mode not in ("crop", "dominant"):
+        raise TlkitError(f"--voc_label {mode!r}: expected crop or dominant")
+    if image_set:
+        list_file = voc_root / "ImageSets" / "Main" / f"{image_set}.txt"
+        if not list_file.is_file():
+            raise DataError(f"{list_file}: image set {image_set!r} not found")
+        ids = [ln.split()[0] for ln in list_file.read_text().splitlines() if ln.strip()]
+        xmls = [ann_dir / f"{i}.xml" for i in ids]
+        missing = [x for x in xmls if not x.is_file()]
+        if missing:
+            raise DataError(f"{list_file}: lists {missing[0].stem!r} but {missing[0]} does not exist")
+    else:
+        xmls = sorted(ann_dir.glob("*.xml"))
+    if not xmls:
+        raise DataError(f"{ann_dir}: no annotation files (*.xml)")
+
+    counts: Counter[str] = Counter()
+    skipped = Counter()
+    for xml in xmls:
+        rec = parse_voc_xml(xml, img_dir)
+        skipped["degenerate_box"] += rec.skipped
+        objs = [o for o in rec.objects if include_difficult or not o.difficult]
+        skipped["difficult"] += len(rec.objects) - len(objs)
+        if not objs:
+            skipped["image_without_objects"] += 1
+            continue
+        if mode == "dominant":
+            best = max(objs, key=lambda o: (o.box[2] - o.box[0]) * (o.box[3] - o.box[1]))
+            _place(rec.image, out / best.name / rec.image.name, link=False)
+            counts[best.name] += 1
+            continue
+        img = read_image(rec.image)
+        if img is None:
+            raise DataError(f"{rec.image}: not a readable image (referenced by {xml})")
+        ih, iw = img.shape[:2]
+        for k, o in enumerate(objs):
+            x0, y0, x1, y1 = o.box
+            if min(x1 - x0, y1 - y0) < min_size:
+                skipped["smaller_than_min_size"] += 1
+                continue
+            mx_, my_ = int((x1 - x0) * margin), int((y1 - y0) * margin)
+            x0, y0, x1, y1 = max(0, x0 - mx_), max(0, y0 - my_), min(iw, x1 + mx_), min(ih, y1 + my_)
+            crop = cv2.cvtColor(np.ascontiguousarray(img[y0:y1, x0:x1]), cv2.COLOR_RGB2BGR)
+            ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            if not ok:
+                raise DataError(f"{rec.image}: could not encode crop {k}")
+            atomic_write_bytes(out / o.name / f"{rec.image.stem}_{k:03d}.jpg", buf.tobytes())
+            counts[o.name] += 1
+    if not counts:
+        raise DataError(f"{voc_root}: no usable objects (skipped: {dict(skipped)})")
+    return {"classes": dict(sorted(counts.items())), "skipped": {k: v for k, v in skipped.items() if v}}
+
+
+# -- command -------------------------------------------------------------------------------------------
+
+
+def run(ctx: Any) -> int:
+    from rich.table import Table
+
+    opts = ctx.options
+    src = opts.get("input")
+    if not src:
+        raise TlkitError("dataset_convert: --input is required (the dataset to convert)")
+    out = ctx.output or ctx.results_dir
+    if out is None:
+        raise TlkitError("dataset_convert: -o/--output is required (where to write the class folders)")
+    out = Path(out)
+    mode = opts.get("mode") or "split"
+    ratios = parse_ratios(opts["ratios"]) if opts.get("ratios") else None
+    seed = int(opts.get("seed") if opts.get("seed") is not None else 42)
+    if mode == "voc":
+        res = voc_to_folders(
+            src,
+            out / "all" if ratios else out,
+            mode=opts.get("voc_label") or "crop",
+            image_set=opts.get("image_set"),
+            min_size=int(opts.get("min_size") or 4),
+            include_difficult=bool(opts.get("include_difficult")),
+        )
+        table = Table(title=f"VOC -> class folders ({opts.get('voc_label') or 'crop'})")
+        table.add_column("class")
+        table.add_column("images", justify="right")
+        for c, n in res["classes"].items():
+            table.add_row(c, str(n))
+        ctx.console.print(table)
+        if res["skipped"]:
+            ctx.console.print("skipped: " + ", ".join(f"{k} {v}" for k, v in res["skipped"].items()))
+        if not ratios:
+            ctx.console.print(f"wrote {out}")
+            return 0
+        src = out / "all"
+    elif mode != "split":
+        raise TlkitError(f"--mode {mode!r}: expected split or voc")
+    counts = split_folder(src, out, ratios or (0.7, 0.2, 0.1), seed, link=bool(opts.get("link")))
+    table = Table(title=f"stratified split (seed {seed})")
+    table.add_column("class")
+    for s in SPLITS:
+        table.add_column(s, justify="right")
+    for c in counts["train"]:
+        table.add_row(c, *(str(counts[s].get(c, 0)) for s in SPLITS))
+    ctx.console.print(table)
+    ctx.console.print(f"wrote {', '.join(str(out / s) for s in SPLITS if sum(counts[s].values()))}")
+    if mode == "voc":
+        shutil.rmtree(out / "all")
+    return 0

