@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tlkit import hookimpl
-from tlkit.cli.options import CALIBRATION_OPTIONS, EXPORT_OPTIONS, INFERENCE_OPTIONS, PRUNE_OPTIONS
+from tlkit.cli.options import CALIBRATION_OPTIONS, INFERENCE_OPTIONS
+from tlkit.commands import export_command, prune_command
 from tlkit.types import CommandSpec, DatasetFormatSpec, OptionSpec, Stage, TaskSpec
 
 TASK = "classification"
@@ -51,8 +52,8 @@ def tlkit_register_tasks():
             CommandSpec("train", f"{_PKG}.train:run", "Train (or fine-tune, or retrain a pruned model).", TRAIN_OPTIONS, stage=Stage.TRAIN),
             CommandSpec("evaluate", f"{_PKG}.evaluate:run", "Loss, top-k accuracy, per-class report and confusion matrix (.tlk or .onnx).", EVALUATE_OPTIONS, stage=Stage.EVALUATE),
             CommandSpec("inference", f"{_PKG}.inference:run", "Classify an image or a directory; writes result.csv.", INFER_OPTIONS, needs_spec=False, stage=Stage.INFERENCE),
-            CommandSpec("prune", "tlkit.pruning.command:run", "Structured channel pruning (TLT magnet_prune flags).", PRUNE_OPTIONS, needs_spec=False, stage=Stage.PRUNE),
-            CommandSpec("export", "tlkit.export.command:run", "Export to ONNX (and int8/DeepStream/Triton artefacts).", EXPORT_OPTIONS, needs_spec=False, stage=Stage.EXPORT),
+            prune_command("Structured channel pruning (TLT magnet_prune flags)."),
+            export_command("Export to ONNX (and int8/DeepStream/Triton artefacts)."),
             CommandSpec("calibration_tensorfile", f"{_PKG}.calibration:run", "Dump preprocessed batches to a TLT HDF5 tensorfile for int8 calibration.", CALIBRATION_OPTIONS, stage=Stage.CALIBRATION),
             CommandSpec("dataset_convert", f"{_PKG}.dataset_convert:run", "Split a class-folder set, or convert Pascal VOC to class folders.", DATASET_CONVERT_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.DATASET_CONVERT),
             CommandSpec("demo", f"{_PKG}.demo:run", "The whole workflow on a generated dataset: fine-tune, evaluate, prune, retrain, export, infer.", DEMO_OPTIONS, needs_spec=False, stage=Stage.OTHER),

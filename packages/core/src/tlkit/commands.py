@@ -1,0 +1,32 @@
+"""The generic commands core runs for every task, as ready CommandSpecs (so every task spells and
+behaves the same: TLT's flags, no spec and no results dir required).
+
+    from tlkit.commands import export_command, prune_command
+
+    TaskSpec(..., commands=(..., prune_command(), export_command()))
+
+Light module: no MXNet import.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tlkit.cli.options import EXPORT_OPTIONS, PRUNE_OPTIONS
+from tlkit.types import CommandSpec, Stage
+
+
+def prune_command(help: str = "Structured channel pruning (TLT flags); retrain the result with load_graph: true.",
+                  **fields: Any) -> CommandSpec:
+    """`<task> prune -m MODEL -o OUT [-pth -pg -nf -n -eq -el --target_ratio] [-r DIR]`."""
+    base = dict(name="prune", run="tlkit.pruning.command:run", help=help, options=PRUNE_OPTIONS,
+                needs_spec=False, needs_results_dir=False, stage=Stage.PRUNE)
+    return CommandSpec(**{**base, **fields})
+
+
+def export_command(help: str = "Export to ONNX (plus int8 Q/DQ, TensorRT cache, DeepStream and Triton configs).",
+                   **fields: Any) -> CommandSpec:
+    """`<task> export -m MODEL -o OUT.onnx [--data_type ... --gen_ds_config --gen_triton_repo DIR] [-r DIR]`."""
+    base = dict(name="export", run="tlkit.export.command:run", help=help, options=EXPORT_OPTIONS,
+                needs_spec=False, needs_results_dir=False, stage=Stage.EXPORT)
+    return CommandSpec(**{**base, **fields})

@@ -1,0 +1,54 @@
+"""A third-party plugin's backbone is picked up by an existing task (classification) through the real CLI:
+train with `model_config.arch=tinynet`, then prune and export the result."""
+
+import json
+import zipfile
+
+import pytest
+
+from tlkit.testing.plugins import run_tlkit
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    from tlkit_classification.demo_data import make_shapes_dataset
+
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes_dataset(root / "train", 8, 32, seed=0)
+    make_shapes_dataset(root / "val", 3, 32, seed=1)
+    return root
+
+
+def test_classification_trains_prunes_and_exports_a_plugin_backbone(example_plugin_dir, shapes, tmp_path):
+    out = tmp_path / "res"
+    overrides = [
+        "model_config.arch=tinynet",
+        "model_config.input_image_size=3,32,32",
+        f"dataset_config.train_dataset_path={shapes / 'train'}",
+        f"dataset_config.val_dataset_path={shapes / 'val'}",
+        "train_config.batch_size_per_gpu=8",
+        "train_config.n_workers=0",
+        "train_config.n_epochs=1",
+    ]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("model_config:\n  arch: tinynet\n")
+    r = run_tlkit(["classification", "train", "-e", str(spec), "-r", str(out), "--gpus", "0", *overrides],
+                  example_plugin_dir)
+    assert r.returncode == 0, r.stderr[-2000:]
+    model = out / "weights" / "model.tlk"
+    meta = json.loads(zipfile.ZipFile(model).read("meta.json"))
+    assert meta["arch"] == "tinynet" and meta["task"] == "classification"
+    status = [json.loads(line) for line in (out / "status.json").read_text().splitlines()]
+    assert status[-1]["status"] == "SUCCESS"
+
+    pruned = tmp_path / "pruned.tlk"
+    r = run_tlkit(["classification", "prune", "-m", str(model), "-o", str(pruned), "-pth", "0.5", "-pg", "2", "-nf", "2"],
+                  example_plugin_dir)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Pruning ratio (pruned model / original model):" in r.stdout
+
+    onnx_path = tmp_path / "m.onnx"
+    r = run_tlkit(["classification", "export", "-m", str(pruned), "-o", str(onnx_path), "-r", str(tmp_path / "exp")],
+                  example_plugin_dir)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert onnx_path.stat().st_size > 0
