@@ -64,3 +64,47 @@ def test_target_generation_throughput(benchmark, size, people):
     hm, paf = benchmark.pedantic(render_targets, args=(parts, size, STRIDE), rounds=30, warmup_rounds=2)
     assert hm.shape == (size[0] // 8, size[1] // 8, 19) and paf.shape[2] == 38
     benchmark.extra_info.update(people=people, input=f"{size[0]}x{size[1]}", stride=STRIDE)
+
+
+# -- BodyPoseNet inference FPS (onnxruntime, CPU), unpruned vs pruned --------------------------------------
+# The DeepStream input size 288x384, batch 1, the TLT-like model: VGG-19 through conv4_4 (backbone_blocks 5),
+# 3 stages of 128 channels. Weights are random (speed does not depend on them); "pruned" keeps 30 % of the
+# parameters (core pruner, heads excluded), roughly what TLT's -pth 0.05..0.2 leaves on a trained model.
+
+BPNET = {"arch": "vgg19", "backbone_blocks": 5, "stages": 3, "stage_channels": 128}
+BPNET_INPUT = (3, 288, 384)
+
+
+@pytest.fixture(scope="module")
+def bpnet_onnx(tmp_path_factory):
+    import mxnet as mx
+
+    from tlkit.export.onnx_export import export_onnx
+    from tlkit.model_io import save_net
+    from tlkit.pruning.command import prune_model_file
+    from tlkit_pose.model import build_net, head_nodes, preprocessing
+
+    tmp = tmp_path_factory.mktemp("bpnet")
+    net = build_net(BPNET)
+    net.initialize(mx.init.Xavier())
+    meta = {"task": "pose", "arch": "vgg19", "input_shape": list(BPNET_INPUT), "build": BPNET, "preprocessing": preprocessing(),
+            "output_names": ["heatmap_out", "paf_out"], "prune_exclude": head_nodes(3)}
+    tlk = save_net(tmp / "bpnet.tlk", net, meta)
+    report = prune_model_file(tlk, tmp / "bpnet_pruned.tlk", target_ratio=0.3)
+    return {
+        "unpruned": (export_onnx(tlk, tmp / "bpnet.onnx"), report.params_before),
+        "pruned": (export_onnx(tmp / "bpnet_pruned.tlk", tmp / "bpnet_pruned.onnx"), report.params_after),
+    }
+
+
+@pytest.mark.parametrize("variant", ["unpruned", "pruned"])
+def test_bpnet_inference_fps_onnxruntime(benchmark, bpnet_onnx, variant):
+    from tlkit.export.runners import OnnxRuntimeRunner
+
+    path, params = bpnet_onnx[variant]
+    runner = OnnxRuntimeRunner(path, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (1, *BPNET_INPUT)).astype(np.float32)
+    hm, paf = benchmark.pedantic(runner.run, args=(x,), rounds=10, warmup_rounds=2)
+    assert hm.shape == (1, 19, 36, 48) and paf.shape == (1, 38, 36, 48)
+    benchmark.extra_info.update(variant=variant, params=params, input="288x384", batch=1, backend="onnxruntime CPU",
+                                fps=round(1.0 / benchmark.stats.stats.mean, 2), model=str(BPNET))

@@ -16,7 +16,10 @@ def test_only_working_commands_are_registered():
 
     reg = get_registry()
     task = reg.task("pose")
-    assert [c.name for c in task.commands] == ["dataset_convert", "evaluate"]
+    assert [c.name for c in task.commands] == ["train", "dataset_convert", "evaluate", "inference", "prune", "export"]
     assert ("pose", "coco_keypoints") in reg.dataset_formats()
     ev = next(c for c in task.commands if c.name == "evaluate")
-    assert {o.name for o in ev.options} == {"predictions", "annotations"}
+    assert {o.name for o in ev.options} == {"predictions", "annotations", "image_root", "batch_size"}
+    ex = next(c for c in task.commands if c.name == "export")
+    assert {"sdk_compatible_model", "upsample_ratio", "cal_image_dir", "gen_ds_config"} <= {o.name for o in ex.options}
+    assert task.build_model == "tlkit_pose.model:build_from_meta"

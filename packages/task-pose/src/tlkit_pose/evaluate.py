@@ -1,7 +1,8 @@
 """COCO keypoint evaluation (pycocotools COCOeval 'keypoints'), printed as TLT prints it, plus the KPI dict.
 
 `tlkit pose evaluate --predictions RESULTS.json --annotations COCO.json -r DIR` scores a COCO results file
-(no model needed): it prints COCOeval's summary, writes DIR/evaluation.json (the KPIs) and DIR/results.csv
+(no model needed); `tlkit pose evaluate -m model.tlk|model.onnx -a COCO.json -r DIR` runs the model on the
+annotations' images first (DIR/detections.json): it prints COCOeval's summary, writes DIR/evaluation.json (the KPIs) and DIR/results.csv
 (TLT's results summary table), and logs the KPIs to DIR/status.json.
 """
 
@@ -130,23 +131,39 @@ def write_results(result: dict[str, Any], results_dir: str | Path) -> dict[str, 
     return {"evaluation": js, "results_csv": table}
 
 
+def _model_predictions(ctx, annotations: Any, image_root: Any) -> list[dict]:
+    """Run the -m model (.tlk or .onnx) on every image of `annotations` -> COCO keypoint results."""
+    from tlkit_pose.predict import PosePredictor, coco_images, predict_coco
+
+    params = ctx.spec.inference if ctx.spec is not None else None
+    predictor = PosePredictor.from_model(ctx.model, params, batch_size=int(ctx.options.get("batch_size") or 8))
+    _, items = coco_images(annotations, image_root)
+    return predict_coco(predictor, items)
+
+
 def run(ctx) -> dict[str, Any]:
-    """`tlkit pose evaluate`."""
+    """`tlkit pose evaluate`: score --predictions, or run the model -m on the annotations' images first."""
     from tlkit.training.status import StatusLogger
 
     predictions = ctx.options.get("predictions")
     annotations = ctx.options.get("annotations")
+    image_root = ctx.options.get("image_root")
     spec = ctx.spec
     if annotations is None and spec is not None and spec.dataloader.val_annotations:
         annotations = spec.dataloader.val_annotations
-    if predictions is None:
-        raise TlkitError("tlkit pose evaluate: --predictions RESULTS.json is required (a COCO keypoint results list; evaluating a model comes with the training round)")
+        image_root = image_root or spec.dataloader.val_images
+    if predictions is None and ctx.model is None:
+        raise TlkitError("tlkit pose evaluate: give -m MODEL (.tlk or .onnx) to evaluate, or --predictions RESULTS.json (a COCO keypoint results list)")
     if annotations is None:
         raise TlkitError("tlkit pose evaluate: give --annotations COCO.json (or dataloader.val_annotations in the spec)")
     results_dir = ctx.require_results_dir()
     status = StatusLogger(results_dir)
     status.write("STARTED", "Starting COCO keypoint evaluation.")
     try:
+        if predictions is None:
+            predictions = _model_predictions(ctx, annotations, image_root)
+            atomic_write_text(results_dir / "detections.json", json.dumps(predictions))
+            ctx.console.print(f"{len(predictions)} people detected; results: {results_dir / 'detections.json'}")
         result = evaluate_keypoints(annotations, predictions)
     except TlkitError as err:
         status.write("FAILURE", str(err), verbosity="ERROR")

@@ -1,8 +1,8 @@
 """Entry-point module of tlkit_pose: hook implementations only (no heavy imports).
 
 Every callable is a "module:attr" string resolved on first use, so `tlkit --help` imports neither MXNet nor
-OpenCV. Only commands that work without a model are registered this round: `dataset_convert` and
-`evaluate --predictions` (training, inference, prune and export come with the BodyPoseNet model).
+OpenCV. prune is core's generic command (the heads are excluded through meta["prune_exclude"]); export is
+core's, wrapped to add TLT's --sdk_compatible_model (int8 calibration from --cal_image_dir).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tlkit import hookimpl
+from tlkit.cli.options import EXPORT_OPTIONS, INFERENCE_OPTIONS, PRUNE_OPTIONS
 from tlkit.types import CommandSpec, DatasetFormatSpec, OptionSpec, Stage, TaskSpec
 
 TASK = "pose"
@@ -26,8 +27,20 @@ DATASET_CONVERT_OPTIONS = (
     OptionSpec("strict", ("--strict",), bool, False, "fail on the first bad annotation instead of counting and skipping it"),
 )
 EVALUATE_OPTIONS = (
-    OptionSpec("predictions", ("--predictions",), Path, None, "COCO keypoint results json to score (a list of {image_id, keypoints, score})", required=True),
+    OptionSpec("predictions", ("--predictions",), Path, None, "COCO keypoint results json to score (a list of {image_id, keypoints, score}); or give -m MODEL"),
     OptionSpec("annotations", ("-a", "--annotations"), Path, None, "COCO person-keypoints ground truth (default: dataloader.val_annotations)"),
+    OptionSpec("image_root", ("--image_root", "--image_root_path"), Path, None, "with -m: folder of the annotations' images (default: dataloader.val_images, else the json's folder)"),
+    OptionSpec("batch_size", ("-b", "--batch_size"), int, 8, "with -m: inference batch size"),
+)
+INFER_OPTIONS = (
+    *INFERENCE_OPTIONS,
+    OptionSpec("input", ("--input",), Path, None, "an image, a folder of images, or a video file (.mp4, .avi, ...)"),
+    OptionSpec("no_visualizations", ("--no_visualizations",), bool, False, "skip the skeleton overlays (images_annotated/); only detections.json"),
+)
+POSE_EXPORT_OPTIONS = (
+    *EXPORT_OPTIONS,
+    OptionSpec("sdk_compatible_model", ("--sdk_compatible_model",), bool, False, "bake an xU bilinear upsample of both outputs into the graph (DeepStream bodypose2d)"),
+    OptionSpec("upsample_ratio", ("-u", "--upsample_ratio"), int, 4, "the upsample ratio of --sdk_compatible_model"),
 )
 
 
@@ -35,11 +48,16 @@ EVALUATE_OPTIONS = (
 def tlkit_register_tasks():
     yield TaskSpec(
         name=TASK,
-        summary="Bottom-up 2D body pose (BodyPoseNet/OpenPose-style): dataset conversion and COCO keypoint evaluation.",
+        summary="Bottom-up 2D body pose (BodyPoseNet/OpenPose-style): train, evaluate, infer, prune, export.",
         config_model=f"{_PKG}.config:PoseConfig",
+        build_model=f"{_PKG}.model:build_from_meta",
         commands=(
+            CommandSpec("train", f"{_PKG}.train:run", "Train BodyPoseNet (or retrain a pruned graph); validates COCO keypoint AP.", (), stage=Stage.TRAIN),
             CommandSpec("dataset_convert", f"{_PKG}.dataset_convert:run", "COCO keypoints json -> sharded RecordIO (with loss masks, partitions, shards).", DATASET_CONVERT_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.DATASET_CONVERT),
-            CommandSpec("evaluate", f"{_PKG}.evaluate:run", "COCO keypoint AP/AR of a results file (pycocotools COCOeval), printed as TLT prints it.", EVALUATE_OPTIONS, needs_spec=False, stage=Stage.EVALUATE),
+            CommandSpec("evaluate", f"{_PKG}.evaluate:run", "COCO keypoint AP/AR of a model (.tlk/.onnx) or a results file, printed as TLT prints it.", EVALUATE_OPTIONS, needs_spec=False, stage=Stage.EVALUATE),
+            CommandSpec("inference", f"{_PKG}.inference:run", "People in images, a folder or a video: skeleton overlays and COCO json.", INFER_OPTIONS, needs_spec=False, stage=Stage.INFERENCE),
+            CommandSpec("prune", "tlkit.pruning.command:run", "Structured channel pruning (heads excluded); retrain with load_graph: true.", PRUNE_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.PRUNE),
+            CommandSpec("export", f"{_PKG}.export:run", "Export to ONNX (fp32/fp16/int8 via --cal_image_dir; --sdk_compatible_model; DeepStream config).", POSE_EXPORT_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.EXPORT),
         ),
     )
 

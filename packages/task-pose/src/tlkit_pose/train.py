@@ -1,0 +1,104 @@
+"""`tlkit pose train`: train BodyPoseNet (or retrain a pruned graph with train_config.load_graph: true).
+
+Loss: masked L2 on every stage's heatmaps and PAFs (TLT BpNetLoss), per sample, averaged over the output
+cells. Validation (every train_config.validation_period epochs, when dataloader.val_annotations is set):
+COCO keypoint AP of the decoded people on the val set; the KPI is "AP" (best model: weights/model_best.tlk).
+Writes the resolved spec, weights/*.tlk, status.json, training.csv (tlkit.training).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tlkit.errors import DataError
+
+
+def pose_loss(outputs: Any, label: Any) -> Any:
+    """Per-sample masked L2: sum over stages of sum((out - target)^2 * mask) / (Ht * Wt), heatmaps and PAFs.
+
+    `outputs`: (hm_1, paf_1, ..., hm_S, paf_S) (a graph model may give only the last pair);
+    `label`: (heatmap target, paf target, mask (N, 1, Ht, Wt))."""
+    import mxnet as mx
+
+    hm_t, paf_t, mask = label
+    outs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    if len(outs) % 2:
+        raise DataError(f"pose loss: expected (heatmap, paf) pairs of outputs, got {len(outs)} outputs")
+    cells = float(hm_t.shape[2] * hm_t.shape[3])
+    total = None
+    for hm, paf in zip(outs[0::2], outs[1::2]):
+        for out, target in ((hm, hm_t), (paf, paf_t)):
+            err = mx.nd.broadcast_mul(mx.nd.square(out - target), mask).sum(axis=(1, 2, 3))
+            total = err if total is None else total + err
+    return total / cells
+
+
+def make_validate(cfg: Any, meta: dict[str, Any]):
+    """validate(net, ctx_list) -> {"AP", "AP50", ...} on dataloader.val_annotations (None without it)."""
+    dl = cfg.dataloader
+    if not dl.val_annotations:
+        return None
+
+    def validate(net: Any, ctx_list: list[Any]) -> dict[str, float]:
+        from tlkit_pose.evaluate import evaluate_keypoints
+        from tlkit_pose.predict import PosePredictor, coco_images, net_forward, predict_coco
+
+        predictor = PosePredictor(net_forward(net, ctx_list[0]), meta, cfg.inference, batch_size=cfg.train_config.batch_size_per_gpu)
+        _, items = coco_images(dl.val_annotations, dl.val_images)
+        result = evaluate_keypoints(dl.val_annotations, predict_coco(predictor, items))
+        return {k: v for k, v in result["metrics"].items() if k in ("AP", "AP50", "AP75", "AR")}
+
+    return validate
+
+
+def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False, samples: list | None = None) -> Any:
+    """Everything `train` does; returns tlkit.training's TrainResult. `samples` overrides the spec's
+    training data (e.g. `data.samples_from_memory` of synthetic images)."""
+    from tlkit.config import save_resolved_spec
+    from tlkit.training import TrainJob, train
+
+    from tlkit_pose import data
+    from tlkit_pose.model import build_for_training, count_params
+
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train_config
+    samples = samples if samples is not None else data.open_train_samples(cfg)
+    save_resolved_spec(cfg, results_dir)
+    built = build_for_training(cfg, ctx_list, console)
+    console.print(
+        f"train: {len(samples)} images; model {cfg.model.arch}, {cfg.model.stages} stages, "
+        f"{count_params(built.net):,} parameters, input {tuple(built.meta['input_shape'])}"
+    )
+    bs = tc.batch_size_per_gpu * len(ctx_list)
+    drop_last = len(samples) >= bs
+    steps = data.steps_per_epoch(len(samples), bs, drop_last)
+    pre = built.meta["preprocessing"]
+
+    def train_data(epoch: int):
+        return data.batches(samples, cfg, pre, bs, epoch, tc.random_seed, shuffle=True, drop_last=drop_last)
+
+    validate = make_validate(cfg, built.meta)
+    job = TrainJob(
+        net=built.net,
+        train_data=train_data,
+        steps_per_epoch=steps,
+        loss=pose_loss,
+        meta=built.meta,
+        validate=validate,
+        kpi="AP" if validate is not None else None,
+        frozen=built.frozen,
+        freeze_bn=cfg.model.freeze_bn,
+        save_as_graph=built.save_as_graph,
+    )
+    return train(job, tc, results_dir, ctx_list, console, use_amp)
+
+
+def run(ctx: Any) -> dict[str, Any]:
+    """`tlkit pose train -e spec.yaml -r results`."""
+    res = train_model(ctx.spec, ctx.require_results_dir(), ctx.console, ctx.contexts(), use_amp=ctx.use_amp)
+    ctx.console.print(f"model: {res.model_path}")
+    if res.final_metrics:
+        ctx.console.print(", ".join(f"{k} {v:.4f}" for k, v in res.final_metrics.items() if isinstance(v, float)), markup=False)
+    return {"model": str(res.model_path), **dict(res.final_metrics or {})}

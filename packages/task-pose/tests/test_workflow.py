@@ -1,0 +1,240 @@
+"""End-to-end smoke on tiny synthetic data (64 px, 1 epoch): train -> evaluate (.tlk, .onnx) -> inference
+(images, video) -> prune (heads unchanged, equivalent to the masked original) -> retrain the pruned graph ->
+export (ONNX matches MXNet; --sdk_compatible_model; DeepStream config)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from tlkit.context import CommandContext
+from tlkit.errors import DataError, TlkitError
+
+S = 64
+
+
+def spec(tmp: Path, train: Path, val: Path, **model):
+    from tlkit_pose.config import PoseConfig
+
+    return PoseConfig.model_validate({
+        "dataloader": {"train_annotations": str(train), "val_annotations": str(val), "image_dims": [S, S, 3]},
+        "pose_config": {"target_shape": [S // 8, S // 8]},
+        "model": {"arch": "resnet18", "backbone_blocks": 3, "stages": 2, "stage_channels": 16, **model},
+        "train_config": {"batch_size_per_gpu": 4, "n_epochs": 1, "optimizer": {"type": "adam"},
+                         "lr_config": {"type": "constant", "learning_rate": 1e-3}, "max_checkpoints_to_keep": 1},
+    })
+
+
+def ctx(command: str, console: Console, **kw) -> CommandContext:
+    return CommandContext(task="pose", command=command, console=console, gpus=0, **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    import mxnet as mx
+
+    from tlkit_pose.synthetic import generate_dataset
+    from tlkit_pose.train import train_model
+
+    tmp = tmp_path_factory.mktemp("pose_wf")
+    train = generate_dataset(tmp / "train", n_images=8, seed=3, size=(S, S), people=(1, 2), crowd_prob=0.3)
+    val = generate_dataset(tmp / "val", n_images=3, seed=4, size=(S, S + 16), people=(1, 2))
+    cfg = spec(tmp, train, val)
+    res = train_model(cfg, tmp / "train_out", Console(quiet=True), [mx.cpu()])
+    return {"tmp": tmp, "cfg": cfg, "res": res, "val": val, "train": train}
+
+
+def test_train_writes_model_and_validates_ap(trained):
+    res = trained["res"]
+    assert res.model_path.is_file() and res.epochs_run == 1
+    row = res.history[-1]
+    assert np.isfinite(row["loss"]) and row["loss"] > 0
+    assert 0.0 <= row["AP"] <= 1.0 and "AP50" in row
+    status = [json.loads(ln) for ln in (trained["tmp"] / "train_out" / "status.json").read_text().splitlines()]
+    assert status[-1]["status"] == "SUCCESS" and "AP" in status[-1]["kpi"]
+
+
+def test_evaluate_tlk_and_onnx_agree(trained, tmp_path):
+    from tlkit.testing.export import assert_onnx_matches
+    from tlkit_pose.evaluate import run as evaluate_run
+    from tlkit_pose.export import run as export_run
+
+    c = Console(quiet=True)
+    model = trained["res"].model_path
+    assert_onnx_matches(model, batch_sizes=(1, 2), rtol=1e-4)
+    out = export_run(ctx("export", c, model=model, output=tmp_path / "m.onnx", options={"gen_ds_config": True}))
+    ds = (tmp_path / "nvinfer_config.txt").read_text()
+    assert "network-type=100" in ds and "output-tensor-meta=1" in ds
+    assert "output-blob-names=heatmap_out;paf_out" in ds and "net-scale-factor=0.00390625" in ds and "offsets=128.0;128.0;128.0" in ds
+    ev_tlk = evaluate_run(ctx("evaluate", c, model=model, results_dir=tmp_path / "ev_tlk", options={"annotations": trained["val"]}))
+    ev_onnx = evaluate_run(ctx("evaluate", c, model=Path(out["onnx"]), results_dir=tmp_path / "ev_onnx", options={"annotations": trained["val"]}))
+    for k in ("AP_0.50:0.95_all", "AP_0.5"):
+        assert abs(ev_tlk["kpi"][k] - ev_onnx["kpi"][k]) < 1e-6, (ev_tlk["kpi"], ev_onnx["kpi"])
+    assert json.loads((tmp_path / "ev_tlk" / "evaluation.json").read_text())["kpi"] == ev_tlk["kpi"]
+    assert isinstance(json.loads((tmp_path / "ev_tlk" / "detections.json").read_text()), list)
+
+
+def test_inference_images_and_video(trained, tmp_path):
+    import cv2
+
+    from tlkit_pose.inference import run as infer_run
+
+    c = Console(quiet=True)
+    model = trained["res"].model_path
+    images = trained["val"].parent / "images"
+    res = infer_run(ctx("inference", c, model=model, results_dir=tmp_path / "inf", options={"image_dir": images}))
+    assert res["images"] == 3
+    written = sorted(p.name for p in (tmp_path / "inf" / "images_annotated").iterdir())
+    assert written == sorted(p.name for p in images.iterdir())
+    dets = json.loads((tmp_path / "inf" / "detections.json").read_text())
+    assert all(len(d["keypoints"]) == 51 and "file_name" in d for d in dets)
+
+    video = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (S + 16, S))
+    for p in sorted(images.iterdir()):
+        w.write(cv2.imread(str(p)))
+    w.release()
+    res = infer_run(ctx("inference", c, model=model, results_dir=tmp_path / "vid", options={"input": video}))
+    assert res["frames"] == 3
+    cap = cv2.VideoCapture(res["video"])
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 3
+
+
+def test_inference_bad_inputs(trained, tmp_path):
+    from tlkit_pose.inference import run as infer_run
+
+    c = Console(quiet=True)
+    model = trained["res"].model_path
+    with pytest.raises(TlkitError, match="exactly one of"):
+        infer_run(ctx("inference", c, model=model, results_dir=tmp_path, options={}))
+    bad = tmp_path / "notes.txt"
+    bad.write_text("x")
+    with pytest.raises(DataError, match="not an image"):
+        infer_run(ctx("inference", c, model=model, results_dir=tmp_path, options={"input": bad}))
+    with pytest.raises(DataError, match="no .* images"):
+        (tmp_path / "empty").mkdir()
+        infer_run(ctx("inference", c, model=model, results_dir=tmp_path, options={"image_dir": tmp_path / "empty"}))
+
+
+def test_prune_keeps_heads_and_retrains(trained, tmp_path):
+    import mxnet as mx
+
+    from tlkit.model_io import load_model
+    from tlkit.pruning.command import run as prune_run
+    from tlkit_pose.model import head_nodes
+    from tlkit_pose.train import train_model
+
+    c = Console(quiet=True)
+    model = trained["res"].model_path
+    pruned = tmp_path / "pruned.tlk"
+    prune_run(ctx("prune", c, model=model, output=pruned, options={"target_ratio": 0.5}))
+    before, after = load_model(model), load_model(pruned)
+    assert after.kind == "graph"
+    n_before = sum(int(np.prod(v.shape)) for v in before.params.values())
+    n_after = sum(int(np.prod(v.shape)) for v in after.params.values())
+    assert n_after < n_before
+    for node in head_nodes(2):
+        w = after.params[f"arg:{node[:-4]}_weight"]
+        assert w.shape[0] in (19, 38)  # output channels kept
+    # the last heads' biases are untouched
+    for kind in ("heatmap", "paf"):
+        name = f"bpnet_stage2_{kind}_bias"
+        np.testing.assert_array_equal(after.params[f"arg:{name}"].asnumpy(), before.params[f"stage2.{kind}.bias"].asnumpy())
+
+    cfg = trained["cfg"].model_copy(deep=True)
+    cfg.train_config.pretrained_model_path = str(pruned)
+    cfg.train_config.load_graph = True
+    res = train_model(cfg, tmp_path / "retrain", c, [mx.cpu()])
+    assert load_model(res.model_path).kind == "graph"
+    assert sum(int(np.prod(v.shape)) for v in load_model(res.model_path).params.values()) == n_after
+
+
+def test_prune_equivalent_to_masked_original():
+    import mxnet as mx
+
+    from tlkit.testing.pruning import assert_prune_equivalent
+    from tlkit_pose.model import build_net, head_nodes
+
+    net = build_net({"arch": "resnet18", "backbone_blocks": 3, "stages": 2, "stage_channels": 16})
+    net.initialize(mx.init.Xavier())
+    res = assert_prune_equivalent(net, (3, 32, 48), threshold=0.6, excluded_layers=head_nodes(2))
+    assert res.report.params_after < res.report.params_before
+
+
+def test_sdk_compatible_export(trained, tmp_path):
+    from tlkit.export.runners import OnnxRuntimeRunner
+    from tlkit.model_io import load_net
+    from tlkit_pose.export import run as export_run
+    from tlkit_pose.predict import PosePredictor
+
+    c = Console(quiet=True)
+    model = trained["res"].model_path
+    out = export_run(ctx("export", c, model=model, output=tmp_path / "sdk.onnx", options={"sdk_compatible_model": True, "upsample_ratio": 4}))
+    r = OnnxRuntimeRunner(out["onnx"])
+    x = np.random.default_rng(0).normal(0, 1, (2, 3, S, S)).astype(np.float32)
+    hm, paf = r.run(x)
+    assert hm.shape == (2, 19, S // 2, S // 2) and paf.shape == (2, 38, S // 2, S // 2)
+    # inside the border, the x4 transposed convolution is half-pixel bilinear interpolation of the stride-8 maps
+    import mxnet as mx
+
+    net, _ = load_net(model)
+    ref = net(mx.nd.array(x))[0].asnumpy()
+
+    def up(a: np.ndarray, axis: int) -> np.ndarray:
+        n = a.shape[axis]
+        u = (np.arange(4 * n) + 0.5) / 4 - 0.5
+        lo = np.clip(np.floor(u).astype(int), 0, n - 2)
+        f = (u - lo).reshape([-1 if d == axis else 1 for d in range(a.ndim)])
+        return np.take(a, lo, axis) * (1 - f) + np.take(a, lo + 1, axis) * f
+
+    want = up(up(ref, 2), 3)
+    inner = slice(2, 4 * (S // 8) - 2)
+    np.testing.assert_allclose(hm[:, :, inner, inner], want[:, :, inner, inner], rtol=1e-4, atol=1e-5)
+    # the predictor reads the x4 outputs at stride 2: same people as the stride-8 model
+    a = PosePredictor.from_model(model).maps([np.full((S, S, 3), 90, np.uint8)])[0][0]
+    b = PosePredictor.from_model(out["onnx"]).maps([np.full((S, S, 3), 90, np.uint8)])[0][0]
+    assert a.shape == b.shape
+
+
+def test_evaluate_needs_model_or_predictions(tmp_path):
+    from tlkit_pose.evaluate import run as evaluate_run
+
+    with pytest.raises(TlkitError, match="give -m MODEL"):
+        evaluate_run(ctx("evaluate", Console(quiet=True), results_dir=tmp_path, options={"annotations": tmp_path / "a.json"}))
+
+
+def test_int8_export_calibrated_from_images(trained, tmp_path):
+    from tlkit.export.onnx_export import read_onnx_metadata
+    from tlkit.export.runners import OnnxRuntimeRunner
+    from tlkit_pose.export import run as export_run
+
+    images = trained["val"].parent / "images"
+    out = export_run(ctx("export", Console(quiet=True), model=trained["res"].model_path, output=tmp_path / "q.onnx",
+                         options={"data_type": "int8", "cal_image_dir": images, "batches": 1, "batch_size": 2}))
+    assert read_onnx_metadata(out["onnx"])["data_type"] == "int8"
+    assert Path(out["cal_cache_file"]).is_file()
+    hm, paf = OnnxRuntimeRunner(out["onnx"]).run(np.zeros((1, 3, S, S), np.float32))
+    assert hm.shape == (1, 19, S // 8, S // 8) and paf.shape == (1, 38, S // 8, S // 8)
+
+
+def test_cli_export_sdk_and_inference(trained, tmp_path):
+    from tlkit.testing.plugins import run_tlkit
+
+    model = trained["res"].model_path
+    onnx = tmp_path / "sdk.onnx"
+    r = run_tlkit(["pose", "export", "-m", str(model), "-o", str(onnx), "--sdk_compatible_model", "-u", "4", "--gen_ds_config"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert onnx.is_file() and "network-type=100" in (tmp_path / "nvinfer_config.txt").read_text()
+    images = trained["val"].parent / "images"
+    r = run_tlkit(["pose", "inference", "-m", str(onnx), "-d", str(images), "-r", str(tmp_path / "inf"), "--no_visualizations"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "inf" / "detections.json").is_file() and not (tmp_path / "inf" / "images_annotated").exists()
+    r = run_tlkit(["pose", "inference", "-m", str(onnx), "-r", str(tmp_path / "inf2")])
+    assert r.returncode != 0 and "exactly one of" in r.stdout + r.stderr
