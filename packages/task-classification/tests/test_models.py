@@ -68,7 +68,8 @@ def test_batch_norm_momentum_applies_to_gluon_and_graph_models(as_graph):
     """model_config.batch_norm_momentum: one training step moves the running statistics by (1 - momentum)."""
     import mxnet as mx
     from tlkit.model_io import graph_of, symbol_block
-    from tlkit_classification.model import build_from_meta, set_bn_momentum
+    from tlkit.transfer import set_bn_momentum
+    from tlkit_classification.model import build_from_meta
 
     x = mx.nd.random.uniform(0, 5, (4, 3, SIZE, SIZE))
 

@@ -169,7 +169,7 @@ def test_command_errors(trained, tmp_path):
     bad.write_text("x")
     with pytest.raises(DataError, match="not an image"):
         infer_run(_ctx("inference", model=trained["model"], results_dir=tmp_path / "r", options={"image": bad}))
-    with pytest.raises(SpecError, match="is not a graph model file"):
+    with pytest.raises(SpecError, match="is not a graph \(pruned\) model file"):
         cfg = tiny_spec(trained["manifest"], **{"train_config.pretrained_model_path": str(trained["model"]),
                                                 "train_config.load_graph": True})
         train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "t"))

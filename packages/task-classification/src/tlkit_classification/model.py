@@ -6,11 +6,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tlkit.errors import ModelFileError, SpecError
+from tlkit.transfer import (  # noqa: F401 - count_params/set_bn_momentum are part of this module's API
+    BuiltModel,
+    count_params,
+    load_graph_for_retraining,
+    load_task_pretrained,
+    set_bn_momentum,
+)
 
 TASK = "classification"
 HEAD_PREFIX = "cls_"
@@ -71,16 +76,6 @@ def build_from_meta(meta: dict[str, Any]) -> Any:
     if not isinstance(build, dict) or "arch" not in build or "n_classes" not in build:
         raise ModelFileError("classification model file: meta.json lacks build.arch / build.n_classes")
     return build_net(build)
-
-
-@dataclass
-class BuiltModel:
-    net: Any
-    meta: dict[str, Any]
-    frozen: tuple[str, ...] = ()  # parameter-name prefixes not to train
-    save_as_graph: bool = False
-    load_report: Any = None
-    notes: list[str] = field(default_factory=list)
 
 
 def build_meta(cfg: Any, classes: list[str], preprocessing: dict[str, Any]) -> dict[str, Any]:
@@ -153,14 +148,7 @@ def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: An
     if pretrained:
         from tlkit.backbones import arch_name
 
-        report = load_pretrained_weights(net, pretrained, arch_name(m.arch, m.n_layers, TASK))
-        if console is not None:
-            console.print(describe_load(report))
-        if not report.loaded:
-            raise ModelFileError(
-                f"train_config.pretrained_model_path {pretrained}: no tensor matched the network "
-                f"({m.arch}); is it weights for this architecture?"
-            )
+        report = load_task_pretrained(net, pretrained, arch=arch_name(m.arch, m.n_layers, TASK), console=console)
     if m.batch_norm_momentum is not None:
         set_bn_momentum(net, m.batch_norm_momentum)
     frozen: tuple[str, ...] = ()
@@ -171,94 +159,10 @@ def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: An
     return BuiltModel(net, meta, frozen, save_as_graph=False, load_report=report)
 
 
-def describe_load(report: Any, n: int = 6) -> str:
-    """The load report in a few lines: counts, the new tensors, and real mismatches (not unused extras)."""
-    lines = [f"pretrained weights {report.summary()}"]
-    if report.new:
-        more = f" (+{len(report.new) - n} more)" if len(report.new) > n else ""
-        lines.append(f"  new (initialised): {', '.join(report.new[:n])}{more}")
-    bad = [(k, r) for k, r in report.skipped if "weight map" not in r]
-    if bad:
-        more = f" (+{len(bad) - n} more)" if len(bad) > n else ""
-        lines.append("  skipped: " + "; ".join(f"{k}: {r}" for k, r in bad[:n]) + more)
-    return "\n".join(lines)
-
-
-def load_pretrained_weights(net: Any, uri: str, arch: str) -> Any:
-    """Filtered load: a tlkit classification model by structural name, anything else into the backbone
-    through the architecture's weight map (PyTorch/MXNet ImageNet files)."""
-    from tlkit.lazy import resolve
-    from tlkit.model_io import is_model_file, read_meta
-    from tlkit.registry import get_registry
-    from tlkit.weights import load_pretrained, resolve_weights
-
-    path = resolve_weights(uri, arch=arch)
-    if is_model_file(path):
-        meta = read_meta(path)
-        if meta.get("kind") == "graph":
-            raise ModelFileError(
-                f"{path}: holds a graph (pruned) model; set train_config.load_graph: true to retrain it"
-            )
-        if meta.get("task") == TASK:
-            return load_pretrained(net, path, arch=arch)
-    spec = get_registry().architecture(arch, TASK)
-    wmap = resolve(spec.weight_map) if spec.weight_map else None
-    return load_pretrained(net, uri, weight_map=wmap, prefix="backbone.", arch=arch)
-
-
 def _load_graph_model(cfg: Any, classes: list[str], ctx: list[Any], console: Any) -> BuiltModel:
-    from tlkit.model_io import load_net, read_meta
-
-    path = cfg.train_config.pretrained_model_path
-    if not path:
-        raise SpecError("train_config.load_graph: true needs train_config.pretrained_model_path (a pruned .tlk)")
-    p = Path(path)
-    meta = read_meta(p)
-    if meta.get("kind") != "graph":
-        raise SpecError(f"train_config.load_graph: true but {p} is not a graph model file (kind {meta.get('kind')!r})")
-    if meta.get("classes") and list(meta["classes"]) != list(classes):
-        raise SpecError(
-            f"train_config.load_graph: {p} was trained on classes {meta['classes']}, the dataset has {classes}; "
-            "a pruned graph cannot change its head, prune a model trained on these classes"
-        )
-    net, meta = load_net(p, ctx[0])
-    if len(ctx) > 1:
-        net.collect_params().reset_ctx(ctx)
-    if console is not None:
-        n = sum(v.data().size for v in net.collect_params().values())
-        console.print(f"retraining the graph of {p} ({n:,} parameters)")
-    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "tlkit_version", "kind", "epoch")}
-    meta["classes"] = list(classes)
+    built = load_graph_for_retraining(
+        cfg.train_config.pretrained_model_path, task=TASK, ctx=ctx, classes=classes, console=console
+    )
     if cfg.model.batch_norm_momentum is not None:
-        set_bn_momentum(net, cfg.model.batch_norm_momentum)
-    return BuiltModel(net, meta, (), save_as_graph=True)
-
-
-def set_bn_momentum(net: Any, momentum: float) -> int:
-    """Set the running-statistics momentum of every BatchNorm (a training-time setting: not saved).
-    Works on Gluon networks and on SymbolBlocks (pruned graphs). Returns how many layers were set."""
-    import json
-
-    import mxnet as mx
-    from mxnet import gluon
-
-    if isinstance(net, gluon.SymbolBlock):
-        inputs, out = net._cached_graph
-        graph = json.loads(out.tojson())
-        n = 0
-        for node in graph["nodes"]:
-            if node["op"] == "BatchNorm":
-                node.setdefault("attrs", {})["momentum"] = str(momentum)
-                n += 1
-        net._cached_graph = (inputs, mx.sym.load_json(json.dumps(graph)))
-        net._clear_cached_op()
-        return n
-    layers = []
-    net.apply(lambda b: layers.append(b) if isinstance(b, gluon.nn.BatchNorm) else None)
-    for b in layers:
-        b._kwargs["momentum"] = momentum
-    return len(layers)
-
-
-def count_params(net: Any) -> int:
-    return int(sum(p.data().size for p in net.collect_params().values() if p._data is not None))
+        set_bn_momentum(built.net, cfg.model.batch_norm_momentum)
+    return built

@@ -10,11 +10,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tlkit.errors import ModelFileError, SpecError
+from tlkit.transfer import (  # noqa: F401 - count_params/set_bn_momentum are part of this module's API
+    BuiltModel,
+    count_params,
+    load_graph_for_retraining,
+    load_task_pretrained,
+    set_bn_momentum,
+)
 
 TASK = "detection"
 STRIDE = 16
@@ -150,15 +155,6 @@ def deepstream_meta(cfg: Any, classes: list[str]) -> dict[str, Any]:
     }
 
 
-@dataclass
-class BuiltModel:
-    net: Any
-    meta: dict[str, Any]
-    frozen: tuple[str, ...] = ()
-    save_as_graph: bool = False
-    notes: list[str] = field(default_factory=list)
-
-
 def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: Any = None) -> BuiltModel:
     """The network `train` starts from: initialised, pretrained weights loaded (and reported).
 
@@ -181,14 +177,7 @@ def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: An
     # coverage starts low everywhere (most cells are background): bias = logit(0.01), a stable start
     net.output_cov.bias.set_data(mx.nd.full(net.output_cov.bias.shape, -4.6, ctx=ctx[0]))
     if tc.pretrained_model_path:
-        report = _load_pretrained(net, tc.pretrained_model_path, meta["arch"])
-        if console is not None:
-            console.print(f"pretrained weights {report.summary()}")
-        if not report.loaded:
-            raise ModelFileError(
-                f"train_config.pretrained_model_path {tc.pretrained_model_path}: no tensor matched the network "
-                f"({meta['arch']}); is it weights for this architecture?"
-            )
+        load_task_pretrained(net, tc.pretrained_model_path, arch=meta["arch"], console=console)
     if m.batch_norm_momentum is not None:
         set_bn_momentum(net, m.batch_norm_momentum)
     frozen: tuple[str, ...] = ()
@@ -197,87 +186,14 @@ def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: An
     return BuiltModel(net, meta, frozen)
 
 
-def _load_pretrained(net: Any, uri: str, arch: str) -> Any:
-    from tlkit.lazy import resolve
-    from tlkit.model_io import is_model_file, read_meta
-    from tlkit.registry import get_registry
-    from tlkit.weights import load_pretrained, resolve_weights
-
-    path = resolve_weights(uri, arch=arch)
-    if is_model_file(path):
-        meta = read_meta(path)
-        if meta.get("kind") == "graph":
-            raise ModelFileError(f"{path}: holds a graph (pruned) model; set train_config.load_graph: true to retrain it")
-        if meta.get("task") == TASK:
-            return load_pretrained(net, path, arch=arch)
-        # another task's model (e.g. a classifier): its backbone.* tensors carry over by name
-        return load_pretrained(net, path, arch=arch)
-    spec = get_registry().architecture(arch)
-    wmap = resolve(spec.weight_map) if spec.weight_map else None
-    return load_pretrained(net, uri, weight_map=wmap, prefix="backbone.", arch=arch)
-
-
 def _load_graph_model(cfg: Any, classes: list[str], ctx: list[Any], console: Any) -> BuiltModel:
-    from tlkit.model_io import load_net, read_meta
-
-    path = cfg.train_config.pretrained_model_path
-    if not path:
-        raise SpecError("train_config.load_graph: true needs train_config.pretrained_model_path (a pruned .tlk)")
-    p = Path(path)
-    meta = read_meta(p)
-    if meta.get("kind") != "graph":
-        raise SpecError(f"train_config.load_graph: true but {p} is not a graph model file (kind {meta.get('kind')!r})")
-    if meta.get("task") != TASK:
-        raise SpecError(f"train_config.load_graph: {p} is a {meta.get('task')!r} model, not a detection model")
-    if list(meta.get("classes") or []) != list(classes):
-        raise SpecError(
-            f"train_config.load_graph: {p} was trained on classes {meta.get('classes')}, the dataset has {classes}; "
-            "a pruned graph cannot change its heads"
-        )
-    if list(meta.get("input_shape") or []) != list(input_shape_of(cfg)):
-        raise SpecError(
-            f"train_config.load_graph: {p} takes input {meta.get('input_shape')}, augmentation_config.preprocessing "
-            f"asks for {list(input_shape_of(cfg))}"
-        )
-    net, meta = load_net(p, ctx[0])
-    if len(ctx) > 1:
-        net.collect_params().reset_ctx(ctx)
-    if console is not None:
-        n = sum(v.data().size for v in net.collect_params().values())
-        console.print(f"retraining the graph of {p} ({n:,} parameters)")
-    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "tlkit_version", "kind", "epoch")}
-    meta["postprocessing"] = {n: cfg.postprocessing_config.for_class(n).model_dump() for n in classes}
-    meta["deepstream"] = deepstream_meta(cfg, classes)
+    built = load_graph_for_retraining(
+        cfg.train_config.pretrained_model_path, task=TASK, ctx=ctx, classes=classes,
+        input_shape=list(input_shape_of(cfg)), console=console,
+    )
+    # the clustering and DeepStream settings come from this spec, not from the pruned file
+    built.meta["postprocessing"] = {n: cfg.postprocessing_config.for_class(n).model_dump() for n in classes}
+    built.meta["deepstream"] = deepstream_meta(cfg, classes)
     if cfg.model.batch_norm_momentum is not None:
-        set_bn_momentum(net, cfg.model.batch_norm_momentum)
-    return BuiltModel(net, meta, (), save_as_graph=True)
-
-
-def set_bn_momentum(net: Any, momentum: float) -> int:
-    """Set the running-statistics momentum of every BatchNorm (a training-time setting, not saved), on a
-    Gluon network or a SymbolBlock (pruned graph). Returns how many layers were set."""
-    import json
-
-    import mxnet as mx
-    from mxnet import gluon
-
-    if isinstance(net, gluon.SymbolBlock):
-        inputs, out = net._cached_graph
-        graph = json.loads(out.tojson())
-        n = 0
-        for node in graph["nodes"]:
-            if node["op"] == "BatchNorm":
-                node.setdefault("attrs", {})["momentum"] = str(momentum)
-                n += 1
-        net._cached_graph = (inputs, mx.sym.load_json(json.dumps(graph)))
-        net._clear_cached_op()
-        return n
-    layers: list = []
-    net.apply(lambda b: layers.append(b) if isinstance(b, gluon.nn.BatchNorm) else None)
-    for b in layers:
-        b._kwargs["momentum"] = momentum
-    return len(layers)
-
-
-def count_params(net: Any) -> int:
-    return int(sum(p.data().size for p in net.collect_params().values() if p._data is not None))
+        set_bn_momentum(built.net, cfg.model.batch_norm_momentum)
+    return built

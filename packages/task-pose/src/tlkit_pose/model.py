@@ -16,12 +16,12 @@ Inputs: NCHW float, RGB, pixel / 256 - 0.5 (TLT normalization_params); H and W m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from tlkit.errors import ModelFileError, SpecError
+from tlkit.transfer import BuiltModel, count_params, load_graph_for_retraining, load_task_pretrained  # noqa: F401
 
 from tlkit_pose.skeleton import NUM_HEATMAP_CHANNELS, NUM_PAF_CHANNELS
 
@@ -254,14 +254,6 @@ def build_meta(cfg: Any) -> dict[str, Any]:
     }
 
 
-@dataclass
-class BuiltModel:
-    net: Any
-    meta: dict[str, Any]
-    frozen: tuple[str, ...] = ()
-    save_as_graph: bool = False
-
-
 def initialize(net: Any, ctx: Any, seed: int = 0) -> None:
     import mxnet as mx
 
@@ -282,18 +274,7 @@ def build_for_training(cfg: Any, ctx: list[Any], console: Any = None) -> BuiltMo
     initialize(net, ctx, tc.random_seed)
     net(mx.nd.zeros((1, *meta["input_shape"]), ctx=ctx[0]))
     if tc.pretrained_model_path:
-        from tlkit.model_io import is_model_file, read_meta
-        from tlkit.weights import load_pretrained, resolve_weights
-
-        path = resolve_weights(tc.pretrained_model_path, arch=m.arch)
-        if is_model_file(path) and read_meta(path).get("task") == TASK:
-            report = load_pretrained(net, path, arch=m.arch)
-        else:
-            report = load_pretrained(net, tc.pretrained_model_path, prefix="backbone.", arch=m.arch)
-        if console is not None:
-            console.print(f"pretrained weights {report.summary()}")
-        if not report.loaded:
-            raise ModelFileError(f"train_config.pretrained_model_path {tc.pretrained_model_path}: no tensor matched the {m.arch} network")
+        load_task_pretrained(net, tc.pretrained_model_path, arch=m.arch, console=console)
     if m.use_stagewise_lr_multipliers:
         apply_lr_multipliers(net, m.refinement_lr_mult)
     frozen: tuple[str, ...] = ()
@@ -304,30 +285,8 @@ def build_for_training(cfg: Any, ctx: list[Any], console: Any = None) -> BuiltMo
 
 
 def _load_graph(cfg: Any, ctx: list[Any], console: Any) -> BuiltModel:
-    from pathlib import Path
-
-    from tlkit.model_io import load_net, read_meta
-
-    path = cfg.train_config.pretrained_model_path
-    if not path:
-        raise SpecError("train_config.load_graph: true needs train_config.pretrained_model_path (a pruned pose .tlk)")
-    p = Path(path)
-    meta = read_meta(p)
-    if meta.get("task") != TASK:
-        raise SpecError(f"train_config.pretrained_model_path {p}: a {meta.get('task')!r} model, not a pose model")
-    if meta.get("kind") != "graph":
-        raise SpecError(f"train_config.load_graph: true but {p} is not a graph (pruned) model file (kind {meta.get('kind')!r})")
-    want = build_meta(cfg)["input_shape"]
-    if list(meta.get("input_shape") or []) != want:
-        raise SpecError(f"{p}: input_shape {meta.get('input_shape')} differs from dataloader.image_dims {want}")
-    net, meta = load_net(p, ctx[0])
-    if len(ctx) > 1:
-        net.collect_params().reset_ctx(ctx)
-    if console is not None:
-        console.print(f"retraining the graph of {p} ({count_params(net):,} parameters; loss on its last stage only)")
-    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "tlkit_version", "kind", "epoch", "metrics", "train_state")}
-    return BuiltModel(net, meta, (), save_as_graph=True)
-
-
-def count_params(net: Any) -> int:
-    return int(sum(p.data().size for p in net.collect_params().values() if p._data is not None))
+    # the retrained graph computes the loss on its last stage only
+    return load_graph_for_retraining(
+        cfg.train_config.pretrained_model_path, task=TASK, ctx=ctx, input_shape=build_meta(cfg)["input_shape"],
+        console=console,
+    )

@@ -17,7 +17,7 @@ import typer
 
 from tlkit import __version__
 from tlkit.errors import PluginError, SpecError, TlkitError
-from tlkit.types import CommandSpec, OptionSpec, Stage, StageResult, TaskSpec
+from tlkit.types import CommandSpec, OptionSpec, StageResult, TaskSpec
 
 BUILTIN_COMMANDS = ("plugins", "spec")
 
