@@ -47,7 +47,7 @@ def test_task_contract(task):
 @pytest.mark.parametrize("task", TASKS)
 def test_every_task_command_has_help(task):
     for cmd in get_registry().task(task).commands:
-        r = run_tlkit([task, cmd.name, "--help"])
+        r = run_tlkit([task, cmd.name, "--help"], env={"COLUMNS": "250"})
         assert r.returncode == 0, (cmd.name, r.stderr)
         assert "--experiment_spec" in r.stdout
 

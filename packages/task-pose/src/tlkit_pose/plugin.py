@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tlkit import hookimpl
-from tlkit.cli.options import EXPORT_OPTIONS, INFERENCE_OPTIONS, PRUNE_OPTIONS
+from tlkit.cli.options import EXPORT_OPTIONS, INFERENCE_OPTIONS
+from tlkit.commands import export_command, prune_command
 from tlkit.types import CommandSpec, DatasetFormatSpec, OptionSpec, Stage, TaskSpec
 
 TASK = "pose"
@@ -56,8 +57,8 @@ def tlkit_register_tasks():
             CommandSpec("dataset_convert", f"{_PKG}.dataset_convert:run", "COCO keypoints json -> sharded RecordIO (with loss masks, partitions, shards).", DATASET_CONVERT_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.DATASET_CONVERT),
             CommandSpec("evaluate", f"{_PKG}.evaluate:run", "COCO keypoint AP/AR of a model (.tlk/.onnx) or a results file, printed as TLT prints it.", EVALUATE_OPTIONS, needs_spec=False, stage=Stage.EVALUATE),
             CommandSpec("inference", f"{_PKG}.inference:run", "People in images, a folder or a video: skeleton overlays and COCO json.", INFER_OPTIONS, needs_spec=False, stage=Stage.INFERENCE),
-            CommandSpec("prune", "tlkit.pruning.command:run", "Structured channel pruning (heads excluded); retrain with load_graph: true.", PRUNE_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.PRUNE),
-            CommandSpec("export", f"{_PKG}.export:run", "Export to ONNX (fp32/fp16/int8 via --cal_image_dir; --sdk_compatible_model; DeepStream config).", POSE_EXPORT_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.EXPORT),
+            prune_command("Structured channel pruning (heads excluded); retrain with load_graph: true."),
+            export_command("Export to ONNX (fp32/fp16/int8 via --cal_image_dir; --sdk_compatible_model; DeepStream config).", run=f"{_PKG}.export:run", options=POSE_EXPORT_OPTIONS),
         ),
     )
 
