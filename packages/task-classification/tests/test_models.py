@@ -112,3 +112,26 @@ def test_pretrained_mxnet_params_load_into_the_backbone(tmp_path):
     assert len(built.load_report.loaded) == 100  # every backbone tensor of resnet18_v1
     own = built.net._collect_params_with_prefix()
     np.testing.assert_array_equal(own["backbone.features.0.weight"].data().asnumpy(), src.features[0].weight.data().asnumpy())
+
+
+def test_retain_head_keeps_the_imagenet_classifier():
+    """retain_head: true with the ImageNet weights gives the 1000-class ImageNet model itself (espresso stays espresso)."""
+    import mxnet as mx
+    import numpy as np
+    import skimage.data
+    from tlkit.backbones import imagenet_classifier
+    from tlkit.config import load_spec
+
+    from tlkit_classification.config import ClassificationConfig
+    from tlkit_classification.model import build_for_training
+
+    cfg = load_spec(None, ClassificationConfig, [
+        "model_config.retain_head=true", "model_config.input_image_size=3,224,224",
+        "train_config.pretrained_model_path=imagenet"])
+    built = build_for_training(cfg, [f"c{i}" for i in range(1000)], [mx.cpu()])
+    ref, preprocess = imagenet_classifier("efficientnet_lite0")
+    x = preprocess([skimage.data.coffee()])
+    got = built.net(x).asnumpy()
+    np.testing.assert_allclose(got, ref(x).asnumpy(), rtol=1e-5, atol=1e-5)
+    assert int(got.argmax()) == 967  # ImageNet "espresso"
+    assert built.meta["build"]["retain_head"] is True
