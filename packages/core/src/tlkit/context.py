@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
+
+def make_console() -> Console:
+    """Rich console for command output; logs and pipes get 120 columns (rich's 80 truncates tables)."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120)
 
 
 @dataclass
@@ -24,7 +31,7 @@ class CommandContext:
     use_amp: bool = False
     overrides: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)  # command-specific options by name
-    console: Console = field(default_factory=lambda: Console(stderr=False, highlight=False))
+    console: Console = field(default_factory=lambda: make_console())
 
     def contexts(self) -> list[Any]:
         """MXNet devices for --gpus/--gpu_index (CPU when 0). Errors clearly if no GPU is usable."""
