@@ -9,6 +9,7 @@ Exit code: non-zero if any run fails. pytest's "no tests collected" (5) counts a
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -18,13 +19,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mkvenv import ROOT, make_venv  # noqa: E402
 
 PACKAGES = ["core", "task-classification", "task-detection", "task-pose", "backend-tensorrt"]
+COUNTS = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
 
 
 def pytest(py: Path, paths: list[str], label: str) -> bool:
+    """Run pytest, streaming its output, and add its closing counts to COUNTS."""
     t = time.time()
     cmd = [str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-disable", *paths]
     print(f"\n=== {label}: {' '.join(paths)}", flush=True)
-    rc = subprocess.run(cmd, cwd=ROOT).returncode
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = ""
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        if line.strip():
+            last = line
+    rc = proc.wait()
+    for n, kind in re.findall(r"(\d+) (passed|failed|skipped|error)", last):
+        COUNTS[kind] += int(n)
     ok = rc in (0, 5)
     print(f"=== {label}: {'ok' if ok else f'FAILED (exit {rc})'} in {time.time() - t:.0f}s", flush=True)
     return ok
@@ -41,6 +52,9 @@ def main(argv: list[str]) -> int:
         py = make_venv(ROOT / ".venv", PACKAGES)
         results["integration"] = pytest(py, ["tests"], "integration")
     print("\nsummary: " + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in results.items()))
+    # a run that failed without a counted test failure (a crash, an install error) still counts as one
+    failed = max(COUNTS["failed"] + COUNTS["error"], sum(not ok for ok in results.values()))
+    print(f"total: {COUNTS['passed']} passed, {failed} failed, {COUNTS['skipped']} skipped")
     return 0 if all(results.values()) else 1
 
 
