@@ -27,7 +27,11 @@ from tlkit.io import atomic_write_text
 class SpecModel(BaseModel):
     """Base of every spec section: unknown keys are errors, values are validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # populate_by_name/serialize_by_alias: a task may spell a section `model_config` in YAML (pydantic reserves
+    # that attribute) by declaring `model: ModelConfig = Field(..., alias="model_config")`.
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, protected_namespaces=(), populate_by_name=True, serialize_by_alias=True
+    )
 
 
 # -- shared training sections -------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from tlkit.config import SpecModel, TaskConfig, TrainConfig
 
 IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"]
@@ -128,12 +128,7 @@ class EvalConfig(SpecModel):
 class ClassificationConfig(TaskConfig):
     """Spec of `tlkit classification ...` (TLT classification parity)."""
 
-    # `model_config` is pydantic's own attribute: the section lives in `model` and is spelled
-    # `model_config` in YAML (alias), both when read and when written.
-    model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, protected_namespaces=(), populate_by_name=True, serialize_by_alias=True
-    )
-
+    # the section lives in `model` and is spelled `model_config` in YAML (pydantic reserves that name)
     model: ModelConfig = Field(default_factory=ModelConfig, alias="model_config")
     dataset_config: DatasetConfig = Field(default_factory=DatasetConfig)
     augmentation_config: AugmentationConfig = Field(default_factory=AugmentationConfig)

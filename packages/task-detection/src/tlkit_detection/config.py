@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from tlkit.config import SpecModel, TaskConfig
 
@@ -308,11 +308,7 @@ class InferenceConfig(SpecModel):
 class DetectionConfig(TaskConfig):
     """Experiment spec of `tlkit detection`."""
 
-    # `model_config` is pydantic's own attribute: the section lives in `model`, spelled `model_config` in YAML
-    model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, protected_namespaces=(), populate_by_name=True, serialize_by_alias=True
-    )
-
+    # the section lives in `model` and is spelled `model_config` in YAML (pydantic reserves that name)
     model: ModelConfig = Field(default_factory=ModelConfig, alias="model_config")
     augmentation_config: AugmentationConfig = Field(default_factory=AugmentationConfig)
     cost_function_config: CostFunctionConfig = Field(default_factory=CostFunctionConfig)
