@@ -135,3 +135,4 @@ def test_retain_head_keeps_the_imagenet_classifier():
     np.testing.assert_allclose(got, ref(x).asnumpy(), rtol=1e-5, atol=1e-5)
     assert int(got.argmax()) == 967  # ImageNet "espresso"
     assert built.meta["build"]["retain_head"] is True
+    assert built.load_report.new == []  # the retained head is reported as ImageNet's, not as new

@@ -12,6 +12,7 @@ from tlkit.errors import ModelFileError, SpecError
 from tlkit.transfer import (  # noqa: F401 - count_params/set_bn_momentum are part of this module's API
     BuiltModel,
     count_params,
+    describe_load,
     load_graph_for_retraining,
     load_task_pretrained,
     set_bn_momentum,
@@ -148,7 +149,13 @@ def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: An
     if pretrained:
         from tlkit.backbones import arch_name
 
-        report = load_task_pretrained(net, pretrained, arch=arch_name(m.arch, m.n_layers, TASK), console=console)
+        report = load_task_pretrained(net, pretrained, arch=arch_name(m.arch, m.n_layers, TASK), console=None)
+        if m.retain_head:  # the head already holds ImageNet's weights (imagenet_classifier), it is not new
+            report.new = [n for n in report.new if not n.startswith("output.")]
+        if console is not None:
+            console.print(describe_load(report))
+            if m.retain_head:
+                console.print("  classifier head: ImageNet's 1000 classes (model_config.retain_head)")
     if m.batch_norm_momentum is not None:
         set_bn_momentum(net, m.batch_norm_momentum)
     frozen: tuple[str, ...] = ()
