@@ -1,6 +1,7 @@
 """TensorRT engine build time with TensorRT-RTX on a CPU-only machine, per model and precision.
 
-GluonCV classifiers at 224 px (random Xavier weights: build time does not depend on them), exported with
+GluonCV classifiers at 224 px, DetectNet_v2 (resnet18, 3x544x960) and BodyPoseNet (vgg19, 3x256x256) at
+their default spec sizes (random Xavier weights: build time does not depend on them), exported with
 core's exporter (dynamic batch), built with the default profile (batch 1..16). fp16 on TensorRT-RTX
 includes converting the ONNX to fp16 (strong typing); int8 builds core's Q/DQ export. TensorRT-RTX
 compiles kernels at run time on the GPU, so a CPU build is graph optimisation + serialisation only.
@@ -31,6 +32,28 @@ from tlkit.export.engine_file import read_engine_metadata  # noqa: E402
 
 SIZE = 224
 ARCHS = ["resnet18_v1", "mobilenetv2_1.0", "resnet50_v1"]
+TASK_MODELS = ["detectnet_v2_resnet18", "bodyposenet_vgg19"]  # int8 of these too (max calibration, 2 images)
+
+
+def _task_model(name):
+    """(net, meta) of a task model at its default spec size, or None when the task package is missing."""
+    try:
+        if name.startswith("detectnet"):
+            from tlkit_detection.config import DetectionConfig
+            from tlkit_detection.model import build_for_training
+
+            built = build_for_training(DetectionConfig(), ["car", "person"], [mx.cpu()])
+            return built.net, built.meta
+        from tlkit_pose.config import PoseConfig
+        from tlkit_pose.model import build_meta, build_net
+    except ImportError:
+        return None
+    meta = build_meta(PoseConfig())
+    mx.random.seed(0)
+    net = build_net(meta["build"])
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros((1, *meta["input_shape"])))
+    return net, meta
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +72,25 @@ def onnx_models(tmp_path_factory):
             cal = [np.random.RandomState(i).uniform(-2, 2, (4, 3, SIZE, SIZE)).astype(np.float32) for i in range(2)]
             out["resnet18_v1-int8"] = export_onnx(net, d / "resnet18_int8.onnx", meta=meta, data_type="int8",
                                                   cal_batches=cal, calibration_method="max")
+    for name in TASK_MODELS:
+        built = _task_model(name)
+        if built is None:
+            continue
+        net, meta = built
+        out[name] = export_onnx(net, d / f"{name}.onnx", meta=meta)
+        cal = [np.random.RandomState(0).uniform(-1, 1, (2, *meta["input_shape"])).astype(np.float32)]
+        out[f"{name}-int8"] = export_onnx(net, d / f"{name}_int8.onnx", meta=meta, data_type="int8", cal_batches=cal,
+                                          calibration_method="max")
     return out
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHS + TASK_MODELS)
 def test_engine_build_time(benchmark, onnx_models, tmp_path, arch, precision):
-    if precision == "int8" and arch != "resnet18_v1":
-        pytest.skip("int8 (Q/DQ export) is measured on resnet18 only: the Q/DQ export is slow on 2 cores")
+    if arch not in onnx_models:
+        pytest.skip(f"{arch}: its task package is not installed")
+    if precision == "int8" and arch in ("mobilenetv2_1.0", "resnet50_v1"):
+        pytest.skip("int8 (Q/DQ export) of the classifiers is measured on resnet18 only: the export is slow on 2 cores")
     src = onnx_models[f"{arch}-int8" if precision == "int8" else arch]
     engine = tmp_path / f"{arch}-{precision}.engine"
     cpu = []
@@ -70,7 +104,9 @@ def test_engine_build_time(benchmark, onnx_models, tmp_path, arch, precision):
     path = benchmark.pedantic(build, rounds=3, iterations=1)
     e = read_engine_metadata(path)["engine"]
     benchmark.extra_info.update(
-        arch=arch, input=SIZE, precision=precision, trt=f"{e['trt']['flavour']} {e['trt']['version']}",
+        arch=arch, input=read_engine_metadata(path)["model"]["input_shape"], precision=precision,
+        trt=f"{e['trt']['flavour']} {e['trt']['version']}",
         engine_bytes=e["engine_bytes"], onnx_bytes=os.path.getsize(src), builder_seconds=e["build_seconds"],
         cpu_seconds_median=float(np.median(cpu)), profile=e["profiles"][0], notes=e["notes"],
+        weights_bytes=e.get("weights_bytes"), fallbacks=e.get("fallbacks"),
     )

@@ -91,7 +91,8 @@ def _two_heads():
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory):
-    """{name: ONNX path}: resnet18, mobilenetv2, tiny, two_heads (fp32) and tiny_int8 (Q/DQ)."""
+    """{name: ONNX path}: resnet18, mobilenetv2, tiny, two_heads (fp32), tiny_int8 (Q/DQ), tiny_int8_ort (Q/DQ with
+    uint8 activations, onnxruntime's CPU layout) and tiny_fp16."""
     pytest.importorskip("mxnet")
     from tlkit.export.onnx_export import export_onnx
 
@@ -107,5 +108,7 @@ def models(tmp_path_factory):
     cal = [np.random.RandomState(i).uniform(-1, 1, (4, *SHAPE)).astype(np.float32) for i in range(2)]
     out["tiny_int8"] = export_onnx(tiny, d / "tiny_int8.onnx", meta=_meta("tiny"), data_type="int8",
                                    cal_batches=cal, calibration_method="max")
+    out["tiny_int8_ort"] = export_onnx(tiny, d / "tiny_int8_ort.onnx", meta=_meta("tiny"), data_type="int8",
+                                       cal_batches=cal, calibration_method="max", qdq_format="onnxruntime")
     out["tiny_fp16"] = export_onnx(tiny, d / "tiny_fp16.onnx", meta=_meta("tiny"), data_type="fp16")
     return out

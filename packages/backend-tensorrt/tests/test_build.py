@@ -88,6 +88,22 @@ def test_qdq_int8_onnx_builds(trt_api, models, tmp_path):
     assert e["strongly_typed"] is (trt_api.strongly_typed_only or trt_api.major >= 10)
 
 
+def test_int8_header_reports_weights_and_no_fallback(trt_api, models, tmp_path):
+    e8 = read_engine_metadata(build_engine(models["tiny_int8"], tmp_path / "q.engine", data_type="int8"))["engine"]
+    e32 = read_engine_metadata(build_engine(models["tiny"], tmp_path / "f.engine"))["engine"]
+    assert e8["warnings"] == [] and e8["fallbacks"] == []
+    # the builder's "Total Weights Memory" (this net is too small for int8 to be smaller: per-layer scales and
+    # alignment dominate; tests/test_engine_build_every_task.py compares them on real-sized layers)
+    assert e8["weights_bytes"] > 0 and e32["weights_bytes"] >= 4 * (8 * 3 * 3 * 3 + 5 * 8)  # the fp32 weights
+
+
+def test_uint8_activation_qdq_is_refused_clearly(trt_api, models, tmp_path):
+    """`export --qdq_format onnxruntime` is for onnxruntime on CPU; TensorRT wants zero points of 0."""
+    with pytest.raises(SpecError, match="quantizes activations to uint8.*--qdq_format tensorrt"):
+        build_engine(models["tiny_int8_ort"], tmp_path / "x.engine", data_type="int8")
+    assert not (tmp_path / "x.engine").exists()
+
+
 def test_folding_int32_biases_keeps_the_graph_output(models):
     import onnxruntime as ort
 

@@ -291,3 +291,89 @@ def test_int8_of_a_trained_net_keeps_its_predictions(trained_net_onnx, tmp_path,
     assert (out.argmax(1) == top1).sum() >= min_top1
     top5 = np.argsort(-out, axis=1)[:, :5]
     assert all(t in row for t, row in zip(top1, top5))  # fp32's answer always among int8's top 5
+
+
+# -- weights per kind of conv, the two Q/DQ layouts ------------------------------------------------
+
+
+def _mbconv_onnx(path):
+    """conv-BN-ReLU6, depthwise conv-BN-ReLU6, 1x1 conv, pool, dense: the MobileNet/EfficientNet-Lite pattern."""
+    class Net(nn.HybridBlock):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.b1 = nn.Conv2D(16, 3, padding=1), nn.BatchNorm()
+            self.dw, self.b2 = nn.Conv2D(16, 3, padding=1, groups=16), nn.BatchNorm()
+            self.pw, self.out = nn.Conv2D(8, 1), nn.Dense(5)
+
+        def hybrid_forward(self, F, x):
+            x = F.clip(self.b1(self.c1(x)), 0, 6)
+            x = F.clip(self.b2(self.dw(x)), 0, 6)
+            return self.out(F.contrib.AdaptiveAvgPooling2D(self.pw(x), output_size=1))
+
+    mx.random.seed(3)
+    net = Net()
+    net.initialize(mx.init.Xavier())
+    return export_onnx(net, path, meta={"task": "classification", "input_shape": list(SHAPE)})
+
+
+def _weight_quant(qmodel):
+    """{conv group: (scale shape, max |int8 weight|)} of the Conv weights of a Q/DQ model."""
+    inits = {t.name: numpy_helper.to_array(t) for t in qmodel.graph.initializer}
+    dq = {n.output[0]: n for n in qmodel.graph.node if n.op_type == "DequantizeLinear"}
+    out = {}
+    for n in qmodel.graph.node:
+        if n.op_type == "Conv":
+            d = dq[n.input[1]]
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
+            out[group] = (inits[d.input[1]].shape, int(np.abs(inits[d.input[0]].astype(int)).max()))
+    return out
+
+
+def test_ranges_know_which_tensors_are_never_negative(tmp_path):
+    fp32 = _mbconv_onnx(tmp_path / "fp32.onnx")
+    x = np.random.RandomState(0).randn(4, *SHAPE).astype(np.float32)
+    ranges = compute_ranges(fp32, [x], "max")
+    clips = [n.output[0] for n in onnx.load(str(fp32)).graph.node if n.op_type == "Clip"]
+    assert len(clips) == 2 and set(clips) <= ranges.nonnegative
+    assert "input" not in ranges.nonnegative  # normal noise has negative values
+    assert ranges["input"] == pytest.approx(float(np.abs(x).max()))
+
+
+def test_depthwise_weights_keep_8_bits_per_channel(tmp_path):
+    fp32 = _mbconv_onnx(tmp_path / "fp32.onnx")
+    x = np.random.RandomState(0).randn(4, *SHAPE).astype(np.float32)
+    q = quantize_qdq(fp32, compute_ranges(fp32, [x], "max"), tmp_path / "int8.onnx")
+    w = _weight_quant(onnx.load(str(q)))
+    assert w[16] == ((16,), 127)  # depthwise: per-channel, full 8 bits (onnxruntime's depthwise kernel is exact)
+    assert w[1][0] in ((16,), (8,)) and w[1][1] == 64  # GEMM-backed convs: per-channel, 7 bits
+    q8 = quantize_qdq(fp32, compute_ranges(fp32, [x], "max"), tmp_path / "int8_full.onnx", reduce_range=False)
+    assert all(v[1] == 127 for v in _weight_quant(onnx.load(str(q8))).values())
+
+
+def test_onnxruntime_layout_fuses_every_conv(tmp_path):
+    import onnxruntime as ort
+
+    fp32 = _mbconv_onnx(tmp_path / "fp32.onnx")
+    rs = np.random.RandomState(0)
+    cal = [rs.uniform(-2, 2, (8, *SHAPE)).astype(np.float32) for _ in range(2)]
+    ranges = compute_ranges(fp32, cal, "max")
+    ref = OnnxRuntimeRunner(fp32).run(cal[0])[0]
+    ops = {}
+    for fmt in ("tensorrt", "onnxruntime"):
+        q = quantize_qdq(fp32, ranges, tmp_path / f"{fmt}.onnx", qdq_format=fmt)
+        assert read_onnx_metadata(q)["qdq_format"] == fmt
+        out = OnnxRuntimeRunner(q).run(cal[0])[0]
+        assert np.abs(out - ref).max() <= 0.1 * np.abs(ref).max(), fmt
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = str(tmp_path / f"{fmt}.opt.onnx")
+        ort.InferenceSession(str(q), so, providers=["CPUExecutionProvider"])
+        ops[fmt] = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+        zps = [numpy_helper.to_array(t) for t in onnx.load(str(q)).graph.initializer if "zero_point" in t.name]
+        if fmt == "tensorrt":  # TensorRT: int8 activations, zero point 0 everywhere
+            assert all(z.dtype == np.int8 and not z.any() for z in zps)
+    # uint8 activations: every conv runs as QLinearConv and ReLU6 is folded into the quantization
+    assert ops["onnxruntime"].count("QLinearConv") == 3
+    assert "Conv" not in ops["onnxruntime"] and "Clip" not in ops["onnxruntime"]
+    assert "Clip" in ops["tensorrt"]  # int8 activations: onnxruntime keeps the float Clip between DQ and Q
+    with pytest.raises(SpecError, match="qdq_format 'tflite'"):
+        quantize_qdq(fp32, ranges, tmp_path / "x.onnx", qdq_format="tflite")

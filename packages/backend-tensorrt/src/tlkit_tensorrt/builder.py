@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -129,6 +130,14 @@ def is_qdq(model: Any) -> bool:
     return any(n.op_type in QDQ_OPS for n in model.graph.node)
 
 
+def has_uint8_activations(model: Any) -> bool:
+    """A QuantizeLinear with a uint8 zero point (onnxruntime's CPU layout, `export --qdq_format onnxruntime`)."""
+    import onnx
+
+    uint8 = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.UINT8}
+    return any(n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in uint8 for n in model.graph.node)
+
+
 def is_fp16(model: Any) -> bool:
     import onnx
 
@@ -182,6 +191,9 @@ def _choose_precision(api: TrtApi, model: Any, data_type: str, cal_cache: Path |
                         f"again with --data_type {data_type}")
     if fp16 and data_type == "fp32":
         raise SpecError("-t fp32: the ONNX holds fp16 weights; export the model with --data_type fp32, or build with -t fp16")
+    if qdq and has_uint8_activations(model):
+        raise SpecError("the ONNX quantizes activations to uint8 (export --qdq_format onnxruntime, for onnxruntime on "
+                        "CPU); TensorRT takes only int8 with zero point 0: export again with --qdq_format tensorrt")
     plan: dict[str, Any] = {"qdq": qdq, "onnx_fp16": fp16, "convert_fp16": False, "calibration_cache": None}
     if data_type == "fp16" and api.strongly_typed_only and not fp16:
         plan["convert_fp16"] = True
@@ -210,21 +222,35 @@ def _choose_precision(api: TrtApi, model: Any, data_type: str, cal_cache: Path |
 
 # -- logging ------------------------------------------------------------------------------------
 def _make_logger(api: TrtApi, verbose: bool) -> Any:
-    """An ILogger that keeps error messages (for the TensorRTError text) and prints only when verbose."""
+    """An ILogger that keeps error messages (for the TensorRTError text), warnings (into the engine header,
+    where a precision fallback would show) and the weights size the builder reports; prints only when verbose."""
     trt = api.trt
 
     class Collector(trt.ILogger):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
+            self.warnings: list[str] = []
+            self.weights_bytes: int | None = None
 
         def log(self, severity: Any, msg: str) -> None:
             if severity in (trt.ILogger.ERROR, trt.ILogger.INTERNAL_ERROR):
                 self.errors.append(msg)
+            elif severity == trt.ILogger.WARNING:
+                self.warnings.append(msg.strip())
+            m = WEIGHTS_MEMORY.search(msg)
+            if m:
+                self.weights_bytes = int(m.group(1))
             if verbose or severity in (trt.ILogger.INTERNAL_ERROR,):
                 print(f"[TRT] [{getattr(severity, 'name', severity)}] {msg}", flush=True)
 
     return Collector()
+
+
+# "Total Weights Memory: 4109576 bytes" (INFO, end of a build): int8 weights take ~1 byte each, fp16 2, fp32 4
+WEIGHTS_MEMORY = re.compile(r"Total Weights Memory:\s*(\d+)\s*bytes")
+# what TensorRT says when a layer cannot run in the requested precision
+FALLBACK = re.compile(r"fall(?:s|ing)?[ -]?back|falling back|precision.*not (?:supported|honou?red)", re.IGNORECASE)
 
 
 def _parser_error(err: Any) -> str:
@@ -354,6 +380,9 @@ def build_engine(
             "build_seconds": round(seconds, 3),
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "engine_bytes": int(serialized.nbytes),
+            "weights_bytes": logger.weights_bytes,
+            "warnings": logger.warnings,
+            "fallbacks": [w for w in logger.warnings if FALLBACK.search(w)],
             "notes": notes,
         },
     }

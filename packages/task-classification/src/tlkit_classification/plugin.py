@@ -54,7 +54,7 @@ def tlkit_register_tasks():
             CommandSpec("inference", f"{_PKG}.inference:run", "Classify an image or a directory; writes result.csv.", INFER_OPTIONS, needs_spec=False, stage=Stage.INFERENCE),
             prune_command("Structured channel pruning (TLT magnet_prune flags)."),
             export_command("Export to ONNX (and int8/DeepStream/Triton artefacts)."),
-            CommandSpec("calibration_tensorfile", f"{_PKG}.calibration:run", "Dump preprocessed batches to a TLT HDF5 tensorfile for int8 calibration.", CALIBRATION_OPTIONS, stage=Stage.CALIBRATION),
+            CommandSpec("calibration_tensorfile", f"{_PKG}.calibration:run", "Dump preprocessed batches to a TLT HDF5 tensorfile for int8 calibration.", CALIBRATION_OPTIONS, needs_results_dir=False, stage=Stage.CALIBRATION),
             CommandSpec("dataset_convert", f"{_PKG}.dataset_convert:run", "Split a class-folder set, or convert Pascal VOC to class folders.", DATASET_CONVERT_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.DATASET_CONVERT),
             CommandSpec("demo", f"{_PKG}.demo:run", "The whole workflow on a generated dataset: fine-tune, evaluate, prune, retrain, export, infer.", DEMO_OPTIONS, needs_spec=False, stage=Stage.OTHER),
         ),

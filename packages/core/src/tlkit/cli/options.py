@@ -55,6 +55,15 @@ EXPORT_OPTIONS: tuple[OptionSpec, ...] = (
         "activation range method",
         choices=("entropy", "max", "percentile"),
     ),
+    OptionSpec(
+        "qdq_format",
+        ("--qdq_format",),
+        str,
+        "tensorrt",
+        "int8 Q/DQ layout: tensorrt (symmetric int8 activations, TensorRT >= 10) or onnxruntime (uint8 "
+        "activations: fully fused int8 kernels on x86 CPUs; TensorRT rejects it)",
+        choices=("tensorrt", "onnxruntime"),
+    ),
     OptionSpec("gen_ds_config", ("--gen_ds_config",), bool, False, "also write a complete DeepStream nvinfer config"),
     OptionSpec("gen_triton_repo", ("--gen_triton_repo",), Path, None, "also write a Triton model repository here"),
 )

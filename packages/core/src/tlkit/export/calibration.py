@@ -12,7 +12,9 @@
 - `write_trt_cache`/`read_trt_cache`: TensorRT's text cache ("TRT-<ver>-EntropyCalibration2", then
   "name: <hex of float32 big-endian bits of amax/127>"), the legacy TRT <= 10 INT8 route.
 - `quantize_qdq`: a Q/DQ ONNX (per-channel symmetric int8 weights, per-tensor symmetric int8
-  activations with scale amax/127), the TRT >= 10.1 / TRT 11 INT8 artefact. It is
+  activations with scale amax/127), the TRT >= 10.1 / TRT 11 INT8 artefact (qdq_format "tensorrt");
+  or, with qdq_format "onnxruntime", uint8 activations ([0, amax] for tensors that were never negative in
+  calibration, [-amax, amax] otherwise), the layout onnxruntime's x86 kernels fuse completely. It is
   `onnxruntime.quantization.quantize_static(QuantFormat.QDQ)` fed OUR ranges through its calibration
   cache (no second calibration by onnxruntime), so the Q/DQ scales and the TensorRT cache agree.
 """
@@ -38,6 +40,7 @@ from tlkit.io import atomic_write_text
 ARRAY_KEY = "_tensorfile_array_key_"
 GROUP_PREFIX = "_tensorfile_array_key_"  # groups are f"{GROUP_PREFIX}_{i}" -> "_tensorfile_array_key__0"
 METHODS = ("entropy", "max", "percentile")
+QDQ_FORMATS = ("tensorrt", "onnxruntime")
 NUM_BINS = 2048
 NUM_QUANTIZED_BINS = 128
 CACHE_BYTES = 512 * 2**20  # activations kept in memory between the two calibration passes
@@ -194,6 +197,15 @@ def _expose_all(model: Any) -> tuple[Any, list[str]]:
     return aug, names
 
 
+class Ranges(dict):
+    """{tensor name: amax}, plus `nonnegative`: the tensors that were never negative during calibration
+    (ReLU/ReLU6 outputs...), which uint8 activations can quantize as [0, amax]."""
+
+    def __init__(self, amax: dict[str, float], nonnegative: Iterable[str] = ()):
+        super().__init__(amax)
+        self.nonnegative = set(nonnegative)
+
+
 def compute_ranges(
     onnx_model: Any,
     batches: Iterable[np.ndarray],
@@ -202,8 +214,8 @@ def compute_ranges(
     percentile: float = 99.99,
     num_bins: int = NUM_BINS,
     skip_zeros: bool = True,
-) -> dict[str, float]:
-    """{tensor name: amax} for the activations of an ONNX model (path or ModelProto) over `batches`.
+) -> Ranges:
+    """{tensor name: amax} (a `Ranges`) for the activations of an ONNX model (path or ModelProto) over `batches`.
 
     `skip_zeros` (entropy only) leaves exact zeros out of the histograms: the spike ReLU/ReLU6 outputs
     have at 0 dominates the KL divergence and drags thresholds down to the smallest candidate (measured:
@@ -235,14 +247,18 @@ def compute_ranges(
     # pass 1: max |x| per tensor; pass 2 (histogram methods): |x| histograms over [0, max].
     # Activations are kept between the passes when they fit in CACHE_BYTES, else recomputed.
     amax = {n: 0.0 for n in [input_name, *wanted]}
+    lowest = dict.fromkeys(amax, 0.0)
     first = run_one(batches[0])
     fits = sum(a.nbytes for a in first.values()) * len(batches) <= CACHE_BYTES
     cached = [first, *(run_one(b) for b in batches[1:])] if method != "max" and fits else None
     for res in cached or itertools.chain([first], (run_one(b) for b in batches[1:])):
         for n in amax:
-            amax[n] = max(amax[n], float(np.max(np.abs(res[n]))) if res[n].size else 0.0)
+            if res[n].size:
+                amax[n] = max(amax[n], float(np.max(np.abs(res[n]))))
+                lowest[n] = min(lowest[n], float(res[n].min()))
+    nonnegative = [n for n, v in lowest.items() if v >= 0]
     if method == "max":
-        return amax
+        return Ranges(amax, nonnegative)
     hists = {n: np.zeros(num_bins, np.int64) for n in amax}
     for res in cached or runs():
         for n in amax:
@@ -259,7 +275,7 @@ def compute_ranges(
             out[n] = _percentile_amax(hists[n], top, percentile)
         else:
             out[n] = _entropy_amax(hists[n], top)
-    return out
+    return Ranges(out, nonnegative)
 
 
 def _percentile_amax(hist: np.ndarray, top: float, percentile: float) -> float:
@@ -421,17 +437,31 @@ def read_trt_cache(path: str | os.PathLike) -> dict[str, float]:
 
 
 def quantize_qdq(
-    onnx_fp32: Any, ranges: dict[str, float], output: str | os.PathLike, *, reduce_range: bool = True
+    onnx_fp32: Any, ranges: dict[str, float], output: str | os.PathLike, *, reduce_range: bool = True,
+    qdq_format: str = "tensorrt",
 ) -> Path:
     """Write a Q/DQ int8 ONNX of `onnx_fp32` (path or ModelProto) using `ranges` ({tensor: amax}).
 
-    Weights: per-channel symmetric int8. Activations: per-tensor symmetric int8, scale amax/127.
+    Weights: per-channel symmetric int8. Activations, `qdq_format` "tensorrt" (default): per-tensor
+    symmetric int8, scale amax/127 (TensorRT accepts only zero points of 0). "onnxruntime": per-tensor
+    uint8, [0, amax] for the tensors in `ranges.nonnegative` and [-amax, amax] for the rest: onnxruntime's
+    x86 CPU kernels are u8 x s8, so with uint8 activations every Conv/Add/pool fuses into its QLinear op and
+    ReLU6 folds into the quantization ([0, amax] clips at 0); with int8 activations onnxruntime leaves
+    Clip, Add and some Conv nodes in float between DequantizeLinear/QuantizeLinear, which makes it slower
+    than FP32 on CPU (benchmarks/acceptance/export.json, fine-tuned EfficientNet-Lite0 96 px, one thread,
+    batch 1 CPU time vs FP32: "tensorrt" 0.80x, "onnxruntime" 1.75x; same top-1). TensorRT rejects the
+    "onnxruntime" format.
     The graph is first pre-processed by onnxruntime (BatchNorm folded into Conv), so Q/DQ sits where
     TensorRT and onnxruntime fuse it.
 
-    `reduce_range=True` (default) keeps weights to 7 bits: onnxruntime's fused int8 kernels on x86 CPUs
-    without VNNI saturate otherwise (measured: a 3-layer net's logits off by 65 % of their range,
-    0.5 % with it). TensorRT runs either; pass False for a TensorRT-only artefact with full 8-bit weights.
+    `reduce_range=True` (default) keeps the weights of GEMM-backed Conv/Gemm nodes to 7 bits: onnxruntime's
+    int8 GEMM on x86 CPUs without VNNI adds u8*s8 products pairwise into int16 and saturates otherwise
+    (measured: a 3-layer net's logits off by 65 % of their range, 0.5 % with it). Depthwise convs keep full
+    8-bit weights: onnxruntime runs them with a separate int32 kernel that does not saturate, and their few
+    weights per channel (9 or 25) lose too much at 7 bits (fine-tuned EfficientNet-Lite0 on
+    sign-language-digits, entropy calibration: 97.8 % top-1 with every weight at 7 bits, 99.0 % with
+    depthwise at 8 bits, FP32 99.5 %). TensorRT runs either; pass False for a TensorRT-only artefact with
+    all weights at 8 bits.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -440,6 +470,8 @@ def quantize_qdq(
 
     from tlkit.export.onnx_export import read_metadata_props, set_metadata
 
+    if qdq_format not in QDQ_FORMATS:
+        raise SpecError(f"qdq_format {qdq_format!r} is not one of {', '.join(QDQ_FORMATS)}")
     model = _as_model(onnx_fp32)
     meta = read_metadata_props(model)
     output = Path(output)
@@ -454,7 +486,13 @@ def quantize_qdq(
                 f"no calibration range for {len(missing)} tensor(s) of the model, e.g. {missing[0]!r}: "
                 "were the ranges (or the calibration cache) made for another model?"
             )
-        data = {n: (np.array(-v, np.float32), np.array(v, np.float32)) for n, v in ranges.items()}
+        # full 8-bit weights for depthwise convs (see the docstring); TensorQuantOverrides is per initializer
+        overrides = ({w: [{"axis": 0, "reduce_range": False}] for w in _depthwise_weights(pre_model)}
+                     if reduce_range else {})  # "axis" keeps them per-channel (without it they become per-tensor)
+        uint8 = qdq_format == "onnxruntime"
+        nonneg = getattr(ranges, "nonnegative", set()) if uint8 else set()
+        data = {n: (np.array(0.0 if n in nonneg else -v, np.float32), np.array(v, np.float32))
+                for n, v in ranges.items()}
         save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), cache)
         dst = Path(tmp, "qdq.onnx")
         quantize_static(
@@ -464,20 +502,35 @@ def quantize_qdq(
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             reduce_range=reduce_range,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8 if uint8 else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             calibration_cache_path=str(cache),
             # Biases stay float: TensorRT accepts only 8-bit DequantizeLinear inputs, not int32 biases.
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+            extra_options={"ActivationSymmetric": not uint8, "WeightSymmetric": True, "QuantizeBias": False,
+                           "TensorQuantOverrides": overrides},
         )
         qmodel = onnx.load(str(dst))
     if meta:
-        set_metadata(qmodel, {**meta, "data_type": "int8"})
+        set_metadata(qmodel, {**meta, "data_type": "int8", "qdq_format": qdq_format})
     from tlkit.io import atomic_write_bytes
 
     atomic_write_bytes(output, qmodel.SerializeToString())
     return output
+
+
+def _depthwise_weights(model: Any) -> list[str]:
+    """Weight initializers of depthwise Conv nodes (one input and one output channel per group)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    out = []
+    for node in model.graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        dims = list(inits[node.input[1]].dims)
+        if group > 1 and len(dims) >= 2 and dims[0] == group and dims[1] == 1:
+            out.append(node.input[1])
+    return out
 
 
 def quantize_with_calibration(
@@ -488,9 +541,11 @@ def quantize_with_calibration(
     method: str = "entropy",
     cal_cache_file: str | os.PathLike | None = None,
     trt_version: str | int = "10.x",
+    qdq_format: str = "tensorrt",
 ) -> Path:
     """INT8 export step: ranges from `cal_batches` (then also written to `cal_cache_file`), or imported
-    from an existing `cal_cache_file`; then the Q/DQ ONNX at `output`."""
+    from an existing `cal_cache_file` (which says nothing about signs: every tensor then gets [-amax, amax]);
+    then the Q/DQ ONNX at `output`."""
     if cal_batches is not None:
         ranges = compute_ranges(model, cal_batches, method)
         if cal_cache_file:
@@ -502,7 +557,7 @@ def quantize_with_calibration(
             "int8 export needs calibration data: --cal_data_file (tensorfile), --cal_image_dir, "
             "or an existing --cal_cache_file to import"
         )
-    return quantize_qdq(model, ranges, output)
+    return quantize_qdq(model, ranges, output, qdq_format=qdq_format)
 
 
 def save_ranges_json(ranges: dict[str, float], path: str | os.PathLike) -> Path:

@@ -198,6 +198,7 @@ def export_onnx(
     cal_batches: Any = None,
     calibration_method: str = "entropy",
     cal_cache_file: str | os.PathLike | None = None,
+    qdq_format: str = "tensorrt",
 ) -> Path:
     """Export a `.tlk` model (or a Gluon block + `meta`) to ONNX at `output`. Returns `output`.
 
@@ -205,7 +206,8 @@ def export_onnx(
     compute to float16 with onnxruntime's converter, keeping float32 input/outputs; "int8" writes a Q/DQ
     graph calibrated on `cal_batches` (NCHW float32 arrays, already preprocessed), or on the ranges
     in an existing TensorRT `cal_cache_file` (imported when it exists and no batches are given; written
-    when batches are given).
+    when batches are given). `qdq_format`: "tensorrt" (symmetric int8 activations) or "onnxruntime"
+    (uint8 activations, fast on x86 CPUs; see `tlkit.export.calibration.quantize_qdq`).
     """
     onnx = _import_onnx()
     output = Path(output)
@@ -281,7 +283,7 @@ def export_onnx(
         from tlkit.export.calibration import quantize_with_calibration
 
         return quantize_with_calibration(model, output, cal_batches, method=calibration_method,
-                                         cal_cache_file=cal_cache_file)
+                                         cal_cache_file=cal_cache_file, qdq_format=qdq_format)
     atomic_write_bytes(output, model.SerializeToString())
     return output
 
