@@ -238,3 +238,30 @@ def test_cli_export_sdk_and_inference(trained, tmp_path):
     assert (tmp_path / "inf" / "detections.json").is_file() and not (tmp_path / "inf" / "images_annotated").exists()
     r = run_tlkit(["pose", "inference", "-m", str(onnx), "-r", str(tmp_path / "inf2")])
     assert r.returncode != 0 and "exactly one of" in r.stdout + r.stderr
+
+
+def test_evaluate_and_inference_apply_the_spec_scales(trained, tmp_path, monkeypatch):
+    """inference.scales reaches the commands: each image is fitted once per scale, and scales [1.0] gives the
+    same detections as the default spec."""
+    from tlkit_pose import predict
+    from tlkit_pose.config import PoseConfig
+    from tlkit_pose.evaluate import run as evaluate_run
+    from tlkit_pose.inference import run as infer_run
+
+    seen: list[float] = []
+    fit = predict.fit_input
+    monkeypatch.setattr(predict, "fit_input", lambda img, hw, scale=1.0: (seen.append(scale), fit(img, hw, scale))[1])
+    c, model, val = Console(quiet=True), trained["res"].model_path, trained["val"]
+    dets = {}
+    for name, scales in (("default", None), ("one", [1.0]), ("two", [0.5, 1.0])):
+        cfg = PoseConfig.model_validate({"inference": {"scales": scales}} if scales else {})
+        seen.clear()
+        out = evaluate_run(ctx("evaluate", c, model=model, spec=cfg, results_dir=tmp_path / name, options={"annotations": val}))
+        assert seen == (scales or [1.0]) * 3  # 3 validation images
+        assert 0.0 <= out["kpi"]["AP_0.50:0.95_all"] <= 1.0
+        dets[name] = json.loads((tmp_path / name / "detections.json").read_text())
+    assert dets["one"] == dets["default"]
+    seen.clear()
+    cfg = PoseConfig.model_validate({"inference": {"scales": [0.5, 1.0, 2.0]}})
+    res = infer_run(ctx("inference", c, model=model, spec=cfg, results_dir=tmp_path / "inf", options={"image_dir": val.parent / "images"}))
+    assert res["images"] == 3 and seen == [0.5, 1.0, 2.0] * 3

@@ -3,6 +3,13 @@
 Each image is fitted into the network input keeping its aspect ratio and padded bottom/right with grey
 (TLT's `pad_image_input` mode, the one TensorRT/DeepStream use); the outputs are upsampled x8 (bicubic),
 cropped to the image's part and resized to the image, then decoded (postprocess.decode).
+
+Multi-scale (`inference.scales`, TLT's multi-scale inference): at scale s the image is fitted at s times the
+single-scale size. The network input is fixed (exported engines are), so a scale below 1 is padded into it, and
+a scale above 1 (an image larger than the input) is covered by input-sized tiles overlapping by at least half,
+whose stride-resolution outputs are averaged where they overlap. Each scale's maps are then upsampled and
+resized to the image, and the scales' heatmaps and PAFs averaged (postprocess.merge_multiscale).
+`scales: [1.0]` is exactly the single-scale path.
 """
 
 from __future__ import annotations
@@ -19,22 +26,35 @@ from tlkit_pose.config import InferenceConfig
 from tlkit_pose.postprocess import Person, ScaledInput, decode, merge_multiscale
 
 PAD_VALUE = 128
+TILE_ALIGN = 8  # tile offsets on the model stride, so output cells line up
 
 
-def fit_input(image_bgr: np.ndarray, input_hw: tuple[int, int]) -> ScaledInput:
-    """Resize to fit (H, W) keeping the aspect ratio, pad bottom/right; returns the padded RGB image."""
+def fit_input(image_bgr: np.ndarray, input_hw: tuple[int, int], scale: float = 1.0) -> ScaledInput:
+    """Resize to fit (H, W) keeping the aspect ratio (times `scale`), pad bottom/right; returns the padded RGB
+    image: (H, W) when it fits, else the scaled image padded to a multiple of 8 (to be tiled)."""
     import cv2
 
     if image_bgr is None or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise DataError(f"expected an HxWx3 image, got {None if image_bgr is None else image_bgr.shape}")
     h, w = image_bgr.shape[:2]
     H, W = input_hw
-    f = min(H / h, W / w)
-    sh, sw = min(H, max(1, int(round(h * f)))), min(W, max(1, int(round(w * f))))
+    f = min(H / h, W / w) * scale
+    sh, sw = max(1, int(round(h * f))), max(1, int(round(w * f)))
+    if scale <= 1.0:  # rounding must not push the fitted image past the input
+        sh, sw = min(H, sh), min(W, sw)
     resized = cv2.resize(image_bgr, (sw, sh), interpolation=cv2.INTER_CUBIC) if (sh, sw) != (h, w) else image_bgr
-    padded = np.full((H, W, 3), PAD_VALUE, np.uint8)
+    padded = np.full((max(H, math.ceil(sh / TILE_ALIGN) * TILE_ALIGN), max(W, math.ceil(sw / TILE_ALIGN) * TILE_ALIGN), 3), PAD_VALUE, np.uint8)
     padded[:sh, :sw] = resized[:, :, ::-1]
     return ScaledInput(padded, f, (sh, sw))
+
+
+def tile_offsets(size: int, window: int, align: int = 8) -> list[int]:
+    """Start offsets of `window`-long tiles covering `size` (both multiples of `align`), consecutive tiles
+    overlapping by at least half a window so every point has context on both sides in some tile."""
+    if size <= window:
+        return [0]
+    n = math.ceil((size - window) / (window // 2)) + 1
+    return sorted({round(k * (size - window) / (n - 1) / align) * align for k in range(n)})
 
 
 def net_forward(net: Any, ctx: Any = None) -> Callable[[np.ndarray], list[np.ndarray]]:
@@ -85,23 +105,52 @@ class PosePredictor:
         return cls(forward, meta, params, batch_size)
 
     def maps(self, images_bgr: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Image-resolution (heatmap, paf) of each image, (H, W, 19) and (H, W, 38)."""
+        """Image-resolution (heatmap, paf) of each image, (H, W, 19) and (H, W, 38), averaged over
+        `params.scales`."""
         from tlkit_pose.model import normalize
 
+        H, W = self.input_hw
         out = []
         for start in range(0, len(images_bgr), self.batch_size):
             chunk = images_bgr[start : start + self.batch_size]
-            inputs = [fit_input(img, self.input_hw) for img in chunk]
-            hm, paf = self.forward(normalize(np.stack([i.image for i in inputs]), self.pre))
-            if hm.shape[1] != 19 or paf.shape[1] != 38:
-                raise DataError(f"model outputs have {hm.shape[1]} and {paf.shape[1]} channels; expected 19 heatmaps and 38 PAFs")
-            stride = math.ceil(self.input_hw[0] / hm.shape[2])  # 8, or 2 for an sdk-compatible (x4) export
-            for k, (img, inp) in enumerate(zip(chunk, inputs)):
-                out.append(merge_multiscale([(hm[k].transpose(1, 2, 0), paf[k].transpose(1, 2, 0))], [inp], img.shape[:2], stride))
+            # every (image, scale) input and the network-input tiles that cover it
+            inputs = [[fit_input(img, self.input_hw, s) for s in self.params.scales] for img in chunk]
+            tiles = [(i, k, y, x) for i, ins in enumerate(inputs) for k, inp in enumerate(ins)
+                     for y in tile_offsets(inp.image.shape[0], H) for x in tile_offsets(inp.image.shape[1], W)]
+            results: list[tuple[np.ndarray, np.ndarray]] = []
+            for t0 in range(0, len(tiles), self.batch_size):
+                batch = [inputs[i][k].image[y : y + H, x : x + W] for i, k, y, x in tiles[t0 : t0 + self.batch_size]]
+                hm, paf = self.forward(normalize(np.stack(batch), self.pre))
+                if hm.shape[1] != 19 or paf.shape[1] != 38:
+                    raise DataError(f"model outputs have {hm.shape[1]} and {paf.shape[1]} channels; expected 19 heatmaps and 38 PAFs")
+                results += [(a.transpose(1, 2, 0), b.transpose(1, 2, 0)) for a, b in zip(hm, paf)]
+            stride = math.ceil(H / results[0][0].shape[0])  # 8, or 2 for an sdk-compatible (x4) export
+            for i, img in enumerate(chunk):
+                per_scale = [_stitch([(r, y, x) for (ti, tk, y, x), r in zip(tiles, results) if (ti, tk) == (i, k)], inp.image.shape[:2], stride)
+                             for k, inp in enumerate(inputs[i])]
+                out.append(merge_multiscale(per_scale, inputs[i], img.shape[:2], stride))
         return out
 
     def people(self, images_bgr: Sequence[np.ndarray]) -> list[list[Person]]:
         return [decode(hm, paf, self.params) for hm, paf in self.maps(images_bgr)]
+
+
+def _stitch(tiles: list[tuple[tuple[np.ndarray, np.ndarray], int, int]], padded_hw: tuple[int, int], stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stride-resolution (heatmap, paf) of a padded input from its tiles' outputs (offsets in input pixels),
+    averaged where tiles overlap. One tile is returned as it is."""
+    if len(tiles) == 1:
+        return tiles[0][0]
+    gh, gw = padded_hw[0] // stride, padded_hw[1] // stride
+    (hm0, paf0), _, _ = tiles[0]
+    th, tw = hm0.shape[:2]
+    acc = [np.zeros((gh, gw, m.shape[2]), np.float32) for m in (hm0, paf0)]
+    count = np.zeros((gh, gw, 1), np.float32)
+    for maps, y, x in tiles:
+        ys, xs = slice(y // stride, y // stride + th), slice(x // stride, x // stride + tw)
+        for a, m in zip(acc, maps):
+            a[ys, xs] += m
+        count[ys, xs] += 1
+    return acc[0] / count, acc[1] / count
 
 
 def predict_coco(predictor: PosePredictor, items: Iterable[tuple[int, np.ndarray]]) -> list[dict]:
