@@ -226,6 +226,39 @@ def test_resume_gives_identical_weights(tmp_path, opt):
         np.testing.assert_array_equal(fa[k].asnumpy(), fb[k].asnumpy(), err_msg=k)
 
 
+def test_task_state_is_checkpointed_and_restored_on_resume(tmp_path):
+    """A task's changing state (set in on_epoch_end) is saved in each checkpoint and handed back on resume."""
+    cfg = make_cfg(n_epochs=4)
+
+    def stateful_job(seen):
+        state = {"scale": 1.0}
+        job = make_job()
+
+        def on_epoch_end(epoch, row):
+            state["scale"] *= 2.0  # changes every epoch, after that epoch's validation
+
+        def set_state(d):
+            seen.append(dict(d))
+            state.update(d)
+
+        job.on_epoch_end = on_epoch_end
+        job.get_task_state = lambda: dict(state)
+        job.set_task_state = set_state
+        return job, state
+
+    seen: list = []
+    job, _ = stateful_job(seen)
+    job.train_data = crashing_data(job, at_epoch=2)
+    with pytest.raises(Crash):
+        train(job, cfg, tmp_path)
+    ckpt = load_model(tmp_path / "weights" / "model_epoch_002.tlk")
+    assert ckpt.meta["train_state"]["task_state"] == {"scale": 4.0}  # two epochs ended before the save
+    again, state = stateful_job(seen)
+    train(again, cfg, tmp_path)
+    assert seen == [{"scale": 4.0}]
+    assert state["scale"] == 16.0  # as a run of 4 epochs without a crash
+
+
 def test_resume_prints_checkpoint_and_finished_run_is_not_retrained(tmp_path, capsys):
     cfg = make_cfg(n_epochs=2)
     train(make_job(), cfg, tmp_path)

@@ -114,3 +114,25 @@ def test_dataset_errors(tmp_path, manifest):
         dataset_for(tiny_spec(manifest, **{"dataset_config.validation_fold": 5}), "training")
     with pytest.raises(DataError, match="no objects of classes \\['x'\\]"):
         dataset_for(tiny_spec(manifest, **{"dataset_config.target_class_mapping": {"green": "x"}}), "training")
+
+
+def test_source_weight_sets_how_often_a_source_is_drawn(manifest):
+    from tlkit_detection.data import TargetMaker, batches, dataset_for
+
+    def spec(w1, w2):
+        return tiny_spec(manifest, **{"dataset_config.data_sources": [
+            {"records_path": str(manifest), "source_weight": w1}, {"records_path": str(manifest), "source_weight": w2}]})
+
+    equal = dataset_for(spec(2.0, 2.0), "training")
+    assert len(equal) == 12 and equal.sample_weights is None  # equal weights: every frame once per epoch
+    cfg = spec(1.0, 3.0)
+    ds = dataset_for(cfg, "training")
+    assert ds.sample_weights.tolist() == [1.0] * 6 + [3.0] * 6
+    assert dataset_for(cfg, "validation").sample_weights is None
+    maker = TargetMaker(cfg, ds.classes, {"mode": "torch"}, ds.input_size)
+    drawn = np.concatenate([idx for e in range(40) for _, idx in
+                            batches(ds, maker, 4, epoch=e, shuffle=True, with_targets=False)])
+    assert drawn.size == 40 * 12
+    assert 0.68 < np.mean(drawn >= 6) < 0.82  # 3:1 -> 75 % from the second source
+    with pytest.raises(SpecError, match="source_weight 0"):
+        dataset_for(spec(0.0, 0.0), "training")

@@ -1,5 +1,6 @@
 """DetectNet_v2 cost on hand-computed cases."""
 
+import json
 import math
 
 import numpy as np
@@ -98,6 +99,25 @@ def test_autoweighting_updates_from_the_epochs_costs():
     expect = np.array([1 / cov_c, 1 / bbox_c])
     np.testing.assert_allclose(w[0], expect / expect.sum(), rtol=1e-5)
     assert loss.update_weights() is None or np.allclose(loss.weights, w)
+
+
+def test_autoweight_state_round_trips_into_a_fresh_loss():
+    """What a checkpoint saves (get_state) makes a fresh loss compute the same cost (resume is exact)."""
+    from mxnet import autograd
+    from tlkit.errors import ModelFileError
+
+    out, lab = _one_cell(0.5, 0.0, [2, 0, 0, 0], [0, 0, 0, 0], 1.0)
+    trained = DetectNetLoss([ClassCost(cov_weight=1, bbox_weight=1)], autoweight=True)
+    with autograd.record():
+        trained(out, lab)
+    trained.update_weights()
+    fresh = DetectNetLoss([ClassCost(cov_weight=1, bbox_weight=1)], autoweight=True)
+    assert not np.allclose(fresh(out, lab).asnumpy(), trained(out, lab).asnumpy())
+    fresh.set_state(json.loads(json.dumps(trained.get_state())))  # through JSON, as in meta.json
+    np.testing.assert_array_equal(fresh(out, lab).asnumpy(), trained(out, lab).asnumpy())
+    two = DetectNetLoss([ClassCost(), ClassCost()], autoweight=True)
+    with pytest.raises(ModelFileError, match=r"objective weights have shape \(1, 2\).*\(2, 2\)"):
+        two.set_state(trained.get_state())
 
 
 def test_config_errors():

@@ -43,6 +43,11 @@ def test_train_writes_model_status_and_validation_kpi(trained):
     rows = (res / "training.csv").read_text().splitlines()
     assert len(rows) == 3  # header + 2 epochs
     assert "mean average precision" in rows[0]
+    from tlkit.model_io import load_model
+
+    ckpt = load_model(res / "weights" / "model_epoch_002.tlk").meta["train_state"]
+    weights = np.array(ckpt["task_state"]["objective_weights"])  # auto-weighting state, for an exact resume
+    assert weights.shape == (len(CLASSES), 2) and np.all(weights > 0)
 
 
 def test_evaluate_tlk_and_onnx_agree_and_write_reports(trained, tmp_path):

@@ -22,7 +22,11 @@ class DataSource(SpecModel):
 
     records_path: str = Field("", description="manifest written by dataset_convert (<output>.json)")
     image_directory_path: str = Field("", description="image folder of the source dataset (for inference overlays)")
-    source_weight: float = Field(1.0, ge=0, description="sampling weight of this source")
+    source_weight: float = Field(
+        1.0, ge=0,
+        description="training sampling weight of this source's frames relative to other sources' (when the "
+        "weights differ, an epoch draws as many frames as there are, with replacement, in these proportions)",
+    )
 
 
 class DatasetConfig(SpecModel):
@@ -170,6 +174,11 @@ class BboxRasterizerConfig(SpecModel):
 class ModelConfig(SpecModel):
     """DetectNet_v2: a backbone at stride 16 + a 1x1 coverage head (C, sigmoid) and a 1x1 bbox head (4C)."""
 
+    detector: Literal["detectnet_v2", "ssd", "yolov3"] = Field(
+        "detectnet_v2",
+        description="the detector: detectnet_v2, or GluonCV's ssd (arch mobilenet_v1, resnet 18/50, vgg 16, "
+        "efficientnet_lite0) or yolov3 (arch darknet 53, mobilenet_v1); see the README's GluonCV section",
+    )
     arch: str = Field("resnet", description="backbone: resnet (10/18/34/50), vgg16, googlenet, mobilenet_v1, mobilenet_v2, efficientnet_lite0")
     n_layers: Optional[int] = Field(18, description="depth for families with several (resnet 10/18/34/50, vgg 16); ignored by the others")
     use_batch_norm: bool = Field(True, description="batch normalization after convolutions (backbones that support both)")
@@ -185,6 +194,11 @@ class ModelConfig(SpecModel):
     )
     preprocess_mode: Literal["auto", "caffe", "torch", "tf"] = Field(
         "auto", description="input normalization; auto: what the backbone's pretrained weights expect"
+    )
+    pretrained_classes: list[str] = Field(
+        default_factory=list,
+        description="ssd/yolov3: class names of a GluonCV detector file in train_config.pretrained_model_path, "
+        "in its order; heads of matching classes are reused (default: VOC/COCO names when the file name says so)",
     )
 
 

@@ -46,6 +46,8 @@ class Dataset:
     frames: list[Frame]
     classes: list[str]
     input_size: tuple[int, int]  # (width, height)
+    # per-frame training sampling weight (its data source's source_weight); None = every frame once per epoch
+    sample_weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -121,10 +123,15 @@ def class_list(readers: Sequence[Any]) -> list[str]:
     return first
 
 
-def load_frames(readers: Sequence[Any], classes: Sequence[str], input_size: tuple[int, int]) -> Dataset:
-    """Read every frame, resized to `input_size` (width, height), classes re-indexed into `classes`."""
+def load_frames(readers: Sequence[Any], classes: Sequence[str], input_size: tuple[int, int],
+                source_weights: Sequence[float] | None = None) -> Dataset:
+    """Read every frame, resized to `input_size` (width, height), classes re-indexed into `classes`.
+
+    `source_weights` (one per reader): each frame's sampling weight, kept only when the weights differ."""
     frames: list[Frame] = []
-    for r in readers:
+    weights: list[float] = []
+    for k, r in enumerate(readers):
+        n_before = len(frames)
         remap = np.array([classes.index(c) if c in classes else -1 for c in r.classes] + [-1], np.int64)
         for s in r:
             cls = remap[s.classes] if len(s.classes) else np.zeros(0, np.int64)
@@ -135,7 +142,12 @@ def load_frames(readers: Sequence[Any], classes: Sequence[str], input_size: tupl
             trunc = s.truncated[keep] if s.truncated is not None else np.zeros(n, np.float32)
             occl = s.occluded[keep] if s.occluded is not None else np.zeros(n, np.int64)
             frames.append(Frame(img, boxes, cls[keep], s.frame_id, (w0, h0), s.boxes[keep].astype(np.float64), trunc, occl))
-    return Dataset(frames, list(classes), input_size)
+        if source_weights is not None:
+            weights += [float(source_weights[k])] * (len(frames) - n_before)
+    if weights and sum(weights) <= 0:
+        raise SpecError("dataset_config.data_sources: every source with frames has source_weight 0")
+    sample_weights = np.asarray(weights, np.float64) if weights and len(set(weights)) > 1 else None
+    return Dataset(frames, list(classes), input_size, sample_weights)
 
 
 # -- augmentation ------------------------------------------------------------------------------------------
@@ -220,6 +232,16 @@ class TargetMaker:
         return rasterize(boxes, classes, len(self.classes), self.input_size, self.output_size, self.raster, self.deadzone)
 
 
+def epoch_order(ds: Dataset, epoch: int, seed: int) -> np.ndarray:
+    """The frames of a training epoch, shuffled with (seed, epoch): a permutation, or, when the data sources
+    have different source_weight, len(ds) frames drawn with replacement with probabilities proportional to
+    their source's weight (TLT's user-defined source sampling)."""
+    rng = np.random.default_rng([seed % 2**32, epoch, 7])
+    if ds.sample_weights is not None:
+        return rng.choice(len(ds), size=len(ds), p=ds.sample_weights / ds.sample_weights.sum())
+    return rng.permutation(len(ds))
+
+
 def batches(
     ds: Dataset,
     maker: TargetMaker,
@@ -236,9 +258,7 @@ def batches(
     """(x (B,3,H,W) float32, (cov, bbox, cov_norm)) batches; `aug=None` turns augmentation off.
 
     Without targets, yields (x, indices of the frames)."""
-    order = np.arange(len(ds))
-    if shuffle:
-        np.random.default_rng([seed % 2**32, epoch, 7]).shuffle(order)
+    order = epoch_order(ds, epoch, seed) if shuffle else np.arange(len(ds))
 
     def one(i: int):
         f = ds.frames[i]
@@ -281,7 +301,9 @@ def dataset_for(cfg: Any, split: str, classes: Sequence[str] | None = None) -> D
         raise SpecError("no validation data: set dataset_config.validation_fold or validation_data_source")
     names = list(classes) if classes is not None else class_list(readers)
     _, h, w = input_shape_of(cfg)
-    ds = load_frames(readers, names, (w, h))
+    # training readers are one per data source, in order; validation is never re-weighted
+    weights = [src.source_weight for src in cfg.dataset_config.data_sources] if split == "training" else None
+    ds = load_frames(readers, names, (w, h), weights)
     if not ds.frames:
         what = [str(Path(r.root)) for r in readers]
         raise DataError(f"the {split} split of {what} has no frames")

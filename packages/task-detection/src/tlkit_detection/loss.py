@@ -20,6 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tlkit.errors import ModelFileError
+
 EPS = 1e-7
 
 
@@ -116,6 +118,22 @@ class DetectNetLoss:
         self.weights = autoweights(self.initial, mean_cost, self.min_weight, self.max_weight)
         self._nd_cache.clear()
         return self.weights
+
+
+    def get_state(self) -> dict:
+        """The auto-weighted objective weights, for the training checkpoint (JSON)."""
+        return {"objective_weights": np.asarray(self.weights, np.float64).tolist()}
+
+    def set_state(self, state: dict) -> None:
+        """Restore what `get_state` saved (on resume)."""
+        if "objective_weights" in state:
+            w = np.asarray(state["objective_weights"], np.float64)
+            if w.shape != np.shape(self.weights):
+                raise ModelFileError(
+                    f"checkpoint objective weights have shape {w.shape}, this job's classes need {np.shape(self.weights)}"
+                )
+            self.weights = w
+            self._nd_cache.clear()
 
 
 def autoweights(initial: np.ndarray, mean_cost: np.ndarray, lo: float, hi: float) -> np.ndarray:

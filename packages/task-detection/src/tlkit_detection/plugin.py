@@ -42,7 +42,7 @@ def tlkit_register_tasks():
         name=TASK,
         summary="2D object detection (TLT DetectNet_v2 parity): convert, train, evaluate, infer, prune, export.",
         config_model=f"{_PKG}.config:DetectionConfig",
-        build_model=f"{_PKG}.model:build_from_meta",
+        build_model=f"{_PKG}.gluoncv_models:build_any_from_meta",  # DetectNet_v2 or GluonCV SSD/YOLOv3
         commands=(
             CommandSpec("train", f"{_PKG}.train:run", "Train DetectNet_v2 (or retrain a pruned graph with load_graph: true).", (), stage=Stage.TRAIN),
             CommandSpec(

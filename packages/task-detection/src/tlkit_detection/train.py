@@ -59,6 +59,10 @@ def evaluate_dataset(detector: Any, ds: Dataset, maker: TargetMaker, cfg: Any, b
 
 def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False) -> Any:
     """Everything `train` does; returns tlkit.training's TrainResult."""
+    if cfg.model.detector != "detectnet_v2":  # GluonCV SSD / YOLOv3
+        from tlkit_detection.gluoncv_train import train_model as train_gluoncv
+
+        return train_gluoncv(cfg, results_dir, console, ctx_list, use_amp=use_amp)
     from tlkit.config import save_resolved_spec
     from tlkit.training import TrainJob, train
 
@@ -127,6 +131,8 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         freeze_bn=cfg.model.freeze_bn,
         save_as_graph=built.save_as_graph,
         on_epoch_end=on_epoch_end,
+        get_task_state=loss.get_state,  # auto-weighted objective weights: checkpointed, restored on resume
+        set_task_state=loss.set_state,
     )
     return train(job, tc, results_dir, ctx_list, console, use_amp)
 

@@ -50,7 +50,12 @@ class TrainJob:
     freeze_bn: bool = False
     regularize: Callable[[str, Any], bool] | None = None
     save_as_graph: bool = False
+    # called after validation and before the epoch's checkpoint, so what it changes is checkpointed
     on_epoch_end: Callable[[int, dict], None] | None = None
+    # task state that changes while training (e.g. DetectNet_v2's auto-weighted objective weights):
+    # saved as JSON in every checkpoint and handed back on resume, so a resumed run continues exactly
+    get_task_state: Callable[[], dict] | None = None
+    set_task_state: Callable[[dict], None] | None = None
 
 
 @dataclass
@@ -280,6 +285,8 @@ class _Engine:
                 )
             start_epoch, state = loaded.epoch, loaded.state
             self.history = list(state.get("history", []))
+            if job.set_task_state is not None and "task_state" in state:
+                job.set_task_state(state["task_state"])
 
         job.net.hybridize()
         trainer = self._make_trainer(self.schedule(start_epoch * job.steps_per_epoch))
@@ -326,11 +333,11 @@ class _Engine:
                 self._maybe_save_best(metrics, epoch)
             self.history.append(row)
             self._log_epoch(row, epoch, n_epochs, epoch_times)
+            if job.on_epoch_end is not None:
+                job.on_epoch_end(epoch, row)
             if (epoch + 1) % cfg.checkpoint_interval == 0 or last or stopped_early:
                 self._save_checkpoint(epoch + 1, stopped_early)
                 last_ckpt_epoch = epoch + 1
-            if job.on_epoch_end is not None:
-                job.on_epoch_end(epoch, row)
             if stopped_early:
                 self.console.print(
                     f"early stopping after epoch {epoch + 1}: {self.monitor} did not improve for "
@@ -662,6 +669,8 @@ class _Engine:
             "rng": ck.rng_state(),
             "trainable": [n for n, _ in self.trainable],  # the optimizer state is indexed by this list
         }
+        if self.job.get_task_state is not None:
+            state["task_state"] = self.job.get_task_state()
         path = ck.checkpoint_path(self.weights_dir, epoch)
         self._save(path, {"epoch": epoch, "train_state": state}, ck.trainer_states_bytes(self.trainer))
         ck.prune_checkpoints(self.weights_dir, self.cfg.max_checkpoints_to_keep)

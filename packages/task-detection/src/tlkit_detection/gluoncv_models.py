@@ -1,0 +1,535 @@
+"""GluonCV SSD and YOLOv3 detectors in `tlkit detection` (`model_config.detector: ssd | yolov3`).
+
+The network is GluonCV's own `SSD` / `YOLOV3` block, built for the user's classes and the spec's input
+size (anchor sizes scale with the input's shorter side from GluonCV's 512 / 416 presets), never
+downloading: base networks get `pretrained_base=False`; ImageNet weights come from a local file
+(`$MXNET_HOME/models/<base>-<hash>.params`, GluonCV's own cache layout, or core's offline backbone weights
+for `efficientnet_lite0`). `train_config.pretrained_model_path` may name a GluonCV detector `.params`
+(e.g. a VOC or COCO model) or a tlkit detector `.tlk`: it loads by structural name except the class
+heads and anchors, then the class heads are reset for the user's classes, reusing the rows of classes
+whose names match (GluonCV's `reset_class(reuse_weights=...)`).
+
+Inference output (what `.tlk` files and ONNX exports give): GluonCV's decoding WITHOUT its NMS:
+`ids (B, M, 1)` (class id, -1 = below 0.01), `scores (B, M, 1)`, `bboxes (B, M, 4)` x1 y1 x2 y2 in
+network-input pixels, M = classes x anchors. NMS runs in `postprocess_gluoncv` (numpy) with the spec's
+thresholds, the same code for MXNet and onnxruntime (an exported NMS is not needed, and outputs
+before NMS compare exactly between backends).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from tlkit.errors import ModelFileError, SpecError
+
+DETECTORS = ("detectnet_v2", "ssd", "yolov3")
+GLUONCV_DETECTORS = ("ssd", "yolov3")
+OUTPUT_NAMES = ["ids", "scores", "bboxes"]
+PREFIX = "gcv_"  # a fixed block prefix: the same graph node names in every process (meta["prune_exclude"])
+_SSD_RATIOS = [[1, 2, 0.5]] + [[1, 2, 0.5, 3, 1.0 / 3]] * 3 + [[1, 2, 0.5]] * 2
+_YOLO_ANCHORS = [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]]
+
+
+@dataclass(frozen=True)
+class GluonCVArch:
+    """One supported (detector, backbone): GluonCV's preset values, at `base_size`."""
+
+    detector: str
+    backbone: str  # the model_config.arch (+ n_layers) that selects it
+    base: str  # GluonCV base network name (ImageNet weights file name)
+    base_size: int
+    sizes: tuple[float, ...] = ()  # SSD anchor sizes at base_size
+    steps: tuple[int, ...] = ()
+    features: Any = None  # SSD: base network output names
+    filters: tuple[int, ...] | None = None
+    preprocess: str = "torch"
+    min_input: int = 32
+
+
+ARCHS: dict[tuple[str, str], GluonCVArch] = {
+    a.detector + ":" + a.backbone: a
+    for a in (
+        GluonCVArch("ssd", "mobilenet_v1", "mobilenet1.0", 512, (51.2, 102.4, 189.4, 276.4, 363.52, 450.6, 492),
+                    (16, 32, 64, 128, 256, 512), ("relu22_fwd", "relu26_fwd"), (512, 512, 256, 256)),
+        GluonCVArch("ssd", "resnet18", "resnet18_v1", 512, (51.2, 102.4, 189.4, 276.4, 363.52, 450.6, 492),
+                    (16, 32, 64, 128, 256, 512), ("stage3_activation1", "stage4_activation1"), (512, 512, 256, 256)),
+        GluonCVArch("ssd", "resnet50", "resnet50_v1", 512, (51.2, 102.4, 189.4, 276.4, 363.52, 450.6, 492),
+                    (16, 32, 64, 128, 256, 512), ("stage3_activation5", "stage4_activation2"), (512, 512, 256, 256)),
+        GluonCVArch("ssd", "vgg16", "vgg16_atrous", 300, (21, 45, 99, 153, 207, 261, 315),
+                    (8, 16, 32, 64, 100, 300), "vgg16_atrous_300", None, min_input=264),
+        # tlkit's EfficientNet-Lite0 (ImageNet weights ship offline) with SSD heads at strides 8..256;
+        # anchors from 5 % to 90 % of the input (small objects need the stride-8 map)
+        GluonCVArch("ssd", "efficientnet_lite0", "efficientnet_lite0", 320, (16, 48, 96, 144, 192, 240, 288),
+                    (8, 16, 32, 64, 128, 256), None, (512, 256, 256), preprocess="tf"),
+        GluonCVArch("yolov3", "darknet53", "darknet53", 416),
+        GluonCVArch("yolov3", "mobilenet_v1", "mobilenet1.0", 416),
+    )
+}
+
+
+def backbone_key(arch: str, n_layers: int | None) -> str:
+    """model_config (arch, n_layers) -> the backbone name used above (resnet + 50 -> resnet50)."""
+    if arch in ("resnet", "vgg", "darknet") and n_layers is not None:
+        return f"{arch}{n_layers}"
+    return arch
+
+
+def arch_for(detector: str, arch: str, n_layers: int | None) -> GluonCVArch:
+    key = backbone_key(arch, n_layers)
+    found = ARCHS.get(f"{detector}:{key}")
+    if found is None:
+        choices = ", ".join(a.backbone for a in ARCHS.values() if a.detector == detector)
+        raise SpecError(
+            f"model_config.arch {key!r} is not available for detector {detector!r}; choose one of: {choices} "
+            "(resnet/vgg/darknet with model_config.n_layers, e.g. arch: resnet, n_layers: 50)"
+        )
+    return found
+
+
+def _scaled(values: Any, scale: float) -> list[float]:
+    return [round(float(v) * scale, 3) for v in values]
+
+
+# -- networks ----------------------------------------------------------------------------------------------
+
+
+def _tlkit_backbone_features(arch: str, filters: tuple[int, ...]):
+    """A features factory for gluoncv's SSD: tlkit backbone outputs at strides 8, 16, 32 + extra stride-2
+    layers (1x1 reduce, 3x3 stride 2, BN, ReLU), as GluonCV's FeatureExpander appends them."""
+    import mxnet as mx
+    from mxnet.gluon import nn
+    from tlkit.backbones import build_backbone
+
+    class BackboneFeatures(nn.HybridBlock):
+        def __init__(self, **kwargs: Any):
+            super().__init__(**kwargs)
+            with self.name_scope():
+                self.backbone = build_backbone(arch, out_stride=32)
+                self.extras = nn.HybridSequential()
+                for f in filters:
+                    seq = nn.HybridSequential()
+                    seq.add(nn.Conv2D(f // 2, 1, use_bias=False), nn.BatchNorm(), nn.Activation("relu"),
+                            nn.Conv2D(f, 3, 2, 1, use_bias=False), nn.BatchNorm(), nn.Activation("relu"))
+                    self.extras.add(seq)
+            # the last layer at each of strides 8, 16, 32: found by shape inference on a 256 px input
+            x, outs = mx.sym.var("data"), []
+            for name in self.backbone._layer_names:
+                x = self.backbone._children[name](x)
+                outs.append(x)
+            _, shapes, _ = mx.sym.Group(outs).infer_shape_partial(data=(1, 3, 256, 256))
+            last = {256 // s[2]: i for i, s in enumerate(shapes)}
+            missing = [s for s in (8, 16, 32) if s not in last]
+            if missing:
+                raise SpecError(f"{arch}: no layer at stride {missing[0]}, cannot feed SSD")
+            self._taps = {last[8], last[16], last[32]}
+
+        def hybrid_forward(self, F: Any, x: Any) -> Any:
+            outs = []
+            for i, name in enumerate(self.backbone._layer_names):
+                x = self.backbone._children[name](x)
+                if i in self._taps:
+                    outs.append(x)
+            for e in self.extras:
+                x = e(x)
+                outs.append(x)
+            return outs
+
+    def factory(**_ignored: Any):  # SSD calls features(pretrained=..., ctx=..., root=...)
+        return BackboneFeatures()
+
+    return factory
+
+
+def _pretrained_base_tag(base: str, use: bool) -> str | bool:
+    """GluonCV's `pretrained_base`: False, or the hash tag of a LOCAL ImageNet file (never a download)."""
+    if not use:
+        return False
+    from tlkit.weights import mxnet_model_dir
+
+    found = sorted(mxnet_model_dir().glob(f"{base}-*.params"))
+    if not found:
+        raise ModelFileError(
+            f"ImageNet weights of {base} not found: expected {mxnet_model_dir()}/{base}-<hash>.params "
+            "(GluonCV's cache layout; tlkit never downloads them); or set train_config.pretrained_model_path "
+            "to a detector file or leave it empty to train from scratch"
+        )
+    return found[0].stem.rsplit("-", 1)[1]
+
+
+def build_net(build: dict[str, Any], pretrained_base: str | bool = False) -> Any:
+    """The uninitialised GluonCV detector of a model file's `build` record (NMS off: see module doc)."""
+    import warnings
+
+    from gluoncv.model_zoo.ssd.ssd import get_ssd
+    from tlkit.weights import mxnet_model_dir
+
+    a = arch_for(build["detector"], build["backbone"], None)
+    classes = list(build["classes"])
+    w, h = build["input_size"]
+    scale = min(w, h) / a.base_size
+    root = str(mxnet_model_dir())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if a.detector == "ssd":
+            if a.backbone == "efficientnet_lite0":
+                net = get_ssd(None, a.base_size, _tlkit_backbone_features(a.base, a.filters), None,
+                              _scaled(a.sizes, scale), _SSD_RATIOS, list(a.steps), classes, "", pretrained=False,
+                              pretrained_base=False, root=root, prefix=PREFIX)
+            else:
+                if a.features == "vgg16_atrous_300":
+                    from gluoncv.model_zoo.ssd.vgg_atrous import vgg16_atrous_300 as features
+                else:
+                    features = list(a.features)
+                net = get_ssd(a.base, a.base_size, features, list(a.filters) if a.filters else None,
+                              _scaled(a.sizes, scale), _SSD_RATIOS, list(a.steps), classes, "", pretrained=False,
+                              pretrained_base=pretrained_base, root=root, prefix=PREFIX)
+        else:
+            net = _yolov3(a, classes, scale, pretrained_base, root)
+    net.set_nms(nms_thresh=0, nms_topk=-1, post_nms=-1)  # decoded boxes before NMS (module doc)
+    return net
+
+
+@functools.cache  # one class (MXNet/GluonCV imported on first use only)
+def _yolo_class():
+    from gluoncv.model_zoo.yolo.yolo3 import YOLOV3, _upsample
+    from mxnet import autograd
+
+    class TrainableYOLOV3(YOLOV3):
+        """GluonCV's YOLOV3 whose recorded training forward takes only the images and returns the raw
+        predictions (box_preds, objectness, centers, scales, class_pred), so the engine's
+        `loss(net(x), label)` works; `YOLOv3Loss` makes GluonCV's dynamic targets and loss from them.
+        Every other call (inference, non-recording training, with targets) is GluonCV's own."""
+
+        def hybrid_forward(self, F: Any, x: Any, *args: Any) -> Any:
+            if args or not (autograd.is_training() and autograd.is_recording()):
+                return super().hybrid_forward(F, x, *args)
+            routes, dets, parts = [], [], [[], [], [], []]
+            for stage in self.stages:
+                x = stage(x)
+                routes.append(x)
+            for i, block, output in zip(range(len(routes)), self.yolo_blocks, self.yolo_outputs):
+                x, tip = block(x)
+                det, centers, scales, objness, class_pred, _, _ = output(tip)
+                dets.append(det)
+                for lst, v in zip(parts, (objness, centers, scales, class_pred)):
+                    lst.append(v.reshape((0, -3, -1)))
+                if i >= len(routes) - 1:
+                    break
+                x = self.transitions[i](x)
+                upsample = _upsample(x, stride=2)
+                route_now = routes[::-1][i + 1]
+                x = F.concat(F.slice_like(upsample, route_now * 0, axes=(2, 3)), route_now, dim=1)
+            return (F.concat(*dets, dim=1), *[F.concat(*p, dim=1) for p in parts])
+
+    return TrainableYOLOV3
+
+
+def _yolov3(a: GluonCVArch, classes: list[str], scale: float, pretrained_base: str | bool, root: str) -> Any:
+    anchors = [_scaled(x, scale) for x in _YOLO_ANCHORS]
+    if a.backbone == "darknet53":
+        from gluoncv.model_zoo.yolo.darknet import darknet53
+
+        base = darknet53(pretrained=pretrained_base, root=root)
+        stages = [base.features[:15], base.features[15:24], base.features[24:]]
+    else:
+        from gluoncv.model_zoo.mobilenet import get_mobilenet
+
+        base = get_mobilenet(multiplier=1, pretrained=pretrained_base, root=root)
+        stages = [base.features[:33], base.features[33:69], base.features[69:-2]]
+    return _yolo_class()(stages, [512, 256, 128], anchors, [8, 16, 32], classes=classes, prefix=PREFIX)
+
+
+def build_meta(cfg: Any, classes: list[str]) -> dict[str, Any]:
+    """A GluonCV detector's model-file meta (see model.build_meta for DetectNet_v2's)."""
+    from tlkit_detection.model import input_shape_of
+
+    m = cfg.model
+    a = arch_for(m.detector, m.arch, m.n_layers)
+    c, h, w = input_shape_of(cfg)
+    if min(w, h) < a.min_input:
+        raise SpecError(f"{a.detector} {a.backbone} needs an input of at least {a.min_input} px on each side "
+                        f"(its last layers are unpadded convolutions); the spec asks for {w}x{h}")
+    mode = m.preprocess_mode if m.preprocess_mode != "auto" else a.preprocess
+    pp = cfg.postprocessing_config
+    return {
+        "task": "detection",
+        "detector": a.detector,
+        "arch": f"{a.detector}_{a.backbone}",
+        "classes": list(classes),
+        "input_shape": [c, h, w],
+        "input_layout": "NCHW",
+        "preprocessing": {"mode": mode, "resize_interpolation": "bilinear"},
+        "output_names": list(OUTPUT_NAMES),
+        "postprocessing": {n: nms_params(pp.for_class(n)) for n in classes},
+        # nvinfer has no parser for boxes before NMS: network-type 100 hands the raw tensors to the app
+        "deepstream": {"network_type": 100, "properties": {"output-tensor-meta": 1}},
+        "build": {"detector": a.detector, "backbone": a.backbone, "classes": list(classes), "input_size": [w, h]},
+    }
+
+
+def nms_params(c: Any) -> dict[str, float]:
+    """Per-class NMS of a GluonCV detector from a ClusteringConfig. DetectNet_v2's defaults (IoU 0.2,
+    confidence 0.1) would cut SSD's recall, so fields the spec does not set take GluonCV's (0.45, 0.01)."""
+    given = c.model_fields_set
+    return {
+        "nms_iou_threshold": c.nms_iou_threshold if "nms_iou_threshold" in given else 0.45,
+        "confidence_threshold": c.nms_confidence_threshold if "nms_confidence_threshold" in given else 0.01,
+        "minimum_bounding_box_height": c.minimum_bounding_box_height if "minimum_bounding_box_height" in given else 0.0,
+        "top_k": 400,
+        "max_detections": 100,
+    }
+
+
+def head_names(net: Any) -> list[str]:
+    """Graph names of the class/box prediction convolutions (their channel counts are fixed)."""
+    if hasattr(net, "class_predictors"):
+        return [p.predictor.name for p in list(net.class_predictors) + list(net.box_predictors)]
+    return [o.prediction.name for o in net.yolo_outputs]
+
+
+def build_from_meta(meta: dict[str, Any]) -> Any:
+    build = meta.get("build") or {}
+    for key in ("detector", "backbone", "classes", "input_size"):
+        if key not in build:
+            raise ModelFileError(f"GluonCV detector model file: meta.json build has no {key!r}")
+    return build_net(build)
+
+
+def _initialize(net: Any, ctx: list[Any]) -> None:
+    """Per-parameter init (a plain Xavier initialize fails on SSD's expander BatchNorm): BN gamma/var 1,
+    beta/mean/bias 0, kernels Xavier; parameters with their own initializer (anchors) keep it."""
+    import mxnet as mx
+
+    for name, p in net.collect_params().items():
+        if p._data is not None or p._deferred_init:
+            continue
+        if name.endswith(("gamma", "running_var", "moving_var")):
+            init = mx.init.One()
+        elif name.endswith(("beta", "running_mean", "moving_mean", "bias")):
+            init = mx.init.Zero()
+        else:
+            init = mx.init.Xavier(magnitude=2.0)
+        p.initialize(init=None if p.init is not None else init, default_init=init, ctx=ctx)
+
+
+def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: Any = None) -> Any:
+    """The GluonCV detector `train` starts from (see the module doc for the pretrained weights)."""
+    import mxnet as mx
+    from tlkit.transfer import BuiltModel, describe_load, set_bn_momentum
+
+    m, tc = cfg.model, cfg.train_config
+    if tc.load_graph:
+        raise SpecError(f"train_config.load_graph: retraining a pruned graph is not supported for {m.detector}")
+    meta = build_meta(cfg, classes)
+    a = arch_for(m.detector, m.arch, m.n_layers)
+    uri = str(tc.pretrained_model_path or "")
+    imagenet = uri == "imagenet"
+    tag = _pretrained_base_tag(a.base, imagenet) if imagenet and a.backbone != "efficientnet_lite0" else False
+    mx.random.seed(tc.random_seed)
+    net = build_net(meta["build"], pretrained_base=tag)
+    meta["prune_exclude"] = head_names(net)
+    _initialize(net, ctx)
+    with mx.autograd.train_mode():  # materialise deferred shapes (predictors) before loading
+        net(mx.nd.zeros((1, *meta["input_shape"]), ctx=ctx[0]))
+    if imagenet and a.backbone == "efficientnet_lite0":
+        from tlkit.weights import load_pretrained
+
+        report = load_pretrained(net.features.backbone, "imagenet", arch=a.base)
+        if console is not None:
+            console.print(describe_load(report))
+    elif imagenet and console is not None:
+        console.print(f"pretrained weights: ImageNet {a.base} (gluoncv tag {tag})")
+    elif uri:
+        load_detector_weights(net, uri, classes, list(m.pretrained_classes), console)
+    if m.batch_norm_momentum is not None:  # GluonCV's own 0.9; EfficientNet's 0.99 lags on small data
+        set_bn_momentum(net, m.batch_norm_momentum)
+    frozen: tuple[str, ...] = ()
+    if m.freeze_blocks:
+        if a.backbone != "efficientnet_lite0":  # GluonCV bases are one traced graph without blocks
+            raise SpecError(f"model_config.freeze_blocks: supported for ssd efficientnet_lite0, not {meta['arch']}")
+        frozen = tuple("features.backbone." + p for p in net.features.backbone.freeze_prefixes(m.freeze_blocks))
+    return BuiltModel(net, meta, frozen)
+
+
+def load_detector_weights(net: Any, uri: str, classes: list[str], file_classes: list[str], console: Any = None) -> Any:
+    """Load a GluonCV / tlkit detector file into `net` (built for `classes`), resetting the class heads.
+
+    The file's class count comes from its first class head; its class names from `file_classes`
+    (model_config.pretrained_classes), a tlkit file's meta, or "voc"/"coco" in the file name. Rows of the
+    classes present in both are reused (gluoncv reset_class); the others start fresh."""
+    import mxnet as mx
+    from tlkit.model_io import is_model_file, read_meta
+    from tlkit.transfer import describe_load
+    from tlkit.weights import load_pretrained, load_weight_file, resolve_weights
+
+    path = resolve_weights(uri)
+    arrays = load_weight_file(path)
+    ssd = hasattr(net, "class_predictors")
+    # SSD: anchors x (classes + background) channels; YOLOv3: anchors x (4 box + 1 objectness + classes)
+    head = "class_predictors.0.predictor.weight" if ssd else "yolo_outputs.0.prediction.weight"
+    if head not in arrays:
+        raise ModelFileError(f"{path}: not a GluonCV {'SSD' if ssd else 'YOLOv3'} detector file (no {head})")
+    if ssd:
+        n_anchor = net.class_predictors[0].predictor.weight.shape[0] // (len(classes) + 1)
+        n_file = arrays[head].shape[0] // n_anchor - 1
+    else:
+        n_file = arrays[head].shape[0] // net.yolo_outputs[0]._num_anchors - 5
+    names = list(file_classes) or _known_classes(path, n_file)
+    if is_model_file(path) and not file_classes:
+        names = list(read_meta(path).get("classes") or names)
+    if len(names) != n_file:
+        raise SpecError(f"model_config.pretrained_classes lists {len(names)} classes, {path} has {n_file}")
+    net.reset_class(names)  # the file's head shapes, so every tensor loads
+    report = load_pretrained(net, path, weight_map=lambda n: None if "anchor" in n else n)
+    if console is not None:
+        console.print(describe_load(report))
+    if not report.loaded:
+        raise ModelFileError(f"{path}: no tensor matched the network; is it weights for this architecture?")
+    reuse = {c: c for c in classes if c in names}
+    net.reset_class(list(classes), reuse_weights=reuse or None)
+    ctx = next(iter(net.collect_params().values())).list_ctx()
+    for p in net.collect_params().values():  # the new heads: deferred until the next forward
+        if p._data is None and not p._deferred_init:
+            p.initialize(mx.init.Xavier(magnitude=2.0) if p.name.endswith("weight") else mx.init.Zero(), ctx=ctx)
+    if console is not None:
+        console.print(f"class heads reset for {classes}; reused from {path.name}: {sorted(reuse) or 'none'}")
+    return report
+
+
+def _known_classes(path: Any, n: int) -> list[str]:
+    from gluoncv.data import COCODetection, VOCDetection
+
+    name = str(path).lower()
+    for key, known in (("voc", VOCDetection.CLASSES), ("coco", COCODetection.CLASSES)):
+        if key in name and len(known) == n:
+            return list(known)
+    return [f"pretrained_class_{i}" for i in range(n)]  # names unknown: nothing is reused
+
+
+# -- post-processing -----------------------------------------------------------------------------------------
+
+
+def nms(boxes: Any, scores: Any, iou: float) -> Any:
+    """Indices kept by greedy NMS (boxes x1 y1 x2 y2, any order of scores)."""
+    import numpy as np
+
+    order = np.argsort(-scores, kind="stable")
+    area = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.maximum(xx2 - xx1, 0) * np.maximum(yy2 - yy1, 0)
+        ov = inter / np.maximum(area[i] + area[rest] - inter, 1e-12)
+        order = rest[ov <= iou]
+    return np.asarray(keep, np.int64)
+
+
+def postprocess_gluoncv(ids: Any, scores: Any, bboxes: Any, classes: list[str], input_size: tuple[int, int],
+                        params: dict[str, dict[str, float]], orig_sizes: list[tuple[int, int]]) -> list[list[Any]]:
+    """(B, M, 1) ids, (B, M, 1) scores, (B, M, 4) boxes in input pixels -> per image Detections in source
+    pixels: per class confidence threshold, top_k, NMS, minimum height; at most max_detections per image."""
+    import numpy as np
+
+    from tlkit_detection.clustering import Detection
+
+    w_in, h_in = input_size
+    out = []
+    for b, (w0, h0) in enumerate(orig_sizes):
+        cid = np.asarray(ids[b]).reshape(-1).astype(np.int64)
+        sc = np.asarray(scores[b]).reshape(-1).astype(np.float64)
+        bx = np.asarray(bboxes[b]).reshape(-1, 4).astype(np.float64)
+        bx[:, [0, 2]] = bx[:, [0, 2]].clip(0, w_in)
+        bx[:, [1, 3]] = bx[:, [1, 3]].clip(0, h_in)
+        dets = []
+        for k, name in enumerate(classes):
+            p = params[name]
+            sel = np.flatnonzero((cid == k) & (sc >= p["confidence_threshold"])
+                                 & (bx[:, 3] - bx[:, 1] > p["minimum_bounding_box_height"]))
+            if not sel.size:
+                continue
+            sel = sel[np.argsort(-sc[sel], kind="stable")[: int(p["top_k"])]]
+            for i in sel[nms(bx[sel], sc[sel], p["nms_iou_threshold"])]:
+                dets.append(Detection(name, bx[i], float(sc[i]), float(sc[i]), 1))
+        dets.sort(key=lambda d: -d.confidence)
+        limit = int(max(params[c]["max_detections"] for c in classes)) if classes else 0
+        s = np.array([w0 / w_in, h0 / h_in, w0 / w_in, h0 / h_in])
+        for d in dets[:limit]:
+            d.bbox = np.asarray(d.bbox, np.float64) * s
+        out.append(dets[:limit])
+    return out
+
+
+def params_from(meta: dict[str, Any], spec: Any = None) -> dict[str, dict[str, float]]:
+    classes = list(meta["classes"])
+    if spec is not None:
+        return {c: nms_params(spec.postprocessing_config.for_class(c)) for c in classes}
+    saved = meta.get("postprocessing") or {}
+    from tlkit_detection.config import ClusteringConfig
+
+    return {c: saved.get(c) or nms_params(ClusteringConfig()) for c in classes}
+
+
+# -- runners ---------------------------------------------------------------------------------------------------
+
+
+def _detector_class():
+    import time
+    from dataclasses import dataclass as _dc
+
+    from tlkit_detection.predict import Detector
+
+    @_dc
+    class GluonCVDetector(Detector):
+        """A Detector whose `heads` give (ids, scores, bboxes) before NMS; `params` are per-class NMS settings."""
+
+        def run_batch(self, x: Any, orig_sizes: Any) -> list[list[Any]]:
+            t = time.perf_counter()
+            ids, scores, bboxes = self.heads(x)
+            self.times.append((time.perf_counter() - t) / max(len(x), 1))
+            return postprocess_gluoncv(ids, scores, bboxes, self.classes, self.input_size, self.params, orig_sizes)
+
+    return GluonCVDetector
+
+
+def net_detector(net: Any, meta: dict[str, Any], ctx: Any, params: dict[str, dict[str, float]]) -> Any:
+    """A Detector over an in-memory GluonCV network (validation during training)."""
+
+    def heads(x: Any):
+        import mxnet as mx
+
+        return tuple(o.asnumpy() for o in net(mx.nd.array(x, ctx=ctx)))
+
+    return _detector_class()(None, "mxnet", meta, heads, params)
+
+
+def runner_detector(path: Any, eng: Any, meta: dict[str, Any], spec: Any, backend: str) -> Any:
+    """A Detector over a loaded runner (.tlk in MXNet, .onnx in onnxruntime) of a GluonCV detector."""
+    import numpy as np
+
+    def heads(x: Any):
+        outs = eng.run(np.ascontiguousarray(x, dtype=np.float32))
+        if len(outs) != 3:
+            raise ModelFileError(f"{path}: expected 3 outputs {OUTPUT_NAMES}, the model gave {len(outs)}")
+        by_name = dict(zip(list(getattr(eng, "output_names", None) or OUTPUT_NAMES), outs))
+        if all(n in by_name for n in OUTPUT_NAMES):
+            return tuple(np.asarray(by_name[n]) for n in OUTPUT_NAMES)
+        return tuple(np.asarray(o) for o in outs)
+
+    return _detector_class()(path, backend, meta, heads, params_from(meta, spec))
+
+
+def build_any_from_meta(meta: dict[str, Any]) -> Any:
+    """TaskSpec.build_model of the detection task: a GluonCV detector or DetectNet_v2, by meta["detector"]."""
+    if meta.get("detector") in GLUONCV_DETECTORS:
+        return build_from_meta(meta)
+    from tlkit_detection.model import build_from_meta as build_detectnet
+
+    return build_detectnet(meta)

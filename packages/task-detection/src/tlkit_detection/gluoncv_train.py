@@ -1,0 +1,232 @@
+"""`tlkit detection train` for GluonCV detectors (`model_config.detector: ssd | yolov3`).
+
+The same engine as DetectNet_v2 (tlkit.training: checkpoints, resume, progress, curves, status.json) over
+the same records (frames resized to the network input, `data.dataset_for`). Per training frame the steps of
+GluonCV's `SSDDefaultTrainTransform` (see `SSDTargets`) make the input and the anchor targets
+(`SSDTargetGenerator`, IoU 0.5); the cost is GluonCV's `SSDMultiBoxLoss`
+(softmax cross-entropy with 3:1 hard negative mining + smooth L1, normalised by the positive anchors).
+YOLOv3: GluonCV's `YOLO3DefaultTrainTransform` with its prefetched targets, then in the loss its dynamic
+target merge and `YOLOV3Loss` (frames without objects are left out of its training batches).
+Augmentation uses Python's and numpy's RNGs, which the engine reseeds every epoch, so runs repeat.
+Validation scores the validation fold with the metrics of `evaluate` (TLT AP, `evaluation_config`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tlkit.errors import SpecError
+
+
+class SSDLoss:
+    """(outputs (cls_preds, box_preds, anchors), (cls_targets, box_targets)) -> per-sample loss (B,).
+
+    GluonCV's loss is already normalised by the positives of the batch; times B, so that the engine's
+    division by the batch size gives GluonCV's own gradient scale."""
+
+    def __init__(self) -> None:
+        from gluoncv.loss import SSDMultiBoxLoss
+
+        self.mbox = SSDMultiBoxLoss()
+
+    def __call__(self, outputs: Any, label: Any) -> Any:
+        cls_preds, box_preds = outputs[0], outputs[1]
+        cls_t, box_t = label
+        sum_loss, _, _ = self.mbox(cls_preds, box_preds, cls_t, box_t)
+        return sum_loss[0] * cls_preds.shape[0]
+
+
+class YOLOv3Loss:
+    """(raw predictions of TrainableYOLOV3, prefetched targets) -> per-sample loss (B,): GluonCV's dynamic
+    target merge (ignores predictions overlapping a ground truth) and YOLOV3Loss (objectness, centre,
+    scale, class), summed. Per sample, as GluonCV's trainer.step(batch_size) expects."""
+
+    def __init__(self, net: Any):
+        self.net = net
+
+    def __call__(self, outputs: Any, label: Any) -> Any:
+        box_preds, objness, centers, scales, class_pred = outputs
+        targets = self.net._target_generator(box_preds, *label)
+        obj, ctr, scl, cls = self.net._loss(objness, centers, scales, class_pred, *targets)
+        return obj + ctr + scl + cls
+
+
+class YOLOv3Targets:
+    """Frame -> (normalised CHW input, (gt_boxes, objectness, centers, scales, weights, class targets)) with
+    GluonCV's YOLO3DefaultTrainTransform (its augmentation and prefetched targets)."""
+
+    def __init__(self, net: Any, meta: dict[str, Any]):
+        from gluoncv.data.transforms.presets.yolo import YOLO3DefaultTrainTransform
+        from tlkit.export.preprocess import resolve_preprocessing
+
+        pre = resolve_preprocessing(meta)
+        if pre["channel_order"] != "RGB":
+            raise SpecError(f"{meta['arch']}: training needs RGB input (model_config.preprocess_mode torch or tf)")
+        _, h, w = meta["input_shape"]
+        self.transform = YOLO3DefaultTrainTransform(
+            w, h, net, mean=[m / 255.0 for m in pre["mean"]], std=[s / 255.0 for s in pre["std"]])
+
+    def __call__(self, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray):
+        import mxnet as mx
+
+        label = np.hstack([boxes.astype(np.float32), classes.reshape(-1, 1).astype(np.float32)])
+        img, *targets, gt = self.transform(mx.nd.array(image, dtype="uint8"), label)
+        return (img.asnumpy(), gt.asnumpy(), *[t.asnumpy() for t in targets])
+
+
+def yolo_batches(ds: Any, targets: YOLOv3Targets, batch_size: int, *, epoch: int, seed: int, drop_last: bool):
+    """Shuffled batches of frames with objects: (x, (gt_boxes padded with -1, 5 target arrays))."""
+    order = np.array([i for i in range(len(ds)) if len(ds.frames[i].boxes)])
+    np.random.default_rng([seed % 2**32, epoch, 7]).shuffle(order)
+    n = len(order)
+    for start in range(0, n - batch_size + 1 if drop_last else n, batch_size):
+        items = [targets(ds.frames[i].image, ds.frames[i].boxes, ds.frames[i].classes)
+                 for i in order[start : start + batch_size]]
+        n_gt = max(len(it[1]) for it in items)
+        gt = np.full((len(items), n_gt, 4), -1, np.float32)
+        for k, it in enumerate(items):
+            gt[k, : len(it[1])] = it[1]
+        yield np.stack([it[0] for it in items]), (gt, *[np.stack([it[j] for it in items]) for j in range(2, 7)])
+
+
+class SSDTargets:
+    """Frame -> (normalised CHW input, cls_targets (N,), box_targets (N, 4)): the steps of GluonCV's
+    SSDDefaultTrainTransform with GluonCV's own functions (colour distortion, random expand, SSD's
+    constrained random crop, resize with a random interpolation, flip) and its SSDTargetGenerator.
+
+    augmentation_config.spatial_augmentation sets the two knobs a dataset most often needs changed: the
+    random expand (zoom out) goes up to 1 / zoom_min (GluonCV: 4, i.e. zoom_min 0.25; off at the default
+    1.0, as objects of a fixed scale such as cells only shrink out of reach of the anchors) and the flip
+    probability is hflip_probability (GluonCV: 0.5)."""
+
+    def __init__(self, net: Any, meta: dict[str, Any], ctx: Any, aug: Any):
+        import mxnet as mx
+        from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
+
+        from tlkit.export.preprocess import resolve_preprocessing
+
+        pre = resolve_preprocessing(meta)
+        if pre["channel_order"] != "RGB":
+            raise SpecError(f"{meta['arch']}: training needs RGB input (model_config.preprocess_mode torch or tf)")
+        _, self.h, self.w = meta["input_shape"]
+        with mx.autograd.train_mode():
+            _, _, anchors = net(mx.nd.zeros((1, 3, self.h, self.w), ctx=ctx))
+        self.anchors = anchors.as_in_context(mx.cpu())
+        self.n_anchors = int(anchors.shape[1])
+        self.pre = pre
+        sp = aug.spatial_augmentation
+        self.max_expand = 1.0 / sp.zoom_min if sp.zoom_min < 1 else 1.0
+        self.flip = sp.hflip_probability
+        self.generator = SSDTargetGenerator(iou_thresh=0.5, stds=(0.1, 0.1, 0.2, 0.2), negative_mining_ratio=-1)
+
+    def __call__(self, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray):
+        import mxnet as mx
+        from gluoncv.data.transforms import bbox as tbbox
+        from gluoncv.data.transforms import experimental
+        from gluoncv.data.transforms import image as timage
+
+        from tlkit.export.preprocess import normalize_with
+
+        if not len(boxes):  # nothing to crop around or match: the plain frame, all anchors background
+            x = normalize_with(np.asarray(image, np.float32), self.pre).transpose(2, 0, 1)
+            return x, np.zeros(self.n_anchors, np.float32), np.zeros((self.n_anchors, 4), np.float32)
+        label = np.hstack([boxes.astype(np.float32), classes.reshape(-1, 1).astype(np.float32)])
+        img = experimental.image.random_color_distort(mx.nd.array(image, dtype="uint8"))
+        if self.max_expand > 1 and np.random.uniform(0, 1) > 0.5:
+            img, expand = timage.random_expand(img, max_ratio=self.max_expand, fill=list(self.pre["mean"]))
+            label = tbbox.translate(label, x_offset=expand[0], y_offset=expand[1])
+        h, w, _ = img.shape
+        label, crop = experimental.bbox.random_crop_with_constraints(label, (w, h))
+        img = mx.image.fixed_crop(img, *crop)
+        h, w, _ = img.shape
+        img = timage.imresize(img, self.w, self.h, interp=np.random.randint(0, 5))
+        label = tbbox.resize(label, (w, h), (self.w, self.h))
+        if np.random.uniform(0, 1) < self.flip:
+            img = mx.nd.flip(img, axis=1)
+            label = tbbox.flip(label, (self.w, self.h), flip_x=True)
+        x = normalize_with(img.asnumpy().astype(np.float32), self.pre).transpose(2, 0, 1)
+        cls_t, box_t, _ = self.generator(self.anchors, None, mx.nd.array(label[None, :, :4]),
+                                         mx.nd.array(label[None, :, 4:5]))
+        return x, cls_t[0].asnumpy(), box_t[0].asnumpy()
+
+
+def ssd_batches(ds: Any, targets: SSDTargets, batch_size: int, *, epoch: int, seed: int, drop_last: bool):
+    """Shuffled training batches (x (B,3,H,W), (cls_targets (B,N), box_targets (B,N,4)))."""
+    order = np.arange(len(ds))
+    np.random.default_rng([seed % 2**32, epoch, 7]).shuffle(order)
+    n = len(order)
+    for start in range(0, n - batch_size + 1 if drop_last else n, batch_size):
+        items = [targets(ds.frames[i].image, ds.frames[i].boxes, ds.frames[i].classes)
+                 for i in order[start : start + batch_size]]
+        yield np.stack([it[0] for it in items]), (np.stack([it[1] for it in items]), np.stack([it[2] for it in items]))
+
+
+def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False) -> Any:
+    """`train` for a GluonCV detector; returns tlkit.training's TrainResult."""
+    from tlkit.config import save_resolved_spec
+    from tlkit.training import TrainJob, train
+
+    from tlkit_detection.data import TargetMaker, dataset_for, steps_per_epoch
+    from tlkit_detection.gluoncv_models import build_for_training, net_detector, params_from
+    from tlkit_detection.model import count_params
+    from tlkit_detection.train import evaluate_dataset
+
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    tc, ev = cfg.train_config, cfg.evaluation_config
+    train_ds = dataset_for(cfg, "training")
+    classes = train_ds.classes
+    dc = cfg.dataset_config
+    has_val = dc.validation_data_source is not None or dc.validation_fold is not None
+    val_ds = dataset_for(cfg, "validation", classes) if has_val else None
+    console.print(
+        f"train: {len(train_ds)} frames, {sum(len(f.classes) for f in train_ds.frames)} objects of {len(classes)} "
+        f"classes {classes}" + (f"; validation: {len(val_ds)} frames" if val_ds is not None else "; no validation data")
+    )
+    save_resolved_spec(cfg, results_dir)
+    built = build_for_training(cfg, classes, ctx_list, console)
+    meta = built.meta
+    console.print(f"model: GluonCV {meta['arch']}, {count_params(built.net):,} parameters, input {tuple(meta['input_shape'])}")
+    bs = tc.batch_size_per_gpu * len(ctx_list)
+    yolo = meta["detector"] == "yolov3"
+    n_train = sum(1 for f in train_ds.frames if len(f.boxes)) if yolo else len(train_ds)
+    drop_last = n_train >= 2 * bs
+    if yolo:
+        targets, loss, make = YOLOv3Targets(built.net, meta), YOLOv3Loss(built.net), yolo_batches
+    else:
+        targets, loss, make = SSDTargets(built.net, meta, ctx_list[0], cfg.augmentation_config), SSDLoss(), ssd_batches
+
+    def train_data(epoch: int):
+        return make(train_ds, targets, bs, epoch=epoch, seed=tc.random_seed, drop_last=drop_last)
+
+    validate = None
+    if val_ds is not None:
+        maker = TargetMaker(cfg, classes, meta["preprocessing"], val_ds.input_size)
+        params = params_from(meta, cfg)
+
+        def validate(net: Any, ctx: list[Any]) -> dict[str, float]:
+            # a hybridized net keeps the graph of the mode it was traced in (SSD's training branch returns
+            # raw predictions): trace the inference graph here and the training one again afterwards
+            net._clear_cached_op()
+            try:
+                r = evaluate_dataset(net_detector(net, meta, ctx[0], params), val_ds, maker, cfg, bs)["result"]
+            finally:
+                net._clear_cached_op()
+            return {"mean average precision": float(r.mean_ap), **{f"AP {c}": float(r.classes[c].ap) for c in classes}}
+
+    if "validation_period_during_training" in ev.model_fields_set:
+        tc = tc.model_copy(update={"validation_period": ev.validation_period_during_training})
+    job = TrainJob(
+        net=built.net,
+        train_data=train_data,
+        steps_per_epoch=steps_per_epoch(n_train, bs, drop_last),
+        loss=loss,
+        meta=meta,
+        validate=validate,
+        kpi="mean average precision" if validate is not None else None,
+        frozen=built.frozen,
+        freeze_bn=cfg.model.freeze_bn,
+    )
+    return train(job, tc, results_dir, ctx_list, console, use_amp)

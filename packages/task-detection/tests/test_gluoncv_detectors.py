@@ -1,0 +1,241 @@
+"""GluonCV SSD / YOLOv3 through the detection spec and commands: every arch builds for the user's classes
+with the right output shapes; SSD trains 1 epoch on the synthetic set -> evaluate (.tlk and .onnx agree)
+-> inference -> export (onnxruntime equals MXNet before NMS); pretrained detector weights load with the
+class heads reset (matching classes reused); bad arch names and unsupported commands fail clearly."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from detection_synth import CLASSES, tiny_spec, write_synthetic_kitti, write_synthetic_records
+from rich.console import Console
+from tlkit.context import CommandContext
+from tlkit.errors import ModelFileError, SpecError
+
+SSD = {"model_config.detector": "ssd", "model_config.arch": "mobilenet_v1", "train_config.pretrained_model_path": None,
+       "train_config.optimizer": {"type": "sgd", "momentum": 0.9},
+       "train_config.lr_config": {"type": "constant", "learning_rate": 1e-3}}
+
+
+def _ctx(command, **kw):
+    options = kw.pop("options", {})
+    return CommandContext(task="detection", command=command, gpus=0, options=options,
+                          console=Console(width=120, highlight=False), **kw)
+
+
+def _build(detector, arch, classes, size=(128, 96)):
+    import mxnet as mx
+    from tlkit_detection.gluoncv_models import _initialize, build_net
+
+    net = build_net({"detector": detector, "backbone": arch, "classes": list(classes), "input_size": list(size)})
+    _initialize(net, [mx.cpu()])
+    return net
+
+
+@pytest.mark.parametrize("detector,arch,size,n_anchors", [
+    ("ssd", "mobilenet_v1", (128, 96), 302),  # stride 16..512 maps: 8x6, 4x3, 2x2, 1x1, 1x1, 1x1 (x4/6 anchors)
+    ("ssd", "resnet50", (128, 96), 302),
+    ("ssd", "efficientnet_lite0", (128, 96), 1160),  # strides 8..256: 16x12, 8x6, 4x3, 2x2, 1x1, 1x1
+    ("ssd", "vgg16", (272, 272), 7034),
+    ("yolov3", "darknet53", (128, 96), 756),  # 3 anchors on 16x12 + 8x6 + 4x3
+    ("yolov3", "mobilenet_v1", (128, 96), 756),
+])
+def test_each_arch_builds_for_the_users_classes(detector, arch, size, n_anchors):
+    import mxnet as mx
+
+    classes = ["cat", "dog", "bird"]
+    net = _build(detector, arch, classes, size)
+    ids, scores, boxes = net(mx.nd.random.uniform(shape=(1, 3, size[1], size[0])))
+    m = len(classes) * n_anchors  # decoded boxes before NMS: one per (class, anchor)
+    assert ids.shape == (1, m, 1) and scores.shape == (1, m, 1) and boxes.shape == (1, m, 4)
+    assert set(np.unique(ids.asnumpy())) <= {-1.0, 0.0, 1.0, 2.0}
+    assert net.classes == classes
+    if detector == "ssd":
+        with mx.autograd.train_mode():
+            cls_preds, _, anchors = net(mx.nd.zeros((1, 3, size[1], size[0])))
+        assert cls_preds.shape == (1, n_anchors, len(classes) + 1) and anchors.shape == (1, n_anchors, 4)
+
+
+def test_bad_arch_and_detector_names_list_the_choices(tmp_path):
+    import pydantic
+    from tlkit_detection.gluoncv_models import build_meta
+
+    cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "ssd", "model_config.arch": "googlenet"})
+    with pytest.raises(SpecError, match=r"'googlenet' is not available for detector 'ssd'; choose one of: "
+                                        r"mobilenet_v1, resnet18, resnet50, vgg16, efficientnet_lite0"):
+        build_meta(cfg, ["a"])
+    cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "yolov3", "model_config.arch": "resnet"})
+    with pytest.raises(SpecError, match="choose one of: darknet53, mobilenet_v1"):
+        build_meta(cfg, ["a"])
+    cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "ssd", "model_config.arch": "vgg",
+                                            "model_config.n_layers": 16})
+    with pytest.raises(SpecError, match="at least 264 px"):
+        build_meta(cfg, ["a"])
+    with pytest.raises(pydantic.ValidationError, match="detectnet_v2', 'ssd' or 'yolov3'"):
+        tiny_spec(tmp_path / "m.json", **{"model_config.detector": "faster_rcnn"})
+
+
+def test_imagenet_base_weights_are_never_downloaded(tmp_path, monkeypatch):
+    from tlkit_detection.gluoncv_models import _pretrained_base_tag
+
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path))
+    with pytest.raises(ModelFileError, match=r"ImageNet weights of mobilenet1.0 not found: expected .*mobilenet1.0-<hash>"):
+        _pretrained_base_tag("mobilenet1.0", True)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mobilenet1.0-efbb2ca3.params").write_bytes(b"")
+    assert _pretrained_base_tag("mobilenet1.0", True) == "efbb2ca3"  # gluoncv then loads it by tag, offline
+
+
+def test_pretrained_detector_file_resets_class_heads_reusing_matches(tmp_path):
+    import mxnet as mx
+    from tlkit_detection.gluoncv_models import load_detector_weights
+
+    src = _build("ssd", "mobilenet_v1", ["person", "car", "dog"])
+    src(mx.nd.zeros((1, 3, 96, 128)))
+    path = tmp_path / "ssd_voc_like.params"
+    src.save_parameters(str(path))
+    net = _build("ssd", "mobilenet_v1", ["dog", "cat"])
+    net(mx.nd.zeros((1, 3, 96, 128)))
+    load_detector_weights(net, str(path), ["dog", "cat"], ["person", "car", "dog"])
+    assert net.classes == ["dog", "cat"]
+    # backbone and box heads equal the file's; the class head row block of 'dog' moved to position 1
+    a = src.features.collect_params()
+    b = net.features.collect_params()
+    for (ka, pa), (kb, pb) in zip(sorted(a.items()), sorted(b.items())):
+        np.testing.assert_array_equal(pa.data().asnumpy(), pb.data().asnumpy())
+    np.testing.assert_array_equal(src.box_predictors[0].predictor.weight.data().asnumpy(),
+                                  net.box_predictors[0].predictor.weight.data().asnumpy())
+    w_new = net.class_predictors[0].predictor.weight.data().asnumpy()
+    n_anchor = w_new.shape[0] // 3
+    w_src = src.class_predictors[0].predictor.weight.data().asnumpy().reshape(n_anchor, 4, -1)
+    w_new = w_new.reshape(n_anchor, 3, -1)
+    np.testing.assert_array_equal(w_new[:, 0], w_src[:, 0])  # background
+    np.testing.assert_array_equal(w_new[:, 1], w_src[:, 3])  # dog (file class 2 -> slot 3)
+    assert not np.array_equal(w_new[:, 2], w_src[:, 1])  # cat is new
+    with pytest.raises(SpecError, match="lists 2 classes"):
+        load_detector_weights(net, str(path), ["dog", "cat"], ["person", "car"])
+
+
+def test_pretrained_yolov3_file_reuses_the_matching_class(tmp_path):
+    import mxnet as mx
+
+    from tlkit_detection.gluoncv_models import load_detector_weights
+
+    src = _build("yolov3", "mobilenet_v1", ["person", "car", "dog"])
+    src(mx.nd.zeros((1, 3, 96, 128)))
+    path = tmp_path / "yolo3_coco_like.params"
+    src.save_parameters(str(path))
+    net = _build("yolov3", "mobilenet_v1", ["dog", "cat"])
+    net(mx.nd.zeros((1, 3, 96, 128)))
+    load_detector_weights(net, str(path), ["dog", "cat"], ["person", "car", "dog"])
+    # per anchor: 4 box + 1 objectness + classes; box/objectness rows kept, 'dog' (file class 2) -> class 0
+    w_src = src.yolo_outputs[0].prediction.weight.data().asnumpy().reshape(3, 8, -1)
+    w_new = net.yolo_outputs[0].prediction.weight.data().asnumpy().reshape(3, 7, -1)
+    np.testing.assert_array_equal(w_new[:, :5], w_src[:, :5])
+    np.testing.assert_array_equal(w_new[:, 5], w_src[:, 7])
+    np.testing.assert_array_equal(src.stages[0][0].weight.data().asnumpy(), net.stages[0][0].weight.data().asnumpy())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tlkit_detection.train import run as train_run
+
+    tmp = tmp_path_factory.mktemp("gcv")
+    manifest = write_synthetic_records(tmp, n=16, val_split=25)
+    cfg = tiny_spec(manifest, **SSD)
+    out = train_run(_ctx("train", spec=cfg, results_dir=tmp / "results"))
+    return {"tmp": tmp, "cfg": cfg, "out": out, "model": Path(out["model"])}
+
+
+def test_ssd_train_evaluate_inference_export(trained, tmp_path):
+    from tlkit.export.command import run as export_run
+    from tlkit.model_io import read_meta
+    from tlkit_detection.evaluate import run as eval_run
+    from tlkit_detection.inference import run as infer_run
+
+    out, cfg = trained["out"], trained["cfg"]
+    assert 0.0 <= out["mean average precision"] <= 1.0 and {f"AP {c}" for c in CLASSES} <= set(out)
+    meta = read_meta(trained["model"])
+    assert meta["detector"] == "ssd" and meta["classes"] == list(CLASSES)
+    assert meta["output_names"] == ["ids", "scores", "bboxes"]
+    rows = (trained["tmp"] / "results" / "training.csv").read_text().splitlines()
+    assert len(rows) == 2 and float(rows[1].split(",")[rows[0].split(",").index("loss")]) > 0
+
+    r1 = eval_run(_ctx("evaluate", spec=cfg, model=trained["model"], results_dir=tmp_path / "e1", options={}))
+    assert set(r1["average_precision"]) == set(CLASSES) and r1["backend"] == "mxnet"
+    assert r1["mean_average_precision"] == pytest.approx(out["mean average precision"] * 100, abs=1e-6)
+    onnx = tmp_path / "model.onnx"
+    export_run(_ctx("export", model=trained["model"], output=onnx, options={"gen_ds_config": True}))
+    ds = (tmp_path / "nvinfer_config.txt").read_text()  # no nvinfer parser for pre-NMS boxes: raw tensors
+    assert "network-type=100" in ds and "output-blob-names=ids;scores;bboxes" in ds
+    r2 = eval_run(_ctx("evaluate", spec=cfg, model=onnx, options={}))
+    assert r2["backend"] != "mxnet"
+    for c in CLASSES:
+        assert r2["num_predictions"][c] == r1["num_predictions"][c]
+        assert r2["average_precision"][c] == pytest.approx(r1["average_precision"][c], abs=1e-6)
+
+    imgs = write_synthetic_kitti(tmp_path / "new", n=2, seed=9) / "images"
+    res = infer_run(_ctx("inference", model=onnx, results_dir=tmp_path / "inf", options={"image_dir": imgs}))
+    labels = sorted((tmp_path / "inf" / "labels").glob("*.txt"))
+    assert res["images"] == 2 and [p.stem for p in labels] == ["0000", "0001"]
+    for p in labels:
+        lines = p.read_text().splitlines()
+        assert len(lines) <= 100
+        for line in lines:
+            f = line.split()
+            assert len(f) == 16 and f[0] in CLASSES and 0 < float(f[15]) <= 1
+
+
+def test_onnx_matches_mxnet_before_nms(trained, tmp_path):
+    from tlkit.model_io import load_net
+    from tlkit.testing.export import assert_onnx_matches
+
+    net, meta = load_net(trained["model"])
+    assert_onnx_matches(net, tuple(meta["input_shape"]), meta=meta, out_dir=tmp_path, batch_sizes=(1, 2))
+
+
+def test_postprocess_nms_per_class_and_scaling():
+    from tlkit_detection.gluoncv_models import postprocess_gluoncv
+
+    ids = np.array([[[0], [0], [1], [-1]]], np.float32)
+    scores = np.array([[[0.9], [0.8], [0.7], [0.95]]], np.float32)
+    boxes = np.array([[[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [50, 50, 60, 60]]], np.float32)
+    p = {"nms_iou_threshold": 0.45, "confidence_threshold": 0.01, "minimum_bounding_box_height": 0.0,
+         "top_k": 400, "max_detections": 100}
+    (dets,) = postprocess_gluoncv(ids, scores, boxes, ["a", "b"], (100, 100), {"a": p, "b": p}, [(200, 50)])
+    # the overlapping 'a' box is suppressed, 'b' is kept (NMS per class), id -1 is dropped; x2, y/2
+    assert [(d.class_name, round(d.confidence, 2)) for d in dets] == [("a", 0.9), ("b", 0.7)]
+    np.testing.assert_allclose(dets[0].bbox, [0, 0, 20, 5])
+
+
+def test_yolov3_trains_one_epoch_and_evaluates(tmp_path):
+    from tlkit_detection.evaluate import run as eval_run
+    from tlkit_detection.train import run as train_run
+
+    manifest = write_synthetic_records(tmp_path, n=8, val_split=25)
+    cfg = tiny_spec(manifest, **{**SSD, "model_config.detector": "yolov3"})
+    out = train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "y"))
+    assert 0.0 <= out["mean average precision"] <= 1.0 and out["loss"] > 0
+    r = eval_run(_ctx("evaluate", spec=cfg, model=Path(out["model"]), options={}))
+    assert r["mean_average_precision"] == pytest.approx(out["mean average precision"] * 100, abs=1e-6)
+
+
+def test_prune_keeps_the_heads(trained, tmp_path):
+    from tlkit.model_io import read_meta
+    from tlkit.pruning.command import prune_model_file
+    from tlkit_detection.predict import load_detector
+
+    pruned = tmp_path / "pruned.tlk"
+    report = prune_model_file(trained["model"], pruned, target_ratio=0.5, min_filters=8)
+    assert report.params_after <= 0.55 * report.params_before
+    meta = read_meta(pruned)
+    assert meta["kind"] == "graph" and len(meta["prune_exclude"]) == 12  # 6 class + 6 box predictors
+    a, b = load_detector(trained["model"]), load_detector(pruned)
+    x = np.zeros((1, 3, 96, 128), np.float32)
+    assert [o.shape for o in a.heads(x)] == [o.shape for o in b.heads(x)]
+    cfg = trained["cfg"].model_copy(deep=True)
+    cfg.train_config.pretrained_model_path, cfg.train_config.load_graph = str(pruned), True
+    from tlkit_detection.train import run as train_run
+
+    with pytest.raises(SpecError, match="retraining a pruned graph is not supported for ssd"):
+        train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "r"))
