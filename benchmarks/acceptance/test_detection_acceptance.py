@@ -116,24 +116,14 @@ def cpu_s() -> float:
 
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is absent")
 def test_bccd_detectnet_v2(tmp_path):
-    import yaml
     from rich.console import Console
     from tlkit.context import CommandContext
     from tlkit.pruning.command import prune_model_file
-    from tlkit_detection.dataset_convert import run as convert_run
     from tlkit_detection.train import run as train_run
 
     console = Console(highlight=False, width=120)
     work = tmp_path
-    manifests = {}
-    for image_set in ("trainval", "test"):  # the official split; val_split 0: one fold holding every frame
-        export_spec = work / f"export_{image_set}.yaml"
-        export_spec.write_text(yaml.safe_dump({"voc_config": {
-            "root_directory_path": str(DATA), "image_set": image_set, "val_split": 0, "num_shards": 1}}))
-        prefix = work / "records" / image_set
-        convert_run(CommandContext(task="detection", command="dataset_convert", output=prefix,
-                                   options={"dataset_export_spec": export_spec, "output_format": "recordio"}))
-        manifests[image_set] = Path(f"{prefix}.json")
+    manifests = bccd_records(work)  # the official split
     split = {k: json.loads(m.read_text())["frames_per_fold"][1] for k, m in manifests.items()}
 
     load_start = os.getloadavg()

@@ -104,7 +104,6 @@ class SSDTargets:
     def __init__(self, net: Any, meta: dict[str, Any], ctx: Any, aug: Any):
         import mxnet as mx
         from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
-
         from tlkit.export.preprocess import resolve_preprocessing
 
         pre = resolve_preprocessing(meta)
@@ -126,7 +125,6 @@ class SSDTargets:
         from gluoncv.data.transforms import bbox as tbbox
         from gluoncv.data.transforms import experimental
         from gluoncv.data.transforms import image as timage
-
         from tlkit.export.preprocess import normalize_with
 
         if not len(boxes):  # nothing to crop around or match: the plain frame, all anchors background
@@ -165,27 +163,16 @@ def ssd_batches(ds: Any, targets: SSDTargets, batch_size: int, *, epoch: int, se
 
 def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False) -> Any:
     """`train` for a GluonCV detector; returns tlkit.training's TrainResult."""
-    from tlkit.config import save_resolved_spec
     from tlkit.training import TrainJob, train
 
-    from tlkit_detection.data import TargetMaker, dataset_for, steps_per_epoch
+    from tlkit_detection.data import TargetMaker, steps_per_epoch
     from tlkit_detection.gluoncv_models import build_for_training, net_detector, params_from
     from tlkit_detection.model import count_params
-    from tlkit_detection.train import evaluate_dataset
+    from tlkit_detection.train import evaluate_dataset, training_datasets
 
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
     tc, ev = cfg.train_config, cfg.evaluation_config
-    train_ds = dataset_for(cfg, "training")
+    train_ds, val_ds = training_datasets(cfg, Path(results_dir), console)
     classes = train_ds.classes
-    dc = cfg.dataset_config
-    has_val = dc.validation_data_source is not None or dc.validation_fold is not None
-    val_ds = dataset_for(cfg, "validation", classes) if has_val else None
-    console.print(
-        f"train: {len(train_ds)} frames, {sum(len(f.classes) for f in train_ds.frames)} objects of {len(classes)} "
-        f"classes {classes}" + (f"; validation: {len(val_ds)} frames" if val_ds is not None else "; no validation data")
-    )
-    save_resolved_spec(cfg, results_dir)
     built = build_for_training(cfg, classes, ctx_list, console)
     meta = built.meta
     console.print(f"model: GluonCV {meta['arch']}, {count_params(built.net):,} parameters, input {tuple(meta['input_shape'])}")

@@ -57,22 +57,11 @@ def evaluate_dataset(detector: Any, ds: Dataset, maker: TargetMaker, cfg: Any, b
     return {"result": result, "predictions": preds, "ground_truth": gts, "cost": cost_sum / n if n else None}
 
 
-def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False) -> Any:
-    """Everything `train` does; returns tlkit.training's TrainResult."""
-    if cfg.model.detector != "detectnet_v2":  # GluonCV SSD / YOLOv3
-        from tlkit_detection.gluoncv_train import train_model as train_gluoncv
-
-        return train_gluoncv(cfg, results_dir, console, ctx_list, use_amp=use_amp)
+def training_datasets(cfg: Any, results_dir: Path, console: Any) -> tuple[Dataset, Dataset | None]:
+    """The training and (when the spec has one) validation datasets, announced; the resolved spec saved."""
     from tlkit.config import save_resolved_spec
-    from tlkit.training import TrainJob, train
 
-    from tlkit_detection.loss import DetectNetLoss
-    from tlkit_detection.model import build_for_training, count_params
-    from tlkit_detection.predict import net_detector
-
-    results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    tc, ev = cfg.train_config, cfg.evaluation_config
     train_ds = dataset_for(cfg, "training")
     classes = train_ds.classes
     dc = cfg.dataset_config
@@ -84,6 +73,25 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         + (f"; validation: {len(val_ds)} frames" if val_ds is not None else "; no validation data")
     )
     save_resolved_spec(cfg, results_dir)
+    return train_ds, val_ds
+
+
+def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False) -> Any:
+    """Everything `train` does; returns tlkit.training's TrainResult."""
+    if cfg.model.detector != "detectnet_v2":  # GluonCV SSD / YOLOv3
+        from tlkit_detection.gluoncv_train import train_model as train_gluoncv
+
+        return train_gluoncv(cfg, results_dir, console, ctx_list, use_amp=use_amp)
+    from tlkit.training import TrainJob, train
+
+    from tlkit_detection.loss import DetectNetLoss
+    from tlkit_detection.model import build_for_training, count_params
+    from tlkit_detection.predict import net_detector
+
+    results_dir = Path(results_dir)
+    tc, ev = cfg.train_config, cfg.evaluation_config
+    train_ds, val_ds = training_datasets(cfg, results_dir, console)
+    classes = train_ds.classes
     built = build_for_training(cfg, classes, ctx_list, console)
     console.print(f"model: DetectNet_v2 {built.meta['arch']}, {count_params(built.net):,} parameters, "
                   f"input {tuple(built.meta['input_shape'])}")
