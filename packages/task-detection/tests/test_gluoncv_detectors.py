@@ -86,16 +86,23 @@ def test_imagenet_base_weights_are_never_downloaded(tmp_path, monkeypatch):
     assert _pretrained_base_tag("mobilenet1.0", True) == "efbb2ca3"  # gluoncv then loads it by tag, offline
 
 
-def test_pretrained_detector_file_resets_class_heads_reusing_matches(tmp_path):
+def _file_and_new_net(detector, tmp_path):
+    """A detector trained on ["person", "car", "dog"] saved to a .params file, and a new one for ["dog", "cat"]."""
     import mxnet as mx
+
+    src = _build(detector, "mobilenet_v1", ["person", "car", "dog"])
+    src(mx.nd.zeros((1, 3, 96, 128)))
+    path = tmp_path / f"{detector}_pretrained.params"
+    src.save_parameters(str(path))
+    net = _build(detector, "mobilenet_v1", ["dog", "cat"])
+    net(mx.nd.zeros((1, 3, 96, 128)))
+    return src, net, path
+
+
+def test_pretrained_detector_file_resets_class_heads_reusing_matches(tmp_path):
     from tlkit_detection.gluoncv_models import load_detector_weights
 
-    src = _build("ssd", "mobilenet_v1", ["person", "car", "dog"])
-    src(mx.nd.zeros((1, 3, 96, 128)))
-    path = tmp_path / "ssd_voc_like.params"
-    src.save_parameters(str(path))
-    net = _build("ssd", "mobilenet_v1", ["dog", "cat"])
-    net(mx.nd.zeros((1, 3, 96, 128)))
+    src, net, path = _file_and_new_net("ssd", tmp_path)
     load_detector_weights(net, str(path), ["dog", "cat"], ["person", "car", "dog"])
     assert net.classes == ["dog", "cat"]
     # backbone and box heads equal the file's; the class head row block of 'dog' moved to position 1
@@ -117,16 +124,10 @@ def test_pretrained_detector_file_resets_class_heads_reusing_matches(tmp_path):
 
 
 def test_pretrained_yolov3_file_reuses_the_matching_class(tmp_path):
-    import mxnet as mx
 
     from tlkit_detection.gluoncv_models import load_detector_weights
 
-    src = _build("yolov3", "mobilenet_v1", ["person", "car", "dog"])
-    src(mx.nd.zeros((1, 3, 96, 128)))
-    path = tmp_path / "yolo3_coco_like.params"
-    src.save_parameters(str(path))
-    net = _build("yolov3", "mobilenet_v1", ["dog", "cat"])
-    net(mx.nd.zeros((1, 3, 96, 128)))
+    src, net, path = _file_and_new_net("yolov3", tmp_path)
     load_detector_weights(net, str(path), ["dog", "cat"], ["person", "car", "dog"])
     # per anchor: 4 box + 1 objectness + classes; box/objectness rows kept, 'dog' (file class 2) -> class 0
     w_src = src.yolo_outputs[0].prediction.weight.data().asnumpy().reshape(3, 8, -1)
