@@ -119,19 +119,25 @@ def _dbscan(boxes, covs, class_name, params) -> list[Detection]:
     return out
 
 
+def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices kept by greedy NMS, best score first: a box is dropped when its IoU with a kept, better
+    one exceeds `iou_threshold`."""
+    iou = iou_matrix(boxes)
+    suppressed = np.zeros(len(scores), bool)
+    keep = []
+    for i in np.argsort(-scores, kind="stable"):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= iou[i] > iou_threshold
+    return np.asarray(keep, np.int64)
+
+
 def _nms(boxes, covs, class_name, params) -> list[Detection]:
     ok = (covs >= params.nms_confidence_threshold) & (boxes[:, 3] - boxes[:, 1] > params.minimum_bounding_box_height)
     boxes, covs = boxes[ok], covs[ok]
-    order = np.argsort(-covs, kind="stable")
-    iou = iou_matrix(boxes)
-    suppressed = np.zeros(covs.size, bool)
-    out = []
-    for i in order:
-        if suppressed[i]:
-            continue
-        out.append(Detection(class_name, boxes[i].copy(), float(covs[i]), float(covs[i]), 1))
-        suppressed |= iou[i] > params.nms_iou_threshold
-    return out
+    return [Detection(class_name, boxes[i].copy(), float(covs[i]), float(covs[i]), 1)
+            for i in greedy_nms(boxes, covs, params.nms_iou_threshold)]
 
 
 def cluster_outputs(

@@ -19,10 +19,13 @@ before NMS compare exactly between backends).
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from tlkit.errors import ModelFileError, SpecError
+
+from tlkit_detection.predict import Detector
 
 DETECTORS = ("detectnet_v2", "ssd", "yolov3")
 GLUONCV_DETECTORS = ("ssd", "yolov3")
@@ -411,34 +414,13 @@ def _known_classes(path: Any, n: int) -> list[str]:
 # -- post-processing -----------------------------------------------------------------------------------------
 
 
-def nms(boxes: Any, scores: Any, iou: float) -> Any:
-    """Indices kept by greedy NMS (boxes x1 y1 x2 y2, any order of scores)."""
-    import numpy as np
-
-    order = np.argsort(-scores, kind="stable")
-    area = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
-    keep = []
-    while order.size:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
-        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
-        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
-        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
-        inter = np.maximum(xx2 - xx1, 0) * np.maximum(yy2 - yy1, 0)
-        ov = inter / np.maximum(area[i] + area[rest] - inter, 1e-12)
-        order = rest[ov <= iou]
-    return np.asarray(keep, np.int64)
-
-
 def postprocess_gluoncv(ids: Any, scores: Any, bboxes: Any, classes: list[str], input_size: tuple[int, int],
                         params: dict[str, dict[str, float]], orig_sizes: list[tuple[int, int]]) -> list[list[Any]]:
     """(B, M, 1) ids, (B, M, 1) scores, (B, M, 4) boxes in input pixels -> per image Detections in source
     pixels: per class confidence threshold, top_k, NMS, minimum height; at most max_detections per image."""
     import numpy as np
 
-    from tlkit_detection.clustering import Detection
+    from tlkit_detection.clustering import Detection, greedy_nms
 
     w_in, h_in = input_size
     out = []
@@ -456,7 +438,7 @@ def postprocess_gluoncv(ids: Any, scores: Any, bboxes: Any, classes: list[str], 
             if not sel.size:
                 continue
             sel = sel[np.argsort(-sc[sel], kind="stable")[: int(p["top_k"])]]
-            for i in sel[nms(bx[sel], sc[sel], p["nms_iou_threshold"])]:
+            for i in sel[greedy_nms(bx[sel], sc[sel], p["nms_iou_threshold"])]:
                 dets.append(Detection(name, bx[i], float(sc[i]), float(sc[i]), 1))
         dets.sort(key=lambda d: -d.confidence)
         limit = int(max(params[c]["max_detections"] for c in classes)) if classes else 0
@@ -480,23 +462,14 @@ def params_from(meta: dict[str, Any], spec: Any = None) -> dict[str, dict[str, f
 # -- runners ---------------------------------------------------------------------------------------------------
 
 
-def _detector_class():
-    import time
-    from dataclasses import dataclass as _dc
+class GluonCVDetector(Detector):
+    """A Detector whose `heads` give (ids, scores, bboxes) before NMS; `params` are per-class NMS settings."""
 
-    from tlkit_detection.predict import Detector
-
-    @_dc
-    class GluonCVDetector(Detector):
-        """A Detector whose `heads` give (ids, scores, bboxes) before NMS; `params` are per-class NMS settings."""
-
-        def run_batch(self, x: Any, orig_sizes: Any) -> list[list[Any]]:
-            t = time.perf_counter()
-            ids, scores, bboxes = self.heads(x)
-            self.times.append((time.perf_counter() - t) / max(len(x), 1))
-            return postprocess_gluoncv(ids, scores, bboxes, self.classes, self.input_size, self.params, orig_sizes)
-
-    return GluonCVDetector
+    def run_batch(self, x: Any, orig_sizes: Any) -> list[list[Any]]:
+        t = time.perf_counter()
+        ids, scores, bboxes = self.heads(x)
+        self.times.append((time.perf_counter() - t) / max(len(x), 1))
+        return postprocess_gluoncv(ids, scores, bboxes, self.classes, self.input_size, self.params, orig_sizes)
 
 
 def net_detector(net: Any, meta: dict[str, Any], ctx: Any, params: dict[str, dict[str, float]]) -> Any:
@@ -507,7 +480,7 @@ def net_detector(net: Any, meta: dict[str, Any], ctx: Any, params: dict[str, dic
 
         return tuple(o.asnumpy() for o in net(mx.nd.array(x, ctx=ctx)))
 
-    return _detector_class()(None, "mxnet", meta, heads, params)
+    return GluonCVDetector(None, "mxnet", meta, heads, params)
 
 
 def runner_detector(path: Any, eng: Any, meta: dict[str, Any], spec: Any, backend: str) -> Any:
@@ -523,7 +496,7 @@ def runner_detector(path: Any, eng: Any, meta: dict[str, Any], spec: Any, backen
             return tuple(np.asarray(by_name[n]) for n in OUTPUT_NAMES)
         return tuple(np.asarray(o) for o in outs)
 
-    return _detector_class()(path, backend, meta, heads, params_from(meta, spec))
+    return GluonCVDetector(path, backend, meta, heads, params_from(meta, spec))
 
 
 def build_any_from_meta(meta: dict[str, Any]) -> Any:
