@@ -136,3 +136,14 @@ def test_source_weight_sets_how_often_a_source_is_drawn(manifest):
     assert 0.68 < np.mean(drawn >= 6) < 0.82  # 3:1 -> 75 % from the second source
     with pytest.raises(SpecError, match="source_weight 0"):
         dataset_for(spec(0.0, 0.0), "training")
+
+    # a subset of the frames (YOLOv3 trains on the frames with objects): drawn from it only, same weighting
+    from tlkit_detection.data import epoch_order
+
+    subset = [0, 2, 4, 7, 9, 11]
+    sub = np.concatenate([epoch_order(ds, e, 42, subset) for e in range(40)])
+    assert sub.size == 40 * 6 and set(sub.tolist()) <= set(subset)
+    assert 0.68 < np.mean(sub >= 6) < 0.82
+    assert sorted(epoch_order(equal, 3, 42, subset).tolist()) == subset  # unweighted: a permutation of it
+    with pytest.raises(SpecError, match="source_weight 0"):
+        epoch_order(dataset_for(spec(0.0, 1.0), "training"), 0, 42, [0, 1, 2])

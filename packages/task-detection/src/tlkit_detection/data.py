@@ -232,14 +232,18 @@ class TargetMaker:
         return rasterize(boxes, classes, len(self.classes), self.input_size, self.output_size, self.raster, self.deadzone)
 
 
-def epoch_order(ds: Dataset, epoch: int, seed: int) -> np.ndarray:
-    """The frames of a training epoch, shuffled with (seed, epoch): a permutation, or, when the data sources
-    have different source_weight, len(ds) frames drawn with replacement with probabilities proportional to
-    their source's weight (TLT's user-defined source sampling)."""
+def epoch_order(ds: Dataset, epoch: int, seed: int, frames: Sequence[int] | None = None) -> np.ndarray:
+    """The frames of a training epoch (of `frames`, default all), shuffled with (seed, epoch): a permutation,
+    or, when the data sources have different source_weight, as many frames drawn with replacement with
+    probabilities proportional to their source's weight (TLT's user-defined source sampling)."""
     rng = np.random.default_rng([seed % 2**32, epoch, 7])
+    idx = np.arange(len(ds)) if frames is None else np.asarray(frames, np.int64)
     if ds.sample_weights is not None:
-        return rng.choice(len(ds), size=len(ds), p=ds.sample_weights / ds.sample_weights.sum())
-    return rng.permutation(len(ds))
+        w = ds.sample_weights[idx]
+        if w.sum() <= 0:
+            raise SpecError("dataset_config.data_sources: every training frame used has source_weight 0")
+        return idx[rng.choice(len(idx), size=len(idx), p=w / w.sum())]
+    return idx[rng.permutation(len(idx))]
 
 
 def batches(

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from tlkit.errors import SpecError
 
+from tlkit_detection.data import epoch_order
+
 
 class SSDLoss:
     """(outputs (cls_preds, box_preds, anchors), (cls_targets, box_targets)) -> per-sample loss (B,).
@@ -76,14 +78,19 @@ class YOLOv3Targets:
         return (img.asnumpy(), gt.asnumpy(), *[t.asnumpy() for t in targets])
 
 
-def yolo_batches(ds: Any, targets: YOLOv3Targets, batch_size: int, *, epoch: int, seed: int, drop_last: bool):
-    """Shuffled batches of frames with objects: (x, (gt_boxes padded with -1, 5 target arrays))."""
-    order = np.array([i for i in range(len(ds)) if len(ds.frames[i].boxes)])
-    np.random.default_rng([seed % 2**32, epoch, 7]).shuffle(order)
+def _target_batches(ds: Any, targets: Any, order: Any, batch_size: int, drop_last: bool):
+    """`targets(image, boxes, classes)` of the frames in `order`, a list per batch."""
     n = len(order)
     for start in range(0, n - batch_size + 1 if drop_last else n, batch_size):
-        items = [targets(ds.frames[i].image, ds.frames[i].boxes, ds.frames[i].classes)
-                 for i in order[start : start + batch_size]]
+        yield [targets(ds.frames[i].image, ds.frames[i].boxes, ds.frames[i].classes)
+               for i in order[start : start + batch_size]]
+
+
+def yolo_batches(ds: Any, targets: YOLOv3Targets, batch_size: int, *, epoch: int, seed: int, drop_last: bool):
+    """Shuffled batches (data.epoch_order: source_weight applies) of the frames with objects:
+    (x, (gt_boxes padded with -1, 5 target arrays))."""
+    with_objects = [i for i in range(len(ds)) if len(ds.frames[i].boxes)]
+    for items in _target_batches(ds, targets, epoch_order(ds, epoch, seed, with_objects), batch_size, drop_last):
         n_gt = max(len(it[1]) for it in items)
         gt = np.full((len(items), n_gt, 4), -1, np.float32)
         for k, it in enumerate(items):
@@ -151,13 +158,9 @@ class SSDTargets:
 
 
 def ssd_batches(ds: Any, targets: SSDTargets, batch_size: int, *, epoch: int, seed: int, drop_last: bool):
-    """Shuffled training batches (x (B,3,H,W), (cls_targets (B,N), box_targets (B,N,4)))."""
-    order = np.arange(len(ds))
-    np.random.default_rng([seed % 2**32, epoch, 7]).shuffle(order)
-    n = len(order)
-    for start in range(0, n - batch_size + 1 if drop_last else n, batch_size):
-        items = [targets(ds.frames[i].image, ds.frames[i].boxes, ds.frames[i].classes)
-                 for i in order[start : start + batch_size]]
+    """Shuffled training batches (data.epoch_order: source_weight applies):
+    (x (B,3,H,W), (cls_targets (B,N), box_targets (B,N,4)))."""
+    for items in _target_batches(ds, targets, epoch_order(ds, epoch, seed), batch_size, drop_last):
         yield np.stack([it[0] for it in items]), (np.stack([it[1] for it in items]), np.stack([it[2] for it in items]))
 
 
