@@ -119,7 +119,6 @@ class DetectNetLoss:
         self._nd_cache.clear()
         return self.weights
 
-
     def get_state(self) -> dict:
         """The auto-weighted objective weights, for the training checkpoint (JSON)."""
         return {"objective_weights": np.asarray(self.weights, np.float64).tolist()}

@@ -48,7 +48,7 @@ def fit_input(image_bgr: np.ndarray, input_hw: tuple[int, int], scale: float = 1
     return ScaledInput(padded, f, (sh, sw))
 
 
-def tile_offsets(size: int, window: int, align: int = 8) -> list[int]:
+def tile_offsets(size: int, window: int, align: int = TILE_ALIGN) -> list[int]:
     """Start offsets of `window`-long tiles covering `size` (both multiples of `align`), consecutive tiles
     overlapping by at least half a window so every point has context on both sides in some tile."""
     if size <= window:
@@ -125,9 +125,11 @@ class PosePredictor:
                     raise DataError(f"model outputs have {hm.shape[1]} and {paf.shape[1]} channels; expected 19 heatmaps and 38 PAFs")
                 results += [(a.transpose(1, 2, 0), b.transpose(1, 2, 0)) for a, b in zip(hm, paf)]
             stride = math.ceil(H / results[0][0].shape[0])  # 8, or 2 for an sdk-compatible (x4) export
+            by_input: dict[tuple[int, int], list] = {}  # (image, scale) -> its tiles' (maps, y, x)
+            for (i, k, y, x), r in zip(tiles, results):
+                by_input.setdefault((i, k), []).append((r, y, x))
             for i, img in enumerate(chunk):
-                per_scale = [_stitch([(r, y, x) for (ti, tk, y, x), r in zip(tiles, results) if (ti, tk) == (i, k)], inp.image.shape[:2], stride)
-                             for k, inp in enumerate(inputs[i])]
+                per_scale = [_stitch(by_input[i, k], inp.image.shape[:2], stride) for k, inp in enumerate(inputs[i])]
                 out.append(merge_multiscale(per_scale, inputs[i], img.shape[:2], stride))
         return out
 
