@@ -30,7 +30,10 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bccd-vo
 OUT = Path(__file__).resolve().parent / "detection.json"
 W, H = (int(v) for v in os.environ.get("TLKIT_DET_SIZE", "448x336").split("x"))
 EPOCHS = int(os.environ.get("TLKIT_DET_EPOCHS", "10"))
-RETRAIN_EPOCHS = int(os.environ.get("TLKIT_DET_RETRAIN_EPOCHS", "6"))
+# retraining the pruned graph with the training schedule, chosen on train/val (never test): the unpruned
+# model scored val mAP 0.636 (platelets 0.19); pruned to 0.2497 and retrained 10 epochs at lr 5e-4 (the old
+# recipe's rate): 0.566 (platelets 0.04); 10 epochs at 1e-3: 0.627; 16 epochs at 1e-3: 0.675 (platelets 0.34)
+RETRAIN_EPOCHS = int(os.environ.get("TLKIT_DET_RETRAIN_EPOCHS", "16"))
 # batch 4 (chosen on train/val): val mAP 0.636 after 8 epochs vs 0.49-0.54 with batch 8 (platelets 0.19 vs 0.01)
 BATCH = int(os.environ.get("TLKIT_DET_BATCH", "4"))
 BUDGET_S = 1800
@@ -142,9 +145,7 @@ def test_bccd_detectnet_v2(tmp_path):
     report = prune_model_file(out["model"], pruned, target_ratio=PRUNE_TARGET, min_filters=8)
     rcfg = spec(manifests["trainval"], manifests["test"], f"train_config.pretrained_model_path={pruned}",
                 "train_config.load_graph=true", f"train_config.n_epochs={RETRAIN_EPOCHS}",
-                f"train_config.validation_period={RETRAIN_EPOCHS}", "model_config.freeze_blocks=[]",
-                "train_config.lr_config={type: soft_start_annealing, learning_rate: 5e-4, min_learning_rate: 5e-6, "
-                "soft_start: 0.1, annealing: 0.5}")
+                f"train_config.validation_period={RETRAIN_EPOCHS}", "model_config.freeze_blocks=[]")
     t, c = time.time(), cpu_s()
     rout = train_run(CommandContext(task="detection", command="train", spec=rcfg, results_dir=work / "retrain",
                                     gpus=0, console=console))
@@ -156,7 +157,8 @@ def test_bccd_detectnet_v2(tmp_path):
         "dataset": "BCCD (Pascal VOC, 364 images): official split, trained on trainval, reported on test",
         "split": split,
         "recipe": {"arch": "efficientnet_lite0 (ImageNet)", "input": [W, H], "epochs": EPOCHS,
-                   "retrain_epochs": RETRAIN_EPOCHS, "batch": BATCH, "clustering": "nms",
+                   "retrain_epochs": RETRAIN_EPOCHS, "retrain": "the training schedule, every layer trained",
+                   "batch": BATCH, "clustering": "nms",
                    "coverage_foreground_weight": 0.5, "bbox_min_radius": 1.0},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS")},

@@ -329,13 +329,14 @@ def test_excluded_layers_and_bad_options():
         prune_graph(sym, params, input_shape=(5, 32, 32))
 
 
-def test_target_ratio_lands_near_the_target():
+def test_target_ratio_reaches_the_target_closely():
     net = zoo("resnet18_v1")
     sym, params = graph_of(net, (3, 32, 32))
     params = randomize_params(sym, params)
     for target in (0.5, 0.25):
         res = prune_graph(sym, params, input_shape=(3, 32, 32), target_ratio=target)
-        assert abs(res.report.ratio - target) < 0.03, res.report.ratio
+        # at most the target (a user asking for 0.25 gets at least 4x fewer parameters), and close to it
+        assert target - 0.03 < res.report.ratio <= target, res.report.ratio
         # the reported threshold reproduces it
         again = prune_graph(sym, params, input_shape=(3, 32, 32), threshold=res.report.threshold)
         assert again.report.params_after == res.report.params_after

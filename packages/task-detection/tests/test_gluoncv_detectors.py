@@ -1,7 +1,8 @@
 """GluonCV SSD / YOLOv3 through the detection spec and commands: every arch builds for the user's classes
 with the right output shapes; SSD trains 1 epoch on the synthetic set -> evaluate (.tlk and .onnx agree)
 -> inference -> export (onnxruntime equals MXNet before NMS); pretrained detector weights load with the
-class heads reset (matching classes reused); bad arch names and unsupported commands fail clearly."""
+class heads reset (matching classes reused); pruned SSD / YOLOv3 graphs retrain (load_graph); bad arch names
+and unsupported commands fail clearly."""
 
 from pathlib import Path
 
@@ -209,7 +210,9 @@ def test_postprocess_nms_per_class_and_scaling():
     np.testing.assert_allclose(dets[0].bbox, [0, 0, 20, 5])
 
 
-def test_yolov3_trains_one_epoch_and_evaluates(tmp_path):
+def test_yolov3_trains_one_epoch_evaluates_and_retrains_pruned(tmp_path):
+    from tlkit.model_io import read_meta
+    from tlkit.pruning.command import prune_model_file
     from tlkit_detection.evaluate import run as eval_run
     from tlkit_detection.train import run as train_run
 
@@ -220,23 +223,77 @@ def test_yolov3_trains_one_epoch_and_evaluates(tmp_path):
     r = eval_run(_ctx("evaluate", spec=cfg, model=Path(out["model"]), options={}))
     assert r["mean_average_precision"] == pytest.approx(out["mean average precision"] * 100, abs=1e-6)
 
+    pruned = tmp_path / "pruned.tlk"
+    report = prune_model_file(out["model"], pruned, target_ratio=0.5, min_filters=8)
+    assert report.params_after <= 0.5 * report.params_before
+    rout = train_run(_ctx("train", spec=_retrain_spec(cfg, pruned), results_dir=tmp_path / "r"))
+    assert rout["loss"] > 0 and read_meta(rout["model"])["kind"] == "graph"
+    r = eval_run(_ctx("evaluate", spec=cfg, model=Path(rout["model"]), options={}))
+    assert r["mean_average_precision"] == pytest.approx(rout["mean average precision"] * 100, abs=1e-6)
 
-def test_prune_keeps_the_heads(trained, tmp_path):
-    from tlkit.model_io import read_meta
+
+def _retrain_spec(cfg, pruned):
+    cfg = cfg.model_copy(deep=True)
+    cfg.train_config.pretrained_model_path, cfg.train_config.load_graph = str(pruned), True
+    return cfg
+
+
+def test_prune_keeps_the_heads_and_the_pruned_graph_retrains(trained, tmp_path):
+    import mxnet as mx
+    from tlkit.model_io import load_net, read_meta
     from tlkit.pruning.command import prune_model_file
+    from tlkit_detection.evaluate import run as eval_run
+    from tlkit_detection.gluoncv_models import _retrainable_graph_class
+    from tlkit_detection.model import count_params
     from tlkit_detection.predict import load_detector
+    from tlkit_detection.train import run as train_run
 
     pruned = tmp_path / "pruned.tlk"
     report = prune_model_file(trained["model"], pruned, target_ratio=0.5, min_filters=8)
-    assert report.params_after <= 0.55 * report.params_before
+    assert report.params_after <= 0.5 * report.params_before
     meta = read_meta(pruned)
     assert meta["kind"] == "graph" and len(meta["prune_exclude"]) == 12  # 6 class + 6 box predictors
     a, b = load_detector(trained["model"]), load_detector(pruned)
     x = np.zeros((1, 3, 96, 128), np.float32)
     assert [o.shape for o in a.heads(x)] == [o.shape for o in b.heads(x)]
-    cfg = trained["cfg"].model_copy(deep=True)
-    cfg.train_config.pretrained_model_path, cfg.train_config.load_graph = str(pruned), True
+
+    # the training outputs found in the pruned graph are GluonCV's SSD training outputs: same anchors,
+    # and the class / box predictions that decode to the inference outputs
+    graph, _ = load_net(pruned)
+    net = _retrainable_graph_class()(graph, meta, [mx.cpu()])
+    x = mx.nd.random.uniform(shape=(1, 3, 96, 128))
+    with mx.autograd.train_mode():
+        cls_preds, box_preds, anchors = net(x)
+    full, _ = load_net(trained["model"])
+    with mx.autograd.train_mode():
+        _, _, full_anchors = full(x)
+    np.testing.assert_allclose(anchors.asnumpy(), full_anchors.asnumpy())
+    assert cls_preds.shape == (1, anchors.shape[1], len(CLASSES) + 1) and box_preds.shape == (1, anchors.shape[1], 4)
+    ids, scores, _ = net(x)  # inference: the saved graph; the same BatchNorm mode for both here
+    cls_preds, _, _ = net._train(x)
+    best = mx.nd.softmax(cls_preds, axis=-1)[0, :, 1:].asnumpy().max()
+    np.testing.assert_allclose(scores.asnumpy().max(), best, rtol=1e-5)
+
+    out = train_run(_ctx("train", spec=_retrain_spec(trained["cfg"], pruned), results_dir=tmp_path / "r"))
+    assert out["loss"] > 0 and 0.0 <= out["mean average precision"] <= 1.0
+    retrained = read_meta(out["model"])
+    assert retrained["kind"] == "graph" and retrained["detector"] == "ssd"
+    assert retrained["prune_exclude"] == meta["prune_exclude"]  # prunable again
+    after, _ = load_net(out["model"])
+    assert count_params(after) == count_params(graph) == report.params_after
+    assert not np.allclose(after.collect_params()[meta["prune_exclude"][0] + "_weight"].data().asnumpy(),
+                           graph.collect_params()[meta["prune_exclude"][0] + "_weight"].data().asnumpy())
+    r = eval_run(_ctx("evaluate", spec=trained["cfg"], model=Path(out["model"]), options={}))
+    assert r["mean_average_precision"] == pytest.approx(out["mean average precision"] * 100, abs=1e-6)
+
+
+def test_a_pruned_graph_retrains_only_as_its_own_detector(trained, tmp_path):
+    from tlkit.pruning.command import prune_model_file
     from tlkit_detection.train import run as train_run
 
-    with pytest.raises(SpecError, match="retraining a pruned graph is not supported for ssd"):
+    pruned = tmp_path / "pruned.tlk"
+    prune_model_file(trained["model"], pruned, target_ratio=0.5, min_filters=8)
+    cfg = _retrain_spec(trained["cfg"], pruned)
+    cfg.model.detector = "detectnet_v2"
+    with pytest.raises(SpecError, match=r"pruned.tlk is a ssd graph, the spec's model_config.detector is 'detectnet_v2'"):
         train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "r"))

@@ -7,7 +7,8 @@ downloading: base networks get `pretrained_base=False`; ImageNet weights come fr
 for `efficientnet_lite0`). `train_config.pretrained_model_path` may name a GluonCV detector `.params`
 (e.g. a VOC or COCO model) or a tlkit detector `.tlk`: it loads by structural name except the class
 heads and anchors, then the class heads are reset for the user's classes, reusing the rows of classes
-whose names match (GluonCV's `reset_class(reuse_weights=...)`).
+whose names match (GluonCV's `reset_class(reuse_weights=...)`). A pruned detector (`prune`, a graph
+file) retrains with `train_config.load_graph: true` (see `RetrainableGraph`).
 
 Inference output (what `.tlk` files and ONNX exports give): GluonCV's decoding WITHOUT its NMS:
 `ids (B, M, 1)` (class id, -1 = below 0.01), `scores (B, M, 1)`, `bboxes (B, M, 4)` x1 y1 x2 y2 in
@@ -324,7 +325,7 @@ def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: An
 
     m, tc = cfg.model, cfg.train_config
     if tc.load_graph:
-        raise SpecError(f"train_config.load_graph: retraining a pruned graph is not supported for {m.detector}")
+        return _load_graph_model(cfg, classes, ctx, console)
     meta = build_meta(cfg, classes)
     a = arch_for(m.detector, m.arch, m.n_layers)
     uri = str(tc.pretrained_model_path or "")
@@ -409,6 +410,137 @@ def _known_classes(path: Any, n: int) -> list[str]:
         if key in name and len(known) == n:
             return list(known)
     return [f"pretrained_class_{i}" for i in range(n)]  # names unknown: nothing is reused
+
+
+# -- retraining a pruned graph ---------------------------------------------------------------------------------
+
+
+def _load_graph_model(cfg: Any, classes: list[str], ctx: list[Any], console: Any) -> Any:
+    """`load_graph: true`: the pruned detector graph of pretrained_model_path, ready to train."""
+    from tlkit.transfer import set_bn_momentum
+    from tlkit_detection.model import load_detector_graph
+
+    m = cfg.model
+    built = load_detector_graph(cfg, classes, ctx, console)
+    if m.batch_norm_momentum is not None:
+        set_bn_momentum(built.net, m.batch_norm_momentum)
+    built.meta["postprocessing"] = {n: nms_params(cfg.postprocessing_config.for_class(n)) for n in classes}
+    built.net = _retrainable_graph_class()(built.net, built.meta, ctx)
+    return built
+
+
+def _consumers(nodes: list[dict]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for j, *_ in n["inputs"]:
+            out.setdefault(j, []).append(i)
+    return out
+
+
+def _first_inputs(nodes: list[dict], i: int, steps: int) -> list[int]:
+    """Node i and the nodes reached by following first inputs, `steps` at most."""
+    path = [i]
+    while len(path) <= steps and nodes[path[-1]]["inputs"]:
+        path.append(nodes[path[-1]]["inputs"][0][0])
+    return path
+
+
+def _ssd_training_outputs(sym: Any, heads: list[str]) -> list[Any]:
+    """(cls_preds, box_preds, anchors) of GluonCV's SSD training forward, found in its inference graph: the
+    Reshapes of the Concats of the flattened class / box predictor maps and of the anchor generators."""
+    import json
+
+    nodes = json.loads(sym.tojson())["nodes"]
+    kind = {h: "cls" for h in heads[: len(heads) // 2]} | {h: "box" for h in heads[len(heads) // 2:]}
+    found: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        if n["op"] != "Reshape" or nodes[n["inputs"][0][0]]["op"] != "Concat":
+            continue
+        path = [nodes[j] for j in _first_inputs(nodes, i, 8)]
+        # Reshape <- Concat <- Flatten <- transpose <- predictor conv
+        head = path[4]["name"].removesuffix("_fwd") if len(path) > 4 and path[4]["op"] == "Convolution" else ""
+        if head in kind:
+            found.setdefault(kind[head], i)
+        elif any(q["op"] == "null" and "anchor" in q["name"] for q in path):
+            found.setdefault("anchors", i)
+    if len(found) != 3:
+        return []
+    internals = sym.get_internals()
+    return [internals[nodes[found[k]]["name"] + "_output"] for k in ("cls", "box", "anchors")]
+
+
+def _yolo_training_outputs(sym: Any, heads: list[str]) -> list[Any]:
+    """TrainableYOLOV3's training outputs (box predictions, objectness, centers, scales, class predictions)
+    from its inference graph: per YOLOOutputV3, the slices of its reshaped prediction and the corner boxes
+    it tiles per class."""
+    import json
+
+    import mxnet as mx
+
+    nodes = json.loads(sym.tojson())["nodes"]
+    users = _consumers(nodes)
+    internals = sym.get_internals()
+
+    def out(i: int) -> Any:
+        return internals[nodes[i]["name"] + "_output"]
+
+    dets, parts = [], [[], [], [], []]  # objness, centers, scales, class_pred
+    for head in heads:
+        conv = next((i for i, n in enumerate(nodes) if n["name"] == head + "_fwd"), None)
+        pred = None
+        for r in users.get(conv, []) if conv is not None else []:
+            for t in users.get(r, []):
+                pred = next((p for p in users.get(t, []) if nodes[p]["op"] == "Reshape"), pred)
+        if pred is None:
+            return []
+        slices = {nodes[i]["attrs"]["begin"]: i for i in users.get(pred, []) if nodes[i]["op"] == "slice_axis"}
+        tiles = [i for i, n in enumerate(nodes) if n["op"] == "tile" and n["name"].startswith(head.rsplit("conv", 1)[0])]
+        if set(slices) != {"0", "2", "4", "5"} or len(tiles) != 1:
+            return []
+        dets.append(mx.sym.reshape(out(nodes[tiles[0]]["inputs"][0][0]), shape=(0, -1, 4)))
+        for lst, begin in zip(parts, ("4", "0", "2", "5")):
+            lst.append(mx.sym.reshape(out(slices[begin]), shape=(0, -3, -1)))
+    return [mx.sym.concat(*dets, dim=1), *[mx.sym.concat(*p, dim=1) for p in parts]]
+
+
+@functools.cache  # one class (MXNet imported on first use only)
+def _retrainable_graph_class():
+    import mxnet as mx
+    from mxnet import autograd, gluon
+
+    class RetrainableGraph(gluon.SymbolBlock):
+        """A pruned GluonCV detector graph that trains. Outside training it is the saved inference graph
+        (ids, scores, bboxes: what `.tlk` files and exports give, and what the engine saves); in training
+        mode it gives what GluonCV's SSD / TrainableYOLOV3 give there, taken from inside the same graph and
+        sharing its parameters, so SSDLoss / YOLOv3Loss and the target makers work unchanged."""
+
+        def __init__(self, graph: Any, meta: dict[str, Any], ctx: list[Any]):
+            inputs, sym = graph._cached_graph
+            super().__init__(sym, inputs, params=graph.collect_params())
+            heads = list(meta.get("prune_exclude") or [])
+            yolo = meta["detector"] == "yolov3"
+            outs = (_yolo_training_outputs if yolo else _ssd_training_outputs)(sym, heads)
+            if not outs:
+                raise ModelFileError(f"the {meta['detector']} graph does not have GluonCV's layout around its "
+                                     f"heads {heads}: cannot find its training outputs")
+            train = gluon.SymbolBlock(mx.sym.Group(outs), inputs, params=self.collect_params())
+            self.__dict__["_train"] = train  # not a child block: it shares this block's parameters
+            self.classes = list(meta["classes"])
+            if yolo:  # GluonCV's YOLOv3 target makers: anchors, offsets and map sizes do not change with pruning
+                ref = build_from_meta(meta)
+                _initialize(ref, ctx)
+                self.__dict__.update(reference=ref, _target_generator=ref._target_generator, _loss=ref._loss)
+
+        def forward(self, x: Any, *args: Any) -> Any:
+            if autograd.is_training() and not args:
+                return self._train(x)
+            return super().forward(x, *args)
+
+        def hybridize(self, active: bool = True, **kwargs: Any) -> None:
+            super().hybridize(active, **kwargs)
+            self._train.hybridize(active, **kwargs)
+
+    return RetrainableGraph
 
 
 # -- post-processing -----------------------------------------------------------------------------------------

@@ -184,7 +184,9 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
     n_train = sum(1 for f in train_ds.frames if len(f.boxes)) if yolo else len(train_ds)
     drop_last = n_train >= 2 * bs
     if yolo:
-        targets, loss, make = YOLOv3Targets(built.net, meta), YOLOv3Loss(built.net), yolo_batches
+        # a retrained pruned graph hands GluonCV's target makers an unpruned reference network
+        targets = YOLOv3Targets(getattr(built.net, "reference", built.net), meta)
+        loss, make = YOLOv3Loss(built.net), yolo_batches
     else:
         targets, loss, make = SSDTargets(built.net, meta, ctx_list[0], cfg.augmentation_config), SSDLoss(), ssd_batches
 

@@ -186,11 +186,23 @@ def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: An
     return BuiltModel(net, meta, frozen)
 
 
-def _load_graph_model(cfg: Any, classes: list[str], ctx: list[Any], console: Any) -> BuiltModel:
+def load_detector_graph(cfg: Any, classes: list[str], ctx: list[Any], console: Any) -> BuiltModel:
+    """`load_graph: true`: the (pruned) graph of pretrained_model_path, checked against the spec's detector."""
     built = load_graph_for_retraining(
         cfg.train_config.pretrained_model_path, task=TASK, ctx=ctx, classes=classes,
         input_shape=list(input_shape_of(cfg)), console=console,
     )
+    found = built.meta.get("detector", "detectnet_v2")
+    if found != cfg.model.detector:
+        raise SpecError(f"train_config.load_graph: {cfg.train_config.pretrained_model_path} is a {found} graph, "
+                        f"the spec's model_config.detector is {cfg.model.detector!r}")
+    if cfg.model.freeze_blocks and console is not None:
+        console.print("model_config.freeze_blocks: not applied to a pruned graph (it has no blocks); every layer trains")
+    return built
+
+
+def _load_graph_model(cfg: Any, classes: list[str], ctx: list[Any], console: Any) -> BuiltModel:
+    built = load_detector_graph(cfg, classes, ctx, console)
     # the clustering and DeepStream settings come from this spec, not from the pruned file
     built.meta["postprocessing"] = {n: cfg.postprocessing_config.for_class(n).model_dump() for n in classes}
     built.meta["deepstream"] = deepstream_meta(cfg, classes)

@@ -34,7 +34,7 @@ PRUNE_OPTIONS: tuple[OptionSpec, ...] = (
         ("--target_ratio",),
         float,
         None,
-        "find the threshold giving about this parameter ratio (pruned/original); overrides -pth",
+        "prune to at most this parameter ratio (pruned/original, e.g. 0.25 = 4x smaller); overrides -pth",
     ),
 )
 

@@ -750,9 +750,10 @@ def _check_options(threshold, granularity, min_filters, normalizer, equalization
 
 
 def _search_threshold(pruner: _Pruner, target: float) -> float:
-    """The threshold whose parameter ratio is closest to `target` (ratio falls as the threshold rises).
+    """The lowest threshold whose parameter ratio is at most `target` (ratio falls as the threshold rises).
 
-    The ratio only changes at the merged norm values, so bisect over those (exact, ~log2(#filters) steps).
+    "At most", not "closest": asking for 0.25 means a model at least 4x smaller. The ratio only changes at the
+    merged norm values, so bisect over those (exact, ~log2(#filters) steps).
     """
     total = pruner.param_count({})
     values = np.unique(np.concatenate([[0.0], *pruner.merged.values()])) if pruner.merged else np.zeros(1)
@@ -761,15 +762,17 @@ def _search_threshold(pruner: _Pruner, target: float) -> float:
         return pruner.param_count(pruner.counts(float(values[i]))) / total
 
     lo, hi = 0, len(values) - 1
+    if ratio(lo) <= target:
+        return float(values[lo])
     if ratio(hi) > target:
         return float(values[hi])  # cannot prune more than this (min_num_filters / granularity floors)
-    while hi - lo > 1:  # invariant: ratio(lo) > target >= ratio(hi), unless lo == 0 already meets it
+    while hi - lo > 1:  # invariant: ratio(lo) > target >= ratio(hi)
         mid = (lo + hi) // 2
         if ratio(mid) > target:
             lo = mid
         else:
             hi = mid
-    return float(values[lo] if abs(ratio(lo) - target) < abs(ratio(hi) - target) else values[hi])
+    return float(values[hi])
 
 
 def prune_graph(
@@ -788,7 +791,7 @@ def prune_graph(
     """Prune the filters of a symbol graph (TLT `prune` semantics). See the module docstring.
 
     `input_shape` is (C, H, W) without the batch. `target_ratio` (pruned/original parameters), when
-    given, replaces `threshold` by the threshold that lands closest to it. `excluded_layers` are node
+    given, replaces `threshold` by the lowest threshold that reaches it (ratio <= target). `excluded_layers` are node
     names (or Gluon block names, without `_fwd`; "a,b" lists work): a Convolution/FullyConnected keeps all
     its outputs, as do the layers it is equalized with; any other node keeps all the channels it reads.
     """

@@ -634,9 +634,6 @@ class _Engine:
 
     def _save(self, path: Path, extra_meta: dict, trainer_states: bytes | None) -> Path:
         """Write a .tlk model file atomically (graph kind when the job asks for it)."""
-        import os
-        import tempfile
-
         from mxnet import gluon
 
         from tlkit.model_io import ModelFile, save_model, save_net
@@ -645,16 +642,15 @@ class _Engine:
         net = self.job.net
         graph = self.job.save_as_graph or isinstance(net, gluon.SymbolBlock)
         if graph and getattr(net, "_cached_graph", ()):
-            # The graph traced while training: export it as is (no re-trace, no CPU forward on GPU nets).
-            import mxnet as mx
-
-            with tempfile.TemporaryDirectory() as tmp:
-                prefix = os.path.join(tmp, "net")
-                net.export(prefix, epoch=0)
-                sym = Path(prefix + "-symbol.json").read_text()
-                params = mx.nd.load(prefix + "-0000.params")
+            # The graph traced while training (or a SymbolBlock's own): saved as is, no re-trace and no CPU
+            # forward on GPU nets. Not HybridBlock.export: it takes the parameters of the last cached op,
+            # which a cleared cache (validation) or a block that trains through another graph leaves empty.
+            sym = net._cached_graph[1]
+            args, auxs = set(sym.list_arguments()), set(sym.list_auxiliary_states())
+            params = {("arg:" if n in args else "aux:") + n: p._reduce()
+                      for n, p in net.collect_params().items() if n in args or n in auxs}
             meta["kind"] = "graph"
-            return save_model(path, ModelFile(meta, params, sym, trainer_states))
+            return save_model(path, ModelFile(meta, params, sym.tojson(), trainer_states))
         return save_net(path, net, meta, as_graph=graph, trainer_states=trainer_states)
 
     def _save_checkpoint(self, epoch: int, stopped_early: bool) -> Path:
