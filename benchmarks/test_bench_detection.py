@@ -133,8 +133,39 @@ def test_bench_detectnet_training_batch(benchmark):
     assert x.shape == (8, 3, 544, 960) and cov.shape == (8, 3, 34, 60)
 
 
-def test_bench_detectnet_clustering(benchmark):
-    """DBSCAN clustering of one image's heads (3 classes, 60x34 grid) from rasterized targets."""
+def test_bench_detectnet_train_step(benchmark):
+    """What the training loop consumes per step, beside what the loader makes (test_bench_detectnet_training_batch):
+    one forward + backward + Adam update of DetectNet_v2 ResNet-18 on a batch of 8 at 960x544."""
+    import mxnet as mx
+    from mxnet import autograd, gluon
+    from tlkit_detection.config import DetectionConfig
+    from tlkit_detection.data import TargetMaker, batches
+    from tlkit_detection.loss import DetectNetLoss
+    from tlkit_detection.model import build_net
+
+    cfg = DetectionConfig.model_validate({"model_config": {"arch": "resnet", "n_layers": 18}})
+    ds = _detectnet_frames()
+    x, label = next(batches(ds, TargetMaker(cfg, ds.classes, {"mode": "torch"}, ds.input_size), 8, seed=1))
+    net = build_net({"arch": "resnet", "n_layers": 18, "n_classes": 3})
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    loss = DetectNetLoss.from_config(cfg, ds.classes)
+    trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 1e-5})
+    xb, lb = mx.nd.array(x), tuple(mx.nd.array(v) for v in label)
+
+    def step():
+        with autograd.record():
+            cost = loss(net(xb), lb)
+        cost.backward()
+        trainer.step(8)
+        return float(cost.mean().asscalar())
+
+    assert np.isfinite(benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=1))
+
+
+@pytest.mark.parametrize("algorithm", ["dbscan", "nms"])
+def test_bench_detectnet_clustering(benchmark, algorithm):
+    """Clustering of one image's heads (3 classes, 60x34 grid) from rasterized targets: DBSCAN vs NMS."""
     from tlkit_detection.clustering import ClusteringParams
     from tlkit_detection.predict import postprocess
     from tlkit_detection.rasterizer import rasterize
@@ -142,6 +173,6 @@ def test_bench_detectnet_clustering(benchmark):
     f = _detectnet_frames(1)
     fr = f.frames[0]
     t = rasterize(fr.boxes, fr.classes, 3, (960, 544), (60, 34))
-    params = {c: ClusteringParams(minimum_bounding_box_height=4) for c in f.classes}
+    params = {c: ClusteringParams(clustering_algorithm=algorithm, minimum_bounding_box_height=4) for c in f.classes}
     dets = benchmark(lambda: postprocess(t.cov[None], t.bbox[None], f.classes, (960, 544), params, [(960, 544)]))
     assert len(dets[0]) >= 1
