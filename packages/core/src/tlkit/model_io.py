@@ -155,15 +155,20 @@ def graph_of(net: Any, input_shape: tuple[int, ...]) -> tuple[str, dict[str, Any
             outs = [x for o in outs for x in (o if isinstance(o, (list, tuple)) else [o])]
         sym = outs[0] if len(outs) == 1 else mx.sym.Group(outs)
         args, auxs = set(sym.list_arguments()), set(sym.list_auxiliary_states())
-        params = {}
-        for p in net.collect_params().values():
-            if p.name in args or p.name in auxs:
-                params[("arg:" if p.name in args else "aux:") + p.name] = p._reduce()  # a CPU copy
+        params = symbol_params(net, sym)
         if args - {"data"} - {k[4:] for k in params} or auxs - {k[4:] for k in params}:
             raise ValueError("parameters missing from the traced graph")
         return sym.tojson(), params
     except Exception:  # noqa: BLE001 - any failure: take the slow, always-working path
         return _exported_graph(net, input_shape)
+
+
+def symbol_params(net: Any, sym: Any) -> dict[str, Any]:
+    """CPU copies of the parameters of `net` that graph `sym` reads, named "arg:x" / "aux:x" as
+    `HybridBlock.export` names them."""
+    args, auxs = set(sym.list_arguments()), set(sym.list_auxiliary_states())
+    return {("arg:" if p.name in args else "aux:") + p.name: p._reduce()
+            for p in net.collect_params().values() if p.name in args or p.name in auxs}
 
 
 def _exported_graph(net: Any, input_shape: tuple[int, ...]) -> tuple[str, dict[str, Any]]:

@@ -486,11 +486,10 @@ def _yolo_training_outputs(sym: Any, heads: list[str]) -> list[Any]:
 
     dets, parts = [], [[], [], [], []]  # objness, centers, scales, class_pred
     for head in heads:
-        conv = next((i for i, n in enumerate(nodes) if n["name"] == head + "_fwd"), None)
-        pred = None
-        for r in users.get(conv, []) if conv is not None else []:
-            for t in users.get(r, []):
-                pred = next((p for p in users.get(t, []) if nodes[p]["op"] == "Reshape"), pred)
+        # conv -> Reshape -> transpose -> Reshape (0, -1, anchors, 5 + classes): the prediction GluonCV slices
+        pred = next((i for i, n in enumerate(nodes) if n["name"] == head + "_fwd"), None)
+        for op in ("Reshape", "transpose", "Reshape"):
+            pred = next((u for u in users.get(pred, []) if nodes[u]["op"] == op), None)
         if pred is None:
             return []
         slices = {nodes[i]["attrs"]["begin"]: i for i in users.get(pred, []) if nodes[i]["op"] == "slice_axis"}
@@ -525,7 +524,6 @@ def _retrainable_graph_class():
                                      f"heads {heads}: cannot find its training outputs")
             train = gluon.SymbolBlock(mx.sym.Group(outs), inputs, params=self.collect_params())
             self.__dict__["_train"] = train  # not a child block: it shares this block's parameters
-            self.classes = list(meta["classes"])
             if yolo:  # GluonCV's YOLOv3 target makers: anchors, offsets and map sizes do not change with pruning
                 ref = build_from_meta(meta)
                 _initialize(ref, ctx)

@@ -636,7 +636,7 @@ class _Engine:
         """Write a .tlk model file atomically (graph kind when the job asks for it)."""
         from mxnet import gluon
 
-        from tlkit.model_io import ModelFile, save_model, save_net
+        from tlkit.model_io import ModelFile, save_model, save_net, symbol_params
 
         meta = {**self.job.meta, **extra_meta}
         net = self.job.net
@@ -646,11 +646,8 @@ class _Engine:
             # forward on GPU nets. Not HybridBlock.export: it takes the parameters of the last cached op,
             # which a cleared cache (validation) or a block that trains through another graph leaves empty.
             sym = net._cached_graph[1]
-            args, auxs = set(sym.list_arguments()), set(sym.list_auxiliary_states())
-            params = {("arg:" if n in args else "aux:") + n: p._reduce()
-                      for n, p in net.collect_params().items() if n in args or n in auxs}
             meta["kind"] = "graph"
-            return save_model(path, ModelFile(meta, params, sym.tojson(), trainer_states))
+            return save_model(path, ModelFile(meta, symbol_params(net, sym), sym.tojson(), trainer_states))
         return save_net(path, net, meta, as_graph=graph, trainer_states=trainer_states)
 
     def _save_checkpoint(self, epoch: int, stopped_early: bool) -> Path:
