@@ -10,6 +10,29 @@ from pathlib import Path
 from typing import IO
 
 
+def _default_file_mode() -> int:
+    """0666 less the process umask: what open() would give a new file (0644 under the usual umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def temp_file_beside(path: str | os.PathLike, suffix: str = ".tmp") -> str:
+    """Create an empty temporary file in `path`'s folder, to be renamed over `path` when complete.
+
+    mkstemp makes files 0600; the temp file gets the mode a plain open() would give, so a published
+    artefact is readable by the services (Triton, DeepStream) that run as another user.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        os.fchmod(fd, _default_file_mode())
+    finally:
+        os.close(fd)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Write to a temporary file beside `path`, fsync it, then rename it over `path`.
@@ -17,10 +40,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     On any exception the temporary file is removed and `path` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = temp_file_beside(path)
     try:
-        with os.fdopen(fd, mode) as fh:
+        with open(tmp, mode) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

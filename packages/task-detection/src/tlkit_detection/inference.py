@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tlkit.errors import DataError, TlkitError
-from tlkit.io import atomic_write, atomic_write_text
+from tlkit.io import atomic_write, atomic_write_text, temp_file_beside
 from tlkit_detection.clustering import Detection
 from tlkit_detection.kitti import KittiObject, write_label
 
@@ -86,7 +86,6 @@ def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size
 def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: Any) -> dict[str, Any]:
     """Annotate every frame of a video (cv2), writing an mp4 next to a per-frame detections json."""
     import os
-    import tempfile
 
     import cv2
 
@@ -96,8 +95,7 @@ def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: 
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     out_path = out_dir / f"{path.stem}_annotated.mp4"
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=out_dir, prefix=".tmp-")
-    os.close(fd)
+    tmp = temp_file_beside(out_path, suffix=".mp4")
     writer = None
     frames_out: list[list[dict[str, Any]]] = []
     try:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import DataError, ModelFileError, SpecError, TlkitError
-from tlkit.io import atomic_write_text
+from tlkit.io import atomic_write_text, temp_file_beside
 
 ARRAY_KEY = "_tensorfile_array_key_"
 GROUP_PREFIX = "_tensorfile_array_key_"  # groups are f"{GROUP_PREFIX}_{i}" -> "_tensorfile_array_key__0"
@@ -60,9 +60,7 @@ class TensorFileWriter:
         import h5py
 
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
+        self._tmp = temp_file_beside(self.path)
         self._db = h5py.File(self._tmp, "w")
         self._db.attrs["count"] = 0
         self.count = 0
