@@ -64,6 +64,14 @@ EXPORT_OPTIONS: tuple[OptionSpec, ...] = (
         "activations: fully fused int8 kernels on x86 CPUs; TensorRT rejects it)",
         choices=("tensorrt", "onnxruntime"),
     ),
+    OptionSpec(
+        "quantize_output_heads",
+        ("--quantize_output_heads",),
+        bool,
+        False,
+        "int8: quantize the output heads too (by default the last weighted layers and everything after them stay "
+        "float: quantized logits/boxes get clipped to the calibrated range)",
+    ),
     OptionSpec("gen_ds_config", ("--gen_ds_config",), bool, False, "also write a complete DeepStream nvinfer config"),
     OptionSpec("gen_triton_repo", ("--gen_triton_repo",), Path, None, "also write a Triton model repository here"),
 )

@@ -48,7 +48,8 @@ def _export(model: Path, output: Path, options: dict[str, Any]) -> tuple[Path, d
         if batches is not None and cache is None:
             cache = output.parent / "cal.bin"  # TLT's default name, next to the model
         extra = {"cal_batches": batches, "calibration_method": options.get("calibration_method") or "entropy",
-                 "cal_cache_file": cache, "qdq_format": options.get("qdq_format") or "tensorrt"}
+                 "cal_cache_file": cache, "qdq_format": options.get("qdq_format") or "tensorrt",
+                 "quantize_output_heads": bool(options.get("quantize_output_heads"))}
     path = export_onnx(
         model,
         output,

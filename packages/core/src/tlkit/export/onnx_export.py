@@ -199,6 +199,7 @@ def export_onnx(
     calibration_method: str = "entropy",
     cal_cache_file: str | os.PathLike | None = None,
     qdq_format: str = "tensorrt",
+    quantize_output_heads: bool = False,
 ) -> Path:
     """Export a `.tlk` model (or a Gluon block + `meta`) to ONNX at `output`. Returns `output`.
 
@@ -207,7 +208,8 @@ def export_onnx(
     graph calibrated on `cal_batches` (NCHW float32 arrays, already preprocessed), or on the ranges
     in an existing TensorRT `cal_cache_file` (imported when it exists and no batches are given; written
     when batches are given). `qdq_format`: "tensorrt" (symmetric int8 activations) or "onnxruntime"
-    (uint8 activations, fast on x86 CPUs; see `tlkit.export.calibration.quantize_qdq`).
+    (uint8 activations, fast on x86 CPUs; see `tlkit.export.calibration.quantize_qdq`). The output heads stay
+    float in the int8 graph and the cache unless `quantize_output_heads`.
     """
     onnx = _import_onnx()
     output = Path(output)
@@ -283,7 +285,8 @@ def export_onnx(
         from tlkit.export.calibration import quantize_with_calibration
 
         return quantize_with_calibration(model, output, cal_batches, method=calibration_method,
-                                         cal_cache_file=cal_cache_file, qdq_format=qdq_format)
+                                         cal_cache_file=cal_cache_file, qdq_format=qdq_format,
+                                         quantize_output_heads=quantize_output_heads)
     atomic_write_bytes(output, model.SerializeToString())
     return output
 
