@@ -389,7 +389,8 @@ def test_output_head_nodes_are_the_last_weighted_layers_and_what_follows(tmp_pat
     model = onnx.load(str(fp32))
     heads = output_head_nodes(model)
     by_name = {n.name: n for n in model.graph.node}
-    assert [by_name[h].op_type for h in heads] == ["Gemm"]  # the classifier; the pool before it is not a head
+    # the classifier and the Softmax a classifier export ends in; the pool before them is not a head
+    assert [by_name[h].op_type for h in heads] == ["Gemm", "Softmax"]
 
     # two heads (DetectNet_v2-like): coverage conv + sigmoid and bbox conv; the shared trunk is no head
     class TwoHeads(nn.HybridBlock):
@@ -412,7 +413,8 @@ def test_output_head_nodes_are_the_last_weighted_layers_and_what_follows(tmp_pat
 def test_int8_keeps_output_heads_float_unless_asked(tmp_path):
     """The reported failure: entropy calibration gave a trained classifier's logits a range of +-0.25, so every
     logit saturated and every prediction became the same class. By default the head is not quantized."""
-    _, x, _, fp32 = structured_setup(tmp_path)
+    net, x, meta, _ = structured_setup(tmp_path)
+    fp32 = export_onnx(net, tmp_path / "logits.onnx", meta={**meta, "task": "other"})  # logits out, no softmax
     ref = OnnxRuntimeRunner(fp32).run(x)[0]
     x = x * (4.0 / np.abs(ref).max())  # scale the input so the logits span about +-4 (the net is positively homogeneous)
     ref = OnnxRuntimeRunner(fp32).run(x)[0]

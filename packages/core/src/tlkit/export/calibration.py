@@ -446,6 +446,10 @@ def output_head_nodes(onnx_model: Any) -> list[str]:
     """Names of the nodes of the output heads: walking back from each graph output, the first weighted node
     (Conv/ConvTranspose/Gemm/MatMul) met on every path, plus every node downstream of those. Graph order."""
     model = _as_model(onnx_model)
+    return [model.graph.node[i].name for i in sorted(_head_indices(model))]
+
+
+def _head_indices(model: Any) -> set[int]:
     nodes = list(model.graph.node)
     producer = {out: i for i, n in enumerate(nodes) for out in n.output if out}
     consumers: dict[str, list[int]] = {}
@@ -472,18 +476,17 @@ def output_head_nodes(onnx_model: Any) -> list[str]:
                 if j not in found:
                     found.add(j)
                     stack.append(j)
-    return [nodes[i].name for i in sorted(found)]
+    return found
 
 
-def _head_tensors(model: Any, head_nodes: Iterable[str]) -> set[str]:
-    names = set(head_nodes)
-    return {out for n in model.graph.node if n.name in names for out in n.output}
+def _head_tensors(model: Any) -> set[str]:
+    """The tensors the output heads produce."""
+    return {out for i in _head_indices(model) for out in model.graph.node[i].output}
 
 
 def without_output_heads(ranges: dict[str, float], onnx_model: Any) -> Ranges:
     """`ranges` less the tensors the output heads produce (what the TensorRT cache gets by default)."""
-    model = _as_model(onnx_model)
-    drop = _head_tensors(model, output_head_nodes(model))
+    drop = _head_tensors(_as_model(onnx_model))
     return Ranges({k: v for k, v in ranges.items() if k not in drop},
                   [n for n in getattr(ranges, "nonnegative", ()) if n not in drop])
 
@@ -553,7 +556,7 @@ def quantize_qdq(
         _name_nodes(pre_model)
         onnx.save(pre_model, str(pre))
         excluded = [] if quantize_output_heads else output_head_nodes(pre_model)
-        float_tensors = _head_tensors(pre_model, excluded)
+        float_tensors = set() if quantize_output_heads else _head_tensors(pre_model)
         missing = [n for n in _activation_names(pre_model) if n not in ranges and n not in float_tensors]
         if missing:
             raise TlkitError(

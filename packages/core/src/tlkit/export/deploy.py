@@ -26,6 +26,13 @@ NETWORK_MODES = {"fp32": 0, "int8": 1, "fp16": 2}
 TASK_NETWORK_TYPES = {"classification": 1, "detection": 0, "segmentation": 2}
 
 
+def network_type(meta: dict[str, Any]) -> int:
+    """nvinfer's network-type of a model: meta["deepstream"]["network_type"], else by task (classification 1,
+    detection 0, segmentation 2, anything else 100)."""
+    ds = meta.get("deepstream") or {}
+    return int(ds.get("network_type", TASK_NETWORK_TYPES.get(meta.get("task") or "", 100)))
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "1" if v else "0"

@@ -8,7 +8,10 @@ What the exported file always has (mxnet-notes "ONNX export"):
 - opset as asked (MXNet emits opset 12 or 13 ops; higher opsets go through onnx's version converter)
   and the lowest IR version that opset needs, so older runtimes load it too;
 - output shapes filled in from a probe run (Triton/DeepStream configs read them);
-- the model's metadata as JSON under the metadata_props key "tlkit" (`read_onnx_metadata`).
+- the model's metadata as JSON under the metadata_props key "tlkit" (`read_onnx_metadata`);
+- classifiers (DeepStream network type 1: the classification task) end in a Softmax: the output is class
+  probabilities (metadata "output_activation": "softmax"), so DeepStream's classifier-threshold and Triton's
+  classification extension mean probabilities, as TLT's `predictions/Softmax` output does.
 """
 
 from __future__ import annotations
@@ -68,6 +71,13 @@ def _symbol_and_params(net: Any, input_shape: tuple[int, ...]) -> tuple[Any, dic
         net.export(prefix, epoch=0)
         sym, arg, aux = mx.model.load_checkpoint(prefix, 0)
     return sym, {**arg, **aux}
+
+
+def is_classifier(meta: dict[str, Any]) -> bool:
+    """A classifier in DeepStream's sense (network type 1): its export ends in a Softmax."""
+    from tlkit.export.deploy import network_type
+
+    return network_type(meta) == 1
 
 
 def _rename(graph: Any, old: str, new: str) -> None:
@@ -230,6 +240,11 @@ def export_onnx(
     shape = tuple(int(v) for v in shape)
 
     sym, params = _symbol_and_params(net, shape)
+    softmax = is_classifier(meta) and meta.get("output_activation") != "softmax" and len(sym.list_outputs()) == 1
+    if softmax:
+        import mxnet as mx
+
+        sym = mx.sym.softmax(sym, axis=-1, name="predictions")
     model = _convert(sym, params, shape, opset)
     raw_initializers(model)
     graph = model.graph
@@ -270,6 +285,8 @@ def export_onnx(
     if isinstance(model_path_or_net, (str, os.PathLike)):
         meta.setdefault("source_model", str(model_path_or_net))
     md = onnx_metadata(meta, output_names=names, input_shape=shape, batch=batch, data_type=data_type, opset=opset)
+    if softmax or meta.get("output_activation"):
+        md["output_activation"] = "softmax"
     md["output_shapes"] = [
         [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] for out in graph.output
     ]
