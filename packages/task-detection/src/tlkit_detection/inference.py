@@ -4,11 +4,19 @@ Images: `<r>/images_annotated/<name>` (boxes, class and confidence drawn) and `<
 (KITTI lines with the confidence as 16th field), as TLT. A video file (mp4/avi/mov/mkv/webm): an annotated
 `<r>/<stem>_annotated.mp4` plus `<r>/<stem>_detections.json` (per-frame boxes). Post-processing follows
 the spec's postprocessing_config when -e is given, else the one saved in the model.
+
+`--secondary CLASSIFIER.onnx` runs the DeepStream primary + secondary cascade in Python: every detected object
+(`--operate_on_class_ids`, at least `--input_object_min_width/height` px) is cropped as nvinfer crops it
+(`tlkit.export.cascade`, widened by `--secondary_margin`) and classified; a label is kept at
+`--classifier_threshold` probability or above. Both labels are drawn and written: `<r>/labels_secondary/`
+(KITTI, type = the secondary label, score = its probability) beside `<r>/labels/`, and `<r>/cascade.csv` /
+`<r>/cascade.json` (one row per object with both labels), plus per-stage latency.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,18 +33,60 @@ _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 3
             (240, 50, 230), (210, 245, 60), (250, 190, 190), (0, 128, 128)]
 
 
-def draw(image: np.ndarray, dets: Sequence[Detection], classes: Sequence[str], linewidth: int = 2) -> np.ndarray:
-    """A copy of RGB `image` with the detections drawn (class colour, label and confidence)."""
+def draw(image: np.ndarray, dets: Sequence[Detection], classes: Sequence[str], linewidth: int = 2,
+         secondary: Sequence[Any] | None = None) -> np.ndarray:
+    """A copy of RGB `image` with the detections drawn (class colour, label and confidence; with `secondary`
+    results, the secondary label and probability after a '|')."""
     import cv2
 
     out = np.ascontiguousarray(image.copy())
-    for d in dets:
+    for i, d in enumerate(dets):
         color = _PALETTE[list(classes).index(d.class_name) % len(_PALETTE)] if d.class_name in classes else (255, 255, 0)
         x1, y1, x2, y2 = (int(round(v)) for v in d.bbox)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, linewidth)
-        cv2.putText(out, f"{d.class_name} {d.confidence:.2f}", (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4, color, 1, cv2.LINE_AA)
+        text = f"{d.class_name} {d.confidence:.2f}"
+        if secondary is not None and secondary[i].label is not None:
+            text += f" | {secondary[i].label} {secondary[i].probability:.2f}"
+        cv2.putText(out, text, (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
     return out
+
+
+def classify_objects(secondary: Any, image: np.ndarray, dets: Sequence[Detection], classes: Sequence[str]) -> list[Any]:
+    """The secondary classifier's result for each detection (tlkit.export.cascade.SecondaryResult)."""
+    ids = [list(classes).index(d.class_name) if d.class_name in classes else -1 for d in dets]
+    return secondary.classify(image, [d.bbox for d in dets], ids)
+
+
+def cascade_rows(name: str, dets: Sequence[Detection], results: Sequence[Any]) -> list[dict[str, Any]]:
+    return [{"image": name, "bbox": [round(float(v), 2) for v in d.bbox], "class": d.class_name,
+             "confidence": round(float(d.confidence), 4), "secondary_label": r.label,
+             "secondary_probability": None if r.probability is None else round(r.probability, 4)}
+            for d, r in zip(dets, results)]
+
+
+def write_cascade(out_dir: Path, rows: list[dict[str, Any]], latency: dict[str, Any]) -> dict[str, str]:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["image", "x1", "y1", "x2", "y2", "class", "confidence", "secondary_label", "secondary_probability"])
+    for r in rows:
+        w.writerow([r["image"], *r["bbox"], r["class"], r["confidence"], r["secondary_label"] or "",
+                    "" if r["secondary_probability"] is None else r["secondary_probability"]])
+    atomic_write_text(out_dir / "cascade.csv", buf.getvalue())
+    atomic_write_text(out_dir / "cascade.json", json.dumps({"objects": rows, "latency_ms": latency}, indent=1))
+    return {"cascade_csv": str(out_dir / "cascade.csv"), "cascade_json": str(out_dir / "cascade.json")}
+
+
+def latency_ms(detector: Any, secondary: Any, frame_s: Sequence[float]) -> dict[str, Any]:
+    """Median per-stage latency: detector forward per frame, classifier forward per crop, whole cascade per
+    frame (read, preprocess, detect, post-process, crop, classify; drawing and writing excluded)."""
+    def med(v: Sequence[float]) -> float | None:
+        return round(float(np.median(v)) * 1000, 3) if len(v) else None
+
+    return {"detector_per_frame": med(detector.times), "classifier_per_crop": med(secondary.times),
+            "cascade_per_frame": med(frame_s)}
 
 
 def kitti_objects(dets: Sequence[Detection]) -> list[KittiObject]:
@@ -63,27 +113,47 @@ def _write_png_or_jpg(path: Path, rgb: np.ndarray) -> None:
         fh.write(buf.tobytes())
 
 
-def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size: int, cfg: Any) -> dict[str, Any]:
+def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size: int, cfg: Any,
+                 secondary: Any = None) -> dict[str, Any]:
+    import time
+
     ic = cfg.inference_config
-    img_dir, lbl_dir = out_dir / "images_annotated", out_dir / "labels"
+    img_dir, lbl_dir, sec_dir = out_dir / "images_annotated", out_dir / "labels", out_dir / "labels_secondary"
     counts: dict[str, int] = {}
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
+    rows: list[dict[str, Any]] = []
+    frame_s: list[float] = []
+    # the cascade is timed frame by frame (batch 1, as a video pipeline runs); plain detection batches
+    step = 1 if secondary is not None else batch_size
+    for start in range(0, len(paths), step):
+        chunk = paths[start : start + step]
+        t = time.perf_counter()
         images = [read_image(p) for p in chunk]
         for p, img, dets in zip(chunk, images, detector.detect(images)):
+            results = classify_objects(secondary, img, dets, detector.classes) if secondary is not None else None
+            if secondary is not None:
+                frame_s.append(time.perf_counter() - t)
+                rows += cascade_rows(p.name, dets, results)
+                write_label(sec_dir / f"{p.stem}.txt", [
+                    KittiObject(type=r.label, bbox=tuple(float(v) for v in d.bbox), score=float(r.probability))
+                    for d, r in zip(dets, results) if r.label is not None])
             for d in dets:
                 counts[d.class_name] = counts.get(d.class_name, 0) + 1
             if ic.kitti_dump:
                 write_label(lbl_dir / f"{p.stem}.txt", kitti_objects(dets))
             if not ic.disable_overlay:
                 img_dir.mkdir(parents=True, exist_ok=True)
-                _write_png_or_jpg(img_dir / p.name, draw(img, dets, detector.classes, ic.overlay_linewidth))
-    return {"images": len(paths), "detections": counts,
-            "labels_dir": str(lbl_dir) if ic.kitti_dump else None,
-            "images_dir": str(img_dir) if not ic.disable_overlay else None}
+                _write_png_or_jpg(img_dir / p.name, draw(img, dets, detector.classes, ic.overlay_linewidth, results))
+    out = {"images": len(paths), "detections": counts,
+           "labels_dir": str(lbl_dir) if ic.kitti_dump else None,
+           "images_dir": str(img_dir) if not ic.disable_overlay else None}
+    if secondary is not None:
+        out["latency_ms"] = latency_ms(detector, secondary, frame_s)
+        out["secondary_labels"] = dict(sorted(Counter(r["secondary_label"] or "(none)" for r in rows).items()))
+        out.update(write_cascade(out_dir, rows, out["latency_ms"]), labels_secondary_dir=str(sec_dir))
+    return out
 
 
-def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: Any) -> dict[str, Any]:
+def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: Any, secondary: Any = None) -> dict[str, Any]:
     """Annotate every frame of a video (cv2), writing an mp4 next to a per-frame detections json."""
     import os
 
@@ -107,9 +177,13 @@ def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: 
                 if writer is None:
                     h, w = img.shape[:2]
                     writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                writer.write(draw(img, dets, detector.classes, cfg.inference_config.overlay_linewidth)[:, :, ::-1])
+                results = classify_objects(secondary, img, dets, detector.classes) if secondary is not None else None
+                writer.write(draw(img, dets, detector.classes, cfg.inference_config.overlay_linewidth, results)[:, :, ::-1])
                 frames_out.append([{"class": d.class_name, "bbox": [float(v) for v in d.bbox],
-                                    "confidence": float(d.confidence)} for d in dets])
+                                    "confidence": float(d.confidence),
+                                    **({"secondary_label": r.label, "secondary_probability": r.probability}
+                                       if results is not None else {})}
+                                   for d, r in zip(dets, results or [None] * len(dets))])
             pending.clear()
 
         while True:
@@ -152,9 +226,14 @@ def run(ctx: Any) -> dict[str, Any]:
         raise DataError(f"{src}: no such file or directory")
     out_dir = ctx.require_results_dir()
     detector = load_detector(ctx.model, ctx.spec if isinstance(ctx.spec, DetectionConfig) else None)
+    secondary = None
+    if ctx.options.get("secondary"):
+        from tlkit.export.cascade import load_secondary
+
+        secondary = load_secondary(ctx.options["secondary"], ctx.options)
     bs = int(ctx.options.get("batch_size") or cfg.inference_config.batch_size)
     if src.is_file() and src.suffix.lower() in VIDEO_SUFFIXES:
-        res = infer_video(detector, src, out_dir, bs, cfg)
+        res = infer_video(detector, src, out_dir, bs, cfg, secondary)
         ctx.console.print(f"annotated {res['frames']} frames -> {res['video']}")
         return res
     if src.is_dir():
@@ -165,6 +244,9 @@ def run(ctx: Any) -> dict[str, Any]:
         paths = [src]
     else:
         raise DataError(f"{src}: not an image ({', '.join(IMAGE_SUFFIXES)}), a video ({', '.join(VIDEO_SUFFIXES)}) or a directory")
-    res = infer_images(detector, paths, out_dir, bs, cfg)
+    res = infer_images(detector, paths, out_dir, bs, cfg, secondary)
     ctx.console.print(f"{res['images']} images: " + (", ".join(f"{k} {v}" for k, v in sorted(res["detections"].items())) or "no detections"))
+    if secondary is not None:
+        ctx.console.print("secondary labels: " + ", ".join(f"{k} {v}" for k, v in res["secondary_labels"].items())
+                          + f"; latency (ms, median): {res['latency_ms']}; {res['cascade_csv']}")
     return res

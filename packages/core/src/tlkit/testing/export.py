@@ -76,3 +76,20 @@ def assert_onnx_matches(
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def parse_triton_config(path: str | os.PathLike) -> Any:
+    """A Triton config.pbtxt parsed with Triton's own ModelConfig message (model_config.proto, the generated
+    module tritonclient ships; tlkit-core[test]). Unknown fields or bad syntax raise."""
+    import importlib.util
+
+    import tritonclient
+    from google.protobuf import text_format
+
+    # tritonclient.grpc's __init__ needs the grpc extra (whose protobuf pin conflicts with ours); the
+    # generated proto module itself needs only protobuf
+    source = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location("triton_model_config_pb2", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return text_format.Parse(Path(path).read_text(), module.ModelConfig())
