@@ -272,6 +272,15 @@ def export_onnx(
     for out, name in zip(list(graph.output), names):
         _rename(graph, out.name, name)
     _fill_output_shapes(model, shape)
+    if meta.get("export_nms"):  # decoded boxes before NMS: NMS goes into the graph (tlkit.export.nms)
+        from tlkit.export import nms
+
+        nms_params = {**meta["export_nms"], "num_classes": len(meta.get("classes") or [])}
+        model = nms.append_nms(model, nms_params, shape)
+        graph, names = model.graph, list(nms.OUTPUTS)
+        _fill_output_shapes(model, shape)
+        meta = {**meta, "output_names": names, "deepstream": nms.deepstream_meta(
+            nms_params, list(meta.get("classes") or []), meta["export_nms"].get("per_class_threshold") or {})}
 
     batch: int | str = "batch"
     if static_batch_size and static_batch_size > 0:
