@@ -105,7 +105,7 @@ def test_custom_parser_config_is_not_called_complete(tmp_path):
     custom = {**meta, "deepstream": {"network_type": 0, "properties": {
         "parse-bbox-func-name": "NvDsInferParseTlkitEfficientNMS", "custom-lib-path": "libnvds_tlkit_parsers.so"}}}
     first = write_deepstream_config(det, custom, tmp_path / "b").read_text().splitlines()[0]
-    assert "NOT complete" in first and "build it first" in first
+    assert "NOT complete" in first and "does not ship" in first and "libnvds_tlkit_parsers.so" in first
 
 
 def test_deepstream_app_cascade_config(tmp_path):

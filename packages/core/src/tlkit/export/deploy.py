@@ -229,7 +229,7 @@ def _custom_parser_todo(prop: dict[str, Any]) -> str:
     if not lib or str(lib) == STOCK_PARSER_LIB:
         return ""
     return (f"{prop.get('parse-bbox-func-name', 'its parser')} lives in {lib}, which DeepStream does not ship: "
-            "build it first from the parser source tlkit writes beside this file (see its Makefile).")
+            "build or install that library first.")
 
 
 # -- Triton ----------------------------------------------------------------------------------------
