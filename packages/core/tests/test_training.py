@@ -17,7 +17,7 @@ mx = pytest.importorskip("mxnet")
 from mxnet import gluon  # noqa: E402
 
 from tlkit.config import TrainConfig  # noqa: E402
-from tlkit.errors import DataError, ModelFileError, SpecError, TlkitError  # noqa: E402
+from tlkit.errors import DataError, ModelFileError, OutputError, SpecError, TlkitError  # noqa: E402
 from tlkit.model_io import load_model  # noqa: E402
 from tlkit.training import StatusLogger, TrainJob, train  # noqa: E402
 from tlkit.training import checkpoints as ck  # noqa: E402
@@ -300,7 +300,7 @@ def test_checkpoint_write_failing_midway_keeps_previous(tmp_path, monkeypatch):
         return real(arrays)
 
     monkeypatch.setattr(model_io, "_nd_to_bytes", failing)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match=r"weights/model_epoch_002\.tlk: cannot write: disk full \(simulated\)$"):
         train(make_job(), make_cfg(n_epochs=3), tmp_path)
     w = tmp_path / "weights"
     assert [e for e, _ in ck.list_checkpoints(w)] == [1]
