@@ -1065,3 +1065,48 @@ def test_fault(name, capsys, tmp_path, monkeypatch, assets):
     finally:
         for fin in ws.finalizers:
             fin()
+
+
+# -- two trainings in one results dir ----------------------------------------------------------------------
+
+
+def test_second_training_is_refused_while_the_first_completes(tmp_path, capsys, assets):
+    """The first run (a real `tlkit` process) is frozen (SIGSTOP) as soon as it holds the results dir; the second
+    is refused with one line and changes no file (no spec rewrite, no status.json line, the first's temp files
+    kept); the first then completes normally."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tlkit.training import StatusLogger
+    from tlkit.training.lock import LOCK_NAME, read_holder
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(assets.cls_spec_text(**{"train_config.n_epochs": 2}))
+    r = tmp_path / "r"
+    first = subprocess.Popen([sys.executable, "-m", "tlkit", "classification", "train", "-e", str(spec), "-r", str(r)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lock = r / LOCK_NAME
+    deadline = time.time() + 120
+    while read_holder(lock).get("pid") != first.pid:
+        assert first.poll() is None and time.time() < deadline, first.stdout.read()[-3000:]
+        time.sleep(0.02)
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        time.sleep(0.2)  # whatever the first was writing stays as it is while it is stopped
+        before = snapshot(r)
+        res = run_cli(capsys, "classification", "train", "-e", spec, "-r", r)
+        after = snapshot(r)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    assert_clean_failure(res, rf"{r}: in use by another training \(pid {first.pid}, started .*\); wait for it to finish", [lock])
+    assert_unchanged(before, after)
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, out[-3000:]
+    statuses = [s["status"] for s in StatusLogger(r).read()]
+    assert statuses.count("STARTED") == 1 and statuses[-1] == "SUCCESS", statuses
+    assert (r / "weights" / "model.tlk").is_file() and (r / "weights" / "model_epoch_002.tlk").is_file()
+    assert not lock.exists()
