@@ -1110,3 +1110,50 @@ def test_second_training_is_refused_while_the_first_completes(tmp_path, capsys, 
     assert statuses.count("STARTED") == 1 and statuses[-1] == "SUCCESS", statuses
     assert (r / "weights" / "model.tlk").is_file() and (r / "weights" / "model_epoch_002.tlk").is_file()
     assert not lock.exists()
+
+
+def test_sigterm_during_cli_training(tmp_path, capsys, monkeypatch, assets):
+    """SIGTERM (docker stop) mid-training: exit 143, 'terminated (SIGTERM)', FAILURE in status.json (it used to
+    stay at RUNNING) and the lock released."""
+    import os
+    import signal
+
+    from tlkit.training import StatusLogger, engine
+    from tlkit.training.lock import LOCK_NAME
+
+    real = engine._Engine._log_epoch
+
+    def log_then_sigterm(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(engine._Engine, "_log_epoch", log_then_sigterm)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(assets.cls_spec_text(**{"train_config.n_epochs": 3}))
+    res = run_cli(capsys, "classification", "train", "-e", spec, "-r", tmp_path / "r")
+    assert res.code == 143 and res.error_lines == ["terminated (SIGTERM)"], res
+    last = StatusLogger(tmp_path / "r").read()[-1]
+    assert (last["status"], last["message"]) == ("FAILURE", "Training interrupted (SIGTERM)")
+    assert not (tmp_path / "r" / LOCK_NAME).exists()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone with the run
+
+
+def test_restart_trains_anew_and_keeps_the_old_run(tmp_path, capsys, assets):
+    """The refused re-run on renamed classes, with --restart: it trains from scratch; the old run is moved aside."""
+    r = tmp_path / "r"
+    shutil.copytree(assets.cls_run, r)
+    old_model = (r / "weights" / "model.tlk").read_bytes()
+    d = tmp_path / "d"
+    shutil.copytree(assets.cls_data, d)
+    for split in ("train", "val"):
+        (d / split / "circle").rename(d / split / "disc")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(assets.cls_spec_text(d))
+    res = run_cli(capsys, "classification", "train", "-e", spec, "-r", r, "--restart")
+    assert res.code == 0, res
+    (old,) = (r / "previous_runs").iterdir()
+    assert f"--restart: the previous run's files moved to {old}" in res.out.replace("\n", "")
+    assert (old / "weights" / "model.tlk").read_bytes() == old_model
+    assert json.loads((old / "classmap.json").read_text()) == {"circle": 0, "square": 1, "triangle": 2}
+    assert json.loads((r / "classmap.json").read_text()) == {"disc": 0, "square": 1, "triangle": 2}
+    assert "Resuming" not in res.out

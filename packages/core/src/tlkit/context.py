@@ -71,7 +71,6 @@ class CommandContext:
 
     def require_results_dir(self) -> Path:
         from tlkit.errors import TlkitError
-
         from tlkit.io import make_dir
 
         if self.results_dir is None:

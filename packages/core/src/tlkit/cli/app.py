@@ -130,20 +130,28 @@ def run_command(task: TaskSpec, cmd: CommandSpec, kwargs: dict[str, Any]) -> Non
     )
     if results_dir is not None:
         make_dir(results_dir, "-r/--results_dir")
-    with contextlib.ExitStack() as guard:
-        if cmd.stage == Stage.TRAIN and results_dir is not None:
-            # one training per results dir; taken before anything is read or written, so a refused run
-            # changes nothing (the engine takes it again, re-entrantly, for callers that skip the CLI)
-            from tlkit.training.lock import results_dir_lock
+    from tlkit.training.signals import Terminated, sigterm_interrupts
 
-            guard.enter_context(results_dir_lock(results_dir, warn=ctx.console.print))
-            if kwargs.get("restart"):
-                from tlkit.training.checkpoints import archive_run
+    try:
+        with contextlib.ExitStack() as guard:
+            if cmd.stage == Stage.TRAIN and results_dir is not None:
+                # one training per results dir; taken before anything is read or written, so a refused run
+                # changes nothing (the engine takes it again, re-entrantly, for callers that skip the CLI)
+                from tlkit.training.lock import results_dir_lock
 
-                moved = archive_run(results_dir)
-                if moved is not None:
-                    ctx.console.print(f"--restart: the previous run's files moved to {moved}", soft_wrap=True)
-        _run_with_hooks(task, cmd, ctx)
+                guard.enter_context(sigterm_interrupts())
+                guard.enter_context(results_dir_lock(results_dir, warn=ctx.console.print))
+                if kwargs.get("restart"):
+                    from tlkit.training.checkpoints import archive_run
+
+                    moved = archive_run(results_dir)
+                    if moved is not None:
+                        ctx.console.print(f"--restart: the previous run's files moved to {moved}", soft_wrap=True)
+            _run_with_hooks(task, cmd, ctx)
+    except KeyboardInterrupt as err:  # click would print "Aborted!" and exit 1; say which, with the usual codes
+        terminated = isinstance(err, Terminated)
+        print("terminated (SIGTERM)" if terminated else "interrupted", file=sys.stderr)
+        raise SystemExit(143 if terminated else 130) from None
 
 
 def _run_with_hooks(task: TaskSpec, cmd: CommandSpec, ctx: Any) -> None:
