@@ -193,12 +193,14 @@ class Assets:
         return save_net(self.root / "pose.tlk", net, meta)
 
     def pose_spec_text(self, **dataloader: Any) -> str:
-        return json.dumps({
-            "dataloader": {"image_dims": [48, 64, 3], **dataloader},
-            "pose_config": {"target_shape": [6, 8]},
-            "model": {"arch": "mobilenet_v2", "backbone_blocks": 3, "stages": 2, "stage_channels": 8},
-            "train_config": {"n_epochs": 1, "batch_size_per_gpu": 2, "n_workers": 1},
-        })
+        return json.dumps(
+            {
+                "dataloader": {"image_dims": [48, 64, 3], **dataloader},
+                "pose_config": {"target_shape": [6, 8]},
+                "model": {"arch": "mobilenet_v2", "backbone_blocks": 3, "stages": 2, "stage_channels": 8},
+                "train_config": {"n_epochs": 1, "batch_size_per_gpu": 2, "n_workers": 1},
+            }
+        )
 
 
 @pytest.fixture(scope="session")
@@ -271,13 +273,22 @@ def case(category: str):
 
 @case("spec")
 def spec_missing(w):
-    return Expect(["classification", "train", "-e", w.p("nope.yaml"), "-r", w.p("r")], r"spec file not found", [w.p("nope.yaml")], code=2)
+    return Expect(
+        ["classification", "train", "-e", w.p("nope.yaml"), "-r", w.p("r")],
+        r"spec file not found",
+        [w.p("nope.yaml")],
+        code=2,
+    )
 
 
 @case("spec")
 def spec_is_a_folder(w):
     w.p("specdir").mkdir()
-    return Expect(["classification", "train", "-e", w.p("specdir"), "-r", w.p("r")], r"is a folder; expected a YAML spec file", [w.p("specdir")])
+    return Expect(
+        ["classification", "train", "-e", w.p("specdir"), "-r", w.p("r")],
+        r"is a folder; expected a YAML spec file",
+        [w.p("specdir")],
+    )
 
 
 @case("spec")
@@ -295,51 +306,78 @@ def spec_not_utf8(w):
 @case("spec")
 def spec_duplicate_key(w):
     s = w.write("s.yaml", "train_config:\n  n_epochs: 2\n  batch_size_per_gpu: 4\n  n_epochs: 30\n")
-    return Expect(["classification", "train", "-e", s, "-r", w.p("r")], r"s\.yaml:4: train_config\.n_epochs: duplicate key \(first given at line 2\)", [s])
+    return Expect(
+        ["classification", "train", "-e", s, "-r", w.p("r")],
+        r"s\.yaml:4: train_config\.n_epochs: duplicate key \(first given at line 2\)",
+        [s],
+    )
 
 
 @case("spec")
 def spec_unknown_key(w):
     s = w.write("s.yaml", "train_config:\n  n_epoch: 2\n")
-    return Expect(["classification", "train", "-e", s, "-r", w.p("r")], r"s\.yaml:2: train_config\.n_epoch: unknown key \(did you mean 'n_epochs'\?\)", [s])
+    return Expect(
+        ["classification", "train", "-e", s, "-r", w.p("r")],
+        r"s\.yaml:2: train_config\.n_epoch: unknown key \(did you mean 'n_epochs'\?\)",
+        [s],
+    )
 
 
 @case("spec")
 def spec_wrong_type(w):
     s = w.write("s.yaml", "train_config:\n  n_epochs: many\n")
-    return Expect(["classification", "train", "-e", s, "-r", w.p("r")], r"s\.yaml:2: train_config\.n_epochs: .*got 'many'", [s])
+    return Expect(
+        ["classification", "train", "-e", s, "-r", w.p("r")], r"s\.yaml:2: train_config\.n_epochs: .*got 'many'", [s]
+    )
 
 
 @case("spec")
 def spec_top_level_list(w):
     s = w.write("s.yaml", "- train_config\n")
-    return Expect(["classification", "train", "-e", s, "-r", w.p("r")], r"s\.yaml:1: expected a mapping of sections", [s])
+    return Expect(
+        ["classification", "train", "-e", s, "-r", w.p("r")], r"s\.yaml:1: expected a mapping of sections", [s]
+    )
 
 
 @case("spec")
 def override_without_equals(w):
-    return Expect(["classification", "train", "-e", w.cls_spec(), "-r", w.p("r"), "train_config.n_epochs"],
-                  r"override 'train_config\.n_epochs': expected key=value", ["train_config.n_epochs"])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec(), "-r", w.p("r"), "train_config.n_epochs"],
+        r"override 'train_config\.n_epochs': expected key=value",
+        ["train_config.n_epochs"],
+    )
 
 
 @case("spec")
 def override_into_a_value(w):
-    return Expect(["classification", "train", "-e", w.cls_spec(), "-r", w.p("r"), "train_config.n_epochs.x=1"],
-                  r"override 'train_config\.n_epochs\.x': 'n_epochs' is a value, not a section", ["n_epochs"])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec(), "-r", w.p("r"), "train_config.n_epochs.x=1"],
+        r"override 'train_config\.n_epochs\.x': 'n_epochs' is a value, not a section",
+        ["n_epochs"],
+    )
 
 
 @case("spec")
 def override_out_of_range(w):
-    return Expect(["classification", "train", "-e", w.cls_spec(), "-r", w.p("r"), "train_config.n_epochs=0"],
-                  r"override 'train_config\.n_epochs=0': train_config\.n_epochs: Input should be greater than or equal to 1", ["n_epochs"])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec(), "-r", w.p("r"), "train_config.n_epochs=0"],
+        r"override 'train_config\.n_epochs=0': train_config\.n_epochs: Input should be greater than or equal to 1",
+        ["n_epochs"],
+    )
 
 
 @case("spec")
 def detection_spec_names_unknown_class(w):
     """cost_function_config.per_class names 'cars': the class 'red' would silently train on the defaults."""
-    s = w.write("s.yaml", w.a.det_spec_text(w.a.det_manifest, **{"cost_function_config.per_class": {"redd": {"class_weight": 2.0}}}))
-    return Expect(["detection", "train", "-e", s, "-r", w.p("r")],
-                  r"cost_function_config\.per_class\.redd: 'redd' is not a training class \(did you mean 'red'\?\)", ["redd"])
+    s = w.write(
+        "s.yaml",
+        w.a.det_spec_text(w.a.det_manifest, **{"cost_function_config.per_class": {"redd": {"class_weight": 2.0}}}),
+    )
+    return Expect(
+        ["detection", "train", "-e", s, "-r", w.p("r")],
+        r"cost_function_config\.per_class\.redd: 'redd' is not a training class \(did you mean 'red'\?\)",
+        ["redd"],
+    )
 
 
 # -- command-line flags ----------------------------------------------------------------------------------
@@ -347,75 +385,117 @@ def detection_spec_names_unknown_class(w):
 
 @case("flags")
 def unknown_task(w):
-    return Expect(["clasification", "train"], r"unknown task 'clasification'; did you mean 'classification'", ["clasification"])
+    return Expect(
+        ["clasification", "train"], r"unknown task 'clasification'; did you mean 'classification'", ["clasification"]
+    )
 
 
 @case("flags")
 def train_without_spec(w):
-    return Expect(["classification", "train", "-r", w.p("r")], r"-e/--experiment_spec is required", ["-e/--experiment_spec"], code=2)
+    return Expect(
+        ["classification", "train", "-r", w.p("r")],
+        r"-e/--experiment_spec is required",
+        ["-e/--experiment_spec"],
+        code=2,
+    )
 
 
 @case("flags")
 def train_without_results_dir(w):
-    return Expect(["classification", "train", "-e", w.cls_spec()], r"-r/--results_dir is required", ["-r/--results_dir"])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec()], r"-r/--results_dir is required", ["-r/--results_dir"]
+    )
 
 
 @case("flags")
 def gpu_index_absent(w):
-    return Expect(["classification", "train", "-e", w.cls_spec(), "-r", w.p("r"), "--gpu_index", "5"],
-                  r"--gpu_index 5: MXNet sees 0 GPU\(s\); run with --gpus 0 for CPU", ["--gpu_index 5"])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec(), "-r", w.p("r"), "--gpu_index", "5"],
+        r"--gpu_index 5: MXNet sees 0 GPU\(s\); run with --gpus 0 for CPU",
+        ["--gpu_index 5"],
+    )
 
 
 @case("flags")
 def gpus_absent(w):
-    return Expect(["classification", "train", "-e", w.cls_spec(), "-r", w.p("r"), "--gpus", "2"],
-                  r"--gpus 2 \(devices \[0, 1\]\) requested but MXNet sees 0 GPU", ["--gpus 2"])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec(), "-r", w.p("r"), "--gpus", "2"],
+        r"--gpus 2 \(devices \[0, 1\]\) requested but MXNet sees 0 GPU",
+        ["--gpus 2"],
+    )
 
 
 @case("flags")
 def gpus_and_index_disagree(w):
-    return Expect(["classification", "train", "-e", w.cls_spec(), "-r", w.p("r"), "--gpus", "1", "--gpu_index", "0", "1"],
-                  r"--gpus 1 but --gpu_index lists 2 devices", ["--gpus 1"])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec(), "-r", w.p("r"), "--gpus", "1", "--gpu_index", "0", "1"],
+        r"--gpus 1 but --gpu_index lists 2 devices",
+        ["--gpus 1"],
+    )
 
 
 @case("flags")
 def amp_outside_train(w):
-    return Expect(["classification", "inference", "-m", w.p("m.tlk"), "-d", w.p("x"), "-r", w.p("r"), "--use_amp"],
-                  r"--use_amp applies to train only", ["--use_amp"])
+    return Expect(
+        ["classification", "inference", "-m", w.p("m.tlk"), "-d", w.p("x"), "-r", w.p("r"), "--use_amp"],
+        r"--use_amp applies to train only",
+        ["--use_amp"],
+    )
 
 
 @case("flags")
 def choice_not_allowed(w):
-    return Expect(["classification", "export", "-m", w.p("m.tlk"), "--data_type", "int4"], r"--data_type: 'int4' is not one of fp32, fp16, int8", ["--data_type"])
+    return Expect(
+        ["classification", "export", "-m", w.p("m.tlk"), "--data_type", "int4"],
+        r"--data_type: 'int4' is not one of fp32, fp16, int8",
+        ["--data_type"],
+    )
 
 
 @case("flags")
 def batch_size_zero(w):
-    return Expect(["classification", "inference", "-m", w.p("m.tlk"), "-d", w.p("x"), "-r", w.p("r"), "-b", "0"],
-                  r"--batch_size 0: expected a number >= 1", ["--batch_size"])
+    return Expect(
+        ["classification", "inference", "-m", w.p("m.tlk"), "-d", w.p("x"), "-r", w.p("r"), "-b", "0"],
+        r"--batch_size 0: expected a number >= 1",
+        ["--batch_size"],
+    )
 
 
 @case("flags")
 def max_batches_zero(w):
     """--max_batches 0 used to write one batch."""
-    return Expect(["classification", "calibration_tensorfile", "-e", w.cls_spec(), "-o", w.p("cal.h5"), "--max_batches", "0"],
-                  r"--max_batches 0: expected a number >= 1 \(or -1\)", ["--max_batches"])
+    return Expect(
+        ["classification", "calibration_tensorfile", "-e", w.cls_spec(), "-o", w.p("cal.h5"), "--max_batches", "0"],
+        r"--max_batches 0: expected a number >= 1 \(or -1\)",
+        ["--max_batches"],
+    )
 
 
 @case("flags")
 def top_k_zero(w):
-    return Expect(["classification", "evaluate", "-e", w.cls_spec(), "-m", w.p("m.tlk"), "--top_k", "0"], r"--top_k 0: expected a number >= 1", ["--top_k"])
+    return Expect(
+        ["classification", "evaluate", "-e", w.cls_spec(), "-m", w.p("m.tlk"), "--top_k", "0"],
+        r"--top_k 0: expected a number >= 1",
+        ["--top_k"],
+    )
 
 
 @case("flags")
 def static_batch_negative(w):
-    return Expect(["classification", "export", "-m", w.p("m.tlk"), "--static_batch_size", "-3"],
-                  r"--static_batch_size -3: expected a number >= 1 \(or -1\)", ["--static_batch_size"])
+    return Expect(
+        ["classification", "export", "-m", w.p("m.tlk"), "--static_batch_size", "-3"],
+        r"--static_batch_size -3: expected a number >= 1 \(or -1\)",
+        ["--static_batch_size"],
+    )
 
 
 @case("flags")
 def pose_zero_shards(w):
-    return Expect(["pose", "dataset_convert", "-a", w.a.pose_coco, "-o", w.p("o/p"), "-s", "0"], r"--num_shards 0: expected a number >= 1", ["--num_shards"])
+    return Expect(
+        ["pose", "dataset_convert", "-a", w.a.pose_coco, "-o", w.p("o/p"), "-s", "0"],
+        r"--num_shards 0: expected a number >= 1",
+        ["--num_shards"],
+    )
 
 
 # -- writing: unwritable or full locations ---------------------------------------------------------------
@@ -424,64 +504,97 @@ def pose_zero_shards(w):
 @case("write")
 def results_dir_is_a_file(w):
     f = w.write("r", "I am a file")
-    return Expect(["classification", "train", "-e", w.cls_spec(), "-r", f], r"-r/--results_dir .*/r: is a file, not a folder", [f])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec(), "-r", f], r"-r/--results_dir .*/r: is a file, not a folder", [f]
+    )
 
 
 @case("write")
 def results_dir_under_a_file(w):
     f = w.write("r", "I am a file")
-    return Expect(["classification", "train", "-e", w.cls_spec(), "-r", f / "sub"],
-                  r"cannot create the folder: .*/r is a file, not a folder", [f / "sub"])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec(), "-r", f / "sub"],
+        r"cannot create the folder: .*/r is a file, not a folder",
+        [f / "sub"],
+    )
 
 
 @case("write")
 def results_dir_under_readonly(w):
     spec = w.cls_spec()
-    return Expect(["classification", "train", "-e", spec, "-r", w.p("ro/r")], r"-r/--results_dir .*ro/r: cannot create the folder: permission denied",
-                  [w.p("ro/r")], inject=[w.deny("ro")])
+    return Expect(
+        ["classification", "train", "-e", spec, "-r", w.p("ro/r")],
+        r"-r/--results_dir .*ro/r: cannot create the folder: permission denied",
+        [w.p("ro/r")],
+        inject=[w.deny("ro")],
+    )
 
 
 @case("write")
 def results_dir_readonly_lock(w):
     spec = w.cls_spec()
     w.p("r").mkdir()
-    return Expect(["classification", "train", "-e", spec, "-r", w.p("r")], r"r/\.tlkit\.lock: cannot create the lock file: permission denied",
-                  [w.p("r/.tlkit.lock")], inject=[w.deny("r")])
+    return Expect(
+        ["classification", "train", "-e", spec, "-r", w.p("r")],
+        r"r/\.tlkit\.lock: cannot create the lock file: permission denied",
+        [w.p("r/.tlkit.lock")],
+        inject=[w.deny("r")],
+    )
 
 
 @case("write")
 def export_into_readonly(w):
     m = w.copy(w.a.cls_model, "m.tlk")
-    return Expect(["classification", "export", "-m", m, "-o", w.p("ro/m.onnx")], r"ro/m\.onnx: cannot write: permission denied",
-                  [w.p("ro/m.onnx")], inject=[w.deny("ro")])
+    return Expect(
+        ["classification", "export", "-m", m, "-o", w.p("ro/m.onnx")],
+        r"ro/m\.onnx: cannot write: permission denied",
+        [w.p("ro/m.onnx")],
+        inject=[w.deny("ro")],
+    )
 
 
 @case("write")
 def export_onto_a_folder(w):
     m = w.copy(w.a.cls_model, "m.tlk")
     w.p("out.onnx").mkdir()
-    return Expect(["classification", "export", "-m", m, "-o", w.p("out.onnx")], r"out\.onnx: cannot write: it is a folder, not a file", [w.p("out.onnx")])
+    return Expect(
+        ["classification", "export", "-m", m, "-o", w.p("out.onnx")],
+        r"out\.onnx: cannot write: it is a folder, not a file",
+        [w.p("out.onnx")],
+    )
 
 
 @case("write")
 def export_disk_full_keeps_old_file(w):
     m = w.copy(w.a.cls_model, "m.tlk")
     old = w.write("out/m.onnx", "previous export")
-    return Expect(["classification", "export", "-m", m, "-o", old], r"out/m\.onnx: cannot write: no space left on the device", [old],
-                  inject=[w.full("out")])
+    return Expect(
+        ["classification", "export", "-m", m, "-o", old],
+        r"out/m\.onnx: cannot write: no space left on the device",
+        [old],
+        inject=[w.full("out")],
+    )
 
 
 @case("write")
 def export_read_only_filesystem(w):
     m = w.copy(w.a.cls_model, "m.tlk")
-    return Expect(["classification", "export", "-m", m, "-o", w.p("ro/m.onnx")], r"ro/m\.onnx: cannot write: read-only file system",
-                  [w.p("ro/m.onnx")], inject=[w.deny("ro", errno.EROFS)])
+    return Expect(
+        ["classification", "export", "-m", m, "-o", w.p("ro/m.onnx")],
+        r"ro/m\.onnx: cannot write: read-only file system",
+        [w.p("ro/m.onnx")],
+        inject=[w.deny("ro", errno.EROFS)],
+    )
 
 
 @case("write")
 def calibration_into_readonly(w):
-    return Expect(["classification", "calibration_tensorfile", "-e", w.cls_spec(), "-o", w.p("ro/cal.h5")],
-                  r"ro/cal\.h5: cannot write: permission denied", [w.p("ro/cal.h5")], inject=[w.deny("ro")])
+    return Expect(
+        ["classification", "calibration_tensorfile", "-e", w.cls_spec(), "-o", w.p("ro/cal.h5")],
+        r"ro/cal\.h5: cannot write: permission denied",
+        [w.p("ro/cal.h5")],
+        inject=[w.deny("ro")],
+    )
 
 
 @case("write")
@@ -494,44 +607,70 @@ def prune_onto_its_input(w):
 @case("write")
 def prune_disk_full(w):
     m = w.copy(w.a.cls_model, "m.tlk")
-    return Expect(["classification", "prune", "-m", m, "-o", w.p("out/p.tlk")], r"out/p\.tlk: cannot write: no space left on the device",
-                  [w.p("out/p.tlk")], inject=[w.full("out")], allowed_new=[])
+    return Expect(
+        ["classification", "prune", "-m", m, "-o", w.p("out/p.tlk")],
+        r"out/p\.tlk: cannot write: no space left on the device",
+        [w.p("out/p.tlk")],
+        inject=[w.full("out")],
+        allowed_new=[],
+    )
 
 
 @case("write")
 def inference_results_dir_readonly(w):
     m = w.copy(w.a.cls_model, "m.tlk")
     img = _png(w.p("imgs/a.png"))
-    return Expect(["classification", "inference", "-m", m, "-i", img, "-r", w.p("ro/r")], r"ro/r: cannot create the folder: permission denied",
-                  [w.p("ro/r")], inject=[w.deny("ro")])
+    return Expect(
+        ["classification", "inference", "-m", m, "-i", img, "-r", w.p("ro/r")],
+        r"ro/r: cannot create the folder: permission denied",
+        [w.p("ro/r")],
+        inject=[w.deny("ro")],
+    )
 
 
 @case("write")
 def train_disk_full(w):
     """The disk fills at the first file the run writes (the resolved spec): nothing half-written is left."""
-    return Expect(["classification", "train", "-e", w.cls_spec(), "-r", w.p("r")], r"r/(experiment_spec\.yaml|classmap\.json): cannot write: no space left",
-                  ["cannot write"], inject=[w.full("r")], allowed_new=[])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec(), "-r", w.p("r")],
+        r"r/(experiment_spec\.yaml|classmap\.json): cannot write: no space left",
+        ["cannot write"],
+        inject=[w.full("r")],
+        allowed_new=[],
+    )
 
 
 @case("write")
 def status_json_disk_full(w):
     """The disk is full when a resumed run appends to status.json: one line, and status.json as it was."""
     r = w.copy(w.a.cls_run, "r")
-    return Expect(["classification", "train", "-e", w.cls_spec(), "-r", r], r"r/status\.json: cannot write: no space left on the device",
-                  [r / "status.json"], inject=[w.full("r/status.json")])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec(), "-r", r],
+        r"r/status\.json: cannot write: no space left on the device",
+        [r / "status.json"],
+        inject=[w.full("r/status.json")],
+    )
 
 
 @case("write")
 def export_output_under_a_file(w):
     m = w.copy(w.a.cls_model, "m.tlk")
     f = w.write("f", "a file")
-    return Expect(["classification", "export", "-m", m, "-o", f / "m.onnx"], r"f/m\.onnx: cannot write: .*/f is a file, not a folder", [f / "m.onnx"])
+    return Expect(
+        ["classification", "export", "-m", m, "-o", f / "m.onnx"],
+        r"f/m\.onnx: cannot write: .*/f is a file, not a folder",
+        [f / "m.onnx"],
+    )
 
 
 @case("write")
 def dataset_convert_into_readonly(w):
-    return Expect(["classification", "dataset_convert", "-i", w.a.cls_data / "train", "-o", w.p("ro/out")],
-                  r"ro/out/train/\w+: cannot create the folder: permission denied", [w.p("ro/out")], inject=[w.deny("ro")])
+    return Expect(
+        ["classification", "dataset_convert", "-i", w.a.cls_data / "train", "-o", w.p("ro/out")],
+        r"ro/out/train/\w+: cannot create the folder: permission denied",
+        [w.p("ro/out")],
+        inject=[w.deny("ro")],
+    )
 
 
 @case("write")
@@ -539,14 +678,22 @@ def detection_records_into_readonly(w):
     """The RecordIO writer (C++) used to fail with an MXNet trace."""
     kitti = w.copy(w.a.kitti, "kitti")
     d = w.write("export.yaml", json.dumps({"kitti_config": {"root_directory_path": str(kitti)}}))
-    return Expect(["detection", "dataset_convert", "-d", d, "-o", w.p("ro/ds")], r"ro/ds-fold-000-of-002-shard-\d+-of-\d+\.rec: cannot write: permission denied",
-                  [w.p("ro")], inject=[w.deny("ro")])
+    return Expect(
+        ["detection", "dataset_convert", "-d", d, "-o", w.p("ro/ds")],
+        r"ro/ds-fold-000-of-002-shard-\d+-of-\d+\.rec: cannot write: permission denied",
+        [w.p("ro")],
+        inject=[w.deny("ro")],
+    )
 
 
 @case("write")
 def pose_records_into_readonly(w):
-    return Expect(["pose", "dataset_convert", "-a", w.a.pose_coco, "-o", w.p("ro/p")], r"ro/p-train-fold-000-of-001-shard-00000-of-00001\.rec: cannot write: permission denied",
-                  [w.p("ro")], inject=[w.deny("ro")])
+    return Expect(
+        ["pose", "dataset_convert", "-a", w.a.pose_coco, "-o", w.p("ro/p")],
+        r"ro/p-train-fold-000-of-001-shard-00000-of-00001\.rec: cannot write: permission denied",
+        [w.p("ro")],
+        inject=[w.deny("ro")],
+    )
 
 
 # -- model files -----------------------------------------------------------------------------------------
@@ -554,7 +701,9 @@ def pose_records_into_readonly(w):
 
 @case("model")
 def model_missing(w):
-    return Expect(["classification", "export", "-m", w.p("nope.tlk")], r"nope\.tlk: (model file )?not found", [w.p("nope.tlk")])
+    return Expect(
+        ["classification", "export", "-m", w.p("nope.tlk")], r"nope\.tlk: (model file )?not found", [w.p("nope.tlk")]
+    )
 
 
 @case("model")
@@ -567,13 +716,21 @@ def model_not_a_model(w):
 def model_truncated(w):
     data = w.a.cls_model.read_bytes()
     m = w.write("m.tlk", data[: len(data) // 2])
-    return Expect(["classification", "prune", "-m", m, "-o", w.p("p.tlk")], r"m\.tlk: not a tlkit model file \(\.tlk\) or corrupt", [m])
+    return Expect(
+        ["classification", "prune", "-m", m, "-o", w.p("p.tlk")],
+        r"m\.tlk: not a tlkit model file \(\.tlk\) or corrupt",
+        [m],
+    )
 
 
 @case("model")
 def model_of_another_task(w):
     m = w.copy(w.a.det_model, "det.tlk")
-    return Expect(["classification", "export", "-m", m], r"det\.tlk: a 'detection' model; export it with `tlkit detection export`", [m])
+    return Expect(
+        ["classification", "export", "-m", m],
+        r"det\.tlk: a 'detection' model; export it with `tlkit detection export`",
+        [m],
+    )
 
 
 @case("model")
@@ -586,26 +743,41 @@ def export_an_onnx(w):
 def prune_threshold_above_one(w):
     """-pth 1.5 used to cut every layer to the minimum without a word."""
     m = w.copy(w.a.cls_model, "m.tlk")
-    return Expect(["classification", "prune", "-m", m, "-o", w.p("p.tlk"), "-pth", "1.5"],
-                  r"-pth 1\.5: normalized filter norms are at most 1", ["-pth 1.5"])
+    return Expect(
+        ["classification", "prune", "-m", m, "-o", w.p("p.tlk"), "-pth", "1.5"],
+        r"-pth 1\.5: normalized filter norms are at most 1",
+        ["-pth 1.5"],
+    )
 
 
 @case("model")
 def prune_threshold_negative(w):
     m = w.copy(w.a.cls_model, "m.tlk")
-    return Expect(["classification", "prune", "-m", m, "-o", w.p("p.tlk"), "-pth", "-0.1"], r"--pruning_threshold -0\.1: expected a number >= 0", ["--pruning_threshold"])
+    return Expect(
+        ["classification", "prune", "-m", m, "-o", w.p("p.tlk"), "-pth", "-0.1"],
+        r"--pruning_threshold -0\.1: expected a number >= 0",
+        ["--pruning_threshold"],
+    )
 
 
 @case("model")
 def prune_unknown_excluded_layer(w):
     m = w.copy(w.a.cls_model, "m.tlk")
-    return Expect(["classification", "prune", "-m", m, "-o", w.p("p.tlk"), "-el", "no_such_layer"], r"no_such_layer", ["no_such_layer"])
+    return Expect(
+        ["classification", "prune", "-m", m, "-o", w.p("p.tlk"), "-el", "no_such_layer"],
+        r"no_such_layer",
+        ["no_such_layer"],
+    )
 
 
 @case("model")
 def prune_target_ratio_above_one(w):
     m = w.copy(w.a.cls_model, "m.tlk")
-    return Expect(["classification", "prune", "-m", m, "-o", w.p("p.tlk"), "--target_ratio", "2"], r"--target_ratio 2: expected a number >= 0 and <= 1", ["--target_ratio"])
+    return Expect(
+        ["classification", "prune", "-m", m, "-o", w.p("p.tlk"), "--target_ratio", "2"],
+        r"--target_ratio 2: expected a number >= 0 and <= 1",
+        ["--target_ratio"],
+    )
 
 
 # -- classification data ---------------------------------------------------------------------------------
@@ -614,26 +786,42 @@ def prune_target_ratio_above_one(w):
 @case("data")
 def cls_train_data_missing(w):
     s = w.cls_spec(data=w.p("nowhere"))
-    return Expect(["classification", "train", "-e", s, "-r", w.p("r")], r"dataset_config\.train_dataset_path .*nowhere/train: directory not found", [w.p("nowhere/train")])
+    return Expect(
+        ["classification", "train", "-e", s, "-r", w.p("r")],
+        r"dataset_config\.train_dataset_path .*nowhere/train: directory not found",
+        [w.p("nowhere/train")],
+    )
 
 
 @case("data")
 def cls_empty_class_folder(w):
     d = w.copy(w.a.cls_data, "d")
     (d / "train" / "star").mkdir()
-    return Expect(["classification", "train", "-e", w.cls_spec(data=d), "-r", w.p("r")], r"train/star: class folder has no images", [d / "train" / "star"])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec(data=d), "-r", w.p("r")],
+        r"train/star: class folder has no images",
+        [d / "train" / "star"],
+    )
 
 
 @case("data")
 def cls_classmap_bad_json(w):
     cm = w.write("cm.json", '{"a": 0,')
-    return Expect(["classification", "train", "-e", w.cls_spec(), "-r", w.p("r"), "--classmap", cm], r"cm\.json:1: not valid JSON", [cm])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec(), "-r", w.p("r"), "--classmap", cm],
+        r"cm\.json:1: not valid JSON",
+        [cm],
+    )
 
 
 @case("data")
 def cls_classmap_gap(w):
     cm = w.write("cm.json", '{"circle": 0, "square": 2, "triangle": 3}')
-    return Expect(["classification", "train", "-e", w.cls_spec(), "-r", w.p("r"), "--classmap", cm], r"cm\.json: class indices must be 0\.\.2 without gaps", [cm])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec(), "-r", w.p("r"), "--classmap", cm],
+        r"cm\.json: class indices must be 0\.\.2 without gaps",
+        [cm],
+    )
 
 
 @case("data")
@@ -642,7 +830,11 @@ def cls_evaluate_unknown_class_folder(w):
     shutil.copytree(d / "val" / "circle", d / "val" / "hexagon")
     m = w.copy(w.a.cls_model, "m.tlk")
     s = w.cls_spec(data=d)
-    return Expect(["classification", "evaluate", "-e", s, "-m", m, "-r", w.p("r")], r"val: class folder 'hexagon' is not in the model's classes", ["hexagon"])
+    return Expect(
+        ["classification", "evaluate", "-e", s, "-m", m, "-r", w.p("r")],
+        r"val: class folder 'hexagon' is not in the model's classes",
+        ["hexagon"],
+    )
 
 
 @case("data")
@@ -651,19 +843,30 @@ def cls_convert_one_image_class(w):
     d = w.copy(w.a.cls_data / "train", "d")
     for p in sorted((d / "circle").iterdir())[1:]:
         p.unlink()
-    return Expect(["classification", "dataset_convert", "-i", d, "-o", w.p("out")], r"d/circle: 1 readable image; a class needs at least 2", [d / "circle"])
+    return Expect(
+        ["classification", "dataset_convert", "-i", d, "-o", w.p("out")],
+        r"d/circle: 1 readable image; a class needs at least 2",
+        [d / "circle"],
+    )
 
 
 @case("data")
 def cls_convert_output_inside_input(w):
     d = w.copy(w.a.cls_data / "train", "d")
-    return Expect(["classification", "dataset_convert", "-i", d, "-o", d / "split"], r"-o .*: must not be inside the input dataset", [d / "split"])
+    return Expect(
+        ["classification", "dataset_convert", "-i", d, "-o", d / "split"],
+        r"-o .*: must not be inside the input dataset",
+        [d / "split"],
+    )
 
 
 @case("data")
 def cls_convert_bad_ratios(w):
-    return Expect(["classification", "dataset_convert", "-i", w.a.cls_data / "train", "-o", w.p("out"), "--ratios", "0.5,0.6"],
-                  r"--ratios '0\.5,0\.6': expected 2 or 3 non-negative fractions summing to 1", ["--ratios"])
+    return Expect(
+        ["classification", "dataset_convert", "-i", w.a.cls_data / "train", "-o", w.p("out"), "--ratios", "0.5,0.6"],
+        r"--ratios '0\.5,0\.6': expected 2 or 3 non-negative fractions summing to 1",
+        ["--ratios"],
+    )
 
 
 @case("data")
@@ -671,7 +874,11 @@ def cls_convert_all_unreadable_class(w):
     d = w.copy(w.a.cls_data / "train", "d")
     for p in (d / "circle").iterdir():
         p.write_text("not an image")
-    return Expect(["classification", "dataset_convert", "-i", d, "-o", w.p("out")], r"d/circle: none of the class's 4 image\(s\) can be decoded", [d / "circle"])
+    return Expect(
+        ["classification", "dataset_convert", "-i", d, "-o", w.p("out")],
+        r"d/circle: none of the class's 4 image\(s\) can be decoded",
+        [d / "circle"],
+    )
 
 
 @case("data")
@@ -684,16 +891,26 @@ def cls_convert_truncated_jpeg(w):
         assert not list(w.p("out").rglob("cut.jpg")), "the truncated image was copied"
         assert sum(1 for _ in w.p("out").rglob("*.png")) == 12
 
-    return Expect(["classification", "dataset_convert", "-i", d, "-o", w.p("out")], r"warning: skipped 1 unreadable image\(s\): .*cut\.jpg \(image file is truncated",
-                  [bad], kind="warning", check=check)
+    return Expect(
+        ["classification", "dataset_convert", "-i", d, "-o", w.p("out")],
+        r"warning: skipped 1 unreadable image\(s\): .*cut\.jpg \(image file is truncated",
+        [bad],
+        kind="warning",
+        check=check,
+    )
 
 
 @case("data")
 def cls_convert_text_named_jpg(w):
     d = w.copy(w.a.cls_data / "train", "d")
     bad = w.write("d/circle/notes.jpg", "shopping list")
-    return Expect(["classification", "dataset_convert", "-i", d, "-o", w.p("out")], r"skipped 1 unreadable image\(s\): .*notes\.jpg \(not an image",
-                  [bad], kind="warning", check=lambda res: not list(w.p("out").rglob("notes.jpg")) or pytest.fail("copied"))
+    return Expect(
+        ["classification", "dataset_convert", "-i", d, "-o", w.p("out")],
+        r"skipped 1 unreadable image\(s\): .*notes\.jpg \(not an image",
+        [bad],
+        kind="warning",
+        check=lambda res: not list(w.p("out").rglob("notes.jpg")) or pytest.fail("copied"),
+    )
 
 
 @case("data")
@@ -706,8 +923,13 @@ def cls_convert_class_missing_from_val(w):
     def check(res):
         assert len(list((w.p("out") / "test" / "circle").iterdir())) == 1
 
-    return Expect(["classification", "dataset_convert", "-i", d, "-o", w.p("out")], r"warning: too few images for the val split: no circle", ["circle"],
-                  kind="warning", check=check)
+    return Expect(
+        ["classification", "dataset_convert", "-i", d, "-o", w.p("out")],
+        r"warning: too few images for the val split: no circle",
+        ["circle"],
+        kind="warning",
+        check=check,
+    )
 
 
 @case("data")
@@ -722,8 +944,13 @@ def cls_inference_skips_unreadable(w):
         rows = (w.p("r") / "result.csv").read_text().splitlines()
         assert len(rows) == 4 and not any("1b.jpg" in r for r in rows), rows
 
-    return Expect(["classification", "inference", "-m", m, "-d", w.p("imgs"), "-r", w.p("r")], r"warning: skipped 1 unreadable image\(s\): .*1b\.jpg",
-                  [bad], kind="warning", check=check)
+    return Expect(
+        ["classification", "inference", "-m", m, "-d", w.p("imgs"), "-r", w.p("r")],
+        r"warning: skipped 1 unreadable image\(s\): .*1b\.jpg",
+        [bad],
+        kind="warning",
+        check=check,
+    )
 
 
 @case("data")
@@ -731,21 +958,33 @@ def cls_inference_strict(w):
     m = w.copy(w.a.cls_model, "m.tlk")
     _png(w.p("imgs/0.png"))
     bad = truncated_jpeg(w.p("imgs/1.jpg"))
-    return Expect(["classification", "inference", "-m", m, "-d", w.p("imgs"), "-r", w.p("r"), "--strict"], r"1\.jpg: image file is truncated .*--strict stops at the first",
-                  [bad], allowed_new=[])
+    return Expect(
+        ["classification", "inference", "-m", m, "-d", w.p("imgs"), "-r", w.p("r"), "--strict"],
+        r"1\.jpg: image file is truncated .*--strict stops at the first",
+        [bad],
+        allowed_new=[],
+    )
 
 
 @case("data")
 def cls_inference_all_unreadable(w):
     m = w.copy(w.a.cls_model, "m.tlk")
     bad = w.write("imgs/a.png", "text")
-    return Expect(["classification", "inference", "-m", m, "-d", w.p("imgs"), "-r", w.p("r")], r"none of the 1 image\(s\) could be read \(.*a\.png", [bad])
+    return Expect(
+        ["classification", "inference", "-m", m, "-d", w.p("imgs"), "-r", w.p("r")],
+        r"none of the 1 image\(s\) could be read \(.*a\.png",
+        [bad],
+    )
 
 
 @case("data")
 def cls_inference_missing_input(w):
     m = w.copy(w.a.cls_model, "m.tlk")
-    return Expect(["classification", "inference", "-m", m, "-i", w.p("nope.jpg"), "-r", w.p("r")], r"nope\.jpg: no such image or directory", [w.p("nope.jpg")])
+    return Expect(
+        ["classification", "inference", "-m", m, "-i", w.p("nope.jpg"), "-r", w.p("r")],
+        r"nope\.jpg: no such image or directory",
+        [w.p("nope.jpg")],
+    )
 
 
 # -- results dirs: re-runs -------------------------------------------------------------------------------
@@ -758,15 +997,22 @@ def rerun_with_renamed_class(w):
     d = w.copy(w.a.cls_data, "d")
     for split in ("train", "val"):
         (d / split / "circle").rename(d / split / "disc")
-    return Expect(["classification", "train", "-e", w.cls_spec(data=d), "-r", r],
-                  r"r: holds a run on classes \[circle, square, triangle\] .*this run's classes are \[disc, square, triangle\].*--restart", [r])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec(data=d), "-r", r],
+        r"r: holds a run on classes \[circle, square, triangle\] .*"
+        r"this run's classes are \[disc, square, triangle\].*--restart",
+        [r],
+    )
 
 
 @case("results_dir")
 def rerun_with_other_network(w):
     r = w.copy(w.a.cls_run, "r")
-    return Expect(["classification", "train", "-e", w.cls_spec(**{"model_config.arch": "resnet18"}), "-r", r],
-                  r"model_epoch_001\.tlk: parameter .* the checkpoint is from another network; .*--restart", ["model_epoch_001.tlk"])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec(**{"model_config.arch": "resnet18"}), "-r", r],
+        r"model_epoch_001\.tlk: parameter .* the checkpoint is from another network; .*--restart",
+        ["model_epoch_001.tlk"],
+    )
 
 
 @case("results_dir")
@@ -778,14 +1024,30 @@ def rerun_held_by_live_process(w):
     from tlkit.training.lock import LOCK_NAME
 
     r = w.copy(w.a.cls_run, "r")
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
-                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(r / LOCK_NAME)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+            str(r / LOCK_NAME),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "locked"
-    (r / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": __import__("socket").gethostname(), "command": "tlkit classification train"}))
+    (r / LOCK_NAME).write_text(
+        json.dumps(
+            {"pid": holder.pid, "host": __import__("socket").gethostname(), "command": "tlkit classification train"}
+        )
+    )
 
     w.finalizers.append(lambda: (holder.kill(), holder.wait()))
-    return Expect(["classification", "train", "-e", w.cls_spec(), "-r", r], rf"r: in use by another training \(pid {holder.pid}", [r, "wait for it"])
+    return Expect(
+        ["classification", "train", "-e", w.cls_spec(), "-r", r],
+        rf"r: in use by another training \(pid {holder.pid}",
+        [r, "wait for it"],
+    )
 
 
 # -- detection data --------------------------------------------------------------------------------------
@@ -835,7 +1097,9 @@ def det_manifest_not_json(w):
 def det_manifest_other_format(w):
     man = w.write("ds.json", json.dumps({"format": "something-else"}))
     s = w.write("s.yaml", w.a.det_spec_text(man))
-    return Expect(["detection", "train", "-e", s, "-r", w.p("r")], r"ds\.json: not a tlkit detection dataset manifest", [man])
+    return Expect(
+        ["detection", "train", "-e", s, "-r", w.p("r")], r"ds\.json: not a tlkit detection dataset manifest", [man]
+    )
 
 
 @case("detection")
@@ -843,15 +1107,23 @@ def det_unmapped_classes_reported(w):
     """target_class_mapping without 'blue': TLT drops its objects; that used to happen without a word."""
     man = _det_records(w)
     s = w.write("s.yaml", w.a.det_spec_text(man, **{"dataset_config.target_class_mapping": {"red": "red"}}))
-    return Expect(["detection", "train", "-e", s, "-r", w.p("r")], r"warning: dataset_config\.target_class_mapping maps no target for blue \(\d+ objects\)",
-                  ["blue"], kind="warning")
+    return Expect(
+        ["detection", "train", "-e", s, "-r", w.p("r")],
+        r"warning: dataset_config\.target_class_mapping maps no target for blue \(\d+ objects\)",
+        ["blue"],
+        kind="warning",
+    )
 
 
 @case("detection")
 def det_validation_fold_out_of_range(w):
     man = _det_records(w)
     s = w.write("s.yaml", w.a.det_spec_text(man, **{"dataset_config.validation_fold": 5}))
-    return Expect(["detection", "train", "-e", s, "-r", w.p("r")], r"dataset_config\.validation_fold 5: .*ds\.json has folds 0\.\.1", ["validation_fold"])
+    return Expect(
+        ["detection", "train", "-e", s, "-r", w.p("r")],
+        r"dataset_config\.validation_fold 5: .*ds\.json has folds 0\.\.1",
+        ["validation_fold"],
+    )
 
 
 @case("detection")
@@ -870,8 +1142,13 @@ def det_kitti_truncated_image(w):
     img = k / "images" / "0002.png"
     img.write_bytes(img.read_bytes()[:300])
     d = w.write("export.yaml", json.dumps({"kitti_config": {"root_directory_path": str(k)}}))
-    return Expect(["detection", "dataset_convert", "-d", d, "-o", w.p("out/ds")], r"1 unreadable or truncated images \(skipped\); e\.g\. .*0002\.png \(image file is truncated",
-                  [img], kind="warning", check=lambda res: "7 images" in res.out or pytest.fail(res.out))
+    return Expect(
+        ["detection", "dataset_convert", "-d", d, "-o", w.p("out/ds")],
+        r"1 unreadable or truncated images \(skipped\); e\.g\. .*0002\.png \(image file is truncated",
+        [img],
+        kind="warning",
+        check=lambda res: "7 images" in res.out or pytest.fail(res.out),
+    )
 
 
 @case("detection")
@@ -887,28 +1164,47 @@ def det_voc_bad_xml(w):
 @case("detection")
 def det_coco_without_images(w):
     j = w.write("coco.json", json.dumps({"annotations": [], "categories": []}))
-    d = w.write("export.yaml", json.dumps({"coco_config": {"annotation_file": str(j), "image_directory_path": str(w.root)}}))
-    return Expect(["detection", "dataset_convert", "-d", d, "-o", w.p("out/ds")], r"coco\.json: expected a 'images' list", [j])
+    d = w.write(
+        "export.yaml", json.dumps({"coco_config": {"annotation_file": str(j), "image_directory_path": str(w.root)}})
+    )
+    return Expect(
+        ["detection", "dataset_convert", "-d", d, "-o", w.p("out/ds")], r"coco\.json: expected a 'images' list", [j]
+    )
 
 
 @case("detection")
 def det_coco_entry_without_id(w):
     j = w.write("coco.json", json.dumps({"images": [{"file_name": "a.png"}], "annotations": [], "categories": []}))
-    d = w.write("export.yaml", json.dumps({"coco_config": {"annotation_file": str(j), "image_directory_path": str(w.root)}}))
-    return Expect(["detection", "dataset_convert", "-d", d, "-o", w.p("out/ds")], r"coco\.json: images\[0\] has no 'id'", [j])
+    d = w.write(
+        "export.yaml", json.dumps({"coco_config": {"annotation_file": str(j), "image_directory_path": str(w.root)}})
+    )
+    return Expect(
+        ["detection", "dataset_convert", "-d", d, "-o", w.p("out/ds")], r"coco\.json: images\[0\] has no 'id'", [j]
+    )
 
 
 @case("detection")
 def det_export_spec_two_sources(w):
-    d = w.write("export.yaml", json.dumps({"kitti_config": {"root_directory_path": "a"}, "voc_config": {"root_directory_path": "b"}}))
-    return Expect(["detection", "dataset_convert", "-d", d, "-o", w.p("out/ds")], r"exactly one of kitti_config, voc_config, coco_config", ["kitti_config"])
+    d = w.write(
+        "export.yaml",
+        json.dumps({"kitti_config": {"root_directory_path": "a"}, "voc_config": {"root_directory_path": "b"}}),
+    )
+    return Expect(
+        ["detection", "dataset_convert", "-d", d, "-o", w.p("out/ds")],
+        r"exactly one of kitti_config, voc_config, coco_config",
+        ["kitti_config"],
+    )
 
 
 @case("detection")
 def det_predictions_without_scores(w):
     w.write("gt/0.txt", "car 0 0 0 1 1 20 20 0 0 0 0 0 0 0\n")
     p = w.write("pred/0.txt", "car 0 0 0 1 1 20 20 0 0 0 0 0 0 0\n")
-    return Expect(["detection", "evaluate", "--predictions", w.p("pred"), "--labels", w.p("gt")], r"0\.txt: object 1 \(car\) has no score", [p])
+    return Expect(
+        ["detection", "evaluate", "--predictions", w.p("pred"), "--labels", w.p("gt")],
+        r"0\.txt: object 1 \(car\) has no score",
+        [p],
+    )
 
 
 @case("detection")
@@ -920,8 +1216,13 @@ def det_inference_skips_unreadable(w):
     def check(res):
         assert (w.p("r") / "labels" / "a.txt").is_file() and not (w.p("r") / "labels" / "b.txt").exists()
 
-    return Expect(["detection", "inference", "-m", m, "-d", w.p("imgs"), "-r", w.p("r")], r"warning: skipped 1 unreadable image\(s\): .*b\.jpg",
-                  [bad], kind="warning", check=check)
+    return Expect(
+        ["detection", "inference", "-m", m, "-d", w.p("imgs"), "-r", w.p("r")],
+        r"warning: skipped 1 unreadable image\(s\): .*b\.jpg",
+        [bad],
+        kind="warning",
+        check=check,
+    )
 
 
 @case("detection")
@@ -929,7 +1230,9 @@ def det_inference_strict(w):
     m = w.copy(w.a.det_model, "det.tlk")
     bad = truncated_jpeg(w.p("imgs/b.jpg"))
     _png(w.p("imgs/c.png"), 0, (64, 48))
-    return Expect(["detection", "inference", "-m", m, "-d", w.p("imgs"), "-r", w.p("r"), "--strict"], r"b\.jpg: .*--strict", [bad])
+    return Expect(
+        ["detection", "inference", "-m", m, "-d", w.p("imgs"), "-r", w.p("r"), "--strict"], r"b\.jpg: .*--strict", [bad]
+    )
 
 
 # -- pose data -------------------------------------------------------------------------------------------
@@ -956,13 +1259,19 @@ def pose_index_missing(w):
     rec = _pose_records(w)
     rec.with_suffix(".idx").unlink()
     s = w.write("s.yaml", w.a.pose_spec_text(train_records=str(rec)))
-    return Expect(["pose", "train", "-e", s, "-r", w.p("r")], r"\.idx: RecordIO index not found", [rec.with_suffix(".idx")])
+    return Expect(
+        ["pose", "train", "-e", s, "-r", w.p("r")], r"\.idx: RecordIO index not found", [rec.with_suffix(".idx")]
+    )
 
 
 @case("pose")
 def pose_records_glob_matches_nothing(w):
     s = w.write("s.yaml", w.a.pose_spec_text(train_records=str(w.p("none-*.rec"))))
-    return Expect(["pose", "train", "-e", s, "-r", w.p("r")], r"dataloader\.train_records .*: no \.rec files match", ["train_records"])
+    return Expect(
+        ["pose", "train", "-e", s, "-r", w.p("r")],
+        r"dataloader\.train_records .*: no \.rec files match",
+        ["train_records"],
+    )
 
 
 @case("pose")
@@ -979,8 +1288,11 @@ def pose_coco_not_utf8(w):
 
 @case("pose")
 def pose_wrong_image_root(w):
-    return Expect(["pose", "dataset_convert", "-a", w.a.pose_coco, "--image_root", w.p("nowhere"), "-o", w.p("o/p")],
-                  r"none of the 3 images could be used .*nowhere", [w.p("nowhere")])
+    return Expect(
+        ["pose", "dataset_convert", "-a", w.a.pose_coco, "--image_root", w.p("nowhere"), "-o", w.p("o/p")],
+        r"none of the 3 images could be used .*nowhere",
+        [w.p("nowhere")],
+    )
 
 
 @case("pose")
@@ -989,8 +1301,12 @@ def pose_convert_truncated_image(w):
     data = json.loads((src / w.a.pose_coco.name).read_text())
     img = src / data["images"][0]["file_name"]
     img.write_bytes(img.read_bytes()[:200])
-    return Expect(["pose", "dataset_convert", "-a", src / w.a.pose_coco.name, "-o", w.p("o/p")], r"skipped 1 image\(s\), unreadable: .*image file is truncated",
-                  [img], kind="warning")
+    return Expect(
+        ["pose", "dataset_convert", "-a", src / w.a.pose_coco.name, "-o", w.p("o/p")],
+        r"skipped 1 image\(s\), unreadable: .*image file is truncated",
+        [img],
+        kind="warning",
+    )
 
 
 @case("pose")
@@ -1002,7 +1318,12 @@ def pose_train_reports_bad_annotations(w):
     data["annotations"][0]["keypoints"] = data["annotations"][0]["keypoints"][:-3]  # 16 keypoints
     j.write_text(json.dumps(data))
     s = w.write("s.yaml", w.a.pose_spec_text(train_annotations=str(j)))
-    return Expect(["pose", "train", "-e", s, "-r", w.p("r"), "train_config.n_epochs=1"], r"warning: .*annotations\.json: label problem: 1 x keypoints is not a list", [j], kind="warning")
+    return Expect(
+        ["pose", "train", "-e", s, "-r", w.p("r"), "train_config.n_epochs=1"],
+        r"warning: .*annotations\.json: label problem: 1 x keypoints is not a list",
+        [j],
+        kind="warning",
+    )
 
 
 @case("pose")
@@ -1015,16 +1336,25 @@ def pose_inference_skips_unreadable(w):
         dets = json.loads((w.p("r") / "detections.json").read_text())
         assert all(d["file_name"].endswith("a.png") for d in dets)
 
-    return Expect(["pose", "inference", "-m", m, "-d", w.p("imgs"), "-r", w.p("r")], r"warning: skipped 1 unreadable image\(s\): .*b\.jpg",
-                  [bad], kind="warning", check=check)
+    return Expect(
+        ["pose", "inference", "-m", m, "-d", w.p("imgs"), "-r", w.p("r")],
+        r"warning: skipped 1 unreadable image\(s\): .*b\.jpg",
+        [bad],
+        kind="warning",
+        check=check,
+    )
 
 
 @case("pose")
 def pose_inference_all_unreadable(w):
     m = w.copy(w.a.pose_model, "pose.tlk")
     bad = w.write("imgs/a.png", "text")
-    return Expect(["pose", "inference", "-m", m, "-d", w.p("imgs"), "-r", w.p("r")], r"none of the 1 image\(s\) could be read \(.*a\.png", [bad],
-                  allowed_new=[])
+    return Expect(
+        ["pose", "inference", "-m", m, "-d", w.p("imgs"), "-r", w.p("r")],
+        r"none of the 1 image\(s\) could be read \(.*a\.png",
+        [bad],
+        allowed_new=[],
+    )
 
 
 # -- the runner ------------------------------------------------------------------------------------------
@@ -1086,9 +1416,13 @@ def test_second_training_is_refused_while_the_first_completes(tmp_path, capsys, 
     spec = tmp_path / "spec.yaml"
     spec.write_text(assets.cls_spec_text(**{"train_config.n_epochs": 2}))
     r = tmp_path / "r"
-    first = subprocess.Popen([sys.executable, "-m", "tlkit", "classification", "train", "-e", str(spec), "-r", str(r)],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tlkit", "classification", "train", "-e", str(spec), "-r", str(r)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     lock = r / LOCK_NAME
     deadline = time.time() + 120
     while read_holder(lock).get("pid") != first.pid:
@@ -1102,7 +1436,9 @@ def test_second_training_is_refused_while_the_first_completes(tmp_path, capsys, 
         after = snapshot(r)
     finally:
         os.kill(first.pid, signal.SIGCONT)
-    assert_clean_failure(res, rf"{r}: in use by another training \(pid {first.pid}, started .*\); wait for it to finish", [lock])
+    assert_clean_failure(
+        res, rf"{r}: in use by another training \(pid {first.pid}, started .*\); wait for it to finish", [lock]
+    )
     assert_unchanged(before, after)
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out[-3000:]

@@ -10,11 +10,13 @@ import subprocess
 import sys
 
 import pytest
-
 from tlkit.errors import ResultsDirError
 from tlkit.training.lock import LOCK_NAME, read_holder, results_dir_lock
 
-HOLD = "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)"
+HOLD = (
+    "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+    "print('locked', flush=True); time.sleep(60)"
+)
 
 
 def _holder(path):
@@ -53,15 +55,24 @@ def test_a_live_holder_refuses_the_second_run_without_touching_the_lock_file(tmp
     lock = tmp_path / LOCK_NAME
     proc = _holder(lock)
     try:
-        lock.write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname(), "command": "tlkit pose train -r x",
-                                    "started": "2024-01-02 03:04:05"}) + "\n")
+        lock.write_text(
+            json.dumps(
+                {
+                    "pid": proc.pid,
+                    "host": socket.gethostname(),
+                    "command": "tlkit pose train -r x",
+                    "started": "2024-01-02 03:04:05",
+                }
+            )
+            + "\n"
+        )
         before = lock.read_bytes()
         with pytest.raises(ResultsDirError) as err:
             with results_dir_lock(tmp_path):
                 pytest.fail("acquired a held lock")
         assert str(err.value) == (
-            f"{tmp_path}: in use by another training (pid {proc.pid}, started 2024-01-02 03:04:05: `tlkit pose train -r x`); "
-            f"wait for it to finish or use another -r/--results_dir (lock file {lock})"
+            f"{tmp_path}: in use by another training (pid {proc.pid}, started 2024-01-02 03:04:05: "
+            f"`tlkit pose train -r x`); wait for it to finish or use another -r/--results_dir (lock file {lock})"
         )
         assert lock.read_bytes() == before
     finally:

@@ -192,7 +192,9 @@ def test_threshold_that_cuts_everything_is_refused_or_warned(graph_model, tmp_pa
     with pytest.raises(TlkitError, match=r"^-pth 1\.5: normalized filter norms are at most 1"):
         run(ctx)
     assert not (tmp_path / "a.tlk").exists()
-    ctx, buf = make_ctx(path, tmp_path / "b.tlk", None, pruning_threshold=0.999, pruning_granularity=1, min_num_filters=2)
+    ctx, buf = make_ctx(
+        path, tmp_path / "b.tlk", None, pruning_threshold=0.999, pruning_granularity=1, min_num_filters=2
+    )
     run(ctx)
     assert "warning: every prunable layer" in buf.getvalue() and "minimum of 2 filters" in buf.getvalue()
     ctx, buf = make_ctx(path, tmp_path / "c.tlk", None, pruning_threshold=0.3, pruning_granularity=1, min_num_filters=1)

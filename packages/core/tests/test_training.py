@@ -587,7 +587,8 @@ def test_progress_bar_on_a_terminal_and_plain_lines_otherwise():
 def test_run_files_are_written_at_the_start(tmp_path):
     job = make_job(run_files={"experiment_spec.yaml": "a: 1\n", "classmap.json": "{}\n"})
     train(job, make_cfg(n_epochs=1), tmp_path)
-    assert (tmp_path / "experiment_spec.yaml").read_text() == "a: 1\n" and (tmp_path / "classmap.json").read_text() == "{}\n"
+    assert (tmp_path / "experiment_spec.yaml").read_text() == "a: 1\n"
+    assert (tmp_path / "classmap.json").read_text() == "{}\n"
 
 
 @pytest.mark.parametrize("classes", [["r", "g", "blue"], ["g", "r", "b"]], ids=["renamed", "reordered"])
@@ -599,8 +600,8 @@ def test_resume_with_other_classes_is_refused_and_changes_nothing(tmp_path, clas
     before = snapshot(tmp_path)
     job = make_job(run_files={"experiment_spec.yaml": "new\n"})
     job.meta = {**job.meta, "classes": classes}
-    with pytest.raises(ResultsDirError, match=r"holds a run on classes \[r, g, b\] \(model_epoch_001\.tlk\), this run's classes "
-                                              rf"are \[{', '.join(classes)}\].*--restart") as err:
+    msg = rf"holds a run on classes \[r, g, b\] \(model_epoch_001\.tlk\), this run's classes are \[{', '.join(classes)}"
+    with pytest.raises(ResultsDirError, match=msg + ".*--restart") as err:
         train(job, make_cfg(n_epochs=2), tmp_path)
     assert "\n" not in str(err.value)
     assert_unchanged(before, snapshot(tmp_path))  # no spec rewrite, no status.json line, no lock file left
@@ -644,7 +645,9 @@ def test_sigterm_writes_failure_and_releases_the_lock(tmp_path):
 
     script = SIGTERM_SCRIPT.format(tests=str(Path(__file__).parent), results=str(tmp_path))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.time() + 120
     while not any(s["status"] == "STARTED" for s in StatusLogger(tmp_path).read()):
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-2000:]

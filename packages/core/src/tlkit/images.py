@@ -1,8 +1,9 @@
 """Input images that cannot be used: found by decoding them completely, then skipped and reported by name.
 
 `image_problem` decodes a whole image (Pillow), so a truncated JPEG/PNG is caught where it is found (by
-`dataset_convert`), not halfway through training; `read_rgb` returns such a decode or a DataError. `SkippedImages` collects what a command skipped and says so
-in one line, or, in strict mode (`--strict`), stops at the first one.
+`dataset_convert`), not halfway through training; `read_rgb` returns such a decode or a DataError.
+`SkippedImages` collects what a command skipped and says so in one line, or, in strict mode (`--strict`),
+stops at the first one.
 """
 
 from __future__ import annotations
@@ -81,8 +82,10 @@ class SkippedImages:
 
     def add(self, path: str | os.PathLike, reason: str) -> None:
         if self.strict:
-            raise DataError(f"{path}: {reason} (--strict stops at the first unreadable image; without it such "
-                            f"images are skipped and reported)")
+            raise DataError(
+                f"{path}: {reason} (--strict stops at the first unreadable image; without it such "
+                f"images are skipped and reported)"
+            )
         self.items.append((Path(path), reason))
 
     def __len__(self) -> int:

@@ -148,6 +148,7 @@ def read_json(path: str | os.PathLike, what: str = "file", hint: str = "") -> An
         return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); expected a JSON {what}") from None
+        byte = data[err.start]
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{byte:02x}); expected a JSON {what}") from None
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None

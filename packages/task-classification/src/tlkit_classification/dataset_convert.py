@@ -108,7 +108,9 @@ def split_folder(
             else:
                 skipped.add(f, problem)
         if not readable:
-            raise DataError(f"{src / cls}: none of the class's {len(files)} image(s) can be decoded ({files[0].name}: {problem})")
+            raise DataError(
+                f"{src / cls}: none of the class's {len(files)} image(s) can be decoded ({files[0].name}: {problem})"
+            )
         files = readable
         if len(files) == 1 and ratios[2] > 0:
             raise DataError(

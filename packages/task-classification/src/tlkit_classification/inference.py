@@ -93,7 +93,8 @@ def run(ctx: Any) -> dict[str, Any]:
     if skipped:
         print_warning(ctx.console, skipped.summary())
     if not results:
-        raise DataError(f"{image or image_dir}: none of the {len(images)} image(s) could be read ({skipped.items[0][0]}: {skipped.items[0][1]})")
+        first, why = skipped.items[0]
+        raise DataError(f"{image or image_dir}: none of the {len(images)} image(s) could be read ({first}: {why})")
     out_dir = ctx.require_results_dir()
     csv_path = write_csv(results, Path(ctx.output) if ctx.output else out_dir / "result.csv", max(1, min(top_k, len(runner.classes))))
     if image:

@@ -261,7 +261,8 @@ def read_coco(annotation_file: str | Path, image_dir: str | Path, classes: Seque
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise DataError(f"{annotation_file}: expected a '{key}' list (COCO detection format)")
-    for key, fields in (("categories", ("id", "name")), ("annotations", ("image_id",)), ("images", ("id", "file_name"))):
+    required = {"categories": ("id", "name"), "annotations": ("image_id",), "images": ("id", "file_name")}
+    for key, fields in required.items():
         for i, entry in enumerate(data[key]):
             lacking = [f for f in fields if not isinstance(entry, dict) or f not in entry]
             if lacking:

@@ -180,6 +180,7 @@ def run(ctx: Any) -> dict[str, Any]:
     if skipped:
         print_warning(ctx.console, skipped.summary())
     if not res["images"]:
-        raise DataError(f"{src}: none of the {len(paths)} image(s) could be read ({skipped.items[0][0]}: {skipped.items[0][1]})")
+        first, why = skipped.items[0]
+        raise DataError(f"{src}: none of the {len(paths)} image(s) could be read ({first}: {why})")
     ctx.console.print(f"{res['images']} images: " + (", ".join(f"{k} {v}" for k, v in sorted(res["detections"].items())) or "no detections"))
     return res

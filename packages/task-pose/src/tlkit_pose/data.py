@@ -26,7 +26,7 @@ import numpy as np
 
 from tlkit.errors import DataError, SpecError
 from tlkit.images import read_bgr
-from tlkit.recordfile import open_reader
+from tlkit.recordfile import RERUN, open_reader
 from tlkit.recordfile import read_record as read_record_bytes
 
 from tlkit_pose.skeleton import coco_to_parts, flip_keypoints
@@ -53,8 +53,13 @@ def _imread(path: Path) -> np.ndarray:
     return img
 
 
-def samples_from_coco(annotations: str | Path, image_root: str | Path | None = None, min_keypoints_for_mask: int = 1, strict: bool = False,
-                      warn: Callable[[str], object] | None = None) -> list[Sample]:
+def samples_from_coco(
+    annotations: str | Path,
+    image_root: str | Path | None = None,
+    min_keypoints_for_mask: int = 1,
+    strict: bool = False,
+    warn: Callable[[str], object] | None = None,
+) -> list[Sample]:
     """Samples of every image with at least one labeled non-crowd person (as dataset_convert keeps them).
     The annotations' problems (counted, skipped or repaired) are reported through `warn`."""
     from tlkit_pose.coco import load_coco_keypoints, loss_mask
@@ -113,7 +118,8 @@ def _parse(reader: Any, key: int, rec_file: str, decode_image: bool = True) -> d
     try:
         return read_record(data, decode_image=decode_image)
     except (ValueError, KeyError, TypeError, struct.error) as err:  # cut or foreign payload
-        raise DataError(f"{rec_file}: record {key} is not a tlkit pose record ({type(err).__name__}: {err}); re-run dataset_convert") from None
+        why = f"{type(err).__name__}: {err}"
+        raise DataError(f"{rec_file}: record {key} is not a tlkit pose record ({why}); {RERUN}") from None
 
 
 def samples_from_memory(coco: dict, images: Sequence[np.ndarray], min_keypoints_for_mask: int = 1) -> list[Sample]:
@@ -231,5 +237,7 @@ def open_train_samples(cfg: Any, warn: Callable[[str], object] | None = None) ->
     if dl.train_records:
         return samples_from_records(dl.train_records)
     if dl.train_annotations:
-        return samples_from_coco(dl.train_annotations, dl.train_images, dl.min_keypoints_for_mask, strict=not dl.skip_bad_labels, warn=warn)
+        return samples_from_coco(
+            dl.train_annotations, dl.train_images, dl.min_keypoints_for_mask, strict=not dl.skip_bad_labels, warn=warn
+        )
     raise SpecError("dataloader: set train_annotations (COCO keypoints json) or train_records (dataset_convert .rec glob) to train")

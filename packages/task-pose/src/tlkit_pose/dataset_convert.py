@@ -101,7 +101,9 @@ def convert(
         raise DataError(f"{ds.path}: no image has a person with labeled keypoints; nothing to convert")
     if not any(ds.image_path(im, image_root).is_file() for im in images):  # before writing any shard
         first = ds.image_path(images[0], image_root)
-        raise DataError(f"{ds.path}: none of the {len(images)} images could be used (first: {first} not found); check --image_root")
+        raise DataError(
+            f"{ds.path}: none of the {len(images)} images could be used (first: {first} not found); check --image_root"
+        )
     skipped: dict[str, list[str]] = {"missing": [], "unreadable": [], "size_mismatch": []}
     make_dir(prefix.parent)
     folds = [images[p::num_partitions] for p in range(num_partitions)]
@@ -123,7 +125,8 @@ def convert(
                         skipped["unreadable"].append(f"{path} ({problem})")
                         continue
                     if size != (im.width, im.height):
-                        skipped["size_mismatch"].append(f"{path} is {size[0]}x{size[1]}, json says {im.width}x{im.height}")
+                        json_size = f"{im.width}x{im.height}"
+                        skipped["size_mismatch"].append(f"{path} is {size[0]}x{size[1]}, json says {json_size}")
                         continue
                     mask = loss_mask(im, min_keypoints_for_mask) if generate_masks else None
                     header = recordio.IRHeader(0, float(im.id), n, 0)
@@ -184,6 +187,7 @@ def run(ctx) -> dict[str, Any]:
         min_keypoints_for_mask=dl.min_keypoints_for_mask if dl is not None else 1,
     )
     for kind, items in manifest["skipped_images"].items():
-        ctx.console.print(f"skipped {len(items)} image(s), {kind}: {items[0]}" + (" ..." if len(items) > 1 else ""), markup=False, soft_wrap=True)
+        more = " ..." if len(items) > 1 else ""
+        ctx.console.print(f"skipped {len(items)} image(s), {kind}: {items[0]}{more}", markup=False, soft_wrap=True)
     ctx.console.print(f"Wrote {manifest['num_records']} images ({manifest['num_people']} people) to {len(manifest['files'])} file(s): {manifest['files'][0]} ...", markup=False)
     return {"num_records": manifest["num_records"], "files": manifest["files"]}

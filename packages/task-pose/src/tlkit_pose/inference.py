@@ -104,8 +104,13 @@ def infer_images(predictor: Any, files: Sequence[Path], out_dir: Path, visualize
         raise DataError(f"none of the {len(files)} image(s) could be read ({first}: {why})")
     path = out_dir / "detections.json"
     atomic_write_text(path, json.dumps(results))
-    return {"detections": str(path), "images": len(files) - len(skipped), "skipped": len(skipped), "people": len(results),
-            "annotated_dir": str(vis_dir) if visualize else None}
+    return {
+        "detections": str(path),
+        "images": len(files) - len(skipped),
+        "skipped": len(skipped),
+        "people": len(results),
+        "annotated_dir": str(vis_dir) if visualize else None,
+    }
 
 
 def infer_video(predictor: Any, video: Path, out_dir: Path) -> dict[str, Any]:
@@ -158,7 +163,8 @@ def run(ctx: Any) -> dict[str, Any]:
         ctx.console.print(f"{res['frames']} frames, {res['people']} people: {res['video']}, {res['detections']}")
     else:
         skipped = SkippedImages(strict=bool(ctx.options.get("strict")))
-        res = infer_images(predictor, what, out_dir, visualize=not ctx.options.get("no_visualizations"), skipped=skipped)
+        visualize = not ctx.options.get("no_visualizations")
+        res = infer_images(predictor, what, out_dir, visualize=visualize, skipped=skipped)
         if skipped:
             print_warning(ctx.console, skipped.summary())
         ctx.console.print(f"{res['images']} image(s), {res['people']} people: {res['detections']}" + (f", overlays in {res['annotated_dir']}" if res["annotated_dir"] else ""))

@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         from tlkit.errors import error_summary
 
         print(
-            f"error: internal error {type(err).__name__}: {error_summary(err)} (rerun with TLKIT_DEBUG=1 for the traceback "
-            f"and report it)",
+            f"error: internal error {type(err).__name__}: {error_summary(err)} "
+            f"(rerun with TLKIT_DEBUG=1 for the traceback and report it)",
             file=sys.stderr,
         )
         sys.exit(70)  # EX_SOFTWARE

@@ -164,7 +164,10 @@ def _run_with_hooks(task: TaskSpec, cmd: CommandSpec, ctx: Any) -> None:
         outputs = resolve(cmd.run)(ctx)
     except BaseException as err:
         pm.hook.tlkit_on_stage_end(
-            stage=cmd.stage, task=task.name, context=ctx, result=StageResult(False, error=str(err), results_dir=ctx.results_dir)
+            stage=cmd.stage,
+            task=task.name,
+            context=ctx,
+            result=StageResult(False, error=str(err), results_dir=ctx.results_dir),
         )
         raise
     pm.hook.tlkit_on_stage_end(

@@ -26,9 +26,20 @@ PRUNE_OPTIONS: tuple[OptionSpec, ...] = (
         "how coupled layers (residual adds, depthwise) merge their filter norms",
         choices=("union", "intersection", "arithmetic_mean", "geometric_mean"),
     ),
-    OptionSpec("pruning_granularity", ("-pg", "--pruning_granularity"), int, 8, "kept filters are a multiple of this", min=1),
-    OptionSpec("pruning_threshold", ("-pth", "--pruning_threshold"), float, 0.1, "threshold on the normalized filter norm, in [0, 1)", min=0),
-    OptionSpec("min_num_filters", ("-nf", "--min_num_filters"), int, 16, "keep at least this many filters per layer", min=0),
+    OptionSpec(
+        "pruning_granularity", ("-pg", "--pruning_granularity"), int, 8, "kept filters are a multiple of this", min=1
+    ),
+    OptionSpec(
+        "pruning_threshold",
+        ("-pth", "--pruning_threshold"),
+        float,
+        0.1,
+        "threshold on the normalized filter norm, in [0, 1)",
+        min=0,
+    ),
+    OptionSpec(
+        "min_num_filters", ("-nf", "--min_num_filters"), int, 16, "keep at least this many filters per layer", min=0
+    ),
     OptionSpec("excluded_layers", ("-el", "--excluded_layers"), str, (), "layers never pruned", multiple=True),
     OptionSpec(
         "target_ratio",
@@ -42,8 +53,13 @@ PRUNE_OPTIONS: tuple[OptionSpec, ...] = (
 )
 
 EXPORT_OPTIONS: tuple[OptionSpec, ...] = (
-    OptionSpec("opset", ("--opset", "--target_opset"), int, None, "ONNX opset to stamp (default: the exporter's)", min=7),
-    OptionSpec("static_batch_size", ("--static_batch_size",), int, -1, "fixed batch size; -1 = dynamic batch", min=1, special=(-1,)),
+    OptionSpec(
+        "opset", ("--opset", "--target_opset"), int, None, "ONNX opset to stamp (default: the exporter's)", min=7
+    ),
+    OptionSpec(
+        "static_batch_size", ("--static_batch_size",), int, -1, "fixed batch size; -1 = dynamic batch", min=1,
+        special=(-1,),
+    ),
     OptionSpec("data_type", ("--data_type",), str, "fp32", "fp32, fp16 or int8 (Q/DQ)", choices=("fp32", "fp16", "int8")),
     OptionSpec("cal_data_file", ("--cal_data_file",), Path, None, "calibration tensorfile (HDF5) for int8"),
     OptionSpec("cal_image_dir", ("--cal_image_dir",), Path, None, "calibrate int8 from these images instead"),
@@ -86,7 +102,9 @@ INFERENCE_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("image", ("-i", "--image"), Path, None, "one image"),
     OptionSpec("image_dir", ("-d", "--image_dir"), Path, None, "a directory of images"),
     OptionSpec("batch_size", ("-b", "--batch_size"), int, 16, "inference batch size", min=1),
-    OptionSpec("strict", ("--strict",), bool, False, "stop at the first unreadable image instead of skipping and reporting it"),
+    OptionSpec(
+        "strict", ("--strict",), bool, False, "stop at the first unreadable image instead of skipping and reporting it"
+    ),
 )
 
 CALIBRATION_OPTIONS: tuple[OptionSpec, ...] = (

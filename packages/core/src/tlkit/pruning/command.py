@@ -64,7 +64,9 @@ def prune_model_file(model_path: str | os.PathLike, output_path: str | os.PathLi
 
     model_path, output_path = Path(model_path), Path(output_path)
     if output_path.resolve() == model_path.resolve():
-        raise TlkitError(f"{output_path}: the pruned model would overwrite the model being pruned; choose another output")
+        raise TlkitError(
+            f"{output_path}: the pruned model would overwrite the model being pruned; choose another output"
+        )
     threshold = options.get("pruning_threshold", options.get("threshold"))
     if threshold is not None and threshold >= 1 and options.get("target_ratio") is None:
         raise TlkitError(

@@ -135,7 +135,8 @@ def train(
             raise
         except BaseException as err:
             if engine.started:
-                status.write("FAILURE", f"Training failed: {type(err).__name__}: {error_summary(err)}", verbosity="ERROR")
+                msg = f"Training failed: {type(err).__name__}: {error_summary(err)}"
+                status.write("FAILURE", msg, verbosity="ERROR")
             raise
         finally:
             engine.close()

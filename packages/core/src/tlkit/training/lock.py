@@ -114,7 +114,9 @@ def results_dir_lock(results_dir: str | os.PathLike, warn: Callable[[str], objec
     info = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
-        "command": " ".join(["tlkit", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("tlkit") else " ".join(sys.argv),
+        "command": " ".join(["tlkit", *sys.argv[1:]])
+        if sys.argv and sys.argv[0].endswith("tlkit")
+        else " ".join(sys.argv),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     try:
