@@ -125,15 +125,24 @@ class TaskConfig(SpecModel):
 # -- loading -----------------------------------------------------------------------------------------------
 
 
-def _line_map(text: str) -> dict[tuple, int]:
-    """Key path -> 1-based line of that key in the YAML text."""
+def _line_map(text: str, where: str = "<spec>") -> dict[tuple, int]:
+    """Key path -> 1-based line of that key in the YAML text. A key given twice in one mapping is a SpecError:
+    YAML would silently keep the last one."""
     lines: dict[tuple, int] = {}
 
     def walk(node: yaml.Node, path: tuple) -> None:
         if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
             for k, v in node.value:
                 p = path + (k.value,)
-                lines[p] = k.start_mark.line + 1
+                line = k.start_mark.line + 1
+                if k.value in seen and k.value != "<<":  # '<<' merge keys may repeat
+                    raise SpecError(
+                        f"{where}:{line}: {'.'.join(str(x) for x in p)}: duplicate key (first given at line "
+                        f"{seen[k.value]}); YAML would keep only the last value, remove one of them"
+                    )
+                seen[k.value] = line
+                lines[p] = line
                 walk(v, p)
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
@@ -199,6 +208,24 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
+def read_spec_text(path: str | Path, what: str = "spec file") -> str:
+    """A spec file's text; a missing file, a folder or bytes that are not UTF-8 are a SpecError with the line."""
+    p = Path(path)
+    if p.is_dir():
+        raise SpecError(f"{p}: is a folder; expected a YAML {what}")
+    if not p.is_file():
+        raise SpecError(f"{p}: {what} not found")
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise SpecError(
+            f"{p}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at column {column}); save the spec as UTF-8"
+        ) from None
+
+
 def load_spec(
     path: str | Path | None,
     model: type[TaskConfig],
@@ -207,11 +234,7 @@ def load_spec(
     """Read, override and validate a spec. `path=None` starts from the defaults."""
     text, where = "", "<defaults>"
     if path is not None:
-        p = Path(path)
-        where = str(p)
-        if not p.is_file():
-            raise SpecError(f"{p}: spec file not found")
-        text = p.read_text()
+        text, where = read_spec_text(path), str(path)
     try:
         data = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as err:
@@ -222,7 +245,7 @@ def load_spec(
         data = {}
     if not isinstance(data, dict):
         raise SpecError(f"{where}:1: expected a mapping of sections at the top level, got {type(data).__name__}")
-    lines = _line_map(text) if text.strip() else {}
+    lines = _line_map(text, where) if text.strip() else {}
     overridden: dict[tuple, str] = {}
     for key, value in parse_overrides(overrides or []):
         set_by_path(data, key, value)
@@ -263,10 +286,15 @@ def spec_to_yaml(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False, default_flow_style=None)
 
 
+def resolved_spec_text(cfg: BaseModel) -> str:
+    """The fully resolved spec (defaults filled in, overrides applied), as saved beside a run's outputs."""
+    return "# Resolved spec written by tlkit: defaults filled in, overrides applied.\n" + spec_to_yaml(cfg)
+
+
 def save_resolved_spec(cfg: BaseModel, results_dir: str | Path, name: str = "experiment_spec.yaml") -> Path:
-    """Save the fully resolved spec (defaults filled in, overrides applied) into the results dir."""
+    """Save the fully resolved spec into the results dir."""
     out = Path(results_dir) / name
-    atomic_write_text(out, "# Resolved spec written by tlkit: defaults filled in, overrides applied.\n" + spec_to_yaml(cfg))
+    atomic_write_text(out, resolved_spec_text(cfg))
     return out
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tlkit.config import load_spec
+from tlkit.config import load_spec, read_spec_text
 from tlkit.errors import SpecError, TlkitError
 from tlkit.io import atomic_write_text
 from tlkit_detection.config import (
@@ -35,10 +35,8 @@ def load_export_config(path: Path | None, overrides: list[str] | None = None, sp
         if spec is not None and isinstance(spec, DetectionConfig) and spec.dataset_export_config.source() is not None:
             return spec.dataset_export_config, Path.cwd()
         raise SpecError("tlkit detection dataset_convert: -d/--dataset_export_spec is required")
-    if not path.is_file():
-        raise SpecError(f"{path}: dataset export spec not found")
     try:
-        top = yaml.safe_load(path.read_text()) or {}
+        top = yaml.safe_load(read_spec_text(path, "dataset export spec")) or {}
     except yaml.YAMLError:
         top = {}  # load_spec reports the YAML error with its line
     if isinstance(top, dict) and "dataset_export_config" in top:
@@ -74,7 +72,7 @@ def run(ctx) -> dict:
         raise TlkitError("tlkit detection dataset_convert: -o/--output is required (records prefix, folder or .json)")
     cfg, base = load_export_config(ctx.options.get("dataset_export_spec"), ctx.overrides, ctx.spec)
     samples, report, ext = read_source(cfg, base)
-    ctx.console.print(f"Read {report.summary()}")
+    ctx.console.print(f"Read {report.summary()}", markup=False, soft_wrap=True)
     out = Path(ctx.output)
     if fmt == "recordio":
         from tlkit_detection.records import write_records
