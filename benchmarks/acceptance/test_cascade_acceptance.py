@@ -50,20 +50,33 @@ def classifier_spec(split: Path, *extra: str):
     from tlkit.config import load_spec
     from tlkit_classification.config import ClassificationConfig
 
-    return load_spec(None, ClassificationConfig, [
-        "model_config.arch=efficientnet_lite0", f"model_config.input_image_size=3,{CLS_SIZE},{CLS_SIZE}",
-        "model_config.freeze_blocks=[0]",
-        f"dataset_config.train_dataset_path={split / 'train'}", f"dataset_config.val_dataset_path={split / 'val'}",
-        # nvinfer scales the whole object box to the input: train and validate on whole crops, resized
-        "augmentation_config.enable_random_crop=false", "augmentation_config.enable_center_crop=false",
-        "augmentation_config.enable_color_augmentation=true",
-        f"train_config.n_epochs={CLS_EPOCHS}", "train_config.batch_size_per_gpu=32", "train_config.n_workers=2",
-        "train_config.pretrained_model_path=imagenet", "train_config.optimizer.type=adam",
-        ("train_config.lr_config={type: soft_start_annealing, learning_rate: 1e-3, min_learning_rate: 1e-5, "
-         "soft_start: 0.1, annealing: 0.6}"),
-        f"train_config.validation_period={CLS_EPOCHS}", "train_config.max_checkpoints_to_keep=1",
-        *extra,
-    ])
+    return load_spec(
+        None,
+        ClassificationConfig,
+        [
+            "model_config.arch=efficientnet_lite0",
+            f"model_config.input_image_size=3,{CLS_SIZE},{CLS_SIZE}",
+            "model_config.freeze_blocks=[0]",
+            f"dataset_config.train_dataset_path={split / 'train'}",
+            f"dataset_config.val_dataset_path={split / 'val'}",
+            # nvinfer scales the whole object box to the input: train and validate on whole crops, resized
+            "augmentation_config.enable_random_crop=false",
+            "augmentation_config.enable_center_crop=false",
+            "augmentation_config.enable_color_augmentation=true",
+            f"train_config.n_epochs={CLS_EPOCHS}",
+            "train_config.batch_size_per_gpu=32",
+            "train_config.n_workers=2",
+            "train_config.pretrained_model_path=imagenet",
+            "train_config.optimizer.type=adam",
+            (
+                "train_config.lr_config={type: soft_start_annealing, learning_rate: 1e-3, min_learning_rate: 1e-5, "
+                "soft_start: 0.1, annealing: 0.6}"
+            ),
+            f"train_config.validation_period={CLS_EPOCHS}",
+            "train_config.max_checkpoints_to_keep=1",
+            *extra,
+        ],
+    )
 
 
 def train_models(work: Path) -> dict:
@@ -81,11 +94,18 @@ def train_models(work: Path) -> dict:
     if info_path.is_file():
         return json.loads(info_path.read_text())
     manifests = det.bccd_records(work)
-    dcfg = det.spec(manifests["trainval"], manifests["test"], f"train_config.n_epochs={DET_EPOCHS}",
-                    f"train_config.validation_period={DET_EPOCHS}")
+    dcfg = det.spec(
+        manifests["trainval"],
+        manifests["test"],
+        f"train_config.n_epochs={DET_EPOCHS}",
+        f"train_config.validation_period={DET_EPOCHS}",
+    )
     t, c = time.time(), time.process_time()
-    dout = det_train(CommandContext(task="detection", command="train", spec=dcfg, results_dir=work / "detector",
-                                    gpus=0, console=console))
+    dout = det_train(
+        CommandContext(
+            task="detection", command="train", spec=dcfg, results_dir=work / "detector", gpus=0, console=console
+        )
+    )
     det_s, det_cpu = time.time() - t, time.process_time() - c
 
     crops = work / "crops"
@@ -94,13 +114,22 @@ def train_models(work: Path) -> dict:
     split_folder(crops / "trainval", crops / "split", (0.8, 0.2, 0.0), 42, link=True)
     ccfg = classifier_spec(crops / "split")
     t, c = time.time(), time.process_time()
-    cout = cls_train(CommandContext(task="classification", command="train", spec=ccfg,
-                                    results_dir=work / "classifier", gpus=0, console=console))
+    cout = cls_train(
+        CommandContext(
+            task="classification", command="train", spec=ccfg, results_dir=work / "classifier", gpus=0, console=console
+        )
+    )
     cls_s, cls_cpu = time.time() - t, time.process_time() - c
-    info = {"detector": dout["model"], "classifier": cout["model"], "manifests": {k: str(v) for k, v in manifests.items()},
-            "detector_train_wall_s": round(det_s, 1), "detector_train_cpu_s": round(det_cpu, 1),
-            "classifier_train_wall_s": round(cls_s, 1), "classifier_train_cpu_s": round(cls_cpu, 1),
-            "test_crops": str(crops / "test")}
+    info = {
+        "detector": dout["model"],
+        "classifier": cout["model"],
+        "manifests": {k: str(v) for k, v in manifests.items()},
+        "detector_train_wall_s": round(det_s, 1),
+        "detector_train_cpu_s": round(det_cpu, 1),
+        "classifier_train_wall_s": round(cls_s, 1),
+        "classifier_train_cpu_s": round(cls_cpu, 1),
+        "test_crops": str(crops / "test"),
+    }
     info_path.write_text(json.dumps(info, indent=1))
     return info
 
@@ -134,11 +163,15 @@ def cascade_accuracy(rows: list[dict], truth: dict[str, list[tuple[str, tuple]]]
             correct_secondary += r["secondary_label"] == objects[best][0]
             correct_primary += r["class"] == objects[best][0]
     n_truth = sum(len(v) for v in truth.values())
-    return {"ground_truth_objects": n_truth, "detections": len(rows), "matched_iou_0.5": matched,
-            "secondary_labelled": labelled,
-            "secondary_accuracy_on_matched": round(correct_secondary / max(matched, 1), 4),
-            "primary_accuracy_on_matched": round(correct_primary / max(matched, 1), 4),
-            "objects_found_and_classified_right": round(correct_secondary / max(n_truth, 1), 4)}
+    return {
+        "ground_truth_objects": n_truth,
+        "detections": len(rows),
+        "matched_iou_0.5": matched,
+        "secondary_labelled": labelled,
+        "secondary_accuracy_on_matched": round(correct_secondary / max(matched, 1), 4),
+        "primary_accuracy_on_matched": round(correct_primary / max(matched, 1), 4),
+        "objects_found_and_classified_right": round(correct_secondary / max(n_truth, 1), 4),
+    }
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is absent")
@@ -161,12 +194,30 @@ def test_bccd_detector_classifier_cascade(tmp_path):
 
     det = _detection_acceptance()
     manifests = {k: Path(v) for k, v in info["manifests"].items()}
-    dres = det_eval(CommandContext(task="detection", command="evaluate", spec=det.spec(manifests["trainval"], manifests["test"]),
-                                   model=det_onnx, options={}))
-    ccfg = classifier_spec(work / "crops" / "split", f"eval_config.eval_dataset_path={info['test_crops']}",
-                           "eval_config.enable_center_crop=false")
-    cres = cls_eval(CommandContext(task="classification", command="evaluate", spec=ccfg, model=cls_onnx,
-                                   results_dir=work / "classifier_eval", options={}))
+    dres = det_eval(
+        CommandContext(
+            task="detection",
+            command="evaluate",
+            spec=det.spec(manifests["trainval"], manifests["test"]),
+            model=det_onnx,
+            options={},
+        )
+    )
+    ccfg = classifier_spec(
+        work / "crops" / "split",
+        f"eval_config.eval_dataset_path={info['test_crops']}",
+        "eval_config.enable_center_crop=false",
+    )
+    cres = cls_eval(
+        CommandContext(
+            task="classification",
+            command="evaluate",
+            spec=ccfg,
+            model=cls_onnx,
+            results_dir=work / "classifier_eval",
+            options={},
+        )
+    )
 
     ids = [ln.split()[0] for ln in (DATA / "ImageSets" / "Main" / "test.txt").read_text().splitlines() if ln.strip()]
     images = work / "test_images"
@@ -178,19 +229,34 @@ def test_bccd_detector_classifier_cascade(tmp_path):
         if not link.exists():
             link.symlink_to(rec.image)
         truth[rec.image.name] = [(o.name, o.box) for o in rec.objects if not o.difficult]
-    res = infer_run(CommandContext(task="detection", command="inference", model=det_onnx, results_dir=work / "cascade",
-                                   options={"image_dir": images, "secondary": cls_onnx, "secondary_margin": 0.0,
-                                            "classifier_threshold": 0.5, "input_object_min_width": 16,
-                                            "input_object_min_height": 16, "operate_on_class_ids": None}))
+    res = infer_run(
+        CommandContext(
+            task="detection",
+            command="inference",
+            model=det_onnx,
+            results_dir=work / "cascade",
+            options={
+                "image_dir": images,
+                "secondary": cls_onnx,
+                "secondary_margin": 0.0,
+                "classifier_threshold": 0.5,
+                "input_object_min_width": 16,
+                "input_object_min_height": 16,
+                "operate_on_class_ids": None,
+            },
+        )
+    )
     rows = json.loads(Path(res["cascade_json"]).read_text())["objects"]
     acc = cascade_accuracy(rows, truth)
     result = {
         "dataset": "BCCD (Pascal VOC): detector and classifier trained on ImageSets/Main/trainval.txt (292 images; "
-                   "the classifier on its ground-truth crops, 80/20 train/val), everything reported on test.txt (72 images)",
-        "recipe": {"detector": f"DetectNet_v2 efficientnet_lite0 (ImageNet), the detection acceptance recipe, {DET_EPOCHS} epochs",
-                   "classifier": f"efficientnet_lite0 (ImageNet) {CLS_SIZE}x{CLS_SIZE}, {CLS_EPOCHS} epochs, plain resize "
-                                 "(no center crop: nvinfer scales the whole box)",
-                   "cascade": "onnxruntime, nvinfer's crop (no margin), classifier-threshold 0.5, objects >= 16 px"},
+        "the classifier on its ground-truth crops, 80/20 train/val), everything reported on test.txt (72 images)",
+        "recipe": {
+            "detector": f"DetectNet_v2 efficientnet_lite0 (ImageNet), the detection acceptance recipe, {DET_EPOCHS} epochs",
+            "classifier": f"efficientnet_lite0 (ImageNet) {CLS_SIZE}x{CLS_SIZE}, {CLS_EPOCHS} epochs, plain resize "
+            "(no center crop: nvinfer scales the whole box)",
+            "cascade": "onnxruntime, nvinfer's crop (no margin), classifier-threshold 0.5, objects >= 16 px",
+        },
         "training": {k: v for k, v in info.items() if k.endswith("_s")},
         "detector_mAP@0.5_test": round(dres["mean_average_precision"] / 100, 4),
         "detector_AP@0.5_test": {k: round(v / 100, 4) for k, v in dres["average_precision"].items()},
@@ -200,9 +266,12 @@ def test_bccd_detector_classifier_cascade(tmp_path):
         "secondary_labels": res["secondary_labels"],
         "deepstream": {k: str(Path(v).relative_to(work)) for k, v in ds.items()},
         "deepstream_primary_line": Path(ds["primary"]).read_text().splitlines()[0],
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS")},
-                    "load_average_1_5_15": {"start": load_start, "end": os.getloadavg()}},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS")},
+            "load_average_1_5_15": {"start": load_start, "end": os.getloadavg()},
+        },
         "note": "the machine is shared with other engineers' runs: latencies and training times include their load",
     }
     OUT.write_text(json.dumps(result, indent=1) + "\n")

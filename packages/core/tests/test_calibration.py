@@ -416,7 +416,7 @@ def test_int8_keeps_output_heads_float_unless_asked(tmp_path):
     net, x, meta, _ = structured_setup(tmp_path)
     fp32 = export_onnx(net, tmp_path / "logits.onnx", meta={**meta, "task": "other"})  # logits out, no softmax
     ref = OnnxRuntimeRunner(fp32).run(x)[0]
-    x = x * (4.0 / np.abs(ref).max())  # scale the input so the logits span about +-4 (the net is positively homogeneous)
+    x = x * (4.0 / np.abs(ref).max())  # logits over about +-4 (the net is positively homogeneous)
     ref = OnnxRuntimeRunner(fp32).run(x)[0]
     ranges = compute_ranges(fp32, [x], "max")
     ranges["output"] = 0.25  # what entropy calibration picked for the logits in the report

@@ -31,8 +31,13 @@ def tiny_classifier(tmp_path, mode="caffe"):
     net = nn.HybridSequential()
     net.add(nn.Conv2D(4, 3, padding=1), nn.Activation("relu"), nn.GlobalAvgPool2D(), nn.Dense(len(CLASSES)))
     net.initialize(mx.init.Xavier())
-    meta = {"task": "classification", "arch": "tiny", "classes": CLASSES, "input_shape": [3, 24, 20],
-            "preprocessing": {"mode": mode, "center_crop": True}}
+    meta = {
+        "task": "classification",
+        "arch": "tiny",
+        "classes": CLASSES,
+        "input_shape": [3, 24, 20],
+        "preprocessing": {"mode": mode, "center_crop": True},
+    }
     return export_onnx(net, tmp_path / "cls.onnx", meta=meta)
 
 
@@ -50,9 +55,14 @@ def tiny_detector(tmp_path):
 
     net = Det()
     net.initialize(mx.init.Xavier())
-    meta = {"task": "detection", "classes": DET_CLASSES, "input_shape": [3, 32, 48], "preprocessing": {"mode": "tf"},
-            "output_names": ["output_cov", "output_bbox"],
-            "deepstream": {"network_type": 0, "properties": {"cluster-mode": 2}, "class_attrs_all": {"topk": 20}}}
+    meta = {
+        "task": "detection",
+        "classes": DET_CLASSES,
+        "input_shape": [3, 32, 48],
+        "preprocessing": {"mode": "tf"},
+        "output_names": ["output_cov", "output_bbox"],
+        "deepstream": {"network_type": 0, "properties": {"cluster-mode": 2}, "class_attrs_all": {"topk": 20}},
+    }
     return export_onnx(net, tmp_path / "det.onnx", meta=meta)
 
 
@@ -75,8 +85,14 @@ def assert_nvinfer_keys(path):
 
 def test_secondary_classifier_config(tmp_path):
     onnx_path = tiny_classifier(tmp_path)
-    sgie = SecondaryGie(operate_on_gie_id=1, operate_on_class_ids=(0, 1), gie_unique_id=3,
-                        input_object_min_width=24, input_object_min_height=20, classifier_async_mode=True)
+    sgie = SecondaryGie(
+        operate_on_gie_id=1,
+        operate_on_class_ids=(0, 1),
+        gie_unique_id=3,
+        input_object_min_width=24,
+        input_object_min_height=20,
+        classifier_async_mode=True,
+    )
     cfg = write_deepstream_config(onnx_path, None, tmp_path / "ds", secondary=sgie, classifier_threshold=0.6)
     p = assert_nvinfer_keys(cfg)["property"]
     assert p["process-mode"] == "2" and p["network-type"] == "1" and p["gie-unique-id"] == "3"
@@ -98,12 +114,27 @@ def test_custom_parser_config_is_not_called_complete(tmp_path):
     from tlkit.export.onnx_export import read_onnx_metadata
 
     meta = read_onnx_metadata(det)
-    stock = {**meta, "deepstream": {"network_type": 0, "properties": {
-        "parse-bbox-func-name": "NvDsInferParseCustomTfSSD",
-        "custom-lib-path": "/opt/nvidia/deepstream/deepstream/lib/libnvds_infercustomparser.so"}}}
+    stock = {
+        **meta,
+        "deepstream": {
+            "network_type": 0,
+            "properties": {
+                "parse-bbox-func-name": "NvDsInferParseCustomTfSSD",
+                "custom-lib-path": "/opt/nvidia/deepstream/deepstream/lib/libnvds_infercustomparser.so",
+            },
+        },
+    }
     assert "complete: runs as written" in write_deepstream_config(det, stock, tmp_path / "a").read_text()
-    custom = {**meta, "deepstream": {"network_type": 0, "properties": {
-        "parse-bbox-func-name": "NvDsInferParseTlkitEfficientNMS", "custom-lib-path": "libnvds_tlkit_parsers.so"}}}
+    custom = {
+        **meta,
+        "deepstream": {
+            "network_type": 0,
+            "properties": {
+                "parse-bbox-func-name": "NvDsInferParseTlkitEfficientNMS",
+                "custom-lib-path": "libnvds_tlkit_parsers.so",
+            },
+        },
+    }
     first = write_deepstream_config(det, custom, tmp_path / "b").read_text().splitlines()[0]
     assert "NOT complete" in first and "does not ship" in first and "libnvds_tlkit_parsers.so" in first
 
@@ -111,11 +142,14 @@ def test_custom_parser_config_is_not_called_complete(tmp_path):
 def test_deepstream_app_cascade_config(tmp_path):
     det, cls = tiny_detector(tmp_path), tiny_classifier(tmp_path)
     out = tmp_path / "app"
-    paths = write_deepstream_app(det, cls, out, secondary_gie=SecondaryGie(operate_on_class_ids=(0,)),
-                                 classifier_threshold=0.7)
+    paths = write_deepstream_app(
+        det, cls, out, secondary_gie=SecondaryGie(operate_on_class_ids=(0,)), classifier_threshold=0.7
+    )
     app = read_ini(paths["app"])
     groups = {"source0": "source", "sink0": "sink", "secondary-gie0": "primary-gie"}
-    assert {"application", "source0", "streammux", "primary-gie", "tracker", "secondary-gie0", "osd", "sink0"} <= set(app)
+    assert {"application", "source0", "streammux", "primary-gie", "tracker", "secondary-gie0", "osd", "sink0"} <= set(
+        app
+    )
     for section in app.sections():
         allowed = KEYS["deepstream_app"][groups.get(section, section)]
         unknown = set(app[section]) - set(allowed)
@@ -136,7 +170,10 @@ def test_deepstream_app_cascade_config(tmp_path):
     assert (out / "labels_primary.txt").read_text() == "cell\ndebris\n"
     # without a tracker the classifier must attach results synchronously (async mode needs tracker ids)
     paths = write_deepstream_app(det, cls, tmp_path / "notrack", tracker=False, sink="fake")
-    assert "tracker" not in read_ini(paths["app"]) and read_ini(paths["secondary"])["property"]["classifier-async-mode"] == "0"
+    assert (
+        "tracker" not in read_ini(paths["app"])
+        and read_ini(paths["secondary"])["property"]["classifier-async-mode"] == "0"
+    )
     with pytest.raises(SpecError, match="must be a detector"):
         write_deepstream_app(cls, cls, tmp_path / "bad")
 
@@ -153,7 +190,7 @@ def nvinfer_input(frame, box, cfg_path):
     x1, y1, x2, y2 = box
     left, top = int(x1) + (int(x1) & 1), int(y1) + (int(y1) & 1)
     width, height = int(x2 - x1) & ~1, int(y2 - y1) & ~1
-    crop = frame[top:top + height, left:left + width]
+    crop = frame[top : top + height, left : left + width]
     # NvBufSurfTransform scales 8-bit pixels into an 8-bit surface; normalization comes after
     scaled = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
     if p["model-color-format"] == "1":
@@ -198,8 +235,12 @@ def test_export_cli_writes_readable_artefacts_and_triton_plans(tmp_path, monkeyp
     net.add(nn.Conv2D(4, 3, padding=1), nn.Activation("relu"), nn.GlobalAvgPool2D(), nn.Dense(3))
     net.initialize(mx.init.Xavier())
     net(mx.nd.zeros((1, 3, 16, 16)))
-    tlk = save_net(tmp_path / "m.tlk", net, {"task": "classification", "arch": "tiny", "classes": CLASSES,
-                                             "input_shape": [3, 16, 16]}, as_graph=True)
+    tlk = save_net(
+        tmp_path / "m.tlk",
+        net,
+        {"task": "classification", "arch": "tiny", "classes": CLASSES, "input_shape": [3, 16, 16]},
+        as_graph=True,
+    )
     images = tmp_path / "cal"
     images.mkdir()
     import cv2
@@ -209,9 +250,23 @@ def test_export_cli_writes_readable_artefacts_and_triton_plans(tmp_path, monkeyp
     old = os.umask(0o022)
     try:
         out = tmp_path / "out"
-        for args in (["--gen_triton_repo", out / "repo"],
-                     ["--data_type", "int8", "--cal_image_dir", images, "--batches", 2, "--batch_size", 2,
-                      "--cal_cache_file", out / "cal.bin", "--gen_ds_config", "--ds_secondary"]):
+        for args in (
+            ["--gen_triton_repo", out / "repo"],
+            [
+                "--data_type",
+                "int8",
+                "--cal_image_dir",
+                images,
+                "--batches",
+                2,
+                "--batch_size",
+                2,
+                "--cal_cache_file",
+                out / "cal.bin",
+                "--gen_ds_config",
+                "--ds_secondary",
+            ],
+        ):
             name = "int8.onnx" if "int8" in args else "m.onnx"
             try:
                 main(["classification", "export", "-m", str(tlk), "-o", str(out / name), *map(str, args)])
@@ -219,7 +274,8 @@ def test_export_cli_writes_readable_artefacts_and_triton_plans(tmp_path, monkeyp
                 assert exc.code in (0, None), exc.code
         files = [p for p in out.rglob("*") if p.is_file()]
         assert {"m.onnx", "int8.onnx", "cal.bin", "nvinfer_config.txt", "labels.txt", "config.pbtxt", "model.onnx"} <= {
-            p.name for p in files}
+            p.name for p in files
+        }
         modes = {str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
         assert set(modes.values()) == {"0o644"}, modes
         cfg = read_ini(out / "nvinfer_config.txt")["property"]
@@ -235,8 +291,20 @@ def test_export_cli_writes_readable_artefacts_and_triton_plans(tmp_path, monkeyp
     from tlkit.testing.export import parse_triton_config
 
     try:
-        main(["classification", "export", "-m", str(tlk), "-o", str(tmp_path / "trt.onnx"),
-              "--gen_triton_repo", str(tmp_path / "trt_repo"), "--triton_platform", "tensorrt_plan"])
+        main(
+            [
+                "classification",
+                "export",
+                "-m",
+                str(tlk),
+                "-o",
+                str(tmp_path / "trt.onnx"),
+                "--gen_triton_repo",
+                str(tmp_path / "trt_repo"),
+                "--triton_platform",
+                "tensorrt_plan",
+            ]
+        )
     except SystemExit as exc:
         assert exc.code in (0, None), exc.code
     cfg = parse_triton_config(tmp_path / "trt_repo" / "tiny" / "config.pbtxt")

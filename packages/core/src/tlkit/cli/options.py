@@ -59,8 +59,10 @@ SECONDARY_FILTERS: tuple[OptionSpec, ...] = (
                "classifier: attach a label only at this probability or above (DeepStream classifier-threshold)"),
     OptionSpec("operate_on_class_ids", ("--operate_on_class_ids",), str, None,
                "secondary classifier: the detector's class ids to classify, e.g. '0;2' (default: all)"),
-    OptionSpec("input_object_min_width", ("--input_object_min_width",), int, 16, "secondary classifier: skip narrower objects (px)"),
-    OptionSpec("input_object_min_height", ("--input_object_min_height",), int, 16, "secondary classifier: skip shorter objects (px)"),
+    OptionSpec("input_object_min_width", ("--input_object_min_width",), int, 16,
+               "secondary classifier: skip narrower objects (px)"),
+    OptionSpec("input_object_min_height", ("--input_object_min_height",), int, 16,
+               "secondary classifier: skip shorter objects (px)"),
 )
 
 EXPORT_OPTIONS: tuple[OptionSpec, ...] = (
@@ -106,13 +108,16 @@ EXPORT_OPTIONS: tuple[OptionSpec, ...] = (
     *SECONDARY_FILTERS,
     OptionSpec("ds_secondary", ("--ds_secondary",), bool, False,
                "DeepStream: write a secondary-GIE classifier config (process-mode 2, on a detector's objects)"),
-    OptionSpec("operate_on_gie_id", ("--operate_on_gie_id",), int, 1, "--ds_secondary: the detector GIE to classify objects of"),
+    OptionSpec("operate_on_gie_id", ("--operate_on_gie_id",), int, 1,
+               "--ds_secondary: the detector GIE to classify objects of"),
     OptionSpec("gie_unique_id", ("--gie_unique_id",), int, None, "DeepStream gie-unique-id (default 1, secondary 2)"),
     OptionSpec("classifier_async_mode", ("--classifier_async_mode",), int, 1,
-               "--ds_secondary: 1 = attach results asynchronously by tracker id (needs a tracker), 0 = in the same frame"),
+               "--ds_secondary: 1 = attach results asynchronously by tracker id (needs a tracker), "
+               "0 = in the same frame"),
     OptionSpec("gen_triton_repo", ("--gen_triton_repo",), Path, None, "also write a Triton model repository here"),
     OptionSpec("triton_platform", ("--triton_platform",), str, "onnxruntime_onnx",
-               "--gen_triton_repo: onnxruntime_onnx (the ONNX) or tensorrt_plan (builds a TensorRT engine: tlkit-tensorrt)",
+               "--gen_triton_repo: onnxruntime_onnx (the ONNX) or tensorrt_plan (builds a TensorRT engine: "
+               "tlkit-tensorrt)",
                choices=("onnxruntime_onnx", "tensorrt_plan")),
 )
 
@@ -141,7 +146,8 @@ CASCADE_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("secondary", ("--secondary",), Path, None,
                "an exported classifier (.onnx, or an engine) to classify each detected object with"),
     OptionSpec("secondary_margin", ("--secondary_margin",), float, 0.0,
-               "widen each box by this fraction of its size per side before classifying (DeepStream cannot: 0 matches it)"),
+               "widen each box by this fraction of its size per side before classifying "
+               "(DeepStream cannot: 0 matches it)"),
     *SECONDARY_FILTERS,
 )
 

@@ -28,7 +28,9 @@ import numpy as np
 from tlkit.errors import ModelFileError, SpecError
 
 
-def nvinfer_object_rect(box: Sequence[float], frame_w: int, frame_h: int, margin: float = 0.0) -> tuple[int, int, int, int]:
+def nvinfer_object_rect(
+    box: Sequence[float], frame_w: int, frame_h: int, margin: float = 0.0
+) -> tuple[int, int, int, int]:
     """(left, top, width, height) in pixels that nvinfer crops for object `box` (x1, y1, x2, y2)."""
     x1, y1, x2, y2 = (float(v) for v in box)
     if margin:
@@ -87,15 +89,20 @@ class SecondaryClassifier:
     def classes(self) -> list[str]:
         return [str(c) for c in self.meta["classes"]]
 
-    def inputs(self, frame: np.ndarray, boxes: Sequence[Sequence[float]],
-               class_ids: Sequence[int] | None = None) -> tuple[np.ndarray, list[int], list[tuple[int, int, int, int]]]:
+    def inputs(
+        self, frame: np.ndarray, boxes: Sequence[Sequence[float]], class_ids: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, list[int], list[tuple[int, int, int, int]]]:
         """(NCHW batch, indices of the boxes it holds, their crop rects) for RGB `frame` and its `boxes`."""
         from tlkit.export.preprocess import preprocess
 
         h, w = frame.shape[:2]
         crops, kept, rects = [], [], []
         for i, box in enumerate(boxes):
-            if self.operate_on_class_ids and class_ids is not None and int(class_ids[i]) not in self.operate_on_class_ids:
+            if (
+                self.operate_on_class_ids
+                and class_ids is not None
+                and int(class_ids[i]) not in self.operate_on_class_ids
+            ):
                 continue
             x1, y1, x2, y2 = (float(v) for v in box)
             if x2 - x1 < self.min_width or y2 - y1 < self.min_height:  # nvinfer filters on the object's own rect
@@ -104,7 +111,7 @@ class SecondaryClassifier:
             left, top, cw, ch = rect
             if cw < 2 or ch < 2:
                 continue
-            crops.append(frame[top:top + ch, left:left + cw])
+            crops.append(frame[top : top + ch, left : left + cw])
             kept.append(i)
             rects.append(rect)
         if not crops:
@@ -112,8 +119,9 @@ class SecondaryClassifier:
             return np.zeros((0, c, ih, iw), np.float32), [], []
         return preprocess(crops, self.meta), kept, rects
 
-    def classify(self, frame: np.ndarray, boxes: Sequence[Sequence[float]],
-                 class_ids: Sequence[int] | None = None) -> list[SecondaryResult]:
+    def classify(
+        self, frame: np.ndarray, boxes: Sequence[Sequence[float]], class_ids: Sequence[int] | None = None
+    ) -> list[SecondaryResult]:
         """One SecondaryResult per box (label None where nvinfer would attach none)."""
         out = [SecondaryResult(None, None) for _ in boxes]
         x, kept, rects = self.inputs(frame, boxes, class_ids)
@@ -139,8 +147,10 @@ def load_secondary(path: str | os.PathLike, options: dict[str, Any]) -> Secondar
     from tlkit.export.deploy import parse_class_ids
 
     return SecondaryClassifier(
-        Path(path), margin=float(options.get("secondary_margin", 0.0)),
+        Path(path),
+        margin=float(options.get("secondary_margin", 0.0)),
         min_width=int(options.get("input_object_min_width", 16)),
         min_height=int(options.get("input_object_min_height", 16)),
         threshold=float(options.get("classifier_threshold", 0.5)),
-        operate_on_class_ids=parse_class_ids(options.get("operate_on_class_ids")))
+        operate_on_class_ids=parse_class_ids(options.get("operate_on_class_ids")),
+    )

@@ -194,7 +194,8 @@ def write_deepstream_config(
         lines = ["# DeepStream nvinfer config written by tlkit. Runs as written; nvinfer only attaches the raw "
                  "output tensors (network-type 100, output-tensor-meta): the application parses them."]
     else:
-        lines = ["# DeepStream nvinfer config written by tlkit (complete: runs as written; the parser is DeepStream's own)."]
+        lines = ["# DeepStream nvinfer config written by tlkit (complete: runs as written; "
+                 "the parser is DeepStream's own)."]
     lines += [f"# {note}" for note in ds.get("notes") or []]
     if not pre["exact"]:
         lines.append(

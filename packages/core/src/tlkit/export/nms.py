@@ -75,69 +75,127 @@ def append_nms(model: Any, params: dict[str, Any], input_shape: tuple[int, ...])
     score = node("Squeeze", ["scores", const("ax2b", [2], np.int64)], "score")
     y1 = node("Gather", [boxes, const("i1", 1, np.int64)], "y1", axis=2)
     y2 = node("Gather", [boxes, const("i3", 3, np.int64)], "y2", axis=2)
-    tall = node("Greater", [node("Sub", [y2, y1], "height"), const("min_h", float(params.get("min_height", 0.0)))], "tall")
+    tall = node(
+        "Greater", [node("Sub", [y2, y1], "height"), const("min_h", float(params.get("min_height", 0.0)))], "tall"
+    )
     score = node("Where", [tall, score, const("zero", 0.0)], "score_tall")
     # (B, C, M): the row's score in its own class, 0 elsewhere
     cls_range = const("classes", np.arange(n_classes, dtype=np.float32).reshape(1, n_classes, 1))
-    ids_f = node("Cast", [node("Unsqueeze", [ids, const("ax1", [1], np.int64)], "ids_c")], "ids_f", to=TensorProto.FLOAT)
+    ids_f = node(
+        "Cast", [node("Unsqueeze", [ids, const("ax1", [1], np.int64)], "ids_c")], "ids_f", to=TensorProto.FLOAT
+    )
     in_class = node("Equal", [ids_f, cls_range], "in_class")
-    per_class = node("Where", [in_class, node("Unsqueeze", [score, const("ax1b", [1], np.int64)], "score_c"),
-                               const("zero_b", 0.0)], "per_class")
+    per_class = node(
+        "Where",
+        [in_class, node("Unsqueeze", [score, const("ax1b", [1], np.int64)], "score_c"), const("zero_b", 0.0)],
+        "per_class",
+    )
     if top_k < m:  # each class's top_k best rows only (ties at the k-th score may keep a few more)
         kth_vals, _ = node2("TopK", [per_class, const("top_k", [top_k], np.int64)], ("kth_vals", "kth_idx"), axis=2)
         kth = node("Gather", [kth_vals, const("last", [top_k - 1], np.int64)], "kth", axis=2)
-        per_class = node("Where", [node("GreaterOrEqual", [per_class, kth], "in_top"), per_class,
-                                   const("zero_c", 0.0)], "per_class_top")
+        per_class = node(
+            "Where",
+            [node("GreaterOrEqual", [per_class, kth], "in_top"), per_class, const("zero_c", 0.0)],
+            "per_class_top",
+        )
     # ONNX keeps scores strictly above the threshold; tlkit keeps them at or above it
     thr = float(np.nextafter(np.float32(params.get("score_threshold", 0.0)), np.float32(-1)))
-    selected = node("NonMaxSuppression", [boxes, per_class, const("max_out", [top_k], np.int64),
-                                          const("iou", [float(params["iou_threshold"])]), const("score_thr", [thr])],
-                    "selected")  # (S, 3): batch, class, row
-    n_sel = node("Slice", [node("Shape", [selected], "sel_shape"), const("s0", [0], np.int64),
-                           const("s1", [1], np.int64)], "n_sel")
+    selected = node(
+        "NonMaxSuppression",
+        [
+            boxes,
+            per_class,
+            const("max_out", [top_k], np.int64),
+            const("iou", [float(params["iou_threshold"])]),
+            const("score_thr", [thr]),
+        ],
+        "selected",
+    )  # (S, 3): batch, class, row
+    n_sel = node(
+        "Slice",
+        [node("Shape", [selected], "sel_shape"), const("s0", [0], np.int64), const("s1", [1], np.int64)],
+        "n_sel",
+    )
     ones = node("ConstantOfShape", [n_sel], "ones", value=numpy_helper.from_array(np.array([1.0], np.float32)))
     kept = node("ScatterND", [node("Mul", [per_class, const("zero_d", 0.0)], "zeros"), selected, ones], "kept")
-    flat = node("Where", [node("Greater", [kept, const("half", 0.5)], "is_kept"), per_class, const("minus", -1.0)], "masked")
+    flat = node(
+        "Where", [node("Greater", [kept, const("half", 0.5)], "is_kept"), per_class, const("minus", -1.0)], "masked"
+    )
     flat = node("Reshape", [flat, const("flat_shape", [0, -1], np.int64)], "flat")  # (B, C*M)
     values, index = node2("TopK", [flat, const("keep", [keep], np.int64)], ("values", "index"), axis=1)
     valid = node("Greater", [values, const("minus_half", -0.5)], "valid")
     cls = node("Div", [index, const("m", m, np.int64)], "cls")
     row = node("Mod", [index, const("m2", m, np.int64)], "row")
-    row4 = node("Expand", [node("Unsqueeze", [row, const("ax2c", [2], np.int64)], "row_u"),
-                           const("expand4", [1, 1, 4], np.int64)], "row4")
+    row4 = node(
+        "Expand",
+        [node("Unsqueeze", [row, const("ax2c", [2], np.int64)], "row_u"), const("expand4", [1, 1, 4], np.int64)],
+        "row4",
+    )
     picked = node("GatherElements", [boxes, row4], "picked", axis=1)  # (B, K, 4) x1 y1 x2 y2
     yxyx = node("Gather", [picked, const("order", [1, 0, 3, 2], np.int64)], "yxyx", axis=2)
     norm = node("Div", [yxyx, const("size", [h, w, h, w])], "norm")
     valid3 = node("Unsqueeze", [valid, const("ax2d", [2], np.int64)], "valid3")
-    nodes.append(helper.make_node("Where", [valid3, norm, const("zero_e", 0.0)], ["detection_boxes"], name="nms/boxes_out"))
-    nodes.append(helper.make_node("Where", [valid, values, const("zero_f", 0.0)], ["detection_scores"], name="nms/scores_out"))
-    nodes.append(helper.make_node("Where", [valid, node("Cast", [cls], "cls_f", to=TensorProto.FLOAT),
-                                            const("minus_b", -1.0)], ["detection_classes"], name="nms/classes_out"))
-    nodes.append(helper.make_node("ReduceSum", [node("Cast", [valid], "valid_f", to=TensorProto.FLOAT),
-                                                const("ax1c", [1], np.int64)], ["num_detections"], name="nms/count",
-                                  keepdims=1))
+    nodes.append(
+        helper.make_node("Where", [valid3, norm, const("zero_e", 0.0)], ["detection_boxes"], name="nms/boxes_out")
+    )
+    nodes.append(
+        helper.make_node("Where", [valid, values, const("zero_f", 0.0)], ["detection_scores"], name="nms/scores_out")
+    )
+    nodes.append(
+        helper.make_node(
+            "Where",
+            [valid, node("Cast", [cls], "cls_f", to=TensorProto.FLOAT), const("minus_b", -1.0)],
+            ["detection_classes"],
+            name="nms/classes_out",
+        )
+    )
+    nodes.append(
+        helper.make_node(
+            "ReduceSum",
+            [node("Cast", [valid], "valid_f", to=TensorProto.FLOAT), const("ax1c", [1], np.int64)],
+            ["num_detections"],
+            name="nms/count",
+            keepdims=1,
+        )
+    )
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
     del graph.output[:]
     f = TensorProto.FLOAT
-    graph.output.extend([helper.make_tensor_value_info("num_detections", f, ["batch", 1]),
-                         helper.make_tensor_value_info("detection_boxes", f, ["batch", keep, 4]),
-                         helper.make_tensor_value_info("detection_scores", f, ["batch", keep]),
-                         helper.make_tensor_value_info("detection_classes", f, ["batch", keep])])
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info("num_detections", f, ["batch", 1]),
+            helper.make_tensor_value_info("detection_boxes", f, ["batch", keep, 4]),
+            helper.make_tensor_value_info("detection_scores", f, ["batch", keep]),
+            helper.make_tensor_value_info("detection_classes", f, ["batch", keep]),
+        ]
+    )
     return model
 
 
-def deepstream_meta(params: dict[str, Any], classes: list[str], per_class_threshold: dict[str, float]) -> dict[str, Any]:
+def deepstream_meta(
+    params: dict[str, Any], classes: list[str], per_class_threshold: dict[str, float]
+) -> dict[str, Any]:
     """meta["deepstream"] of an NMS export: DeepStream's stock TF-SSD parser, no clustering (NMS is done)."""
     return {
         "network_type": 0,
         "properties": {"parse-bbox-func-name": STOCK_PARSER, "custom-lib-path": STOCK_PARSER_LIB, "cluster-mode": 4},
-        "class_attrs_all": {"pre-cluster-threshold": float(params.get("score_threshold", 0.0)),
-                            "topk": int(params.get("keep_top_k", 100))},
-        "class_attrs": {str(i): {"pre-cluster-threshold": float(per_class_threshold[c])}
-                        for i, c in enumerate(classes) if c in per_class_threshold},
-        "notes": [f"NMS is in the graph (IoU {params['iou_threshold']}); {STOCK_PARSER} reads its "
-                  "num_detections / detection_boxes / detection_scores / detection_classes outputs."]
-        + (["The spec gives classes different NMS IoU thresholds; the graph uses the first class's."]
-           if params.get("per_class_iou_differs") else []),
+        "class_attrs_all": {
+            "pre-cluster-threshold": float(params.get("score_threshold", 0.0)),
+            "topk": int(params.get("keep_top_k", 100)),
+        },
+        "class_attrs": {
+            str(i): {"pre-cluster-threshold": float(per_class_threshold[c])}
+            for i, c in enumerate(classes)
+            if c in per_class_threshold
+        },
+        "notes": [
+            f"NMS is in the graph (IoU {params['iou_threshold']}); {STOCK_PARSER} reads its "
+            "num_detections / detection_boxes / detection_scores / detection_classes outputs."
+        ]
+        + (
+            ["The spec gives classes different NMS IoU thresholds; the graph uses the first class's."]
+            if params.get("per_class_iou_differs")
+            else []
+        ),
     }

@@ -30,7 +30,8 @@ def assert_onnx_matches(
     """Export to ONNX, run onnxruntime and MXNet on the same random batches, assert they agree.
 
     Per output: max|onnx - mxnet| <= rtol * max|mxnet| + atol, for every batch size (the dynamic batch
-    dim); a classifier's probabilities are compared with the softmax of MXNet's logits. `output_indices` picks the outputs to compare (detectors: the tensors before NMS, which ties
+    dim); a classifier's probabilities are compared with the softmax of MXNet's logits. `output_indices`
+    picks the outputs to compare (detectors: the tensors before NMS, which ties
     on random weights). Returns the ONNX path (inside `out_dir`, or a temporary dir that is removed).
     """
     import mxnet as mx
@@ -62,8 +63,8 @@ def assert_onnx_matches(
             ref = net(mx.nd.array(x))
             ref = [r.asnumpy() for r in (ref if isinstance(ref, (list, tuple)) else [ref])]
             if md.get("output_activation") == "softmax":  # classifier exports end in a Softmax; the net gives logits
-                ref = [np.exp(r - r.max(-1, keepdims=True)) / np.exp(r - r.max(-1, keepdims=True)).sum(-1, keepdims=True)
-                       for r in ref]
+                ref = [np.exp(r - r.max(-1, keepdims=True)) for r in ref]
+                ref = [e / e.sum(-1, keepdims=True) for e in ref]
             got = runner.run(x)
             assert len(got) == len(ref), f"ONNX has {len(got)} outputs, MXNet {len(ref)}"
             for i in output_indices if output_indices is not None else range(len(ref)):
