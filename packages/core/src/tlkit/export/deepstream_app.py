@@ -14,6 +14,7 @@ classifier crop widened by a margin; a custom bbox parser to build).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ def write_deepstream_app(
         raise SpecError(f"sink {sink!r} is not one of {', '.join(SINKS)}")
     sgie = secondary_gie or SecondaryGie()
     if not tracker and sgie.classifier_async_mode:
-        sgie = SecondaryGie(**{**sgie.__dict__, "classifier_async_mode": False})
+        sgie = dataclasses.replace(sgie, classifier_async_mode=False)
     pcfg = write_deepstream_config(
         primary,
         pmeta,
