@@ -1,4 +1,4 @@
-"""KITTI AP11/AP40 equal the official devkit's, compiled from its C++ source (tests/data/kitti_devkit), on
+"""KITTI AP11/AP40 equal the official devkit's, compiled from its C++ source (tests/data/reference_tools/kitti_devkit), on
 thousands of randomized frames with occlusion, truncation, DontCare regions, neighbour classes (Van,
 Person_sitting), other classes, score ties, boxes at the height limits, degenerate and out-of-image
 boxes, and empty frames. Both sides read the same label and prediction files."""
@@ -6,17 +6,15 @@ boxes, and empty frames. Both sides read the same label and prediction files."""
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import kitti_devkit
 from tlkit_detection.kitti import read_label_dir, read_prediction_dir, to_arrays
 from tlkit_detection.metrics import DIFFICULTIES, evaluate_kitti
 
-DEVKIT_SOURCE = Path(__file__).parent / "data" / "reference_tools" / "kitti_devkit" / "evaluate_object.cpp"
 CLASSES = ("Car", "Pedestrian", "Cyclist")
 W, H = 1242, 375
 GT_TYPES = ["Car", "Van", "Pedestrian", "Person_sitting", "Cyclist", "DontCare", "Truck", "Misc", "Tram"]
@@ -26,28 +24,12 @@ LIMIT_HEIGHTS = [24.99, 25.0, 25.01, 39.99, 40.0, 40.01, 40.99, 41.0]
 
 
 @pytest.fixture(scope="session")
-def kitti_devkit(tmp_path_factory) -> Path:
+def devkit(tmp_path_factory) -> Path:
     """The devkit's evaluate_object, built with g++ (the test skips without a compiler)."""
-    gxx = shutil.which("g++")
-    if gxx is None:
+    exe = kitti_devkit.build(tmp_path_factory.mktemp("kitti_devkit"))
+    if exe is None:
         pytest.skip("g++ is not installed: cannot build the KITTI devkit")
-    exe = tmp_path_factory.mktemp("kitti_devkit") / "evaluate_object"
-    subprocess.run([gxx, "-O2", "-o", str(exe), str(DEVKIT_SOURCE)], check=True, capture_output=True)
     return exe
-
-
-def run_devkit(exe: Path, labels: Path, results: Path, n_frames: int, out: Path) -> dict[str, dict[str, list[float]]]:
-    """{class: {"AP11": [easy, moderate, hard], "AP40": [...]}} for the classes the devkit evaluated."""
-    out.mkdir(exist_ok=True)
-    run = subprocess.run([str(exe), str(labels), str(results), str(n_frames), str(out)], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    aps = {}
-    for line in run.stdout.splitlines():
-        if line.startswith("AP "):
-            _, cls, *v = line.split()
-            vals = [float(x) for x in v]
-            aps[cls] = {"AP11": vals[:3], "AP40": vals[3:]}
-    return aps
 
 
 def _box(rng, height=None):
@@ -109,24 +91,24 @@ def write_frames(frames, labels: Path, results: Path) -> None:
 
 
 @pytest.mark.parametrize("seed, n_frames, tie_scores", [(0, 600, False), (1, 600, True), (2, 400, False), (3, 40, True), (4, 1200, False)])
-def test_ap11_ap40_equal_the_devkit(kitti_devkit, tmp_path, seed, n_frames, tie_scores):
+def test_ap11_ap40_equal_the_devkit(devkit, tmp_path, seed, n_frames, tie_scores):
     frames = random_frames(np.random.default_rng(seed), n_frames, tie_scores)
     labels, results = tmp_path / "label_2", tmp_path / "data"
     write_frames(frames, labels, results)
-    devkit = run_devkit(kitti_devkit, labels, results, n_frames, tmp_path / "out")
+    reference = kitti_devkit.run(devkit, labels, results, n_frames, tmp_path / "out")
 
     gt = {k: to_arrays(v) for k, v in read_label_dir(labels).items()}
     preds, report = read_prediction_dir(results)
     assert report.detections == sum(len(d) for _, d in frames)
     assert report.counts["degenerate_box"] > 0 and report.counts["negative_coordinates"] > 0
     ours = evaluate_kitti(gt, {k: to_arrays(v) for k, v in preds.items()}, CLASSES)
-    assert set(devkit) == {c.lower() for c in CLASSES}, "the random set must give every class a detection"
+    assert set(reference) == {c.lower() for c in CLASSES}, "the random set must give every class a detection"
     for cls in CLASSES:
         for d, diff in enumerate(DIFFICULTIES):
             got = ours.classes[cls][diff]
             assert got["num_gt"] > 0 or n_frames < 100, (cls, diff)
             for metric in ("AP11", "AP40"):
-                want = devkit[cls.lower()][metric][d]
+                want = reference[cls.lower()][metric][d]
                 if got["num_gt"] == 0:  # the devkit divides by zero GT: no recall thresholds, AP 0
                     assert want == 0 and math.isnan(got[metric])
                     continue

@@ -3,9 +3,8 @@
 Images: `<r>/images_annotated/<name>` (boxes, class and confidence drawn) and `<r>/labels/<stem>.txt`
 (KITTI lines with the confidence as 16th field), as TLT; with inference_config.coco_dump
 `<r>/detections_coco.json` (COCO results, with the ids it uses in `detections_coco_ids.json`) and with
-csv_dump `<r>/detections.csv`. A video file
-(mp4/avi/mov/mkv/webm): an annotated `<r>/<stem>_annotated.mp4` plus `<r>/<stem>_detections.json`
-(per-frame boxes). Only boxes with a confidence of at least inference_config.confidence_threshold are
+csv_dump `<r>/detections.csv`. A video file (mp4/avi/mov/mkv/webm): an annotated
+`<r>/<stem>_annotated.mp4` plus `<r>/<stem>_detections.json` (per-frame boxes). Only boxes with a confidence of at least inference_config.confidence_threshold are
 drawn and written. Post-processing follows the spec's postprocessing_config when the spec sets one,
 else the one saved in the model (the model's training spec), never silently the built-in defaults.
 """
@@ -24,6 +23,8 @@ from tlkit.errors import DataError, TlkitError
 from tlkit.io import atomic_write, atomic_write_text, temp_file_beside
 from tlkit_detection.clustering import Detection
 from tlkit_detection.kitti import KittiObject, write_label
+from tlkit_detection.metrics import coco_detections
+from tlkit_detection.predict import to_frame
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -83,7 +84,6 @@ def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size
     img_dir, lbl_dir = out_dir / "images_annotated", out_dir / "labels"
     counts: dict[str, int] = {}
     image_ids = coco_image_ids(paths)
-    category = {c: i + 1 for i, c in enumerate(detector.classes)}
     coco: list[dict[str, Any]] = []
     rows: list[list[Any]] = []
     for start in range(0, len(paths), batch_size):
@@ -93,10 +93,8 @@ def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size
             dets = [d for d in dets if d.confidence >= ic.confidence_threshold]
             for d in dets:
                 counts[d.class_name] = counts.get(d.class_name, 0) + 1
-                x1, y1, x2, y2 = (float(v) for v in d.bbox)
-                coco.append({"image_id": image_ids[p], "category_id": category.get(d.class_name, 0),
-                             "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(d.confidence)})
-                rows.append([str(p), d.class_name, f"{d.confidence:.6f}", *(f"{v:.2f}" for v in (x1, y1, x2, y2))])
+                rows.append([str(p), d.class_name, f"{d.confidence:.6f}", *(f"{float(v):.2f}" for v in d.bbox)])
+            coco += coco_detections({p.name: to_frame(dets)}, {p.name: image_ids[p]}, detector.classes)
             if ic.kitti_dump:
                 write_label(lbl_dir / f"{p.stem}.txt", kitti_objects(dets))
             if not ic.disable_overlay:
@@ -109,7 +107,7 @@ def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size
         out["coco_json"] = str(out_dir / "detections_coco.json")
         atomic_write_text(out_dir / "detections_coco.json", json.dumps(coco))
         atomic_write_text(out_dir / "detections_coco_ids.json", json.dumps(
-            {"categories": [{"id": i, "name": c} for c, i in category.items()],
+            {"categories": [{"id": i + 1, "name": c} for i, c in enumerate(detector.classes)],
              "images": [{"id": i, "file_name": p.name} for p, i in image_ids.items()]}, indent=1))
     if ic.csv_dump:
         out["csv"] = str(out_dir / "detections.csv")
