@@ -86,7 +86,7 @@ def test_model_evaluation_needs_a_spec(tmp_path):
 
 
 def test_prediction_files_from_other_tools_are_scored_with_their_problems_reported(tmp_path):
-    c = ctx(tmp_path)
+    c = ctx(tmp_path, kitti=True)
     (tmp_path / "preds" / "000002.txt").write_text(
         "Pedestrian 0 0 0 10 10 40 90 0 0 0 0 0 0 0 0.5 0.25 extra\n"  # extra fields: the first 16 count
         "Pedestrian 0 0 0 10 10 40 90 0 0 0 0 0 0 0\n"  # no score: skipped
@@ -103,6 +103,9 @@ def test_prediction_files_from_other_tools_are_scored_with_their_problems_report
     assert problems == {"too_few_fields": 1, "no_score": 1, "extra_fields": 1, "not_a_number": 1, "not_finite": 1,
                         "degenerate_box": 1, "negative_coordinates": 1}
     assert out["prediction_files"]["examples"]["degenerate_box"] == ["000002.txt:3"]
+    # the KITTI devkit scores the degenerate car (80 px tall as |y2 - y1|) as a false positive above every TP:
+    # 2 GT -> thresholds 0.9 and 0.7, precision 1/2 and 2/4 (1 and 2/3 if it were ignored); AP11 = p[0] / 11
+    assert out["kitti"]["car"]["easy"]["num_gt"] == 2 and out["kitti"]["car"]["easy"]["AP11"] == pytest.approx(50 / 11)
     assert "1 degenerate boxes, x2 < x1 or y2 < y1 (kept: they match nothing), e.g. 000002.txt:3" in text
     assert out["average_precision"]["pedestrian"] == pytest.approx(100.0)
     # TLT's default evaluation_box_config (sizes >= 0) drops the degenerate car; the one outside the image is
