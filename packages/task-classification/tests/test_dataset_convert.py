@@ -94,7 +94,7 @@ def test_voc_errors(tmp_path):
     (tmp_path / "voc" / "Annotations" / "img2.xml").write_text("<annotation><object>")
     with pytest.raises(DataError, match=r"img2\.xml: not valid XML"):
         voc_to_folders(tmp_path / "voc", tmp_path / "out")
-    with pytest.raises(DataError, match="image set 'val' not found"):
+    with pytest.raises(DataError, match="image list 'val' not found"):
         voc_to_folders(tmp_path / "voc", tmp_path / "out", image_set="val")
 
 

@@ -2,8 +2,8 @@
 
 Writes, into the results dir: the resolved spec, weights/model_epoch_NNN.tlk checkpoints and
 weights/model.tlk (through tlkit.training), status.json, training.csv. Validation (every
-evaluation_config.validation_period_during_training epochs when set, else train_config.validation_period)
-clusters the validation fold's heads and reports TLT's "mean average precision" (the KPI), per-class AP
+evaluation_config.validation_period_during_training epochs when set, else train_config.validation_period;
+from evaluation_config.first_validation_epoch on when set, as TLT; always after the last epoch) clusters the validation fold's heads and reports TLT's "mean average precision" (the KPI), per-class AP
 and the validation cost.
 """
 
@@ -124,9 +124,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
             console.print("cost auto-weighting: " + ", ".join(
                 f"{c} cov {w[i, 0]:.3f} bbox {w[i, 1]:.3f}" for i, c in enumerate(classes)))
 
-    # TLT's evaluation_config.validation_period_during_training, when the spec sets it
-    if "validation_period_during_training" in ev.model_fields_set:
-        tc = tc.model_copy(update={"validation_period": ev.validation_period_during_training})
+    tc, first_validation = ev.training_validation(tc)  # TLT's evaluation_config periods, when the spec sets them
     job = TrainJob(
         net=built.net,
         train_data=train_data,
@@ -141,6 +139,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         on_epoch_end=on_epoch_end,
         get_task_state=loss.get_state,  # auto-weighted objective weights: checkpointed, restored on resume
         set_task_state=loss.set_state,
+        first_validation_epoch=first_validation,
     )
     return train(job, tc, results_dir, ctx_list, console, use_amp)
 

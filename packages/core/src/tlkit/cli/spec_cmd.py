@@ -1,7 +1,8 @@
-"""`tlkit spec default TASK` and `tlkit spec validate FILE [--task TASK]`."""
+"""`tlkit spec default TASK`, `tlkit spec validate FILE [--task TASK]` and `tlkit spec import TLT_SPEC [-t TASK]`."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,6 +11,8 @@ import typer
 from tlkit.errors import SpecError
 
 spec_app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+_FORMATS = {"prototext": "TLT protobuf text", "yaml": "YAML"}
 
 
 def default_spec_text(task_name: str) -> str:
@@ -27,20 +30,11 @@ def default_spec_text(task_name: str) -> str:
     return default_spec_yaml(resolve(task.config_model), header)
 
 
-@spec_app.command("default")
-def default(task: str = typer.Argument(..., help="Task name, e.g. classification.")) -> None:
-    """Print a complete, commented default spec for TASK."""
-    typer.echo(default_spec_text(task), nl=False)
+def read_for_some_task(file: Path, task: str | None, overrides: list[str]):
+    """(task name, LoadedSpec) of the first task (sorted, or `task`) the file is a valid spec for.
 
-
-@spec_app.command("validate")
-def validate(
-    file: Path = typer.Argument(..., help="Spec file (YAML)."),
-    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task the spec is for (default: guess)."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides"),
-) -> None:
-    """Validate FILE; every error names the key path and the line."""
-    from tlkit.config import load_spec
+    With no task accepting it, the error is the one of the task it comes closest to (fewest errors)."""
+    from tlkit.config import read_spec
     from tlkit.lazy import resolve
     from tlkit.registry import get_registry
 
@@ -51,14 +45,53 @@ def validate(
     errors: dict[str, str] = {}
     for name in names:
         try:
-            load_spec(file, resolve(registry.task(name).config_model), list(overrides or []))
+            return name, read_spec(file, resolve(registry.task(name).config_model), overrides)
         except SpecError as err:
             errors[name] = str(err)
-            continue
-        typer.echo(f"{file}: valid {name} spec")
-        return
     if len(names) == 1:
         raise SpecError(errors[names[0]])
-    # no task accepted it: show the errors of the task it is closest to (fewest errors)
     best = min(errors, key=lambda n: errors[n].count("\n"))
     raise SpecError(f"{file} is not a valid spec for any installed task; as a {best} spec:\n{errors[best]}")
+
+
+@spec_app.command("default")
+def default(task: str = typer.Argument(..., help="Task name, e.g. classification.")) -> None:
+    """Print a complete, commented default spec for TASK."""
+    typer.echo(default_spec_text(task), nl=False)
+
+
+@spec_app.command("validate")
+def validate(
+    file: Path = typer.Argument(..., help="Spec file: tlkit YAML, or a TLT/TAO spec (protobuf text or YAML)."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task the spec is for (default: guess)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Validate FILE; every error names the key path and the line. TLT keys tlkit ignores are warnings."""
+    name, loaded = read_for_some_task(file, task, list(overrides or []))
+    for w in loaded.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    how = _FORMATS.get(loaded.format, loaded.format)
+    tlt = ", TLT key names resolved" if loaded.resolved.tlt else ""
+    typer.echo(f"{file}: valid {name} spec ({how}{tlt})")
+
+
+@spec_app.command("import")
+def import_(
+    file: Path = typer.Argument(..., help="A TLT/TAO spec (protobuf text, or BodyPoseNet YAML)."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task the spec is for (default: guess)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides (TLT or tlkit key names)"),
+) -> None:
+    """Print FILE as tlkit YAML: each key that TLT names or places differently carries a comment, and the
+    TLT keys tlkit ignores are listed at the top. `tlkit spec import tlt.txt -t detection > spec.yaml`."""
+    from tlkit.lazy import resolve
+    from tlkit.registry import get_registry
+    from tlkit.spec_aliases import import_yaml
+
+    name, loaded = read_for_some_task(file, task, list(overrides or []))
+    for w in loaded.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    header = (
+        f"tlkit {name} spec imported from {file} ({_FORMATS.get(loaded.format, loaded.format)}) by `tlkit spec import`.\n"
+        "Keys not listed take tlkit's defaults (`tlkit spec default " + name + "` shows them all)."
+    )
+    sys.stdout.write(import_yaml(loaded.resolved, resolve(get_registry().task(name).config_model), header))
