@@ -35,16 +35,9 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 def tlkit(capsys, *args) -> tuple[int, str, str]:
     """`tlkit ARGS` in this process: (exit code, stdout, stderr)."""
-    from tlkit.cli import main
+    from tlkit.testing.plugins import tlkit_in_process
 
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return tlkit_in_process(capsys, *args)
 
 
 def ok(capsys, *args) -> str:

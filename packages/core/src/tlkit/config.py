@@ -229,7 +229,7 @@ def read_spec_source(path: str | Path, model: type[BaseModel] | None = None) -> 
     if sniff_format(text) == "prototext":
         from tlkit.prototext import parse
 
-        tree, lines = parse(text, where).to_tree(_repeated_fields(model), where)
+        tree, lines = parse(text, where).to_tree(_repeated_fields(model) if model is not None else None, where)
         return SpecSource(tree, lines, "prototext", where, p.parent)
     try:
         data = yaml.safe_load(text) if text.strip() else {}
@@ -342,11 +342,13 @@ def load_spec(
 
 
 def _format_errors(err: ValidationError, model: type[BaseModel], resolved: Any, where: str) -> str:
+    from tlkit.spec_aliases import dotted as dotted_path
+
     table = getattr(model, "tlt_aliases", None)
     msgs = []
     for e in err.errors():
         loc = tuple(e["loc"])
-        dotted = ".".join(str(x) for x in loc)
+        dotted = dotted_path(loc)
         origin, n = None, 0
         for n in range(len(loc), 0, -1):  # the deepest part of the path we know the source of
             if loc[:n] in resolved.origins:
@@ -354,7 +356,7 @@ def _format_errors(err: ValidationError, model: type[BaseModel], resolved: Any, 
                 break
         shown = dotted
         if origin is not None and not origin.where.endswith("default"):
-            shown = ".".join([origin.key, *(str(x) for x in loc[n:])])
+            shown = dotted_path((origin.key, *loc[n:]))
         place = origin.where if origin is not None else where
         alias = f" (tlkit: {dotted})" if shown != dotted else ""
         if e["type"] == "extra_forbidden":

@@ -67,11 +67,12 @@ class Message:
     fields: list[Field] = field(default_factory=list)
     line: int = 1
 
-    def to_tree(self, repeated: Callable[[tuple[str, ...]], bool], where: str = "<spec>") -> tuple[dict, dict[tuple, int]]:
+    def to_tree(self, repeated: Callable[[tuple[str, ...]], bool] | None, where: str = "<spec>") -> tuple[dict, dict[tuple, int]]:
         """Nested dicts/lists of plain values, and {key path: line}. List items get their index in the path.
 
         A field that `repeated(path)` names (path without list indices) or that is written in the `[a, b]`
-        form becomes a list; any other field given twice is an error, as protobuf makes it.
+        form becomes a list; any other field given twice is an error, as protobuf makes it. With no
+        `repeated` (no schema knowledge at all) a field given twice becomes a list.
         """
         lines: dict[tuple, int] = {}
         return _tree(self, (), (), repeated, lines, where), lines
@@ -81,13 +82,20 @@ def _tree(msg: Message, path: tuple, pattern: tuple[str, ...], repeated, lines: 
     out: dict[str, Any] = {}
     for f in msg.fields:
         p, pat = path + (f.name,), pattern + (f.name,)
-        if isinstance(f.value, list) or repeated(pat):
+        listed = f.name in out and isinstance(out[f.name], list)
+        if isinstance(f.value, list) or (repeated(pat) if repeated else listed):
             if f.name not in out:
                 out[f.name], lines[p] = [], f.line
             for v in f.value if isinstance(f.value, list) else [f.value]:
                 i = len(out[f.name])
                 lines[p + (i,)] = f.line
                 out[f.name].append(_tree(v, p + (i,), pat, repeated, lines, where) if isinstance(v, Message) else v)
+            continue
+        if f.name in out and repeated is None:  # no schema: the second occurrence makes it a list
+            for key in [k for k in lines if k[: len(p)] == p and len(k) > len(p)]:  # the first one becomes item 0
+                lines[p + (0,) + key[len(p):]] = lines.pop(key)
+            lines[p + (0,)], lines[p + (1,)] = lines[p], f.line
+            out[f.name] = [out[f.name], _tree(f.value, p + (1,), pat, None, lines, where) if isinstance(f.value, Message) else f.value]
             continue
         if f.name in out:
             raise SpecError(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -114,7 +115,7 @@ class Ignored:
         if self.kind == "differs":
             return f"{self.where}: {self.key}: {self.note}"
         if self.kind == "neutral":
-            return f"{self.where}: {self.key}: {_short(self.value)}, as tlkit does" + (f" ({self.note})" if self.note else "")
+            return f"{self.where}: {self.key} = {_short(self.value)}: the same in tlkit" + (f" ({self.note})" if self.note else "")
         what = "TLT key not implemented by tlkit, ignored" if self.kind == "unsupported" else "not used"
         return f"{self.where}: {self.key}: {what}" + (f": {self.note}" if self.note else "")
 
@@ -176,12 +177,12 @@ class Resolution:
         if not name:
             return None
         p = Path(name)
-        return p if p.is_absolute() or self.base_dir is None else self.base_dir / p
+        return p if p.is_absolute() or self.base_dir is None else Path(os.path.normpath(self.base_dir / p))
 
     # -- walking ----------------------------------------------------------------------------------------------
 
     def origin_of(self, src: Path_) -> Origin:
-        key = ".".join(str(k) for k in src)
+        key = dotted(src)
         for n in range(len(src), 0, -1):
             if src[:n] in self.overridden:
                 return Origin(f"override '{self.overridden[src[:n]]}'", key, override=True)
@@ -224,9 +225,14 @@ class Resolution:
                 return
             changed = not _same(value, node)
             self.used_alias |= changed
-            shown = f" = {_short(node)}" if changed and not isinstance(node, dict) else ""
+            shown = f" = {_short(node)}" if changed and not isinstance(node, (dict, list)) else ""
             note = f"{self.table.name} {origin.key}{shown}" + (f": {rule.note}" if rule.note else "")
-            self.put(dst, value, origin, pattern, note if (changed or dst != src) else "")
+            note = note if (changed or dst != src) else ""
+            if isinstance(value, dict) and value:  # a converted message: one comment on its section
+                if note:
+                    self.notes.setdefault(dst, note)
+                note = ""
+            self.put(dst, value, origin, pattern, note)
             return
         if dst != src and dst != dst_parent:  # not for a message folded into its parent (optimizer.sgd)
             self.notes.setdefault(dst, f"{self.table.name} {origin.key}" + (f": {rule.note}" if rule.note else ""))
@@ -334,6 +340,11 @@ def _is_map_entries(node: Any) -> bool:
     return bool(items) and all(isinstance(e, dict) and "key" in e and set(e) <= {"key", "value"} for e in items)
 
 
+def dotted(path: Path_) -> str:
+    """('a', 'b', 0, 'c') -> 'a.b[0].c'."""
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path).lstrip(".")
+
+
 def _target(to: str, parent: Path_, stars: list[str]) -> Path_:
     parts = to.split(".")
     out = list(parent) if to.startswith(".") else []
@@ -345,7 +356,7 @@ def _target(to: str, parent: Path_, stars: list[str]) -> Path_:
 
 def _unflatten(values: dict[Path_, Any]) -> dict:
     root: dict = {}
-    for path in sorted(values, key=lambda p: [(0, k) if isinstance(k, int) else (1, str(k)) for k in p]):
+    for path in values:  # in the order of the spec
         cur = root
         for i, k in enumerate(path[:-1]):
             nxt = cur.get(k)
@@ -454,7 +465,7 @@ def import_yaml(resolved: Resolved, model: Any, header: str = "") -> str:
 
     def emit(node: dict, path: Path_, m: Any, indent: int, mapping_of: Any = None) -> None:
         order = fields_of(m)
-        keys = sorted(node, key=lambda k: (order.index(k) if k in order else len(order), str(k)))
+        keys = sorted(node, key=lambda k: order.index(k) if k in order else len(order))  # stable: the spec's order
         pad = "  " * indent
         for k in keys:
             v, p = node[k], path + (k,)
@@ -467,8 +478,12 @@ def import_yaml(resolved: Resolved, model: Any, header: str = "") -> str:
             elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
                 out.append(f"{pad}{key}:{comment}")
                 for i, item in enumerate(v):
-                    out.append(f"{pad}  -" + ("" if item else " {}"))
+                    if not item:
+                        out.append(f"{pad}  - {{}}")
+                        continue
+                    start = len(out)
                     emit(item, p + (i,), sub, indent + 2)
+                    out[start] = f"{pad}  - " + out[start].lstrip()  # the first key on the dash's line
             else:
                 out.append(f"{pad}{key}: {yaml_flow(v)}{comment}")
 

@@ -154,13 +154,13 @@ def convert(
     return manifest
 
 
-def dataset_spec_split(path: Path, mode: str) -> tuple[Path, Path | None]:
+def dataset_spec_split(path: Path, mode: str, overrides: list[str] | None = None) -> tuple[Path, Path | None]:
     """(annotations json, image folder) of `mode`'s split in a dataset spec (TLT's coco_spec.json)."""
     from tlkit.config import load_spec
 
     from tlkit_pose.config import PoseDatasetSpec
 
-    ds: Any = load_spec(path, PoseDatasetSpec)  # type: ignore[arg-type]
+    ds: Any = load_spec(path, PoseDatasetSpec, overrides)  # type: ignore[arg-type]
     key = "train_data" if mode == "train" else "test_data"
     split = getattr(ds, key)
     if split is None:
@@ -178,7 +178,7 @@ def run(ctx) -> dict[str, Any]:
     ann = o.get("annotations")
     root = o.get("image_root")
     if ann is None and o.get("dataset_spec") is not None:
-        ann, spec_root = dataset_spec_split(Path(o["dataset_spec"]), mode)
+        ann, spec_root = dataset_spec_split(Path(o["dataset_spec"]), mode, ctx.overrides)
         root = root or spec_root
     dl = spec.dataloader if spec is not None else None
     if ann is None and dl is not None:

@@ -53,9 +53,10 @@ def tlkit_register_tasks():
         summary="Bottom-up 2D body pose (BodyPoseNet/OpenPose-style): train, evaluate, infer, prune, export.",
         config_model=f"{_PKG}.config:PoseConfig",
         build_model=f"{_PKG}.model:build_from_meta",
+        dataset_spec_model=f"{_PKG}.config:PoseDatasetSpec",
         commands=(
             CommandSpec("train", f"{_PKG}.train:run", "Train BodyPoseNet (or retrain a pruned graph); validates COCO keypoint AP.", (), stage=Stage.TRAIN),
-            CommandSpec("dataset_convert", f"{_PKG}.dataset_convert:run", "COCO keypoints json -> sharded RecordIO (with loss masks, partitions, shards).", DATASET_CONVERT_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.DATASET_CONVERT),
+            CommandSpec("dataset_convert", f"{_PKG}.dataset_convert:run", "COCO keypoints json -> sharded RecordIO (with loss masks, partitions, shards).", DATASET_CONVERT_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.DATASET_CONVERT, overrides_option="dataset_spec"),
             CommandSpec("evaluate", f"{_PKG}.evaluate:run", "COCO keypoint AP/AR of a model (.tlk/.onnx) or a results file, printed as TLT prints it; -r also writes them.", EVALUATE_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.EVALUATE),
             CommandSpec("inference", f"{_PKG}.inference:run", "People in images, a folder or a video: skeleton overlays and COCO json.", INFER_OPTIONS, needs_spec=False, stage=Stage.INFERENCE),
             prune_command("Structured channel pruning (heads excluded); retrain with load_graph: true."),

@@ -18,6 +18,7 @@ same `-o` prefix, and the dataset spec's COCO jsons become the train/val annotat
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +70,14 @@ def dataset_config(value: Any, res: Resolution) -> Any:
                      f"cannot read {spec} ({type(err).__name__}): set dataloader.train_annotations / val_annotations", coco)
         else:
             root = Path(str(data.get("root_directory_path", "")))
+            root = root if root.is_absolute() else spec.parent / root  # as dataset_convert -d reads it
             for split, (ann_key, img_key) in (("train_data", ("train_annotations", "train_images")),
                                               ("test_data", ("val_annotations", "val_images"))):
                 part = data.get(split) or {}
                 if part.get("annotation_root_dir_path"):
-                    out[ann_key] = str(root / part["annotation_root_dir_path"])
+                    out[ann_key] = os.path.normpath(root / part["annotation_root_dir_path"])
                 if part.get("images_root_dir_path"):
-                    out[img_key] = str(root / part["images_root_dir_path"])
+                    out[img_key] = os.path.normpath(root / part["images_root_dir_path"])
     unknown = sorted(set(value) - {"root_data_path", "train_records_folder_path", "train_records_path",
                                    "val_records_folder_path", "val_records_path", "dataset_specs"})
     if unknown:

@@ -103,7 +103,8 @@ def run_command(task: TaskSpec, cmd: CommandSpec, kwargs: dict[str, Any]) -> Non
     spec_path = common["experiment_spec"]
     if cmd.needs_spec and spec_path is None:
         raise SpecError(f"tlkit {task.name} {cmd.name}: -e/--experiment_spec is required")
-    spec = load_spec(spec_path, resolve(task.config_model), overrides)
+    own_spec = cmd.overrides_option is not None and kwargs.get(cmd.overrides_option) is not None
+    spec = load_spec(spec_path, resolve(task.config_model), [] if own_spec else overrides)
     results_dir = common["results_dir"]
     if cmd.needs_results_dir and results_dir is None:
         raise TlkitError(f"tlkit {task.name} {cmd.name}: -r/--results_dir is required")

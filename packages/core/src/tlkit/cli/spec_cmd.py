@@ -31,9 +31,9 @@ def default_spec_text(task_name: str) -> str:
 
 
 def read_for_some_task(file: Path, task: str | None, overrides: list[str]):
-    """(task name, LoadedSpec) of the first task (sorted, or `task`) the file is a valid spec for.
-
-    With no task accepting it, the error is the one of the task it comes closest to (fewest errors)."""
+    """(task name, kind, model, LoadedSpec) of the first spec model the file is valid for: each task's (sorted,
+    or `task`'s) experiment spec, then its dataset_convert spec. With none accepting it, the error is the one of
+    the model it comes closest to (fewest errors)."""
     from tlkit.config import read_spec
     from tlkit.lazy import resolve
     from tlkit.registry import get_registry
@@ -42,16 +42,20 @@ def read_for_some_task(file: Path, task: str | None, overrides: list[str]):
     names = [task] if task else sorted(registry.tasks())
     if not names:
         raise SpecError("no task plugins are installed, so there is nothing to validate against")
+    candidates = [(n, "spec", registry.task(n).config_model) for n in names]
+    candidates += [(n, "dataset_convert spec", registry.task(n).dataset_spec_model) for n in names
+                   if registry.task(n).dataset_spec_model is not None]
     errors: dict[str, str] = {}
-    for name in names:
+    for name, kind, ref in candidates:
+        model = resolve(ref)
         try:
-            return name, read_spec(file, resolve(registry.task(name).config_model), overrides)
+            return name, kind, model, read_spec(file, model, overrides)
         except SpecError as err:
-            errors[name] = str(err)
-    if len(names) == 1:
-        raise SpecError(errors[names[0]])
+            errors[f"{name} {kind}"] = str(err)
     best = min(errors, key=lambda n: errors[n].count("\n"))
-    raise SpecError(f"{file} is not a valid spec for any installed task; as a {best} spec:\n{errors[best]}")
+    if len(errors) == 1:
+        raise SpecError(errors[best])
+    raise SpecError(f"{file} is not a valid spec for {'any installed task' if not task else task}; as a {best}:\n{errors[best]}")
 
 
 @spec_app.command("default")
@@ -67,12 +71,12 @@ def validate(
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """Validate FILE; every error names the key path and the line. TLT keys tlkit ignores are warnings."""
-    name, loaded = read_for_some_task(file, task, list(overrides or []))
+    name, kind, _, loaded = read_for_some_task(file, task, list(overrides or []))
     for w in loaded.warnings:
         typer.echo(f"warning: {w}", err=True)
     how = _FORMATS.get(loaded.format, loaded.format)
     tlt = ", TLT key names resolved" if loaded.resolved.tlt else ""
-    typer.echo(f"{file}: valid {name} spec ({how}{tlt})")
+    typer.echo(f"{file}: valid {name} {kind} ({how}{tlt})")
 
 
 @spec_app.command("import")
@@ -83,15 +87,13 @@ def import_(
 ) -> None:
     """Print FILE as tlkit YAML: each key that TLT names or places differently carries a comment, and the
     TLT keys tlkit ignores are listed at the top. `tlkit spec import tlt.txt -t detection > spec.yaml`."""
-    from tlkit.lazy import resolve
-    from tlkit.registry import get_registry
     from tlkit.spec_aliases import import_yaml
 
-    name, loaded = read_for_some_task(file, task, list(overrides or []))
+    name, kind, model, loaded = read_for_some_task(file, task, list(overrides or []))
     for w in loaded.warnings:
         typer.echo(f"warning: {w}", err=True)
     header = (
-        f"tlkit {name} spec imported from {file} ({_FORMATS.get(loaded.format, loaded.format)}) by `tlkit spec import`.\n"
-        "Keys not listed take tlkit's defaults (`tlkit spec default " + name + "` shows them all)."
+        f"tlkit {name} {kind} imported from {file} ({_FORMATS.get(loaded.format, loaded.format)}) by `tlkit spec import`.\n"
+        f"Keys not listed take tlkit's defaults" + (f" (`tlkit spec default {name}` shows them all)." if kind == "spec" else ".")
     )
-    sys.stdout.write(import_yaml(loaded.resolved, resolve(get_registry().task(name).config_model), header))
+    sys.stdout.write(import_yaml(loaded.resolved, model, header))
