@@ -212,7 +212,7 @@ class Resolution:
         for key, value in rule.also.items():
             at = _target(key, dst, stars)
             self.put(at, value, origin, pattern, f"set by {self.table.name} {origin.key}")
-        if rule.convert is not None:
+        if rule.convert is not None and node is not None:  # null stays null (tlkit's own `coco_config: null`)
             self._src = src
             n_ignored = len(self.ignored)
             try:
