@@ -65,6 +65,7 @@ TABLE = AliasTable(
     repeated=["data.sources", "exports"],
     maps=["data.class_map", "eval.box"],
     tlt_defaults={"train_config.batch_size_per_gpu": (4, "proto default")},
+    is_tlt_layout=lambda tree: "training_config" in tree,
 )
 # `eval.box` only in TLT's map form (key/value entries); tlkit's own `box` section passes unchanged
 TABLE.by_path[("eval", "box")] = [Alias("eval.box", "eval.per_class_box", when=__import__("tlkit.spec_aliases").spec_aliases.TltMap)]
@@ -144,7 +145,7 @@ def test_value_transforms_depend_on_the_source_format(tmp_path):
 
 
 def test_tlt_names_work_in_yaml_and_in_overrides(tmp_path):
-    p = write(tmp_path, "training_config:\n  num_epochs: 5\ndata:\n  sources:\n    - tfrecords_path: x\n", "spec.yaml")
+    p = write(tmp_path, "training_config:\n  num_epochs: 5\ndata:\n  sources:\n    tfrecords_path: x\n", "spec.yaml")  # repeated, given once
     c = read_spec(p, Spec, ["training_config.regularizer.type=L1", "random_seed=3"]).config
     assert (c.train_config.n_epochs, c.train_config.reg_config.type, c.train_config.random_seed) == (5, "L1", 3)
     assert c.data.sources[0].records_path == "x"

@@ -20,11 +20,12 @@ DATA = Path(__file__).parent / "data" / "tlt"
 EXPERIMENT_SPECS = ["detectnet_v2_train_resnet18_kitti.txt", "detectnet_v2_retrain_resnet18_kitti_qat.txt",
                     "detectnet_v2_default_spec.txt"]
 EXPORT_SPECS = ["detectnet_v2_tfrecords_kitti_trainval.txt", "detectnet_v2_kitti_spec.txt", "detectnet_v2_coco_spec.txt"]
+INFERENCE_SPEC = "detectnet_v2_inference_kitti_tlt.txt"
 KITTI_CLASSES = ["Car", "Pedestrian", "Cyclist", "Van", "Person_sitting"]
 
 
 def test_the_test_data_is_there():
-    assert {p.name for p in DATA.iterdir()} >= {*EXPERIMENT_SPECS, *EXPORT_SPECS, "LICENSE", "NOTICE.md"}
+    assert {p.name for p in DATA.iterdir()} >= {*EXPERIMENT_SPECS, *EXPORT_SPECS, INFERENCE_SPEC, "LICENSE", "NOTICE.md"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENT_SPECS)
@@ -79,6 +80,18 @@ def test_tutorial_spec_means_what_tlt_means():
     assert (ev.validation_period_during_training, ev.first_validation_epoch) == (10, 30)
     # cyclist's bbox weight_target differs from its initial weight, but auto-weighting is off: nothing to warn
     assert [w.split(": ")[1] for w in loaded.warnings] == ["training_config.visualizer"]
+
+
+def test_inference_spec(tmp_path):
+    loaded, _, _ = import_round_trip(DATA / INFERENCE_SPEC, DetectionConfig, tmp_path / "spec.yaml")
+    c = loaded.config
+    assert (c.inference_config.kitti_dump, c.inference_config.overlay_linewidth, c.inference_config.batch_size) == (True, 2, 16)
+    post = c.postprocessing_config
+    assert sorted(post.per_class) == ["car", "cyclist", "pedestrian"]
+    assert (post.default.clustering_algorithm, post.default.dbscan_eps, post.default.minimum_bounding_box_height) == ("dbscan", 0.3, 4)
+    assert post.for_class("car").confidence_model == "aggregate_cov"
+    assert loaded.warnings == []  # class names, input size, colours: the model file and tlkit say them
+    assert c.model.use_batch_norm is True  # an inference spec gets no TLT model defaults: the model file has its layers
 
 
 def test_qat_retrain_spec_and_export_specs():
@@ -142,6 +155,16 @@ def test_tutorial_convert_train_and_evaluate_without_results_dir(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "average precision" in p.stdout and "Median Inference Time" in p.stdout
     assert files_under(tmp_path) == before
+
+    # the tutorial's inference spec, unchanged, on two images
+    images = tmp_path / "infer_images"
+    images.mkdir()
+    for name in ("000000.png", "000001.png"):
+        (images / name).write_bytes((kitti / "image_2" / name).read_bytes())
+    p = run_tlkit(["detection", "inference", "-e", str(DATA / INFERENCE_SPEC), "-m", str(out / "weights" / "model.tlk"),
+                   "-i", str(images), "-r", str(tmp_path / "infer"), "--gpus", "0"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert sorted(q.name for q in (tmp_path / "infer" / "labels").glob("*.txt")) == ["000000.txt", "000001.txt"]
 
 
 def test_records_path_accepts_tlt_globs(tmp_path, write_image):

@@ -180,16 +180,11 @@ def _unwrap(tp: Any) -> Any:
 
 
 def set_by_path(data: dict, dotted: str, value: Any) -> None:
+    from tlkit.spec_aliases import section_at
+
     keys = dotted.split(".")
-    cur = data
-    for k in keys[:-1]:
-        nxt = cur.get(k)
-        if nxt is None:
-            nxt = cur[k] = {}
-        if not isinstance(nxt, dict):
-            raise SpecError(f"override '{dotted}': '{k}' is a value, not a section")
-        cur = nxt
-    cur[keys[-1]] = value
+    error = lambda i: SpecError(f"override '{dotted}': '{keys[i]}' is a value, not a section")  # noqa: E731
+    section_at(data, tuple(keys[:-1]), error)[keys[-1]] = value
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:

@@ -65,6 +65,7 @@ class AliasTable:
     repeated: Iterable[str] = ()  # TLT paths of repeated fields: lists even when given once
     maps: Iterable[str] = ()  # TLT paths of proto maps (repeated {key, value} entries)
     tlt_defaults: Mapping[str, tuple[Any, str]] = field(default_factory=dict)  # tlkit path -> (value, why)
+    defaults_if: Callable[[dict], bool] | None = None  # which TLT specs get tlt_defaults (e.g. those with model_config)
     is_tlt_layout: Callable[[dict], bool] | None = None  # YAML in TLT's own layout (BodyPoseNet)
     name: str = "TLT"
 
@@ -168,9 +169,18 @@ class Resolution:
             cur = cur[k]
         return cur.get(name, default) if isinstance(cur, dict) else default
 
+    @property
+    def key(self) -> str:
+        """The key being converted, as written (for converters' messages)."""
+        return dotted(self._src)
+
     def warn(self, key: str, note: str, value: Any = None) -> None:
         """A sub-key a converter cannot carry over (named in the warning)."""
         self.ignored.append(Ignored(key, self.origin_of(self._src).where, value, note, "differs"))
+
+    def unused(self, key: str, note: str, value: Any = None) -> None:
+        """A sub-key a converter leaves out because tlkit does that part otherwise (a note, no warning)."""
+        self.ignored.append(Ignored(key, self.origin_of(self._src).where, value, note, "unused"))
 
     def path(self, name: str) -> Path | None:
         """A file named in the spec, relative to the spec's folder."""
@@ -290,29 +300,36 @@ def resolve(
     base_dir: Path | None = None,
 ) -> Resolved:
     """`tree` (TLT or tlkit layout) -> tlkit's layout. See the module doc."""
-    maps = table.maps if table else frozenset()
-    tree, lines = normalize_maps(tree, lines, maps)  # type: ignore[arg-type]
+    tlt_format = tlt_format or bool(table and table.is_tlt_layout and table.is_tlt_layout(tree))
+    tree, lines = normalize(tree, lines, table, tlt_format)
     r = Resolution(tree, lines, where, dict(overridden or {}), table, base_dir)
-    r.tlt_format = tlt_format or bool(table and table.is_tlt_layout and table.is_tlt_layout(tree))
+    r.tlt_format = tlt_format
     for k, v in tree.items():
         r.walk(v, (k,), (str(k),), (), [])
     is_tlt = r.tlt_format or r.used_alias
-    if table and r.tlt_format:
-        for dotted, (value, why) in table.tlt_defaults.items():
-            dst = tuple(dotted.split("."))
+    if table and r.tlt_format and (table.defaults_if is None or table.defaults_if(tree)):
+        for key, (value, why) in table.tlt_defaults.items():
+            dst = tuple(key.split("."))
             if not any(p[: len(dst)] == dst or dst[: len(p)] == p for p in r.values):
-                r.put(dst, value, Origin(f"{table.name} default", dotted), (), f"{table.name}'s value when the key is absent: {why}")
+                r.put(dst, value, Origin(f"{table.name} default", key), (), f"{table.name}'s value when the key is absent: {why}")
     return Resolved(_unflatten(r.values), r.origins, r.notes, r.ignored, r.patterns, is_tlt)
 
 
-def normalize_maps(tree: dict, lines: dict, maps: frozenset[str]) -> tuple[dict, dict]:
-    """Proto map entries ([{key: K, value: V}, ...] at a map path) -> TltMap {K: V}, with their lines."""
+def normalize(tree: dict, lines: dict, table: AliasTable | None, tlt_layout: bool = False) -> tuple[dict, dict]:
+    """TLT's shapes: proto map entries ([{key: K, value: V}, ...] at a map path) -> TltMap {K: V}, in any format;
+    in a spec in TLT's layout, a repeated field given once as a value (YAML `freeze_blocks: 0`) -> a list (in
+    tlkit's own layout a TLT list path may be a plain value: coco_config.num_shards). Lines follow."""
     new_lines: dict[Path_, int] = {}
+    maps = table.maps if table else frozenset()
+    repeated = table.repeated if table and tlt_layout else frozenset()
 
-    def conv(node: Any, src: Path_, dst: Path_, pattern: tuple[str, ...]) -> Any:
+    def conv(node: Any, src: Path_, dst: Path_, pattern: tuple[str, ...], item: bool = False) -> Any:
         if src in lines:
             new_lines[dst] = lines[src]
-        if ".".join(pattern) in maps and _is_map_entries(node):
+        name = ".".join(pattern)
+        if not item and name in repeated and name not in maps and node is not None and not isinstance(node, list):
+            return [conv(node, src, dst + (0,), pattern, item=True)]
+        if name in maps and _is_map_entries(node):
             out = TltMap()
             entries = node if isinstance(node, list) else [node]
             for i, e in enumerate(entries):
@@ -328,7 +345,7 @@ def normalize_maps(tree: dict, lines: dict, maps: frozenset[str]) -> tuple[dict,
             star = isinstance(node, TltMap)
             return type(node)((k, conv(v, src + (k,), dst + (k,), pattern + ("*" if star else str(k),))) for k, v in node.items())
         if isinstance(node, list):
-            return [conv(v, src + (i,), dst + (i,), pattern) for i, v in enumerate(node)]
+            return [conv(v, src + (i,), dst + (i,), pattern, item=True) for i, v in enumerate(node)]
         return node
 
     out = conv(tree, (), (), ())
@@ -354,19 +371,25 @@ def _target(to: str, parent: Path_, stars: list[str]) -> Path_:
     return tuple(out)
 
 
+def section_at(data: dict, keys: Path_, error: Callable[[int], SpecError]) -> dict:
+    """The dict at `keys` below `data`, made where missing; raises `error(i)` when keys[i] holds a value."""
+    cur = data
+    for i, k in enumerate(keys):
+        nxt = cur.get(k)
+        if nxt is None:
+            nxt = cur[k] = {}
+        if not isinstance(nxt, dict):
+            raise error(i)
+        cur = nxt
+    return cur
+
+
 def _unflatten(values: dict[Path_, Any]) -> dict:
     root: dict = {}
     for path in values:  # in the order of the spec
-        cur = root
-        for i, k in enumerate(path[:-1]):
-            nxt = cur.get(k)
-            if nxt is None:
-                nxt = cur[k] = {}
-            if not isinstance(nxt, dict):
-                raise SpecError(f"{'.'.join(map(str, path[: i + 1]))} is given both as a value and as a section")
-            cur = nxt
+        cur = section_at(root, path[:-1], lambda i, p=path: SpecError(f"{dotted(p[: i + 1])} is given both as a value and as a section"))
         if isinstance(cur.get(path[-1]), dict) and cur[path[-1]] and values[path] != {}:
-            raise SpecError(f"{'.'.join(map(str, path))} is given both as a value and as a section")
+            raise SpecError(f"{dotted(path)} is given both as a value and as a section")
         if not (values[path] == {} and isinstance(cur.get(path[-1]), dict)):
             cur[path[-1]] = values[path]
     return _lists(root)

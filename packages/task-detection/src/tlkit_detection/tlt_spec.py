@@ -5,6 +5,7 @@ Two specs, from TLT's `detectnet_v2/proto/*.proto`:
 - the experiment spec (`experiment.proto`: `training_config`, `model_config`, `dataset_config`,
   `augmentation_config`, `postprocessing_config`, `evaluation_config`, `cost_function_config`,
   `bbox_rasterizer_config`), read by `train`, `evaluate`, `inference`, `calibration_tensorfile`;
+- the inference spec of `inference -e` (`inference.proto`: `inferencer_config`, `bbox_handler_config`);
 - the dataset export spec of `dataset_convert -d` (`dataset_export_config.proto`: `kitti_config` or
   `coco_config`, `image_directory_path`, `sample_modifier_config`, `target_class_mapping`).
 
@@ -116,6 +117,25 @@ def sequence_file(value: Any, res: Resolution) -> Any:
     return value
 
 
+def classwise_handlers(value: Any, res: Resolution) -> dict:
+    """The inference spec's classwise_bbox_handler_config map {class | "default": {clustering_config,
+    confidence_model, output_map, bbox_color}} -> postprocessing_config {default, per_class}."""
+    out: dict[str, Any] = {}
+    for name, handler in value.items():
+        block = dict(handler.get("clustering_config") or {})
+        if "clustering_algorithm" in block:
+            block["clustering_algorithm"] = str(block["clustering_algorithm"]).lower()
+        if "confidence_model" in handler:
+            block["confidence_model"] = handler["confidence_model"]
+        for key in sorted(set(handler) - {"clustering_config", "confidence_model"}):
+            res.unused(f"{res.key}.{name}.{key}", "tlkit names boxes by the model's classes and colours them itself", handler[key])
+        if name == "default":
+            out["default"] = block
+        else:
+            out.setdefault("per_class", {})[name] = block
+    return out
+
+
 def export_aliases(prefix: str = "") -> list[Alias]:
     """The dataset export spec's keys, at the top of a `-d` file or under `dataset_export_config`."""
     p = prefix
@@ -199,6 +219,16 @@ ALIASES = [
     # bbox_rasterizer_config { target_class_config { key: class value {...} } }
     Alias("bbox_rasterizer_config.target_class_config", "bbox_rasterizer_config.per_class", when=TltMap),
     unsupported("loss_mask_label_filter", "loss masking by label filters", ({},)),
+    # the inference spec (inference -e): inferencer_config and bbox_handler_config
+    Alias("inferencer_config", "inference_config"),
+    *(unsupported(f"inferencer_config.{k}", "the model file carries its classes and input size", warn=False)
+      for k in ("target_classes", "image_width", "image_height", "image_channels", "stride")),
+    unsupported("inferencer_config.gpu_index", "use --gpus / --gpu_index", warn=False),
+    unsupported("inferencer_config.tlt_config", "give the model with -m", warn=False),
+    unsupported("inferencer_config.tensorrt_config", "give the .onnx or .engine with -m (tlkit-tensorrt builds engines)", warn=False),
+    Alias("bbox_handler_config", "inference_config"),
+    Alias("bbox_handler_config.classwise_bbox_handler_config", "postprocessing_config", classwise_handlers, when=TltMap),
+    unsupported("bbox_handler_config.postproc_classes", "tlkit post-processes every class of the model", warn=False),
     # the experiment spec's (repeated) dataset_export_config
     Alias("dataset_export_config", "dataset_export_config", single=True),
     *export_aliases("dataset_export_config."),
@@ -207,11 +237,12 @@ ALIASES = [
 _MAPS = ["dataset_config.target_class_mapping", "postprocessing_config.target_class_config",
          "evaluation_config.minimum_detection_ground_truth_overlap", "evaluation_config.evaluation_box_config",
          "bbox_rasterizer_config.target_class_config", "model_config.activation.activation_parameters",
-         "training_config.visualizer.target_class_config"]
+         "training_config.visualizer.target_class_config", "bbox_handler_config.classwise_bbox_handler_config"]
 _REPEATED = ["dataset_config.data_sources", "model_config.freeze_blocks", "cost_function_config.target_classes",
              "cost_function_config.target_classes.objectives", "dataset_export_config",
              "training_config.visualizer.clearml_config.tags", "training_config.visualizer.wandb_config.tags",
-             "loss_mask_label_filter.objective_label_filter_configs"]
+             "loss_mask_label_filter.objective_label_filter_configs", "inferencer_config.target_classes",
+             "bbox_handler_config.postproc_classes"]
 
 
 def _is_tlt_layout(tree: dict) -> bool:
@@ -227,6 +258,7 @@ TLT_DETECTNET_V2 = AliasTable(
         "model_config.use_batch_norm": (False, "proto default"),
         "model_config.all_projections": (False, "proto default"),
     },
+    defaults_if=lambda tree: "model_config" in tree,  # not for an inference spec: the model file has its layers
     is_tlt_layout=_is_tlt_layout,
 )
 

@@ -108,19 +108,15 @@ def symmetric(max_key: str):
     def check(value: Any, res: Resolution) -> Any:
         top = res.sibling(max_key)
         if top is not None and float(value) != -float(top):
-            res.warn(res_key(res), f"{value}: tlkit uses [-{max_key}, {max_key}] = [{-float(top)}, {top}]", value)
+            res.warn(res.key, f"{value}: tlkit uses [-{max_key}, {max_key}] = [{-float(top)}, {top}]", value)
         return DROP
 
     return check
 
 
-def res_key(res: Resolution) -> str:
-    return ".".join(str(k) for k in res._src)
-
-
 def finetuning(value: Any, res: Resolution) -> Any:
     if (value or {}).get("is_finetune_exp"):
-        res.warn(res_key(res), "tlkit resumes from the checkpoints in -r by itself (re-run train)", value)
+        res.warn(res.key, "tlkit resumes from the checkpoints in -r by itself (re-run train)", value)
     return DROP
 
 
