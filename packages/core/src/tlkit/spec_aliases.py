@@ -41,11 +41,13 @@ DROP = _Drop()
 
 @dataclass(frozen=True)
 class Alias:
-    tlt: str
-    to: str | None
-    convert: Callable[[Any, "Resolution"], Any] | None = None
-    also: Mapping[str, Any] = field(default_factory=dict)
-    note: str = ""
+    """Where one TLT key goes (see the module doc)."""
+
+    tlt: str  # the TLT key path ('*' = a proto map's key)
+    to: str | None  # the tlkit key path: absolute, or '.name' under the parent's tlkit path; None = not implemented
+    convert: Callable[[Any, "Resolution"], Any] | None = None  # value -> tlkit value (a dict fills a section; DROP)
+    also: Mapping[str, Any] = field(default_factory=dict)  # constants it implies ('.type': 'sgd' under `to`)
+    note: str = ""  # why, for the warning or the `spec import` comment
     neutral: tuple = ()
     warn: bool = True  # to=None: False when TLT ignores the key too (no warning, only a note)
     when: type | tuple[type, ...] | None = None  # only for values of this type (TLT 2's `optimizer: "sgd"`)
@@ -70,8 +72,8 @@ class AliasTable:
     name: str = "TLT"
 
     def __post_init__(self) -> None:
-        self.maps = frozenset(self.maps)
-        self.repeated = frozenset(self.repeated) | self.maps
+        maps = frozenset(self.maps)
+        self.maps, self.repeated = maps, frozenset(self.repeated) | maps
         self.by_path: dict[tuple[str, ...], list[Alias]] = {}
         for a in self.aliases:
             self.by_path.setdefault(tuple(a.tlt.split(".")), []).append(a)
@@ -153,10 +155,10 @@ class Resolution:
 
     # -- for converters -------------------------------------------------------------------------------------
 
-    def lookup(self, dotted: str, default: Any = None) -> Any:
+    def lookup(self, key: str, default: Any = None) -> Any:
         """A value of the input spec by its key path as written (e.g. 'training_config.num_epochs')."""
         cur: Any = self.tree
-        for k in dotted.split("."):
+        for k in key.split("."):
             if not isinstance(cur, dict) or k not in cur:
                 return default
             cur = cur[k]
