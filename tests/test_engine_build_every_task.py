@@ -35,9 +35,10 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 def tlkit(capsys, *args) -> tuple[int, str, str]:
     """`tlkit ARGS` in this process: (exit code, stdout, stderr)."""
-    from tlkit.testing.plugins import tlkit_in_process
+    from tlkit.testing.faults import run_cli
 
-    return tlkit_in_process(capsys, *args)
+    res = run_cli(capsys, *args)
+    return res.code, res.out, res.err
 
 
 def ok(capsys, *args) -> str:

@@ -10,7 +10,7 @@ import pytest
 from tlkit.config import read_spec
 from tlkit.lazy import resolve
 from tlkit.registry import get_registry
-from tlkit.testing.plugins import tlkit_in_process
+from tlkit.testing.faults import run_cli
 
 pytest.importorskip("tlkit_classification")
 pytest.importorskip("tlkit_detection")
@@ -46,7 +46,8 @@ def test_every_task_has_examples_in_both_formats():
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: str(p.relative_to(EXAMPLES)))
 def test_example_validates_without_warnings(path, capsys):
-    code, out, err = tlkit_in_process(capsys, "spec", "validate", path, "-t", path.parent.name)
+    res = run_cli(capsys, "spec", "validate", path, "-t", path.parent.name)
+    code, out, err = res.code, res.out, res.err
     assert code == 0, err
     assert f"valid {path.parent.name} " in out
     assert "warning" not in err, err
@@ -62,7 +63,8 @@ def test_tlt_twin_is_the_same_spec(yaml_name, tlt_name, overrides):
 
 @pytest.mark.parametrize("path", TLT, ids=lambda p: p.name)
 def test_spec_import_of_tlt_examples_round_trips(path, tmp_path, capsys):
-    code, out, err = tlkit_in_process(capsys, "spec", "import", path, "-t", path.parent.name)
+    res = run_cli(capsys, "spec", "import", path, "-t", path.parent.name)
+    code, out, err = res.code, res.out, res.err
     assert code == 0, err
     assert out.startswith(f"# tlkit {path.parent.name} ") and "# TLT " in out
     imported = tmp_path / "examples" / path.parent.name / f"{path.stem}.yaml"

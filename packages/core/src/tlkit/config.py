@@ -132,15 +132,24 @@ class TaskConfig(SpecModel):
 # -- loading -----------------------------------------------------------------------------------------------
 
 
-def _line_map(text: str) -> dict[tuple, int]:
-    """Key path -> 1-based line of that key in the YAML text."""
+def _line_map(text: str, where: str = "<spec>") -> dict[tuple, int]:
+    """Key path -> 1-based line of that key in the YAML text. A key given twice in one mapping is a SpecError:
+    YAML would silently keep the last one."""
     lines: dict[tuple, int] = {}
 
     def walk(node: yaml.Node, path: tuple) -> None:
         if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
             for k, v in node.value:
                 p = path + (k.value,)
-                lines[p] = k.start_mark.line + 1
+                line = k.start_mark.line + 1
+                if k.value in seen and k.value != "<<":  # '<<' merge keys may repeat
+                    raise SpecError(
+                        f"{where}:{line}: {'.'.join(str(x) for x in p)}: duplicate key (first given at line "
+                        f"{seen[k.value]}); YAML would keep only the last value, remove one of them"
+                    )
+                seen[k.value] = line
+                lines[p] = line
                 walk(v, p)
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
@@ -201,6 +210,24 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
+def read_spec_text(path: str | Path, what: str = "spec file") -> str:
+    """A spec file's text; a missing file, a folder or bytes that are not UTF-8 are a SpecError with the line."""
+    p = Path(path)
+    if p.is_dir():
+        raise SpecError(f"{p}: is a folder; expected a YAML {what}")
+    if not p.is_file():
+        raise SpecError(f"{p}: {what} not found")
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise SpecError(
+            f"{p}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at column {column}); save the spec as UTF-8"
+        ) from None
+
+
 @dataclass
 class SpecSource:
     """A spec file read into a tree: {key: value} nested dicts/lists, and the line of every key path."""
@@ -213,14 +240,13 @@ class SpecSource:
 
 
 def read_spec_source(path: str | Path, model: type[BaseModel] | None = None) -> SpecSource:
-    """Read a spec file: YAML (or JSON), or TLT's protobuf text format, told apart by content.
+    """Read a spec file: YAML (or JSON), or TLT's protobuf text format, told apart by content. The one place a
+    spec file is read: UTF-8 text, keys given twice are errors in both formats.
 
     `model` (with its TLT alias table) says which protobuf fields are repeated (lists even when given once).
     """
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"{p}: spec file not found")
-    text, where = p.read_text(), str(p)
+    text, where = read_spec_text(p), str(p)
     if sniff_format(text) == "prototext":
         from tlkit.prototext import parse
 
@@ -236,7 +262,7 @@ def read_spec_source(path: str | Path, model: type[BaseModel] | None = None) -> 
         data = {}
     if not isinstance(data, dict):
         raise SpecError(f"{where}:1: expected a mapping of sections at the top level, got {type(data).__name__}")
-    return SpecSource(data, _line_map(text) if text.strip() else {}, "yaml", where, p.parent)
+    return SpecSource(data, _line_map(text, where) if text.strip() else {}, "yaml", where, p.parent)
 
 
 def sniff_format(text: str) -> Literal["yaml", "prototext"]:
@@ -376,10 +402,15 @@ def spec_to_yaml(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False, default_flow_style=None)
 
 
+def resolved_spec_text(cfg: BaseModel) -> str:
+    """The fully resolved spec (defaults filled in, overrides applied), as saved beside a run's outputs."""
+    return "# Resolved spec written by tlkit: defaults filled in, overrides applied.\n" + spec_to_yaml(cfg)
+
+
 def save_resolved_spec(cfg: BaseModel, results_dir: str | Path, name: str = "experiment_spec.yaml") -> Path:
-    """Save the fully resolved spec (defaults filled in, overrides applied) into the results dir."""
+    """Save the fully resolved spec into the results dir."""
     out = Path(results_dir) / name
-    atomic_write_text(out, "# Resolved spec written by tlkit: defaults filled in, overrides applied.\n" + spec_to_yaml(cfg))
+    atomic_write_text(out, resolved_spec_text(cfg))
     return out
 
 

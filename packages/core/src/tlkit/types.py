@@ -34,7 +34,8 @@ class OptionSpec:
 
     `name` is the Python identifier the value arrives under in `CommandContext.options`.
     `type` is one of str, int, float, bool, Path; `multiple=True` takes several values (`-el a b c`
-    is written `-el a -el b` or `-el a,b`).
+    is written `-el a -el b` or `-el a,b`). `min`/`max` bound a number (inclusive); `special` lists values
+    allowed outside them (e.g. -1 = "all"). The CLI refuses anything else with one line naming the flag.
     """
 
     name: str
@@ -45,6 +46,9 @@ class OptionSpec:
     required: bool = False
     multiple: bool = False
     choices: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    special: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tlkit.context import print_warning
 from tlkit.errors import DataError, TlkitError
-from tlkit.io import atomic_write_bytes
+from tlkit.images import SkippedImages, image_problem
+from tlkit.io import atomic_write_bytes, make_dir
 
 from tlkit_classification.config import IMAGE_EXTENSIONS
 
@@ -43,19 +45,25 @@ def parse_ratios(text: str | tuple | list) -> tuple[float, float, float]:
 
 
 def _split_counts(n: int, ratios: tuple[float, float, float]) -> list[int]:
-    """Largest-remainder allocation; a split with a positive ratio gets >= 1 image when n allows."""
+    """Largest-remainder allocation; then a split with a positive ratio gets >= 1 image when n allows, the
+    test split first (an evaluation without a class says nothing about it), then val; train keeps >= 1."""
     raw = [n * r for r in ratios]
     counts = [int(x) for x in raw]
     for i in sorted(range(3), key=lambda i: raw[i] - counts[i], reverse=True)[: n - sum(counts)]:
         counts[i] += 1
-    for i in (1, 2):
-        if ratios[i] > 0 and counts[i] == 0 and counts[0] > 1:
-            counts[i], counts[0] = 1, counts[0] - 1
+    floor = [1, 0, 0]  # images a split must keep when giving one away
+    for i in (2, 1):
+        if ratios[i] > 0 and counts[i] == 0:
+            donor = max((j for j in range(3) if j != i), key=lambda j: counts[j] - floor[j])
+            if counts[donor] > floor[donor]:
+                counts[donor] -= 1
+                counts[i] += 1
+        floor[i] = min(counts[i], 1)
     return counts
 
 
 def _place(src: Path, dst: Path, link: bool) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(dst.parent)
     if link:
         if dst.exists() or dst.is_symlink():
             dst.unlink()
@@ -72,8 +80,14 @@ def split_folder(
     *,
     link: bool = False,
     extensions: tuple[str, ...] | list[str] = IMAGE_EXTENSIONS,
+    skipped: SkippedImages | None = None,
 ) -> dict[str, dict[str, int]]:
-    """Stratified split of a folder-per-class set. Returns {split: {class: count}}."""
+    """Stratified split of a folder-per-class set. Returns {split: {class: count}}.
+
+    Every image is decoded once: unreadable or truncated ones are left out and listed in `skipped` (without
+    it, the first one is a DataError). A class gets an image in the test split (and val) whenever it has
+    enough; one with a single image and a test split is a DataError."""
+    skipped = skipped if skipped is not None else SkippedImages(strict=True)
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise DataError(f"{src}: dataset directory not found")
@@ -88,6 +102,23 @@ def split_folder(
         files = sorted(p for p in (src / cls).rglob("*") if p.is_file() and p.suffix.lower() in exts)
         if not files:
             raise DataError(f"{src / cls}: class folder has no images")
+        readable = []
+        for f in files:
+            problem = image_problem(f)[1]
+            if problem is None:
+                readable.append(f)
+            else:
+                skipped.add(f, problem)
+        if not readable:
+            raise DataError(
+                f"{src / cls}: none of the class's {len(files)} image(s) can be decoded ({files[0].name}: {problem})"
+            )
+        files = readable
+        if len(files) == 1 and ratios[2] > 0:
+            raise DataError(
+                f"{src / cls}: 1 readable image; a class needs at least 2 to be in both the train and the test "
+                f"split (3 for val too): add images or give --ratios without a test split"
+            )
         order = np.random.default_rng([seed, ci]).permutation(len(files))
         n_train, n_val, _ = _split_counts(len(files), ratios)
         bounds = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
@@ -179,8 +210,10 @@ def voc_to_folders(
     margin: float = 0.0,
     image_dir_name: str = "JPEGImages",
     annotation_dir_name: str = "Annotations",
+    skipped_images: SkippedImages | None = None,
 ) -> dict[str, Any]:
-    """Pascal VOC -> `<out>/<class>/*.jpg`. Returns counts per class and what was skipped.
+    """Pascal VOC -> `<out>/<class>/*.jpg`. Returns counts per class and what was skipped. Unreadable images
+    are listed in `skipped_images` (without it, the first one is a DataError).
 
     `image_set`: only the ids of that list (see `image_list`); the folder names are configurable."""
     import cv2
@@ -208,6 +241,7 @@ def voc_to_folders(
 
     counts: Counter[str] = Counter()
     skipped = Counter()
+    unreadable = skipped_images if skipped_images is not None else SkippedImages(strict=True)
     for xml in xmls:
         rec = parse_voc_xml(xml, img_dir)
         skipped["degenerate_box"] += rec.skipped
@@ -217,13 +251,20 @@ def voc_to_folders(
             skipped["image_without_objects"] += 1
             continue
         if mode == "dominant":
+            problem = image_problem(rec.image)[1]
+            if problem is not None:
+                unreadable.add(rec.image, problem)
+                skipped["unreadable_image"] += 1
+                continue
             best = max(objs, key=lambda o: (o.box[2] - o.box[0]) * (o.box[3] - o.box[1]))
             _place(rec.image, out / best.name / rec.image.name, link=False)
             counts[best.name] += 1
             continue
         img = read_image(rec.image)
         if img is None:
-            raise DataError(f"{rec.image}: not a readable image (referenced by {xml})")
+            unreadable.add(rec.image, image_problem(rec.image)[1] or "OpenCV cannot decode it")
+            skipped["unreadable_image"] += 1
+            continue
         ih, iw = img.shape[:2]
         for k, o in enumerate(objs):
             x0, y0, x1, y1 = o.box
@@ -273,11 +314,12 @@ def run(ctx: Any) -> int:
     mode = opts.get("mode") or "split"
     ratios = parse_ratios(opts["ratios"]) if opts.get("ratios") else None
     seed = int(opts.get("seed") if opts.get("seed") is not None else 42)
+    unreadable = SkippedImages()
     if mode == "voc":
         voc = dict(mode=opts.get("voc_label") or "crop", min_size=int(opts.get("min_size") or 4),
                    include_difficult=bool(opts.get("include_difficult")),
                    image_dir_name=opts.get("image_dir_name") or "JPEGImages",
-                   annotation_dir_name=opts.get("annotation_dir_name") or "Annotations")
+                   annotation_dir_name=opts.get("annotation_dir_name") or "Annotations", skipped_images=unreadable)
         lists = {s: opts.get(f"{s}_list") for s in SPLITS if opts.get(f"{s}_list")}
         if lists:  # a fixed split: each listed split converted on its own
             if ratios or opts.get("image_set"):
@@ -285,17 +327,23 @@ def run(ctx: Any) -> int:
             for split, name in lists.items():
                 res = voc_to_folders(src, out / split, image_set=name, **voc)
                 _print_voc(ctx, res, f"{split} ({name}): VOC -> class folders ({voc['mode']})")
+            if unreadable:
+                print_warning(ctx.console, unreadable.summary())
             ctx.console.print(f"wrote {', '.join(str(out / s) for s in lists)}")
             return 0
         res = voc_to_folders(src, out / "all" if ratios else out, image_set=opts.get("image_set"), **voc)
         _print_voc(ctx, res, f"VOC -> class folders ({voc['mode']})")
+        if unreadable:
+            print_warning(ctx.console, unreadable.summary())
         if not ratios:
             ctx.console.print(f"wrote {out}")
             return 0
         src = out / "all"
     elif mode != "split":
         raise TlkitError(f"--mode {mode!r}: expected split or voc")
-    counts = split_folder(src, out, ratios or (0.7, 0.2, 0.1), seed, link=bool(opts.get("link")))
+    ratios = ratios or (0.7, 0.2, 0.1)
+    n_before = len(unreadable)
+    counts = split_folder(src, out, ratios, seed, link=bool(opts.get("link")), skipped=unreadable)
     table = Table(title=f"stratified split (seed {seed})")
     table.add_column("class")
     for s in SPLITS:
@@ -303,6 +351,12 @@ def run(ctx: Any) -> int:
     for c in counts["train"]:
         table.add_row(c, *(str(counts[s].get(c, 0)) for s in SPLITS))
     ctx.console.print(table)
+    if len(unreadable) > n_before:
+        print_warning(ctx.console, unreadable.summary())
+    for split, ratio in zip(SPLITS, ratios):
+        missing = [c for c in counts["train"] if ratio > 0 and counts[split].get(c, 0) == 0]
+        if missing:
+            print_warning(ctx.console, f"too few images for the {split} split: no {', '.join(missing)} in it")
     ctx.console.print(f"wrote {', '.join(str(out / s) for s in SPLITS if sum(counts[s].values()))}")
     if mode == "voc":
         shutil.rmtree(out / "all")

@@ -382,3 +382,15 @@ class DetectionConfig(TaskConfig):
     postprocessing_config: PostprocessingConfig = Field(default_factory=PostprocessingConfig)
     evaluation_config: EvaluationConfig = Field(default_factory=EvaluationConfig)
     bbox_rasterizer_config: BboxRasterizerConfig = Field(default_factory=BboxRasterizerConfig)
+
+    def named_classes(self) -> dict[str, list[str]]:
+        """Key path -> the class names the spec gives settings for there (checked against the training classes:
+        a misspelt name would silently leave its class on the defaults)."""
+        ev = self.evaluation_config
+        return {
+            "cost_function_config.per_class": list(self.cost_function_config.per_class),
+            "postprocessing_config.per_class": list(self.postprocessing_config.per_class),
+            "bbox_rasterizer_config.per_class": list(self.bbox_rasterizer_config.per_class),
+            "evaluation_config.per_class_box_config": list(ev.per_class_box_config),
+            "evaluation_config.minimum_detection_ground_truth_overlap": list(ev.minimum_detection_ground_truth_overlap),
+        }

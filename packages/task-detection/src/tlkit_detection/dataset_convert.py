@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tlkit.config import load_spec, read_spec_source
+from tlkit.config import load_spec, read_spec_source, read_spec_text
 from tlkit.errors import SpecError, TlkitError
 from tlkit.io import atomic_write_text
 from tlkit_detection.config import (
@@ -43,8 +43,7 @@ def load_export_config(path: Path | None, overrides: list[str] | None = None, sp
         if spec is not None and isinstance(spec, DetectionConfig) and spec.dataset_export_config.source() is not None:
             return spec.dataset_export_config, Path.cwd()
         raise SpecError("tlkit detection dataset_convert: -d/--dataset_export_spec is required")
-    if not path.is_file():
-        raise SpecError(f"{path}: dataset export spec not found")
+    read_spec_text(path, "dataset export spec")  # missing, a folder or not UTF-8: said so, naming the -d file
     try:
         top = read_spec_source(path, DetectionConfig).tree
     except SpecError:
@@ -105,7 +104,7 @@ def run(ctx) -> dict:
         raise TlkitError("tlkit detection dataset_convert: -o/--output is required (records prefix, folder or .json)")
     cfg, base = load_export_config(ctx.options.get("dataset_export_spec"), ctx.overrides, ctx.spec)
     samples, report, ext, src, folds = read_source(cfg, base)
-    ctx.console.print(f"Read {report.summary()}")
+    ctx.console.print(f"Read {report.summary()}", markup=False, soft_wrap=True)
     out = Path(ctx.output)
     if fmt == "recordio":
         from tlkit_detection.records import write_records

@@ -166,6 +166,7 @@ def ssd_batches(ds: Any, targets: SSDTargets, batch_size: int, *, epoch: int, se
 
 def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False) -> Any:
     """`train` for a GluonCV detector; returns tlkit.training's TrainResult."""
+    from tlkit.config import resolved_spec_text
     from tlkit.training import TrainJob, train
 
     from tlkit_detection.data import TargetMaker, steps_per_epoch
@@ -220,5 +221,6 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         frozen=built.frozen,
         freeze_bn=cfg.model.freeze_bn,
         first_validation_epoch=first_validation,
+        run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
     )
     return train(job, tc, results_dir, ctx_list, console, use_amp)

@@ -17,9 +17,7 @@ round-robin into `num_partitions` folds. Each fold is split into `num_shards` co
 from __future__ import annotations
 
 import glob
-import io
 import json
-import os
 import random
 import re
 from collections import Counter
@@ -30,7 +28,9 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from tlkit.errors import DataError
-from tlkit.io import atomic_write_text
+from tlkit.images import read_rgb
+from tlkit.io import atomic_write_text, make_dir, read_json
+from tlkit.recordfile import open_reader, read_record, record_writer
 from tlkit_detection.config import PartitionConfig
 from tlkit_detection.convert import ConvertReport, Sample
 
@@ -88,12 +88,7 @@ def _sequences(frames: list[str], cfg: PartitionConfig) -> dict[str, list[str]]:
     if not cfg.kitti_sequence_to_frames_file:
         return {f: [f] for f in frames}
     path = Path(cfg.kitti_sequence_to_frames_file)
-    try:
-        mapping = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: kitti_sequence_to_frames_file not found") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+    mapping = read_json(path, "kitti_sequence_to_frames_file")
     if not isinstance(mapping, dict):
         raise DataError(f"{path}: expected a JSON object {{sequence: [frame ids]}}")
     present = set(frames)
@@ -137,7 +132,7 @@ def write_records(
     if not samples:
         raise DataError(f"{output_prefix}: nothing to convert (no usable images)")
     output_prefix = Path(output_prefix)
-    output_prefix.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(output_prefix.parent)
     by_id = {s.frame_id: s for s in samples}
     if len(by_id) != len(samples):
         dup = sorted(k for k, n in Counter(s.frame_id for s in samples).items() if n > 1)
@@ -155,17 +150,11 @@ def write_records(
         for shard, chunk in enumerate(np.array_split(np.asarray(frame_ids, dtype=object), n_shards) if n_shards else []):
             name = shard_name(output_prefix, fold, len(folds), shard, n_shards)
             rec, idx = Path(name + ".rec"), Path(name + ".idx")
-            tmp_rec, tmp_idx = Path(f"{rec}.tmp"), Path(f"{idx}.tmp")
-            writer = recordio.MXIndexedRecordIO(str(tmp_idx), str(tmp_rec), "w")
-            try:
+            with record_writer(rec, idx) as writer:
                 for i, frame in enumerate(chunk):
                     s = by_id[frame]
                     header = recordio.IRHeader(0, encode_label(s, class_index), i, 0)
                     writer.write_idx(i, recordio.pack(header, s.image_path.read_bytes()))
-            finally:
-                writer.close()
-            os.replace(tmp_rec, rec)
-            os.replace(tmp_idx, idx)
             shards.append({"fold": fold, "shard": shard, "rec": rec.name, "idx": idx.name, "frames": [str(f) for f in chunk]})
     counts: dict[str, int] = {}
     for s in samples:
@@ -219,14 +208,10 @@ def _is_manifest(path: str) -> bool:
 
 def load_manifest(path: str | Path) -> tuple[dict, Path]:
     path = find_manifest(path)
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: converted dataset manifest not found (run `tlkit detection dataset_convert`)") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise DataError(f"{path}: not a tlkit detection dataset manifest (format {manifest.get('format')!r})")
+    manifest = read_json(path, "converted dataset manifest", "run `tlkit detection dataset_convert`")
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise DataError(f"{path}: not a tlkit detection dataset manifest (format {found!r})")
     return manifest, path.parent
 
 
@@ -276,25 +261,20 @@ class RecordReader:
 
     def __iter__(self) -> Iterator[DetectionSample]:
         from mxnet import recordio
-        from PIL import Image
 
         for shard in self.shards:
             rec, idx = self.root / shard["rec"], self.root / shard["idx"]
             if not rec.is_file() or not idx.is_file():
                 raise DataError(f"{rec}: shard listed in the manifest is missing")
-            reader = recordio.MXIndexedRecordIO(str(idx), str(rec), "r")
+            reader = open_reader(rec, idx)
             try:
                 for i, frame in enumerate(shard["frames"]):
-                    header, payload = recordio.unpack(reader.read_idx(i))
+                    header, payload = recordio.unpack(read_record(reader, i, rec))
                     label = np.asarray(header.label, np.float32)
                     hw, ow = int(label[0]), int(label[1])
                     w, h = label[2], label[3]
                     objs = label[hw:].reshape(-1, ow)
-                    try:
-                        with Image.open(io.BytesIO(payload)) as im:
-                            image = np.asarray(im.convert("RGB"))
-                    except OSError as err:
-                        raise DataError(f"{rec}: record {i} ({frame}): cannot decode image: {err}") from None
+                    image = read_rgb(payload, f"{rec}: record {i} ({frame})")
                     cls = self._map[objs[:, 0].astype(np.int64)] if len(objs) else np.zeros(0, np.int64)
                     keep = cls >= 0
                     boxes = objs[keep, 1:5] * np.array([w, h, w, h], np.float32)

@@ -30,17 +30,3 @@ def run_tlkit(args: list[str], pythonpath: Path | None = None, env: dict | None 
     return subprocess.run([sys.executable, "-m", "tlkit", *args], capture_output=True, text=True, env=full_env,
                           cwd=cwd, timeout=timeout)
 
-
-def tlkit_in_process(capsys, *args) -> tuple[int, str, str]:
-    """`tlkit ARGS` in this process (`tlkit.cli.main`, what the script calls), faster than a subprocess:
-    (exit code, stdout, stderr), read through pytest's `capsys`."""
-    from tlkit.cli import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
