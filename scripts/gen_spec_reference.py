@@ -32,7 +32,8 @@ def render() -> str:
     ]
     for name, task in sorted(get_registry().tasks().items()):
         parts.append(spec_reference_markdown(resolve(task.config_model), f"Task `{name}` ({task.distribution})"))
-        # the dataset_convert -d spec, unless the experiment spec holds it as a section (detection's dataset_export_config)
+        # the dataset_convert -d spec, unless the experiment spec holds it as a section (detection's
+        # dataset_export_config)
         if task.dataset_spec_model is not None:
             ds_model = resolve(task.dataset_spec_model)
             if all(f.annotation is not ds_model for f in resolve(task.config_model).model_fields.values()):

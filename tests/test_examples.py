@@ -22,11 +22,23 @@ TLT = [p for p in SPECS if p.stem.endswith("_tlt")]
 # (tlkit YAML, TLT twin, overrides applied to both: the data paths, which each format spells its own way)
 TWINS = [
     ("classification/resnet18.yaml", "classification/resnet18_tlt.cfg", []),
-    ("detection/detectnet_v2_kitti.yaml", "detection/detectnet_v2_kitti_tlt.txt", ["dataset_config.data_sources=[{records_path: r.json}]"]),
+    (
+        "detection/detectnet_v2_kitti.yaml",
+        "detection/detectnet_v2_kitti_tlt.txt",
+        ["dataset_config.data_sources=[{records_path: r.json}]"],
+    ),
     ("detection/kitti_export.yaml", "detection/kitti_export_tlt.txt", []),
-    ("pose/bpnet.yaml", "pose/bpnet_tlt.yaml", ["dataloader.train_records=r", "dataloader.train_annotations=null",
-                                                 "dataloader.train_images=null", "dataloader.val_annotations=v.json",
-                                                 "dataloader.val_images=v"]),
+    (
+        "pose/bpnet.yaml",
+        "pose/bpnet_tlt.yaml",
+        [
+            "dataloader.train_records=r",
+            "dataloader.train_annotations=null",
+            "dataloader.train_images=null",
+            "dataloader.val_annotations=v.json",
+            "dataloader.val_images=v",
+        ],
+    ),
 ]
 
 

@@ -50,8 +50,11 @@ def recipe(path: Path, train: Path, test: Path, *extra: str):
     size = os.environ.get("TLKIT_SSD_SIZE" if ssd else "TLKIT_DET_SIZE")
     if size:
         w, h = size.split("x")
-        env += [f"augmentation_config.preprocessing.output_image_width={w}", f"augmentation_config.preprocessing.output_image_height={h}"]
-    epochs = os.environ.get("TLKIT_SSD_EPOCHS" if ssd else "TLKIT_DET_RETRAIN_EPOCHS" if path == RETRAIN_RECIPE else "TLKIT_DET_EPOCHS")
+        env += [f"augmentation_config.preprocessing.output_image_width={w}",
+                f"augmentation_config.preprocessing.output_image_height={h}"]
+    epochs_var = ("TLKIT_SSD_EPOCHS" if ssd else "TLKIT_DET_RETRAIN_EPOCHS" if path == RETRAIN_RECIPE
+                  else "TLKIT_DET_EPOCHS")
+    epochs = os.environ.get(epochs_var)
     if epochs:  # validate (on test) only after the last epoch: the number reported is the final model's
         env += [f"train_config.n_epochs={epochs}", f"train_config.validation_period={epochs}"]
     if os.environ.get("TLKIT_DET_BATCH") and not ssd:
@@ -138,7 +141,8 @@ def test_bccd_detectnet_v2(tmp_path):
 
     pruned = work / "pruned.tlk"
     report = prune_model_file(out["model"], pruned, target_ratio=PRUNE_TARGET, min_filters=8)
-    rcfg = recipe(RETRAIN_RECIPE, manifests["trainval"], manifests["test"], f"train_config.pretrained_model_path={pruned}")
+    rcfg = recipe(RETRAIN_RECIPE, manifests["trainval"], manifests["test"],
+                  f"train_config.pretrained_model_path={pruned}")
     t, c = time.time(), cpu_s()
     rout = train_run(CommandContext(task="detection", command="train", spec=rcfg, results_dir=work / "retrain",
                                     gpus=0, console=console))
@@ -149,10 +153,12 @@ def test_bccd_detectnet_v2(tmp_path):
     result = {
         "dataset": "BCCD (Pascal VOC, 364 images): official split, trained on trainval, reported on test",
         "split": split,
-        "recipe": {"file": str(RECIPE.relative_to(EXAMPLES.parents[1])), "retrain_file": str(RETRAIN_RECIPE.relative_to(EXAMPLES.parents[1])),
+        "recipe": {"file": str(RECIPE.relative_to(EXAMPLES.parents[1])),
+                   "retrain_file": str(RETRAIN_RECIPE.relative_to(EXAMPLES.parents[1])),
                    "arch": "efficientnet_lite0 (ImageNet)", "input": list(input_size(cfg)),
                    "epochs": cfg.train_config.n_epochs, "retrain_epochs": rcfg.train_config.n_epochs,
-                   "retrain": "the training schedule, every layer trained", "batch": cfg.train_config.batch_size_per_gpu,
+                   "retrain": "the training schedule, every layer trained",
+                   "batch": cfg.train_config.batch_size_per_gpu,
                    "clustering": cfg.postprocessing_config.default.clustering_algorithm,
                    "coverage_foreground_weight": cfg.cost_function_config.default.coverage_foreground_weight,
                    "bbox_min_radius": cfg.bbox_rasterizer_config.default.bbox_min_radius},
@@ -189,7 +195,8 @@ def bccd_records(work: Path, image_sets=("trainval", "test")) -> dict[str, Path]
     for image_set in image_sets:
         prefix = work / "records" / image_set
         convert_run(CommandContext(task="detection", command="dataset_convert", output=prefix,
-                                   overrides=[f"voc_config.root_directory_path={DATA}", f"voc_config.image_set={image_set}"],
+                                   overrides=[f"voc_config.root_directory_path={DATA}",
+                                              f"voc_config.image_set={image_set}"],
                                    options={"dataset_export_spec": EXPORT_SPEC, "output_format": "recordio"}))
         manifests[image_set] = Path(f"{prefix}.json")
     return manifests
@@ -219,7 +226,8 @@ def test_bccd_gluoncv_ssd(tmp_path):
                    "backbone": "efficientnet_lite0 (tlkit; ImageNet weights shipped offline; GluonCV's mobilenet1.0 / "
                                "resnet50_v1 ImageNet files are absent and never downloaded), freeze_blocks [0, 1, 2]",
                    "file": str(SSD_RECIPE.relative_to(EXAMPLES.parents[1])),
-                   "input": list(input_size(cfg)), "epochs": cfg.train_config.n_epochs, "batch": cfg.train_config.batch_size_per_gpu,
+                   "input": list(input_size(cfg)), "epochs": cfg.train_config.n_epochs,
+                   "batch": cfg.train_config.batch_size_per_gpu,
                    "augmentation": "colour distortion, SSD constrained random crop, flip 0.5 (no random expand)",
                    "optimizer": "adam 1e-3, soft start 0.1, annealing 0.6, L2 5e-5",
                    "post": "per-class NMS IoU 0.45, confidence 0.01, top 400 per class, 100 per image"},

@@ -61,9 +61,11 @@ def test_synthetic_pose_reaches_ap(tmp_path):
     env = [f"train_config.n_epochs={EPOCHS}"] if EPOCHS else []
     if INPUT:
         shift = 8 * INPUT / 96  # +-8 px at 96 px input
-        env += [f"dataloader.image_dims=[{INPUT}, {INPUT}, 3]", f"pose_config.target_shape=[{INPUT // 8}, {INPUT // 8}]",
+        env += [f"dataloader.image_dims=[{INPUT}, {INPUT}, 3]",
+                f"pose_config.target_shape=[{INPUT // 8}, {INPUT // 8}]",
                 f"augmentation_config.translate_max_x={shift}", f"augmentation_config.translate_max_y={shift}"]
-    cfg = load_spec(RECIPE, PoseConfig, [f"dataloader.train_annotations={train}", f"dataloader.val_annotations={val}", *env])
+    cfg = load_spec(RECIPE, PoseConfig,
+                    [f"dataloader.train_annotations={train}", f"dataloader.val_annotations={val}", *env])
     input_size = cfg.dataloader.image_dims[0]
     console = Console(highlight=False)
     load0 = os.getloadavg()[0]
@@ -83,7 +85,8 @@ def test_synthetic_pose_reaches_ap(tmp_path):
                                           console=console, options={"annotations": test}))
         kpi[name] = out["kpi"]
     # the ceiling: ground truth rendered at stride 8 in the model's input (the image fitted x INPUT/IMG)
-    oracle = evaluate_keypoints(test, oracle_results(load_coco_keypoints(test), params=InferenceConfig(scales=[input_size / IMG])))["kpi"]
+    oracle_params = InferenceConfig(scales=[input_size / IMG])
+    oracle = evaluate_keypoints(test, oracle_results(load_coco_keypoints(test), params=oracle_params))["kpi"]
     result = {
         "task": "pose (BodyPoseNet) on synthetic people",
         "recipe_file": str(RECIPE.relative_to(RECIPE.parents[2])),

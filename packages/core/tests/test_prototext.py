@@ -56,25 +56,41 @@ def test_values_nesting_and_repeated_fields():
 
 
 def test_a_repeated_field_given_once_is_a_list():
-    tree, _ = tree_of('model_config { freeze_blocks: 2 }\n')
+    tree, _ = tree_of("model_config { freeze_blocks: 2 }\n")
     assert tree["model_config"]["freeze_blocks"] == [2]
 
 
 def test_strings_escapes_and_concatenation():
-    tree, _ = tree_of(r'''a: "tab\tquote\" back\\ nl\n" b: 'it\'s' c: "x" 'y' "z" d: "\101\x42" e: "caf\xc3\xa9" f: "# not a comment"''')
-    assert tree == {"a": 'tab\tquote" back\\ nl\n', "b": "it's", "c": "xyz", "d": "AB", "e": "café", "f": "# not a comment"}
+    tree, _ = tree_of(
+        r'''a: "tab\tquote\" back\\ nl\n" b: 'it\'s' c: "x" 'y' "z" d: "\101\x42" e: "caf\xc3\xa9"'''
+        r''' f: "# not a comment"'''
+    )
+    assert tree == {
+        "a": 'tab\tquote" back\\ nl\n',
+        "b": "it's",
+        "c": "xyz",
+        "d": "AB",
+        "e": "café",
+        "f": "# not a comment",
+    }
 
 
-@pytest.mark.parametrize("text, message", [
-    ("model_config {\n  arch: \"resnet\"\n", r"spec.txt:3: expected '}' to close the message opened at line 1, got the end of the file"),
-    ("a: 1\nb:\n}\n", r"spec.txt:3: expected a value .* got '}'"),
-    ("a 1\n", r"spec.txt:1: expected ':' or '\{' after 'a', got '1'"),
-    ("a: 1\n  @\n", r"spec.txt:2: unexpected character '@'"),
-    ('a: "unterminated\n', r"spec.txt:1: unexpected character '\"'"),
-    ("a: [1, 2\n", r"spec.txt:2: expected ',' or '\]' in the list opened at line 1"),
-    ('a: "\\q"\n', r"spec.txt:1: unknown escape '\\q'"),
-    ("model_config { arch: \"a\"\n arch: \"b\" }\n", r"spec.txt:2: model_config.arch: given twice \(first at line 1\)"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            'model_config {\n  arch: "resnet"\n',
+            r"spec.txt:3: expected '}' to close the message opened at line 1, got the end of the file",
+        ),
+        ("a: 1\nb:\n}\n", r"spec.txt:3: expected a value .* got '}'"),
+        ("a 1\n", r"spec.txt:1: expected ':' or '\{' after 'a', got '1'"),
+        ("a: 1\n  @\n", r"spec.txt:2: unexpected character '@'"),
+        ('a: "unterminated\n', r"spec.txt:1: unexpected character '\"'"),
+        ("a: [1, 2\n", r"spec.txt:2: expected ',' or '\]' in the list opened at line 1"),
+        ('a: "\\q"\n', r"spec.txt:1: unknown escape '\\q'"),
+        ('model_config { arch: "a"\n arch: "b" }\n', r"spec.txt:2: model_config.arch: given twice \(first at line 1\)"),
+    ],
+)
 def test_syntax_errors_name_file_and_line(text, message):
     with pytest.raises(SpecError, match=message):
         tree_of(text)

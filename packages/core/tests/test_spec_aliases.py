@@ -8,7 +8,16 @@ import yaml
 from pydantic import Field
 from tlkit.config import SpecModel, TaskConfig, read_spec
 from tlkit.errors import SpecError
-from tlkit.spec_aliases import DROP, Alias, AliasTable, import_yaml, lower, regularizer_type, soft_start_annealing_aliases, unsupported
+from tlkit.spec_aliases import (
+    DROP,
+    Alias,
+    AliasTable,
+    import_yaml,
+    lower,
+    regularizer_type,
+    soft_start_annealing_aliases,
+    unsupported,
+)
 
 
 class Box(SpecModel):
@@ -68,7 +77,9 @@ TABLE = AliasTable(
     is_tlt_layout=lambda tree: "training_config" in tree,
 )
 # `eval.box` only in TLT's map form (key/value entries); tlkit's own `box` section passes unchanged
-TABLE.by_path[("eval", "box")] = [Alias("eval.box", "eval.per_class_box", when=__import__("tlkit.spec_aliases").spec_aliases.TltMap)]
+TABLE.by_path[("eval", "box")] = [
+    Alias("eval.box", "eval.per_class_box", when=__import__("tlkit.spec_aliases").spec_aliases.TltMap)
+]
 
 
 class Export(SpecModel):
@@ -86,7 +97,8 @@ TLT_TEXT = """\
 random_seed: 7
 training_config {
   num_epochs: 3
-  learning_rate { soft_start_annealing_schedule { min_learning_rate: 1e-6 max_learning_rate: 1e-3 soft_start: 0.1 annealing: 0.7 } }
+  learning_rate { soft_start_annealing_schedule {
+    min_learning_rate: 1e-6 max_learning_rate: 1e-3 soft_start: 0.1 annealing: 0.7 } }
   regularizer { type: NO_REG weight: 3e-9 }
   visualizer { enabled: true }
   enable_qat: false
@@ -118,7 +130,13 @@ def test_tlt_text_resolves_into_tlkit_layout(tmp_path):
     assert loaded.format == "prototext" and loaded.resolved.tlt
     assert c.train_config.random_seed == 7 and c.train_config.n_epochs == 3
     lr = c.train_config.lr_config
-    assert (lr.type, lr.learning_rate, lr.min_learning_rate, lr.soft_start, lr.annealing) == ("soft_start_annealing", 1e-3, 1e-6, 0.1, 0.7)
+    assert (lr.type, lr.learning_rate, lr.min_learning_rate, lr.soft_start, lr.annealing) == (
+        "soft_start_annealing",
+        1e-3,
+        1e-6,
+        0.1,
+        0.7,
+    )
     assert (c.train_config.reg_config.type, c.train_config.reg_config.weight_decay) == ("none", 3e-9)
     assert c.data.sources == [Source(records_path="a/*")]  # repeated field given once -> a list; renamed inside it
     assert c.data.class_map == {"van": "car", "car": "car"}  # proto map entries -> dict
@@ -127,12 +145,19 @@ def test_tlt_text_resolves_into_tlkit_layout(tmp_path):
     assert c.train_config.batch_size_per_gpu == 4  # TLT's value when absent (protobuf text only)
     # ignored keys: a warning unless the value is what tlkit does anyway; converters may warn about a part
     warnings = loaded.warnings
-    assert f"{tmp_path / 'spec.txt'}:6: training_config.visualizer: TLT key not implemented by tlkit, ignored: tlkit plots by itself" in warnings
-    assert any(w.endswith("objective.scale: 30: tlkit always uses 35") and ":20:" in w for w in warnings)
+    assert (
+        f"{tmp_path / 'spec.txt'}:7: training_config.visualizer: TLT key not implemented by tlkit, ignored: "
+        "tlkit plots by itself" in warnings
+    )
+    assert any(w.endswith("objective.scale: 30: tlkit always uses 35") and ":21:" in w for w in warnings)
     assert len(warnings) == 2  # enable_qat false = tlkit's behaviour; cost_scaling has no effect (a note only)
     kinds = {i.key: i.kind for i in loaded.resolved.ignored}
-    assert kinds == {"training_config.visualizer": "unsupported", "training_config.enable_qat": "neutral",
-                     "training_config.cost_scaling": "unused", "objective.scale": "differs"}
+    assert kinds == {
+        "training_config.visualizer": "unsupported",
+        "training_config.enable_qat": "neutral",
+        "training_config.cost_scaling": "unused",
+        "objective.scale": "differs",
+    }
 
 
 def test_value_transforms_depend_on_the_source_format(tmp_path):
@@ -145,7 +170,9 @@ def test_value_transforms_depend_on_the_source_format(tmp_path):
 
 
 def test_tlt_names_work_in_yaml_and_in_overrides(tmp_path):
-    p = write(tmp_path, "training_config:\n  num_epochs: 5\ndata:\n  sources:\n    tfrecords_path: x\n", "spec.yaml")  # repeated, given once
+    p = write(
+        tmp_path, "training_config:\n  num_epochs: 5\ndata:\n  sources:\n    tfrecords_path: x\n", "spec.yaml"
+    )  # repeated, given once
     c = read_spec(p, Spec, ["training_config.regularizer.type=L1", "random_seed=3"]).config
     assert (c.train_config.n_epochs, c.train_config.reg_config.type, c.train_config.random_seed) == (5, "L1", 3)
     assert c.data.sources[0].records_path == "x"
@@ -156,19 +183,34 @@ def test_tlt_names_work_in_yaml_and_in_overrides(tmp_path):
 
 def test_one_key_from_two_places_must_agree(tmp_path):
     p = write(tmp_path, "train_config:\n  n_epochs: 4\ntraining_config:\n  num_epochs: 5\n", "spec.yaml")
-    with pytest.raises(SpecError, match=r"spec.yaml:4: training_config.num_epochs: sets train_config.n_epochs = 5, but .*spec.yaml:2 \(train_config.n_epochs\) already set it to 4"):
+    with pytest.raises(
+        SpecError,
+        match=r"spec.yaml:4: training_config.num_epochs: sets train_config.n_epochs = 5, "
+        r"but .*spec.yaml:2 \(train_config.n_epochs\) already set it to 4",
+    ):
         read_spec(p, Spec)
 
 
 def test_errors_name_the_tlt_key_and_its_line(tmp_path):
-    p = write(tmp_path, "training_config {\n  num_epochs: 0\n  learning_rate { soft_start_anealing_schedule { soft_start: 0.1 } }\n}\n")
+    p = write(
+        tmp_path,
+        "training_config {\n  num_epochs: 0\n  learning_rate { soft_start_anealing_schedule { soft_start: 0.1 } }\n}\n",
+    )
     with pytest.raises(SpecError) as e:
         read_spec(p, Spec)
     msg = str(e.value)
-    assert f"{p}:2: training_config.num_epochs (tlkit: train_config.n_epochs): Input should be greater than or equal to 1" in msg
-    assert f"{p}:3: training_config.learning_rate.soft_start_anealing_schedule: unknown key (did you mean 'soft_start_annealing_schedule'?)" in msg
+    assert (
+        f"{p}:2: training_config.num_epochs (tlkit: train_config.n_epochs): Input should be greater than or equal to 1"
+        in msg
+    )
+    assert (
+        f"{p}:3: training_config.learning_rate.soft_start_anealing_schedule: unknown key "
+        "(did you mean 'soft_start_annealing_schedule'?)" in msg
+    )
     assert "TLT keys here: soft_start_annealing_schedule." in msg
-    with pytest.raises(SpecError, match=r"spec.txt:1: regularizer.type|training_config.regularizer.type: unknown regularizer type 'L3'"):
+    with pytest.raises(
+        SpecError, match=r"spec.txt:1: regularizer.type|training_config.regularizer.type: unknown regularizer type 'L3'"
+    ):
         read_spec(write(tmp_path, "training_config { regularizer { type: L3 } }\n"), Spec)
 
 
@@ -191,7 +233,7 @@ def test_import_writes_commented_tlkit_yaml_that_round_trips(tmp_path):
     loaded = read_spec(p, Spec)
     text = import_yaml(loaded.resolved, Spec, "imported")
     assert text.startswith("# imported\n# TLT keys not carried over:\n")
-    assert "#   " + f"{p}:6: training_config.visualizer: TLT key not implemented by tlkit, ignored" in text
+    assert "#   " + f"{p}:7: training_config.visualizer: TLT key not implemented by tlkit, ignored" in text
     assert "  n_epochs: 3  # TLT training_config.num_epochs\n" in text
     assert "  mode: integrate  # TLT eval.mode = 'INTEGRATE'\n" in text
     assert "batch_size_per_gpu: 4  # TLT's value when the key is absent: proto default" in text

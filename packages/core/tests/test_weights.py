@@ -239,7 +239,7 @@ def test_missing_and_unknown_files(tmp_path):
         load_weight_file(text)
     keras = tmp_path / "resnet_18.hdf5"  # a TLT/TAO pretrained model
     keras.write_bytes(b"\x89HDF\r\n\x1a\n")
-    with pytest.raises(ModelFileError, match=r"resnet_18.hdf5: unrecognised weights format \(a TLT/TAO Keras model: start from 'imagenet'"):
+    with pytest.raises(ModelFileError, match=r"resnet_18.hdf5: unrecognised weights format \(a TLT/TAO Keras model: "):
         load_weight_file(keras)
     with pytest.raises(ModelFileError, match=r"missing.params: weights file not found"):
         load_pretrained(build_backbone("resnet10"), str(tmp_path / "missing.params"))

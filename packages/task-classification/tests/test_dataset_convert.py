@@ -128,7 +128,8 @@ def test_voc_folder_names_and_a_fixed_split_from_lists(tmp_path, make_ctx):
     (tmp_path / "voc" / "JPEGImages").rename(tmp_path / "voc" / "images")
     (tmp_path / "voc" / "Annotations").rename(tmp_path / "voc" / "xml")
     (tmp_path / "val_ids.txt").write_text("img2 1\n")  # an id file (VOC class lists carry a flag after the id)
-    with pytest.raises(DataError, match=r"no Annotations/ directory \(set --annotation_dir_name; its folders: \['ImageSets', 'images', 'xml'\]\)"):
+    folders = r"\(set --annotation_dir_name; its folders: \['ImageSets', 'images', 'xml'\]\)"
+    with pytest.raises(DataError, match=r"no Annotations/ directory " + folders):
         voc_to_folders(tmp_path / "voc", tmp_path / "out")
     ctx = make_ctx("dataset_convert", output=tmp_path / "out", mode="voc", input=tmp_path / "voc", voc_label="dominant",
                    image_dir_name="images", annotation_dir_name="xml",

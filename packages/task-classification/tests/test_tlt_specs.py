@@ -40,15 +40,32 @@ def test_tutorial_spec_means_what_tlt_means():
     assert (t.batch_size_per_gpu, t.n_epochs, t.n_workers) == (64, 80, 16)
     assert (t.reg_config.type, t.reg_config.weight_decay) == ("L2", 5e-5)
     # TLT's step schedule decays continuously by gamma every step_size % of training: 10 % of 80 epochs
-    assert (t.lr_config.type, t.lr_config.learning_rate, t.lr_config.step_size, t.lr_config.gamma) == ("exponential", 0.006, 8.0, 0.1)
-    assert (a.preprocess_mode, a.enable_random_crop, a.enable_center_crop, a.mixup_alpha, a.label_smoothing) == ("caffe", True, True, 0.1, 0.0)
+    assert (t.lr_config.type, t.lr_config.learning_rate, t.lr_config.step_size, t.lr_config.gamma) == (
+        "exponential",
+        0.006,
+        8.0,
+        0.1,
+    )
+    assert (a.preprocess_mode, a.enable_random_crop, a.enable_center_crop, a.mixup_alpha, a.label_smoothing) == (
+        "caffe",
+        True,
+        True,
+        0.1,
+        0.0,
+    )
     assert (c.eval_config.top_k, c.eval_config.batch_size, c.eval_config.enable_center_crop) == (3, 256, True)
 
 
 def test_makenet_schedules_soft_anneal_and_cosine():
     c = read_spec(DATA / "makenet_default_spec.txt", ClassificationConfig).config
     lr = c.train_config.lr_config
-    assert (lr.type, lr.learning_rate, lr.soft_start, lr.annealing_points, lr.annealing_divider) == ("soft_anneal", 0.05, 0.056, [0.3, 0.6, 0.8], 10)
+    assert (lr.type, lr.learning_rate, lr.soft_start, lr.annealing_points, lr.annealing_divider) == (
+        "soft_anneal",
+        0.05,
+        0.056,
+        [0.3, 0.6, 0.8],
+        10,
+    )
     assert lr.min_learning_rate == 3e-4  # TLT's soft start begins at 3e-4
     assert c.model.arch == "squeezenet" and c.model.dropout == 1e-3
     c = read_spec(DATA / "makenet_efficientnet_b0_imagenet2012.txt", ClassificationConfig).config
@@ -69,15 +86,25 @@ def test_tlt2_and_unsupported_keys(tmp_path):
     loaded = read_spec(spec, ClassificationConfig)
     c = loaded.config
     assert c.train_config.optimizer.type == "adam"  # TLT 2.0's optimizer: "adam"
-    assert (c.train_config.lr_config.type, c.train_config.lr_config.warmup_epochs) == ("cosine", 2.0)  # 0.2 of 10 epochs
+    assert (c.train_config.lr_config.type, c.train_config.lr_config.warmup_epochs) == (
+        "cosine",
+        2.0,
+    )  # 0.2 of 10 epochs
     assert c.train_config.reg_config.type == "none"
     assert c.augmentation_config.image_mean.g == 117.3  # a gray model's l
     warned = "\n".join(loaded.warnings)
-    for key in ("model_config.use_bias", "model_config.activation", "train_config.reg_config.scope", "train_config.model_parallelism"):
+    for key in (
+        "model_config.use_bias",
+        "model_config.activation",
+        "train_config.reg_config.scope",
+        "train_config.model_parallelism",
+    ):
         assert f"{key}: " in warned
     assert "Conv2D and Dense kernels only" in warned
     spec.write_text('model_config { arch: "resnet" }\ntrain_config { lr_config { stepp { learning_rate: 0.1 } } }\n')
-    with pytest.raises(SpecError, match=r"tlt2.txt:2: train_config.lr_config.stepp: unknown key \(did you mean 'step'\?\)"):
+    with pytest.raises(
+        SpecError, match=r"tlt2.txt:2: train_config.lr_config.stepp: unknown key \(did you mean 'step'\?\)"
+    ):
         read_spec(spec, ClassificationConfig)
 
 
@@ -86,17 +113,43 @@ def test_tutorial_spec_trains_and_evaluates_without_results_dir(shapes, tmp_path
     pretrained file are overridden on the command line."""
     spec = DATA / "classification_spec.cfg"
     out = tmp_path / "train"
-    p = run_tlkit(["classification", "train", "-e", str(spec), "-r", str(out), "--gpus", "0",
-                   f"train_config.train_dataset_path={shapes / 'train'}", f"train_config.val_dataset_path={shapes / 'val'}",
-                   "train_config.n_epochs=1", "train_config.pretrained_model_path=null"], cwd=tmp_path)
+    p = run_tlkit(
+        [
+            "classification",
+            "train",
+            "-e",
+            str(spec),
+            "-r",
+            str(out),
+            "--gpus",
+            "0",
+            f"train_config.train_dataset_path={shapes / 'train'}",
+            f"train_config.val_dataset_path={shapes / 'val'}",
+            "train_config.n_epochs=1",
+            "train_config.pretrained_model_path=null",
+        ],
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     assert "epoch 1/1" in p.stdout and (out / "weights" / "model.tlk").is_file()
     saved = (out / "experiment_spec.yaml").read_text()  # the resolved spec, in tlkit's layout
     assert "dataset_config:" in saved and "train_dataset_path:" in saved and "type: exponential" in saved
 
     before = files_under(tmp_path)
-    p = run_tlkit(["classification", "evaluate", "-e", str(spec), "-m", str(out / "weights" / "model.tlk"), "--gpus", "0",
-                   f"eval_config.eval_dataset_path={shapes / 'val'}"], cwd=tmp_path)
+    p = run_tlkit(
+        [
+            "classification",
+            "evaluate",
+            "-e",
+            str(spec),
+            "-m",
+            str(out / "weights" / "model.tlk"),
+            "--gpus",
+            "0",
+            f"eval_config.eval_dataset_path={shapes / 'val'}",
+        ],
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     assert "Evaluation Top 1 accuracy" in p.stdout and "Confusion Matrix" in p.stdout
     assert files_under(tmp_path) == before  # TLT's evaluate without -r: printed, nothing written

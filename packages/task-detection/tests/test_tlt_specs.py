@@ -17,15 +17,28 @@ from tlkit_detection.dataset_convert import run as convert_run
 from tlkit_detection.records import RecordReader, find_manifest
 
 DATA = Path(__file__).parent / "data" / "tlt"
-EXPERIMENT_SPECS = ["detectnet_v2_train_resnet18_kitti.txt", "detectnet_v2_retrain_resnet18_kitti_qat.txt",
-                    "detectnet_v2_default_spec.txt"]
-EXPORT_SPECS = ["detectnet_v2_tfrecords_kitti_trainval.txt", "detectnet_v2_kitti_spec.txt", "detectnet_v2_coco_spec.txt"]
+EXPERIMENT_SPECS = [
+    "detectnet_v2_train_resnet18_kitti.txt",
+    "detectnet_v2_retrain_resnet18_kitti_qat.txt",
+    "detectnet_v2_default_spec.txt",
+]
+EXPORT_SPECS = [
+    "detectnet_v2_tfrecords_kitti_trainval.txt",
+    "detectnet_v2_kitti_spec.txt",
+    "detectnet_v2_coco_spec.txt",
+]
 INFERENCE_SPEC = "detectnet_v2_inference_kitti_tlt.txt"
 KITTI_CLASSES = ["Car", "Pedestrian", "Cyclist", "Van", "Person_sitting"]
 
 
 def test_the_test_data_is_there():
-    assert {p.name for p in DATA.iterdir()} >= {*EXPERIMENT_SPECS, *EXPORT_SPECS, INFERENCE_SPEC, "LICENSE", "NOTICE.md"}
+    assert {p.name for p in DATA.iterdir()} >= {
+        *EXPERIMENT_SPECS,
+        *EXPORT_SPECS,
+        INFERENCE_SPEC,
+        "LICENSE",
+        "NOTICE.md",
+    }
 
 
 @pytest.mark.parametrize("name", EXPERIMENT_SPECS)
@@ -34,7 +47,10 @@ def test_experiment_specs_load_and_round_trip(name, tmp_path):
     assert loaded.format == "prototext" and loaded.resolved.tlt
     assert "# TLT training_config.num_epochs" in text
     # what tlkit does not implement is named, with its line
-    assert any(":training_config.visualizer: TLT key not implemented by tlkit" in w.replace(": ", ":", 1) for w in loaded.warnings)
+    assert any(
+        ":training_config.visualizer: TLT key not implemented by tlkit" in w.replace(": ", ":", 1)
+        for w in loaded.warnings
+    )
 
 
 @pytest.mark.parametrize("name", EXPORT_SPECS)
@@ -48,8 +64,13 @@ def test_tutorial_spec_means_what_tlt_means():
     c = loaded.config
     d, m, t = c.dataset_config, c.model, c.train_config
     assert d.data_sources[0].records_path == "/workspace/tao-experiments/data/tfrecords/kitti_trainval/*"
-    assert d.target_class_mapping == {"car": "car", "cyclist": "cyclist", "pedestrian": "pedestrian",
-                                      "person_sitting": "pedestrian", "van": "car"}
+    assert d.target_class_mapping == {
+        "car": "car",
+        "cyclist": "cyclist",
+        "pedestrian": "pedestrian",
+        "person_sitting": "pedestrian",
+        "van": "car",
+    }
     assert (d.image_extension, d.validation_fold) == ("png", 0)
     assert (m.arch, m.n_layers, m.use_batch_norm) == ("resnet", 18, True)
     assert m.all_projections is False  # absent: TLT's proto default, not tlkit's
@@ -59,15 +80,24 @@ def test_tutorial_spec_means_what_tlt_means():
     assert (lr.type, lr.learning_rate, lr.min_learning_rate) == ("soft_start_annealing", 5e-5, 5e-7)
     assert lr.soft_start == pytest.approx(0.1) and lr.annealing == pytest.approx(0.7)
     assert (t.reg_config.type, t.reg_config.weight_decay) == ("L1", pytest.approx(3e-9))
-    assert (t.optimizer.type, t.optimizer.beta1, t.optimizer.beta2) == ("adam", pytest.approx(0.9), pytest.approx(0.999))
+    assert (t.optimizer.type, t.optimizer.beta1, t.optimizer.beta2) == (
+        "adam",
+        pytest.approx(0.9),
+        pytest.approx(0.999),
+    )
     pre = c.augmentation_config.preprocessing
     assert (pre.output_image_width, pre.output_image_height) == (1248, 384)
     col = c.augmentation_config.color_augmentation
     assert col.contrast_center == pytest.approx(127.5)  # TLT's 0.5 on [0, 1] images
     assert col.hue_rotation_max == 25.0
     car = c.postprocessing_config.for_class("car")
-    assert (car.clustering_algorithm, car.dbscan_confidence_threshold, car.dbscan_eps, car.dbscan_min_samples,
-            car.minimum_bounding_box_height) == ("dbscan", 0.9, pytest.approx(0.2), 1, 20)
+    assert (
+        car.clustering_algorithm,
+        car.dbscan_confidence_threshold,
+        car.dbscan_eps,
+        car.dbscan_min_samples,
+        car.minimum_bounding_box_height,
+    ) == ("dbscan", 0.9, pytest.approx(0.2), 1, 20)
     assert c.postprocessing_config.for_class("pedestrian").coverage_threshold == pytest.approx(0.0075)
     cyc = c.cost_function_config.for_class("cyclist")
     assert (cyc.class_weight, cyc.cov_weight, cyc.bbox_weight) == (8.0, 1.0, 10.0)
@@ -85,10 +115,18 @@ def test_tutorial_spec_means_what_tlt_means():
 def test_inference_spec(tmp_path):
     loaded, _, _ = import_round_trip(DATA / INFERENCE_SPEC, DetectionConfig, tmp_path / "spec.yaml")
     c = loaded.config
-    assert (c.inference_config.kitti_dump, c.inference_config.overlay_linewidth, c.inference_config.batch_size) == (True, 2, 16)
+    assert (c.inference_config.kitti_dump, c.inference_config.overlay_linewidth, c.inference_config.batch_size) == (
+        True,
+        2,
+        16,
+    )
     post = c.postprocessing_config
     assert sorted(post.per_class) == ["car", "cyclist", "pedestrian"]
-    assert (post.default.clustering_algorithm, post.default.dbscan_eps, post.default.minimum_bounding_box_height) == ("dbscan", 0.3, 4)
+    assert (post.default.clustering_algorithm, post.default.dbscan_eps, post.default.minimum_bounding_box_height) == (
+        "dbscan",
+        0.3,
+        4,
+    )
     assert post.for_class("car").confidence_model == "aggregate_cov"
     assert loaded.warnings == []  # class names, input size, colours: the model file and tlkit say them
     assert c.model.use_batch_norm is True  # an inference spec gets no TLT model defaults: the model file has its layers
@@ -99,12 +137,22 @@ def test_qat_retrain_spec_and_export_specs():
     assert loaded.config.train_config.load_graph is True  # TLT's model_config.load_graph
     assert any("training_config.enable_qat: TLT key not implemented by tlkit" in w for w in loaded.warnings)
     kitti = read_spec(DATA / "detectnet_v2_kitti_spec.txt", DatasetExportConfig).config.kitti_config
-    assert (kitti.partition_mode, kitti.num_partitions, kitti.num_shards) == ("sequence", 5, 1)  # TLT's 0 shards: 1 file
+    assert (kitti.partition_mode, kitti.num_partitions, kitti.num_shards) == (
+        "sequence",
+        5,
+        1,
+    )  # TLT's 0 shards: 1 file
     # TLT reads the sequence file from the dataset root
-    assert kitti.kitti_sequence_to_frames_file == "/home/projects.dlar_artifacts/kitti_detection/training/kitti_sequence_to_frames.json"
+    assert (
+        kitti.kitti_sequence_to_frames_file
+        == "/home/projects.dlar_artifacts/kitti_detection/training/kitti_sequence_to_frames.json"
+    )
     coco = read_spec(DATA / "detectnet_v2_coco_spec.txt", DatasetExportConfig)
     root = "/home/scratch.metropolis3/yuw/datasets/coco/raw-data"
-    assert coco.config.coco_config.annotation_file == [f"{root}/annotations/instances_val2017.json", f"{root}/annotations/instances_train2017.json"]
+    assert coco.config.coco_config.annotation_file == [
+        f"{root}/annotations/instances_val2017.json",
+        f"{root}/annotations/instances_train2017.json",
+    ]
     assert coco.config.coco_config.image_directory_path == [f"{root}/val2017", f"{root}/train2017"]
     assert any("coco_config.num_shards: [32, 256]" in w for w in coco.warnings)
 
@@ -121,7 +169,7 @@ def write_tlt_kitti(root: Path, n: int = 8) -> Path:
         lines = []
         for k in range(2):
             x = 20 + 150 * k
-            img[20:60, x:x + 60] = (200, 60 * k, 30)
+            img[20:60, x : x + 60] = (200, 60 * k, 30)
             lines.append(f"{KITTI_CLASSES[(i + k) % 5]} 0.00 0 0.00 {x} 20 {x + 60} 60 0 0 0 0 0 0 0")
         Image.fromarray(img).save(root / "image_2" / f"{i:06d}.png")
         (root / "label_2" / f"{i:06d}.txt").write_text("\n".join(lines) + "\n")
@@ -133,25 +181,62 @@ def test_tutorial_convert_train_and_evaluate_without_results_dir(tmp_path):
     on the command line with TLT's own key names; the training spec's tfrecords_path glob finds the converted set."""
     kitti = write_tlt_kitti(tmp_path / "training")
     prefix = tmp_path / "tfrecords" / "kitti_trainval" / "kitti_trainval"
-    p = run_tlkit(["detection", "dataset_convert", "-d", str(DATA / "detectnet_v2_tfrecords_kitti_trainval.txt"),
-                   "-o", str(prefix), f"kitti_config.root_directory_path={kitti}"], cwd=tmp_path)
+    p = run_tlkit(
+        [
+            "detection",
+            "dataset_convert",
+            "-d",
+            str(DATA / "detectnet_v2_tfrecords_kitti_trainval.txt"),
+            "-o",
+            str(prefix),
+            f"kitti_config.root_directory_path={kitti}",
+        ],
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     assert "8 images, 16 objects kept" in p.stdout and "fold 0: 1, fold 1: 7" in p.stdout  # val_split 14 %
     assert json.loads(Path(f"{prefix}.json").read_text())["image_extension"] == ".png"
 
     spec = DATA / "detectnet_v2_train_resnet18_kitti.txt"
     out = tmp_path / "train"
-    p = run_tlkit(["detection", "train", "-e", str(spec), "-r", str(out), "--gpus", "0",
-                   f"dataset_config.data_sources=[{{tfrecords_path: '{prefix.parent}/*'}}]",
-                   "training_config.num_epochs=1", "model_config.pretrained_model_file=null"], cwd=tmp_path)
+    p = run_tlkit(
+        [
+            "detection",
+            "train",
+            "-e",
+            str(spec),
+            "-r",
+            str(out),
+            "--gpus",
+            "0",
+            f"dataset_config.data_sources=[{{tfrecords_path: '{prefix.parent}/*'}}]",
+            "training_config.num_epochs=1",
+            "model_config.pretrained_model_file=null",
+        ],
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     assert "3 classes ['car', 'cyclist', 'pedestrian']" in p.stdout  # van -> car, person_sitting -> pedestrian
     assert "training_config.visualizer: TLT key not implemented by tlkit" in p.stderr
-    assert (out / "weights" / "model.tlk").is_file() and "mean average precision" in p.stdout  # the last epoch validates
+    assert (
+        out / "weights" / "model.tlk"
+    ).is_file() and "mean average precision" in p.stdout  # the last epoch validates
 
     before = files_under(tmp_path)
-    p = run_tlkit(["detection", "evaluate", "-e", str(spec), "-m", str(out / "weights" / "model.tlk"), "--gpus", "0",
-                   f"dataset_config.data_sources=[{{tfrecords_path: '{prefix}.json'}}]"], cwd=tmp_path)
+    p = run_tlkit(
+        [
+            "detection",
+            "evaluate",
+            "-e",
+            str(spec),
+            "-m",
+            str(out / "weights" / "model.tlk"),
+            "--gpus",
+            "0",
+            f"dataset_config.data_sources=[{{tfrecords_path: '{prefix}.json'}}]",
+        ],
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     assert "average precision" in p.stdout and "Median Inference Time" in p.stdout
     assert files_under(tmp_path) == before
@@ -161,8 +246,23 @@ def test_tutorial_convert_train_and_evaluate_without_results_dir(tmp_path):
     images.mkdir()
     for name in ("000000.png", "000001.png"):
         (images / name).write_bytes((kitti / "image_2" / name).read_bytes())
-    p = run_tlkit(["detection", "inference", "-e", str(DATA / INFERENCE_SPEC), "-m", str(out / "weights" / "model.tlk"),
-                   "-i", str(images), "-r", str(tmp_path / "infer"), "--gpus", "0"], cwd=tmp_path)
+    p = run_tlkit(
+        [
+            "detection",
+            "inference",
+            "-e",
+            str(DATA / INFERENCE_SPEC),
+            "-m",
+            str(out / "weights" / "model.tlk"),
+            "-i",
+            str(images),
+            "-r",
+            str(tmp_path / "infer"),
+            "--gpus",
+            "0",
+        ],
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     assert sorted(q.name for q in (tmp_path / "infer" / "labels").glob("*.txt")) == ["000000.txt", "000001.txt"]
 
@@ -173,10 +273,22 @@ def test_records_path_accepts_tlt_globs(tmp_path, write_image):
     make_kitti(tmp_path / "data", write_image, n=6)
     spec = tmp_path / "export.yaml"
     spec.write_text("kitti_config:\n  root_directory_path: data\n  val_split: 34\n  num_shards: 2\n")
-    convert_run(CommandContext(task="detection", command="dataset_convert", output=tmp_path / "rec" / "set",
-                               options={"dataset_export_spec": spec}))
+    convert_run(
+        CommandContext(
+            task="detection",
+            command="dataset_convert",
+            output=tmp_path / "rec" / "set",
+            options={"dataset_export_spec": spec},
+        )
+    )
     manifest = tmp_path / "rec" / "set.json"
-    for given in (manifest, tmp_path / "rec" / "set", tmp_path / "rec", f"{tmp_path}/rec/*", f"{tmp_path}/rec/set-fold-*"):
+    for given in (
+        manifest,
+        tmp_path / "rec" / "set",
+        tmp_path / "rec",
+        f"{tmp_path}/rec/*",
+        f"{tmp_path}/rec/set-fold-*",
+    ):
         assert find_manifest(given) == manifest
     assert len(RecordReader(f"{tmp_path}/rec/*", folds=[1])) == 4
     with pytest.raises(DataError, match="matches no dataset_convert manifest"):
@@ -186,8 +298,13 @@ def test_records_path_accepts_tlt_globs(tmp_path, write_image):
         find_manifest(f"{tmp_path}/rec/*")
 
 
-def write_voc(root: Path, write_image, names=("a", "b", "c", "d"), image_dir="JPEGImages", ann_dir="Annotations") -> Path:
-    obj = "<object><name>cat</name><difficult>0</difficult><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>20</xmax><ymax>20</ymax></bndbox></object>"
+def write_voc(
+    root: Path, write_image, names=("a", "b", "c", "d"), image_dir="JPEGImages", ann_dir="Annotations"
+) -> Path:
+    obj = (
+        "<object><name>cat</name><difficult>0</difficult>"
+        "<bndbox><xmin>2</xmin><ymin>2</ymin><xmax>20</xmax><ymax>20</ymax></bndbox></object>"
+    )
     (root / ann_dir).mkdir(parents=True)
     for i, n in enumerate(names):
         write_image(root / image_dir / f"{n}.jpg", 32, 24, seed=i)
@@ -199,10 +316,18 @@ def test_voc_folder_names_list_split_and_no_empty_shards(tmp_path, write_image):
     write_voc(tmp_path / "voc", write_image, image_dir="images", ann_dir="xml")
     (tmp_path / "val.txt").write_text("b\nd 1\n")  # VOC ImageSets lines may carry a flag
     spec = tmp_path / "export.yaml"
-    spec.write_text("voc_config:\n  root_directory_path: voc\n  image_dir_name: images\n  annotation_dir_name: xml\n"
-                    "  partition_mode: list\n  val_list: val.txt\n  num_shards: 3\n")
-    res = convert_run(CommandContext(task="detection", command="dataset_convert", output=tmp_path / "rec" / "voc",
-                                     options={"dataset_export_spec": spec}))
+    spec.write_text(
+        "voc_config:\n  root_directory_path: voc\n  image_dir_name: images\n  annotation_dir_name: xml\n"
+        "  partition_mode: list\n  val_list: val.txt\n  num_shards: 3\n"
+    )
+    res = convert_run(
+        CommandContext(
+            task="detection",
+            command="dataset_convert",
+            output=tmp_path / "rec" / "voc",
+            options={"dataset_export_spec": spec},
+        )
+    )
     manifest = json.loads(Path(res["manifest"]).read_text())
     assert manifest["frames_per_fold"] == [2, 2] and manifest["frames_in_no_fold"] == 0
     assert [s["frames"] for s in manifest["shards"] if s["fold"] == 0] == [["b"], ["d"]]  # at most one shard per frame
@@ -210,23 +335,51 @@ def test_voc_folder_names_list_split_and_no_empty_shards(tmp_path, write_image):
     # a train list too: frames in neither list are left out, and said so
     (tmp_path / "train.txt").write_text("a\n")
     spec.write_text(spec.read_text() + "  train_list: train.txt\n")
-    res = convert_run(CommandContext(task="detection", command="dataset_convert", output=tmp_path / "rec" / "voc",
-                                     options={"dataset_export_spec": spec}))
+    res = convert_run(
+        CommandContext(
+            task="detection",
+            command="dataset_convert",
+            output=tmp_path / "rec" / "voc",
+            options={"dataset_export_spec": spec},
+        )
+    )
     manifest = json.loads(Path(res["manifest"]).read_text())
     assert manifest["frames_per_fold"] == [2, 1] and manifest["frames_in_no_fold"] == 1
     # val_split 0: the empty validation fold writes no files at all
-    spec.write_text("voc_config:\n  root_directory_path: voc\n  image_dir_name: images\n  annotation_dir_name: xml\n  val_split: 0\n")
-    convert_run(CommandContext(task="detection", command="dataset_convert", output=tmp_path / "rec0" / "voc",
-                               options={"dataset_export_spec": spec}))
+    spec.write_text(
+        "voc_config:\n  root_directory_path: voc\n  image_dir_name: images\n  annotation_dir_name: xml\n"
+        "  val_split: 0\n"
+    )
+    convert_run(
+        CommandContext(
+            task="detection",
+            command="dataset_convert",
+            output=tmp_path / "rec0" / "voc",
+            options={"dataset_export_spec": spec},
+        )
+    )
     assert sorted(p.name for p in (tmp_path / "rec0").iterdir() if "fold-000" in p.name) == []
     # the wrong folder name is named, with the folders that are there
     spec.write_text("voc_config:\n  root_directory_path: voc\n")
-    with pytest.raises(DataError, match=r"not a Pascal VOC folder: no Annotations/ \(set annotation_dir_name; its folders: \['images', 'xml'\]\)"):
-        convert_run(CommandContext(task="detection", command="dataset_convert", output=tmp_path / "x",
-                                   options={"dataset_export_spec": spec}))
+    with pytest.raises(
+        DataError,
+        match=r"not a Pascal VOC folder: no Annotations/ \(set annotation_dir_name; its folders: \['images', 'xml'\]\)",
+    ):
+        convert_run(
+            CommandContext(
+                task="detection",
+                command="dataset_convert",
+                output=tmp_path / "x",
+                options={"dataset_export_spec": spec},
+            )
+        )
     with pytest.raises(SpecError, match="partition_mode 'list' needs val_list"):
-        read_spec(tmp_path / "bad.yaml" if (tmp_path / "bad.yaml").write_text(
-            "voc_config:\n  root_directory_path: voc\n  partition_mode: list\n") else None, DatasetExportConfig)
+        read_spec(
+            tmp_path / "bad.yaml"
+            if (tmp_path / "bad.yaml").write_text("voc_config:\n  root_directory_path: voc\n  partition_mode: list\n")
+            else None,
+            DatasetExportConfig,
+        )
 
 
 def test_kitti_image_extension_is_inferred(tmp_path, write_image):
@@ -240,14 +393,26 @@ def test_kitti_image_extension_is_inferred(tmp_path, write_image):
     assert infer_extension(root / "images") == "jpg"
     spec = tmp_path / "export.txt"
     spec.write_text('kitti_config { root_directory_path: "k" num_shards: 1 }\n')  # TLT text, no image_extension
-    res = convert_run(CommandContext(task="detection", command="dataset_convert", output=tmp_path / "rec" / "k",
-                                     options={"dataset_export_spec": spec}))
+    res = convert_run(
+        CommandContext(
+            task="detection",
+            command="dataset_convert",
+            output=tmp_path / "rec" / "k",
+            options={"dataset_export_spec": spec},
+        )
+    )
     assert res["report"]["images"] == 3
     assert json.loads(Path(res["manifest"]).read_text())["image_extension"] == "jpg"
     spec.write_text('kitti_config { root_directory_path: "k" image_extension: "png" }\n')
     with pytest.raises(DataError, match=r"no images with extension \.png \(the folder holds \.jpg"):
-        convert_run(CommandContext(task="detection", command="dataset_convert", output=tmp_path / "rec" / "k",
-                                   options={"dataset_export_spec": spec}))
+        convert_run(
+            CommandContext(
+                task="detection",
+                command="dataset_convert",
+                output=tmp_path / "rec" / "k",
+                options={"dataset_export_spec": spec},
+            )
+        )
 
 
 def test_tlt_coco_spec_makes_one_fold_per_annotation_file(tmp_path, write_image):
@@ -255,15 +420,28 @@ def test_tlt_coco_spec_makes_one_fold_per_annotation_file(tmp_path, write_image)
         images = [{"id": i + 1, "file_name": f"{n}.jpg", "width": 32, "height": 24} for i, n in enumerate(names)]
         for i, n in enumerate(names):
             write_image(tmp_path / "coco" / split / f"{n}.jpg", 32, 24, seed=i)
-        anns = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [2, 2, 10, 10], "iscrowd": 0} for i in range(len(names))]
+        anns = [
+            {"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [2, 2, 10, 10], "iscrowd": 0}
+            for i in range(len(names))
+        ]
         (tmp_path / "coco" / "annotations").mkdir(parents=True, exist_ok=True)
         (tmp_path / "coco" / "annotations" / f"instances_{split}.json").write_text(
-            json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"}]}))
+            json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"}]})
+        )
     spec = tmp_path / "coco_spec.txt"  # NVIDIA's coco_spec.txt with this root
-    spec.write_text((DATA / "detectnet_v2_coco_spec.txt").read_text().replace(
-        "/home/scratch.metropolis3/yuw/datasets/coco/raw-data/", f"{tmp_path}/coco/"))
-    res = convert_run(CommandContext(task="detection", command="dataset_convert", output=tmp_path / "rec" / "coco",
-                                     options={"dataset_export_spec": spec}))
+    spec.write_text(
+        (DATA / "detectnet_v2_coco_spec.txt")
+        .read_text()
+        .replace("/home/scratch.metropolis3/yuw/datasets/coco/raw-data/", f"{tmp_path}/coco/")
+    )
+    res = convert_run(
+        CommandContext(
+            task="detection",
+            command="dataset_convert",
+            output=tmp_path / "rec" / "coco",
+            options={"dataset_export_spec": spec},
+        )
+    )
     manifest = json.loads(Path(res["manifest"]).read_text())
     assert manifest["frames_per_fold"] == [1, 3] and manifest["classes"] == ["person"]
     assert res["report"]["images"] == 4

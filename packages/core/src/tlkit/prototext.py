@@ -67,7 +67,9 @@ class Message:
     fields: list[Field] = field(default_factory=list)
     line: int = 1
 
-    def to_tree(self, repeated: Callable[[tuple[str, ...]], bool] | None, where: str = "<spec>") -> tuple[dict, dict[tuple, int]]:
+    def to_tree(
+        self, repeated: Callable[[tuple[str, ...]], bool] | None, where: str = "<spec>"
+    ) -> tuple[dict, dict[tuple, int]]:
         """Nested dicts/lists of plain values, and {key path: line}. List items get their index in the path.
 
         A field that `repeated(path)` names (path without list indices) or that is written in the `[a, b]`
@@ -93,9 +95,12 @@ def _tree(msg: Message, path: tuple, pattern: tuple[str, ...], repeated, lines: 
             continue
         if f.name in out and repeated is None:  # no schema: the second occurrence makes it a list
             for key in [k for k in lines if k[: len(p)] == p and len(k) > len(p)]:  # the first one becomes item 0
-                lines[p + (0,) + key[len(p):]] = lines.pop(key)
+                lines[p + (0,) + key[len(p) :]] = lines.pop(key)
             lines[p + (0,)], lines[p + (1,)] = lines[p], f.line
-            out[f.name] = [out[f.name], _tree(f.value, p + (1,), pat, None, lines, where) if isinstance(f.value, Message) else f.value]
+            out[f.name] = [
+                out[f.name],
+                _tree(f.value, p + (1,), pat, None, lines, where) if isinstance(f.value, Message) else f.value,
+            ]
             continue
         if f.name in out:
             raise SpecError(

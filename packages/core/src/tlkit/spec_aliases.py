@@ -118,7 +118,9 @@ class Ignored:
         if self.kind == "differs":
             return f"{self.where}: {self.key}: {self.note}"
         if self.kind == "neutral":
-            return f"{self.where}: {self.key} = {_short(self.value)}: the same in tlkit" + (f" ({self.note})" if self.note else "")
+            return f"{self.where}: {self.key} = {_short(self.value)}: the same in tlkit" + (
+                f" ({self.note})" if self.note else ""
+            )
         what = "TLT key not implemented by tlkit, ignored" if self.kind == "unsupported" else "not used"
         return f"{self.where}: {self.key}: {what}" + (f": {self.note}" if self.note else "")
 
@@ -140,8 +142,9 @@ class Resolved:
 class Resolution:
     """The state of one `resolve()` call; converters get it to look up other keys and add notes."""
 
-    def __init__(self, tree: dict, lines: dict, where: str, overridden: dict, table: AliasTable | None,
-                 base_dir: Path | None):
+    def __init__(
+        self, tree: dict, lines: dict, where: str, overridden: dict, table: AliasTable | None, base_dir: Path | None
+    ):
         self.tree, self.lines, self.where, self.overridden = tree, lines, where, overridden
         self.table, self.base_dir = table, base_dir
         self.values: dict[Path_, Any] = {}
@@ -313,7 +316,13 @@ def resolve(
         for key, (value, why) in table.tlt_defaults.items():
             dst = tuple(key.split("."))
             if not any(p[: len(dst)] == dst or dst[: len(p)] == p for p in r.values):
-                r.put(dst, value, Origin(f"{table.name} default", key), (), f"{table.name}'s value when the key is absent: {why}")
+                r.put(
+                    dst,
+                    value,
+                    Origin(f"{table.name} default", key),
+                    (),
+                    f"{table.name}'s value when the key is absent: {why}",
+                )
     return Resolved(_unflatten(r.values), r.origins, r.notes, r.ignored, r.patterns, is_tlt)
 
 
@@ -345,7 +354,9 @@ def normalize(tree: dict, lines: dict, table: AliasTable | None, tlt_layout: boo
             return out
         if isinstance(node, dict):
             star = isinstance(node, TltMap)
-            return type(node)((k, conv(v, src + (k,), dst + (k,), pattern + ("*" if star else str(k),))) for k, v in node.items())
+            return type(node)(
+                (k, conv(v, src + (k,), dst + (k,), pattern + ("*" if star else str(k),))) for k, v in node.items()
+            )
         if isinstance(node, list):
             return [conv(v, src + (i,), dst + (i,), pattern, item=True) for i, v in enumerate(node)]
         return node
@@ -389,7 +400,11 @@ def section_at(data: dict, keys: Path_, error: Callable[[int], SpecError]) -> di
 def _unflatten(values: dict[Path_, Any]) -> dict:
     root: dict = {}
     for path in values:  # in the order of the spec
-        cur = section_at(root, path[:-1], lambda i, p=path: SpecError(f"{dotted(p[: i + 1])} is given both as a value and as a section"))
+        cur = section_at(
+            root,
+            path[:-1],
+            lambda i, p=path: SpecError(f"{dotted(p[: i + 1])} is given both as a value and as a section"),
+        )
         if isinstance(cur.get(path[-1]), dict) and cur[path[-1]] and values[path] != {}:
             raise SpecError(f"{dotted(path)} is given both as a value and as a section")
         if not (values[path] == {} and isinstance(cur.get(path[-1]), dict)):
@@ -409,8 +424,17 @@ def _lists(node: Any) -> Any:
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
-    return type(a) is type(b) and a == b or (isinstance(a, (int, float)) and isinstance(b, (int, float))
-                                           and not isinstance(a, bool) and not isinstance(b, bool) and a == b)
+    return (
+        type(a) is type(b)
+        and a == b
+        or (
+            isinstance(a, (int, float))
+            and isinstance(b, (int, float))
+            and not isinstance(a, bool)
+            and not isinstance(b, bool)
+            and a == b
+        )
+    )
 
 
 def _is_neutral(value: Any, neutral: tuple) -> bool:

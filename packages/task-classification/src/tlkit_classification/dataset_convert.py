@@ -225,7 +225,10 @@ def voc_to_folders(
     for d, flag in ((ann_dir, "--annotation_dir_name"), (img_dir, "--image_dir_name")):
         if not d.is_dir():
             present = sorted(p.name for p in voc_root.iterdir() if p.is_dir()) if voc_root.is_dir() else []
-            raise DataError(f"{voc_root}: not a Pascal VOC folder: no {d.name}/ directory (set {flag}; its folders: {present or 'none'})")
+            raise DataError(
+                f"{voc_root}: not a Pascal VOC folder: no {d.name}/ directory "
+                f"(set {flag}; its folders: {present or 'none'})"
+            )
     if mode not in ("crop", "dominant"):
         raise TlkitError(f"--voc_label {mode!r}: expected crop or dominant")
     if image_set:

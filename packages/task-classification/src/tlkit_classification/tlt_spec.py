@@ -60,19 +60,34 @@ ALIASES = [
     Alias("model_config.batch_norm_config.momentum", ".batch_norm_momentum"),
     unsupported("model_config.batch_norm_config.epsilon", "tlkit keeps each backbone's epsilon (1e-5)", (1e-5, 1e-05)),
     unsupported("model_config.use_bias", "tlkit's backbones decide their convolution biases", (False,)),
-    unsupported("model_config.activation", "tlkit's backbones keep their own activation",
-                ({"activation_type": "relu"}, {"activation_type": ""})),
+    unsupported(
+        "model_config.activation",
+        "tlkit's backbones keep their own activation",
+        ({"activation_type": "relu"}, {"activation_type": ""}),
+    ),
     unsupported("model_config.byom_model", "bring-your-own-model .tltb files", ("",)),
     # train_config: data and augmentation live in their own sections in tlkit
     Alias("train_config.train_dataset_path", "dataset_config.train_dataset_path"),
     Alias("train_config.val_dataset_path", "dataset_config.val_dataset_path"),
-    *(Alias(f"train_config.{k}", f"augmentation_config.{k}") for k in (
-        "enable_random_crop", "enable_center_crop", "enable_color_augmentation", "label_smoothing",
-        "preprocess_mode", "mixup_alpha", "disable_horizontal_flip")),
+    *(
+        Alias(f"train_config.{k}", f"augmentation_config.{k}")
+        for k in (
+            "enable_random_crop",
+            "enable_center_crop",
+            "enable_color_augmentation",
+            "label_smoothing",
+            "preprocess_mode",
+            "mixup_alpha",
+            "disable_horizontal_flip",
+        )
+    ),
     Alias("train_config.image_mean", "augmentation_config.image_mean", image_mean),
     unsupported("train_config.model_parallelism", "tlkit trains data-parallel only", ([],)),
-    unsupported("train_config.visualizer", "tlkit writes events/ (TensorBoard) and training_curves.png itself",
-                ({}, {"enabled": False})),
+    unsupported(
+        "train_config.visualizer",
+        "tlkit writes events/ (TensorBoard) and training_curves.png itself",
+        ({}, {"enabled": False}),
+    ),
     # optimizer { sgd | adam | rmsprop { ... } }, or TLT 2.0's optimizer: "sgd"
     Alias("train_config.optimizer", "train_config.optimizer.type", lower, when=str),
     Alias("train_config.optimizer.sgd", "train_config.optimizer", also={".type": "sgd"}),
@@ -86,22 +101,40 @@ ALIASES = [
     Alias("train_config.reg_config.type", ".type", regularizer_type),
     Alias("train_config.reg_config.scope", ".scope", reg_scope, note="tlkit regularizes Conv2D and Dense kernels"),
     # lr_config { step | soft_anneal | cosine { ... } }
-    Alias("train_config.lr_config.step", "train_config.lr_config", also={".type": "exponential"},
-          note="TLT's step decays continuously: tlkit's exponential schedule"),
-    Alias("train_config.lr_config.step.step_size", ".step_size", step_percent_to_epochs,
-          note="percent of training -> epochs"),
-    Alias("train_config.lr_config.soft_anneal", "train_config.lr_config",
-          also={".type": "soft_anneal", ".min_learning_rate": 3e-4},
-          note="TLT's soft start begins at 3e-4"),
+    Alias(
+        "train_config.lr_config.step",
+        "train_config.lr_config",
+        also={".type": "exponential"},
+        note="TLT's step decays continuously: tlkit's exponential schedule",
+    ),
+    Alias(
+        "train_config.lr_config.step.step_size",
+        ".step_size",
+        step_percent_to_epochs,
+        note="percent of training -> epochs",
+    ),
+    Alias(
+        "train_config.lr_config.soft_anneal",
+        "train_config.lr_config",
+        also={".type": "soft_anneal", ".min_learning_rate": 3e-4},
+        note="TLT's soft start begins at 3e-4",
+    ),
     Alias("train_config.lr_config.cosine", "train_config.lr_config", also={".type": "cosine"}),
-    Alias("train_config.lr_config.cosine.soft_start", ".warmup_epochs", soft_start_to_warmup_epochs,
-          note="fraction of training -> epochs"),
+    Alias(
+        "train_config.lr_config.cosine.soft_start",
+        ".warmup_epochs",
+        soft_start_to_warmup_epochs,
+        note="fraction of training -> epochs",
+    ),
 ]
 
 TLT_CLASSIFICATION = AliasTable(
     ALIASES,
-    repeated=["model_config.freeze_blocks", "train_config.model_parallelism",
-              "train_config.lr_config.soft_anneal.annealing_points"],
+    repeated=[
+        "model_config.freeze_blocks",
+        "train_config.model_parallelism",
+        "train_config.lr_config.soft_anneal.annealing_points",
+    ],
     maps=["train_config.image_mean", "model_config.activation.activation_parameters"],
     tlt_defaults={
         "model_config.arch": ("resnet", "TLT builds a ResNet when arch is empty"),

@@ -56,12 +56,15 @@ class PartitionConfig(SpecModel):
     )
     num_partitions: int = Field(2, ge=1, description="number of folds (must be 2 in random and list modes)")
     val_split: float = Field(14.0, ge=0, le=100, description="random mode: percentage of frames in the validation fold")
-    num_shards: int = Field(10, ge=1, description="RecordIO shards per fold (at most one per frame; empty folds write none)")
+    num_shards: int = Field(
+        10, ge=1, description="RecordIO shards per fold (at most one per frame; empty folds write none)"
+    )
     kitti_sequence_to_frames_file: Optional[str] = Field(
         None, description="sequence mode: JSON {sequence: [frame ids]}; without it every frame is its own sequence"
     )
     val_list: Optional[str] = Field(
-        None, description="list mode: text file of the validation frame ids, one per line (e.g. VOC ImageSets/Main/val.txt)"
+        None,
+        description="list mode: text file of the validation frame ids, one per line (e.g. VOC ImageSets/Main/val.txt)",
     )
     train_list: Optional[str] = Field(
         None, description="list mode: text file of the training frame ids; null = every frame not in val_list"
@@ -73,7 +76,9 @@ class PartitionConfig(SpecModel):
     def _random_has_two_folds(cls, v: int, info: ValidationInfo) -> int:
         mode = info.data.get("partition_mode")
         if mode in ("random", "list") and v != 2:
-            raise ValueError(f"partition_mode {mode!r} makes exactly 2 folds (validation, training): set num_partitions: 2")
+            raise ValueError(
+                f"partition_mode {mode!r} makes exactly 2 folds (validation, training): set num_partitions: 2"
+            )
         return v
 
     @model_validator(mode="after")

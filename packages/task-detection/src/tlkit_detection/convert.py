@@ -204,7 +204,9 @@ def read_voc(root: str | Path, image_set: str | None = None, classes: Sequence[s
     for d, what in ((ann_dir, "annotation_dir_name"), (img_dir, "image_dir_name")):
         if not d.is_dir():
             present = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-            raise DataError(f"{root}: not a Pascal VOC folder: no {d.name}/ (set {what}; its folders: {present or 'none'})")
+            raise DataError(
+                f"{root}: not a Pascal VOC folder: no {d.name}/ (set {what}; its folders: {present or 'none'})"
+            )
     report = ConvertReport()
     if image_set:
         list_file = root / "ImageSets" / "Main" / f"{image_set}.txt"

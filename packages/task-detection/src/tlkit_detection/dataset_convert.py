@@ -55,7 +55,9 @@ def load_export_config(path: Path | None, overrides: list[str] | None = None, sp
     return cfg, path.parent
 
 
-def read_source(cfg: DatasetExportConfig, base: Path) -> tuple[list[Sample], ConvertReport, str | None, Any, list | None]:
+def read_source(
+    cfg: DatasetExportConfig, base: Path
+) -> tuple[list[Sample], ConvertReport, str | None, Any, list | None]:
     """(samples, report, image extension, the source config with absolute list paths, folds): `folds` (frame
     ids per fold) when the source fixes them (a list of COCO files: one fold per file, as TLT), else None."""
     src = cfg.source()

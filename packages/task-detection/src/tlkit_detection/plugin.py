@@ -49,7 +49,8 @@ def tlkit_register_tasks():
             CommandSpec(
                 "dataset_convert", f"{_PKG}.dataset_convert:run",
                 "Convert KITTI / Pascal VOC / COCO to sharded RecordIO folds (or to KITTI / COCO), reporting label problems.",
-                DATASET_CONVERT_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.DATASET_CONVERT, overrides_option="dataset_export_spec",
+                DATASET_CONVERT_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.DATASET_CONVERT,
+                overrides_option="dataset_export_spec",
             ),
             CommandSpec(
                 "evaluate", f"{_PKG}.evaluate:run",

@@ -147,7 +147,8 @@ def write_records(
     shards = []
     for fold, frame_ids in enumerate(folds):
         n_shards = min(partition.num_shards, len(frame_ids))
-        for shard, chunk in enumerate(np.array_split(np.asarray(frame_ids, dtype=object), n_shards) if n_shards else []):
+        chunks = np.array_split(np.asarray(frame_ids, dtype=object), n_shards) if n_shards else []
+        for shard, chunk in enumerate(chunks):
             name = shard_name(output_prefix, fold, len(folds), shard, n_shards)
             rec, idx = Path(name + ".rec"), Path(name + ".idx")
             with record_writer(rec, idx) as writer:

@@ -42,8 +42,11 @@ def objective_set(value: Any, res: Resolution) -> Any:
     bbox = (value or {}).get("bbox") or {}
     scale, offset = float(bbox.get("scale", BBOX_SCALE)), float(bbox.get("offset", BBOX_OFFSET))
     if (scale, offset) != (BBOX_SCALE, BBOX_OFFSET):
-        res.warn("model_config.objective_set.bbox",
-                 f"scale {scale:g}, offset {offset:g}: tlkit always uses scale {BBOX_SCALE:g}, offset {BBOX_OFFSET:g}", bbox)
+        res.warn(
+            "model_config.objective_set.bbox",
+            f"scale {scale:g}, offset {offset:g}: tlkit always uses scale {BBOX_SCALE:g}, offset {BBOX_OFFSET:g}",
+            bbox,
+        )
     return DROP
 
 
@@ -68,8 +71,11 @@ def cost_target_classes(value: Any, res: Resolution) -> dict:
                 target[kind] = float(obj["weight_target"])
         # TLT's auto-weighting aims at the (normalised) weight_target; tlkit's aims at the initial weights
         if autoweighting and target and _normalised(target) != _normalised(initial):
-            res.warn(f"cost_function_config.target_classes[{name}].objectives.weight_target",
-                     f"{target}: tlkit's auto-weighting keeps the initial_weight ratio {initial}", target)
+            res.warn(
+                f"cost_function_config.target_classes[{name}].objectives.weight_target",
+                f"{target}: tlkit's auto-weighting keeps the initial_weight ratio {initial}",
+                target,
+            )
         unknown = sorted(set(tc) - {"name", "class_weight", "coverage_foreground_weight", "objectives"})
         if unknown:
             raise ValueError(f"{name}: unknown key(s) {unknown}")
@@ -93,7 +99,7 @@ def coco_files(value: Any, res: Resolution) -> dict:
     if "annotation_files" not in value and "img_dir_names" not in value:
         return value  # tlkit's own coco_config
     root = str(value.get("root_directory_path", ""))
-    join = (lambda p: p if p.startswith("/") or not root else f"{root.rstrip('/')}/{p}")  # noqa: E731
+    join = lambda p: p if p.startswith("/") or not root else f"{root.rstrip('/')}/{p}"  # noqa: E731
     anns, imgs = list(value.get("annotation_files") or []), list(value.get("img_dir_names") or [])
     out: dict[str, Any] = {"annotation_file": [join(a) for a in anns], "image_directory_path": [join(d) for d in imgs]}
     n_shards = value.get("num_shards")
@@ -101,9 +107,14 @@ def coco_files(value: Any, res: Resolution) -> dict:
     if n_shards:
         out["num_shards"] = max(1, max(n_shards))
         if len(set(n_shards)) > 1:
-            res.warn("coco_config.num_shards", f"{n_shards}: tlkit writes up to {out['num_shards']} shards in every fold",
-                     n_shards)
-    unknown = sorted(set(value) - {"root_directory_path", "annotation_files", "img_dir_names", "num_partitions", "num_shards"})
+            res.warn(
+                "coco_config.num_shards",
+                f"{n_shards}: tlkit writes up to {out['num_shards']} shards in every fold",
+                n_shards,
+            )
+    unknown = sorted(
+        set(value) - {"root_directory_path", "annotation_files", "img_dir_names", "num_partitions", "num_shards"}
+    )
     if unknown:
         raise ValueError(f"unknown key(s) {unknown}")
     return out
@@ -128,7 +139,11 @@ def classwise_handlers(value: Any, res: Resolution) -> dict:
         if "confidence_model" in handler:
             block["confidence_model"] = handler["confidence_model"]
         for key in sorted(set(handler) - {"clustering_config", "confidence_model"}):
-            res.unused(f"{res.key}.{name}.{key}", "tlkit names boxes by the model's classes and colours them itself", handler[key])
+            res.unused(
+                f"{res.key}.{name}.{key}",
+                "tlkit names boxes by the model's classes and colours them itself",
+                handler[key],
+            )
         if name == "default":
             out["default"] = block
         else:
@@ -141,21 +156,33 @@ def export_aliases(prefix: str = "") -> list[Alias]:
     p = prefix
     return [
         Alias(f"{p}kitti_config.num_shards", ".num_shards", shards),
-        Alias(f"{p}kitti_config.kitti_sequence_to_frames_file", ".kitti_sequence_to_frames_file", sequence_file,
-              note="relative to the dataset root, as TLT reads it"),
+        Alias(
+            f"{p}kitti_config.kitti_sequence_to_frames_file",
+            ".kitti_sequence_to_frames_file",
+            sequence_file,
+            note="relative to the dataset root, as TLT reads it",
+        ),
         unsupported(f"{p}kitti_config.point_clouds_dir", "lidar data", ("",)),
         unsupported(f"{p}kitti_config.calibrations_dir", "lidar calibration", ("",)),
         Alias(f"{p}coco_config", ".coco_config", coco_files, note="one fold per annotation file"),
         unsupported(f"{p}image_directory_path", "tlkit's manifest records each image's path", warn=False),
-        unsupported(f"{p}sample_modifier_config", "class-balancing sample duplication; use dataset_config "
-                    "source_weight", ({},)),
-        unsupported(f"{p}target_class_mapping", "map classes at training time with dataset_config.target_class_mapping", ({},)),
+        unsupported(
+            f"{p}sample_modifier_config", "class-balancing sample duplication; use dataset_config source_weight", ({},)
+        ),
+        unsupported(
+            f"{p}target_class_mapping", "map classes at training time with dataset_config.target_class_mapping", ({},)
+        ),
     ]
 
 
 def _dataset_source(prefix: str) -> list[Alias]:
-    return [Alias(f"{prefix}.tfrecords_path", ".records_path",
-                  note="tlkit reads the manifest dataset_convert writes (a glob of its shards works too)")]
+    return [
+        Alias(
+            f"{prefix}.tfrecords_path",
+            ".records_path",
+            note="tlkit reads the manifest dataset_convert writes (a glob of its shards works too)",
+        )
+    ]
 
 
 _CLUSTERING = "postprocessing_config.target_class_config.*.clustering_config"
@@ -166,45 +193,81 @@ ALIASES = [
     *_dataset_source("dataset_config.data_sources"),
     *_dataset_source("dataset_config.validation_data_source"),
     unsupported("dataset_config.dataloader_mode", "TLT's loader implementation", warn=False),
-    unsupported("dataset_config.sampling_mode", "tlkit samples by source_weight (TLT's USER_DEFINED)", ("USER_DEFINED",)),
+    unsupported(
+        "dataset_config.sampling_mode", "tlkit samples by source_weight (TLT's USER_DEFINED)", ("USER_DEFINED",)
+    ),
     # augmentation_config
-    unsupported("augmentation_config.preprocessing.enable_auto_resize",
-                "tlkit always resizes images to output_image_width x output_image_height", warn=False),
-    *(unsupported(f"augmentation_config.preprocessing.{k}", "input cropping/scaling before the resize", (0, 0.0))
-      for k in ("output_image_min", "output_image_max", "crop_left", "crop_top", "crop_right", "crop_bottom",
-                "scale_width", "scale_height")),
-    *(unsupported(f"augmentation_config.spatial_augmentation.{k}", "", (0, 0.0))
-      for k in ("vflip_probability", "rotate_rad_max", "rotate_probability")),
+    unsupported(
+        "augmentation_config.preprocessing.enable_auto_resize",
+        "tlkit always resizes images to output_image_width x output_image_height",
+        warn=False,
+    ),
+    *(
+        unsupported(f"augmentation_config.preprocessing.{k}", "input cropping/scaling before the resize", (0, 0.0))
+        for k in (
+            "output_image_min",
+            "output_image_max",
+            "crop_left",
+            "crop_top",
+            "crop_right",
+            "crop_bottom",
+            "scale_width",
+            "scale_height",
+        )
+    ),
+    *(
+        unsupported(f"augmentation_config.spatial_augmentation.{k}", "", (0, 0.0))
+        for k in ("vflip_probability", "rotate_rad_max", "rotate_probability")
+    ),
     unsupported("augmentation_config.color_augmentation.color_shift_stddev", "", (0, 0.0)),
-    Alias("augmentation_config.color_augmentation.contrast_center", ".contrast_center", contrast_center,
-          note="TLT's [0, 1] images -> 0-255 pixels"),
+    Alias(
+        "augmentation_config.color_augmentation.contrast_center",
+        ".contrast_center",
+        contrast_center,
+        note="TLT's [0, 1] images -> 0-255 pixels",
+    ),
     # model_config
     Alias("model_config.pretrained_model_file", "train_config.pretrained_model_path"),
     Alias("model_config.load_graph", "train_config.load_graph"),
     Alias("model_config.num_layers", ".n_layers"),
     unsupported("model_config.freeze_pretrained_layers", "freeze backbone blocks with freeze_blocks", (False,)),
     unsupported("model_config.allow_loaded_model_modification", "", warn=False),
-    unsupported("model_config.activation", "tlkit's backbones keep their own activation",
-                ({"activation_type": "relu"}, {"activation_type": ""})),
+    unsupported(
+        "model_config.activation",
+        "tlkit's backbones keep their own activation",
+        ({"activation_type": "relu"}, {"activation_type": ""}),
+    ),
     Alias("model_config.objective_set", ".objective_set", objective_set, note="tlkit's bbox encoding is TLT's default"),
-    unsupported("model_config.training_precision", "mixed precision is train --use_amp",
-                ({"backend_floatx": "FLOAT32"}, {"backend_floatx": "INVALID"})),
+    unsupported(
+        "model_config.training_precision",
+        "mixed precision is train --use_amp",
+        ({"backend_floatx": "FLOAT32"}, {"backend_floatx": "INVALID"}),
+    ),
     # training_config
     Alias("training_config", "train_config"),
     Alias("training_config.num_epochs", ".n_epochs"),
     Alias("training_config.learning_rate", "train_config.lr_config"),
     *soft_start_annealing_aliases("training_config.learning_rate.soft_start_annealing_schedule"),
-    unsupported("training_config.learning_rate.early_stopping_annealing_schedule",
-                "use soft_start_annealing_schedule and train_config.early_stopping"),
+    unsupported(
+        "training_config.learning_rate.early_stopping_annealing_schedule",
+        "use soft_start_annealing_schedule and train_config.early_stopping",
+    ),
     Alias("training_config.regularizer", "train_config.reg_config"),
     Alias("training_config.regularizer.type", ".type", regularizer_type),
     Alias("training_config.regularizer.weight", ".weight_decay"),
     Alias("training_config.optimizer.adam", "train_config.optimizer", also={".type": "adam"}),
-    unsupported("training_config.cost_scaling", "static FP16 loss scaling; train --use_amp scales dynamically",
-                ({}, {"enabled": False}), warn=False),
+    unsupported(
+        "training_config.cost_scaling",
+        "static FP16 loss scaling; train --use_amp scales dynamically",
+        ({}, {"enabled": False}),
+        warn=False,
+    ),
     unsupported("training_config.enable_qat", "quantization-aware training", (False,)),
-    unsupported("training_config.visualizer", "tlkit writes events/ (TensorBoard) and training_curves.png itself",
-                ({}, {"enabled": False})),
+    unsupported(
+        "training_config.visualizer",
+        "tlkit writes events/ (TensorBoard) and training_curves.png itself",
+        ({}, {"enabled": False}),
+    ),
     # postprocessing_config { target_class_config { key: class value { clustering_config {...} } } }
     Alias("postprocessing_config.target_class_config", "postprocessing_config.per_class", when=TltMap),
     Alias(_CLUSTERING, "postprocessing_config.per_class.*"),
@@ -221,28 +284,49 @@ ALIASES = [
     unsupported("loss_mask_label_filter", "loss masking by label filters", ({},)),
     # the inference spec (inference -e): inferencer_config and bbox_handler_config
     Alias("inferencer_config", "inference_config"),
-    *(unsupported(f"inferencer_config.{k}", "the model file carries its classes and input size", warn=False)
-      for k in ("target_classes", "image_width", "image_height", "image_channels", "stride")),
+    *(
+        unsupported(f"inferencer_config.{k}", "the model file carries its classes and input size", warn=False)
+        for k in ("target_classes", "image_width", "image_height", "image_channels", "stride")
+    ),
     unsupported("inferencer_config.gpu_index", "use --gpus / --gpu_index", warn=False),
     unsupported("inferencer_config.tlt_config", "give the model with -m", warn=False),
-    unsupported("inferencer_config.tensorrt_config", "give the .onnx or .engine with -m (tlkit-tensorrt builds engines)", warn=False),
+    unsupported(
+        "inferencer_config.tensorrt_config",
+        "give the .onnx or .engine with -m (tlkit-tensorrt builds engines)",
+        warn=False,
+    ),
     Alias("bbox_handler_config", "inference_config"),
-    Alias("bbox_handler_config.classwise_bbox_handler_config", "postprocessing_config", classwise_handlers, when=TltMap),
+    Alias(
+        "bbox_handler_config.classwise_bbox_handler_config", "postprocessing_config", classwise_handlers, when=TltMap
+    ),
     unsupported("bbox_handler_config.postproc_classes", "tlkit post-processes every class of the model", warn=False),
     # the experiment spec's (repeated) dataset_export_config
     Alias("dataset_export_config", "dataset_export_config", single=True),
     *export_aliases("dataset_export_config."),
 ]
 
-_MAPS = ["dataset_config.target_class_mapping", "postprocessing_config.target_class_config",
-         "evaluation_config.minimum_detection_ground_truth_overlap", "evaluation_config.evaluation_box_config",
-         "bbox_rasterizer_config.target_class_config", "model_config.activation.activation_parameters",
-         "training_config.visualizer.target_class_config", "bbox_handler_config.classwise_bbox_handler_config"]
-_REPEATED = ["dataset_config.data_sources", "model_config.freeze_blocks", "cost_function_config.target_classes",
-             "cost_function_config.target_classes.objectives", "dataset_export_config",
-             "training_config.visualizer.clearml_config.tags", "training_config.visualizer.wandb_config.tags",
-             "loss_mask_label_filter.objective_label_filter_configs", "inferencer_config.target_classes",
-             "bbox_handler_config.postproc_classes"]
+_MAPS = [
+    "dataset_config.target_class_mapping",
+    "postprocessing_config.target_class_config",
+    "evaluation_config.minimum_detection_ground_truth_overlap",
+    "evaluation_config.evaluation_box_config",
+    "bbox_rasterizer_config.target_class_config",
+    "model_config.activation.activation_parameters",
+    "training_config.visualizer.target_class_config",
+    "bbox_handler_config.classwise_bbox_handler_config",
+]
+_REPEATED = [
+    "dataset_config.data_sources",
+    "model_config.freeze_blocks",
+    "cost_function_config.target_classes",
+    "cost_function_config.target_classes.objectives",
+    "dataset_export_config",
+    "training_config.visualizer.clearml_config.tags",
+    "training_config.visualizer.wandb_config.tags",
+    "loss_mask_label_filter.objective_label_filter_configs",
+    "inferencer_config.target_classes",
+    "bbox_handler_config.postproc_classes",
+]
 
 
 def _is_tlt_layout(tree: dict) -> bool:
@@ -251,8 +335,11 @@ def _is_tlt_layout(tree: dict) -> bool:
 
 TLT_DETECTNET_V2 = AliasTable(
     ALIASES,
-    repeated=_REPEATED + [f"dataset_export_config.{k}" for k in ("coco_config.img_dir_names", "coco_config.annotation_files",
-                                                                 "coco_config.num_shards")],
+    repeated=_REPEATED
+    + [
+        f"dataset_export_config.{k}"
+        for k in ("coco_config.img_dir_names", "coco_config.annotation_files", "coco_config.num_shards")
+    ],
     maps=_MAPS + ["dataset_export_config.target_class_mapping"],
     tlt_defaults={
         "model_config.use_batch_norm": (False, "proto default"),
@@ -264,8 +351,16 @@ TLT_DETECTNET_V2 = AliasTable(
 
 TLT_DATASET_EXPORT = AliasTable(
     export_aliases(),
-    repeated=["coco_config.img_dir_names", "coco_config.annotation_files", "coco_config.num_shards",
-              "sample_modifier_config.filter_samples_containing_only", "sample_modifier_config.dominant_target_classes"],
-    maps=["target_class_mapping", "sample_modifier_config.minimum_target_class_imbalance",
-          "sample_modifier_config.source_to_target_class_mapping"],
+    repeated=[
+        "coco_config.img_dir_names",
+        "coco_config.annotation_files",
+        "coco_config.num_shards",
+        "sample_modifier_config.filter_samples_containing_only",
+        "sample_modifier_config.dominant_target_classes",
+    ],
+    maps=[
+        "target_class_mapping",
+        "sample_modifier_config.minimum_target_class_imbalance",
+        "sample_modifier_config.source_to_target_class_mapping",
+    ],
 )

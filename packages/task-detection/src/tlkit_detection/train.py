@@ -3,7 +3,8 @@
 Writes, into the results dir: the resolved spec, weights/model_epoch_NNN.tlk checkpoints and
 weights/model.tlk (through tlkit.training), status.json, training.csv. Validation (every
 evaluation_config.validation_period_during_training epochs when set, else train_config.validation_period;
-from evaluation_config.first_validation_epoch on when set, as TLT; always after the last epoch) clusters the validation fold's heads and reports TLT's "mean average precision" (the KPI), per-class AP
+from evaluation_config.first_validation_epoch on when set, as TLT; always after the last epoch)
+clusters the validation fold's heads and reports TLT's "mean average precision" (the KPI), per-class AP
 and the validation cost.
 """
 

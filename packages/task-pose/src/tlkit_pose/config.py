@@ -36,7 +36,11 @@ class DataloaderConfig(SpecModel):
     train_images: Optional[str] = Field(None, description="folder holding the training images' file_name paths; null = the json's folder")
     val_annotations: Optional[str] = Field(None, description="COCO person-keypoints json for validation and evaluate")
     val_images: Optional[str] = Field(None, description="folder of the validation images; null = the json's folder")
-    train_records: Optional[str | list[str]] = Field(None, description="glob (or list of globs) of training .rec shards written by dataset_convert (used instead of train_annotations)")
+    train_records: Optional[str | list[str]] = Field(
+        None,
+        description="glob (or list of globs) of training .rec shards written by dataset_convert (used instead of "
+        "train_annotations)",
+    )
     image_dims: list[int] = Field(default_factory=lambda: [256, 256, 3], description="network input [height, width, channels], multiples of the stride")
     normalization_params: NormalizationConfig = Field(default_factory=NormalizationConfig)
     skip_bad_labels: bool = Field(True, description="count, report and skip bad annotations; false = fail on the first one")
@@ -176,7 +180,9 @@ class CocoSplitSpec(SpecModel):
     """One split of a COCO person-keypoints set, relative to the dataset spec's root_directory_path."""
 
     images_root_dir_path: str = Field("", description="folder of the images the json's file_name entries name")
-    annotation_root_dir_path: str = Field(..., description="the COCO person-keypoints json (a file, despite TLT's key name)")
+    annotation_root_dir_path: str = Field(
+        ..., description="the COCO person-keypoints json (a file, despite TLT's key name)"
+    )
 
 
 class PoseDatasetSpec(SpecModel):

@@ -91,7 +91,10 @@ def samples_from_records(patterns: str | list[str]) -> list[Sample]:
         hits = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
         hits = [f for f in hits if f.endswith(".rec")]
         if not hits:
-            raise DataError(f"dataloader.train_records {pattern!r}: no .rec files match (write them with tlkit pose dataset_convert)")
+            raise DataError(
+                f"dataloader.train_records {pattern!r}: no .rec files match "
+                "(write them with tlkit pose dataset_convert)"
+            )
         files += hits
     out = []
     for f in files:

@@ -167,7 +167,8 @@ def dataset_spec_split(path: Path, mode: str, overrides: list[str] | None = None
         raise TlkitError(f"{path}: --mode {mode} needs {key} in the dataset spec")
     root = Path(ds.root_directory_path)
     root = root if root.is_absolute() else path.parent / root
-    return root / split.annotation_root_dir_path, (root / split.images_root_dir_path) if split.images_root_dir_path else None
+    images = root / split.images_root_dir_path if split.images_root_dir_path else None
+    return root / split.annotation_root_dir_path, images
 
 
 def run(ctx) -> dict[str, Any]:

@@ -22,7 +22,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tlkit.spec_aliases import DROP, Alias, AliasTable, Resolution, regularizer_type, soft_start_annealing_aliases, unsupported
+from tlkit.spec_aliases import (
+    DROP,
+    Alias,
+    AliasTable,
+    Resolution,
+    regularizer_type,
+    soft_start_annealing_aliases,
+    unsupported,
+)
 
 TOPOLOGY = "bpnet_18joints"
 HEAT_CHANNELS, PAF_CHANNELS = 19, 38  # 18 parts + background, 19 limbs x 2
@@ -51,7 +59,9 @@ def _records_globs(folder: Any, names: Any) -> list[str]:
     out = []
     for name in names if isinstance(names, list) else [names]:
         prefix, sep, fold = str(name).partition("-fold-")
-        out.append(f"{str(folder).rstrip('/')}/{prefix}*{sep}{fold}*.rec" if sep else f"{str(folder).rstrip('/')}/{name}*.rec")
+        out.append(
+            f"{str(folder).rstrip('/')}/{prefix}*{sep}{fold}*.rec" if sep else f"{str(folder).rstrip('/')}/{name}*.rec"
+        )
     return out
 
 
@@ -66,20 +76,34 @@ def dataset_config(value: Any, res: Resolution) -> Any:
         try:
             data = json.loads(spec.read_text())
         except (OSError, json.JSONDecodeError) as err:
-            res.warn("dataloader.dataset_config.dataset_specs.coco",
-                     f"cannot read {spec} ({type(err).__name__}): set dataloader.train_annotations / val_annotations", coco)
+            res.warn(
+                "dataloader.dataset_config.dataset_specs.coco",
+                f"cannot read {spec} ({type(err).__name__}): set dataloader.train_annotations / val_annotations",
+                coco,
+            )
         else:
             root = Path(str(data.get("root_directory_path", "")))
             root = root if root.is_absolute() else spec.parent / root  # as dataset_convert -d reads it
-            for split, (ann_key, img_key) in (("train_data", ("train_annotations", "train_images")),
-                                              ("test_data", ("val_annotations", "val_images"))):
+            for split, (ann_key, img_key) in (
+                ("train_data", ("train_annotations", "train_images")),
+                ("test_data", ("val_annotations", "val_images")),
+            ):
                 part = data.get(split) or {}
                 if part.get("annotation_root_dir_path"):
                     out[ann_key] = os.path.normpath(root / part["annotation_root_dir_path"])
                 if part.get("images_root_dir_path"):
                     out[img_key] = os.path.normpath(root / part["images_root_dir_path"])
-    unknown = sorted(set(value) - {"root_data_path", "train_records_folder_path", "train_records_path",
-                                   "val_records_folder_path", "val_records_path", "dataset_specs"})
+    unknown = sorted(
+        set(value)
+        - {
+            "root_data_path",
+            "train_records_folder_path",
+            "train_records_path",
+            "val_records_folder_path",
+            "val_records_path",
+            "dataset_specs",
+        }
+    )
     if unknown:
         raise ValueError(f"unknown key(s) {unknown}")
     return out or DROP
@@ -89,7 +113,9 @@ def backbone(value: Any, res: Resolution) -> Any:
     """backbone_attributes {architecture: vgg, mtype: default, use_bias} -> tlkit's model.arch."""
     arch = str(value.get("architecture", "vgg")).lower()
     if arch not in _ARCH:
-        raise ValueError(f"architecture {arch!r}: tlkit's BodyPoseNet backbones are vgg (vgg19), resnet18, mobilenet_v2")
+        raise ValueError(
+            f"architecture {arch!r}: tlkit's BodyPoseNet backbones are vgg (vgg19), resnet18, mobilenet_v2"
+        )
     return _ARCH[arch]
 
 
@@ -139,15 +165,25 @@ def scales(value: Any, res: Resolution) -> list:
 
 
 _AUG = "dataloader.augmentation_config"
-_MARKERS = ["", "dataloader.", "dataloader.pose_config.", f"{_AUG}.", "model.", "optimizer.",
-            "optimizer.learning_rate_schedule.", "loss."]
+_MARKERS = [
+    "",
+    "dataloader.",
+    "dataloader.pose_config.",
+    f"{_AUG}.",
+    "model.",
+    "optimizer.",
+    "optimizer.learning_rate_schedule.",
+    "loss.",
+]
 
 ALIASES = [
     *(unsupported(f"{p}__class_name__", _CLASS_MARKER, warn=False) for p in _MARKERS),
     # BpNetTrainer
     unsupported("checkpoint_dir", "tlkit writes into -r/--results_dir", warn=False),
-    *(unsupported(k, "logging frequency", warn=False) for k in ("log_every_n_secs", "summary_every_n_steps",
-                                                              "infrequent_summary_every_n_steps")),
+    *(
+        unsupported(k, "logging frequency", warn=False)
+        for k in ("log_every_n_secs", "summary_every_n_steps", "infrequent_summary_every_n_steps")
+    ),
     Alias("checkpoint_n_epoch", "train_config.checkpoint_interval"),
     Alias("num_epoch", "train_config.n_epochs"),
     Alias("validation_every_n_epoch", "train_config.validation_period"),
@@ -166,16 +202,27 @@ ALIASES = [
     Alias("dataloader.image_config.image_dims", ".image_dims", image_dims),
     unsupported("dataloader.image_config.image_encoding", "tlkit decodes any image format", warn=False),
     Alias("dataloader.dataset_config", "dataloader", dataset_config, note="records -> tlkit dataset_convert shards"),
-    *(unsupported(f"dataloader.normalization_params.{k}", "tlkit's loss masks are 0/1", warn=False)
-      for k in ("mask_scale", "mask_offset")),
+    *(
+        unsupported(f"dataloader.normalization_params.{k}", "tlkit's loss masks are 0/1", warn=False)
+        for k in ("mask_scale", "mask_offset")
+    ),
     Alias(_AUG, "augmentation_config"),
     Alias(f"{_AUG}.spatial_aug_params", "augmentation_config"),
     unsupported(f"{_AUG}.spatial_aug_params.flip_tb_prob", "", (0, 0.0)),
-    *(Alias(f"{_AUG}.spatial_aug_params.{k}_min{a}", f".{k}_min{a}", symmetric(f"{k}_max{a}"),
-            note="tlkit's ranges are [-max, max]") for k, a in (("rotate_deg", ""), ("translate", "_x"), ("translate", "_y"))),
+    *(
+        Alias(
+            f"{_AUG}.spatial_aug_params.{k}_min{a}",
+            f".{k}_min{a}",
+            symmetric(f"{k}_max{a}"),
+            note="tlkit's ranges are [-max, max]",
+        )
+        for k, a in (("rotate_deg", ""), ("translate", "_x"), ("translate", "_y"))
+    ),
     unsupported(f"{_AUG}.spatial_aug_params.use_translate_ratio", "translations are in pixels", (False,)),
-    *(unsupported(f"{_AUG}.spatial_aug_params.{k}", "used with use_translate_ratio only", warn=False)
-      for k in ("translate_ratio_max", "translate_ratio_min")),
+    *(
+        unsupported(f"{_AUG}.spatial_aug_params.{k}", "used with use_translate_ratio only", warn=False)
+        for k in ("translate_ratio_max", "translate_ratio_min")
+    ),
     unsupported(f"{_AUG}.identity_spatial_aug_params", "", (None,)),
     Alias("dataloader.label_processor_config", "label_processor_config"),
     unsupported("dataloader.shuffle_buffer_size", "tlkit shuffles the whole set every epoch", warn=False),
@@ -193,7 +240,9 @@ ALIASES = [
     # optimizer (WeightedMomentumOptimizer: momentum SGD)
     Alias("optimizer", "train_config.optimizer", also={".type": "sgd"}),
     Alias("optimizer.use_nesterov", ".nesterov"),
-    unsupported("optimizer.grad_weights_dict", "per-layer gradient weights (tlkit: use_stagewise_lr_multipliers)", (None, {})),
+    unsupported(
+        "optimizer.grad_weights_dict", "per-layer gradient weights (tlkit: use_stagewise_lr_multipliers)", (None, {})
+    ),
     unsupported("optimizer.weight_default_value", "", (1, 1.0)),
     *soft_start_annealing_aliases("optimizer.learning_rate_schedule"),
     unsupported("optimizer.learning_rate_schedule.last_step", "the schedule spans train_config.n_epochs", (None,)),
@@ -202,8 +251,11 @@ ALIASES = [
     unsupported("model_path", "give the model with -m", warn=False),
     unsupported("train_spec", "the model file carries what inference needs", warn=False),
     Alias("input_shape", "inference.input_height", input_shape, note="height; tlkit keeps the aspect ratio"),
-    unsupported("keep_aspect_ratio_mode", "tlkit adjusts the network input to the image's aspect ratio",
-                ("adjust_network_input",)),
+    unsupported(
+        "keep_aspect_ratio_mode",
+        "tlkit adjusts the network input to the image's aspect ratio",
+        ("adjust_network_input",),
+    ),
     unsupported("output_stage_to_use", "tlkit uses the last stage", (None,)),
     Alias("output_upsampling_factor", "inference.output_upsampling_factor", upsampling),
     Alias("heatmap_threshold", "inference.heatmap_threshold"),
@@ -220,14 +272,23 @@ def _is_tlt_layout(tree: dict) -> bool:
 TLT_BODYPOSENET = AliasTable(ALIASES, is_tlt_layout=_is_tlt_layout)
 
 # the dataset spec of `dataset_convert -d` (TLT's coco_spec.json)
-TLT_POSE_DATASET = AliasTable([
-    unsupported("dataset", "tlkit reads COCO", ("coco",)),
-    *(unsupported(f"{s}.mask_root_dir_path", "tlkit makes the loss masks itself (--generate_masks)", warn=False)
-      for s in ("train_data", "test_data")),
-    unsupported("duplicate_data_with_each_person_as_center",
-                "tlkit stores each image once; augmentation centres a random person", warn=False),
-    unsupported("categories", "tlkit reads COCO's 17 person keypoints", warn=False),
-    unsupported("visibility_flags", "COCO's 0/1/2 visibility flags", warn=False),
-    unsupported("data_filtering_params", "tlkit keeps every person with labeled keypoints "
-                "(dataloader.min_keypoints_for_mask masks the loss)"),
-])
+TLT_POSE_DATASET = AliasTable(
+    [
+        unsupported("dataset", "tlkit reads COCO", ("coco",)),
+        *(
+            unsupported(f"{s}.mask_root_dir_path", "tlkit makes the loss masks itself (--generate_masks)", warn=False)
+            for s in ("train_data", "test_data")
+        ),
+        unsupported(
+            "duplicate_data_with_each_person_as_center",
+            "tlkit stores each image once; augmentation centres a random person",
+            warn=False,
+        ),
+        unsupported("categories", "tlkit reads COCO's 17 person keypoints", warn=False),
+        unsupported("visibility_flags", "COCO's 0/1/2 visibility flags", warn=False),
+        unsupported(
+            "data_filtering_params",
+            "tlkit keeps every person with labeled keypoints (dataloader.min_keypoints_for_mask masks the loss)",
+        ),
+    ]
+)

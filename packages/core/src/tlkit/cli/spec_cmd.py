@@ -43,8 +43,11 @@ def read_for_some_task(file: Path, task: str | None, overrides: list[str]):
     if not names:
         raise SpecError("no task plugins are installed, so there is nothing to validate against")
     candidates = [(n, "spec", registry.task(n).config_model) for n in names]
-    candidates += [(n, "dataset_convert spec", registry.task(n).dataset_spec_model) for n in names
-                   if registry.task(n).dataset_spec_model is not None]
+    candidates += [
+        (n, "dataset_convert spec", registry.task(n).dataset_spec_model)
+        for n in names
+        if registry.task(n).dataset_spec_model is not None
+    ]
     errors: dict[str, str] = {}
     for name, kind, ref in candidates:
         model = resolve(ref)
@@ -55,7 +58,9 @@ def read_for_some_task(file: Path, task: str | None, overrides: list[str]):
     best = min(errors, key=lambda n: errors[n].count("\n"))
     if len(errors) == 1:
         raise SpecError(errors[best])
-    raise SpecError(f"{file} is not a valid spec for {'any installed task' if not task else task}; as a {best}:\n{errors[best]}")
+    raise SpecError(
+        f"{file} is not a valid spec for {'any installed task' if not task else task}; as a {best}:\n{errors[best]}"
+    )
 
 
 @spec_app.command("default")
@@ -93,7 +98,9 @@ def import_(
     for w in loaded.warnings:
         typer.echo(f"warning: {w}", err=True)
     header = (
-        f"tlkit {name} {kind} imported from {file} ({_FORMATS.get(loaded.format, loaded.format)}) by `tlkit spec import`.\n"
-        f"Keys not listed take tlkit's defaults" + (f" (`tlkit spec default {name}` shows them all)." if kind == "spec" else ".")
+        f"tlkit {name} {kind} imported from {file} ({_FORMATS.get(loaded.format, loaded.format)}) "
+        "by `tlkit spec import`.\n"
+        f"Keys not listed take tlkit's defaults"
+        + (f" (`tlkit spec default {name}` shows them all)." if kind == "spec" else ".")
     )
     sys.stdout.write(import_yaml(loaded.resolved, model, header))

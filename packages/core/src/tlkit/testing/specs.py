@@ -19,7 +19,9 @@ def fields_set(m: Any) -> Any:
     return None
 
 
-def import_round_trip(path: Path, model: type[BaseModel], out: Path, overrides: list[str] | None = None) -> tuple[Any, Any, str]:
+def import_round_trip(
+    path: Path, model: type[BaseModel], out: Path, overrides: list[str] | None = None
+) -> tuple[Any, Any, str]:
     """Load `path`, write what `tlkit spec import` writes to `out`, load that: (loaded, reloaded, yaml text).
 
     Asserts that both validate to the same spec, with the same keys set explicitly."""
