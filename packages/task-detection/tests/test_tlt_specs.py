@@ -31,6 +31,15 @@ INFERENCE_SPEC = "detectnet_v2_inference_kitti_tlt.txt"
 KITTI_CLASSES = ["Car", "Pedestrian", "Cyclist", "Van", "Person_sitting"]
 
 
+def convert(spec: Path, output: Path) -> dict:
+    """`dataset_convert -d spec -o output` (RecordIO), in this process."""
+    return convert_run(
+        CommandContext(
+            task="detection", command="dataset_convert", output=output, options={"dataset_export_spec": spec}
+        )
+    )
+
+
 def test_the_test_data_is_there():
     assert {p.name for p in DATA.iterdir()} >= {
         *EXPERIMENT_SPECS,
@@ -273,14 +282,7 @@ def test_records_path_accepts_tlt_globs(tmp_path, write_image):
     make_kitti(tmp_path / "data", write_image, n=6)
     spec = tmp_path / "export.yaml"
     spec.write_text("kitti_config:\n  root_directory_path: data\n  val_split: 34\n  num_shards: 2\n")
-    convert_run(
-        CommandContext(
-            task="detection",
-            command="dataset_convert",
-            output=tmp_path / "rec" / "set",
-            options={"dataset_export_spec": spec},
-        )
-    )
+    convert(spec=spec, output=tmp_path / "rec" / "set")
     manifest = tmp_path / "rec" / "set.json"
     for given in (
         manifest,
@@ -320,14 +322,7 @@ def test_voc_folder_names_list_split_and_no_empty_shards(tmp_path, write_image):
         "voc_config:\n  root_directory_path: voc\n  image_dir_name: images\n  annotation_dir_name: xml\n"
         "  partition_mode: list\n  val_list: val.txt\n  num_shards: 3\n"
     )
-    res = convert_run(
-        CommandContext(
-            task="detection",
-            command="dataset_convert",
-            output=tmp_path / "rec" / "voc",
-            options={"dataset_export_spec": spec},
-        )
-    )
+    res = convert(spec=spec, output=tmp_path / "rec" / "voc")
     manifest = json.loads(Path(res["manifest"]).read_text())
     assert manifest["frames_per_fold"] == [2, 2] and manifest["frames_in_no_fold"] == 0
     assert [s["frames"] for s in manifest["shards"] if s["fold"] == 0] == [["b"], ["d"]]  # at most one shard per frame
@@ -335,14 +330,7 @@ def test_voc_folder_names_list_split_and_no_empty_shards(tmp_path, write_image):
     # a train list too: frames in neither list are left out, and said so
     (tmp_path / "train.txt").write_text("a\n")
     spec.write_text(spec.read_text() + "  train_list: train.txt\n")
-    res = convert_run(
-        CommandContext(
-            task="detection",
-            command="dataset_convert",
-            output=tmp_path / "rec" / "voc",
-            options={"dataset_export_spec": spec},
-        )
-    )
+    res = convert(spec=spec, output=tmp_path / "rec" / "voc")
     manifest = json.loads(Path(res["manifest"]).read_text())
     assert manifest["frames_per_fold"] == [2, 1] and manifest["frames_in_no_fold"] == 1
     # val_split 0: the empty validation fold writes no files at all
@@ -350,14 +338,7 @@ def test_voc_folder_names_list_split_and_no_empty_shards(tmp_path, write_image):
         "voc_config:\n  root_directory_path: voc\n  image_dir_name: images\n  annotation_dir_name: xml\n"
         "  val_split: 0\n"
     )
-    convert_run(
-        CommandContext(
-            task="detection",
-            command="dataset_convert",
-            output=tmp_path / "rec0" / "voc",
-            options={"dataset_export_spec": spec},
-        )
-    )
+    convert(spec=spec, output=tmp_path / "rec0" / "voc")
     assert sorted(p.name for p in (tmp_path / "rec0").iterdir() if "fold-000" in p.name) == []
     # the wrong folder name is named, with the folders that are there
     spec.write_text("voc_config:\n  root_directory_path: voc\n")
@@ -365,14 +346,7 @@ def test_voc_folder_names_list_split_and_no_empty_shards(tmp_path, write_image):
         DataError,
         match=r"not a Pascal VOC folder: no Annotations/ \(set annotation_dir_name; its folders: \['images', 'xml'\]\)",
     ):
-        convert_run(
-            CommandContext(
-                task="detection",
-                command="dataset_convert",
-                output=tmp_path / "x",
-                options={"dataset_export_spec": spec},
-            )
-        )
+        convert(spec=spec, output=tmp_path / "x")
     with pytest.raises(SpecError, match="partition_mode 'list' needs val_list"):
         read_spec(
             tmp_path / "bad.yaml"
@@ -393,26 +367,12 @@ def test_kitti_image_extension_is_inferred(tmp_path, write_image):
     assert infer_extension(root / "images") == "jpg"
     spec = tmp_path / "export.txt"
     spec.write_text('kitti_config { root_directory_path: "k" num_shards: 1 }\n')  # TLT text, no image_extension
-    res = convert_run(
-        CommandContext(
-            task="detection",
-            command="dataset_convert",
-            output=tmp_path / "rec" / "k",
-            options={"dataset_export_spec": spec},
-        )
-    )
+    res = convert(spec=spec, output=tmp_path / "rec" / "k")
     assert res["report"]["images"] == 3
     assert json.loads(Path(res["manifest"]).read_text())["image_extension"] == "jpg"
     spec.write_text('kitti_config { root_directory_path: "k" image_extension: "png" }\n')
     with pytest.raises(DataError, match=r"no images with extension \.png \(the folder holds \.jpg"):
-        convert_run(
-            CommandContext(
-                task="detection",
-                command="dataset_convert",
-                output=tmp_path / "rec" / "k",
-                options={"dataset_export_spec": spec},
-            )
-        )
+        convert(spec=spec, output=tmp_path / "rec" / "k")
 
 
 def test_tlt_coco_spec_makes_one_fold_per_annotation_file(tmp_path, write_image):
@@ -434,14 +394,7 @@ def test_tlt_coco_spec_makes_one_fold_per_annotation_file(tmp_path, write_image)
         .read_text()
         .replace("/home/scratch.metropolis3/yuw/datasets/coco/raw-data/", f"{tmp_path}/coco/")
     )
-    res = convert_run(
-        CommandContext(
-            task="detection",
-            command="dataset_convert",
-            output=tmp_path / "rec" / "coco",
-            options={"dataset_export_spec": spec},
-        )
-    )
+    res = convert(spec=spec, output=tmp_path / "rec" / "coco")
     manifest = json.loads(Path(res["manifest"]).read_text())
     assert manifest["frames_per_fold"] == [1, 3] and manifest["classes"] == ["person"]
     assert res["report"]["images"] == 4
