@@ -102,11 +102,11 @@ def test_prediction_files_from_other_tools_are_scored_with_their_problems_report
     problems = out["prediction_files"]["problems"]
     assert problems == {"too_few_fields": 1, "no_score": 1, "extra_fields": 1, "not_a_number": 1, "not_finite": 1,
                         "degenerate_box": 1, "negative_coordinates": 1}
-    assert out["prediction_files"]["examples"]["degenerate_box"] == ["000002.txt:3"]
+    assert out["prediction_files"]["examples"]["degenerate_box"] == [f"{tmp_path / 'preds' / '000002.txt'}:3"]
     # the KITTI devkit scores the degenerate car (80 px tall as |y2 - y1|) as a false positive above every TP:
     # 2 GT -> thresholds 0.9 and 0.7, precision 1/2 and 2/4 (1 and 2/3 if it were ignored); AP11 = p[0] / 11
     assert out["kitti"]["car"]["easy"]["num_gt"] == 2 and out["kitti"]["car"]["easy"]["AP11"] == pytest.approx(50 / 11)
-    assert "1 degenerate boxes, x2 < x1 or y2 < y1 (kept: they match nothing), e.g. 000002.txt:3" in text
+    assert "1 degenerate boxes, x2 < x1 or y2 < y1 (kept: they match nothing), e.g. " in text and "000002.txt:3" in text
     assert out["average_precision"]["pedestrian"] == pytest.approx(100.0)
     # TLT's default evaluation_box_config (sizes >= 0) drops the degenerate car; the one outside the image is
     # a false positive ranked last, after recall 1: AP unchanged
@@ -114,6 +114,14 @@ def test_prediction_files_from_other_tools_are_scored_with_their_problems_report
     # under the VOC devkit's rules nothing is filtered: the degenerate car is a false positive ranked first
     voc = run(ctx(tmp_path, spec=DetectionConfig.model_validate({"evaluation_config": {"matching": "voc"}})))
     assert voc["num_predictions"]["car"] == 6 and voc["average_precision"]["car"] == pytest.approx((1 / 2 * 6 + 2 / 4 * 5) / 11 * 100)
+
+
+def test_prediction_files_without_any_usable_detection_are_an_error(tmp_path):
+    c = ctx(tmp_path)
+    for p in (tmp_path / "preds").glob("*.txt"):  # label files (15 fields) given as predictions
+        p.write_text("Car 0 0 0 0 0 100 100 0 0 0 0 0 0 0\n")
+    with pytest.raises(DataError, match=r"no usable detection in 3 prediction file\(s\): 3 lines with 15 fields, no score"):
+        run(c)
 
 
 def test_matching_convention_and_coco_metrics(tmp_path):

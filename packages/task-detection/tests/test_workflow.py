@@ -262,7 +262,8 @@ def test_cli_train_evaluate_inference(tmp_path):
     r = run_tlkit(["detection", "evaluate", "-e", str(spec), "-m", str(model), "--gpus", "0"])
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Mean average_precision (in %)" in r.stdout and "COCO AP (pycocotools" in r.stdout
-    assert "Median inference time per image (forward pass, mxnet):" in r.stdout and " ms at batch 1, " in r.stdout
+    assert "Median Inference Time: " in r.stdout and " ms per image at batch 4, " in r.stdout
+    assert " ms at batch 1 (forward pass, mxnet)" in r.stdout
     r = run_tlkit(["detection", "inference", "-m", str(model), "-i", str(tmp_path / "kitti" / "images"),
                    "-r", str(tmp_path / "inf"), "--gpus", "0"])
     assert r.returncode == 0, r.stdout + r.stderr

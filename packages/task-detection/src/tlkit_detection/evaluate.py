@@ -59,8 +59,10 @@ def run(ctx) -> dict:
     if not gt_raw:
         raise DataError(f"{label_dir}: no KITTI label files (*.txt)")
     pred_raw, report = read_prediction_dir(pred_dir)
+    if report.counts and not report.detections:  # e.g. label files (no score) given as predictions
+        raise DataError(f"{pred_dir}: no usable detection in {report.files} prediction file(s): {'; '.join(report.lines())}")
     for line in report.lines():
-        ctx.console.print(f"[yellow]{pred_dir}: {line}[/]")
+        ctx.console.print(f"[yellow]prediction files: {line}[/]")
     extra = sorted(set(pred_raw) - set(gt_raw))
     missing = sorted(set(gt_raw) - set(pred_raw))
     if extra:
@@ -147,9 +149,9 @@ def run_model(ctx) -> dict:
     ctx.console.print(f"{ctx.model} ({det.backend}) on {len(ds)} {split} frames")
     ctx.console.print(format_ap_table(result))
     timing = inference_time(det, ds, maker, bs)
-    ctx.console.print(
-        f"\nMedian inference time per image (forward pass, {det.backend}): {timing['median_ms_batch_1']:.3f} ms at "
-        f"batch 1, {timing['median_ms']:.3f} ms at batch {bs}"
+    ctx.console.print(  # TLT's label, with a unit and batch 1 too
+        f"\nMedian Inference Time: {timing['median_ms']:.3f} ms per image at batch {bs}, "
+        f"{timing['median_ms_batch_1']:.3f} ms at batch 1 (forward pass, {det.backend})"
     )
     outputs = result.to_dict()
     outputs["inference_time"] = timing

@@ -4,9 +4,11 @@ Images: `<r>/images_annotated/<name>` (boxes, class and confidence drawn) and `<
 (KITTI lines with the confidence as 16th field), as TLT; with inference_config.coco_dump
 `<r>/detections_coco.json` (COCO results, with the ids it uses in `detections_coco_ids.json`) and with
 csv_dump `<r>/detections.csv`. A video file (mp4/avi/mov/mkv/webm): an annotated
-`<r>/<stem>_annotated.mp4` plus `<r>/<stem>_detections.json` (per-frame boxes). Only boxes with a confidence of at least inference_config.confidence_threshold are
-drawn and written. Post-processing follows the spec's postprocessing_config when the spec sets one,
-else the one saved in the model (the model's training spec), never silently the built-in defaults.
+`<r>/<stem>_annotated.mp4` plus `<r>/<stem>_detections.json` (per-frame boxes). Only boxes with a
+confidence of at least inference_config.confidence_threshold are drawn and written. Post-processing
+follows the spec's postprocessing_config when the spec sets one, else the one saved in the model (the
+model's training spec), never silently the built-in defaults. Unreadable images are skipped and reported
+by name (`--strict`: stop at the first one).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tlkit.context import print_warning
 from tlkit.errors import DataError, TlkitError
-from tlkit.io import atomic_write, atomic_write_text, temp_file_beside
+from tlkit.images import SkippedImages, read_rgb
+from tlkit.io import atomic_write, atomic_write_text, make_dir, temp_file_beside
 from tlkit_detection.clustering import Detection
 from tlkit_detection.kitti import KittiObject, write_label
 from tlkit_detection.metrics import coco_detections
@@ -51,13 +55,8 @@ def kitti_objects(dets: Sequence[Detection]) -> list[KittiObject]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except OSError as err:
-        raise DataError(f"{path}: cannot read image: {err}") from None
+    """(H, W, 3) RGB; a DataError naming the file when it does not decode completely."""
+    return read_rgb(path)
 
 
 def _write_png_or_jpg(path: Path, rgb: np.ndarray) -> None:
@@ -79,16 +78,28 @@ def coco_image_ids(paths: Sequence[Path]) -> dict[Path, int]:
     return {p: i + 1 for i, p in enumerate(paths)}
 
 
-def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size: int, cfg: Any) -> dict[str, Any]:
+def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size: int, cfg: Any,
+                 skipped: SkippedImages | None = None) -> dict[str, Any]:
+    """Unreadable images are left out and listed in `skipped` (without it, the first one is a DataError)."""
     ic = cfg.inference_config
     img_dir, lbl_dir = out_dir / "images_annotated", out_dir / "labels"
     counts: dict[str, int] = {}
+    skipped = skipped if skipped is not None else SkippedImages(strict=True)
     image_ids = coco_image_ids(paths)
     coco: list[dict[str, Any]] = []
     rows: list[list[Any]] = []
+    done: list[Path] = []
     for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
-        images = [read_image(p) for p in chunk]
+        chunk, images = [], []
+        for p in paths[start : start + batch_size]:
+            try:
+                images.append(read_image(p))
+                chunk.append(p)
+            except DataError as err:
+                skipped.add(p, str(err).removeprefix(f"{p}: "))
+        if not chunk:
+            continue
+        done += chunk
         for p, img, dets in zip(chunk, images, detector.detect(images)):
             dets = [d for d in dets if d.confidence >= ic.confidence_threshold]
             for d in dets:
@@ -98,9 +109,9 @@ def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size
             if ic.kitti_dump:
                 write_label(lbl_dir / f"{p.stem}.txt", kitti_objects(dets))
             if not ic.disable_overlay:
-                img_dir.mkdir(parents=True, exist_ok=True)
+                make_dir(img_dir)
                 _write_png_or_jpg(img_dir / p.name, draw(img, dets, detector.classes, ic.overlay_linewidth))
-    out = {"images": len(paths), "detections": counts,
+    out = {"images": len(done), "skipped": len(skipped), "detections": counts,
            "labels_dir": str(lbl_dir) if ic.kitti_dump else None,
            "images_dir": str(img_dir) if not ic.disable_overlay else None}
     if ic.coco_dump:
@@ -108,7 +119,7 @@ def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size
         atomic_write_text(out_dir / "detections_coco.json", json.dumps(coco))
         atomic_write_text(out_dir / "detections_coco_ids.json", json.dumps(
             {"categories": [{"id": i + 1, "name": c} for i, c in enumerate(detector.classes)],
-             "images": [{"id": i, "file_name": p.name} for p, i in image_ids.items()]}, indent=1))
+             "images": [{"id": image_ids[p], "file_name": p.name} for p in done]}, indent=1))
     if ic.csv_dump:
         out["csv"] = str(out_dir / "detections.csv")
         buf = io.StringIO()
@@ -128,7 +139,7 @@ def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: 
         raise DataError(f"{path}: cannot open the video (unsupported codec or not a video)")
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     out_path = out_dir / f"{path.stem}_annotated.mp4"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir)
     tmp = temp_file_beside(out_path, suffix=".mp4")
     writer = None
     frames_out: list[list[dict[str, Any]]] = []
@@ -202,6 +213,12 @@ def run(ctx: Any) -> dict[str, Any]:
         paths = [src]
     else:
         raise DataError(f"{src}: not an image ({', '.join(IMAGE_SUFFIXES)}), a video ({', '.join(VIDEO_SUFFIXES)}) or a directory")
-    res = infer_images(detector, paths, out_dir, bs, cfg)
+    skipped = SkippedImages(strict=bool(ctx.options.get("strict")))
+    res = infer_images(detector, paths, out_dir, bs, cfg, skipped)
+    if skipped:
+        print_warning(ctx.console, skipped.summary())
+    if not res["images"]:
+        first, why = skipped.items[0]
+        raise DataError(f"{src}: none of the {len(paths)} image(s) could be read ({first}: {why})")
     ctx.console.print(f"{res['images']} images: " + (", ".join(f"{k} {v}" for k, v in sorted(res["detections"].items())) or "no detections"))
     return res

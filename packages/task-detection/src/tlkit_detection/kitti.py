@@ -207,7 +207,7 @@ def read_prediction_dir(directory: str | Path) -> tuple[dict[str, list[KittiObje
             text = p.read_text()
         except (OSError, UnicodeDecodeError) as err:
             raise DataError(f"{p}: cannot read prediction file: {err}") from None
-        objs = [parse_prediction_line(line, f"{p.name}:{i}", report) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+        objs = [parse_prediction_line(line, f"{p}:{i}", report) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
         out[p.stem] = [o for o in objs if o is not None]
         report.files += 1
         report.detections += len(out[p.stem])
