@@ -39,7 +39,7 @@ def test_wrong_type_and_range_errors_name_line(tmp_path):
 
 
 def test_bad_choice_lists_error(tmp_path):
-    p = write(tmp_path, "train_config:\n  lr_config:\n    type: exponential\n")
+    p = write(tmp_path, "train_config:\n  lr_config:\n    type: linear\n")
     with pytest.raises(SpecError, match=r":3: train_config.lr_config.type: Input should be 'constant'"):
         load_spec(p, TaskConfig)
 

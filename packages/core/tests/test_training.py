@@ -466,6 +466,13 @@ def test_validation_every_period_and_at_the_end(tmp_path):
     assert validated == [2, 4, 5] and len(val.calls) == 3
 
 
+def test_first_validation_epoch_as_tlt(tmp_path):
+    """TLT DetectNet_v2: validate after epochs first, first + period, ... (and the last)."""
+    val = make_validate([1.0])
+    res = train(make_job(validate=val, first_validation_epoch=3), make_cfg(n_epochs=8, validation_period=2), tmp_path)
+    assert [h["epoch"] for h in res.history if "validation_loss" in h] == [3, 5, 7, 8]
+
+
 def test_early_stopping_stops(tmp_path):
     val = make_validate([1.0, 0.9, 0.95, 0.91, 0.92, 0.5])  # best at the 2nd validation, then no gain
     cfg = make_cfg(n_epochs=10, early_stopping={"monitor": "validation_loss", "mode": "min", "patience": 3})

@@ -2,10 +2,12 @@
 
 - ``--mode split``: split one ``<dir>/<class>/<image>`` set into ``<out>/{train,val,test}/<class>/`` by
   ratios, stratified (each class split by the same ratios) and reproducible (``--seed``).
-- ``--mode voc``: Pascal VOC (``Annotations/*.xml`` + ``JPEGImages/``) to ``<out>/<class>/``, either one
-  crop per object (``--voc_label crop``) or each whole image labelled by its largest object
-  (``--voc_label dominant``). Degenerate boxes (zero width/height, outside the image) are skipped and
-  counted. With ``--ratios`` the result is then split as above.
+- ``--mode voc``: Pascal VOC (``Annotations/*.xml`` + ``JPEGImages/``, or the folders ``--annotation_dir_name``
+  / ``--image_dir_name`` name) to ``<out>/<class>/``, either one crop per object (``--voc_label crop``) or each
+  whole image labelled by its largest object (``--voc_label dominant``). Degenerate boxes (zero width/height,
+  outside the image) are skipped and counted. With ``--ratios`` the result is then split as above; with
+  ``--train_list/--val_list/--test_list`` (id files, or ImageSets/Main names) each listed split goes to
+  ``<out>/<split>/<class>/`` as the lists say.
 """
 
 from __future__ import annotations
@@ -187,6 +189,16 @@ def parse_voc_xml(xml_path: Path, images_dir: Path) -> VocImage:
     return out
 
 
+def image_list(voc_root: Path, name: str) -> tuple[Path, list[str]]:
+    """The ids of a list: a text file (one id per line; VOC lines may carry a flag after the id), or the name
+    of an image set in <voc_root>/ImageSets/Main/<name>.txt."""
+    p = Path(name)
+    list_file = p if p.suffix or "/" in name or p.is_file() else voc_root / "ImageSets" / "Main" / f"{name}.txt"
+    if not list_file.is_file():
+        raise DataError(f"{list_file}: image list {name!r} not found")
+    return list_file, [ln.split()[0] for ln in list_file.read_text().splitlines() if ln.strip()]
+
+
 def voc_to_folders(
     voc_root: str | Path,
     out: str | Path,
@@ -196,27 +208,31 @@ def voc_to_folders(
     min_size: int = 4,
     include_difficult: bool = False,
     margin: float = 0.0,
+    image_dir_name: str = "JPEGImages",
+    annotation_dir_name: str = "Annotations",
     skipped_images: SkippedImages | None = None,
 ) -> dict[str, Any]:
     """Pascal VOC -> `<out>/<class>/*.jpg`. Returns counts per class and what was skipped. Unreadable images
-    are listed in `skipped_images` (without it, the first one is a DataError)."""
+    are listed in `skipped_images` (without it, the first one is a DataError).
+
+    `image_set`: only the ids of that list (see `image_list`); the folder names are configurable."""
     import cv2
 
     from tlkit_classification.data import read_image
 
     voc_root, out = Path(voc_root), Path(out)
-    ann_dir, img_dir = voc_root / "Annotations", voc_root / "JPEGImages"
-    if not ann_dir.is_dir():
-        raise DataError(f"{voc_root}: not a Pascal VOC folder (no Annotations/ directory)")
-    if not img_dir.is_dir():
-        raise DataError(f"{voc_root}: not a Pascal VOC folder (no JPEGImages/ directory)")
+    ann_dir, img_dir = voc_root / annotation_dir_name, voc_root / image_dir_name
+    for d, flag in ((ann_dir, "--annotation_dir_name"), (img_dir, "--image_dir_name")):
+        if not d.is_dir():
+            present = sorted(p.name for p in voc_root.iterdir() if p.is_dir()) if voc_root.is_dir() else []
+            raise DataError(
+                f"{voc_root}: not a Pascal VOC folder: no {d.name}/ directory "
+                f"(set {flag}; its folders: {present or 'none'})"
+            )
     if mode not in ("crop", "dominant"):
         raise TlkitError(f"--voc_label {mode!r}: expected crop or dominant")
     if image_set:
-        list_file = voc_root / "ImageSets" / "Main" / f"{image_set}.txt"
-        if not list_file.is_file():
-            raise DataError(f"{list_file}: image set {image_set!r} not found")
-        ids = [ln.split()[0] for ln in list_file.read_text().splitlines() if ln.strip()]
+        list_file, ids = image_list(voc_root, image_set)
         xmls = [ann_dir / f"{i}.xml" for i in ids]
         missing = [x for x in xmls if not x.is_file()]
         if missing:
@@ -274,6 +290,19 @@ def voc_to_folders(
 # -- command -------------------------------------------------------------------------------------------
 
 
+def _print_voc(ctx: Any, res: dict[str, Any], title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("images", justify="right")
+    for c, n in res["classes"].items():
+        table.add_row(c, str(n))
+    ctx.console.print(table)
+    if res["skipped"]:
+        ctx.console.print("skipped: " + ", ".join(f"{k} {v}" for k, v in res["skipped"].items()))
+
+
 def run(ctx: Any) -> int:
     from rich.table import Table
 
@@ -290,23 +319,23 @@ def run(ctx: Any) -> int:
     seed = int(opts.get("seed") if opts.get("seed") is not None else 42)
     unreadable = SkippedImages()
     if mode == "voc":
-        res = voc_to_folders(
-            src,
-            out / "all" if ratios else out,
-            mode=opts.get("voc_label") or "crop",
-            image_set=opts.get("image_set"),
-            min_size=int(opts.get("min_size") or 4),
-            include_difficult=bool(opts.get("include_difficult")),
-            skipped_images=unreadable,
-        )
-        table = Table(title=f"VOC -> class folders ({opts.get('voc_label') or 'crop'})")
-        table.add_column("class")
-        table.add_column("images", justify="right")
-        for c, n in res["classes"].items():
-            table.add_row(c, str(n))
-        ctx.console.print(table)
-        if res["skipped"]:
-            ctx.console.print("skipped: " + ", ".join(f"{k} {v}" for k, v in res["skipped"].items()))
+        voc = dict(mode=opts.get("voc_label") or "crop", min_size=int(opts.get("min_size") or 4),
+                   include_difficult=bool(opts.get("include_difficult")),
+                   image_dir_name=opts.get("image_dir_name") or "JPEGImages",
+                   annotation_dir_name=opts.get("annotation_dir_name") or "Annotations", skipped_images=unreadable)
+        lists = {s: opts.get(f"{s}_list") for s in SPLITS if opts.get(f"{s}_list")}
+        if lists:  # a fixed split: each listed split converted on its own
+            if ratios or opts.get("image_set"):
+                raise TlkitError("--train_list/--val_list/--test_list fix the split: drop --ratios and --image_set")
+            for split, name in lists.items():
+                res = voc_to_folders(src, out / split, image_set=name, **voc)
+                _print_voc(ctx, res, f"{split} ({name}): VOC -> class folders ({voc['mode']})")
+            if unreadable:
+                print_warning(ctx.console, unreadable.summary())
+            ctx.console.print(f"wrote {', '.join(str(out / s) for s in lists)}")
+            return 0
+        res = voc_to_folders(src, out / "all" if ratios else out, image_set=opts.get("image_set"), **voc)
+        _print_voc(ctx, res, f"VOC -> class folders ({voc['mode']})")
         if unreadable:
             print_warning(ctx.console, unreadable.summary())
         if not ratios:

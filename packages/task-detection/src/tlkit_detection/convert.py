@@ -65,6 +65,16 @@ class ConvertReport:
         if len(ex) < MAX_EXAMPLES:
             ex.append(where)
 
+    def merge(self, other: "ConvertReport") -> None:
+        """Add another source's counts (several COCO files converted together)."""
+        for kind, n in other.counts.items():
+            self.counts[kind] += n
+            ex = self.examples.setdefault(kind, [])
+            ex += other.examples.get(kind, [])[: MAX_EXAMPLES - len(ex)]
+        self.unknown_classes.update(other.unknown_classes)
+        self.images += other.images
+        self.objects += other.objects
+
     @property
     def problems(self) -> int:
         return sum(self.counts.values())
@@ -134,7 +144,9 @@ def read_kitti(root: str | Path, image_dir_name: str = "images", label_dir_name:
     exts = (_norm_ext(image_extension),) if image_extension else IMAGE_EXTENSIONS
     images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in exts)
     if not images:
-        raise DataError(f"{image_dir}: no images with extension {', '.join(exts)}")
+        found = sorted({p.suffix.lower() for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS})
+        hint = f" (the folder holds {', '.join(found)}: set image_extension to it, or leave it out)" if found else ""
+        raise DataError(f"{image_dir}: no images with extension {', '.join(exts)}{hint}")
     report = ConvertReport()
     samples = []
     stems = set()
@@ -181,15 +193,20 @@ def _norm_ext(ext: str) -> str:
 
 
 def read_voc(root: str | Path, image_set: str | None = None, classes: Sequence[str] | None = None,
-             include_difficult: bool = True) -> tuple[list[Sample], ConvertReport]:
-    """Pascal VOC: `Annotations/*.xml`, `JPEGImages/`, optionally only the ids in ImageSets/Main/<image_set>.txt."""
+             include_difficult: bool = True, image_dir_name: str = "JPEGImages",
+             annotation_dir_name: str = "Annotations") -> tuple[list[Sample], ConvertReport]:
+    """Pascal VOC: `Annotations/*.xml`, `JPEGImages/` (or the folder names given), optionally only the ids in
+    ImageSets/Main/<image_set>.txt."""
     import xml.etree.ElementTree as ET
 
     root = Path(root)
-    ann_dir, img_dir = root / "Annotations", root / "JPEGImages"
-    for d in (ann_dir, img_dir):
+    ann_dir, img_dir = root / annotation_dir_name, root / image_dir_name
+    for d, what in ((ann_dir, "annotation_dir_name"), (img_dir, "image_dir_name")):
         if not d.is_dir():
-            raise DataError(f"{d}: not a Pascal VOC folder (expected Annotations/ and JPEGImages/)")
+            present = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+            raise DataError(
+                f"{root}: not a Pascal VOC folder: no {d.name}/ (set {what}; its folders: {present or 'none'})"
+            )
     report = ConvertReport()
     if image_set:
         list_file = root / "ImageSets" / "Main" / f"{image_set}.txt"

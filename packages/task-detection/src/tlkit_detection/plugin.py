@@ -43,12 +43,14 @@ def tlkit_register_tasks():
         summary="2D object detection (TLT DetectNet_v2 parity): convert, train, evaluate, infer, prune, export.",
         config_model=f"{_PKG}.config:DetectionConfig",
         build_model=f"{_PKG}.gluoncv_models:build_any_from_meta",  # DetectNet_v2 or GluonCV SSD/YOLOv3
+        dataset_spec_model=f"{_PKG}.config:DatasetExportConfig",
         commands=(
             CommandSpec("train", f"{_PKG}.train:run", "Train DetectNet_v2 (or retrain a pruned graph with load_graph: true).", TRAIN_OPTIONS, stage=Stage.TRAIN),
             CommandSpec(
                 "dataset_convert", f"{_PKG}.dataset_convert:run",
                 "Convert KITTI / Pascal VOC / COCO to sharded RecordIO folds (or to KITTI / COCO), reporting label problems.",
                 DATASET_CONVERT_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.DATASET_CONVERT,
+                overrides_option="dataset_export_spec",
             ),
             CommandSpec(
                 "evaluate", f"{_PKG}.evaluate:run",

@@ -2,7 +2,8 @@
 
 Writes, into the results dir: the resolved spec, weights/model_epoch_NNN.tlk checkpoints and
 weights/model.tlk (through tlkit.training), status.json, training.csv. Validation (every
-evaluation_config.validation_period_during_training epochs when set, else train_config.validation_period)
+evaluation_config.validation_period_during_training epochs when set, else train_config.validation_period;
+from evaluation_config.first_validation_epoch on when set, as TLT; always after the last epoch)
 clusters the validation fold's heads and reports TLT's "mean average precision" (the KPI), per-class AP
 and the validation cost.
 """
@@ -19,7 +20,7 @@ from tlkit_detection.data import Dataset, TargetMaker, batches, dataset_for, dro
 
 def evaluate_dataset(detector: Any, ds: Dataset, maker: TargetMaker, cfg: Any, batch_size: int,
                      loss: Any = None, net: Any = None, ctx: Any = None) -> dict[str, Any]:
-    """Detections for every frame of `ds`, scored with TLT AP (evaluation_config). Returns
+    """Detections for every frame of `ds`, scored with per-class AP (evaluation_config). Returns
     {"result": APResult, "predictions": {frame: FrameArrays}, "ground_truth": ..., "cost": float | None}."""
     from tlkit_detection.metrics import BoxFilter, evaluate_ap
     from tlkit_detection.predict import to_frame
@@ -53,6 +54,7 @@ def evaluate_dataset(detector: Any, ds: Dataset, maker: TargetMaker, cfg: Any, b
     result = evaluate_ap(
         gts, preds, classes, {c: thresholds.get(lower[c], ev.default_overlap) for c in classes},
         mode=ev.average_precision_mode.lower(), num_recall_points=ev.num_recall_points, box_filters=filters,
+        matching=ev.matching,
     )
     return {"result": result, "predictions": preds, "ground_truth": gts, "cost": cost_sum / n if n else None}
 
@@ -148,9 +150,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
             console.print("cost auto-weighting: " + ", ".join(
                 f"{c} cov {w[i, 0]:.3f} bbox {w[i, 1]:.3f}" for i, c in enumerate(classes)))
 
-    # TLT's evaluation_config.validation_period_during_training, when the spec sets it
-    if "validation_period_during_training" in ev.model_fields_set:
-        tc = tc.model_copy(update={"validation_period": ev.validation_period_during_training})
+    tc, first_validation = ev.training_validation(tc)  # TLT's evaluation_config periods, when the spec sets them
     job = TrainJob(
         net=built.net,
         train_data=train_data,
@@ -165,6 +165,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         on_epoch_end=on_epoch_end,
         get_task_state=loss.get_state,  # auto-weighted objective weights: checkpointed, restored on resume
         set_task_state=loss.set_state,
+        first_validation_epoch=first_validation,
         run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
     )
     return train(job, tc, results_dir, ctx_list, console, use_amp)

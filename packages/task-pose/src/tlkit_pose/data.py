@@ -84,12 +84,18 @@ def samples_from_coco(
     return out
 
 
-def samples_from_records(pattern: str) -> list[Sample]:
-    """Samples from dataset_convert's .rec shards (a glob or one file); records are read on demand."""
-    files = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
-    files = [f for f in files if f.endswith(".rec")]
-    if not files:
-        raise DataError(f"dataloader.train_records {pattern!r}: no .rec files match")
+def samples_from_records(patterns: str | list[str]) -> list[Sample]:
+    """Samples from dataset_convert's .rec shards (globs or files); records are read on demand."""
+    files = []
+    for pattern in [patterns] if isinstance(patterns, str) else patterns:
+        hits = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
+        hits = [f for f in hits if f.endswith(".rec")]
+        if not hits:
+            raise DataError(
+                f"dataloader.train_records {pattern!r}: no .rec files match "
+                "(write them with tlkit pose dataset_convert)"
+            )
+        files += hits
     out = []
     for f in files:
         reader = open_reader(f)  # a missing index or a truncated shard is a DataError naming the file

@@ -154,6 +154,23 @@ def convert(
     return manifest
 
 
+def dataset_spec_split(path: Path, mode: str, overrides: list[str] | None = None) -> tuple[Path, Path | None]:
+    """(annotations json, image folder) of `mode`'s split in a dataset spec (TLT's coco_spec.json)."""
+    from tlkit.config import load_spec
+
+    from tlkit_pose.config import PoseDatasetSpec
+
+    ds: Any = load_spec(path, PoseDatasetSpec, overrides)  # type: ignore[arg-type]
+    key = "train_data" if mode == "train" else "test_data"
+    split = getattr(ds, key)
+    if split is None:
+        raise TlkitError(f"{path}: --mode {mode} needs {key} in the dataset spec")
+    root = Path(ds.root_directory_path)
+    root = root if root.is_absolute() else path.parent / root
+    images = root / split.images_root_dir_path if split.images_root_dir_path else None
+    return root / split.annotation_root_dir_path, images
+
+
 def run(ctx) -> dict[str, Any]:
     """`tlkit pose dataset_convert`."""
     o = ctx.options
@@ -161,6 +178,9 @@ def run(ctx) -> dict[str, Any]:
     mode = o.get("mode") or "train"
     ann = o.get("annotations")
     root = o.get("image_root")
+    if ann is None and o.get("dataset_spec") is not None:
+        ann, spec_root = dataset_spec_split(Path(o["dataset_spec"]), mode, ctx.overrides)
+        root = root or spec_root
     dl = spec.dataloader if spec is not None else None
     if ann is None and dl is not None:
         ann = dl.train_annotations if mode == "train" else dl.val_annotations

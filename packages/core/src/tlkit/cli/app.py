@@ -106,7 +106,8 @@ def run_command(task: TaskSpec, cmd: CommandSpec, kwargs: dict[str, Any]) -> Non
     spec_path = common["experiment_spec"]
     if cmd.needs_spec and spec_path is None:
         raise SpecError(f"tlkit {task.name} {cmd.name}: -e/--experiment_spec is required")
-    spec = load_spec(spec_path, resolve(task.config_model), overrides)
+    own_spec = cmd.overrides_option is not None and kwargs.get(cmd.overrides_option) is not None
+    spec = load_spec(spec_path, resolve(task.config_model), [] if own_spec else overrides)
     model, output = common["model"], common["output"]
     if model is not None and output is not None and Path(output).resolve() == Path(model).resolve():
         raise TlkitError(f"-o {output}: is the -m model itself; writing there would destroy it, choose another -o")

@@ -61,6 +61,9 @@ class TrainJob:
     # {file name: text} the task writes into the results dir (resolved spec, classmap): written once the
     # engine has accepted the results dir (lock taken, checkpoint compatible), so a refused run changes no file
     run_files: dict[str, str] = field(default_factory=dict)
+    # TLT DetectNet_v2's first_validation_epoch (1-based): validate on epochs first + i * validation_period
+    # (and the last); None: on every validation_period-th epoch
+    first_validation_epoch: int | None = None
 
 
 @dataclass
@@ -334,7 +337,7 @@ class _Engine:
             row = self._train_epoch(epoch, n_epochs)
             epoch_times.append(row["time"])
             last = epoch + 1 == n_epochs
-            if job.validate is not None and ((epoch + 1) % cfg.validation_period == 0 or last):
+            if job.validate is not None and (self._validation_epoch(epoch + 1) or last):
                 metrics = {k: float(v) for k, v in job.validate(job.net, self.ctx).items()}
                 row.update(metrics)
                 self.last_metrics = metrics
@@ -563,6 +566,13 @@ class _Engine:
             amp.init(target_dtype="float16")
 
     # -- per-epoch bookkeeping ------------------------------------------------------------------------
+
+    def _validation_epoch(self, epoch: int) -> bool:
+        """Is `epoch` (1-based) one to validate after (besides the last)?"""
+        first, period = self.job.first_validation_epoch, self.cfg.validation_period
+        if first is None:
+            return epoch % period == 0
+        return epoch >= first and (epoch - first) % period == 0
 
     def _early_stopping(self, metrics: dict) -> bool:
         es = self.cfg.early_stopping
