@@ -115,16 +115,17 @@ def deepstream_options(opts: dict[str, Any]) -> dict[str, Any]:
     from tlkit.export.deploy import SecondaryGie, parse_class_ids
 
     kw: dict[str, Any] = {"classifier_threshold": float(opts.get("classifier_threshold", 0.5))}
+    gie_id = opts.get("gie_unique_id")  # None: 1 for a primary GIE, 2 for a secondary one
     if opts.get("ds_secondary"):
         kw["secondary"] = SecondaryGie(
             operate_on_gie_id=int(opts.get("operate_on_gie_id", 1)),
             operate_on_class_ids=parse_class_ids(opts.get("operate_on_class_ids")),
-            gie_unique_id=int(opts.get("gie_unique_id") or 2),  # None: the secondary default
+            gie_unique_id=2 if gie_id is None else int(gie_id),
             input_object_min_width=int(opts.get("input_object_min_width", 16)),
             input_object_min_height=int(opts.get("input_object_min_height", 16)),
             classifier_async_mode=bool(int(opts.get("classifier_async_mode", 1))))
-    elif opts.get("gie_unique_id"):
-        kw["gie_unique_id"] = int(opts["gie_unique_id"])
+    elif gie_id is not None:
+        kw["gie_unique_id"] = int(gie_id)
     return kw
 
 
@@ -141,8 +142,7 @@ def build_engine_for(onnx_path: Path, meta: dict[str, Any], opts: dict[str, Any]
     engine = onnx_path.with_suffix(".engine")
     data_type = meta.get("data_type") or "fp32"
     try:
-        return resolve(builders[0].build)(onnx_path, engine, {"data_type": data_type,
-                                                              "max_batch": int(opts.get("max_batch") or 16)})
+        return resolve(builders[0].build)(onnx_path, engine, {"data_type": data_type})
     except TlkitError:
         raise
     except Exception as err:  # the builder's own failure, with the backend's reason when it has one
