@@ -26,23 +26,33 @@ ARCHITECTURES: tuple[ArchitectureSpec, ...] = (
     _arch("googlenet", "classic", "GoogLeNet / Inception v1 with BN (GluonCV googlenet), 1024 channels"),
     _arch("darknet19", "classic", "DarkNet-19 (YOLOv2), 1024 channels"),
     _arch("darknet53", "classic", "DarkNet-53 (YOLOv3, GluonCV darknet53 layout), 1024 channels"),
-    _arch(
-        "efficientnet_lite0",
-        "efficientnet",
-        "EfficientNet-Lite0, 1280 channels; ImageNet weights shipped offline",
-        pretrained=("imagenet",),
-        weight_map=f"{_M}.efficientnet:weight_map",
-    ),
+    _arch("efficientnet_lite0", "efficientnet", "EfficientNet-Lite0, 1280 channels; ImageNet weights shipped offline",
+          pretrained=("imagenet",), weight_map=f"{_M}.efficientnet:weight_map"),
+    _arch("efficientnet_lite1", "efficientnet",
+          "EfficientNet-Lite1 (native 240 px), 1280 channels; ImageNet weights with tlkit-core[efficientnet-lite]",
+          pretrained=("imagenet",), weight_map=f"{_M}.efficientnet:lite1_weight_map"),
+    _arch("efficientnet_lite2", "efficientnet",
+          "EfficientNet-Lite2 (native 260 px), 1280 channels; ImageNet weights with tlkit-core[efficientnet-lite]",
+          pretrained=("imagenet",), weight_map=f"{_M}.efficientnet:lite2_weight_map"),
 )
 
 # (architecture, named set) -> "module:function" returning the local file (shipped offline; no download)
 PRETRAINED_FILES: dict[tuple[str, str], str] = {
     ("efficientnet_lite0", "imagenet"): f"{_M}.efficientnet:imagenet_weights_path",
+    ("efficientnet_lite1", "imagenet"): f"{_M}.efficientnet:lite1_weights_path",
+    ("efficientnet_lite2", "imagenet"): f"{_M}.efficientnet:lite2_weights_path",
 }
 
 # architecture -> "module:function" mapping the file's classifier tensors to the Dense head's names
 HEAD_WEIGHT_MAPS: dict[str, str] = {
-    "efficientnet_lite0": f"{_M}.efficientnet:head_weight_map",
+    name: f"{_M}.efficientnet:head_weight_map" for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+}
+
+# architecture -> the (H, W) its ImageNet weights were trained at (imagenet_classifier's default input)
+IMAGENET_INPUT: dict[str, tuple[int, int]] = {
+    "efficientnet_lite0": (224, 224),
+    "efficientnet_lite1": (240, 240),
+    "efficientnet_lite2": (260, 260),
 }
 
 WEIGHT_FORMATS: tuple[WeightFormatSpec, ...] = (
