@@ -27,6 +27,14 @@ class ModelFileError(TlkitError):
     """A model/weights file is missing, corrupt, or of a kind we refuse to load."""
 
 
+class ChecksumError(ModelFileError):
+    """A downloaded or stored file does not have the size or hash its source publishes."""
+
+
+class RegistryError(TlkitError):
+    """A model registry (GluonCV's store, a team registry) cannot be read, written or reached."""
+
+
 class PluginError(TlkitError):
     """A plugin is broken, incompatible, or clashes with another one."""
 

@@ -55,6 +55,18 @@ IMAGENET_INPUT: dict[str, tuple[int, int]] = {
     "efficientnet_lite2": (260, 260),
 }
 
+# GluonCV model-store name -> (the backbone its ImageNet weights fill, "module:function" weight map or None
+# when the names are the same): what `gluoncv://NAME` means for a tlkit backbone
+GLUONCV_WEIGHTS: dict[str, tuple[str, str | None]] = {
+    **{f"resnet{n}_v1": (f"resnet{n}", None) for n in (18, 34, 50, 101)},
+    **{f"resnet{n}_v1b": (f"resnet{n}", f"{_M}.resnet:gluoncv_v1b_weight_map") for n in (18, 34)},
+    **{name: (name[:5], None) for name in ("vgg16", "vgg16_bn", "vgg19", "vgg19_bn")},
+    "mobilenet1.0": ("mobilenet_v1", None),
+    "mobilenetv2_1.0": ("mobilenet_v2", None),
+    "googlenet": ("googlenet", None),
+    "darknet53": ("darknet53", None),
+}
+
 WEIGHT_FORMATS: tuple[WeightFormatSpec, ...] = (
     WeightFormatSpec("tlkit", sniff="tlkit.weights:is_tlkit_model", load="tlkit.weights:load_tlkit_model",
                      summary="tlkit model file (.tlk)"),
