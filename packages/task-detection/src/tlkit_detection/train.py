@@ -76,6 +76,25 @@ def training_datasets(cfg: Any, results_dir: Path, console: Any) -> tuple[Datase
     return train_ds, val_ds
 
 
+def card_datasets(cfg: Any, train_ds: Dataset, val_ds: Dataset | None) -> list[Any]:
+    """The model card's records of the training and validation frames: objects per class, frame-id hash."""
+    from tlkit.model_card import DatasetInfo
+
+    dc = cfg.dataset_config
+    val_path = (dc.validation_data_source.records_path if dc.validation_data_source is not None
+                else f"fold {dc.validation_fold} of the training sources")
+    out = []
+    for split, ds, path in (("train", train_ds, ", ".join(s.records_path for s in dc.data_sources)),
+                            ("validation", val_ds, val_path)):
+        if ds is None:
+            continue
+        labels = np.concatenate([f.classes for f in ds.frames]).astype(np.int64)
+        counts = np.bincount(labels, minlength=len(ds.classes))
+        out.append(DatasetInfo.from_items(split, (f.frame_id for f in ds.frames), dict(zip(ds.classes, counts.tolist())),
+                                          path=path, format="dataset_convert records", count_unit="objects"))
+    return out
+
+
 def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False) -> Any:
     """Everything `train` does; returns tlkit.training's TrainResult."""
     if cfg.model.detector != "detectnet_v2":  # GluonCV SSD / YOLOv3
@@ -141,6 +160,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         on_epoch_end=on_epoch_end,
         get_task_state=loss.get_state,  # auto-weighted objective weights: checkpointed, restored on resume
         set_task_state=loss.set_state,
+        datasets=card_datasets(cfg, train_ds, val_ds),
     )
     return train(job, tc, results_dir, ctx_list, console, use_amp)
 

@@ -56,6 +56,8 @@ class TrainJob:
     # saved as JSON in every checkpoint and handed back on resume, so a resumed run continues exactly
     get_task_state: Callable[[], dict] | None = None
     set_task_state: Callable[[dict], None] | None = None
+    # what it trains and validates on (tlkit.model_card.DatasetInfo), for the model card
+    datasets: Sequence[Any] = ()
 
 
 @dataclass
@@ -349,7 +351,7 @@ class _Engine:
 
         final_metrics = {"loss": self.history[-1]["loss"]} if self.history else {}
         final_metrics.update(self.last_metrics)
-        model_path = self._save_final(epochs_done, final_metrics)
+        model_path = self._save_final(epochs_done, final_metrics, stopped_early)
         self._write_csv()
         from tlkit.training.plots import plot_training_curves
 
@@ -669,5 +671,14 @@ class _Engine:
         ck.prune_checkpoints(self.weights_dir, self.cfg.max_checkpoints_to_keep)
         return path
 
-    def _save_final(self, epochs_done: int, metrics: dict) -> Path:
-        return self._save(self.weights_dir / "model.tlk", {"epoch": epochs_done, "metrics": metrics}, None)
+    def _save_final(self, epochs_done: int, metrics: dict, stopped_early: bool = False) -> Path:
+        """weights/model.tlk with its model card inside and beside it (tlkit.model_card)."""
+        from tlkit.model_card import training_card, write_card_files
+
+        card = training_card(self.job.meta, self.cfg, metrics=metrics, history=self.history, epochs=epochs_done,
+                             devices=self.ctx, use_amp=self.use_amp, stopped_early=stopped_early,
+                             datasets=self.job.datasets)
+        path = self._save(self.weights_dir / "model.tlk",
+                          {"epoch": epochs_done, "metrics": metrics, "card": card.to_dict()}, None)
+        write_card_files(path, card)
+        return path
