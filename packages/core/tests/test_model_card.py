@@ -156,3 +156,25 @@ def test_cards_of_older_files_and_bad_cards(tmp_path):
     (tmp_path / "c.json").write_text("{nope")
     with pytest.raises(ModelFileError, match=r"c\.json: not a JSON model card"):
         read_card(tmp_path / "c.json")
+
+
+def test_bench_records_inference_latency_in_the_card_beside_the_model(workflow, tmp_path):
+    import shutil
+
+    from tlkit.testing.plugins import run_tlkit
+
+    onnx_copy = tmp_path / "model.onnx"
+    shutil.copy(workflow["onnx"], onnx_copy)
+    before = file_digest(onnx_copy)
+    r = run_tlkit(["model", "bench", str(onnx_copy), "-n", "3", "--warmup", "1", "--threads", "1"])
+    assert r.returncode == 0, r.stderr
+    assert "Throughput:" in r.stdout and f"recorded in {card_paths(onnx_copy)[0]}" in r.stdout
+    assert file_digest(onnx_copy) == before  # only the card beside it changes
+    info = json.loads(run_tlkit(["model", "info", str(onnx_copy), "--json"]).stdout)
+    inference = [p for p in info["performance"] if p["kind"] == "inference"]
+    assert len(inference) == 1
+    p = inference[0]
+    assert (p["backend"], p["device"], p["batch"], p["threads"]) == ("onnxruntime", "CPUExecutionProvider", 1, 1)
+    assert p["latency_ms"]["p50"] > 0 and p["throughput"] > 0 and p["machine"]["cores"] >= 1
+    assert info["file"]["sha256"] == before
+    assert "| inference | onnxruntime |" in card_paths(onnx_copy)[1].read_text()

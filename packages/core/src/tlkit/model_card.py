@@ -365,6 +365,25 @@ def write_card_files(model_path: str | os.PathLike, card: ModelCard, sha256: str
     return full
 
 
+def sidecar_card(model_path: str | os.PathLike) -> ModelCard | None:
+    """The card beside a model file when it describes this very file (same sha256), else None: it holds
+    what was measured after the model was written (`tlkit model bench`)."""
+    from tlkit.io import file_digest
+
+    js, _ = card_paths(model_path)
+    if not js.is_file():
+        return None
+    card = read_card(js)
+    return card if card.file is not None and card.file.sha256 == file_digest(model_path) else None
+
+
+def record_performance(model_path: str | os.PathLike, perf: Performance) -> ModelCard:
+    """Add a measurement to the card beside a model (the model file itself stays byte-identical)."""
+    card = sidecar_card(model_path) or read_card(model_path)
+    card.performance.append(perf)
+    return write_card_files(model_path, card)
+
+
 def read_card(path: str | os.PathLike) -> ModelCard:
     """The card of a .tlk, an .onnx or a card JSON file; a model without one gets a card from its meta."""
     p = Path(path)

