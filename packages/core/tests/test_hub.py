@@ -268,6 +268,19 @@ def test_registry_selection_flag_env_config_default(tmp_path, monkeypatch):
         registry_location()
 
 
+def test_an_index_cannot_point_outside_the_registry(tmp_path):
+    reg = Registry(str(tmp_path / "reg"))
+    reg.push(_model(tmp_path / "a.tlk"), "m")
+    index = json.loads((tmp_path / "reg" / "index.json").read_text())
+    index["models"]["m"]["versions"]["1"]["file"] = "../../home/user/.bashrc"
+    (tmp_path / "reg" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(RegistryError, match=r"index entry m:1 points outside the registry: \.\./\.\./home"):
+        reg.pull("m")
+    (tmp_path / "reg" / "index.json").write_text('{"format": "something-else"}')
+    with pytest.raises(RegistryError, match=r"index\.json: not a tlkit registry index"):
+        reg.entries()
+
+
 def test_split_ref():
     assert split_ref("registry://peoplenet:2.1") == ("peoplenet", "2.1")
     assert split_ref("peoplenet") == ("peoplenet", None)

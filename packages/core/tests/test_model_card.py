@@ -178,3 +178,11 @@ def test_bench_records_inference_latency_in_the_card_beside_the_model(workflow, 
     assert p["latency_ms"]["p50"] > 0 and p["throughput"] > 0 and p["machine"]["cores"] >= 1
     assert info["file"]["sha256"] == before
     assert "| inference | onnxruntime |" in card_paths(onnx_copy)[1].read_text()
+
+
+def test_the_best_model_has_its_own_card(workflow):
+    best = workflow["base"].with_name("model_best.tlk")
+    card = read_card(best)
+    assert card.training is not None and card.training.epochs in (1, 2)
+    assert {m.measured_on for m in card.metrics} == {"model_best.tlk"}
+    assert read_card(card_paths(best)[0]).file.sha256 == file_digest(best)

@@ -212,10 +212,14 @@ class Registry:
         for name, model in sorted(index["models"].items()):
             for version, v in model.get("versions", {}).items():
                 try:
-                    out.append(Entry(name, version, v["file"], v["sha256"], int(v["size"]), v.get("created", ""),
-                                     model.get("description", ""), v.get("card") or {}))
+                    entry = Entry(name, version, v["file"], v["sha256"], int(v["size"]), v.get("created", ""),
+                                  model.get("description", ""), v.get("card") or {})
                 except (KeyError, TypeError, ValueError) as err:
                     raise RegistryError(f"{self.location}: index entry {name}:{version} is incomplete ({err})") from None
+                rel = Path(entry.file)
+                if rel.is_absolute() or ".." in rel.parts:  # files stay inside the registry (and the cache)
+                    raise RegistryError(f"{self.location}: index entry {entry.ref} points outside the registry: {entry.file}")
+                out.append(entry)
         return out
 
     def find(self, name: str, version: str | None = None) -> Entry:

@@ -585,7 +585,7 @@ class _Engine:
         mode = es.mode if kpi == es.monitor else _mode_for(kpi)
         if _improved(metrics[kpi], self.kpi_best, mode):
             self.kpi_best = metrics[kpi]
-            self._save(self.weights_dir / "model_best.tlk", {"epoch": epoch + 1, "metrics": metrics}, None)
+            self._save_with_card(self.weights_dir / "model_best.tlk", epoch + 1, metrics)
 
     def _log_epoch(self, row: dict, epoch: int, n_epochs: int, epoch_times: list[float]) -> None:
         eta = (n_epochs - epoch - 1) * (sum(epoch_times) / len(epoch_times))
@@ -672,13 +672,15 @@ class _Engine:
         return path
 
     def _save_final(self, epochs_done: int, metrics: dict, stopped_early: bool = False) -> Path:
-        """weights/model.tlk with its model card inside and beside it (tlkit.model_card)."""
+        return self._save_with_card(self.weights_dir / "model.tlk", epochs_done, metrics, stopped_early)
+
+    def _save_with_card(self, path: Path, epochs: int, metrics: dict, stopped_early: bool = False) -> Path:
+        """A model file with its model card inside and beside it (tlkit.model_card)."""
         from tlkit.model_card import training_card, write_card_files
 
-        card = training_card(self.job.meta, self.cfg, metrics=metrics, history=self.history, epochs=epochs_done,
+        card = training_card(self.job.meta, self.cfg, metrics=metrics, history=self.history, epochs=epochs,
                              devices=self.ctx, use_amp=self.use_amp, stopped_early=stopped_early,
-                             datasets=self.job.datasets)
-        path = self._save(self.weights_dir / "model.tlk",
-                          {"epoch": epochs_done, "metrics": metrics, "card": card.to_dict()}, None)
+                             datasets=self.job.datasets, model_file=path.name)
+        path = self._save(path, {"epoch": epochs, "metrics": metrics, "card": card.to_dict()}, None)
         write_card_files(path, card)
         return path
