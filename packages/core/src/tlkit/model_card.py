@@ -442,14 +442,30 @@ def verify_file(path: str | os.PathLike) -> list[tuple[str, str | None]]:
 # -- rendering ---------------------------------------------------------------------------------------------------
 
 
+# the settings of an optimizer / learning-rate schedule that matter for its type (the card keeps them all)
+_RELEVANT = {
+    "sgd": ("momentum", "nesterov"), "adam": ("beta1", "beta2", "epsilon"), "rmsprop": ("rho", "epsilon"),
+    "constant": ("learning_rate",), "step": ("learning_rate", "step_size", "gamma"),
+    "cosine": ("learning_rate", "min_lr_ratio", "warmup_epochs"),
+    "soft_anneal": ("learning_rate", "soft_start", "annealing_points", "annealing_divider"),
+    "soft_start_annealing": ("learning_rate", "min_learning_rate", "soft_start", "annealing"),
+}
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, dict):
-        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items() if not isinstance(v, (dict, list)))
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items() if not isinstance(v, dict))
     if isinstance(value, list):
-        return ", ".join(_fmt(v) for v in value)
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
     return str(value)
+
+
+def _setting(section: dict[str, Any]) -> str:
+    """'sgd: momentum 0.9, nesterov False': the type and the settings that apply to it."""
+    keys = _RELEVANT.get(section.get("type"), tuple(k for k in section if k != "type"))
+    return f"{section.get('type')}: " + _fmt({k: section[k] for k in keys if k in section})
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
@@ -483,7 +499,7 @@ def render_markdown(card: ModelCard) -> str:
         lines += ["## Training", ""] + _table(("", ""), [
             ("epochs", f"{t.epochs} of {t.epochs_planned}" + (" (stopped early)" if t.stopped_early else "")),
             ("batch size", f"{t.batch_size} ({t.batch_size_per_gpu} per device on {', '.join(t.devices)})"),
-            ("optimizer", _fmt(t.optimizer)), ("learning rate", _fmt(t.lr_schedule)),
+            ("optimizer", _setting(t.optimizer)), ("learning rate", _setting(t.lr_schedule)),
             ("regularizer", _fmt(t.regularizer)), ("seed", t.random_seed),
             ("AMP / QAT", f"{t.amp} / {t.qat if t.qat is not None else 'n/a'}"),
             ("started from", f"{t.pretrained_model_path or 'scratch'}" + (" (graph)" if t.load_graph else "")
@@ -506,6 +522,7 @@ def render_markdown(card: ModelCard) -> str:
     if card.lineage:
         lines += ["## Lineage", "", "Newest first: each row is the parent of the row above.", ""] + _table(
             ("relation", "source", "sha256", "task / arch"),
-            [(e.relation, e.ref, (e.sha256 or "")[:16],
+            [(e.relation, e.ref + (f" ({Path(e.path).name})" if e.path and Path(e.path).name not in e.ref else ""),
+              (e.sha256 or "")[:16],
               " ".join(str((e.card or {}).get(k, "")) for k in ("task", "arch")).strip()) for e in card.lineage])
     return "\n".join(lines).rstrip() + "\n"

@@ -73,7 +73,7 @@ def _rows(source: str, registry: str | None) -> list[dict[str, Any]]:
             entries = []
         for e in entries:
             rows.append({"source": "registry", "name": e.ref, "kind": e.card.get("task") or "", "size": e.size,
-                         "fits": e.card.get("arch") or "", "status": "", "description": e.description})
+                         "fits": e.card.get("arch") or "", "status": Path(e.file).name, "description": e.description})
     if source in ("all", "pypi"):
         rows += _pypi_rows()
     if source in ("all", "gluoncv"):
