@@ -186,3 +186,39 @@ def test_the_best_model_has_its_own_card(workflow):
     assert card.training is not None and card.training.epochs in (1, 2)
     assert {m.measured_on for m in card.metrics} == {"model_best.tlk"}
     assert read_card(card_paths(best)[0]).file.sha256 == file_digest(best)
+
+
+def test_evaluation_numbers_go_into_the_card_beside_the_model(workflow, tmp_path, monkeypatch):
+    """The core's tlkit_on_stage_end: an evaluate command's numeric outputs, split "evaluation"; a re-run
+    replaces them; an unwritable place only warns."""
+    import io
+    import shutil
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from tlkit._builtin import tlkit_on_stage_end
+    from tlkit.types import Stage, StageResult
+
+    model = tmp_path / "model.tlk"
+    shutil.copy(workflow["base"], model)
+    out = io.StringIO()
+    ctx = SimpleNamespace(model=model, console=Console(file=out, width=200))
+    for acc in (0.5, 0.75):
+        tlkit_on_stage_end(stage=Stage.EVALUATE, task="unit", context=ctx,
+                           result=StageResult(True, outputs={"accuracy": acc, "loss": 0.3, "report": "text", "ok": True}))
+    card = read_card(card_paths(model)[0])
+    evaluation = {m.name: m.value for m in card.metrics if m.split == "evaluation"}
+    assert evaluation == {"accuracy": 0.75, "loss": 0.3}
+    assert {m.split for m in card.metrics} == {"train", "validation", "evaluation"}  # training's are kept
+    assert f"metrics recorded in {card_paths(model)[0]}" in out.getvalue()
+    tlkit_on_stage_end(stage=Stage.TRAIN, task="unit", context=ctx, result=StageResult(True, outputs={"accuracy": 0.1}))
+    assert {m.name: m.value for m in read_card(card_paths(model)[0]).metrics if m.split == "evaluation"}["accuracy"] == 0.75
+    import tlkit.model_card
+
+    def unwritable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(card_paths(model)[0]))
+
+    monkeypatch.setattr(tlkit.model_card, "write_card_files", unwritable)
+    tlkit_on_stage_end(stage=Stage.EVALUATE, task="unit", context=ctx, result=StageResult(True, outputs={"accuracy": 1.0}))
+    assert "warning: model card not updated: [Errno 13] Permission denied" in out.getvalue()

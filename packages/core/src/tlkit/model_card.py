@@ -10,6 +10,8 @@ size and sha256, which the model cannot hold about itself) and `<file>.MODEL_CAR
                        throughput, lineage (the pretrained weights or the pruned graph it started from)
     prune           -> the parent's card + pruning (ratio, params, FLOPs); metrics cleared (not measured)
     export          -> the parent's card + export (format, data type, opset, batch)
+    evaluate -m F   -> F's sidecar card gains the evaluation's numbers (split "evaluation"; core's stage hook)
+    model bench F   -> F's sidecar card gains the measured latency/throughput
 
 Lineage is a chain: entry 0 is the direct parent, entry i+1 the parent of entry i; each entry holds the
 parent's file reference (path, sha256) and, for tlkit models, the parent's own card without its lineage.
@@ -382,6 +384,22 @@ def record_performance(model_path: str | os.PathLike, perf: Performance) -> Mode
     card = sidecar_card(model_path) or read_card(model_path)
     card.performance.append(perf)
     return write_card_files(model_path, card)
+
+
+def record_metrics(model_path: str | os.PathLike, metrics: dict[str, Any], split: str) -> ModelCard | None:
+    """Add the numeric `metrics` (e.g. an evaluation's) to the card beside a model, replacing earlier values
+    of the same name and split measured on it. None when there is nothing numeric to record."""
+    import math
+
+    p = Path(model_path)
+    values = {k: float(v) for k, v in metrics.items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    if not values:
+        return None
+    card = sidecar_card(p) or read_card(p)
+    card.metrics = [m for m in card.metrics if not (m.split == split and m.measured_on == p.name and m.name in values)]
+    card.metrics += [Metric(name=k, value=v, split=split, measured_on=p.name) for k, v in values.items()]
+    return write_card_files(p, card)
 
 
 def read_card(path: str | os.PathLike) -> ModelCard:
