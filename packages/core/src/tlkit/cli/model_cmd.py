@@ -51,6 +51,14 @@ def _download_progress(what: str) -> Iterator[Any]:
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
+def _is_file(target: str) -> bool:
+    """True for a model file; a directory is an error (not a registry name)."""
+    p = Path(target)
+    if p.is_dir():
+        raise TlkitError(f"{target}: a directory; give a model file (.tlk, .onnx) or a registry name")
+    return p.is_file()
+
+
 def _size(n: int | None) -> str:
     return "" if n is None else f"{n / 1e6:.1f} MB"
 
@@ -141,7 +149,7 @@ def info(
     """Print a model's card (a file) or registry entry."""
     from tlkit.cli.app import print_json
 
-    if Path(target).exists():
+    if _is_file(target):
         from rich.markdown import Markdown
 
         from tlkit.model_card import read_card, sidecar_card
@@ -240,7 +248,7 @@ def verify(
     from tlkit.hub.team import open_registry, split_ref
 
     results: list[tuple[str, str | None]] = []
-    if target is not None and Path(target).exists():
+    if target is not None and _is_file(target):
         from tlkit.model_card import verify_file
 
         results = verify_file(target)
