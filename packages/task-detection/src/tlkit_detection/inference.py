@@ -3,7 +3,8 @@
 Images: `<r>/images_annotated/<name>` (boxes, class and confidence drawn) and `<r>/labels/<stem>.txt`
 (KITTI lines with the confidence as 16th field), as TLT. A video file (mp4/avi/mov/mkv/webm): an annotated
 `<r>/<stem>_annotated.mp4` plus `<r>/<stem>_detections.json` (per-frame boxes). Post-processing follows
-the spec's postprocessing_config when -e is given, else the one saved in the model.
+the spec's postprocessing_config when -e is given, else the one saved in the model. Unreadable images are
+skipped and reported by name (`--strict`: stop at the first one).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tlkit.context import print_warning
 from tlkit.errors import DataError, TlkitError
-from tlkit.io import atomic_write, atomic_write_text, temp_file_beside
+from tlkit.images import SkippedImages, read_rgb
+from tlkit.io import atomic_write, atomic_write_text, make_dir, temp_file_beside
 from tlkit_detection.clustering import Detection
 from tlkit_detection.kitti import KittiObject, write_label
 
@@ -44,13 +47,8 @@ def kitti_objects(dets: Sequence[Detection]) -> list[KittiObject]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except OSError as err:
-        raise DataError(f"{path}: cannot read image: {err}") from None
+    """(H, W, 3) RGB; a DataError naming the file when it does not decode completely."""
+    return read_rgb(path)
 
 
 def _write_png_or_jpg(path: Path, rgb: np.ndarray) -> None:
@@ -63,22 +61,34 @@ def _write_png_or_jpg(path: Path, rgb: np.ndarray) -> None:
         fh.write(buf.tobytes())
 
 
-def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size: int, cfg: Any) -> dict[str, Any]:
+def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size: int, cfg: Any,
+                 skipped: SkippedImages | None = None) -> dict[str, Any]:
+    """Unreadable images are left out and listed in `skipped` (without it, the first one is a DataError)."""
     ic = cfg.inference_config
     img_dir, lbl_dir = out_dir / "images_annotated", out_dir / "labels"
     counts: dict[str, int] = {}
+    skipped = skipped if skipped is not None else SkippedImages(strict=True)
+    done = 0
     for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
-        images = [read_image(p) for p in chunk]
+        chunk, images = [], []
+        for p in paths[start : start + batch_size]:
+            try:
+                images.append(read_image(p))
+                chunk.append(p)
+            except DataError as err:
+                skipped.add(p, str(err).removeprefix(f"{p}: "))
+        if not chunk:
+            continue
+        done += len(chunk)
         for p, img, dets in zip(chunk, images, detector.detect(images)):
             for d in dets:
                 counts[d.class_name] = counts.get(d.class_name, 0) + 1
             if ic.kitti_dump:
                 write_label(lbl_dir / f"{p.stem}.txt", kitti_objects(dets))
             if not ic.disable_overlay:
-                img_dir.mkdir(parents=True, exist_ok=True)
+                make_dir(img_dir)
                 _write_png_or_jpg(img_dir / p.name, draw(img, dets, detector.classes, ic.overlay_linewidth))
-    return {"images": len(paths), "detections": counts,
+    return {"images": done, "skipped": len(skipped), "detections": counts,
             "labels_dir": str(lbl_dir) if ic.kitti_dump else None,
             "images_dir": str(img_dir) if not ic.disable_overlay else None}
 
@@ -94,7 +104,7 @@ def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: 
         raise DataError(f"{path}: cannot open the video (unsupported codec or not a video)")
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     out_path = out_dir / f"{path.stem}_annotated.mp4"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir)
     tmp = temp_file_beside(out_path, suffix=".mp4")
     writer = None
     frames_out: list[list[dict[str, Any]]] = []
@@ -165,6 +175,12 @@ def run(ctx: Any) -> dict[str, Any]:
         paths = [src]
     else:
         raise DataError(f"{src}: not an image ({', '.join(IMAGE_SUFFIXES)}), a video ({', '.join(VIDEO_SUFFIXES)}) or a directory")
-    res = infer_images(detector, paths, out_dir, bs, cfg)
+    skipped = SkippedImages(strict=bool(ctx.options.get("strict")))
+    res = infer_images(detector, paths, out_dir, bs, cfg, skipped)
+    if skipped:
+        print_warning(ctx.console, skipped.summary())
+    if not res["images"]:
+        first, why = skipped.items[0]
+        raise DataError(f"{src}: none of the {len(paths)} image(s) could be read ({first}: {why})")
     ctx.console.print(f"{res['images']} images: " + (", ".join(f"{k} {v}" for k, v in sorted(res["detections"].items())) or "no detections"))
     return res
