@@ -130,8 +130,11 @@ def test_gluoncv_checksum_mismatch_is_refused_and_nothing_is_left(fake_store, tm
     good = gluoncv_store.sha1_table()["resnet18_v1"]
     # the published sha1 says one thing, the served archive holds another file under the same short name
     monkeypatch.setitem(gluoncv_store.sha1_table(), "resnet18_v1", good[:8] + "0" * 32)
-    with pytest.raises(ChecksumError, match=r"gluoncv://resnet18_v1: downloaded resnet18_v1-\w+\.params has sha1 "
-                                            rf"{good}, GluonCV publishes {good[:8]}0+; refused and deleted"):
+    with pytest.raises(
+        ChecksumError,
+        match=r"gluoncv://resnet18_v1: downloaded resnet18_v1-\w+\.params has sha1 "
+        rf"{good}, GluonCV publishes {good[:8]}0+; refused and deleted",
+    ):
         gluoncv_store.pull("resnet18_v1")
     models = tmp_path / "mxnet" / "models"
     assert [p.name for p in models.iterdir()] == []  # no .params, no .zip, no .part, no temp file
@@ -172,8 +175,11 @@ def test_push_to_a_directory_and_pull_by_version(tmp_path):
     assert reg.find("peoplenet", "2").sha256 == e1.sha256
     with pytest.raises(RegistryError, match=r"peoplenet: no version '7' in .*; versions: 1, 2"):
         reg.pull("peoplenet", "7")
-    with pytest.raises(RegistryError, match=r"no model 'peoplenett' in the registry .* \(did you mean 'peoplenet'\?\); "
-                                            r"models: peoplenet"):
+    with pytest.raises(
+        RegistryError,
+        match=r"no model 'peoplenett' in the registry .* \(did you mean 'peoplenet'\?\); "
+        r"models: peoplenet",
+    ):
         reg.find("peoplenett")
 
 
@@ -224,7 +230,9 @@ def test_http_pull_checksum_mismatch_removes_the_partial_file(tmp_path):
     served.write_bytes(bytes(raw))
     with RegistryServer(tmp_path / "reg") as srv:
         reg = Registry(srv.url)
-        with pytest.raises(ChecksumError, match=r"/m/1/a\.tlk: downloaded file has sha256 \w+, expected \w+; refused and deleted"):
+        with pytest.raises(
+            ChecksumError, match=r"/m/1/a\.tlk: downloaded file has sha256 \w+, expected \w+; refused and deleted"
+        ):
             reg.pull("m")
         target = reg.cached_path(reg.find("m"))
     assert not target.exists() and not target.with_name(target.name + ".part").exists()
@@ -239,8 +247,12 @@ def test_push_over_http_put_with_the_configured_upload_url(tmp_path, monkeypatch
         reg = Registry(f"{srv.url}/models", upload=f"{srv.url}/models")
         entry = reg.push(_model(tmp_path / "a.tlk"), "m", "1.0")
         puts = [r[1] for r in srv.log if r[0] == "PUT"]
-        assert puts == ["/models/m/1.0/a.tlk", "/models/m/1.0/a.tlk.MODEL_CARD.json", "/models/m/1.0/a.tlk.MODEL_CARD.md",
-                        "/models/index.json"]
+        assert puts == [
+            "/models/m/1.0/a.tlk",
+            "/models/m/1.0/a.tlk.MODEL_CARD.json",
+            "/models/m/1.0/a.tlk.MODEL_CARD.md",
+            "/models/index.json",
+        ]
         assert {r[3] for r in srv.log} == {"Bearer s3cret"}
         assert (root / "models" / "m" / "1.0" / "a.tlk").read_bytes() == (tmp_path / "a.tlk").read_bytes()
         assert reg.find("m").sha256 == entry.sha256 == file_digest(tmp_path / "a.tlk")
@@ -300,7 +312,9 @@ def test_registry_uri_resolves_for_training(tmp_path, monkeypatch):
 def test_model_commands_end_to_end(tmp_path):
     env = {"TLKIT_REGISTRY": str(tmp_path / "reg")}
     _model(tmp_path / "a.tlk")
-    r = run_tlkit(["model", "push", str(tmp_path / "a.tlk"), "--name", "cls", "--version", "1.0", "-d", "demo"], env=env)
+    r = run_tlkit(
+        ["model", "push", str(tmp_path / "a.tlk"), "--name", "cls", "--version", "1.0", "-d", "demo"], env=env
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"pushed cls:1.0 to {tmp_path / 'reg'}")
     rows = json.loads(run_tlkit(["model", "list", "--json"], env=env).stdout)

@@ -28,14 +28,23 @@ from tlkit.training import train  # noqa: E402
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = {"n_epochs": 2, "batch_size_per_gpu": BATCH, "lr_config": {"type": "cosine", "learning_rate": 0.05},
-            "reg_config": {"type": "L1", "weight_decay": 1e-4}}
+    base = {
+        "n_epochs": 2,
+        "batch_size_per_gpu": BATCH,
+        "lr_config": {"type": "cosine", "learning_rate": 0.05},
+        "reg_config": {"type": "L1", "weight_decay": 1e-4},
+    }
     return TrainConfig.model_validate({**base, **kw})
 
 
 def _train(tmp_path, name, **cfg):
-    data = DatasetInfo.from_items("train", [f"c{i % N_CLASSES}/img{i}.png" for i in range(32)],
-                                  {"r": 11, "g": 11, "b": 10}, path="/data/train", format="image_folder")
+    data = DatasetInfo.from_items(
+        "train",
+        [f"c{i % N_CLASSES}/img{i}.png" for i in range(32)],
+        {"r": 11, "g": 11, "b": 10},
+        path="/data/train",
+        format="image_folder",
+    )
     job = make_job(validate=make_validate(), kpi="validation_accuracy", save_as_graph=True, datasets=[data])
     return train(job, _cfg(**cfg), tmp_path / name).model_path
 
@@ -67,8 +76,11 @@ def test_training_writes_the_card_into_the_model_and_beside_it(workflow):
     assert t.lr_schedule["type"] == "cosine" and t.lr_schedule["learning_rate"] == 0.05
     assert t.regularizer == {"type": "L1", "weight_decay": 1e-4}
     assert t.devices == ["cpu(0)"] and t.amp is False and t.pretrained_model_path is None
-    assert {(m.name, m.split) for m in card.metrics} == {("loss", "train"), ("validation_loss", "validation"),
-                                                         ("validation_accuracy", "validation")}
+    assert {(m.name, m.split) for m in card.metrics} == {
+        ("loss", "train"),
+        ("validation_loss", "validation"),
+        ("validation_accuracy", "validation"),
+    }
     assert all(m.measured_on == "model.tlk" for m in card.metrics)
     [perf] = card.performance
     assert perf.kind == "training" and perf.backend == "mxnet" and perf.batch == BATCH and perf.throughput > 0
@@ -205,20 +217,28 @@ def test_evaluation_numbers_go_into_the_card_beside_the_model(workflow, tmp_path
     out = io.StringIO()
     ctx = SimpleNamespace(model=model, console=Console(file=out, width=200))
     for acc in (0.5, 0.75):
-        tlkit_on_stage_end(stage=Stage.EVALUATE, task="unit", context=ctx,
-                           result=StageResult(True, outputs={"accuracy": acc, "loss": 0.3, "report": "text", "ok": True}))
+        tlkit_on_stage_end(
+            stage=Stage.EVALUATE,
+            task="unit",
+            context=ctx,
+            result=StageResult(True, outputs={"accuracy": acc, "loss": 0.3, "report": "text", "ok": True}),
+        )
     card = read_card(card_paths(model)[0])
     evaluation = {m.name: m.value for m in card.metrics if m.split == "evaluation"}
     assert evaluation == {"accuracy": 0.75, "loss": 0.3}
     assert {m.split for m in card.metrics} == {"train", "validation", "evaluation"}  # training's are kept
     assert f"metrics recorded in {card_paths(model)[0]}" in out.getvalue()
     tlkit_on_stage_end(stage=Stage.TRAIN, task="unit", context=ctx, result=StageResult(True, outputs={"accuracy": 0.1}))
-    assert {m.name: m.value for m in read_card(card_paths(model)[0]).metrics if m.split == "evaluation"}["accuracy"] == 0.75
+    assert {m.name: m.value for m in read_card(card_paths(model)[0]).metrics if m.split == "evaluation"}[
+        "accuracy"
+    ] == 0.75
     import tlkit.model_card
 
     def unwritable(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(card_paths(model)[0]))
 
     monkeypatch.setattr(tlkit.model_card, "write_card_files", unwritable)
-    tlkit_on_stage_end(stage=Stage.EVALUATE, task="unit", context=ctx, result=StageResult(True, outputs={"accuracy": 1.0}))
+    tlkit_on_stage_end(
+        stage=Stage.EVALUATE, task="unit", context=ctx, result=StageResult(True, outputs={"accuracy": 1.0})
+    )
     assert "warning: model card not updated: [Errno 13] Permission denied" in out.getvalue()

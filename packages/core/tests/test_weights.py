@@ -383,5 +383,5 @@ def test_gluoncv_v1b_weights_fill_the_v1_layout_resnet18(tmp_path, monkeypatch):
     want = ref.layer4(ref.layer3(ref.layer2(ref.layer1(ref.maxpool(ref.relu(ref.bn1(ref.conv1(x))))))))
     np.testing.assert_allclose(bb(x).asnumpy(), want.asnumpy(), rtol=1e-5, atol=1e-5)
     with pytest.raises(ModelFileError, match=r"gluoncv://resnet18_v1b holds resnet18 ImageNet weights, the network's "
-                                             r"backbone is resnet34; use gluoncv://resnet34_v1, gluoncv://resnet34_v1b"):
+                       r"backbone is resnet34; use gluoncv://resnet34_v1, gluoncv://resnet34_v1b"):
         load_pretrained(build_backbone("resnet", n_layers=34), "gluoncv://resnet18_v1b")

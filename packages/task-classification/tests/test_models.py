@@ -147,7 +147,10 @@ def test_gluoncv_store_weights_start_the_backbone(tmp_path, monkeypatch, shapes,
     monkeypatch.setenv("MXNET_HOME", str(tmp_path))
     monkeypatch.setenv("TLKIT_OFFLINE", "1")
     ref = place_gluoncv_file("resnet18_v1b")
-    cfg = spec_for(shapes, "model_config.arch=resnet18", "train_config.pretrained_model_path=gluoncv://resnet18_v1b")
+    cfg = spec_for(
+        shapes, "model_config.arch=resnet18", "train_config.pretrained_model_path=gluoncv://resnet18_v1b"
+    )
     built = build_for_training(cfg, ["a", "b"], [mx.cpu()])
     assert len(built.load_report.loaded) == 100 and built.load_report.new == ["output.weight", "output.bias"]
-    np.testing.assert_array_equal(built.net.backbone._children["features.0"].weight.data().asnumpy(), ref.conv1.weight.data().asnumpy())
+    first_conv = built.net.backbone._children["features.0"].weight.data().asnumpy()
+    np.testing.assert_array_equal(first_conv, ref.conv1.weight.data().asnumpy())

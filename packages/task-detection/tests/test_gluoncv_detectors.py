@@ -104,7 +104,8 @@ def test_gluoncv_base_network_uri_is_the_imagenet_start(tmp_path, monkeypatch):
     (tmp_path / "models").mkdir()
     base.save_parameters(str(tmp_path / "models" / "m.params"))
     # GluonCV checks the file against the hash in its name: publish this file's sha1 for the test
-    monkeypatch.setitem(gluoncv_store.sha1_table(), "mobilenet1.0", file_digest(tmp_path / "models" / "m.params", "sha1"))
+    sha1 = file_digest(tmp_path / "models" / "m.params", "sha1")
+    monkeypatch.setitem(gluoncv_store.sha1_table(), "mobilenet1.0", sha1)
     (tmp_path / "models" / "m.params").rename(gluoncv_store.local_path("mobilenet1.0"))
     cfg = tiny_spec(tmp_path / "none.json", **{**SSD, "train_config.pretrained_model_path": "gluoncv://mobilenet1.0"})
     built = build_for_training(cfg, ["dog", "cat"], [mx.cpu()])

@@ -121,4 +121,5 @@ def test_gluoncv_store_weights_start_the_detectnet_backbone(tmp_path, monkeypatc
     cfg = tiny_spec(tmp_path / "none.json", **{"model_config.n_layers": 18,
                                                "train_config.pretrained_model_path": "gluoncv://resnet18_v1b"})
     built = build_for_training(cfg, ["blue", "red"], [mx.cpu()])
-    np.testing.assert_array_equal(built.net.backbone._children["features.0"].weight.data().asnumpy(), ref.conv1.weight.data().asnumpy())
+    first_conv = built.net.backbone._children["features.0"].weight.data().asnumpy()
+    np.testing.assert_array_equal(first_conv, ref.conv1.weight.data().asnumpy())

@@ -155,4 +155,5 @@ def test_gluoncv_store_weights_start_the_pose_backbone(tmp_path, monkeypatch):
                                      "model": {"arch": "resnet18", "stages": 2, "stage_channels": 8},
                                      "train_config": {"pretrained_model_path": "gluoncv://resnet18_v1b"}})
     built = build_for_training(cfg, [mx.cpu()])
-    np.testing.assert_array_equal(built.net.backbone._children["features.0"].weight.data().asnumpy(), ref.conv1.weight.data().asnumpy())
+    first_conv = built.net.backbone._children["features.0"].weight.data().asnumpy()
+    np.testing.assert_array_equal(first_conv, ref.conv1.weight.data().asnumpy())

@@ -66,15 +66,29 @@ class DatasetInfo(_Record):
     )
 
     @classmethod
-    def from_items(cls, split: str, items: Iterable[str], class_counts: dict[str, int], *, path: Any = None,
-                   format: str | None = None, count_unit: str = "images") -> DatasetInfo:
+    def from_items(
+        cls,
+        split: str,
+        items: Iterable[str],
+        class_counts: dict[str, int],
+        *,
+        path: Any = None,
+        format: str | None = None,
+        count_unit: str = "images",
+    ) -> DatasetInfo:
         import hashlib
 
         listed = sorted(str(i) for i in items)
         digest = hashlib.sha256("".join(f"{i}\n" for i in listed).encode()).hexdigest()
-        return cls(split=split, path=None if path is None else str(path), format=format, items=len(listed),
-                   count_unit=count_unit, class_counts={str(k): int(v) for k, v in class_counts.items()},
-                   file_list_sha256=digest)
+        return cls(
+            split=split,
+            path=None if path is None else str(path),
+            format=format,
+            items=len(listed),
+            count_unit=count_unit,
+            class_counts={str(k): int(v) for k, v in class_counts.items()},
+            file_list_sha256=digest,
+        )
 
 
 class TrainingInfo(_Record):
@@ -211,11 +225,16 @@ def _input_of(meta: dict[str, Any]) -> InputInfo | None:
     shape = meta.get("input_shape")
     if not shape:
         return None
-    return InputInfo(shape=[int(v) for v in shape], layout=meta.get("input_layout", "NCHW"),
-                     preprocessing=dict(meta.get("preprocessing") or {}))
+    return InputInfo(
+        shape=[int(v) for v in shape],
+        layout=meta.get("input_layout", "NCHW"),
+        preprocessing=dict(meta.get("preprocessing") or {}),
+    )
 
 
-def parent_entry(relation: str, ref: Any, path: str | os.PathLike | None, card: ModelCard | None = None) -> LineageEntry:
+def parent_entry(
+    relation: str, ref: Any, path: str | os.PathLike | None, card: ModelCard | None = None
+) -> LineageEntry:
     """A lineage entry for a parent file (hashed when it exists); `card`: the parent's, if it has one."""
     from tlkit.io import file_digest
 
@@ -255,7 +274,12 @@ def machine_info() -> dict[str, Any]:
             cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(terse=True), "python": platform.python_version()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "os": platform.platform(terse=True),
+        "python": platform.python_version(),
+    }
 
 
 def cpu_threads() -> int | None:
@@ -278,8 +302,13 @@ def training_card(
     model_file: str = "model.tlk",
 ) -> ModelCard:
     """The card of a model `tlkit.training.train` just trained (`cfg`: its TrainConfig)."""
-    card = ModelCard(task=meta.get("task"), arch=meta.get("arch"), classes=list(meta.get("classes") or []),
-                     input=_input_of(meta), datasets=list(datasets))
+    card = ModelCard(
+        task=meta.get("task"),
+        arch=meta.get("arch"),
+        classes=list(meta.get("classes") or []),
+        input=_input_of(meta),
+        datasets=list(datasets),
+    )
     uri = cfg.pretrained_model_path
     parent = _training_parent(uri, meta.get("arch")) if uri else None
     pruning_ratio = None
@@ -311,12 +340,19 @@ def training_card(
     speeds = [float(r["throughput"]) for r in history if r.get("throughput")]
     if speeds:
         gpu = any(getattr(d, "device_type", "cpu") == "gpu" for d in devices)
-        card.performance.append(Performance(
-            kind="training", backend="mxnet", device=", ".join(str(d) for d in devices),
-            precision="fp16 (amp)" if use_amp else "fp32", batch=card.training.batch_size,
-            threads=None if gpu else cpu_threads(), machine=machine_info(),
-            throughput=sum(speeds) / len(speeds), measured=now_utc(),
-        ))
+        card.performance.append(
+            Performance(
+                kind="training",
+                backend="mxnet",
+                device=", ".join(str(d) for d in devices),
+                precision="fp16 (amp)" if use_amp else "fp32",
+                batch=card.training.batch_size,
+                threads=None if gpu else cpu_threads(),
+                machine=machine_info(),
+                throughput=sum(speeds) / len(speeds),
+                measured=now_utc(),
+            )
+        )
     return card
 
 
@@ -392,8 +428,11 @@ def record_metrics(model_path: str | os.PathLike, metrics: dict[str, Any], split
     import math
 
     p = Path(model_path)
-    values = {k: float(v) for k, v in metrics.items()
-              if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    values = {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
     if not values:
         return None
     card = sidecar_card(p) or read_card(p)
@@ -446,14 +485,24 @@ def verify_file(path: str | os.PathLike) -> list[tuple[str, str | None]]:
         side = read_card(js)
         sha = file_digest(p)
         want = side.file.sha256 if side.file is not None else None
-        out.append((f"{p}: the file {js.name} describes",
-                    None if sha == want else f"sha256 {sha}, the card says {want}: the file changed after its card was written"))
+        out.append(
+            (
+                f"{p}: the file {js.name} describes",
+                None
+                if sha == want
+                else f"sha256 {sha}, the card says {want}: the file changed after its card was written",
+            )
+        )
     for i, entry in enumerate(card.lineage):
         q = Path(entry.path) if entry.path else None
         if q is not None and entry.sha256 and q.is_file():
             got = file_digest(q)
-            out.append((f"lineage[{i}] {entry.relation} {q}",
-                        None if got == entry.sha256 else f"sha256 {got}, recorded {entry.sha256}: the parent changed since"))
+            out.append(
+                (
+                    f"lineage[{i}] {entry.relation} {q}",
+                    None if got == entry.sha256 else f"sha256 {got}, recorded {entry.sha256}: the parent changed since",
+                )
+            )
     return out
 
 
@@ -462,8 +511,11 @@ def verify_file(path: str | os.PathLike) -> list[tuple[str, str | None]]:
 
 # the settings of an optimizer / learning-rate schedule that matter for its type (the card keeps them all)
 _RELEVANT = {
-    "sgd": ("momentum", "nesterov"), "adam": ("beta1", "beta2", "epsilon"), "rmsprop": ("rho", "epsilon"),
-    "constant": ("learning_rate",), "step": ("learning_rate", "step_size", "gamma"),
+    "sgd": ("momentum", "nesterov"),
+    "adam": ("beta1", "beta2", "epsilon"),
+    "rmsprop": ("rho", "epsilon"),
+    "constant": ("learning_rate",),
+    "step": ("learning_rate", "step_size", "gamma"),
     "cosine": ("learning_rate", "min_lr_ratio", "warmup_epochs"),
     "soft_anneal": ("learning_rate", "soft_start", "annealing_points", "annealing_divider"),
     "soft_start_annealing": ("learning_rate", "min_learning_rate", "soft_start", "annealing"),
@@ -498,49 +550,106 @@ def render_markdown(card: ModelCard) -> str:
     lines = [f"# Model card: {title}", ""]
     if card.file is not None:
         lines += [f"File: `{card.file.name}`, {card.file.size:,} bytes, sha256 `{card.file.sha256}`", ""]
-    rows = [("task", card.task), ("architecture", card.arch), ("classes", f"{len(card.classes)}: {', '.join(card.classes)}"),
-            ("created", f"{card.created} (tlkit {card.tlkit_version}, card v{card.card_version})")]
+    rows = [
+        ("task", card.task),
+        ("architecture", card.arch),
+        ("classes", f"{len(card.classes)}: {', '.join(card.classes)}"),
+        ("created", f"{card.created} (tlkit {card.tlkit_version}, card v{card.card_version})"),
+    ]
     if card.input is not None:
-        rows.append(("input", f"{'x'.join(map(str, card.input.shape))} {card.input.layout}, "
-                              f"preprocessing {_fmt(card.input.preprocessing)}"))
+        rows.append(
+            (
+                "input",
+                f"{'x'.join(map(str, card.input.shape))} {card.input.layout}, "
+                f"preprocessing {_fmt(card.input.preprocessing)}",
+            )
+        )
     lines += ["## Model", ""] + _table(("", ""), [r for r in rows if r[1] is not None])
     if card.metrics:
-        lines += ["## Metrics", ""] + _table(("metric", "value", "split", "measured on"),
-                                            [(m.name, m.value, m.split, m.measured_on or "") for m in card.metrics])
+        lines += ["## Metrics", ""] + _table(
+            ("metric", "value", "split", "measured on"),
+            [(m.name, m.value, m.split, m.measured_on or "") for m in card.metrics],
+        )
     if card.datasets:
         lines += ["## Data", ""] + _table(
             ("split", "path", "format", "items", "per class", "file list sha256"),
-            [(d.split, d.path or "", d.format or "", d.items, f"{d.count_unit}: {_fmt(d.class_counts)}",
-              (d.file_list_sha256 or "")[:16]) for d in card.datasets])
+            [
+                (
+                    d.split,
+                    d.path or "",
+                    d.format or "",
+                    d.items,
+                    f"{d.count_unit}: {_fmt(d.class_counts)}",
+                    (d.file_list_sha256 or "")[:16],
+                )
+                for d in card.datasets
+            ],
+        )
     if card.training is not None:
         t = card.training
-        lines += ["## Training", ""] + _table(("", ""), [
-            ("epochs", f"{t.epochs} of {t.epochs_planned}" + (" (stopped early)" if t.stopped_early else "")),
-            ("batch size", f"{t.batch_size} ({t.batch_size_per_gpu} per device on {', '.join(t.devices)})"),
-            ("optimizer", _setting(t.optimizer)), ("learning rate", _setting(t.lr_schedule)),
-            ("regularizer", _fmt(t.regularizer)), ("seed", t.random_seed),
-            ("AMP / QAT", f"{t.amp} / {t.qat if t.qat is not None else 'n/a'}"),
-            ("started from", f"{t.pretrained_model_path or 'scratch'}" + (" (graph)" if t.load_graph else "")
-             + (f", pruning ratio {t.pruning_ratio:.4g}" if t.pruning_ratio is not None else "")),
-        ])
+        lines += ["## Training", ""] + _table(
+            ("", ""),
+            [
+                ("epochs", f"{t.epochs} of {t.epochs_planned}" + (" (stopped early)" if t.stopped_early else "")),
+                ("batch size", f"{t.batch_size} ({t.batch_size_per_gpu} per device on {', '.join(t.devices)})"),
+                ("optimizer", _setting(t.optimizer)),
+                ("learning rate", _setting(t.lr_schedule)),
+                ("regularizer", _fmt(t.regularizer)),
+                ("seed", t.random_seed),
+                ("AMP / QAT", f"{t.amp} / {t.qat if t.qat is not None else 'n/a'}"),
+                (
+                    "started from",
+                    f"{t.pretrained_model_path or 'scratch'}"
+                    + (" (graph)" if t.load_graph else "")
+                    + (f", pruning ratio {t.pruning_ratio:.4g}" if t.pruning_ratio is not None else ""),
+                ),
+            ],
+        )
     if card.pruning is not None:
         p = card.pruning
-        lines += ["## Pruning", ""] + _table(("", ""), [
-            ("pruning ratio", p.pruning_ratio), ("parameters", f"{p.params_before:,} -> {p.params_after:,}"),
-            ("FLOPs", f"{p.flops_before or 0:,} -> {p.flops_after or 0:,}"), ("threshold", p.threshold or ""),
-        ])
+        lines += ["## Pruning", ""] + _table(
+            ("", ""),
+            [
+                ("pruning ratio", p.pruning_ratio),
+                ("parameters", f"{p.params_before:,} -> {p.params_after:,}"),
+                ("FLOPs", f"{p.flops_before or 0:,} -> {p.flops_after or 0:,}"),
+                ("threshold", p.threshold or ""),
+            ],
+        )
     if card.export is not None:
         e = card.export
-        lines += ["## Export", ""] + _table(("format", "data type", "opset", "batch"), [(e.format, e.data_type, e.opset, e.batch)])
+        lines += ["## Export", ""] + _table(
+            ("format", "data type", "opset", "batch"), [(e.format, e.data_type, e.opset, e.batch)]
+        )
     if card.performance:
         lines += ["## Performance", ""] + _table(
             ("kind", "backend", "device", "precision", "batch", "threads", "images/s", "latency ms (p50)", "machine"),
-            [(x.kind, x.backend, x.device, x.precision, x.batch, x.threads or "", x.throughput or "",
-              (x.latency_ms or {}).get("p50", ""), x.machine.get("cpu", "")) for x in card.performance])
+            [
+                (
+                    x.kind,
+                    x.backend,
+                    x.device,
+                    x.precision,
+                    x.batch,
+                    x.threads or "",
+                    x.throughput or "",
+                    (x.latency_ms or {}).get("p50", ""),
+                    x.machine.get("cpu", ""),
+                )
+                for x in card.performance
+            ],
+        )
     if card.lineage:
         lines += ["## Lineage", "", "Newest first: each row is the parent of the row above.", ""] + _table(
             ("relation", "source", "sha256", "task / arch"),
-            [(e.relation, e.ref + (f" ({Path(e.path).name})" if e.path and Path(e.path).name not in e.ref else ""),
-              (e.sha256 or "")[:16],
-              " ".join(str((e.card or {}).get(k, "")) for k in ("task", "arch")).strip()) for e in card.lineage])
+            [
+                (
+                    e.relation,
+                    e.ref + (f" ({Path(e.path).name})" if e.path and Path(e.path).name not in e.ref else ""),
+                    (e.sha256 or "")[:16],
+                    " ".join(str((e.card or {}).get(k, "")) for k in ("task", "arch")).strip(),
+                )
+                for e in card.lineage
+            ],
+        )
     return "\n".join(lines).rstrip() + "\n"

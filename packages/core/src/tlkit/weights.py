@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from tlkit.errors import ModelFileError, UnknownNameError
+from tlkit.errors import ModelFileError
 
 # -- PyTorch .pth without torch --------------------------------------------------------------------------
 

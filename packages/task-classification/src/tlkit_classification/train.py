@@ -143,7 +143,7 @@ def train_model(
         frozen=built.frozen,
         freeze_bn=cfg.model.freeze_bn,
         save_as_graph=built.save_as_graph,
-        datasets=[card_dataset(split, ds) for split, ds in (("train", train_ds), ("validation", val_ds)) if ds is not None],
+        datasets=[card_dataset(s, ds) for s, ds in (("train", train_ds), ("validation", val_ds)) if ds is not None],
         # written by the engine once it accepts the results dir (a refused re-run changes no file)
         run_files={"classmap.json": classmap_text(train_ds.classes), "experiment_spec.yaml": resolved_spec_text(cfg)},
     )

@@ -6,7 +6,8 @@ downloading: base networks get `pretrained_base=False`; ImageNet weights (`pretr
 come from a local file (`$MXNET_HOME/models/<base>-<hash>.params`, GluonCV's own cache layout, which
 `gluoncv://<base>` fills through tlkit's model store pull, or core's offline backbone weights for
 `efficientnet_lite0`). `train_config.pretrained_model_path` may name a GluonCV detector `.params`
-(e.g. a VOC or COCO model, also as `gluoncv://ssd_512_resnet50_v1_voc`) or a tlkit detector `.tlk`: it loads by structural name except the class
+(e.g. a VOC or COCO model, also as `gluoncv://ssd_512_resnet50_v1_voc`) or a tlkit detector `.tlk`: it loads
+by structural name except the class
 heads and anchors, then the class heads are reset for the user's classes, reusing the rows of classes
 whose names match (GluonCV's `reset_class(reuse_weights=...)`). A pruned detector (`prune`, a graph
 file) retrains with `train_config.load_graph: true` (see `RetrainableGraph`).
@@ -374,7 +375,8 @@ def _is_store_base(uri: str, a: GluonCVArch) -> bool:
     if gluoncv_store.kind(name) == "classification":
         raise SpecError(
             f"train_config.pretrained_model_path {uri}: {a.detector} on {a.backbone} starts from its base network "
-            f"gluoncv://{a.base} or from a detector (gluoncv://{a.detector.replace('yolov3', 'yolo3')}_..., a .params or .tlk)"
+            f"gluoncv://{a.base} or from a detector (gluoncv://{a.detector.replace('yolov3', 'yolo3')}_..., "
+            "a .params or .tlk)"
         )
     return False
 

@@ -107,15 +107,15 @@ def card_datasets(cfg: Any, train_ds: Dataset, val_ds: Dataset | None) -> list[A
     dc = cfg.dataset_config
     val_path = (dc.validation_data_source.records_path if dc.validation_data_source is not None
                 else f"fold {dc.validation_fold} of the training sources")
+    train_path = ", ".join(s.records_path for s in dc.data_sources)
     out = []
-    for split, ds, path in (("train", train_ds, ", ".join(s.records_path for s in dc.data_sources)),
-                            ("validation", val_ds, val_path)):
+    for split, ds, path in (("train", train_ds, train_path), ("validation", val_ds, val_path)):
         if ds is None:
             continue
         labels = np.concatenate([f.classes for f in ds.frames]).astype(np.int64)
-        counts = np.bincount(labels, minlength=len(ds.classes))
-        out.append(DatasetInfo.from_items(split, (f.frame_id for f in ds.frames), dict(zip(ds.classes, counts.tolist())),
-                                          path=path, format="dataset_convert records", count_unit="objects"))
+        counts = dict(zip(ds.classes, np.bincount(labels, minlength=len(ds.classes)).tolist()))
+        out.append(DatasetInfo.from_items(split, (f.frame_id for f in ds.frames), counts, path=path,
+                                          format="dataset_convert records", count_unit="objects"))
     return out
 
 

@@ -45,7 +45,7 @@ PRETRAINED_FILES: dict[tuple[str, str], str] = {
 
 # architecture -> "module:function" mapping the file's classifier tensors to the Dense head's names
 HEAD_WEIGHT_MAPS: dict[str, str] = {
-    name: f"{_M}.efficientnet:head_weight_map" for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+    f"efficientnet_lite{n}": f"{_M}.efficientnet:head_weight_map" for n in (0, 1, 2)
 }
 
 # architecture -> the (H, W) its ImageNet weights were trained at (imagenet_classifier's default input)

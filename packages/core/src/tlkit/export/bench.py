@@ -38,12 +38,21 @@ def input_shape_of(runner: Any, shape: tuple[int, ...] | None = None) -> tuple[i
     return shape
 
 
-def bench_runner(runner: Any, *, batch: int = 1, iterations: int = 100, warmup: int = 10,
-                 shape: tuple[int, ...] | None = None, seed: int = 0) -> dict[str, Any]:
+def bench_runner(
+    runner: Any,
+    *,
+    batch: int = 1,
+    iterations: int = 100,
+    warmup: int = 10,
+    shape: tuple[int, ...] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Time `iterations` runs of a random NCHW batch; returns throughput and latency statistics."""
     if batch < 1 or iterations < 1 or warmup < 0:
-        raise SpecError(f"--batch {batch} / --iterations {iterations} / --warmup {warmup}: batch and iterations "
-                        "must be >= 1, warmup >= 0")
+        raise SpecError(
+            f"--batch {batch} / --iterations {iterations} / --warmup {warmup}: batch and iterations "
+            "must be >= 1, warmup >= 0"
+        )
     chw = input_shape_of(runner, shape)
     x = np.random.RandomState(seed).uniform(-1, 1, (batch, *chw)).astype(np.float32)
     for _ in range(warmup):
@@ -67,8 +76,16 @@ def bench_runner(runner: Any, *, batch: int = 1, iterations: int = 100, warmup: 
     }
 
 
-def bench(path: str | os.PathLike, *, backend: str | None = None, batch: int = 1, iterations: int = 100,
-          warmup: int = 10, shape: tuple[int, ...] | None = None, threads: int | None = None) -> dict[str, Any]:
+def bench(
+    path: str | os.PathLike,
+    *,
+    backend: str | None = None,
+    batch: int = 1,
+    iterations: int = 100,
+    warmup: int = 10,
+    shape: tuple[int, ...] | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
     """Load `path` with its engine backend and benchmark it (`threads`: onnxruntime's intra-op threads)."""
     from tlkit.export.runners import load_runner
 
@@ -76,17 +93,29 @@ def bench(path: str | os.PathLike, *, backend: str | None = None, batch: int = 1
     result = bench_runner(runner, batch=batch, iterations=iterations, warmup=warmup, shape=shape)
     engine = (getattr(runner, "metadata", None) or {}).get("engine") or {}
     session = getattr(runner, "session", None)  # onnxruntime: the execution provider that ran it
-    device = session.get_providers()[0] if hasattr(session, "get_providers") else str(getattr(runner, "ctx", None) or "")
-    return {"model": str(Path(path)), "backend": type(runner).__name__, "device": device or "default",
-            "precision": engine.get("precision") or (runner.metadata or {}).get("data_type"), **result}
+    device = (
+        session.get_providers()[0] if hasattr(session, "get_providers") else str(getattr(runner, "ctx", None) or "")
+    )
+    return {
+        "model": str(Path(path)),
+        "backend": type(runner).__name__,
+        "device": device or "default",
+        "precision": engine.get("precision") or (runner.metadata or {}).get("data_type"),
+        **result,
+    }
 
 
 def format_report(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
-    return "\n".join([
-        f"Model: {r['model']} ({r['backend']}, {r.get('precision') or '?'}), input {'x'.join(map(str, r['input_shape']))}",
-        f"Iterations: {r['iterations']} timed after {r['warmup']} warm-up, {r['total_s']:.3f} s",
-        f"Throughput: {r['throughput_qps']:.2f} qps ({r['throughput_ips']:.2f} images/s)",
-        "Latency: min = {min:.3f} ms, max = {max:.3f} ms, mean = {mean:.3f} ms, median = {p50:.3f} ms, "
-        "percentile(90%) = {p90:.3f} ms, percentile(95%) = {p95:.3f} ms, percentile(99%) = {p99:.3f} ms".format(**lat),
-    ])
+    return "\n".join(
+        [
+            f"Model: {r['model']} ({r['backend']}, {r.get('precision') or '?'}), "
+            f"input {'x'.join(map(str, r['input_shape']))}",
+            f"Iterations: {r['iterations']} timed after {r['warmup']} warm-up, {r['total_s']:.3f} s",
+            f"Throughput: {r['throughput_qps']:.2f} qps ({r['throughput_ips']:.2f} images/s)",
+            "Latency: min = {min:.3f} ms, max = {max:.3f} ms, mean = {mean:.3f} ms, median = {p50:.3f} ms, "
+            "percentile(90%) = {p90:.3f} ms, percentile(95%) = {p95:.3f} ms, percentile(99%) = {p99:.3f} ms".format(
+                **lat
+            ),
+        ]
+    )

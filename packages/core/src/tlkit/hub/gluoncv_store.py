@@ -75,7 +75,9 @@ def kind(name: str) -> str:
 def checksum(name: str) -> str:
     table = sha1_table()
     if name not in table:
-        raise UnknownNameError("GluonCV pretrained model", name, table, hint="`tlkit model list --source gluoncv` lists them.")
+        raise UnknownNameError(
+            "GluonCV pretrained model", name, table, hint="`tlkit model list --source gluoncv` lists them."
+        )
     return table[name]
 
 
@@ -123,8 +125,10 @@ def _extract_checked(archive: Path, path: Path, sha1: str) -> None:
                 dst.write(chunk)
         got = file_digest(tmp, "sha1")
         if got != sha1:
-            raise ChecksumError(f"{SCHEME}{path.stem.rsplit('-', 1)[0]}: downloaded {path.name} has sha1 {got}, "
-                                f"GluonCV publishes {sha1}; refused and deleted")
+            raise ChecksumError(
+                f"{SCHEME}{path.stem.rsplit('-', 1)[0]}: downloaded {path.name} has sha1 {got}, "
+                f"GluonCV publishes {sha1}; refused and deleted"
+            )
         os.replace(tmp, path)
     except (zipfile.BadZipFile, KeyError) as err:
         raise ChecksumError(f"{archive}: not a GluonCV model archive holding {path.name} ({err}); deleted") from None

@@ -96,7 +96,7 @@ def open_registry(location: str | None = None) -> Registry:
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:
-    """"name" or "name:version" (also with the registry:// scheme) -> (name, version or None)."""
+    """ "name" or "name:version" (also with the registry:// scheme) -> (name, version or None)."""
     ref = ref.removeprefix(SCHEME)
     name, _, version = ref.partition(":")
     return name, version or None
@@ -201,9 +201,11 @@ class Registry:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise RegistryError(f"{where}: not valid JSON ({err})") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("models"), dict):
-            raise RegistryError(f"{where}: not a tlkit registry index (expected \"format\": \"{FORMAT}\" and \"models\")")
+            raise RegistryError(f'{where}: not a tlkit registry index (expected "format": "{FORMAT}" and "models")')
         if int(data.get("format_version", 0)) > FORMAT_VERSION:
-            raise RegistryError(f"{where}: written by a newer tlkit (format_version {data['format_version']}); upgrade tlkit-core")
+            raise RegistryError(
+                f"{where}: written by a newer tlkit (format_version {data['format_version']}); upgrade tlkit-core"
+            )
         return data
 
     def entries(self, index: dict[str, Any] | None = None) -> list[Entry]:
@@ -212,13 +214,25 @@ class Registry:
         for name, model in sorted(index["models"].items()):
             for version, v in model.get("versions", {}).items():
                 try:
-                    entry = Entry(name, version, v["file"], v["sha256"], int(v["size"]), v.get("created", ""),
-                                  model.get("description", ""), v.get("card") or {})
+                    entry = Entry(
+                        name,
+                        version,
+                        v["file"],
+                        v["sha256"],
+                        int(v["size"]),
+                        v.get("created", ""),
+                        model.get("description", ""),
+                        v.get("card") or {},
+                    )
                 except (KeyError, TypeError, ValueError) as err:
-                    raise RegistryError(f"{self.location}: index entry {name}:{version} is incomplete ({err})") from None
+                    raise RegistryError(
+                        f"{self.location}: index entry {name}:{version} is incomplete ({err})"
+                    ) from None
                 rel = Path(entry.file)
                 if rel.is_absolute() or ".." in rel.parts:  # files stay inside the registry (and the cache)
-                    raise RegistryError(f"{self.location}: index entry {entry.ref} points outside the registry: {entry.file}")
+                    raise RegistryError(
+                        f"{self.location}: index entry {entry.ref} points outside the registry: {entry.file}"
+                    )
                 out.append(entry)
         return out
 
@@ -228,15 +242,19 @@ class Registry:
         found = [e for e in entries if e.name == name]
         if not found:
             names = sorted({e.name for e in entries})
-            raise RegistryError(f"no model {name!r} in the registry {self.location}{did_you_mean(name, names)}; "
-                                f"models: {', '.join(names) or '(none)'}")
+            raise RegistryError(
+                f"no model {name!r} in the registry {self.location}{did_you_mean(name, names)}; "
+                f"models: {', '.join(names) or '(none)'}"
+            )
         if version is None:
             return max(found, key=_version_key(found))
         for e in found:
             if e.version == version:
                 return e
-        raise RegistryError(f"{name}: no version {version!r} in {self.location}; versions: "
-                            + ", ".join(e.version for e in sorted(found, key=_version_key(found))))
+        raise RegistryError(
+            f"{name}: no version {version!r} in {self.location}; versions: "
+            + ", ".join(e.version for e in sorted(found, key=_version_key(found)))
+        )
 
     # -- pull / verify --------------------------------------------------------------------------------------------
 
@@ -281,8 +299,15 @@ class Registry:
 
     # -- push ------------------------------------------------------------------------------------------------------
 
-    def push(self, path: str | os.PathLike, name: str, version: str | None = None, *, description: str = "",
-             force: bool = False) -> Entry:
+    def push(
+        self,
+        path: str | os.PathLike,
+        name: str,
+        version: str | None = None,
+        *,
+        description: str = "",
+        force: bool = False,
+    ) -> Entry:
         """Add a model file (.tlk or .onnx, with its card) as `name:version` (default: the next number)."""
         from tlkit.model_card import now_utc, read_card, write_card_files
 
@@ -311,8 +336,10 @@ class Registry:
         existing = list(index["models"].get(name, {}).get("versions", {}))
         version = version or _next_version(existing)
         if version in existing and not force:
-            raise RegistryError(f"{name}:{version} is already in {self.location}; versions are immutable: "
-                                "push another --version (or --force to replace it)")
+            raise RegistryError(
+                f"{name}:{version} is already in {self.location}; versions are immutable: "
+                "push another --version (or --force to replace it)"
+            )
         return version
 
     @staticmethod
@@ -322,8 +349,18 @@ class Registry:
             model["description"] = entry.description
         model["versions"][entry.version] = entry.to_index()
 
-    def _push_http(self, src: Path, name: str, version: str | None, description: str, force: bool, card: Any,
-                   sha: str, size: int, created: str) -> Entry:
+    def _push_http(
+        self,
+        src: Path,
+        name: str,
+        version: str | None,
+        description: str,
+        force: bool,
+        card: Any,
+        sha: str,
+        size: int,
+        created: str,
+    ) -> Entry:
         from tlkit.hub.download import put_bytes, put_file
         from tlkit.model_card import card_texts, with_file
 

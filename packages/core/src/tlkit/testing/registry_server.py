@@ -53,7 +53,9 @@ class RegistryServer:
                 return path if path.is_file() and server.root.resolve() in path.parents else None
 
             def _record(self) -> None:
-                server.log.append((self.command, self.path, self.headers.get("Range"), self.headers.get("Authorization")))
+                server.log.append(
+                    (self.command, self.path, self.headers.get("Range"), self.headers.get("Authorization"))
+                )
 
             def do_HEAD(self) -> None:
                 self._record()
