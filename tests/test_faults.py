@@ -1202,7 +1202,7 @@ def det_predictions_without_scores(w):
     p = w.write("pred/0.txt", "car 0 0 0 1 1 20 20 0 0 0 0 0 0 0\n")
     return Expect(
         ["detection", "evaluate", "--predictions", w.p("pred"), "--labels", w.p("gt")],
-        r"0\.txt: object 1 \(car\) has no score",
+        r"no usable detection in 1 prediction file\(s\): 1 lines with 15 fields, no score \(skipped\)",
         [p],
     )
 

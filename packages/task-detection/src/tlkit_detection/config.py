@@ -341,12 +341,27 @@ class EvaluationConfig(SpecModel):
     )
     default_overlap: float = Field(0.5, gt=0, le=1, description="IoU for classes not listed above")
     average_precision_mode: Literal["SAMPLE", "INTEGRATE"] = Field(
-        "SAMPLE", description="SAMPLE: 11-point interpolated (VOC07); INTEGRATE: area under the PR envelope"
+        "SAMPLE",
+        description="SAMPLE: the best precision at recall >= t, averaged over num_recall_points values of t "
+        "(11: VOC2007's AP, the same in TLT and the VOC devkit); INTEGRATE: area under the precision-recall "
+        "curve as `matching` computes it (tlt: TLT's own sum over the recall levels reached, from the first one; "
+        "voc: the VOC2010+ all-point area from recall 0)",
+    )
+    matching: Literal["tlt", "voc"] = Field(
+        "tlt",
+        description="how predictions match ground truth (both: by decreasing confidence, each takes the box of "
+        "its class with the highest IoU, in pixels counted inclusively (x2 - x1 + 1); a box already taken makes "
+        "it a false positive). tlt: TLT DetectNet_v2 (boxes rounded to whole pixels, IoU >= the threshold, every "
+        "box counts); voc: the Pascal VOC devkit, voc_eval.py (coordinates as given, IoU > the threshold, "
+        "difficult boxes neither count nor penalise)",
     )
     num_recall_points: int = Field(11, ge=2, description="SAMPLE mode: recall points")
     evaluation_box_config: EvaluationBoxConfig = Field(default_factory=EvaluationBoxConfig)
     per_class_box_config: dict[str, EvaluationBoxConfig] = Field(default_factory=dict, description="class -> box filter")
     kitti_difficulty: bool = Field(False, description="also report KITTI easy/moderate/hard AP11 and AP40")
+    coco_metrics: bool = Field(
+        True, description="evaluate also reports COCO mAP@[.5:.95], AP50, AP75 and small/medium/large AP (pycocotools)"
+    )
     validation_period_during_training: int = Field(
         10, ge=1, description="validate every N epochs while training (when set: else train_config.validation_period)"
     )
@@ -365,7 +380,18 @@ class EvaluationConfig(SpecModel):
 class InferenceConfig(SpecModel):
     """`inference` options (TLT bbox_handler_config)."""
 
+    confidence_threshold: float = Field(
+        0.0, ge=0,
+        description="draw and write only boxes with at least this confidence (post-processing and the mAP "
+        "evaluation are not affected; DBSCAN aggregate_cov confidences can exceed 1)",
+    )
     kitti_dump: bool = Field(True, description="write KITTI label files (with confidences) under <results>/labels")
+    coco_dump: bool = Field(
+        False, description="write <results>/detections_coco.json, COCO results (image_id, category_id, bbox x y w h, score)"
+    )
+    csv_dump: bool = Field(
+        False, description="write <results>/detections.csv: image, class, confidence, x1, y1, x2, y2 (pixels)"
+    )
     disable_overlay: bool = Field(False, description="do not write annotated images")
     overlay_linewidth: int = Field(2, ge=1, description="box line width in annotated images")
     batch_size: int = Field(4, ge=1, description="images per forward pass")

@@ -20,7 +20,7 @@ from tlkit_detection.data import Dataset, TargetMaker, batches, dataset_for, dro
 
 def evaluate_dataset(detector: Any, ds: Dataset, maker: TargetMaker, cfg: Any, batch_size: int,
                      loss: Any = None, net: Any = None, ctx: Any = None) -> dict[str, Any]:
-    """Detections for every frame of `ds`, scored with TLT AP (evaluation_config). Returns
+    """Detections for every frame of `ds`, scored with per-class AP (evaluation_config). Returns
     {"result": APResult, "predictions": {frame: FrameArrays}, "ground_truth": ..., "cost": float | None}."""
     from tlkit_detection.metrics import BoxFilter, evaluate_ap
     from tlkit_detection.predict import to_frame
@@ -54,6 +54,7 @@ def evaluate_dataset(detector: Any, ds: Dataset, maker: TargetMaker, cfg: Any, b
     result = evaluate_ap(
         gts, preds, classes, {c: thresholds.get(lower[c], ev.default_overlap) for c in classes},
         mode=ev.average_precision_mode.lower(), num_recall_points=ev.num_recall_points, box_filters=filters,
+        matching=ev.matching,
     )
     return {"result": result, "predictions": preds, "ground_truth": gts, "cost": cost_sum / n if n else None}
 
