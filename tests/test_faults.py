@@ -982,7 +982,7 @@ def cls_inference_missing_input(w):
     m = w.copy(w.a.cls_model, "m.tlk")
     return Expect(
         ["classification", "inference", "-m", m, "-i", w.p("nope.jpg"), "-r", w.p("r")],
-        r"nope\.jpg: no such image or directory",
+        r"nope\.jpg: no such file or folder",
         [w.p("nope.jpg")],
     )
 

@@ -45,11 +45,36 @@ def test_task_contract(task):
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_every_task_command_has_help(task):
-    for cmd in get_registry().task(task).commands:
-        r = run_tlkit([task, cmd.name, "--help"], env={"COLUMNS": "250"})
-        assert r.returncode == 0, (cmd.name, r.stderr)
-        assert "--experiment_spec" in r.stdout
+def test_every_task_command_help_fits_80_columns_with_every_flag_whole(task):
+    """Rendered as in an 80-column terminal: no line longer, and every flag of every option (the common ones
+    and the command's OptionSpecs, aliases included) spelled out whole."""
+    import re
+
+    import typer
+    from typer.testing import CliRunner
+
+    from tlkit.cli.app import _COMMON, build_app
+
+    app, runner = build_app(), CliRunner()
+    commands = get_registry().task(task).commands
+    assert set(typer.main.get_command(app).commands[task].commands) == {c.name for c in commands}
+    for cmd in commands:
+        r = runner.invoke(app, [task, cmd.name, "--help"], env={"COLUMNS": "80"})
+        assert r.exit_code == 0, (cmd.name, r.output)
+        assert max(map(len, r.output.splitlines())) <= 80, (cmd.name, r.output)
+        flags = [f for _, _, fs, _ in _COMMON for f in fs] + [f for o in cmd.options for f in o.flags]
+        missing = [f for f in flags if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", r.output)]
+        assert not missing, (cmd.name, missing, r.output)
+
+
+def test_plugins_lists_every_plugin_at_80_columns():
+    r = run_tlkit(["plugins"], env={"COLUMNS": "80"})
+    assert r.returncode == 0, r.stderr
+    assert max(map(len, r.stdout.splitlines())) <= 80
+    for name, dist in [("core", "tlkit-core"), ("classification", "tlkit-classification"),
+                       ("detection", "tlkit-detection"), ("pose", "tlkit-pose"), ("tensorrt", "tlkit-tensorrt")]:
+        assert any(line.startswith(f"{name}  {dist} ") and line.endswith("  ok") for line in r.stdout.splitlines())
+    assert "    tasks: classification" in r.stdout.splitlines()
 
 
 def test_spec_reference_doc_is_up_to_date():

@@ -100,9 +100,9 @@ def measure(name: str, model: Path, cfg, work: Path, train_s: float) -> dict:
     net, _ = load_net(model)
     return {
         "model": str(model),
-        "mAP@0.5": res["mean_average_precision"] / 100,
-        "AP@0.5": {k: v / 100 for k, v in res["average_precision"].items()},
-        "mAP@0.5_onnx": res_onnx["mean_average_precision"] / 100,
+        "mAP@0.5": res.kpi["mean average precision"] / 100,
+        "AP@0.5": {k: v / 100 for k, v in res.metrics["average_precision"].items()},
+        "mAP@0.5_onnx": res_onnx.kpi["mean average precision"] / 100,
         "params": count_params(net),
         "file_mb": round(model.stat().st_size / 2**20, 2),
         "onnx_mb": round(onnx.stat().st_size / 2**20, 2),

@@ -83,7 +83,7 @@ def test_synthetic_pose_reaches_ap(tmp_path):
         spec = PoseConfig.model_validate({"inference": {"scales": scales}}) if scales else None
         out = evaluate_run(CommandContext(task="pose", command="evaluate", model=model, spec=spec, results_dir=tmp_path / f"eval_{name}",
                                           console=console, options={"annotations": test}))
-        kpi[name] = out["kpi"]
+        kpi[name] = out.kpi
     # the ceiling: ground truth rendered at stride 8 in the model's input (the image fitted x INPUT/IMG)
     oracle_params = InferenceConfig(scales=[input_size / IMG])
     oracle = evaluate_keypoints(test, oracle_results(load_coco_keypoints(test), params=oracle_params))["kpi"]

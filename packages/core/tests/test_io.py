@@ -1,5 +1,7 @@
 """Atomic writes: an interrupted write leaves the previous file intact and no stray temp file."""
 
+from pathlib import Path
+
 import pytest
 
 from tlkit.io import atomic_write, atomic_write_text
@@ -184,6 +186,89 @@ def test_skipped_images_reports_or_stops(tmp_path):
     assert s.summary() == f"skipped 5 unreadable image(s): {first}; +2 more"
     with pytest.raises(DataError, match=r"a\.jpg: truncated \(--strict stops at the first"):
         SkippedImages(strict=True).add(tmp_path / "a.jpg", "truncated")
+
+
+def test_resolve_inputs_file_folder_list_video(tmp_path):
+    from tlkit.errors import DataError
+    from tlkit.images import IMAGE_EXTENSIONS, resolve_inputs
+
+    data = _jpeg_bytes()
+    for rel in ("d/b.jpg", "d/a.PNG", "d/sub/a.png", "d/sub/deeper/c.webp", "d/notes.txt", "d/clip.mp4"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    d = tmp_path / "d"
+    folder = resolve_inputs(d)
+    # sorted by path, sub-folders included, endings matched case-insensitively; no .txt or video in a folder
+    assert folder.images == (d / "a.PNG", d / "b.jpg", d / "sub/a.png", d / "sub/deeper/c.webp")
+    assert folder.video is None and folder.source == d
+    assert [folder.name(p) for p in folder.images] == ["a.PNG", "b.jpg", "sub/a.png", "sub/deeper/c.webp"]
+    assert resolve_inputs(d / "b.jpg").images == (d / "b.jpg",) and resolve_inputs(d / "b.jpg").name(d / "b.jpg") == "b.jpg"
+    assert resolve_inputs(d / "clip.mp4").video == d / "clip.mp4" and not resolve_inputs(d / "clip.mp4").images
+    assert resolve_inputs(d, extensions=(".png",)).images == (d / "a.PNG", d / "sub/a.png")
+    assert set(IMAGE_EXTENSIONS) >= {".jpg", ".jpeg", ".png", ".bmp"} and all(e == e.lower() for e in IMAGE_EXTENSIONS)
+    # a list: one path a line, relative to the list's folder; blank lines and comments skipped; order kept
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"# the test set\nd/sub/a.png\n\n  d/b.jpg  \n{d / 'missing.jpg'}\n")
+    listed = resolve_inputs(lst)
+    assert listed.images == (d / "sub/a.png", d / "b.jpg", d / "missing.jpg")  # a missing one is skipped when read
+    assert listed.name(d / "sub/a.png") == "d/sub/a.png"
+    (tmp_path / "empty.txt").write_text("# nothing\n\n")
+    (tmp_path / "empty").mkdir()
+    for source, error in [
+        (tmp_path / "nope.jpg", r"nope\.jpg: no such file or folder \(expected an image, a folder of images, a \.txt list"),
+        (tmp_path / "empty", r"empty: no images found \(looked for \.bmp, \.jpeg, \.jpg"),
+        (tmp_path / "empty.txt", r"empty\.txt: the list names no image"),
+        (lst.with_suffix(".csv"), r"no such file or folder"),
+    ]:
+        with pytest.raises(DataError, match=error):
+            resolve_inputs(source)
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(DataError, match=r"x\.csv: not an image, a folder of images, a \.txt list of images or a video"):
+        resolve_inputs(tmp_path / "x.csv")
+    with pytest.raises(DataError, match=r"clip\.mp4: not an image, a folder of images or a \.txt list of images \("):
+        resolve_inputs(d / "clip.mp4", videos=False)
+
+
+def test_inference_source_takes_exactly_one_flag():
+    from tlkit.errors import TlkitError
+    from tlkit.images import inference_source
+
+    assert inference_source({"image": "a.jpg", "image_dir": None}, "x") == Path("a.jpg")
+    assert inference_source({"image_dir": "d", "input": None}, "x", ("image", "image_dir", "input")) == Path("d")
+    for given in ({}, {"image": "a.jpg", "image_dir": "d"}):
+        with pytest.raises(TlkitError, match=r"^tlkit t inference: give exactly one of -i/--image, -d/--image_dir \(an"):
+            inference_source(given, "tlkit t inference")
+    with pytest.raises(TlkitError, match=r"-i/--image, -d/--image_dir, --input \(.* or a \.txt list of images\)$"):
+        inference_source({}, "x", ("image", "image_dir", "input"), videos=False)
+
+
+def test_read_batches_skips_unreadable_images_in_order(tmp_path):
+    from tlkit.errors import DataError
+    from tlkit.images import SkippedImages, read_batches, read_bgr, read_rgb
+
+    data = _jpeg_bytes()
+    paths = [tmp_path / f"{i}.jpg" for i in range(7)]
+    for i, p in enumerate(paths):
+        p.write_bytes(data if i not in (1, 2, 5) else b"not an image" if i != 5 else data[:300])
+    skipped = SkippedImages()
+    batches = list(read_batches(paths, 3, read_bgr, skipped))  # read_bgr: None for a bad file
+    assert [[(i, p.name) for i, p, _ in b] for b in batches] == [[(0, "0.jpg")], [(3, "3.jpg"), (4, "4.jpg")],
+                                                                  [(6, "6.jpg")]]
+    assert all(img.shape == (48, 64, 3) for b in batches for _, _, img in b)
+    assert [(p.name, why) for p, why in skipped.items][:2] == [("1.jpg", "not an image (unknown format)"),
+                                                               ("2.jpg", "not an image (unknown format)")]
+    assert skipped.items[2][0].name == "5.jpg" and "truncated" in skipped.items[2][1].lower()
+    skipped.require_some(7)  # some were read: no error
+    # read_rgb raises DataError("<path>: why"): the same skip, the reason without the path
+    again = SkippedImages()
+    assert sum(len(b) for b in read_batches(paths, 2, read_rgb, again)) == 4
+    assert [why for _, why in again.items] == [why for _, why in skipped.items]
+    with pytest.raises(DataError, match=r"1\.jpg: not an image \(unknown format\) \(--strict stops at the first"):
+        list(read_batches(paths, 3, read_bgr, SkippedImages(strict=True)))
+    none = SkippedImages()
+    assert list(read_batches(paths[1:3], 4, read_bgr, none)) == []
+    with pytest.raises(DataError, match=r"^imgs: none of the 2 image\(s\) could be read \(.*1\.jpg: not an image"):
+        none.require_some(2, "imgs")
 
 
 def test_record_shards_are_atomic_and_damage_is_named(tmp_path, monkeypatch):

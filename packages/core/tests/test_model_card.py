@@ -201,8 +201,9 @@ def test_the_best_model_has_its_own_card(workflow):
 
 
 def test_evaluation_numbers_go_into_the_card_beside_the_model(workflow, tmp_path, monkeypatch):
-    """The core's tlkit_on_stage_end: an evaluate command's numeric outputs, split "evaluation"; a re-run
-    replaces them; an unwritable place only warns."""
+    """The core's tlkit_on_stage_end: an evaluate command's KPIs (EvaluationResult.kpi), split "evaluation"; a
+    re-run replaces them; a third-party evaluate's plain dict has its top-level numbers recorded; an unwritable
+    place only warns."""
     import io
     import shutil
     from types import SimpleNamespace
@@ -210,22 +211,23 @@ def test_evaluation_numbers_go_into_the_card_beside_the_model(workflow, tmp_path
     from rich.console import Console
 
     from tlkit._builtin import tlkit_on_stage_end
-    from tlkit.types import Stage, StageResult
+    from tlkit.types import EvaluationResult, Stage, StageResult
 
     model = tmp_path / "model.tlk"
     shutil.copy(workflow["base"], model)
     out = io.StringIO()
     ctx = SimpleNamespace(model=model, console=Console(file=out, width=200))
     for acc in (0.5, 0.75):
-        tlkit_on_stage_end(
-            stage=Stage.EVALUATE,
-            task="unit",
-            context=ctx,
-            result=StageResult(True, outputs={"accuracy": acc, "loss": 0.3, "report": "text", "ok": True}),
-        )
+        result = EvaluationResult(kpi={"accuracy": acc, "loss": 0.3}, artifacts={"evaluation.json": "x"},
+                                  metrics={"n_images": 12, "per_class": {"a": {"recall": 0.1}}})
+        tlkit_on_stage_end(stage=Stage.EVALUATE, task="unit", context=ctx, result=StageResult(True, result.to_dict()))
     card = read_card(card_paths(model)[0])
     evaluation = {m.name: m.value for m in card.metrics if m.split == "evaluation"}
-    assert evaluation == {"accuracy": 0.75, "loss": 0.3}
+    assert evaluation == {"accuracy": 0.75, "loss": 0.3}  # the KPIs, not the other metrics
+    tlkit_on_stage_end(stage=Stage.EVALUATE, task="unit", context=ctx,
+                       result=StageResult(True, outputs={"top5": 0.9, "report": "text", "ok": True}))
+    evaluation = {m.name: m.value for m in read_card(card_paths(model)[0]).metrics if m.split == "evaluation"}
+    assert evaluation == {"accuracy": 0.75, "loss": 0.3, "top5": 0.9}
     assert {m.split for m in card.metrics} == {"train", "validation", "evaluation"}  # training's are kept
     assert f"metrics recorded in {card_paths(model)[0]}" in out.getvalue()
     tlkit_on_stage_end(stage=Stage.TRAIN, task="unit", context=ctx, result=StageResult(True, outputs={"accuracy": 0.1}))

@@ -1,13 +1,21 @@
 """Plugin discovery through real entry points: a worked third-party plugin and three broken ones."""
 
 import json
+import tomllib
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from tlkit.testing.plugins import install_plugins, run_tlkit
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture_project(name: str) -> dict:
+    """[project] of a fixture plugin's pyproject.toml (its distribution name, version and requirements)."""
+    return tomllib.loads((FIXTURES / "plugins" / name / "pyproject.toml").read_text())["project"]
 
 
 def test_plugins_json_lists_ok_and_failed_with_reasons(plugin_dir):
@@ -16,7 +24,8 @@ def test_plugins_json_lists_ok_and_failed_with_reasons(plugin_dir):
     infos = {p["name"]: p for p in json.loads(r.stdout)}
     assert infos["core"]["status"] == "ok" and infos["core"]["distribution"] == "tlkit-core"
     ex = infos["example"]
-    assert (ex["status"], ex["distribution"], ex["version"]) == ("ok", "tlkit-example-plugin", "0.0.1")
+    example = fixture_project("example")
+    assert (ex["status"], ex["distribution"], ex["version"]) == ("ok", example["name"], example["version"])
     assert ex["registers"]["tasks"] == ["counting"]
     assert ex["registers"]["architectures"] == ["tinynet"]
     assert "tlkit_register_commands" in ex["registers"]["hooks"]
@@ -25,7 +34,8 @@ def test_plugins_json_lists_ok_and_failed_with_reasons(plugin_dir):
     assert infos["typo"]["status"] == "failed"
     assert "unknown hook 'tlkit_register_task'" in infos["typo"]["error"]
     assert infos["old"]["status"] == "failed"
-    assert infos["old"]["error"] == "requires tlkit-core<0.1,>=0.0.1, installed 0.1.0"
+    required = Requirement(fixture_project("old")["dependencies"][0])
+    assert infos["old"]["error"] == f"requires {required}, installed {version('tlkit-core')}"
 
 
 def test_each_broken_plugin_costs_one_warning_line_and_the_cli_still_works(plugin_dir):
@@ -33,14 +43,16 @@ def test_each_broken_plugin_costs_one_warning_line_and_the_cli_still_works(plugi
     assert r.returncode == 0
     warnings = [line for line in r.stderr.splitlines() if line.startswith("warning: plugin")]
     assert len(warnings) == 3, r.stderr
-    assert any("'broken' (tlkit-broken-example 0.0.1)" in w for w in warnings)
+    broken = fixture_project("broken")
+    assert any(f"'broken' ({broken['name']} {broken['version']})" in w for w in warnings)
     assert "counting" in r.stdout and "example-hello" in r.stdout
 
 
 def test_strict_mode_makes_a_broken_plugin_fatal(plugin_dir):
     r = run_tlkit(["plugins"], plugin_dir, env={"TLKIT_STRICT_PLUGINS": "1"})
     assert r.returncode != 0
-    assert "error: plugin 'broken' (tlkit-broken-example 0.0.1) failed to load: ModuleNotFoundError" in r.stderr
+    broken = fixture_project("broken")
+    assert f"error: plugin 'broken' ({broken['name']} {broken['version']}) failed to load: ModuleNotFoundError" in r.stderr
 
 
 def test_disable_plugins_skips_named_ones(plugin_dir):

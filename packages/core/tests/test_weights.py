@@ -20,7 +20,8 @@ import pytest
 from tlkit.backbones import build_backbone
 from tlkit.backbones.base import ImageNetClassifier
 from tlkit.errors import ModelFileError, UnknownNameError
-from tlkit.weights import LoadReport, load_pretrained, load_pth, load_weight_file, resolve_weights
+from tlkit.pth import load_pth
+from tlkit.weights import LoadReport, load_pretrained, load_weight_file, resolve_weights
 
 # -- writing .pth files the way torch.save does, without torch -------------------------------------------
 

@@ -34,10 +34,10 @@ def shapes(tmp_path_factory):
 
 def _make_ctx(command, spec=None, results_dir=None, model=None, output=None, **options):
     from rich.console import Console
-    from tlkit.context import CommandContext
+    from tlkit.testing import make_context
 
-    return CommandContext(
-        task="classification", command=command, spec=spec, results_dir=results_dir, model=model, output=output,
+    return make_context(
+        "classification", command, spec=spec, results_dir=results_dir, model=model, output=output,
         options=options, console=Console(width=120, highlight=False),
     )
 
@@ -59,7 +59,8 @@ def _spec_for(root, *overrides):
 
 @pytest.fixture
 def make_ctx():
-    """make_ctx(command, spec=None, results_dir=None, model=None, output=None, **options) -> CommandContext."""
+    """make_ctx(command, spec=None, results_dir=None, model=None, output=None, **options) -> CommandContext, as the
+    CLI builds it (tlkit.testing.make_context: option defaults, the default spec when spec is None)."""
     return _make_ctx
 
 

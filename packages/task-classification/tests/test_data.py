@@ -10,7 +10,6 @@ from tlkit_classification.data import (
     Pipeline,
     batches,
     eval_transform,
-    list_images,
     load_image,
     mixup,
     normalize,
@@ -180,10 +179,6 @@ def test_load_image_errors(tmp_path):
         load_image(txt)
     with pytest.raises(DataError, match="image file not found"):
         load_image(tmp_path / "missing.png")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(DataError, match="no images found"):
-        list_images(empty)
 
 
 def test_classmap_roundtrip_and_errors(tmp_path):

@@ -118,7 +118,8 @@ def test_inference_on_a_non_image(tmp_path, make_ctx):
     with pytest.raises(ModelFileError, match=r"m\.tlk: not a tlkit model file") as e:
         run(make_ctx("inference", results_dir=tmp_path, model=model, image=note))
     one_line(e)
-    with pytest.raises(TlkitError, match="give exactly one of -i/--image FILE or -d/--image_dir DIR"):
+    with pytest.raises(TlkitError, match=r"give exactly one of -i/--image, -d/--image_dir \(an image, a folder of "
+                                         r"images or a \.txt list of images\)$"):  # classification reads no video
         run(make_ctx("inference", results_dir=tmp_path, model=model, image=note, image_dir=tmp_path))
 
 

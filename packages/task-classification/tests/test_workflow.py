@@ -14,15 +14,13 @@ import numpy as np
 import pytest
 from rich.console import Console
 from tlkit.config import load_spec
-from tlkit.context import CommandContext
 from tlkit.model_io import load_model, read_meta
+from tlkit.testing import make_context
 from tlkit_classification.config import ClassificationConfig
 
 
 def ctx(command, spec=None, **kw):
-    options = kw.pop("options", {})
-    return CommandContext(task="classification", command=command, spec=spec, options=options,
-                          console=Console(width=120, quiet=True), **kw)
+    return make_context("classification", command, spec=spec, console=Console(width=120, quiet=True), **kw)
 
 
 def spec(root, *extra):
@@ -74,15 +72,24 @@ def test_train_outputs(run):
     assert meta["task"] == "classification" and meta["classes"] == ["circle", "square", "triangle"]
     assert meta["input_shape"] == [3, 32, 32] and meta["preprocessing"]["channel_order"] == "RGB"  # resnet: torch
     status = [json.loads(line) for line in (r / "status.json").read_text().splitlines()]
-    assert status[-1]["status"] == "SUCCESS" and "validation_accuracy" in status[-1]["kpi"]
-    assert 0.0 <= run["train"]["validation_accuracy"] <= 1.0
+    assert status[-1]["status"] == "SUCCESS"
+    accuracy = run["train"]["validation_accuracy"]
+    assert status[-1]["kpi"]["validation_accuracy"] == pytest.approx(accuracy)
+    assert accuracy * 12 == pytest.approx(round(accuracy * 12))  # a fraction of the 12 validation images
 
 
 def test_evaluate_reproduces_training_validation(run):
     # same images, same deterministic pipeline, same weights: the same accuracy and loss
-    assert run["eval"]["accuracy"] == pytest.approx(run["train"]["validation_accuracy"])
-    assert run["eval"]["loss"] == pytest.approx(run["train"]["validation_loss"], rel=1e-4)
+    kpi = run["eval"].kpi
+    assert kpi["accuracy"] == pytest.approx(run["train"]["validation_accuracy"])
+    assert kpi["loss"] == pytest.approx(run["train"]["validation_loss"], rel=1e-4)
+    # evaluate's one result shape: the KPIs status.json has, the files written, the whole report
+    status = json.loads((run["root"] / "eval" / "status.json").read_text().splitlines()[-1])
+    assert status["kpi"] == pytest.approx(kpi) and set(kpi) == {"accuracy", "top_k_accuracy", "loss"}
+    assert {n: Path(p).is_file() for n, p in run["eval"].artifacts.items()} == {
+        "evaluation.json": True, "evaluation.txt": True, "confusion_matrix.png": True}
     e = json.loads((run["root"] / "eval" / "evaluation.json").read_text())
+    assert run["eval"].metrics["confusion_matrix"] == e["confusion_matrix"]
     cm = np.array(e["confusion_matrix"])
     assert cm.shape == (3, 3) and cm.sum() == 12 and list(cm.sum(axis=1)) == [4, 4, 4]
     assert e["accuracy"] == pytest.approx(np.trace(cm) / 12)
@@ -120,11 +127,12 @@ def test_prune_and_retrain_keep_the_smaller_graph(run):
     meta = read_meta(retrained)
     assert meta["kind"] == "graph" and meta["classes"] == ["circle", "square", "triangle"]
     assert n_params(retrained) == pruned
-    assert 0.0 <= run["eval2"]["accuracy"] <= 1.0
+    # the retrained graph evaluates to what its training validated (same images, pipeline and weights)
+    assert run["eval2"].kpi["accuracy"] == pytest.approx(run["retrain"]["validation_accuracy"])
 
 
 def test_onnx_evaluates_like_the_tlk(run):
-    assert run["eval_onnx"]["accuracy"] == pytest.approx(run["eval2"]["accuracy"])
-    assert run["eval_onnx"]["loss"] == pytest.approx(run["eval2"]["loss"], rel=1e-4, abs=1e-5)
+    assert run["eval_onnx"].kpi["accuracy"] == pytest.approx(run["eval2"].kpi["accuracy"])
+    assert run["eval_onnx"].kpi["loss"] == pytest.approx(run["eval2"].kpi["loss"], rel=1e-4, abs=1e-5)
     e = json.loads((run["root"] / "eval_onnx" / "evaluation.json").read_text())
     assert e["backend"] != "mxnet" and e["model"].endswith("model.onnx")

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from tlkit.config import load_spec
-from tlkit.context import CommandContext
 from tlkit.errors import DataError, TlkitError
+from tlkit.testing import make_context
 from tlkit.testing.plugins import run_tlkit
 from tlkit_detection.config import DetectionConfig
 from tlkit_detection.evaluate import run
@@ -36,14 +36,14 @@ def write_dirs(tmp_path):
 def ctx(tmp_path, spec=None, **kw):
     preds, labels = write_dirs(tmp_path) if not (tmp_path / "labels").exists() else (tmp_path / "preds", tmp_path / "labels")
     options = {"predictions": preds, "labels": labels, "kitti_difficulty": kw.pop("kitti", False)}
-    return CommandContext(task="detection", command="evaluate", spec=spec, options=options, **kw)
+    return make_context("detection", "evaluate", spec=spec, options=options, **kw)
 
 
 def test_scores_and_writes_results(tmp_path):
     c = ctx(tmp_path, results_dir=tmp_path / "r")
     with c.console.capture() as cap:
-        out = run(c)
-    text = cap.get()
+        res = run(c)
+    out, text = res.metrics, cap.get()
     car = (6 + 5 * 2 / 3) / 11 * 100
     assert out["average_precision"] == pytest.approx({"car": car, "pedestrian": 100.0})
     assert out["mean_average_precision"] == pytest.approx((car + 100) / 2)
@@ -55,6 +55,8 @@ def test_scores_and_writes_results(tmp_path):
     status = json.loads((tmp_path / "r" / "status.json").read_text().splitlines()[-1])
     assert status["status"] == "SUCCESS" and status["kpi"]["mean average precision"] == pytest.approx((car + 100) / 2)
     assert status["categorical"]["average_precision"]["pedestrian"] == pytest.approx(100)
+    assert res.kpi == status["kpi"] and saved == out  # evaluate's one result shape
+    assert res.artifacts == {n: str(tmp_path / "r" / n) for n in ("evaluation.json", "pr_curve_car.png", "pr_curve_pedestrian.png")}
 
 
 def test_spec_thresholds_mapping_and_kitti(tmp_path):
@@ -64,7 +66,7 @@ def test_spec_thresholds_mapping_and_kitti(tmp_path):
         "evaluation_config:\n  minimum_detection_ground_truth_overlap: {vehicle: 0.7}\n  average_precision_mode: INTEGRATE\n"
     )
     spec = load_spec(spec_file, DetectionConfig)
-    out = run(ctx(tmp_path, spec=spec, kitti=True))
+    out = run(ctx(tmp_path, spec=spec, kitti=True)).metrics
     assert list(out["average_precision"]) == ["vehicle"]  # only the classes given thresholds
     # TLT's INTEGRATE: recall levels 0.5 and 1, one step of 0.5 at precision 1
     assert out["average_precision"]["vehicle"] == pytest.approx(50.0)
@@ -74,7 +76,7 @@ def test_spec_thresholds_mapping_and_kitti(tmp_path):
 
 
 def test_kitti_difficulty_on_raw_classes(tmp_path):
-    out = run(ctx(tmp_path, spec=DetectionConfig(), kitti=True))
+    out = run(ctx(tmp_path, spec=DetectionConfig(), kitti=True)).metrics
     assert out["kitti"]["car"]["easy"]["num_gt"] == 2 and out["kitti"]["pedestrian"]["moderate"]["num_gt"] == 1
 
 
@@ -82,7 +84,7 @@ def test_model_evaluation_needs_a_spec(tmp_path):
     with pytest.raises(TlkitError, match="give the experiment spec with -e"):
         run(ctx(tmp_path, model=tmp_path / "m.tlk"))
     with pytest.raises(TlkitError, match="give --predictions DIR and --labels DIR"):
-        run(CommandContext(task="detection", command="evaluate", options={}))
+        run(make_context("detection", "evaluate"))
 
 
 def test_prediction_files_from_other_tools_are_scored_with_their_problems_reported(tmp_path):
@@ -97,7 +99,7 @@ def test_prediction_files_from_other_tools_are_scored_with_their_problems_report
         "Car 0 0 0 1 2 inf 4 0 0 0 0 0 0 0 0.3\n"  # not finite: skipped
     )
     with c.console.capture() as cap:
-        out = run(c)
+        out = run(c).metrics
     text = " ".join(cap.get().split())
     problems = out["prediction_files"]["problems"]
     assert problems == {"too_few_fields": 1, "no_score": 1, "extra_fields": 1, "not_a_number": 1, "not_finite": 1,
@@ -112,7 +114,7 @@ def test_prediction_files_from_other_tools_are_scored_with_their_problems_report
     # a false positive ranked last, after recall 1: AP unchanged
     assert out["num_predictions"]["car"] == 5 and out["average_precision"]["car"] == pytest.approx((6 + 5 * 2 / 3) / 11 * 100)
     # under the VOC devkit's rules nothing is filtered: the degenerate car is a false positive ranked first
-    voc = run(ctx(tmp_path, spec=DetectionConfig.model_validate({"evaluation_config": {"matching": "voc"}})))
+    voc = run(ctx(tmp_path, spec=DetectionConfig.model_validate({"evaluation_config": {"matching": "voc"}}))).metrics
     assert voc["num_predictions"]["car"] == 6 and voc["average_precision"]["car"] == pytest.approx((1 / 2 * 6 + 2 / 4 * 5) / 11 * 100)
 
 
@@ -126,14 +128,18 @@ def test_prediction_files_without_any_usable_detection_are_an_error(tmp_path):
 
 def test_matching_convention_and_coco_metrics(tmp_path):
     spec = DetectionConfig.model_validate({"evaluation_config": {"matching": "voc", "average_precision_mode": "INTEGRATE"}})
-    out = run(ctx(tmp_path, spec=spec))
+    out = run(ctx(tmp_path, spec=spec)).metrics
     assert out["matching"] == "voc" and out["average_precision_mode"] == "INTEGRATE"
     assert out["average_precision"]["car"] == pytest.approx((0.5 + 0.5 * 2 / 3) * 100)  # VOC2010 all-point
     coco = out["coco"]
     assert set(coco) == {"AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "per_class_AP"}
-    assert coco["per_class_AP"]["pedestrian"] == pytest.approx(100.0) and 0 < coco["AP"] < 100
+    # boxes equal to the ground truth (IoU 1 at every threshold), ranked TP FP TP FP for car: COCO's 101-point
+    # interpolated precision is 1 up to recall 0.5 (51 points) and 2/3 above (50 points)
+    car = (51 + 50 * 2 / 3) / 101 * 100
+    assert coco["per_class_AP"] == pytest.approx({"car": car, "pedestrian": 100.0})
+    assert coco["AP"] == pytest.approx((car + 100) / 2) and coco["AP50"] == coco["AP75"] == pytest.approx(coco["AP"])
     assert coco["AP_small"] is None  # no ground truth below 32x32 px
-    off = run(ctx(tmp_path, spec=DetectionConfig.model_validate({"evaluation_config": {"coco_metrics": False}})))
+    off = run(ctx(tmp_path, spec=DetectionConfig.model_validate({"evaluation_config": {"coco_metrics": False}}))).metrics
     assert "coco" not in off
 
 
@@ -143,5 +149,7 @@ def test_cli_evaluate(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "| class name | average precision (in %) |" in r.stdout and "|    car     |" in r.stdout
     assert (tmp_path / "r" / "evaluation.json").is_file()
-    r = run_tlkit(["detection", "evaluate", "-m", "x.tlk"])
+    r = run_tlkit(["detection", "evaluate", "-m", "x.tlk"])  # the CLI's default spec names no data
+    assert r.returncode != 0 and "give the experiment spec with -e" in r.stderr
+    r = run_tlkit(["detection", "evaluate", "-m", "x.tlk", "dataset_config.validation_fold=0"])
     assert r.returncode != 0 and "x.tlk: model file not found" in r.stdout + r.stderr

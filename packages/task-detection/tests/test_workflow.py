@@ -9,16 +9,14 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from tlkit.context import CommandContext
 from tlkit.errors import DataError, ModelFileError, SpecError, TlkitError
+from tlkit.testing import make_context
 
 from detection_synth import CLASSES, tiny_spec, write_synthetic_kitti, write_synthetic_records
 
 
 def _ctx(command, **kw):
-    options = kw.pop("options", {})
-    return CommandContext(task="detection", command=command, gpus=0, options=options,
-                          console=Console(width=120, highlight=False), **kw)
+    return make_context("detection", command, gpus=0, console=Console(width=120, highlight=False), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +34,11 @@ def test_train_writes_model_status_and_validation_kpi(trained):
     res = trained["tmp"] / "results"
     out = trained["out"]
     assert trained["model"].is_file() and trained["model"].suffix == ".tlk"
-    assert 0.0 <= out["mean average precision"] <= 1.0
-    assert {f"AP {c}" for c in CLASSES} <= set(out) and out["validation cost"] > 0
+    assert out["mean average precision"] == pytest.approx(np.mean([out[f"AP {c}"] for c in CLASSES]))
+    assert out["validation cost"] > 0
     lines = [json.loads(x) for x in (res / "status.json").read_text().splitlines() if x.strip()]
-    assert lines[-1]["status"] == "SUCCESS" and "mean average precision" in lines[-1]["kpi"]
+    assert lines[-1]["status"] == "SUCCESS"
+    assert lines[-1]["kpi"]["mean average precision"] == pytest.approx(out["mean average precision"])
     rows = (res / "training.csv").read_text().splitlines()
     assert len(rows) == 3  # header + 2 epochs
     assert "mean average precision" in rows[0]
@@ -57,22 +56,27 @@ def test_evaluate_tlk_and_onnx_agree_and_write_reports(trained, tmp_path):
     cfg = trained["cfg"]
     r1 = eval_run(_ctx("evaluate", spec=cfg, model=trained["model"], results_dir=tmp_path / "e1",
                        options={"kitti_difficulty": True}))
-    assert set(r1["average_precision"]) == set(CLASSES)
-    t = r1["inference_time"]
-    assert t["unit"] == "ms per image" and t["median_ms"] > 0 and t["median_ms_batch_1"] > 0 and r1["backend"] == "mxnet"
+    m1 = r1.metrics
+    assert set(m1["average_precision"]) == set(CLASSES)
+    t = m1["inference_time"]
+    assert t["unit"] == "ms per image" and t["median_ms"] > 0 and t["median_ms_batch_1"] > 0 and m1["backend"] == "mxnet"
     assert t["batch_size"] == cfg.train_config.batch_size_per_gpu and t["frames_at_batch_1"] == 4  # the 4 validation frames
-    assert "kitti" in r1 and set(r1["coco"]["per_class_AP"]) == set(CLASSES)
-    assert (tmp_path / "e1" / "evaluation.json").is_file()
-    assert {p.name for p in (tmp_path / "e1").glob("pr_curve_*.png")} == {f"pr_curve_{c}.png" for c in CLASSES}
+    assert "kitti" in m1 and set(m1["coco"]["per_class_AP"]) == set(CLASSES)
+    # evaluate's one result shape: status.json's KPI, the files written, evaluation.json's numbers
+    status = json.loads((tmp_path / "e1" / "status.json").read_text().splitlines()[-1])
+    assert r1.kpi == status["kpi"] == {"mean average precision": pytest.approx(m1["mean_average_precision"])}
+    assert m1 == json.loads((tmp_path / "e1" / "evaluation.json").read_text())
+    assert set(r1.artifacts) == {"evaluation.json", *(f"pr_curve_{c}.png" for c in CLASSES)}
+    assert all(Path(p).is_file() and Path(p).parent == tmp_path / "e1" for p in r1.artifacts.values())
     onnx = tmp_path / "model.onnx"
     export_run(_ctx("export", model=trained["model"], output=onnx, results_dir=tmp_path / "ds",
                     options={"gen_ds_config": True}))
     assert onnx.is_file()
     r2 = eval_run(_ctx("evaluate", spec=cfg, model=onnx, options={}))
-    assert r2["backend"] != "mxnet"
+    assert r2.metrics["backend"] != "mxnet" and r2.artifacts == {}  # no -r: nothing written
     for c in CLASSES:
-        assert r2["num_predictions"][c] == r1["num_predictions"][c]
-        assert r2["average_precision"][c] == pytest.approx(r1["average_precision"][c], abs=1e-6)
+        assert r2.metrics["num_predictions"][c] == m1["num_predictions"][c]
+        assert r2.metrics["average_precision"][c] == pytest.approx(m1["average_precision"][c], abs=1e-6)
     configs = list((tmp_path).rglob("nvinfer_config.txt"))
     assert configs, "export --gen_ds_config wrote no DeepStream config"
     text = configs[0].read_text()
@@ -116,6 +120,30 @@ def test_inference_on_images_and_video(trained, tmp_path):
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
     cap.release()
     assert len(json.loads(Path(res["detections_json"]).read_text())["frames"]) == 3
+
+
+def test_inference_on_a_list_and_sub_folders_keeps_names_apart(trained, tmp_path):
+    """A .txt list (paths relative to it) and a folder whose sub-folders hold images of the same name: every
+    image gets its own label file and overlay, below the same sub-folder."""
+    import shutil
+
+    from tlkit_detection.inference import run as infer_run
+
+    imgs = write_synthetic_kitti(tmp_path / "new", n=3, seed=9) / "images"
+    (tmp_path / "d" / "cam2").mkdir(parents=True)
+    for p in sorted(imgs.glob("*.png"))[:2]:
+        shutil.copy(p, tmp_path / "d" / p.name)
+        shutil.copy(p, tmp_path / "d" / "cam2" / p.name)
+    res = infer_run(_ctx("inference", model=trained["model"], results_dir=tmp_path / "inf", options={"image_dir": tmp_path / "d"}))
+    labels = sorted(p.relative_to(tmp_path / "inf" / "labels").as_posix() for p in (tmp_path / "inf" / "labels").rglob("*.txt"))
+    assert res["images"] == 4 and labels == ["0000.txt", "0001.txt", "cam2/0000.txt", "cam2/0001.txt"]
+    assert (tmp_path / "inf" / "labels" / "0000.txt").read_text() == (tmp_path / "inf" / "labels" / "cam2" / "0000.txt").read_text()
+    assert (tmp_path / "inf" / "images_annotated" / "cam2" / "0001.png").is_file()
+    listed = tmp_path / "list.txt"
+    listed.write_text("# two of them\nnew/images/0002.png\nd/cam2/0001.png\n")
+    res = infer_run(_ctx("inference", model=trained["model"], results_dir=tmp_path / "lst", options={"image": listed}))
+    labels = sorted(p.relative_to(tmp_path / "lst" / "labels").as_posix() for p in (tmp_path / "lst" / "labels").rglob("*.txt"))
+    assert res["images"] == 2 and labels == ["d/cam2/0001.txt", "new/images/0002.txt"]
 
 
 def test_inference_uses_the_models_post_processing_unless_the_spec_sets_one(trained):
@@ -216,14 +244,19 @@ def test_command_errors(trained, tmp_path):
 
     with pytest.raises(TlkitError, match="give the experiment spec with -e"):
         eval_run(_ctx("evaluate", model=trained["model"]))
+    one = write_synthetic_kitti(tmp_path / "one", n=1, seed=1) / "images"
     with pytest.raises(ModelFileError, match="model file not found"):
-        infer_run(_ctx("inference", model=tmp_path / "nope.tlk", results_dir=tmp_path, options={"image_dir": tmp_path}))
-    with pytest.raises(DataError, match="no images"):
-        infer_run(_ctx("inference", model=trained["model"], results_dir=tmp_path / "r", options={"image_dir": tmp_path}))
-    bad = tmp_path / "bad.txt"
+        infer_run(_ctx("inference", model=tmp_path / "nope.tlk", results_dir=tmp_path, options={"image_dir": one}))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        infer_run(_ctx("inference", model=trained["model"], results_dir=tmp_path / "r", options={"image_dir": tmp_path / "empty"}))
+    bad = tmp_path / "bad.csv"
     bad.write_text("x")
-    with pytest.raises(DataError, match="not an image"):
+    with pytest.raises(DataError, match="not an image, a folder of images, a .txt list of images or a video"):
         infer_run(_ctx("inference", model=trained["model"], results_dir=tmp_path / "r", options={"image": bad}))
+    with pytest.raises(TlkitError, match="give exactly one of -i/--image, -d/--image_dir"):
+        infer_run(_ctx("inference", model=trained["model"], results_dir=tmp_path / "r",
+                       options={"image": bad, "image_dir": tmp_path}))
     with pytest.raises(SpecError, match="is not a graph \(pruned\) model file"):
         cfg = tiny_spec(trained["manifest"], **{"train_config.pretrained_model_path": str(trained["model"]),
                                                 "train_config.load_graph": True})
@@ -302,7 +335,8 @@ def test_cascade_inference_with_a_secondary_classifier(trained, tmp_path):
 
     import cv2
     from tlkit.export.cascade import SecondaryClassifier
-    from tlkit_detection.inference import read_image, run as infer_run
+    from tlkit.images import read_rgb
+    from tlkit_detection.inference import run as infer_run
 
     cls = _tiny_classifier_onnx(tmp_path / "cls.onnx")
     imgs = write_synthetic_kitti(tmp_path / "new", n=3, seed=9) / "images"
@@ -324,7 +358,7 @@ def test_cascade_inference_with_a_secondary_classifier(trained, tmp_path):
     for name in sorted({r["image"] for r in rows}):
         mine = [r for r in rows if r["image"] == name]
         boxes = [[float(r[k]) for k in ("x1", "y1", "x2", "y2")] for r in mine]
-        want = sc.classify(read_image(imgs / name), boxes)
+        want = sc.classify(read_rgb(imgs / name), boxes)
         for r, w in zip(mine, want):
             assert r["class"] in CLASSES and r["secondary_label"] == (w.label or "")
             if w.probability is not None:

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tlkit.context import CommandContext
 from tlkit.errors import DataError, TlkitError
+from tlkit.testing import make_context
 from tlkit.testing.plugins import run_tlkit
 from tlkit_pose.coco import load_coco_keypoints, loss_mask
 from tlkit_pose.dataset_convert import convert, read_record, run
@@ -70,7 +70,7 @@ def test_wrong_sizes_are_skipped_and_reported(tmp_path, synthetic_set):
 
 def test_run_needs_annotations_and_cli_works(tmp_path, synthetic_set):
     with pytest.raises(TlkitError, match="give -a/--annotations"):
-        run(CommandContext(task="pose", command="dataset_convert", results_dir=tmp_path, options={"mode": "train"}))
+        run(make_context("pose", "dataset_convert", results_dir=tmp_path, options={"mode": "train"}))
     r = run_tlkit(["pose", "dataset_convert", "-a", str(synthetic_set), "-o", str(tmp_path / "cli" / "coco"), "-s", "3", "--generate_masks"])
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "cli").glob("coco-train-fold-000-of-001-shard-*-of-00003.rec"))) == 3

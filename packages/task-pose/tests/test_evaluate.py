@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tlkit.context import CommandContext
 from tlkit.errors import DataError, TlkitError
+from tlkit.testing import make_context
 from tlkit.testing.plugins import run_tlkit
 from tlkit_pose.evaluate import KPI_NAMES, evaluate_keypoints, run
 
@@ -58,9 +58,11 @@ def test_bad_predictions_are_clear_errors(tmp_path, synthetic_set, preds, messag
 def test_run_writes_kpis_status_and_table(tmp_path, synthetic_set):
     preds = tmp_path / "preds.json"
     preds.write_text(json.dumps(_gt_as_results(synthetic_set)))
-    ctx = CommandContext(task="pose", command="evaluate", results_dir=tmp_path / "r", options={"predictions": preds, "annotations": synthetic_set})
+    ctx = make_context("pose", "evaluate", results_dir=tmp_path / "r", options={"predictions": preds, "annotations": synthetic_set})
     out = run(ctx)
-    assert out["kpi"]["AP_0.50:0.95_all"] == pytest.approx(1.0)
+    assert out.kpi["AP_0.50:0.95_all"] == pytest.approx(1.0)
+    assert out.artifacts == {"evaluation.json": str(tmp_path / "r" / "evaluation.json"),
+                             "results.csv": str(tmp_path / "r" / "results.csv")}  # scored a file: no detections.json
     ev = json.loads((tmp_path / "r" / "evaluation.json").read_text())
     assert ev["kpi"]["AP_0.5"] == pytest.approx(1.0) and ev["num_predictions"] == len(_gt_as_results(synthetic_set))
     lines = [json.loads(x) for x in (tmp_path / "r" / "status.json").read_text().splitlines()]
@@ -68,7 +70,7 @@ def test_run_writes_kpis_status_and_table(tmp_path, synthetic_set):
     rows = (tmp_path / "r" / "results.csv").read_text().splitlines()
     assert rows[1] == "0,AP,0.50:0.95,all,20,1.000000" and len(rows) == 11
     with pytest.raises(TlkitError, match="give --annotations"):
-        run(CommandContext(task="pose", command="evaluate", results_dir=tmp_path / "r", options={"predictions": preds}))
+        run(make_context("pose", "evaluate", results_dir=tmp_path / "r", options={"predictions": preds}))
 
 
 def test_cli_evaluate_and_its_error(tmp_path, synthetic_set):

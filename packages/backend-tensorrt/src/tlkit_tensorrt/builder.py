@@ -390,17 +390,8 @@ def build_engine(
 
 
 def build_with_options(onnx_path: Any, output: Any, options: dict[str, Any]) -> Path:
-    """The EngineBackendSpec.build callable: `options` uses the convert command's names."""
-    return build_engine(
-        onnx_path,
-        output,
-        data_type=options.get("data_type") or "fp32",
-        profiles=options.get("profiles"),
-        cal_cache_file=options.get("cal_cache_file"),
-        workspace=int(options.get("workspace") or DEFAULT_WORKSPACE),
-        max_batch=int(options.get("max_batch") or DEFAULT_MAX_BATCH),
-        calib_batch=int(options.get("calib_batch") or DEFAULT_CALIB_BATCH),
-        strict_types=bool(options.get("strict_types")),
-        module=options.get("module"),
-        verbose=bool(options.get("verbose")),
-    )
+    """The EngineBackendSpec.build callable: `options` uses build_engine's keyword names; a missing (or None) one
+    takes build_engine's own default."""
+    known = ("data_type", "profiles", "cal_cache_file", "workspace", "max_batch", "calib_batch", "strict_types",
+             "module", "verbose")
+    return build_engine(onnx_path, output, **{k: options[k] for k in known if options.get(k) is not None})

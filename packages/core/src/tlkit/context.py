@@ -6,9 +6,12 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from tlkit.types import OptionSpec
 
 
 def make_console() -> Console:
@@ -37,8 +40,31 @@ class CommandContext:
     gpu_index: list[int] = field(default_factory=list)
     use_amp: bool = False
     overrides: list[str] = field(default_factory=list)
-    options: dict[str, Any] = field(default_factory=dict)  # command-specific options by name
+    options: dict[str, Any] = field(default_factory=dict)  # command-specific options by name: read with option()
     console: Console = field(default_factory=lambda: make_console())
+    # the command's OptionSpecs (the CLI and tlkit.testing.make_context fill them in; empty: looked up by name)
+    option_specs: tuple[OptionSpec, ...] = ()
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """Option `name` as given; when it was not, its OptionSpec default (the one place a default is written);
+        when that is None as well, `default` (e.g. the spec's value, for an option documented as "default:
+        <spec key>"). A KeyError for a name the command has no option of."""
+        value = self.options.get(name)
+        if value is not None:
+            return value
+        for spec in self.option_specs or self._registered_option_specs():
+            if spec.name == name:
+                return default if spec.default is None else spec.default
+        raise KeyError(f"tlkit {self.task} {self.command} has no option {name!r}")
+
+    def _registered_option_specs(self) -> tuple[OptionSpec, ...]:
+        """The OptionSpecs of `tlkit <task> <command>` as its plugin registers them (for hand-built contexts)."""
+        from tlkit.registry import get_registry
+
+        for cmd in get_registry().task(self.task).commands:
+            if cmd.name == self.command:
+                return cmd.options
+        raise KeyError(f"task {self.task!r} has no command {self.command!r}")
 
     def contexts(self) -> list[Any]:
         """MXNet devices for --gpus/--gpu_index (CPU when 0). Errors clearly if no GPU is usable."""

@@ -207,6 +207,9 @@ def tlkit_on_stage_start(stage: Stage, task: str, context: Any) -> None:
 def tlkit_on_stage_end(stage: Stage, task: str, context: Any, result: StageResult) -> None:
     """Called after a stage ends, successfully or not (`result.ok`, `result.error`).
 
+    `result.outputs` is the command's result as a dict; every task's evaluate gives the same shape,
+    `tlkit.types.EvaluationResult.to_dict()`: {"kpi": {name: number}, "artifacts": {name: path}, "metrics": {...}}.
+
     .. versionadded:: 0.1
     """
 

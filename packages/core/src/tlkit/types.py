@@ -187,9 +187,28 @@ class PluginInfo:
 
 @dataclass
 class StageResult:
-    """Passed to `tlkit_on_stage_end`: what a stage produced."""
+    """Passed to `tlkit_on_stage_end`: what a stage produced (`outputs`: the command's result as a dict; an
+    evaluate stage's is `EvaluationResult.to_dict()`)."""
 
     ok: bool
     outputs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     results_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What every task's `evaluate` returns, in one shape, so stage hooks, trackers and model cards read any
+    task's numbers the same way.
+
+    `kpi`: the headline numbers by name (the same names and values as status.json's "kpi"); `artifacts`: the
+    files the evaluation wrote, by name (empty without -r); `metrics`: everything else it measured, JSON-ready
+    (per-class tables, COCO / KITTI results, timings, counts), different per task.
+    """
+
+    kpi: dict[str, float]
+    artifacts: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kpi": dict(self.kpi), "artifacts": dict(self.artifacts), "metrics": dict(self.metrics)}

@@ -21,7 +21,7 @@ def run(ctx: Any) -> dict[str, Any]:
     out = ctx.output
     if out is None:
         raise TlkitError("calibration_tensorfile: -o/--output is required (the .tensorfile/.h5 to write)")
-    use_val = bool(ctx.options.get("use_validation_set"))
+    use_val = bool(ctx.option("use_validation_set"))
     path = cfg.dataset_config.val_dataset_path if use_val else cfg.dataset_config.train_dataset_path
     if not path:
         key = "val_dataset_path" if use_val else "train_dataset_path"
@@ -39,7 +39,7 @@ def run(ctx: Any) -> dict[str, Any]:
     pipe = Pipeline(m.input_shape, pre, interp=m.resize_interpolation_method, train=False,
                     center_crop=bool(pre.get("center_crop", cfg.augmentation_config.enable_center_crop)))
     bs = cfg.train_config.batch_size_per_gpu
-    max_batches = int(ctx.options.get("max_batches") or 1)
+    max_batches = int(ctx.option("max_batches"))
     n_full = len(ds) // bs
     if n_full == 0:
         raise TlkitError(f"{ds.root}: {len(ds)} images, fewer than one batch of {bs} (train_config.batch_size_per_gpu)")

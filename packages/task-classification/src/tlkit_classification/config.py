@@ -10,11 +10,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 from tlkit.config import SpecModel, TaskConfig, TrainConfig
+from tlkit.images import IMAGE_EXTENSIONS
 from tlkit.spec_aliases import AliasTable
 
 from tlkit_classification.tlt_spec import TLT_CLASSIFICATION
-
-IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"]
 
 
 def parse_image_size(text: str) -> tuple[int, int, int]:

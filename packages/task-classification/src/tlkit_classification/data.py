@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 from tlkit.errors import DataError
+from tlkit.images import IMAGE_EXTENSIONS
 from tlkit.io import atomic_write_text, read_json
 
-from tlkit_classification.config import IMAGE_EXTENSIONS
 
 CROP_FRACTION = 0.875  # center crop: resize to size / 0.875, keep the middle (TLT/Keras convention)
 
@@ -434,17 +434,3 @@ def read_classmap(path: str | os.PathLike) -> list[str]:
     if sorted(mapping.values()) != list(range(len(mapping))):
         raise DataError(f"{path}: class indices must be 0..{len(mapping) - 1} without gaps")
     return [name for name, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
-
-
-def list_images(path: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
-    """An image file, or every image under a directory (sorted); DataError when there is none."""
-    p = Path(path)
-    if p.is_file():
-        return [p]
-    if not p.is_dir():
-        raise DataError(f"{p}: no such image or directory")
-    exts = {e.lower() for e in extensions}
-    out = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in exts)
-    if not out:
-        raise DataError(f"{p}: no images found (looked for {', '.join(sorted(exts))})")
-    return out

@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 from tlkit.context import print_warning
 from tlkit.errors import DataError, TlkitError
-from tlkit.images import SkippedImages, image_problem
+from tlkit.images import IMAGE_EXTENSIONS, SkippedImages, image_problem
 from tlkit.io import atomic_write_bytes, make_dir
 
-from tlkit_classification.config import IMAGE_EXTENSIONS
 
 SPLITS = ("train", "val", "test")
 
@@ -307,22 +306,22 @@ def run(ctx: Any) -> int:
     from rich.table import Table
 
     opts = ctx.options
-    src = opts.get("input")
+    src = ctx.option("input")
     if not src:
         raise TlkitError("dataset_convert: --input is required (the dataset to convert)")
     out = ctx.output or ctx.results_dir
     if out is None:
         raise TlkitError("dataset_convert: -o/--output is required (where to write the class folders)")
     out = Path(out)
-    mode = opts.get("mode") or "split"
+    mode = ctx.option("mode")
     ratios = parse_ratios(opts["ratios"]) if opts.get("ratios") else None
-    seed = int(opts.get("seed") if opts.get("seed") is not None else 42)
+    seed = int(ctx.option("seed"))
     unreadable = SkippedImages()
     if mode == "voc":
-        voc = dict(mode=opts.get("voc_label") or "crop", min_size=int(opts.get("min_size") or 4),
-                   include_difficult=bool(opts.get("include_difficult")),
-                   image_dir_name=opts.get("image_dir_name") or "JPEGImages",
-                   annotation_dir_name=opts.get("annotation_dir_name") or "Annotations", skipped_images=unreadable)
+        voc = dict(mode=ctx.option("voc_label"), min_size=int(ctx.option("min_size")),
+                   include_difficult=bool(ctx.option("include_difficult")),
+                   image_dir_name=ctx.option("image_dir_name"),
+                   annotation_dir_name=ctx.option("annotation_dir_name"), skipped_images=unreadable)
         lists = {s: opts.get(f"{s}_list") for s in SPLITS if opts.get(f"{s}_list")}
         if lists:  # a fixed split: each listed split converted on its own
             if ratios or opts.get("image_set"):

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from tlkit.errors import SpecError, TlkitError
 from tlkit.io import atomic_write, atomic_write_text
+from tlkit.types import EvaluationResult
 
 from tlkit_classification.data import ImageFolder, Pipeline, batches, open_image_folder
 from tlkit_classification.runner import Runner, load_runner
@@ -128,6 +129,9 @@ def plot_confusion(m: dict[str, Any], path: Path, title: str = "Confusion matrix
     return path
 
 
+REPORT_FILES = ("evaluation.json", "evaluation.txt", "confusion_matrix.png")  # what evaluate_model writes
+
+
 def evaluate_model(
     runner: Runner,
     ds: ImageFolder,
@@ -163,19 +167,20 @@ def eval_data_path(cfg: Any) -> str:
     )
 
 
-def run(ctx: Any) -> dict[str, Any]:
-    """Print TLT's report; with -r also write evaluation.json / .txt, confusion_matrix.png and status.json."""
+def run(ctx: Any) -> EvaluationResult:
+    """Print TLT's report; with -r also write evaluation.json / .txt, confusion_matrix.png and status.json.
+    kpi: accuracy, top_k_accuracy, loss; metrics: the whole report (per class, confusion matrix, ...)."""
     cfg = ctx.spec
     out_dir = ctx.results_dir
     model = ctx.model or cfg.eval_config.model_path
     if not model:
         raise SpecError("evaluate: no model; pass -m model.tlk|model.onnx or set eval_config.model_path")
-    runner = load_runner(model, ctx.contexts()[0] if Path(model).suffix == ".tlk" else None, ctx.options.get("classmap"))
+    runner = load_runner(model, ctx.contexts()[0] if Path(model).suffix == ".tlk" else None, ctx.option("classmap"))
     ds = open_image_folder(
         eval_data_path(cfg),
         classes=runner.classes,
         extensions=cfg.dataset_config.image_extensions,
-        strict=bool(ctx.options.get("strict")) or not cfg.dataset_config.skip_corrupt,
+        strict=bool(ctx.option("strict")) or not cfg.dataset_config.skip_corrupt,
         channels=runner.input_shape[0],
         max_side=int(max(runner.input_shape[1:]) / 0.875 * 1.25),
         workers=cfg.eval_config.n_workers,
@@ -186,20 +191,19 @@ def run(ctx: Any) -> dict[str, Any]:
     m = evaluate_model(
         runner,
         ds,
-        batch_size=ctx.options.get("batch_size") or cfg.eval_config.batch_size,
-        top_k=ctx.options.get("top_k") or cfg.eval_config.top_k,
+        batch_size=ctx.option("batch_size", cfg.eval_config.batch_size),
+        top_k=ctx.option("top_k", cfg.eval_config.top_k),
         center_crop=cfg.eval_config.enable_center_crop,
         out_dir=out_dir,
         workers=cfg.eval_config.n_workers,
     )
     ctx.console.print(report_text(m), markup=False, highlight=False)
+    kpi = {"loss": m["loss"], "top_k_accuracy": m["top_k_accuracy"], "accuracy": m["accuracy"]}
+    artifacts = {}
     if out_dir is not None:
         from tlkit.training.status import StatusLogger
 
+        artifacts = {name: str(Path(out_dir) / name) for name in REPORT_FILES}
         ctx.console.print(f"wrote {out_dir / 'evaluation.json'}, evaluation.txt, confusion_matrix.png")
-        StatusLogger(out_dir).write(
-            "SUCCESS",
-            "evaluation finished",
-            kpi={"loss": m["loss"], "top_k_accuracy": m["top_k_accuracy"], "accuracy": m["accuracy"]},
-        )
-    return {"accuracy": m["accuracy"], "top_k_accuracy": m["top_k_accuracy"], "loss": m["loss"]}
+        StatusLogger(out_dir).write("SUCCESS", "evaluation finished", kpi=kpi)
+    return EvaluationResult(kpi=kpi, artifacts=artifacts, metrics=m)

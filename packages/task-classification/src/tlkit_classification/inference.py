@@ -1,6 +1,6 @@
-"""`tlkit classification inference`: classify an image or a directory (batched) into result.csv
-(path, label, confidence[, top-k]), with any model file a Runner loads (.tlk, .onnx). Unreadable images are
-skipped and reported by name (`--strict`: stop at the first one)."""
+"""`tlkit classification inference`: classify an image, a folder (with its sub-folders) or a .txt list of images
+(batched) into result.csv (path, label, confidence[, top-k]), with any model file a Runner loads (.tlk, .onnx).
+Unreadable images are skipped and reported by name (`--strict`: stop at the first one)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tlkit.context import print_warning
-from tlkit.errors import DataError, TlkitError
-from tlkit.images import SkippedImages, image_problem
+from tlkit.errors import TlkitError
+from tlkit.images import IMAGE_EXTENSIONS, SkippedImages, inference_source, read_batches, resolve_inputs
 from tlkit.io import atomic_write_text
 
-from tlkit_classification.data import list_images, read_image
+from tlkit_classification.data import read_image
 from tlkit_classification.evaluate import eval_pipeline
 from tlkit_classification.runner import Runner, load_runner, softmax
 
@@ -30,23 +29,13 @@ def classify(runner: Runner, images: list[Path], batch_size: int = 16, top_k: in
     out: list[dict[str, Any]] = []
     c = runner.input_shape[0]
     skipped = skipped if skipped is not None else SkippedImages(strict=True)
-    for i in range(0, len(images), batch_size):
-        chunk, pixels = [], []
-        for p in images[i : i + batch_size]:
-            img = read_image(p, c)
-            if img is None:
-                skipped.add(p, image_problem(p)[1] or "OpenCV cannot decode it")
-                continue
-            chunk.append(p)
-            pixels.append(pipe.transform(img, None))
-        if not chunk:
-            continue
-        x = pipe.preprocess(pixels)
+    for batch in read_batches(images, batch_size, lambda p: read_image(p, c), skipped):
+        x = pipe.preprocess([pipe.transform(img, None) for _, _, img in batch])
         probs = softmax(runner.logits(x))
         if probs.shape[1] != len(classes):
             raise TlkitError(f"{runner.path}: model outputs {probs.shape[1]} classes, its class list has {len(classes)}")
         order = np.argsort(-probs, axis=1)[:, :k]
-        for p, row, idx in zip(chunk, probs, order):
+        for (_, p, _), row, idx in zip(batch, probs, order):
             out.append({
                 "path": str(p),
                 "label": classes[idx[0]],
@@ -74,30 +63,24 @@ def write_csv(results: list[dict[str, Any]], path: Path, top_k: int = 1) -> Path
 
 
 def run(ctx: Any) -> dict[str, Any]:
-    opts = ctx.options
     model = ctx.model or (ctx.spec.eval_config.model_path if ctx.spec is not None else None)
     if not model:
         raise TlkitError("inference: -m/--model is required (a .tlk or .onnx classification model)")
-    image, image_dir = opts.get("image"), opts.get("image_dir")
-    if bool(image) == bool(image_dir):
-        raise TlkitError("inference: give exactly one of -i/--image FILE or -d/--image_dir DIR")
+    source = inference_source(ctx.options, "tlkit classification inference", videos=False)
     # without -e the CLI still hands over the default spec: then the model's own metadata decides
     spec = ctx.spec if ctx.spec is not None and ctx.spec_path is not None else None
-    exts = spec.dataset_config.image_extensions if spec is not None else None
-    images = list_images(image or image_dir, **({"extensions": exts} if exts else {}))
-    runner = load_runner(model, ctx.contexts()[0] if Path(model).suffix == ".tlk" else None, opts.get("classmap"))
-    top_k = int(opts.get("top_k") or 1)
+    exts = spec.dataset_config.image_extensions if spec is not None else IMAGE_EXTENSIONS
+    images = list(resolve_inputs(source, extensions=exts, videos=False).images)
+    runner = load_runner(model, ctx.contexts()[0] if Path(model).suffix == ".tlk" else None, ctx.option("classmap"))
+    top_k = int(ctx.option("top_k"))
     center = spec.eval_config.enable_center_crop if spec is not None else None
-    skipped = SkippedImages(strict=bool(opts.get("strict")))
-    results = classify(runner, images, int(opts.get("batch_size") or 16), top_k, center, skipped)
-    if skipped:
-        print_warning(ctx.console, skipped.summary())
-    if not results:
-        first, why = skipped.items[0]
-        raise DataError(f"{image or image_dir}: none of the {len(images)} image(s) could be read ({first}: {why})")
+    skipped = SkippedImages(strict=bool(ctx.option("strict")))
+    results = classify(runner, images, int(ctx.option("batch_size")), top_k, center, skipped)
+    skipped.require_some(len(images), source)
+    skipped.warn(ctx.console)
     out_dir = ctx.require_results_dir()
     csv_path = write_csv(results, Path(ctx.output) if ctx.output else out_dir / "result.csv", max(1, min(top_k, len(runner.classes))))
-    if image:
+    if len(images) == 1:
         r = results[0]
         ctx.console.print(f"{r['path']}: {r['label']} ({r['confidence']:.4f})")
     ctx.console.print(f"classified {len(results)} image(s) with {runner.path.name} ({runner.backend}); wrote {csv_path}")

@@ -17,11 +17,11 @@ _PKG = "tlkit_classification"
 
 STRICT = OptionSpec("strict", ("--strict",), bool, False, "fail on the first unreadable image instead of skipping it")
 CLASSMAP = OptionSpec("classmap", ("-cm", "--classmap", "-c"), Path, None, "classmap.json ({class: index}) of the model")
-TOP_K = OptionSpec("top_k", ("--top_k",), int, None, "report the k best classes (default: eval_config.top_k / 1)", min=1)
+TOP_K = OptionSpec("top_k", ("--top_k",), int, None, "report the top-k accuracy (default: eval_config.top_k)", min=1)
 
 TRAIN_OPTIONS = (STRICT, CLASSMAP, *COMMON_TRAIN_OPTIONS)
 EVALUATE_OPTIONS = (STRICT, CLASSMAP, TOP_K, OptionSpec("batch_size", ("-b", "--batch_size"), int, None, "batch size (default: eval_config.batch_size)", min=1))
-INFER_OPTIONS = (*INFERENCE_OPTIONS, CLASSMAP, TOP_K)
+INFER_OPTIONS = (*INFERENCE_OPTIONS, CLASSMAP, OptionSpec("top_k", ("--top_k",), int, 1, "report the k best classes", min=1))
 DATASET_CONVERT_OPTIONS = (
     OptionSpec("mode", ("--mode",), str, "split", "split: one class-folder set into train/val/test; voc: Pascal VOC to class folders", choices=("split", "voc")),
     OptionSpec("input", ("-i", "--input"), Path, None, "the dataset to convert (class-folder dir, or VOC root)", required=True),
@@ -62,7 +62,7 @@ def tlkit_register_tasks():
                 "Loss, top-k accuracy, per-class report and confusion matrix (.tlk or .onnx); -r also writes them.",
                 EVALUATE_OPTIONS, needs_results_dir=False, stage=Stage.EVALUATE,
             ),
-            CommandSpec("inference", f"{_PKG}.inference:run", "Classify an image or a directory; writes result.csv.", INFER_OPTIONS, needs_spec=False, stage=Stage.INFERENCE),
+            CommandSpec("inference", f"{_PKG}.inference:run", "Classify an image, a folder or a .txt list of images; writes result.csv.", INFER_OPTIONS, needs_spec=False, stage=Stage.INFERENCE),
             prune_command("Structured channel pruning (TLT magnet_prune flags)."),
             export_command("Export to ONNX (and int8/DeepStream/Triton artefacts)."),
             CommandSpec("calibration_tensorfile", f"{_PKG}.calibration:run", "Dump preprocessed batches to a TLT HDF5 tensorfile for int8 calibration.", CALIBRATION_OPTIONS, needs_results_dir=False, stage=Stage.CALIBRATION),

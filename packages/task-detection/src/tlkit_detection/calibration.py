@@ -26,14 +26,14 @@ def run(ctx: Any) -> dict[str, Any]:
     else:
         m = cfg.model
         pre = {"mode": m.preprocess_mode if m.preprocess_mode != "auto" else backbone_preprocess(m.arch, m.n_layers)}
-    split = "validation" if ctx.options.get("use_validation_set") else "training"
+    split = "validation" if ctx.option("use_validation_set") else "training"
     ds = dataset_for(cfg, split)
     maker = TargetMaker(cfg, ds.classes, pre, ds.input_size)
     bs = cfg.train_config.batch_size_per_gpu
     n_full = len(ds) // bs
     if n_full == 0:
         raise TlkitError(f"the {split} split has {len(ds)} frames, fewer than one batch of {bs} (train_config.batch_size_per_gpu)")
-    max_batches = int(ctx.options.get("max_batches") or 1)
+    max_batches = int(ctx.option("max_batches"))
     n = n_full if max_batches < 0 else min(max_batches, n_full)
     gen = batches(ds, maker, bs, shuffle=True, seed=cfg.train_config.random_seed, drop_last=True, with_targets=False)
     write_tensorfile(ctx.output, (x for _, (x, _idx) in zip(range(n), gen)))

@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from tlkit.errors import DataError
-from tlkit.images import image_problem
+from tlkit.images import IMAGE_EXTENSIONS, image_problem
 from tlkit.io import atomic_write_text, make_dir, read_json
 from tlkit_detection.kitti import KittiObject, read_label, write_label
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 KINDS = {
     "box_clipped": "boxes outside the image (clipped)",
     "zero_size_box": "zero-size boxes (dropped)",

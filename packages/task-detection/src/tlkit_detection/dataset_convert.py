@@ -15,6 +15,7 @@ from typing import Any
 
 from tlkit.config import load_spec, read_spec_source, read_spec_text
 from tlkit.errors import SpecError, TlkitError
+from tlkit.images import IMAGE_EXTENSIONS
 from tlkit.io import atomic_write_text
 from tlkit_detection.config import (
     CocoSourceConfig,
@@ -24,7 +25,6 @@ from tlkit_detection.config import (
     VocSourceConfig,
 )
 from tlkit_detection.convert import (
-    IMAGE_EXTENSIONS,
     ConvertReport,
     Sample,
     read_coco,
@@ -99,12 +99,12 @@ def infer_extension(image_dir: Path) -> str | None:
 
 
 def run(ctx) -> dict:
-    fmt = ctx.options.get("output_format") or "recordio"
+    fmt = ctx.option("output_format")
     if fmt not in OUTPUT_FORMATS:
         raise TlkitError(f"--output_format: {fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
     if ctx.output is None:
         raise TlkitError("tlkit detection dataset_convert: -o/--output is required (records prefix, folder or .json)")
-    cfg, base = load_export_config(ctx.options.get("dataset_export_spec"), ctx.overrides, ctx.spec)
+    cfg, base = load_export_config(ctx.option("dataset_export_spec"), ctx.overrides, ctx.spec)
     samples, report, ext, src, folds = read_source(cfg, base)
     ctx.console.print(f"Read {report.summary()}", markup=False, soft_wrap=True)
     out = Path(ctx.output)
@@ -119,7 +119,7 @@ def run(ctx) -> dict:
                               f"and were not written[/]")
         return {"manifest": f"{out}.json", "report": report.to_dict()}
     if fmt == "kitti":
-        write_kitti(samples, out, link_images=not ctx.options.get("copy_images", False))
+        write_kitti(samples, out, link_images=not ctx.option("copy_images"))
         atomic_write_text(out / "convert_report.json", json.dumps(report.to_dict(), indent=1))
         ctx.console.print(f"Wrote KITTI labels to {out / 'labels'} and images to {out / 'images'}")
         return {"output": str(out), "report": report.to_dict()}

@@ -11,6 +11,8 @@
 
 Classes are compared in lower case after `dataset_config.target_class_mapping` (unmapped classes are
 dropped when a mapping is given). With `-r`, writes `evaluation.json` and one PR-curve PNG per class.
+Returns an EvaluationResult: kpi {"mean average precision": mAP in %} (status.json's, TLT's key); metrics: the
+per-class AP, counts, COCO and KITTI results and timings (what evaluation.json holds).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from tlkit.errors import DataError, TlkitError
 from tlkit.io import atomic_write_text
+from tlkit.types import EvaluationResult
 from tlkit_detection.config import DetectionConfig
 from tlkit_detection.kitti import FrameArrays, KittiObject, read_label_dir, read_prediction_dir, to_arrays
 from tlkit_detection.metrics import (
@@ -47,10 +50,10 @@ def map_frame(objects: list[KittiObject], mapping: dict[str, str]) -> FrameArray
     return to_arrays(kept)
 
 
-def run(ctx) -> dict:
+def run(ctx) -> EvaluationResult:
     if ctx.model is not None:
         return run_model(ctx)
-    pred_dir, label_dir = ctx.options.get("predictions"), ctx.options.get("labels")
+    pred_dir, label_dir = ctx.option("predictions"), ctx.option("labels")
     if pred_dir is None or label_dir is None:
         raise TlkitError("tlkit detection evaluate: give --predictions DIR and --labels DIR (KITTI text files)")
     spec: DetectionConfig = ctx.spec if isinstance(ctx.spec, DetectionConfig) else DetectionConfig()
@@ -92,15 +95,14 @@ def run(ctx) -> dict:
     outputs = result.to_dict()
     outputs["prediction_files"] = report.to_dict()
     _coco(ctx, spec, gt, preds, classes, outputs)
-    if ev.kitti_difficulty or ctx.options.get("kitti_difficulty"):
+    if ev.kitti_difficulty or ctx.option("kitti_difficulty"):
         raw_gt = {k: to_arrays(v) for k, v in gt_raw.items()}
         raw_pred = {k: to_arrays(v) for k, v in pred_raw.items() if k in gt_raw}
         kitti = evaluate_kitti(raw_gt, raw_pred, classes, thresholds or None)
         ctx.console.print("\nKITTI difficulty levels (official devkit rules):")
         ctx.console.print(kitti.table())
         outputs["kitti"] = kitti.to_dict()
-    _save(ctx, result, outputs)
-    return outputs
+    return _save(ctx, result, outputs)
 
 
 def _coco(ctx, spec: DetectionConfig, gt: dict, preds: dict, classes: list[str], outputs: dict) -> None:
@@ -113,37 +115,42 @@ def _coco(ctx, spec: DetectionConfig, gt: dict, preds: dict, classes: list[str],
     outputs["coco"] = coco.to_dict()
 
 
-def _save(ctx, result, outputs: dict) -> None:
+def _save(ctx, result, outputs: dict) -> EvaluationResult:
+    """With -r: evaluation.json, the PR curves and status.json. The result, in evaluate's one shape."""
+    kpi = {"mean average precision": outputs["mean_average_precision"]}  # TLT's key, as status.json has it
+    artifacts = {}
     if ctx.results_dir is not None:
         out = Path(ctx.results_dir)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "evaluation.json", json.dumps(outputs, indent=1, default=_json_default))
-        save_pr_curves(result, out)
+        curves = save_pr_curves(result, out)
+        artifacts = {p.name: str(p) for p in [out / "evaluation.json", *curves]}
         from tlkit.training.status import StatusLogger
 
         # TLT's keys, so tools reading TAO's status.json find the numbers
         StatusLogger(out).write(
-            "SUCCESS", "evaluation finished",
-            kpi={"mean average precision": outputs["mean_average_precision"]},
-            categorical={"average_precision": outputs["average_precision"]},
+            "SUCCESS", "evaluation finished", kpi=kpi, categorical={"average_precision": outputs["average_precision"]}
         )
+    metrics = json.loads(json.dumps(outputs, default=_json_default))  # JSON-ready, as evaluation.json has them
+    return EvaluationResult(kpi=kpi, artifacts=artifacts, metrics=metrics)
 
 
-def run_model(ctx) -> dict:
+def run_model(ctx) -> EvaluationResult:
     """evaluate -m: the model on the validation (or training) split of the spec's dataset."""
     from tlkit_detection.data import TargetMaker
     from tlkit_detection.predict import load_detector
     from tlkit_detection.train import evaluate_dataset
 
-    if not isinstance(ctx.spec, DetectionConfig):
+    # without -e the CLI hands over the default spec, which sets no dataset_config
+    if not isinstance(ctx.spec, DetectionConfig) or "dataset_config" not in ctx.spec.model_fields_set:
         raise TlkitError("tlkit detection evaluate -m: give the experiment spec with -e (its dataset_config says what to score)")
     spec: DetectionConfig = ctx.spec
     det = load_detector(ctx.model, spec)
     classes = det.classes
-    split = "training" if ctx.options.get("use_training_set") else "validation"
+    split = "training" if ctx.option("use_training_set") else "validation"
     ds = _dataset_at(spec, split, classes, det.input_size)
     maker = TargetMaker(spec, classes, det.meta.get("preprocessing") or {}, ds.input_size)
-    bs = int(ctx.options.get("batch_size") or spec.train_config.batch_size_per_gpu)
+    bs = int(ctx.option("batch_size", spec.train_config.batch_size_per_gpu))
     out = evaluate_dataset(det, ds, maker, spec, bs)
     result = out["result"]
     ctx.console.print(f"{ctx.model} ({det.backend}) on {len(ds)} {split} frames")
@@ -157,15 +164,14 @@ def run_model(ctx) -> dict:
     outputs["inference_time"] = timing
     outputs["backend"] = det.backend
     _coco(ctx, spec, out["ground_truth"], out["predictions"], classes, outputs)
-    if spec.evaluation_config.kitti_difficulty or ctx.options.get("kitti_difficulty"):
+    if spec.evaluation_config.kitti_difficulty or ctx.option("kitti_difficulty"):
         thr = {k.lower(): v for k, v in spec.evaluation_config.minimum_detection_ground_truth_overlap.items()}
         kitti = evaluate_kitti(out["ground_truth"], out["predictions"], classes,
                                {c: thr[c.lower()] for c in classes if c.lower() in thr} or None)
         ctx.console.print("\nKITTI difficulty levels (official devkit rules):")
         ctx.console.print(kitti.table())
         outputs["kitti"] = kitti.to_dict()
-    _save(ctx, result, outputs)
-    return outputs
+    return _save(ctx, result, outputs)
 
 
 BATCH_1_FRAMES = 16  # forward passes timed at batch 1 (after one warm-up)

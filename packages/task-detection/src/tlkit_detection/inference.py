@@ -1,7 +1,8 @@
-"""`tlkit detection inference -m model.tlk|.onnx -i IMAGE|DIR|VIDEO -r results [-e spec.yaml]`.
+"""`tlkit detection inference -m model.tlk|.onnx -i IMAGE|DIR|LIST.txt|VIDEO -r results [-e spec.yaml]`.
 
-Images: `<r>/images_annotated/<name>` (boxes, class and confidence drawn) and `<r>/labels/<stem>.txt`
-(KITTI lines with the confidence as 16th field), as TLT; with inference_config.coco_dump
+Images (one, a folder with its sub-folders, or a .txt list): `<r>/images_annotated/<name>` (boxes, class and
+confidence drawn) and `<r>/labels/<stem>.txt` (KITTI lines with the confidence as 16th field), as TLT, where
+<name> is the image's path below the folder given (so sub-folders keep apart); with inference_config.coco_dump
 `<r>/detections_coco.json` (COCO results, with the ids it uses in `detections_coco_ids.json`) and with
 csv_dump `<r>/detections.csv`. A video file (mp4/avi/mov/mkv/webm): an annotated
 `<r>/<stem>_annotated.mp4` plus `<r>/<stem>_detections.json` (per-frame boxes). Only boxes with a
@@ -29,17 +30,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tlkit.context import print_warning
 from tlkit.errors import DataError, TlkitError
-from tlkit.images import SkippedImages, read_rgb
+from tlkit.images import IMAGE_EXTENSIONS, Inputs, SkippedImages, inference_source, read_batches, read_rgb, resolve_inputs
 from tlkit.io import atomic_write, atomic_write_text, make_dir, temp_file_beside
 from tlkit_detection.clustering import Detection
 from tlkit_detection.kitti import KittiObject, write_label
 from tlkit_detection.metrics import coco_detections
 from tlkit_detection.predict import to_frame
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
             (240, 50, 230), (210, 245, 60), (250, 190, 190), (0, 128, 128)]
 
@@ -101,15 +99,10 @@ def kitti_objects(dets: Sequence[Detection]) -> list[KittiObject]:
     return [KittiObject(type=d.class_name, bbox=tuple(float(v) for v in d.bbox), score=float(d.confidence)) for d in dets]
 
 
-def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) RGB; a DataError naming the file when it does not decode completely."""
-    return read_rgb(path)
-
-
 def _write_png_or_jpg(path: Path, rgb: np.ndarray) -> None:
     import cv2
 
-    ok, buf = cv2.imencode(path.suffix if path.suffix.lower() in IMAGE_SUFFIXES else ".png", rgb[:, :, ::-1])
+    ok, buf = cv2.imencode(path.suffix if path.suffix.lower() in IMAGE_EXTENSIONS else ".png", rgb[:, :, ::-1])
     if not ok:
         raise TlkitError(f"{path}: could not encode the annotated image")
     with atomic_write(path, "wb") as fh:
@@ -125,11 +118,15 @@ def coco_image_ids(paths: Sequence[Path]) -> dict[Path, int]:
     return {p: i + 1 for i, p in enumerate(paths)}
 
 
-def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size: int, cfg: Any,
+def infer_images(detector: Any, inputs: Inputs | Sequence[Path], out_dir: Path, batch_size: int, cfg: Any,
                  skipped: SkippedImages | None = None, secondary: Any = None) -> dict[str, Any]:
-    """Unreadable images are left out and listed in `skipped` (without it, the first one is a DataError)."""
+    """Unreadable images are left out and listed in `skipped` (without it, the first one is a DataError); when
+    all are, a DataError and nothing written."""
     import time
 
+    if not isinstance(inputs, Inputs):
+        inputs = Inputs(images=tuple(Path(p) for p in inputs))
+    paths = list(inputs.images)
     ic = cfg.inference_config
     img_dir, lbl_dir, sec_dir = out_dir / "images_annotated", out_dir / "labels", out_dir / "labels_secondary"
     counts: dict[str, int] = {}
@@ -142,36 +139,30 @@ def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size
     frame_s: list[float] = []
     # the cascade is timed frame by frame (batch 1, as a video pipeline runs); plain detection batches
     step = 1 if secondary is not None else batch_size
-    for start in range(0, len(paths), step):
-        t = time.perf_counter()
-        chunk, images = [], []
-        for p in paths[start : start + step]:
-            try:
-                images.append(read_image(p))
-                chunk.append(p)
-            except DataError as err:
-                skipped.add(p, str(err).removeprefix(f"{p}: "))
-        if not chunk:
-            continue
+    t = time.perf_counter()  # a cascade frame's time starts before its image is read
+    for batch in read_batches(paths, step, read_rgb, skipped):
+        chunk, images = [p for _, p, _ in batch], [img for _, _, img in batch]
         done += chunk
         for p, img, dets in zip(chunk, images, detector.detect(images)):
+            name = inputs.name(p)
             dets = [d for d in dets if d.confidence >= ic.confidence_threshold]
             results = classify_objects(secondary, img, dets, detector.classes) if secondary is not None else None
             if secondary is not None:
                 frame_s.append(time.perf_counter() - t)
-                cascade += cascade_rows(p.name, dets, results)
-                write_label(sec_dir / f"{p.stem}.txt", [
+                cascade += cascade_rows(name, dets, results)
+                write_label(sec_dir / Path(name).with_suffix(".txt"), [
                     KittiObject(type=r.label, bbox=tuple(float(v) for v in d.bbox), score=float(r.probability))
                     for d, r in zip(dets, results) if r.label is not None])
             for d in dets:
                 counts[d.class_name] = counts.get(d.class_name, 0) + 1
                 rows.append([str(p), d.class_name, f"{d.confidence:.6f}", *(f"{float(v):.2f}" for v in d.bbox)])
-            coco += coco_detections({p.name: to_frame(dets)}, {p.name: image_ids[p]}, detector.classes)
+            coco += coco_detections({name: to_frame(dets)}, {name: image_ids[p]}, detector.classes)
             if ic.kitti_dump:
-                write_label(lbl_dir / f"{p.stem}.txt", kitti_objects(dets))
+                write_label(lbl_dir / Path(name).with_suffix(".txt"), kitti_objects(dets))
             if not ic.disable_overlay:
-                make_dir(img_dir)
-                _write_png_or_jpg(img_dir / p.name, draw(img, dets, detector.classes, ic.overlay_linewidth, results))
+                _write_png_or_jpg(img_dir / name, draw(img, dets, detector.classes, ic.overlay_linewidth, results))
+        t = time.perf_counter()
+    skipped.require_some(len(paths), inputs.source)
     out = {"images": len(done), "skipped": len(skipped), "detections": counts,
            "labels_dir": str(lbl_dir) if ic.kitti_dump else None,
            "images_dir": str(img_dir) if not ic.disable_overlay else None}
@@ -180,7 +171,7 @@ def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size
         atomic_write_text(out_dir / "detections_coco.json", json.dumps(coco))
         atomic_write_text(out_dir / "detections_coco_ids.json", json.dumps(
             {"categories": [{"id": i + 1, "name": c} for i, c in enumerate(detector.classes)],
-             "images": [{"id": image_ids[p], "file_name": p.name} for p in done]}, indent=1))
+             "images": [{"id": image_ids[p], "file_name": inputs.name(p)} for p in done]}, indent=1))
     if ic.csv_dump:
         out["csv"] = str(out_dir / "detections.csv")
         buf = io.StringIO()
@@ -259,41 +250,24 @@ def run(ctx: Any) -> dict[str, Any]:
     if ctx.model is None:
         raise TlkitError("tlkit detection inference: -m/--model (a .tlk or .onnx detection model) is required")
     cfg = ctx.spec if isinstance(ctx.spec, DetectionConfig) else DetectionConfig()
-    src = ctx.options.get("image") or ctx.options.get("image_dir")
-    if src is None:
-        raise TlkitError("tlkit detection inference: give -i IMAGE|DIR|VIDEO (or -d DIR)")
-    src = Path(src)
-    if not src.exists():
-        raise DataError(f"{src}: no such file or directory")
+    inputs = resolve_inputs(inference_source(ctx.options, "tlkit detection inference"))
     out_dir = ctx.require_results_dir()
     detector = load_detector(ctx.model, cfg)
     ctx.console.print(f"post-processing: {'the spec' if spec_postprocessing(cfg) is not None else 'saved in ' + Path(ctx.model).name}"
                       f" (min confidence to draw/write: {cfg.inference_config.confidence_threshold:g})")
     secondary = None
-    if ctx.options.get("secondary"):
+    if ctx.option("secondary"):
         from tlkit.export.cascade import load_secondary
 
-        secondary = load_secondary(ctx.options["secondary"], ctx.options)
-    bs = int(ctx.options.get("batch_size") or cfg.inference_config.batch_size)
-    if src.is_file() and src.suffix.lower() in VIDEO_SUFFIXES:
-        res = infer_video(detector, src, out_dir, bs, cfg, secondary)
+        secondary = load_secondary(ctx.option("secondary"), ctx.options)
+    bs = int(ctx.option("batch_size", cfg.inference_config.batch_size))
+    if inputs.video is not None:
+        res = infer_video(detector, inputs.video, out_dir, bs, cfg, secondary)
         ctx.console.print(f"annotated {res['frames']} frames -> {res['video']}")
         return res
-    if src.is_dir():
-        paths = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise DataError(f"{src}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    elif src.suffix.lower() in IMAGE_SUFFIXES:
-        paths = [src]
-    else:
-        raise DataError(f"{src}: not an image ({', '.join(IMAGE_SUFFIXES)}), a video ({', '.join(VIDEO_SUFFIXES)}) or a directory")
-    skipped = SkippedImages(strict=bool(ctx.options.get("strict")))
-    res = infer_images(detector, paths, out_dir, bs, cfg, skipped, secondary)
-    if skipped:
-        print_warning(ctx.console, skipped.summary())
-    if not res["images"]:
-        first, why = skipped.items[0]
-        raise DataError(f"{src}: none of the {len(paths)} image(s) could be read ({first}: {why})")
+    skipped = SkippedImages(strict=bool(ctx.option("strict")))
+    res = infer_images(detector, inputs, out_dir, bs, cfg, skipped, secondary)
+    skipped.warn(ctx.console)
     ctx.console.print(f"{res['images']} images: " + (", ".join(f"{k} {v}" for k, v in sorted(res["detections"].items())) or "no detections"))
     if secondary is not None:
         ctx.console.print("secondary labels: " + ", ".join(f"{k} {v}" for k, v in res["secondary_labels"].items())

@@ -5,6 +5,7 @@ Every callable is a "module:attr" string resolved on first use, so `tlkit --help
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from tlkit import hookimpl
@@ -26,6 +27,12 @@ DATASET_CONVERT_OPTIONS = (
         choices=("recordio", "kitti", "coco"),
     ),
     OptionSpec("copy_images", ("--copy_images",), bool, False, "kitti output: copy images instead of symlinking them"),
+)
+# the batch size defaults to the spec's inference_config.batch_size (TLT's inferencer_config.batch_size)
+INFER_OPTIONS = (
+    *(dataclasses.replace(o, default=None, help="images per forward pass (default: inference_config.batch_size)")
+      if o.name == "batch_size" else o for o in INFERENCE_OPTIONS),
+    *CASCADE_OPTIONS,
 )
 EVALUATE_OPTIONS = (
     OptionSpec("predictions", ("--predictions", "--prediction_dir"), Path, None, "folder of KITTI prediction files (16th field = score)"),
@@ -57,7 +64,7 @@ def tlkit_register_tasks():
                 "Score a model (-m .tlk/.onnx on the validation split) or KITTI prediction files: TLT AP, PR curves, KITTI difficulty.",
                 EVALUATE_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.EVALUATE,
             ),
-            CommandSpec("inference", f"{_PKG}.inference:run", "Detect objects in an image, a directory or a video: annotated images/video + KITTI labels; --secondary CLASSIFIER runs the detector -> classifier cascade.", (*INFERENCE_OPTIONS, *CASCADE_OPTIONS), needs_spec=False, stage=Stage.INFERENCE),
+            CommandSpec("inference", f"{_PKG}.inference:run", "Detect objects in an image, a folder, a .txt list of images or a video: annotated images/video + KITTI labels; --secondary CLASSIFIER runs the detector -> classifier cascade.", INFER_OPTIONS, needs_spec=False, stage=Stage.INFERENCE),
             prune_command("Structured channel pruning (TLT magnet_prune flags); the heads keep their size."),
             export_command("Export to ONNX (output_cov, output_bbox) and int8/DeepStream/Triton artefacts."),
             CommandSpec("calibration_tensorfile", f"{_PKG}.calibration:run", "Dump preprocessed training batches to a TLT HDF5 tensorfile for int8 calibration.", CALIBRATION_OPTIONS, needs_results_dir=False, stage=Stage.CALIBRATION),

@@ -173,13 +173,12 @@ def dataset_spec_split(path: Path, mode: str, overrides: list[str] | None = None
 
 def run(ctx) -> dict[str, Any]:
     """`tlkit pose dataset_convert`."""
-    o = ctx.options
     spec = ctx.spec
-    mode = o.get("mode") or "train"
-    ann = o.get("annotations")
-    root = o.get("image_root")
-    if ann is None and o.get("dataset_spec") is not None:
-        ann, spec_root = dataset_spec_split(Path(o["dataset_spec"]), mode, ctx.overrides)
+    mode = ctx.option("mode")
+    ann = ctx.option("annotations")
+    root = ctx.option("image_root")
+    if ann is None and ctx.option("dataset_spec") is not None:
+        ann, spec_root = dataset_spec_split(Path(ctx.option("dataset_spec")), mode, ctx.overrides)
         root = root or spec_root
     dl = spec.dataloader if spec is not None else None
     if ann is None and dl is not None:
@@ -187,7 +186,7 @@ def run(ctx) -> dict[str, Any]:
         root = root or (dl.train_images if mode == "train" else dl.val_images)
     if ann is None:
         raise TlkitError(f"tlkit pose dataset_convert: give -a/--annotations COCO.json (or dataloader.{'train' if mode == 'train' else 'val'}_annotations in the spec)")
-    strict = o.get("strict", False) or (dl is not None and not dl.skip_bad_labels)
+    strict = ctx.option("strict") or (dl is not None and not dl.skip_bad_labels)
     ds = load_coco_keypoints(ann, strict=strict)
     for line in ds.problem_report():
         ctx.console.print(f"label problem: {line}", markup=False)
@@ -200,9 +199,9 @@ def run(ctx) -> dict[str, Any]:
         ds,
         prefix,
         mode=mode,
-        num_partitions=int(o.get("num_partitions") or 1),
-        num_shards=int(o.get("num_shards") or 1),
-        generate_masks=bool(o.get("generate_masks")),
+        num_partitions=int(ctx.option("num_partitions")),
+        num_shards=int(ctx.option("num_shards")),
+        generate_masks=bool(ctx.option("generate_masks")),
         image_root=Path(root) if root else None,
         min_keypoints_for_mask=dl.min_keypoints_for_mask if dl is not None else 1,
     )

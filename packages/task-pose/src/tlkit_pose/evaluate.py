@@ -19,6 +19,7 @@ from typing import Any
 
 from tlkit.errors import DataError, TlkitError
 from tlkit.io import atomic_write, atomic_write_text
+from tlkit.types import EvaluationResult
 
 # COCOeval.stats order for 'keypoints' -> TLT's KPI names.
 KPI_NAMES = (
@@ -134,21 +135,21 @@ def write_results(result: dict[str, Any], results_dir: str | Path) -> dict[str, 
 
 def _model_predictions(ctx, annotations: Any, image_root: Any) -> list[dict]:
     """Run the -m model (.tlk or .onnx) on every image of `annotations` -> COCO keypoint results."""
-    from tlkit_pose.predict import PosePredictor, coco_images, predict_coco
+    from tlkit_pose.predict import PosePredictor, coco_images, predict_coco, spec_inference
 
-    params = ctx.spec.inference if ctx.spec is not None else None
-    predictor = PosePredictor.from_model(ctx.model, params, batch_size=int(ctx.options.get("batch_size") or 8))
+    predictor = PosePredictor.from_model(ctx.model, spec_inference(ctx.spec), batch_size=int(ctx.option("batch_size")))
     _, items = coco_images(annotations, image_root)
     return predict_coco(predictor, items)
 
 
-def run(ctx) -> dict[str, Any]:
-    """`tlkit pose evaluate`: score --predictions, or run the model -m on the annotations' images first."""
+def run(ctx) -> EvaluationResult:
+    """`tlkit pose evaluate`: score --predictions, or run the model -m on the annotations' images first.
+    kpi: the ten COCO keypoint AP/AR numbers (KPI_NAMES)."""
     from tlkit.training.status import StatusLogger
 
-    predictions = ctx.options.get("predictions")
-    annotations = ctx.options.get("annotations")
-    image_root = ctx.options.get("image_root")
+    predictions = ctx.option("predictions")
+    annotations = ctx.option("annotations")
+    image_root = ctx.option("image_root")
     spec = ctx.spec
     if annotations is None and spec is not None and spec.dataloader.val_annotations:
         annotations = spec.dataloader.val_annotations
@@ -161,12 +162,14 @@ def run(ctx) -> dict[str, Any]:
     status = StatusLogger(results_dir) if results_dir is not None else None
     if status:
         status.write("STARTED", "Starting COCO keypoint evaluation.")
+    artifacts: dict[str, str] = {}
     try:
         if predictions is None:
             predictions = _model_predictions(ctx, annotations, image_root)
             ctx.console.print(f"{len(predictions)} people detected")
             if results_dir is not None:
                 atomic_write_text(results_dir / "detections.json", json.dumps(predictions))
+                artifacts["detections.json"] = str(results_dir / "detections.json")
                 ctx.console.print(f"results: {results_dir / 'detections.json'}")
         result = evaluate_keypoints(annotations, predictions)
     except TlkitError as err:
@@ -177,9 +180,11 @@ def run(ctx) -> dict[str, Any]:
         ctx.console.print(f"label problem in the annotations: {line}", markup=False)
     ctx.console.print("Running test for keypoints results.")
     ctx.console.print(result["summary"].rstrip(), markup=False)
+    metrics = {k: v for k, v in result.items() if k not in ("kpi", "summary")}
     if results_dir is None:
-        return {"kpi": result["kpi"]}
+        return EvaluationResult(kpi=result["kpi"], metrics=metrics)
     paths = write_results(result, results_dir)
+    artifacts.update((p.name, str(p)) for p in paths.values())
     ctx.console.print(f"Results: {paths['evaluation']}, {paths['results_csv']}")
     status.write("SUCCESS", "Evaluation finished successfully.", kpi=result["kpi"])  # type: ignore[union-attr]
-    return {"kpi": result["kpi"], **{k: str(v) for k, v in paths.items()}}
+    return EvaluationResult(kpi=result["kpi"], artifacts=artifacts, metrics=metrics)

@@ -43,7 +43,7 @@ def sdk_compatible_model(model: Path, output: Path, ratio: int = 4) -> Path:
 def run(ctx: Any) -> dict[str, Any]:
     from tlkit.export.command import run as core_run
 
-    if not ctx.options.get("sdk_compatible_model"):
+    if not ctx.option("sdk_compatible_model"):
         return core_run(ctx)
     if ctx.model is None:
         raise TlkitError("tlkit pose export: -m/--model (a .tlk model file) is required")
@@ -51,7 +51,7 @@ def run(ctx: Any) -> dict[str, Any]:
     if model.suffix.lower() == ".onnx":
         raise TlkitError(f"{model}: already ONNX; export takes a .tlk model file")
     output = Path(ctx.output) if ctx.output else (ctx.results_dir or model.parent) / (model.stem + ".onnx")
-    ratio = int(ctx.options.get("upsample_ratio") or 4)
+    ratio = int(ctx.option("upsample_ratio"))
     with tempfile.TemporaryDirectory(prefix="tlkit-pose-sdk-") as tmp:
         wrapped = sdk_compatible_model(model, Path(tmp) / f"{model.stem}.tlk", ratio)
         out = core_run(dataclasses.replace(ctx, model=wrapped, output=output))

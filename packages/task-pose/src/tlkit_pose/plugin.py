@@ -40,7 +40,7 @@ EVALUATE_OPTIONS = (
 )
 INFER_OPTIONS = (
     *INFERENCE_OPTIONS,
-    OptionSpec("input", ("--input",), Path, None, "an image, a folder of images, or a video file (.mp4, .avi, ...)"),
+    OptionSpec("input", ("--input",), Path, None, "the same as -i"),
     OptionSpec("no_visualizations", ("--no_visualizations",), bool, False, "skip the skeleton overlays (images_annotated/); only detections.json"),
 )
 POSE_EXPORT_OPTIONS = (

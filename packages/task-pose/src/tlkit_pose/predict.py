@@ -69,6 +69,15 @@ def net_forward(net: Any, ctx: Any = None) -> Callable[[np.ndarray], list[np.nda
     return run
 
 
+def spec_inference(spec: Any) -> InferenceConfig | None:
+    """The spec's `inference` section when the spec sets it (in its file or by overrides), else None: then the
+    post-processing saved in the model applies, not the built-in defaults (the CLI hands over the default spec
+    when there is no -e)."""
+    if spec is None or "inference" not in spec.model_fields_set:
+        return None
+    return spec.inference
+
+
 class PosePredictor:
     """Runs a model on images and decodes people. `forward(batch) -> [heatmap, paf]` (NCHW, stride 8)."""
 

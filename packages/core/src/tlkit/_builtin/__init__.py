@@ -54,8 +54,9 @@ def tlkit_resolve_pretrained(uri: str, cache_dir: Path) -> Path | None:
 
 @hookimpl
 def tlkit_on_stage_end(stage, task, context, result):
-    """An evaluation's numbers go into the model card beside the evaluated model file (best effort: a model
-    in a read-only place is evaluated all the same)."""
+    """An evaluation's KPIs (`EvaluationResult.kpi`) go into the model card beside the evaluated model file
+    (best effort: a model in a read-only place is evaluated all the same). A third-party evaluate that returns
+    a plain dict has its top-level numbers recorded."""
     from tlkit.types import Stage
 
     model = getattr(context, "model", None)
@@ -65,7 +66,8 @@ def tlkit_on_stage_end(stage, task, context, result):
     from tlkit.model_card import card_paths, record_metrics
 
     try:
-        if record_metrics(model, result.outputs, split="evaluation") is not None:
+        kpi = result.outputs.get("kpi")
+        if record_metrics(model, kpi if isinstance(kpi, dict) else result.outputs, split="evaluation") is not None:
             context.console.print(f"metrics recorded in {card_paths(model)[0]}")
     except (TlkitError, OSError) as err:
         context.console.print(f"[yellow]warning:[/] model card not updated: {err}")

@@ -72,6 +72,6 @@ WEIGHT_FORMATS: tuple[WeightFormatSpec, ...] = (
                      summary="tlkit model file (.tlk)"),
     WeightFormatSpec("mxnet-params", sniff="tlkit.weights:is_mxnet_params", load="tlkit.weights:load_mxnet_params",
                      summary="MXNet nd.save file (.params): structural or arg:/aux: names"),
-    WeightFormatSpec("pytorch-pth", sniff="tlkit.weights:is_pth", load="tlkit.weights:load_pth",
+    WeightFormatSpec("pytorch-pth", sniff="tlkit.pth:is_pth", load="tlkit.pth:load_pth",
                      summary="PyTorch state dict (.pth/.pt), read without torch; tensors only"),
 )

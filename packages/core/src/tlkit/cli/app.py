@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from tlkit import __version__
 from tlkit.errors import PluginError, SpecError, TlkitError
@@ -43,7 +44,9 @@ def _option_param(opt: OptionSpec) -> inspect.Parameter:
         annotation, default = bool, bool(opt.default)
     else:
         annotation, default = Optional[tp], opt.default
-    help_text = opt.help + (f" One of: {', '.join(opt.choices)}." if opt.choices else "")
+    help_text = opt.help
+    if opt.choices:
+        help_text = (help_text.rstrip(".") + ". " if help_text else "") + f"One of: {', '.join(opt.choices)}."
     flags = list(opt.flags)
     if opt.type is bool:
         flags = [f"{flags[0]}/--no-{flags[0].lstrip('-')}", *flags[1:]] if len(flags) == 1 else flags
@@ -92,15 +95,7 @@ def run_command(task: TaskSpec, cmd: CommandSpec, kwargs: dict[str, Any]) -> Non
     overrides = list(kwargs.pop("overrides") or [])
     common = {name: kwargs.pop(name) for name, *_ in _COMMON}
     use_amp = kwargs.pop("use_amp")
-    for opt in cmd.options:
-        value = kwargs.get(opt.name)
-        if opt.multiple:
-            # accept "-el a,b" as well as "-el a -el b" (and TLT's "-el a b", rewritten in main())
-            kwargs[opt.name] = tuple(x for v in (value or ()) for x in str(v).split(",") if x)
-        elif opt.choices and value is not None and value not in opt.choices:
-            raise TlkitError(f"{opt.flags[-1]}: {value!r} is not one of {', '.join(opt.choices)}")
-        else:
-            _check_bounds(opt, value)
+    check_options(cmd.options, kwargs)
     if use_amp and cmd.name != "train":
         raise TlkitError("--use_amp applies to train only")
     spec_path = common["experiment_spec"]
@@ -128,6 +123,7 @@ def run_command(task: TaskSpec, cmd: CommandSpec, kwargs: dict[str, Any]) -> Non
         use_amp=use_amp,
         overrides=overrides,
         options=kwargs,
+        option_specs=cmd.options,
     )
     if results_dir is not None:
         make_dir(results_dir, "-r/--results_dir")
@@ -171,12 +167,29 @@ def _run_with_hooks(task: TaskSpec, cmd: CommandSpec, ctx: Any) -> None:
             result=StageResult(False, error=str(err), results_dir=ctx.results_dir),
         )
         raise
+    if hasattr(outputs, "to_dict"):  # a typed result (evaluate's EvaluationResult): hooks get its dict
+        outputs = outputs.to_dict()
     pm.hook.tlkit_on_stage_end(
         stage=cmd.stage,
         task=task.name,
         context=ctx,
         result=StageResult(True, outputs=outputs if isinstance(outputs, dict) else {}, results_dir=ctx.results_dir),
     )
+
+
+def check_options(specs: tuple[OptionSpec, ...], values: dict[str, Any]) -> None:
+    """Refuse a value outside an option's choices or bounds (naming the flag); split multiple-value options
+    given as "a,b" (in place)."""
+    for opt in specs:
+        value = values.get(opt.name)
+        if opt.multiple:
+            # accept "-el a,b" as well as "-el a -el b" (and TLT's "-el a b", rewritten in main())
+            given = (value,) if isinstance(value, (str, Path)) else (value or ())
+            values[opt.name] = tuple(x for v in given for x in str(v).split(",") if x)
+        elif opt.choices and value is not None and value not in opt.choices:
+            raise TlkitError(f"{opt.flags[-1]}: {value!r} is not one of {', '.join(opt.choices)}")
+        else:
+            _check_bounds(opt, value)
 
 
 def _check_bounds(opt: OptionSpec, value: Any) -> None:
@@ -215,6 +228,9 @@ def build_app() -> typer.Typer:
         help="tlkit: transfer learning for computer vision — train, evaluate, prune, export, deploy.",
         no_args_is_help=True,
         add_completion=False,
+        # click's plain help (every sub-command and plugin command inherits it): at 80 columns rich's option
+        # tables cut long flag names ("--experiment_spec,…") and squeeze the help into a narrow column
+        rich_markup_mode=None,
     )
 
     @app.callback()
@@ -236,7 +252,40 @@ def build_app() -> typer.Typer:
             raise PluginError(f"task {name!r} from {task.distribution} clashes with the built-in command {name!r}")
         app.add_typer(task_app(task), name=name, help=task.summary)
     registry.pm.hook.tlkit_register_commands(app=app)
+    _list_whole_summaries(app)
     return app
+
+
+class _SummaryGroup(TyperGroup):
+    """A command group whose command list shows each command's whole first sentence, wrapped to the terminal
+    (click cuts it to what fits on one line and adds '...')."""
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=500)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _list_whole_summaries(app: typer.Typer) -> None:
+    """Every group below `app` (plugins' too, unless they chose a group class) lists whole summaries."""
+    from typer.models import DefaultPlaceholder
+
+    def unset(value: Any) -> bool:
+        return value is None or isinstance(value, DefaultPlaceholder)
+
+    if unset(app.info.cls):
+        app.info.cls = _SummaryGroup
+    for info in app.registered_groups:
+        sub = info.typer_instance
+        if unset(info.cls) and (sub is None or unset(sub.info.cls)):
+            info.cls = _SummaryGroup
+        if sub is not None:
+            _list_whole_summaries(sub)
 
 
 def print_json(data: Any) -> None:

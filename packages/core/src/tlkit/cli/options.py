@@ -7,14 +7,25 @@ A task's CommandSpec lists one of these (plus anything of its own)::
 Common flags every command gets (not listed here): -e/--experiment_spec, -r/--results_dir, -m/--model,
 -o/--output, -k/--key, --gpus, --gpu_index, --use_amp, and trailing key=value spec overrides; train commands
 (stage TRAIN) also get --restart.
-Values arrive in `CommandContext.options` under each OptionSpec's `name`.
+Values arrive in `CommandContext.options` under each OptionSpec's `name`; read them with `ctx.option(name)`,
+which falls back on the OptionSpec's default, so each default is written once, here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from tlkit.types import OptionSpec
+
+
+def with_defaults(specs: Iterable[OptionSpec], given: Mapping[str, Any]) -> dict[str, Any]:
+    """`given` with every option of `specs` that is missing (or None) set to its OptionSpec default; other keys
+    are kept. For APIs that take an options dict (an exporter's `export(model, output, options)`)."""
+    out = {o.name: o.default for o in specs}
+    out.update((k, v) for k, v in given.items() if v is not None)
+    return out
 
 PRUNE_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("normalizer", ("-n", "--normalizer"), str, "max", "per-layer norm normalizer", choices=("max", "L2")),
@@ -133,8 +144,10 @@ TRAIN_OPTIONS: tuple[OptionSpec, ...] = (
 )
 
 INFERENCE_OPTIONS: tuple[OptionSpec, ...] = (
-    OptionSpec("image", ("-i", "--image"), Path, None, "one image"),
-    OptionSpec("image_dir", ("-d", "--image_dir"), Path, None, "a directory of images"),
+    OptionSpec("image", ("-i", "--image"), Path, None,
+               "the input: an image, a folder of images (sub-folders too), a .txt list of images (one path a "
+               "line) or, where the task reads videos, a video"),
+    OptionSpec("image_dir", ("-d", "--image_dir"), Path, None, "the same as -i (TLT's flag for a folder)"),
     OptionSpec("batch_size", ("-b", "--batch_size"), int, 16, "inference batch size", min=1),
     OptionSpec(
         "strict", ("--strict",), bool, False, "stop at the first unreadable image instead of skipping and reporting it"

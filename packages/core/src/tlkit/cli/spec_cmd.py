@@ -34,11 +34,12 @@ def read_for_some_task(file: Path, task: str | None, overrides: list[str]):
     """(task name, kind, model, LoadedSpec) of the first spec model the file is valid for: each task's (sorted,
     or `task`'s) experiment spec, then its dataset_convert spec. With none accepting it, the error is the one of
     the model it comes closest to (fewest errors)."""
-    from tlkit.config import read_spec
+    from tlkit.config import read_spec, read_spec_text
     from tlkit.lazy import resolve
     from tlkit.registry import get_registry
 
     registry = get_registry()
+    read_spec_text(file)  # a missing or unreadable file is said once, not as "no valid spec for any task"
     names = [task] if task else sorted(registry.tasks())
     if not names:
         raise SpecError("no task plugins are installed, so there is nothing to validate against")

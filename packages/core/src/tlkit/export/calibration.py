@@ -660,14 +660,14 @@ def batches_from_images(
     import cv2
 
     from tlkit.export.preprocess import preprocess
+    from tlkit.images import IMAGE_EXTENSIONS, list_image_files
 
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise DataError(f"{image_dir}: calibration image directory not found")
-    exts = {".jpg", ".jpeg", ".png", ".bmp"}
-    files = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in exts)
+    files = list_image_files(image_dir)
     if not files:
-        raise DataError(f"{image_dir}: no .jpg/.jpeg/.png/.bmp images for calibration")
+        raise DataError(f"{image_dir}: no images for calibration ({', '.join(IMAGE_EXTENSIONS)})")
     out = []
     for start in range(0, min(len(files), batches * batch_size), batch_size):
         chunk = files[start:start + batch_size]

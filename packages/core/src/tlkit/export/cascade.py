@@ -144,13 +144,15 @@ class SecondaryClassifier:
 
 def load_secondary(path: str | os.PathLike, options: dict[str, Any]) -> SecondaryClassifier:
     """A SecondaryClassifier from command options (the export/deploy DeepStream flags and --secondary_margin)."""
+    from tlkit.cli.options import CASCADE_OPTIONS, with_defaults
     from tlkit.export.deploy import parse_class_ids
 
+    options = with_defaults(CASCADE_OPTIONS, options)
     return SecondaryClassifier(
         Path(path),
-        margin=float(options.get("secondary_margin", 0.0)),
-        min_width=int(options.get("input_object_min_width", 16)),
-        min_height=int(options.get("input_object_min_height", 16)),
-        threshold=float(options.get("classifier_threshold", 0.5)),
-        operate_on_class_ids=parse_class_ids(options.get("operate_on_class_ids")),
+        margin=float(options["secondary_margin"]),
+        min_width=int(options["input_object_min_width"]),
+        min_height=int(options["input_object_min_height"]),
+        threshold=float(options["classifier_threshold"]),
+        operate_on_class_ids=parse_class_ids(options["operate_on_class_ids"]),
     )

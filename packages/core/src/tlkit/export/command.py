@@ -11,18 +11,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tlkit.cli.options import EXPORT_OPTIONS, with_defaults
 from tlkit.errors import SpecError, TlkitError
 
 
 def export_with_options(model: Any, output: Path, options: dict[str, Any]) -> Path:
-    """The ExporterSpec("onnx") callable: `model` is a .tlk path; `options` are EXPORT_OPTIONS values."""
-    return _export(Path(model), Path(output), options)[0]
+    """The ExporterSpec("onnx") callable: `model` is a .tlk path; `options` are EXPORT_OPTIONS values (a missing
+    one takes its OptionSpec default)."""
+    return _export(Path(model), Path(output), with_defaults(EXPORT_OPTIONS, options))[0]
 
 
 def _calibration_batches(model: Path, options: dict[str, Any]) -> list | None:
     from tlkit.export.calibration import batches_from_images, read_tensorfile
 
-    n = int(options.get("batches") or 10)
+    n = int(options["batches"])
     if options.get("cal_data_file"):
         batches = list(read_tensorfile(options["cal_data_file"], max_batches=n))
         if batches and isinstance(batches[0], dict):
@@ -33,28 +35,29 @@ def _calibration_batches(model: Path, options: dict[str, Any]) -> list | None:
     if options.get("cal_image_dir"):
         from tlkit.model_io import read_meta
 
-        return batches_from_images(options["cal_image_dir"], read_meta(model), n, int(options.get("batch_size") or 16))
+        return batches_from_images(options["cal_image_dir"], read_meta(model), n, int(options["batch_size"]))
     return None
 
 
 def _export(model: Path, output: Path, options: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """`options`: every EXPORT_OPTIONS value (with_defaults)."""
     from tlkit.export.onnx_export import export_onnx
 
-    data_type = options.get("data_type") or "fp32"
+    data_type = options["data_type"]
     extra: dict[str, Any] = {}
     cache = options.get("cal_cache_file")
     if data_type == "int8":
         batches = _calibration_batches(model, options)
         if batches is not None and cache is None:
             cache = output.parent / "cal.bin"  # TLT's default name, next to the model
-        extra = {"cal_batches": batches, "calibration_method": options.get("calibration_method") or "entropy",
-                 "cal_cache_file": cache, "qdq_format": options.get("qdq_format") or "tensorrt",
+        extra = {"cal_batches": batches, "calibration_method": options["calibration_method"],
+                 "cal_cache_file": cache, "qdq_format": options["qdq_format"],
                  "quantize_output_heads": bool(options.get("quantize_output_heads"))}
     path = export_onnx(
         model,
         output,
         opset=options.get("opset"),
-        static_batch_size=int(options.get("static_batch_size") or -1),
+        static_batch_size=int(options["static_batch_size"]),
         data_type=data_type,
         **extra,
     )
@@ -78,7 +81,7 @@ def run(ctx: Any) -> dict[str, Any]:
     output = Path(ctx.output) if ctx.output else (ctx.results_dir or model.parent) / (model.stem + ".onnx")
     if output.suffix.lower() != ".onnx":
         output = output.with_name(output.name + ".onnx")
-    opts = dict(ctx.options)
+    opts = with_defaults(EXPORT_OPTIONS, ctx.options)
     path, info = _export(model, output, opts)
     meta = read_onnx_metadata(path)
     outputs: dict[str, Any] = {"onnx": str(path), "data_type": meta.get("data_type")}
@@ -100,7 +103,7 @@ def run(ctx: Any) -> dict[str, Any]:
 
         name = str(meta.get("arch") or path.stem).replace("/", "_")
         source = path
-        if (opts.get("triton_platform") or "onnxruntime_onnx") == "tensorrt_plan":
+        if opts["triton_platform"] == "tensorrt_plan":
             source = build_engine_for(path, meta, opts)
             outputs["engine"] = str(source)
             ctx.console.print(f"TensorRT engine: {source}")
@@ -114,16 +117,17 @@ def deepstream_options(opts: dict[str, Any]) -> dict[str, Any]:
     """write_deepstream_config keywords from the export/deploy flags (--ds_secondary and friends)."""
     from tlkit.export.deploy import SecondaryGie, parse_class_ids
 
-    kw: dict[str, Any] = {"classifier_threshold": float(opts.get("classifier_threshold", 0.5))}
-    gie_id = opts.get("gie_unique_id")  # None: 1 for a primary GIE, 2 for a secondary one
-    if opts.get("ds_secondary"):
+    opts = with_defaults(EXPORT_OPTIONS, opts)
+    kw: dict[str, Any] = {"classifier_threshold": float(opts["classifier_threshold"])}
+    gie_id = opts["gie_unique_id"]  # None: 1 for a primary GIE, 2 for a secondary one
+    if opts["ds_secondary"]:
         kw["secondary"] = SecondaryGie(
-            operate_on_gie_id=int(opts.get("operate_on_gie_id", 1)),
-            operate_on_class_ids=parse_class_ids(opts.get("operate_on_class_ids")),
+            operate_on_gie_id=int(opts["operate_on_gie_id"]),
+            operate_on_class_ids=parse_class_ids(opts["operate_on_class_ids"]),
             gie_unique_id=2 if gie_id is None else int(gie_id),
-            input_object_min_width=int(opts.get("input_object_min_width", 16)),
-            input_object_min_height=int(opts.get("input_object_min_height", 16)),
-            classifier_async_mode=bool(int(opts.get("classifier_async_mode", 1))))
+            input_object_min_width=int(opts["input_object_min_width"]),
+            input_object_min_height=int(opts["input_object_min_height"]),
+            classifier_async_mode=bool(int(opts["classifier_async_mode"])))
     elif gie_id is not None:
         kw["gie_unique_id"] = int(gie_id)
     return kw
