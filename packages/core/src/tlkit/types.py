@@ -78,6 +78,9 @@ class TaskSpec:
     # build_model(meta: dict) -> an uninitialised gluon HybridBlock, rebuilt from a model file's meta
     # (tlkit.model_io.load_net calls it for "gluon" model files of this task).
     build_model: Ref | None = None
+    # train_job(cfg, results_dir, console, ctx_list) -> tlkit.training.TrainJob: what `train` runs, built without
+    # running it; `prune -e` (batch-norm re-estimation) and `compress` (prune -> retrain -> validate) use it
+    train_job: Ref | None = None
     distribution: str | None = None  # filled in by the registry
 
 

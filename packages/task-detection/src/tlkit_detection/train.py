@@ -78,18 +78,34 @@ def training_datasets(cfg: Any, results_dir: Path, console: Any) -> tuple[Datase
 
 def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False) -> Any:
     """Everything `train` does; returns tlkit.training's TrainResult."""
-    if cfg.model.detector != "detectnet_v2":  # GluonCV SSD / YOLOv3
-        from tlkit_detection.gluoncv_train import train_model as train_gluoncv
+    from tlkit.training import train
 
-        return train_gluoncv(cfg, results_dir, console, ctx_list, use_amp=use_amp)
-    from tlkit.training import TrainJob, train
+    job = build_job(cfg, results_dir, console, ctx_list)
+    return train(job, job_train_config(cfg), results_dir, ctx_list, console, use_amp)
+
+
+def job_train_config(cfg: Any) -> Any:
+    """train_config, with TLT's evaluation_config.validation_period_during_training when the spec sets it."""
+    tc, ev = cfg.train_config, cfg.evaluation_config
+    if "validation_period_during_training" in ev.model_fields_set:
+        tc = tc.model_copy(update={"validation_period": ev.validation_period_during_training})
+    return tc
+
+
+def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) -> Any:
+    """The TrainJob `train` runs, DetectNet_v2 or GluonCV (TaskSpec.train_job: `prune -e` and `compress` too)."""
+    if cfg.model.detector != "detectnet_v2":  # GluonCV SSD / YOLOv3
+        from tlkit_detection.gluoncv_train import build_job as gluoncv_job
+
+        return gluoncv_job(cfg, results_dir, console, ctx_list)
+    from tlkit.training import TrainJob
 
     from tlkit_detection.loss import DetectNetLoss
     from tlkit_detection.model import build_for_training, count_params
     from tlkit_detection.predict import net_detector
 
     results_dir = Path(results_dir)
-    tc, ev = cfg.train_config, cfg.evaluation_config
+    tc = cfg.train_config
     train_ds, val_ds = training_datasets(cfg, results_dir, console)
     classes = train_ds.classes
     built = build_for_training(cfg, classes, ctx_list, console)
@@ -124,10 +140,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
             console.print("cost auto-weighting: " + ", ".join(
                 f"{c} cov {w[i, 0]:.3f} bbox {w[i, 1]:.3f}" for i, c in enumerate(classes)))
 
-    # TLT's evaluation_config.validation_period_during_training, when the spec sets it
-    if "validation_period_during_training" in ev.model_fields_set:
-        tc = tc.model_copy(update={"validation_period": ev.validation_period_during_training})
-    job = TrainJob(
+    return TrainJob(
         net=built.net,
         train_data=train_data,
         steps_per_epoch=steps,
@@ -141,8 +154,8 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         on_epoch_end=on_epoch_end,
         get_task_state=loss.get_state,  # auto-weighted objective weights: checkpointed, restored on resume
         set_task_state=loss.set_state,
+        distill_loss=loss.distill,
     )
-    return train(job, tc, results_dir, ctx_list, console, use_amp)
 
 
 def run(ctx: Any) -> dict[str, Any]:

@@ -31,6 +31,10 @@ _OPTION_KEYS = {
     "equalization_criterion": "equalization",
     "excluded_layers": "excluded_layers",
     "target_ratio": "target_ratio",
+    "target_flops": "target_flops",
+    "target_macs": "target_macs",
+    "allocation": "allocation",
+    "min_channel_ratio": "min_channel_ratio",
 }
 
 
@@ -134,6 +138,12 @@ def run(ctx: Any) -> None:
             "No filter was removed: every normalized filter norm is above the threshold (or its layer is "
             "excluded). Raise -pth, or ask for a size with --target_ratio."
         )
+    if ctx.spec is not None:  # -e: start the retraining here, batch-norm statistics measured on the training data
+        from tlkit.training.retrain import reestimate_model_file
+
+        work = Path(ctx.results_dir) if ctx.results_dir is not None else output.parent
+        reestimate_model_file(ctx.task, ctx.spec, output, work / f"{output.stem}_bn", console, ctx.contexts())
+        console.print(f"batch-norm statistics of {output} re-estimated on the spec's training data")
     csv_dir = Path(ctx.results_dir) if ctx.results_dir is not None else output.parent
     csv_path = csv_dir / f"{output.stem}_pruning.csv"
     report.to_csv(csv_path)
