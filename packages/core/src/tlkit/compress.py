@@ -265,6 +265,12 @@ def report_table(state: dict) -> Any:
     return t
 
 
+def markdown_table(state: dict) -> str:
+    """The per-step table as Markdown."""
+    return "\n".join(["| " + " | ".join(_HEAD) + " |", "|" + "---|" * len(_HEAD),
+                      *["| " + " | ".join(r) + " |" for r in _rows(state)]])
+
+
 def write_report(state: dict, R: Path) -> None:
     import csv
     import io
@@ -284,9 +290,7 @@ def write_report(state: dict, R: Path) -> None:
         f"epochs each{' with distillation from the original model' if state['distillation'] else ''}  ",
         f"Kept: {'step ' + str(state['kept_step']) + ' -> ' + str(state['output']) if state.get('kept_step') else 'none'}",
         "",
-        "| " + " | ".join(_HEAD) + " |",
-        "|" + "---|" * len(_HEAD),
-        *["| " + " | ".join(r) + " |" for r in _rows(state)],
+        markdown_table(state),
         "",
         "![compress](compress.png)",
         "",

@@ -19,8 +19,10 @@ How it works (TLT's algorithm as the shared reference tlt-reference.md §2 descr
      round up to ``pg``);
    - ``uniform``: the same fraction of every group (what Torch-Pruning does by default): cuts MACs as much
      as parameters, where a threshold mostly empties the wide, low-resolution late layers;
-   - ``global``: one threshold on norms divided by their group's mean (scale-free across layers, and not
-     pulled by one large filter the way max-normalization is).
+   - ``global``: one threshold across all layers on each filter's importance per multiply-accumulate: its
+     norm relative to its group's mean (scale-free, not pulled by one large filter the way max-normalization
+     is) divided by the group's MACs per channel relative to the mean group's. Wide, high-resolution layers
+     give up channels first: at a given parameter count, the fewest MACs.
    Every allocation keeps at least ``min_channel_ratio`` of each group's channels (default 1/8: a layer
    never collapses to 40 of 1152) and multiples of ``pg``. A target (``target_ratio`` of parameters,
    ``target_flops`` / ``target_macs``) is reached by bisecting the allocation's one level (threshold or
@@ -630,8 +632,21 @@ class _Pruner:
                 self.merged[r] = merge_stats(sp.stats, criterion)
         self.root_of = [graph.find(i) for i in range(len(graph.spaces))]
         self.param_shapes = {k: tuple(graph.params[k].shape) for k in graph.params}
-        # global allocation: norms relative to their group's mean, comparable across layers
-        self.relative = {r: (s / s.mean() if s.mean() > 0 else s) for r, s in self.merged.items()}
+        self.relative = self._importance_per_mac() if allocation == "global" else {}
+
+    def _importance_per_mac(self) -> dict[int, np.ndarray]:
+        """Global allocation: each filter's norm relative to its group's mean (comparable across layers),
+        divided by the group's multiply-accumulates per channel relative to the mean group's: channels of
+        wide, high-resolution layers must be worth their cost. Costs are the unpruned network's."""
+        full = {r: len(s) for r, s in self.merged.items()}
+        total = self.flops(full)
+        cost = {r: max(total - self.flops({**full, r: n - 1}), 1) for r, n in full.items()}
+        mean_cost = float(np.mean(list(cost.values()))) if cost else 1.0
+        out = {}
+        for r, s in self.merged.items():
+            rel = s / s.mean() if s.mean() > 0 else s
+            out[r] = rel / (cost[r] / mean_cost)
+        return out
 
     # -- allocation: one level per allocation, monotone in how much is pruned --------------------------
 
