@@ -6,13 +6,16 @@
    val.txt (205 / 87 images of trainval).
 2. Train DetectNet_v2 from the ImageNet EfficientNet-Lite0 (the backbone whose weights ship offline) at
    WxH px: target mAP@0.5 >= 0.65 (TLT AP, 11-point) on the test split within 30 minutes on 2 cores.
-3. Prune (target >= 4x fewer parameters; the heads keep their size) and retrain the pruned graph
-   (load_graph): target within 2 points of the unpruned mAP.
+3. Prune (parameter ratio <= 0.25; the heads keep their size) and retrain the pruned graph (load_graph) for
+   at most 8 epochs with tlkit's default retrain recipe (BN re-estimation, warm-up, lr_scale) and distillation
+   from the unpruned model (coverage / bbox maps): target within 1 point of the unpruned mAP. The recipe and
+   the allocation are the defaults chosen on classification's train/val splits: nothing is tuned on BCCD test.
 4. Per-class AP, parameters, file size and batch-1 latency (MXNet and onnxruntime) of each, wall and CPU
    times and the machine's load average, as JSON in benchmarks/acceptance/detection.json.
 
 Long (tens of minutes on 2 cores): run with `make acceptance` (not part of the test suite). Set
-TLKIT_DET_EPOCHS / TLKIT_DET_RETRAIN_EPOCHS / TLKIT_DET_BATCH / TLKIT_DET_SIZE (e.g. 320x240) to change the recipe.
+TLKIT_DET_EPOCHS / TLKIT_DET_RETRAIN_EPOCHS / TLKIT_DET_BATCH / TLKIT_DET_SIZE (e.g. 320x240) to change the recipe;
+TLKIT_DET_UNPRUNED=model.tlk reuses an unpruned model trained with this recipe on this split.
 """
 
 from __future__ import annotations
@@ -30,10 +33,9 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bccd-vo
 OUT = Path(__file__).resolve().parent / "detection.json"
 W, H = (int(v) for v in os.environ.get("TLKIT_DET_SIZE", "448x336").split("x"))
 EPOCHS = int(os.environ.get("TLKIT_DET_EPOCHS", "10"))
-# retraining the pruned graph with the training schedule, chosen on train/val (never test): the unpruned
-# model scored val mAP 0.636 (platelets 0.19); pruned to 0.2497 and retrained 10 epochs at lr 5e-4 (the old
-# recipe's rate): 0.566 (platelets 0.04); 10 epochs at 1e-3: 0.627; 16 epochs at 1e-3: 0.675 (platelets 0.34)
-RETRAIN_EPOCHS = int(os.environ.get("TLKIT_DET_RETRAIN_EPOCHS", "16"))
+# at most 8 (the acceptance); the earlier run without BN re-estimation, warm-up or distillation needed 16
+RETRAIN_EPOCHS = int(os.environ.get("TLKIT_DET_RETRAIN_EPOCHS", "8"))
+ALLOCATION = os.environ.get("TLKIT_DET_ALLOCATION", "threshold")
 # batch 4 (chosen on train/val): val mAP 0.636 after 8 epochs vs 0.49-0.54 with batch 8 (platelets 0.19 vs 0.01)
 BATCH = int(os.environ.get("TLKIT_DET_BATCH", "4"))
 BUDGET_S = 1800
@@ -133,31 +135,45 @@ def test_bccd_detectnet_v2(tmp_path):
 
     load_start = os.getloadavg()
     cfg = spec(manifests["trainval"], manifests["test"])
+    reuse = os.environ.get("TLKIT_DET_UNPRUNED")
     t, c = time.time(), cpu_s()
-    out = train_run(CommandContext(task="detection", command="train", spec=cfg, results_dir=work / "train",
-                                   gpus=0, console=console))
+    if reuse:
+        out = {"model": reuse}
+    else:
+        out = train_run(CommandContext(task="detection", command="train", spec=cfg, results_dir=work / "train",
+                                       gpus=0, console=console))
     train_s, train_cpu = time.time() - t, cpu_s() - c
     load_train = os.getloadavg()
     base = measure("unpruned", Path(out["model"]), cfg, work, train_s)
     base["train_cpu_s"] = round(train_cpu, 1)
+    if reuse:
+        base["reused"] = reuse
 
     pruned = work / "pruned.tlk"
-    report = prune_model_file(out["model"], pruned, target_ratio=PRUNE_TARGET, min_filters=8)
+    report = prune_model_file(out["model"], pruned, target_ratio=PRUNE_TARGET, min_filters=8, allocation=ALLOCATION)
     rcfg = spec(manifests["trainval"], manifests["test"], f"train_config.pretrained_model_path={pruned}",
                 "train_config.load_graph=true", f"train_config.n_epochs={RETRAIN_EPOCHS}",
-                f"train_config.validation_period={RETRAIN_EPOCHS}", "model_config.freeze_blocks=[]")
+                f"train_config.validation_period={RETRAIN_EPOCHS}", "model_config.freeze_blocks=[]",
+                f"train_config.distillation.teacher={out['model']}")
     t, c = time.time(), cpu_s()
     rout = train_run(CommandContext(task="detection", command="train", spec=rcfg, results_dir=work / "retrain",
                                     gpus=0, console=console))
     retrain_s, retrain_cpu = time.time() - t, cpu_s() - c
     after = measure("pruned_retrained", Path(rout["model"]), rcfg, work, retrain_s)
     after["train_cpu_s"] = round(retrain_cpu, 1)
+    history = [json.loads(x) for x in (work / "retrain" / "status.json").read_text().splitlines()]
+    csv_rows = (work / "retrain" / "training.csv").read_text().splitlines()
+    after["training_csv"] = csv_rows  # epoch 0: mAP raw and after BN re-estimation; teacher_s per epoch
+    after["teacher_s_total"] = sum(h.get("teacher_s", 0.0) for h in history if h.get("status") == "RUNNING")
 
     result = {
         "dataset": "BCCD (Pascal VOC, 364 images): official split, trained on trainval, reported on test",
         "split": split,
         "recipe": {"arch": "efficientnet_lite0 (ImageNet)", "input": [W, H], "epochs": EPOCHS,
-                   "retrain_epochs": RETRAIN_EPOCHS, "retrain": "the training schedule, every layer trained",
+                   "retrain_epochs": RETRAIN_EPOCHS,
+                   "retrain": "the training schedule under tlkit's default retrain_config (BN re-estimation on 512 "
+                              "images, 1 warm-up epoch, lr x0.25), distillation from the unpruned model, every layer trained",
+                   "allocation": ALLOCATION,
                    "batch": BATCH, "clustering": "nms",
                    "coverage_foreground_weight": 0.5, "bbox_min_radius": 1.0},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
@@ -166,17 +182,18 @@ def test_bccd_detectnet_v2(tmp_path):
                                             "end": os.getloadavg()}},
         "note": "the machine is shared: wall times include other processes; train_cpu_s is this process's CPU time",
         "unpruned": base,
-        "pruning": {"target_ratio": PRUNE_TARGET, "ratio": report.ratio,
+        "pruning": {"target_ratio": PRUNE_TARGET, "ratio": report.ratio, "flops_ratio": report.flops_ratio,
                     "params_before": report.params_before, "params_after": report.params_after},
         "pruned_retrained": after,
-        "targets": {"mAP@0.5": TARGET_MAP, "budget_s": BUDGET_S, "pruned_smaller_x": 4, "max_drop_points": 2},
+        "targets": {"mAP@0.5": TARGET_MAP, "budget_s": BUDGET_S, "param_ratio_le": PRUNE_TARGET, "max_drop_points": 1,
+                    "retrain_epochs_le": 8},
     }
     OUT.write_text(json.dumps(result, indent=1))
     console.print(json.dumps(result, indent=1))
     assert base["mAP@0.5"] >= TARGET_MAP
-    assert train_s <= BUDGET_S
-    assert after["params"] * 4 <= base["params"]
-    assert after["mAP@0.5"] >= base["mAP@0.5"] - 0.02
+    assert reuse or train_s <= BUDGET_S
+    assert after["params"] <= PRUNE_TARGET * base["params"] and RETRAIN_EPOCHS <= 8
+    assert after["mAP@0.5"] >= base["mAP@0.5"] - 0.01
 
 
 # -- GluonCV SSD beside DetectNet_v2 (same data, same official split) --------------------------------------

@@ -2,6 +2,7 @@
 prune (heads kept) -> retrain the pruned graph -> export (ONNX equals MXNet on the raw heads, DeepStream
 config) -> calibration tensorfile; and the commands' bad-input errors."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -137,11 +138,30 @@ def test_prune_keeps_heads_and_pruned_graph_retrains(trained, tmp_path):
     cov, bbox = pnet(mx.nd.zeros((1, 3, 96, 128)))
     assert cov.shape == (1, 2, 6, 8) and bbox.shape == (1, 8, 6, 8)
     # retrain the pruned graph (TLT: load_graph) for one epoch; it stays a graph model
+    # with distillation from the unpruned model (coverage / bbox maps) and the retrain recipe's start rows
     cfg = tiny_spec(trained["manifest"], **{"train_config.pretrained_model_path": str(pruned),
-                                            "train_config.load_graph": True})
+                                            "train_config.load_graph": True,
+                                            "train_config.distillation.teacher": str(trained["model"])})
     out = train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "retrain"))
     assert read_meta(out["model"])["kind"] == "graph"
     assert read_meta(out["model"])["classes"] == list(CLASSES)
+    rows = list(csv.DictReader((tmp_path / "retrain" / "training.csv").read_text().splitlines()))
+    assert [r["stage"] for r in rows[:2]] == ["pruned", "bn_reestimated"] and rows[0]["mean average precision"] != ""
+    assert float(rows[-1]["teacher_s"]) > 0
+
+
+def test_detectnet_distillation_loss_is_zero_against_itself_and_positive_otherwise():
+    import mxnet as mx
+    from tlkit_detection.loss import ClassCost, DetectNetLoss
+
+    loss = DetectNetLoss([ClassCost(), ClassCost()])
+    rng = np.random.default_rng(0)
+    cov = mx.nd.array(rng.uniform(0.01, 0.99, (2, 2, 3, 4)))
+    bbox = mx.nd.array(rng.normal(size=(2, 8, 3, 4)))
+    same = loss.distill((cov, bbox), (cov, bbox), 2.0).asnumpy()
+    other = loss.distill((1 - cov, bbox + 1), (cov, bbox), 2.0).asnumpy()
+    assert same.shape == (2,) and (other > same).all()
+    assert loss._sums == []  # distillation never feeds the auto-weighting statistics
 
 
 def test_calibration_tensorfile(trained, tmp_path):
