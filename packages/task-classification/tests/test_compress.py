@@ -111,8 +111,12 @@ def test_prune_with_spec_reestimates_bn_in_the_file(trained, shapes):
     from tlkit.pruning.command import run as prune_run
 
     r, model, _ = trained
+    from tlkit.config import spec_to_yaml
+
     out = r / "pruned_bn.tlk"
-    prune_run(ctx("prune", spec(shapes), results_dir=r / "p", model=model, output=out,
+    spec_file = r / "spec.yaml"  # `prune -e spec.yaml`, as the CLI passes it
+    spec_file.write_text(spec_to_yaml(spec(shapes)))
+    prune_run(ctx("prune", spec(shapes), spec_path=spec_file, results_dir=r / "p", model=model, output=out,
                   options={"target_ratio": 0.3, "allocation": "uniform", "min_num_filters": 8}))
     mf = load_model(out)
     rows = mf.meta["bn_reestimation"]["validation"]
@@ -165,3 +169,22 @@ def test_compress_needs_validation_data(trained, shapes):
     cfg = spec(shapes, "dataset_config.val_dataset_path=null")
     with pytest.raises(SpecError, match="validation"):
         compress_run(ctx("compress", cfg, results_dir=r / "noval", model=model, options={"retrain_epochs": 1}))
+
+
+def test_prune_and_compress_through_the_cli(trained, tmp_path):
+    from tlkit.testing.plugins import run_tlkit
+
+    r, model, _ = trained
+    out = tmp_path / "p.tlk"
+    p = run_tlkit(["classification", "prune", "-m", str(model), "-o", str(out), "--allocation", "global",
+                   "--target_macs", "0.4", "--min_channel_ratio", "0.25", "-nf", "8"])
+    assert p.returncode == 0, p.stderr
+    summary = load_model(out).meta["pruning"]
+    assert summary["flops_after"] <= 0.4 * summary["flops_before"]
+    assert summary["options"]["allocation"] == "global" and summary["options"]["min_channel_ratio"] == 0.25
+    p = run_tlkit(["classification", "prune", "-m", str(model), "-o", str(out), "--allocation", "uniform"])
+    assert p.returncode != 0 and "uniform" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    p = run_tlkit(["classification", "compress", "--help"])
+    assert p.returncode == 0
+    for flag in ("--max_accuracy_drop", "--target_ratio", "--steps", "--retrain_epochs", "--no_distillation", "--allocation"):
+        assert flag in p.stdout, flag

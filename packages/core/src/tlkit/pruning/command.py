@@ -138,7 +138,7 @@ def run(ctx: Any) -> None:
             "No filter was removed: every normalized filter norm is above the threshold (or its layer is "
             "excluded). Raise -pth, or ask for a size with --target_ratio."
         )
-    if ctx.spec is not None:  # -e: start the retraining here, batch-norm statistics measured on the training data
+    if ctx.spec is not None and ctx.spec_path is not None:  # -e: batch-norm statistics measured on the training data
         from tlkit.training.retrain import reestimate_model_file
 
         work = Path(ctx.results_dir) if ctx.results_dir is not None else output.parent
