@@ -83,7 +83,7 @@ def test_distillation_reports_the_teacher_and_checks_it(trained, shapes):
                "train_config.distillation.temperature=4")
     res = train_model(cfg, r / "distill", Console(quiet=True), [mx.cpu()])
     row = res.history[-1]
-    assert row["teacher_s"] > 0 and 0 < row["teacher_share"] < 1
+    assert row["teacher_s"] > 0 and 0 < row["teacher_share"] < 1 and row["teacher_ms_per_step"] > 0
     status = [json.loads(line) for line in (r / "distill" / "status.json").read_text().splitlines()]
     assert any("teacher_s" in s for s in status)
     # a teacher of another task (or other classes) is refused by name

@@ -482,8 +482,9 @@ class _Engine:
             "throughput": bar.throughput,
         }
         if self.teacher is not None:  # what the teacher cost this epoch
-            seconds, _ = self.teacher.take_time()
-            row.update(teacher_s=seconds, teacher_share=seconds / max(bar.elapsed, 1e-9))
+            seconds, steps = self.teacher.take_time()
+            row.update(teacher_s=seconds, teacher_share=seconds / max(bar.elapsed, 1e-9),
+                       teacher_ms_per_step=1000 * seconds / max(steps, 1))
         return row
 
     @staticmethod
@@ -605,7 +606,7 @@ class _Engine:
 
     def _log_epoch(self, row: dict, epoch: int, n_epochs: int, epoch_times: list[float]) -> None:
         eta = (n_epochs - epoch - 1) * (sum(epoch_times) / len(epoch_times))
-        timing = ("epoch", "loss", "lr", "time", "throughput", "teacher_s", "teacher_share")
+        timing = ("epoch", "loss", "lr", "time", "throughput", "teacher_s", "teacher_share", "teacher_ms_per_step")
         metrics = {k: v for k, v in row.items() if k not in timing}
         fields: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -613,14 +614,15 @@ class _Engine:
             "time_per_epoch": str(timedelta(seconds=row["time"])),
             "eta": str(timedelta(seconds=eta)),
             "graphical": {"loss": row["loss"], "lr": row["lr"], **metrics},
-            **({"teacher_s": row["teacher_s"]} if "teacher_s" in row else {}),
+            **({k: row[k] for k in ("teacher_s", "teacher_ms_per_step") if k in row}),
         }
         if metrics:
             fields["kpi"] = metrics
         self.status.write("RUNNING", "Training loop in progress", **fields)
         extra = "".join(f", {k} {v:.4g}" for k, v in metrics.items())
         if "teacher_s" in row:
-            extra += f", teacher {row['teacher_s']:.1f}s ({100 * row['teacher_share']:.0f}% of the epoch)"
+            extra += (f", teacher {row['teacher_s']:.1f}s ({row['teacher_ms_per_step']:.0f} ms/step, "
+                      f"{100 * row['teacher_share']:.0f}% of the epoch)")
         self.console.print(
             f"epoch {epoch + 1}/{n_epochs}: loss {row['loss']:.4f}, lr {row['lr']:.3g}, "
             f"{row['throughput']:.1f} img/s, {row['time']:.1f}s{extra}",
