@@ -159,7 +159,9 @@ def test_sign_language_digits(tmp_path):
     reuse = os.environ.get("TLKIT_ACCEPT_FINETUNED")
     if reuse:
         finetuned, res, train_s, train_cpu = Path(reuse), None, float("nan"), float("nan")
-        out["finetuned_reused"] = reuse
+        info = finetuned.with_name("info.json")  # written beside a shared model: how long it trained
+        out["finetuned_reused"] = {"model": reuse, **(json.loads(info.read_text()) if info.is_file() else {})}
+        train_s = float(out["finetuned_reused"].get("train_s", train_s))
     else:
         t, c = time.perf_counter(), cpu_s()
         res = train_model(spec(split, "train_config.pretrained_model_path=imagenet"), tmp_path / "finetuned", console, [mx.cpu()])
