@@ -150,7 +150,22 @@ def test_prune_keeps_heads_and_pruned_graph_retrains(trained, tmp_path):
     assert float(rows[-1]["teacher_s"]) > 0
 
 
-def test_detectnet_distillation_loss_is_zero_against_itself_and_positive_otherwise():
+def test_compress_runs_on_detectnet(trained, tmp_path):
+    """The generic compress loop through detection's train_job: baseline mAP on the validation fold, one pruning
+    step retrained with distillation, the report."""
+    from tlkit.compress import run as compress_run
+
+    out = compress_run(_ctx("compress", spec=trained["cfg"], model=trained["model"], results_dir=tmp_path / "c",
+                            options={"max_accuracy_drop": 100.0, "target_ratio": 0.5, "steps": 1, "retrain_epochs": 1,
+                                     "min_num_filters": 8, "no_latency": True}))
+    state = json.loads((tmp_path / "c" / "compress.json").read_text())
+    base, step = state["steps"]
+    assert base["kpi"] == "mean average precision" and 0 <= base["kpi_value"] <= 1
+    assert step["params"] <= 0.5 * base["params"] and step["teacher_s"] > 0
+    assert out["kept_step"] == 1 and (tmp_path / "c" / "compressed.tlk").is_file()
+
+
+def test_detectnet_distillation_loss_is_lower_against_itself():
     import mxnet as mx
     from tlkit_detection.loss import ClassCost, DetectNetLoss
 
