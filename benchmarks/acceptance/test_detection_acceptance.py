@@ -172,7 +172,7 @@ def test_bccd_detectnet_v2(tmp_path):
         "recipe": {"arch": "efficientnet_lite0 (ImageNet)", "input": [W, H], "epochs": EPOCHS,
                    "retrain_epochs": RETRAIN_EPOCHS,
                    "retrain": "the training schedule under tlkit's default retrain_config (BN re-estimation on 512 "
-                              "images, 1 warm-up epoch, lr x0.25), distillation from the unpruned model, every layer trained",
+                              "images, 1 warm-up epoch, the spec's peak rate), distillation from the unpruned model, every layer trained",
                    "allocation": ALLOCATION,
                    "batch": BATCH, "clustering": "nms",
                    "coverage_foreground_weight": 0.5, "bbox_min_radius": 1.0},

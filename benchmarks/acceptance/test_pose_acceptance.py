@@ -169,7 +169,7 @@ def test_synthetic_pose_pruned_keeps_ap(tmp_path):
         "pruning": {"target_ratio": PRUNE_TARGET, "ratio": report.ratio, "flops_ratio": report.flops_ratio,
                     "params_before": report.params_before, "params_after": report.params_after},
         "retrain_epochs": RETRAIN_EPOCHS,
-        "retrain": "default retrain_config (BN re-estimation, 1 warm-up epoch, lr x0.25) + distillation weight 0.5",
+        "retrain": "default retrain_config (BN re-estimation, 1 warm-up epoch, the spec's peak rate) + distillation weight 0.5",
         "retrain_s": round(retrain_s, 1),
         "val_history": [{k: r[k] for k in ("epoch", "stage", "AP", "loss", "teacher_s") if k in r} for r in rres.history],
         "test_AP": ap,

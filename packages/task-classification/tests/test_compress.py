@@ -41,15 +41,15 @@ def test_retrain_starts_with_bn_reestimation_and_reports_it(trained, shapes):
 
     r, model, pruned = trained
     cfg = spec(shapes, f"train_config.pretrained_model_path={pruned}", "train_config.load_graph=true",
-               "train_config.n_epochs=1")
+               "train_config.n_epochs=1", "train_config.retrain_config.lr_scale=0.5")
     res = train_model(cfg, r / "retrain", Console(quiet=True), [__import__("mxnet").cpu()])
     stages = [row.get("stage") for row in res.history]
     assert stages[:2] == ["pruned", "bn_reestimated"] and stages[2] is None
     assert all(0 <= row["validation_accuracy"] <= 1 for row in res.history)
     csv_text = (r / "retrain" / "training.csv").read_text()
     assert "stage" in csv_text.splitlines()[0] and "bn_reestimated" in csv_text
-    # the retrain recipe: warm-up then lr_config times lr_scale (constant 0.01 x 0.25 after one epoch of ramp)
-    assert res.history[-1]["lr"] == pytest.approx(0.01 * 0.25)
+    # the retrain recipe: a one-epoch warm-up to lr_config's rate times lr_scale (constant 0.01 x 0.5)
+    assert res.history[-1]["lr"] == pytest.approx(0.01 * 0.5)
 
 
 def test_reestimate_bn_measures_the_data_statistics():

