@@ -13,7 +13,9 @@
 5. Accuracy, parameters, file size and batch-1 latency (MXNet and onnxruntime) as JSON in
    benchmarks/acceptance/classification.json.
 
-Long (tens of minutes on 2 cores): run with `make acceptance` (not part of the test suite; the suite's smoke
+The recipes are examples/classification/sign_language_digits.yaml (fine-tuning) and
+sign_language_digits_retrain.yaml (retraining the pruned graph). Long (tens of minutes on 2 cores): run with
+`make acceptance` (not part of the test suite; the suite's smoke
 version is packages/task-classification/tests/test_compress.py). TLKIT_ACCEPT_EPOCHS / TLKIT_ACCEPT_SIZE change
 the recipe; TLKIT_ACCEPT_FINETUNED=model.tlk reuses a model fine-tuned with this recipe on this split.
 """
@@ -32,9 +34,23 @@ import pytest
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sign-language-digits"
 OUT = Path(__file__).resolve().parent / "classification.json"
-SIZE = int(os.environ.get("TLKIT_ACCEPT_SIZE", "96"))
-EPOCHS = int(os.environ.get("TLKIT_ACCEPT_EPOCHS", "6"))
-RETRAIN_EPOCHS = 8
+# the recipes: examples users can copy, read here with only the data paths (and the TLKIT_* changes) overridden
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "classification"
+RECIPE, RETRAIN_RECIPE = EXAMPLES / "sign_language_digits.yaml", EXAMPLES / "sign_language_digits_retrain.yaml"
+
+
+def _recipe_value(path: Path, *keys: str):
+    import yaml
+
+    node = yaml.safe_load(path.read_text())
+    for k in keys:
+        node = node[k]
+    return node
+
+
+SIZE = int(os.environ.get("TLKIT_ACCEPT_SIZE", _recipe_value(RECIPE, "model_config", "input_image_size").split(",")[1]))
+EPOCHS = int(os.environ.get("TLKIT_ACCEPT_EPOCHS", _recipe_value(RECIPE, "train_config", "n_epochs")))
+RETRAIN_EPOCHS = int(_recipe_value(RETRAIN_RECIPE, "train_config", "n_epochs"))  # the acceptance: at most 8
 BUDGET_S = 600
 MAX_DROP = 0.01  # pruned + retrained top-1 may be at most 1 point below the fine-tuned model
 PRUNE_TARGET = 0.1  # pruned / original parameters ("at most")
@@ -43,21 +59,15 @@ SPLIT = (0.7, 0.15, 0.15)
 TARGET_ACC = 0.99
 
 
-def spec(split: Path, *extra: str):
+def spec(split: Path, *extra: str, recipe: Path = RECIPE):
+    """The recipe file with this split's paths, SIZE and epochs (what TLKIT_* set), then `extra` overrides."""
     from tlkit.config import load_spec
     from tlkit_classification.config import ClassificationConfig
 
-    return load_spec(None, ClassificationConfig, [
-        "model_config.arch=efficientnet_lite0", f"model_config.input_image_size=3,{SIZE},{SIZE}",
-        "model_config.freeze_blocks=[0]",
+    epochs = RETRAIN_EPOCHS if recipe == RETRAIN_RECIPE else EPOCHS
+    return load_spec(recipe, ClassificationConfig, [
         f"dataset_config.train_dataset_path={split / 'train'}", f"dataset_config.val_dataset_path={split / 'val'}",
-        f"train_config.n_epochs={EPOCHS}", "train_config.batch_size_per_gpu=32", "train_config.n_workers=2",
-        "train_config.max_checkpoints_to_keep=1", "train_config.lr_config.type=cosine",
-        "train_config.lr_config.warmup_epochs=0.3", "train_config.lr_config.learning_rate=0.02",
-        "augmentation_config.disable_horizontal_flip=true",  # hand signs are not mirror-symmetric
-        "augmentation_config.enable_color_augmentation=true",
-        "augmentation_config.random_crop_min_scale=0.5",  # small crops can cut off the fingers that matter
-        *extra,
+        f"model_config.input_image_size=3,{SIZE},{SIZE}", f"train_config.n_epochs={epochs}", *extra,
     ])
 
 
@@ -121,8 +131,9 @@ def val_curve(result) -> list[dict]:
 
 
 def retrain_spec(split: Path, pruned: Path, *extra: str):
-    return spec(split, f"train_config.pretrained_model_path={pruned}", "train_config.load_graph=true",
-                f"train_config.n_epochs={RETRAIN_EPOCHS}", "model_config.freeze_blocks=[]", *extra)
+    """The retrain recipe with this pruned model (the recipe's distillation teacher is set by the caller or off)."""
+    return spec(split, f"train_config.pretrained_model_path={pruned}", "train_config.distillation.teacher=null",
+                *extra, recipe=RETRAIN_RECIPE)
 
 
 @pytest.mark.slow
@@ -164,7 +175,7 @@ def test_sign_language_digits(tmp_path):
         train_s = float(out["finetuned_reused"].get("train_s", train_s))
     else:
         t, c = time.perf_counter(), cpu_s()
-        res = train_model(spec(split, "train_config.pretrained_model_path=imagenet"), tmp_path / "finetuned", console, [mx.cpu()])
+        res = train_model(spec(split), tmp_path / "finetuned", console, [mx.cpu()])
         finetuned, train_s, train_cpu = Path(res.model_path), time.perf_counter() - t, cpu_s() - c
     out["finetuned"] = measure("finetuned", finetuned, res, train_s, test, tmp_path, train_cpu_s=train_cpu)
     out["finetuned"]["val_top1"] = evaluate(finetuned, val)["top1"]
@@ -231,7 +242,7 @@ def test_retrain_default_on_a_small_subset(tmp_path):
             (small / "train" / cls / f.name).symlink_to(f.resolve())
     (small / "val").symlink_to((split / "val").resolve())
     test = open_image_folder(split / "test", max_side=int(SIZE / 0.875 * 1.25))
-    res = train_model(spec(small, "train_config.pretrained_model_path=imagenet"), tmp_path / "finetuned", console, [mx.cpu()])
+    res = train_model(spec(small), tmp_path / "finetuned", console, [mx.cpu()])
     finetuned = Path(res.model_path)
     pruned = tmp_path / "pruned.tlk"
     prune_model_file(finetuned, pruned, target_ratio=PRUNE_TARGET, allocation=ALLOCATION, min_filters=8)

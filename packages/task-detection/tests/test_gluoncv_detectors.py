@@ -168,8 +168,11 @@ def test_ssd_train_evaluate_inference_export(trained, tmp_path):
     assert r1["mean_average_precision"] == pytest.approx(out["mean average precision"] * 100, abs=1e-6)
     onnx = tmp_path / "model.onnx"
     export_run(_ctx("export", model=trained["model"], output=onnx, options={"gen_ds_config": True}))
-    ds = (tmp_path / "nvinfer_config.txt").read_text()  # no nvinfer parser for pre-NMS boxes: raw tensors
-    assert "network-type=100" in ds and "output-blob-names=ids;scores;bboxes" in ds
+    ds = (tmp_path / "nvinfer_config.txt").read_text()  # NMS in the graph, read by DeepStream's stock TF-SSD parser
+    assert "complete: runs as written" in ds.splitlines()[0]
+    assert "network-type=0" in ds and "parse-bbox-func-name=NvDsInferParseCustomTfSSD" in ds and "cluster-mode=4" in ds
+    assert "output-blob-names=num_detections;detection_boxes;detection_scores;detection_classes" in ds
+    assert "custom-lib-path=/opt/nvidia/deepstream/deepstream/lib/libnvds_infercustomparser.so" in ds
     r2 = eval_run(_ctx("evaluate", spec=cfg, model=onnx, options={}))
     assert r2["backend"] != "mxnet"
     for c in CLASSES:
@@ -193,6 +196,7 @@ def test_onnx_matches_mxnet_before_nms(trained, tmp_path):
     from tlkit.testing.export import assert_onnx_matches
 
     net, meta = load_net(trained["model"])
+    meta = {k: v for k, v in meta.items() if k != "export_nms"}  # the raw decoded boxes, without the graph's NMS
     assert_onnx_matches(net, tuple(meta["input_shape"]), meta=meta, out_dir=tmp_path, batch_sizes=(1, 2))
 
 
@@ -231,6 +235,14 @@ def test_yolov3_trains_one_epoch_evaluates_and_retrains_pruned(tmp_path):
     assert "teacher_s" in (tmp_path / "r" / "training.csv").read_text().splitlines()[0]  # distilled from the unpruned
     r = eval_run(_ctx("evaluate", spec=cfg, model=Path(rout["model"]), options={}))
     assert r["mean_average_precision"] == pytest.approx(rout["mean average precision"] * 100, abs=1e-6)
+    # the pruned YOLOv3 exports with NMS in the graph and scores the same through it
+    from tlkit.export.command import run as export_run
+
+    onnx_path = tmp_path / "yolo.onnx"
+    export_run(_ctx("export", model=Path(rout["model"]), output=onnx_path, options={}))
+    r_onnx = eval_run(_ctx("evaluate", spec=cfg, model=onnx_path, options={}))
+    assert r_onnx["num_predictions"] == r["num_predictions"]
+    assert r_onnx["mean_average_precision"] == pytest.approx(r["mean_average_precision"], abs=1e-6)
 
 
 def _retrain_spec(cfg, pruned, teacher=None):

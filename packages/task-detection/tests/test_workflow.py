@@ -59,8 +59,10 @@ def test_evaluate_tlk_and_onnx_agree_and_write_reports(trained, tmp_path):
     r1 = eval_run(_ctx("evaluate", spec=cfg, model=trained["model"], results_dir=tmp_path / "e1",
                        options={"kitti_difficulty": True}))
     assert set(r1["average_precision"]) == set(CLASSES)
-    assert r1["median_inference_time_ms"] > 0 and r1["backend"] == "mxnet"
-    assert "kitti" in r1
+    t = r1["inference_time"]
+    assert t["unit"] == "ms per image" and t["median_ms"] > 0 and t["median_ms_batch_1"] > 0 and r1["backend"] == "mxnet"
+    assert t["batch_size"] == cfg.train_config.batch_size_per_gpu and t["frames_at_batch_1"] == 4  # the 4 validation frames
+    assert "kitti" in r1 and set(r1["coco"]["per_class_AP"]) == set(CLASSES)
     assert (tmp_path / "e1" / "evaluation.json").is_file()
     assert {p.name for p in (tmp_path / "e1").glob("pr_curve_*.png")} == {f"pr_curve_{c}.png" for c in CLASSES}
     onnx = tmp_path / "model.onnx"
@@ -115,6 +117,54 @@ def test_inference_on_images_and_video(trained, tmp_path):
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
     cap.release()
     assert len(json.loads(Path(res["detections_json"]).read_text())["frames"]) == 3
+
+
+def test_inference_uses_the_models_post_processing_unless_the_spec_sets_one(trained):
+    from tlkit_detection.config import DetectionConfig
+    from tlkit_detection.predict import load_detector
+
+    saved = load_detector(trained["model"]).params
+    assert saved == load_detector(trained["model"], trained["cfg"]).params
+    assert saved["blue"].minimum_bounding_box_height == 4  # tiny_spec's, not the default 20
+    # the CLI's spec without -e: all defaults, no postprocessing_config set -> the model's
+    assert load_detector(trained["model"], DetectionConfig()).params == saved
+    spec = DetectionConfig.model_validate({"postprocessing_config": {"default": {"clustering_algorithm": "nms"}}})
+    own = load_detector(trained["model"], spec).params["blue"]
+    assert own.clustering_algorithm == "nms" and own.minimum_bounding_box_height == 20
+
+
+def test_inference_confidence_threshold_and_coco_csv_outputs(trained, tmp_path):
+    import csv
+
+    from pycocotools.coco import COCO
+
+    from tlkit_detection.config import DetectionConfig
+    from tlkit_detection.inference import run as infer_run
+
+    imgs = write_synthetic_kitti(tmp_path / "new", n=4, seed=11) / "images"
+    dump = {"coco_dump": True, "csv_dump": True, "disable_overlay": True}
+    # a 2-epoch model: post-processing that keeps every cell, so there are boxes to write
+    loose = {"default": {"clustering_algorithm": "nms", "coverage_threshold": 0.0, "nms_confidence_threshold": 0.0,
+                         "minimum_bounding_box_height": 0}}
+    everything = infer_run(_ctx("inference", model=trained["model"], results_dir=tmp_path / "all", options={"image_dir": imgs},
+                                spec=DetectionConfig.model_validate({"inference_config": dump, "postprocessing_config": loose})))
+    dets = json.loads((tmp_path / "all" / "detections_coco.json").read_text())
+    rows = list(csv.DictReader((tmp_path / "all" / "detections.csv").open()))
+    assert len(dets) == len(rows) == sum(everything["detections"].values()) > 0
+    ids = json.loads((tmp_path / "all" / "detections_coco_ids.json").read_text())
+    assert [c["name"] for c in ids["categories"]] == list(CLASSES) and {d["image_id"] for d in dets} <= {0, 1, 2, 3}  # 0000.png..
+    gt = COCO()
+    gt.dataset = {"images": ids["images"], "annotations": [], "categories": ids["categories"]}
+    gt.createIndex()
+    assert len(gt.loadRes(str(tmp_path / "all" / "detections_coco.json")).getAnnIds()) == len(dets)
+    kitti = [line.split() for p in sorted((tmp_path / "all" / "labels").glob("*.txt")) for line in p.read_text().splitlines()]
+    assert sorted(float(r["confidence"]) for r in rows) == pytest.approx(sorted(float(k[15]) for k in kitti), abs=1e-6)
+    cut = float(np.median([d["score"] for d in dets]))
+    spec = DetectionConfig.model_validate({"inference_config": {**dump, "confidence_threshold": cut}, "postprocessing_config": loose})
+    fewer = infer_run(_ctx("inference", model=trained["model"], results_dir=tmp_path / "cut", options={"image_dir": imgs}, spec=spec))
+    kept = json.loads((tmp_path / "cut" / "detections_coco.json").read_text())
+    assert sorted(d["score"] for d in kept) == sorted(d["score"] for d in dets if d["score"] >= cut)
+    assert sum(fewer["detections"].values()) == len(kept) < len(dets)
 
 
 def test_prune_keeps_heads_and_pruned_graph_retrains(trained, tmp_path):
@@ -246,7 +296,9 @@ def test_cli_train_evaluate_inference(tmp_path):
     assert model.is_file()
     r = run_tlkit(["detection", "evaluate", "-e", str(spec), "-m", str(model), "--gpus", "0"])
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "Mean average_precision (in %)" in r.stdout and "Median Inference Time" in r.stdout
+    assert "Mean average_precision (in %)" in r.stdout and "COCO AP (pycocotools" in r.stdout
+    assert "Median Inference Time: " in r.stdout and " ms per image at batch 4, " in r.stdout
+    assert " ms at batch 1 (forward pass, mxnet)" in r.stdout
     r = run_tlkit(["detection", "inference", "-m", str(model), "-i", str(tmp_path / "kitti" / "images"),
                    "-r", str(tmp_path / "inf"), "--gpus", "0"])
     assert r.returncode == 0, r.stdout + r.stderr
@@ -262,3 +314,57 @@ def test_train_without_validation_split(tmp_path):
     cfg = tiny_spec(manifest, **{"dataset_config.validation_fold": None})
     out = train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "res"))
     assert Path(out["model"]).is_file() and "mean average precision" not in out and out["loss"] > 0
+
+
+def _tiny_classifier_onnx(path):
+    """An exported classifier (core's export, no classification package: task packages never import each other)."""
+    import mxnet as mx
+    from mxnet.gluon import nn
+    from tlkit.export.onnx_export import export_onnx
+
+    mx.random.seed(0)
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(4, 3, padding=1), nn.Activation("relu"), nn.GlobalAvgPool2D(), nn.Dense(2))
+    net.initialize(mx.init.Xavier())
+    meta = {"task": "classification", "arch": "tiny", "classes": ["left", "right"], "input_shape": [3, 16, 16],
+            "preprocessing": {"mode": "tf"}}
+    return export_onnx(net, path, meta=meta)
+
+
+def test_cascade_inference_with_a_secondary_classifier(trained, tmp_path):
+    """detect -> crop as nvinfer does -> classify: both labels drawn and written (KITTI, CSV, JSON), latency."""
+    import csv
+
+    import cv2
+    from tlkit.export.cascade import SecondaryClassifier
+    from tlkit_detection.inference import read_image, run as infer_run
+
+    cls = _tiny_classifier_onnx(tmp_path / "cls.onnx")
+    imgs = write_synthetic_kitti(tmp_path / "new", n=3, seed=9) / "images"
+    opts = {"image_dir": imgs, "secondary": cls, "classifier_threshold": 0.0, "input_object_min_width": 4,
+            "input_object_min_height": 4, "secondary_margin": 0.0, "operate_on_class_ids": None}
+    spec = trained["cfg"].model_copy(deep=True)
+    pp = spec.postprocessing_config.default  # plenty of objects from a 2-epoch model
+    pp.clustering_algorithm, pp.coverage_threshold, pp.nms_confidence_threshold = "nms", 0.0, 0.0
+    pp.minimum_bounding_box_height = 4
+    res = infer_run(_ctx("inference", model=trained["model"], spec=spec, results_dir=tmp_path / "c", options=opts))
+    rows = list(csv.DictReader((tmp_path / "c" / "cascade.csv").read_text().splitlines()))
+    assert rows, "the detector found nothing to classify"
+    report = json.loads((tmp_path / "c" / "cascade.json").read_text())
+    assert len(report["objects"]) == len(rows) and set(report["latency_ms"]) == {
+        "detector_per_frame", "classifier_per_crop", "cascade_per_frame"}
+    assert res["latency_ms"]["cascade_per_frame"] >= res["latency_ms"]["detector_per_frame"] > 0
+    # the secondary labels are what the classifier gives on nvinfer's crop of each detected box
+    sc = SecondaryClassifier(cls, min_width=4, min_height=4, threshold=0.0)
+    for name in sorted({r["image"] for r in rows}):
+        mine = [r for r in rows if r["image"] == name]
+        boxes = [[float(r[k]) for k in ("x1", "y1", "x2", "y2")] for r in mine]
+        want = sc.classify(read_image(imgs / name), boxes)
+        for r, w in zip(mine, want):
+            assert r["class"] in CLASSES and r["secondary_label"] == (w.label or "")
+            if w.probability is not None:
+                assert float(r["secondary_probability"]) == pytest.approx(w.probability, abs=1e-4)
+        kitti = (tmp_path / "c" / "labels_secondary" / f"{Path(name).stem}.txt").read_text().splitlines()
+        assert sorted(line.split()[0] for line in kitti) == sorted(w.label for w in want if w.label)
+    assert len(list((tmp_path / "c" / "labels").glob("*.txt"))) == 3
+    assert cv2.imread(str(next((tmp_path / "c" / "images_annotated").glob("*.png")))) is not None

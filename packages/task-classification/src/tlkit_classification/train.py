@@ -1,7 +1,8 @@
 """`tlkit classification train`: (fine-)tune a classifier, or retrain a pruned graph (load_graph: true).
 
 Writes, into the results dir: classmap.json, the resolved spec, weights/model_epoch_NNN.tlk checkpoints and
-weights/model.tlk (through tlkit.training), status.json; the final KPI is validation_accuracy.
+weights/model.tlk (through tlkit.training), status.json; the final KPI is validation_accuracy. A re-run resumes;
+one on other classes is refused (`--restart` starts over, keeping the old run's files).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 from tlkit.errors import DataError
 
-from tlkit_classification.data import ImageFolder, Pipeline, batches, open_image_folder, steps_per_epoch, write_classmap
+from tlkit_classification.data import ImageFolder, Pipeline, batches, classmap_text, open_image_folder, steps_per_epoch
 from tlkit_classification.evaluate import eval_pipeline
 
 
@@ -101,7 +102,7 @@ def build_job(
     classes: list[str] | None = None,
 ) -> Any:
     """The TrainJob `train` runs (TaskSpec.train_job: `prune -e` and `compress` build it too)."""
-    from tlkit.config import save_resolved_spec
+    from tlkit.config import resolved_spec_text
     from tlkit.training import TrainJob
 
     from tlkit_classification.model import build_for_training, count_params
@@ -114,8 +115,6 @@ def build_job(
         f"train: {len(train_ds)} images in {len(train_ds.classes)} classes"
         + (f"; val: {len(val_ds)} images" if val_ds is not None else "; no validation set")
     )
-    write_classmap(results_dir / "classmap.json", train_ds.classes)
-    save_resolved_spec(cfg, results_dir)
     built = build_for_training(cfg, train_ds.classes, ctx_list, console)
     console.print(f"model: {cfg.model.arch}, {count_params(built.net):,} parameters, input {tuple(built.meta['input_shape'])}")
     pipe = train_pipeline(cfg, built.meta)
@@ -141,6 +140,8 @@ def build_job(
         freeze_bn=cfg.model.freeze_bn,
         save_as_graph=built.save_as_graph,
         distill_loss=distill_loss,
+        # written by the engine once it accepts the results dir (a refused re-run changes no file)
+        run_files={"classmap.json": classmap_text(train_ds.classes), "experiment_spec.yaml": resolved_spec_text(cfg)},
     )
 
 

@@ -201,6 +201,7 @@ def ssd_batches(ds: Any, targets: SSDTargets, batch_size: int, *, epoch: int, se
 
 def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) -> Any:
     """The TrainJob of a GluonCV detector (`tlkit_detection.train.build_job` dispatches here)."""
+    from tlkit.config import resolved_spec_text
     from tlkit.training import TrainJob
 
     from tlkit_detection.data import TargetMaker, steps_per_epoch
@@ -208,7 +209,7 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
     from tlkit_detection.model import count_params
     from tlkit_detection.train import evaluate_dataset, training_datasets
 
-    tc = cfg.train_config
+    tc, ev = cfg.train_config, cfg.evaluation_config
     train_ds, val_ds = training_datasets(cfg, Path(results_dir), console)
     classes = train_ds.classes
     built = build_for_training(cfg, classes, ctx_list, console)
@@ -243,6 +244,7 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
                 net._clear_cached_op()
             return {"mean average precision": float(r.mean_ap), **{f"AP {c}": float(r.classes[c].ap) for c in classes}}
 
+    _, first_validation = ev.training_validation(tc)  # TLT's first_validation_epoch, when the spec sets it
     return TrainJob(
         net=built.net,
         train_data=train_data,
@@ -255,4 +257,6 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
         freeze_bn=cfg.model.freeze_bn,
         distill_loss=yolo_distill_loss if yolo else ssd_distill_loss,
         load_teacher=lambda path, ctx: teacher_training_graph(path, ctx),
+        first_validation_epoch=first_validation,
+        run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
     )

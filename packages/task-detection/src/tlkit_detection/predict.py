@@ -51,10 +51,18 @@ def to_frame(dets: Sequence[Detection]) -> FrameArrays:
     )
 
 
+def spec_postprocessing(spec: Any) -> Any:
+    """The spec's postprocessing_config when the spec sets one (in its file or by overrides), else None:
+    then the post-processing saved in the model applies, not the built-in defaults."""
+    if spec is None or "postprocessing_config" not in spec.model_fields_set:
+        return None
+    return spec.postprocessing_config
+
+
 def clustering_params(meta: dict[str, Any], spec: Any = None) -> dict[str, ClusteringParams]:
-    """Per-class clustering: the spec's postprocessing_config when given, else the model's own meta."""
+    """Per-class clustering: the spec's postprocessing_config when it sets one, else the model's own meta."""
     classes = list(meta["classes"])
-    if spec is not None:
+    if spec_postprocessing(spec) is not None:
         return spec.postprocessing_config.params(classes)
     saved = meta.get("postprocessing") or {}
     return {c: ClusteringParams(**saved[c]) if c in saved else ClusteringParams() for c in classes}
@@ -123,7 +131,9 @@ def load_detector(path: str | Path, spec: Any = None, ctx: Any = None) -> Detect
             raise ModelFileError(f"{path}: model metadata has no {key}")
     backend = "mxnet" if path.suffix == ".tlk" else type(eng).__name__.removesuffix("Runner").lower()
     # GluonCV detectors (decoded boxes, NMS in numpy); ONNX metadata keeps output_names, not "detector"
-    if meta.get("detector") in ("ssd", "yolov3") or list(meta.get("output_names") or []) == ["ids", "scores", "bboxes"]:
+    from tlkit.export.nms import OUTPUTS as NMS_OUTPUTS
+
+    if meta.get("detector") in ("ssd", "yolov3") or list(meta.get("output_names") or []) in (["ids", "scores", "bboxes"], NMS_OUTPUTS):
         from tlkit_detection.gluoncv_models import runner_detector
 
         return runner_detector(path, eng, meta, spec, backend)

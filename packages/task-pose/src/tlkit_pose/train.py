@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tlkit.context import print_warning
 from tlkit.errors import DataError
 
 
@@ -75,17 +76,15 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
 
 def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, samples: list | None = None) -> Any:
     """The TrainJob `train` runs (TaskSpec.train_job: `prune -e` and `compress` build it too)."""
-    from tlkit.config import save_resolved_spec
+    from tlkit.config import resolved_spec_text
     from tlkit.training import TrainJob
 
     from tlkit_pose import data
     from tlkit_pose.model import build_for_training, count_params
 
     results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train_config
-    samples = samples if samples is not None else data.open_train_samples(cfg)
-    save_resolved_spec(cfg, results_dir)
+    samples = samples if samples is not None else data.open_train_samples(cfg, lambda msg: print_warning(console, msg))
     built = build_for_training(cfg, ctx_list, console)
     console.print(
         f"train: {len(samples)} images; model {cfg.model.arch}, {cfg.model.stages} stages, "
@@ -112,6 +111,7 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *,
         freeze_bn=cfg.model.freeze_bn,
         save_as_graph=built.save_as_graph,
         distill_loss=distill_loss,
+        run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
     )
 
 

@@ -1,5 +1,6 @@
 """`tlkit` entry point: builds the command tree from plugins, runs it, and turns TlkitErrors into one clear
-line on stderr and a non-zero exit (TLKIT_DEBUG=1 shows the traceback)."""
+line on stderr and a non-zero exit (TLKIT_DEBUG=1 shows the traceback). It is also the last error boundary:
+an OSError no command caught becomes `error: <path>: <reason>`, anything else one `internal error` line."""
 
 from __future__ import annotations
 
@@ -66,9 +67,27 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except OSError as err:  # the I/O error boundary: whatever no command turned into a TlkitError
+        if os.environ.get("TLKIT_DEBUG"):
+            raise
+        from tlkit.io import describe_os_error
+
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as err:  # a bug, not bad input: still one line (TLKIT_DEBUG=1 shows where)
+        if os.environ.get("TLKIT_DEBUG"):
+            raise
+        from tlkit.errors import error_summary
+
+        print(
+            f"error: internal error {type(err).__name__}: {error_summary(err)} "
+            f"(rerun with TLKIT_DEBUG=1 for the traceback and report it)",
+            file=sys.stderr,
+        )
+        sys.exit(70)  # EX_SOFTWARE
 
 
 if __name__ == "__main__":

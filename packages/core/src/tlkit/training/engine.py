@@ -18,7 +18,7 @@ import io
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import islice
 from pathlib import Path
@@ -27,12 +27,14 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from tlkit.errors import DataError, ModelFileError, SpecError, TlkitError
-from tlkit.io import atomic_write_text
+from tlkit.errors import DataError, SpecError, TlkitError, error_summary
+from tlkit.io import atomic_write_text, make_dir
 from tlkit.training import checkpoints as ck
 from tlkit.training import distill, retrain
+from tlkit.training.lock import results_dir_lock
 from tlkit.training.progress import EpochProgress
 from tlkit.training.schedules import make_schedule
+from tlkit.training.signals import Terminated, sigterm_interrupts
 from tlkit.training.status import StatusLogger
 
 
@@ -62,6 +64,12 @@ class TrainJob:
     # when the teacher's inference outputs are not comparable to the student's training outputs, how to load it
     distill_loss: Callable[[Any, Any, float], Any] | None = None
     load_teacher: Callable[[Path, list], Any] | None = None
+    # {file name: text} the task writes into the results dir (resolved spec, classmap): written once the
+    # engine has accepted the results dir (lock taken, checkpoint compatible), so a refused run changes no file
+    run_files: dict[str, str] = field(default_factory=dict)
+    # TLT DetectNet_v2's first_validation_epoch (1-based): validate on epochs first + i * validation_period
+    # (and the last); None: on every validation_period-th epoch
+    first_validation_epoch: int | None = None
 
 
 @dataclass
@@ -93,14 +101,7 @@ def seed_everything(seed: int) -> None:
     mx.random.seed(seed)
 
 
-def _mx_error_summary(err: BaseException) -> str:
-    """The one informative line of an MXNet error (they carry C++ backtraces)."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    keys = ("Error in operator", "Check failed", "inconsistent", "MXNetError:")
-    for ln in reversed(lines):
-        if any(k in ln for k in keys) and not ln.startswith("[bt]"):
-            return ln.removeprefix("MXNetError:").strip()
-    return lines[-1] if lines else type(err).__name__
+_mx_error_summary = error_summary  # the one informative line of an MXNet error
 
 
 def _improved(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
@@ -123,25 +124,31 @@ def train(
 ) -> TrainResult:
     """Train `job.net` per `cfg` (a `tlkit.config.TrainConfig`), writing everything under `results_dir`.
 
-    Re-running with the same `results_dir` resumes from its newest complete checkpoint.
-    A failure writes a FAILURE line to status.json and re-raises.
+    Re-running with the same `results_dir` resumes from its newest complete checkpoint; a checkpoint of other
+    classes or another network is refused (ResultsDirError) before any file is written, as is a results dir
+    another training holds (lock). A failure after the start writes a FAILURE line to status.json (SIGTERM
+    and Ctrl-C too) and re-raises.
     """
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
+    results_dir = make_dir(results_dir, "results dir")
     console = console or Console(highlight=False)
     status = StatusLogger(results_dir)
-    engine = _Engine(job, cfg, results_dir, ctx, console, use_amp, status)
-    try:
-        return engine.run()
-    except KeyboardInterrupt:
-        status.write("FAILURE", "Training interrupted (KeyboardInterrupt)", verbosity="ERROR")
-        raise
-    except BaseException as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        status.write("FAILURE", f"Training failed: {type(err).__name__}: {msg}", verbosity="ERROR")
-        raise
-    finally:
-        engine.close()
+    # one run per results dir (re-entrant: the CLI already holds it); SIGTERM ends the run like Ctrl-C
+    with results_dir_lock(results_dir, warn=console.print), sigterm_interrupts():
+        engine = _Engine(job, cfg, results_dir, ctx, console, use_amp, status)
+        try:
+            return engine.run()
+        except KeyboardInterrupt as err:  # a run refused before it started (engine.started False) logs nothing
+            if engine.started:
+                how = "SIGTERM" if isinstance(err, Terminated) else "KeyboardInterrupt"
+                status.write("FAILURE", f"Training interrupted ({how})", verbosity="ERROR")
+            raise
+        except BaseException as err:
+            if engine.started:
+                msg = f"Training failed: {type(err).__name__}: {error_summary(err)}"
+                status.write("FAILURE", msg, verbosity="ERROR")
+            raise
+        finally:
+            engine.close()
 
 
 class _Engine:
@@ -151,6 +158,7 @@ class _Engine:
         self.weights_dir = results_dir / "weights"
         self.history: list[dict] = []
         self.tb = None
+        self.started = False  # True once STARTED is in status.json: from then on a failure is logged too
 
     # -- setup ----------------------------------------------------------------------------------------
 
@@ -280,18 +288,16 @@ class _Engine:
         self.teacher = distill.load_teacher(job, cfg.distillation, self.ctx, self.console)
         self.loss = distill.distilled_loss(job, cfg.distillation) if self.teacher else job.loss
 
-        removed = ck.remove_stale_temp_files(self.weights_dir)
-        for p in removed:
-            self.console.print(f"removed leftover temporary file {p.name} (from an interrupted write)")
         loaded = ck.latest_checkpoint(self.weights_dir, warn=lambda m: self.console.print(f"[yellow]warning:[/] {m}"))
         start_epoch, state = 0, {}
         if loaded is not None:
+            ck.check_same_classes(loaded, job.meta, self.results_dir)
             ck.load_params_into(job.net, loaded.model, self.ctx, source=str(loaded.path))
             saved = loaded.state.get("trainable")
             if saved is not None and saved != [n for n, _ in self.trainable]:
-                raise ModelFileError(
+                raise ck.CheckpointMismatch(
                     f"{loaded.path}: the checkpoint trained {len(saved)} parameters, this job trains "
-                    f"{len(self.trainable)} (frozen layers or freeze_bn changed?); use a new results dir"
+                    f"{len(self.trainable)} (frozen layers or freeze_bn changed?); {ck.RESTART_HINT}"
                 )
             start_epoch, state = loaded.epoch, loaded.state
             self.history = list(state.get("history", []))
@@ -323,7 +329,13 @@ class _Engine:
             self.console.print(msg)
         else:
             msg = "Starting Training Loop."
+        # the results dir is accepted (locked, checkpoint compatible): from here on the run may write in it
+        for p in ck.remove_stale_temp_files(self.weights_dir):
+            self.console.print(f"removed leftover temporary file {p.name} (from an interrupted write)")
+        for name, text in job.run_files.items():
+            atomic_write_text(self.results_dir / name, text)
         self.status.write("STARTED", msg, epoch=start_epoch, max_epoch=n_epochs)
+        self.started = True
         if loaded is None and cfg.load_graph:  # BN re-estimation, validation before training
             self.history = retrain.start_rows(job, cfg, self.ctx, self.console)
         self._open_tensorboard()
@@ -337,7 +349,7 @@ class _Engine:
             row = self._train_epoch(epoch, n_epochs)
             epoch_times.append(row["time"])
             last = epoch + 1 == n_epochs
-            if job.validate is not None and ((epoch + 1) % cfg.validation_period == 0 or last):
+            if job.validate is not None and (self._validation_epoch(epoch + 1) or last):
                 metrics = {k: float(v) for k, v in job.validate(job.net, self.ctx).items()}
                 row.update(metrics)
                 self.last_metrics = metrics
@@ -573,6 +585,13 @@ class _Engine:
             amp.init(target_dtype="float16")
 
     # -- per-epoch bookkeeping ------------------------------------------------------------------------
+
+    def _validation_epoch(self, epoch: int) -> bool:
+        """Is `epoch` (1-based) one to validate after (besides the last)?"""
+        first, period = self.job.first_validation_epoch, self.cfg.validation_period
+        if first is None:
+            return epoch % period == 0
+        return epoch >= first and (epoch - first) % period == 0
 
     def _early_stopping(self, metrics: dict) -> bool:
         es = self.cfg.early_stopping
