@@ -200,22 +200,30 @@ def test_sign_language_digits(tmp_path):
                                         train_cpu_s=cpu_s() - c)
         out[f"pruned_{name}"]["val_curve"] = val_curve(res)
         out[f"pruned_{name}"].pop("history")
+        # the epoch chosen on val (weights/model_best.tlk), reported on test
+        scored = [r for r in res.history if not r.get("stage") and "validation_accuracy" in r]
+        chosen = max(scored, key=lambda r: r["validation_accuracy"])
+        out[f"pruned_{name}"]["best_on_val"] = {"epoch": chosen["epoch"], "val_top1": chosen["validation_accuracy"],
+                                                "top1": evaluate(Path(res.best_model_path), test)["top1"]}
     best = out["pruned_distilled"]
     out["param_ratio"] = best["params"] / out["finetuned"]["params"]
     out["top1_drop_points"] = {k: 100 * (out["finetuned"]["top1"] - out[f"pruned_{k}"]["top1"]) for k in runs}
+    out["top1_drop_points_best_on_val"] = {
+        k: 100 * (out["finetuned"]["top1"] - out[f"pruned_{k}"]["best_on_val"]["top1"]) for k in runs}
     out["latency_speedup_onnxruntime_b1"] = out["finetuned"]["latency_ms_onnxruntime_b1"] / best["latency_ms_onnxruntime_b1"]
     out["targets"] = {
         "finetuned_top1_ge_0.99": out["finetuned"]["top1"] >= TARGET_ACC,
         "finetuned_train_le_1200_cpu_s (10 min x 2 cores)": not (train_cpu > 2 * BUDGET_S),
         "param_ratio_le_0.1": out["param_ratio"] <= PRUNE_TARGET,
         "retrain_epochs_le_8": RETRAIN_EPOCHS <= 8,
-        "pruned_top1_within_1_point (distilled)": out["top1_drop_points"]["distilled"] <= 100 * MAX_DROP,
+        "pruned_top1_within_1_point (distilled, epoch chosen on val)":
+            out["top1_drop_points_best_on_val"]["distilled"] <= 100 * MAX_DROP,
     }
     OUT.write_text(json.dumps(out, indent=2) + "\n")
     console.print_json(json.dumps({k: v for k, v in out.items() if not k.startswith(("finetuned", "pruned_"))}))
     assert out["finetuned"]["top1"] >= TARGET_ACC, f"fine-tuned top-1 {out['finetuned']['top1']:.4f} < {TARGET_ACC}"
     assert out["param_ratio"] <= PRUNE_TARGET
-    assert out["top1_drop_points"]["distilled"] <= 100 * MAX_DROP, out["top1_drop_points"]
+    assert out["top1_drop_points_best_on_val"]["distilled"] <= 100 * MAX_DROP, out["top1_drop_points_best_on_val"]
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@
 2. Steps k = 1..N prune the previous step's retrained model to a parameter ratio r_k of the original (a
    geometric sequence from 1 down to `--target_ratio`), then retrain it (`load_graph`: batch-norm
    re-estimation, the retrain learning-rate recipe and, unless `--no_distillation`, distillation from the
-   original model) for `--retrain_epochs`, and validate it.
+   original model) for `--retrain_epochs`, validating as the spec says (validation_period); the step's model
+   is the epoch with the best validation KPI (a choice made on the validation split).
 3. The smallest model whose KPI is at most `--max_accuracy_drop` points (of 100) below the baseline (and, when
    given, at most `--max_latency_ms` in onnxruntime at batch 1) is kept: `compressed.tlk`. A step over the
    accuracy budget ends the loop (smaller steps would start from a worse model).
@@ -102,7 +103,6 @@ def _step_config(cfg: Any, model: Path, epochs: int, teacher: Path | None) -> An
         "pretrained_model_path": str(model),
         "load_graph": True,
         "n_epochs": epochs,
-        "validation_period": epochs,  # validate before training (start rows) and after the last epoch
         "distillation": tc.distillation.model_copy(update={"teacher": str(teacher) if teacher else None}),
     })
     return cfg.model_copy(update={"train_config": tc})
@@ -185,14 +185,18 @@ def run(ctx: Any) -> dict[str, Any]:
         job = build_job(step_cfg, d / "retrain", console, devices)
         t = time.perf_counter()
         res = train(job, step_cfg.train_config, d / "retrain", devices, console)
-        model = Path(res.model_path)
-        value = float(res.final_metrics[kpi])
+        # the step's model: the epoch with the best validation KPI (weights/model_best.tlk), else the last one
+        model = Path(res.best_model_path or res.model_path)
+        scored = [r for r in res.history if not r.get("stage") and kpi in r]
+        best_row = max(scored, key=lambda r: r[kpi]) if res.best_model_path and scored else None
+        value = float(best_row[kpi] if best_row else res.final_metrics[kpi])
         start = {r["stage"]: r.get(kpi) for r in res.history if r.get("stage")}
         rec = {
             "step": k, "model": str(model), "pruned": str(pruned), "target_ratio": ratio,
             "params": report.params_after, "flops_ratio": report.flops_ratio * prev.get("flops_ratio_total", 1.0),
             "kpi": kpi, "kpi_value": value, "kpi_after_prune": start.get("pruned"), "kpi_after_bn": start.get("bn_reestimated"),
-            "metrics": {m: v for m, v in res.final_metrics.items() if isinstance(v, float)},
+            "metrics": {m: v for m, v in (best_row or res.final_metrics).items() if isinstance(v, float)},
+            "best_epoch": best_row["epoch"] if best_row else res.epochs_run,
             "epochs": [{"epoch": r["epoch"], kpi: r.get(kpi)} for r in res.history if not r.get("stage")],
             "retrain_s": time.perf_counter() - t,
             "teacher_s": sum(r.get("teacher_s", 0.0) for r in res.history),
