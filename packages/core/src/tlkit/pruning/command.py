@@ -143,11 +143,17 @@ def run(ctx: Any) -> None:
     console.print(f"File size: {size_before:.2f} MB -> {size_after:.2f} MB")
     console.print(f"FLOPs (batch 1): {report.flops_before / 1e9:.3f} G -> {report.flops_after / 1e9:.3f} G")
     console.print(f"Threshold: {report.threshold:.6g}")
-    floor = max(int(report.options.get("min_filters", 0)), int(report.options.get("granularity", 1)))
-    prunable = [r for r in report.layers if not r.excluded and r.channels_before > floor]
-    if prunable and all(r.channels_after <= floor for r in prunable):
+    from tlkit.pruning.graph import floored_count
+
+    opts = report.options
+    floors = {r.node: floored_count(0, r.channels_before, int(opts.get("granularity", 1)), int(opts.get("min_filters", 0)),
+                                    float(opts.get("min_channel_ratio", 0.0))) for r in report.layers}
+    prunable = [r for r in report.layers if not r.excluded and r.channels_before > floors[r.node]]
+    if prunable and all(r.channels_after <= floors[r.node] for r in prunable):
+        kept = sorted({floors[r.node] for r in prunable})
+        minimum = f"{kept[0]} filters" if len(kept) == 1 else f"floor (-nf / --min_channel_ratio: {kept[0]}-{kept[-1]} filters)"
         console.print(
-            f"[yellow]warning:[/] every prunable layer ({len(prunable)}) was cut to its minimum of {floor} filters "
+            f"[yellow]warning:[/] every prunable layer ({len(prunable)}) was cut to its minimum of {minimum} "
             f"(threshold {report.threshold:.6g}): expect a large accuracy loss; lower -pth or use --target_ratio"
         )
     if report.params_after == report.params_before:
