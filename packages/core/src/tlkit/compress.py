@@ -110,6 +110,7 @@ def _step_config(cfg: Any, model: Path, epochs: int, teacher: Path | None) -> An
 
 def run(ctx: Any) -> dict[str, Any]:
     """The generic `tlkit <task> compress` command (options: tlkit.cli.options.COMPRESS_OPTIONS)."""
+    from tlkit.cli.options import COMPRESS_OPTIONS
     from tlkit.lazy import resolve
     from tlkit.pruning.command import prune_kwargs, prune_model_file
     from tlkit.registry import get_registry
@@ -127,12 +128,16 @@ def run(ctx: Any) -> dict[str, Any]:
     opts = ctx.options
     console, R = ctx.console, ctx.require_results_dir()
     original = Path(ctx.model)
-    max_drop = float(opts.get("max_accuracy_drop") if opts.get("max_accuracy_drop") is not None else 1.0)
-    max_latency = opts.get("max_latency_ms")
-    ratios = step_ratios(float(opts.get("target_ratio") or 0.1), int(opts.get("steps") or 3))
-    epochs = int(opts.get("retrain_epochs") or ctx.spec.train_config.n_epochs)
-    teacher = None if opts.get("no_distillation") else original
-    measure_latency = not opts.get("no_latency")
+    # callers other than the CLI may leave options out: the COMPRESS_OPTIONS defaults apply
+    option = {o.name: o.default for o in COMPRESS_OPTIONS}
+    option.update({k: v for k, v in opts.items() if v is not None})
+    max_drop = float(option["max_accuracy_drop"])
+    max_latency = option["max_latency_ms"]
+    ratios = step_ratios(float(option["target_ratio"]), int(option["steps"]))
+    # None (the default): the spec's epoch count
+    epochs = int(option["retrain_epochs"] if option["retrain_epochs"] is not None else ctx.spec.train_config.n_epochs)
+    teacher = None if option["no_distillation"] else original
+    measure_latency = not option["no_latency"]
     prune_opts = prune_kwargs({k: v for k, v in opts.items() if k != "target_ratio"})
     devices = ctx.contexts()
     status = StatusLogger(R)

@@ -167,6 +167,7 @@ def reestimate_model_file(task: str, cfg: Any, model: Any, work_dir: Any, consol
     mf = load_model(model)
     sym = job.net._cached_graph[1]
     params = symbol_params(job.net, sym)
+    # meta["bn_reestimation"]: {images: int, validation: [the epoch-0 rows: stage + validation metrics]}
     meta = {**mf.meta, "bn_reestimation": {"images": tc.retrain_config.bn_reestimation_images, "validation": rows}}
     save_model(model, ModelFile(meta, params, sym.tojson(), None, dict(mf.extra_files)))
     return rows
