@@ -87,6 +87,37 @@ def test_imagenet_base_weights_are_never_downloaded(tmp_path, monkeypatch):
     assert _pretrained_base_tag("mobilenet1.0", True) == "efbb2ca3"  # gluoncv then loads it by tag, offline
 
 
+def test_gluoncv_base_network_uri_is_the_imagenet_start(tmp_path, monkeypatch):
+    """`pretrained_model_path: gluoncv://mobilenet1.0` for SSD on mobilenet_v1: GluonCV's pretrained_base from
+    $MXNET_HOME/models (present here: nothing is downloaded); another classifier is refused clearly."""
+    import mxnet as mx
+    from gluoncv import model_zoo
+    from tlkit.hub import gluoncv_store
+    from tlkit.io import file_digest
+    from tlkit_detection.gluoncv_models import build_for_training
+
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path))
+    monkeypatch.setenv("TLKIT_OFFLINE", "1")
+    base = model_zoo.get_model("mobilenet1.0", pretrained=False)
+    base.initialize(mx.init.Xavier())
+    base(mx.nd.zeros((1, 3, 64, 64)))
+    (tmp_path / "models").mkdir()
+    base.save_parameters(str(tmp_path / "models" / "m.params"))
+    # GluonCV checks the file against the hash in its name: publish this file's sha1 for the test
+    sha1 = file_digest(tmp_path / "models" / "m.params", "sha1")
+    monkeypatch.setitem(gluoncv_store.sha1_table(), "mobilenet1.0", sha1)
+    (tmp_path / "models" / "m.params").rename(gluoncv_store.local_path("mobilenet1.0"))
+    cfg = tiny_spec(tmp_path / "none.json", **{**SSD, "train_config.pretrained_model_path": "gluoncv://mobilenet1.0"})
+    built = build_for_training(cfg, ["dog", "cat"], [mx.cpu()])
+    want = base.features[0].weight.data().asnumpy()
+    first = [p.data().asnumpy() for p in built.net.features.collect_params().values() if p.shape == want.shape]
+    np.testing.assert_array_equal(first[0], want)
+    cfg.train_config.pretrained_model_path = "gluoncv://resnet50_v1"
+    with pytest.raises(SpecError, match=r"gluoncv://resnet50_v1: ssd on mobilenet_v1 starts from its base network "
+                                        r"gluoncv://mobilenet1.0 or from a detector"):
+        build_for_training(cfg, ["dog", "cat"], [mx.cpu()])
+
+
 def _file_and_new_net(detector, tmp_path):
     """A detector trained on ["person", "car", "dog"] saved to a .params file, and a new one for ["dog", "cat"]."""
     import mxnet as mx

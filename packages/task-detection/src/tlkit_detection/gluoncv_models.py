@@ -2,10 +2,12 @@
 
 The network is GluonCV's own `SSD` / `YOLOV3` block, built for the user's classes and the spec's input
 size (anchor sizes scale with the input's shorter side from GluonCV's 512 / 416 presets), never
-downloading: base networks get `pretrained_base=False`; ImageNet weights come from a local file
-(`$MXNET_HOME/models/<base>-<hash>.params`, GluonCV's own cache layout, or core's offline backbone weights
-for `efficientnet_lite0`). `train_config.pretrained_model_path` may name a GluonCV detector `.params`
-(e.g. a VOC or COCO model) or a tlkit detector `.tlk`: it loads by structural name except the class
+downloading: base networks get `pretrained_base=False`; ImageNet weights (`pretrained_model_path: imagenet`)
+come from a local file (`$MXNET_HOME/models/<base>-<hash>.params`, GluonCV's own cache layout, which
+`gluoncv://<base>` fills through tlkit's model store pull, or core's offline backbone weights for
+`efficientnet_lite0`). `train_config.pretrained_model_path` may name a GluonCV detector `.params`
+(e.g. a VOC or COCO model, also as `gluoncv://ssd_512_resnet50_v1_voc`) or a tlkit detector `.tlk`: it loads
+by structural name except the class
 heads and anchors, then the class heads are reset for the user's classes, reusing the rows of classes
 whose names match (GluonCV's `reset_class(reuse_weights=...)`). A pruned detector (`prune`, a graph
 file) retrains with `train_config.load_graph: true` (see `RetrainableGraph`).
@@ -347,7 +349,7 @@ def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: An
     meta = build_meta(cfg, classes)
     a = arch_for(m.detector, m.arch, m.n_layers)
     uri = str(tc.pretrained_model_path or "")
-    imagenet = uri == "imagenet"
+    imagenet = uri == "imagenet" or _is_store_base(uri, a)
     tag = _pretrained_base_tag(a.base, imagenet) if imagenet and a.backbone != "efficientnet_lite0" else False
     mx.random.seed(tc.random_seed)
     net = build_net(meta["build"], pretrained_base=tag)
@@ -361,8 +363,9 @@ def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: An
         report = load_pretrained(net.features.backbone, "imagenet", arch=a.base)
         if console is not None:
             console.print(describe_load(report))
-    elif imagenet and console is not None:
-        console.print(f"pretrained weights: ImageNet {a.base} (gluoncv tag {tag})")
+    elif imagenet:
+        if console is not None:
+            console.print(f"pretrained weights: ImageNet {a.base} (gluoncv tag {tag})")
     elif uri:
         load_detector_weights(net, uri, classes, list(m.pretrained_classes), console)
     if m.batch_norm_momentum is not None:  # GluonCV's own 0.9; EfficientNet's 0.99 lags on small data
@@ -373,6 +376,27 @@ def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: An
             raise SpecError(f"model_config.freeze_blocks: supported for ssd efficientnet_lite0, not {meta['arch']}")
         frozen = tuple("features.backbone." + p for p in net.features.backbone.freeze_prefixes(m.freeze_blocks))
     return BuiltModel(net, meta, frozen)
+
+
+def _is_store_base(uri: str, a: GluonCVArch) -> bool:
+    """True for `gluoncv://<a.base>` (the ImageNet base network: pulled into $MXNET_HOME/models like
+    GluonCV's `pretrained_base`); another GluonCV classifier is refused, detectors load as detector files."""
+    if not uri.startswith("gluoncv://"):
+        return False
+    from tlkit.hub import gluoncv_store
+    from tlkit.weights import resolve_weights
+
+    name = uri[len("gluoncv://") :]
+    if name == a.base:
+        resolve_weights(uri)
+        return True
+    if gluoncv_store.kind(name) == "classification":
+        raise SpecError(
+            f"train_config.pretrained_model_path {uri}: {a.detector} on {a.backbone} starts from its base network "
+            f"gluoncv://{a.base} or from a detector (gluoncv://{a.detector.replace('yolov3', 'yolo3')}_..., "
+            "a .params or .tlk)"
+        )
+    return False
 
 
 def load_detector_weights(net: Any, uri: str, classes: list[str], file_classes: list[str], console: Any = None) -> Any:

@@ -207,7 +207,7 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
     from tlkit_detection.data import TargetMaker, steps_per_epoch
     from tlkit_detection.gluoncv_models import build_for_training, net_detector, params_from, teacher_training_graph
     from tlkit_detection.model import count_params
-    from tlkit_detection.train import evaluate_dataset, training_datasets
+    from tlkit_detection.train import card_datasets, evaluate_dataset, training_datasets
 
     tc, ev = cfg.train_config, cfg.evaluation_config
     train_ds, val_ds = training_datasets(cfg, Path(results_dir), console)
@@ -257,6 +257,7 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
         freeze_bn=cfg.model.freeze_bn,
         distill_loss=yolo_distill_loss if yolo else ssd_distill_loss,
         load_teacher=lambda path, ctx: teacher_training_graph(path, ctx),
+        datasets=card_datasets(cfg, train_ds, val_ds),
         first_validation_epoch=first_validation,
         run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
     )

@@ -28,6 +28,7 @@ from tlkit import __version__
 from tlkit.errors import ModelFileError, SpecError, TlkitError
 from tlkit.export.preprocess import resolve_preprocessing
 from tlkit.io import atomic_write_bytes
+from tlkit.model_card import write_card_files
 
 METADATA_KEY = "tlkit"
 INPUT_NAME = "input"
@@ -299,6 +300,8 @@ def export_onnx(
     md["output_shapes"] = [
         [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] for out in graph.output
     ]
+    card = export_card(model_path_or_net, meta, data_type=data_type, opset=opset, batch=batch)
+    md["card"] = card.to_dict()
     set_metadata(model, md)
     try:
         onnx.checker.check_model(model)
@@ -310,11 +313,25 @@ def export_onnx(
     if data_type == "int8":
         from tlkit.export.calibration import quantize_with_calibration
 
-        return quantize_with_calibration(model, output, cal_batches, method=calibration_method,
-                                         cal_cache_file=cal_cache_file, qdq_format=qdq_format,
-                                         quantize_output_heads=quantize_output_heads)
-    atomic_write_bytes(output, model.SerializeToString())
+        output = quantize_with_calibration(model, output, cal_batches, method=calibration_method,
+                                           cal_cache_file=cal_cache_file, qdq_format=qdq_format,
+                                           quantize_output_heads=quantize_output_heads)
+    else:
+        atomic_write_bytes(output, model.SerializeToString())
+    write_card_files(output, card)
     return output
+
+
+def export_card(source: Any, meta: dict[str, Any], **export: Any) -> Any:
+    """The model card of an export: the source model's card (tlkit.model_card), with the .tlk it was exported
+    from as the newest lineage entry, and the export settings."""
+    from tlkit.model_card import ExportInfo, ModelCard
+
+    card = ModelCard.from_meta(meta)
+    if isinstance(source, (str, os.PathLike)):
+        card = card.derived("exported_from", source, source)
+    card.export = ExportInfo(format="onnx", **export)
+    return card
 
 
 def raw_initializers(model: Any) -> int:
