@@ -11,8 +11,10 @@ then the initializers are removed from the graph inputs so onnxruntime can fold 
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,3 +146,77 @@ def test_onnxruntime_latency_resnet18(benchmark, resnet18_onnx, model, batch):
     benchmark.pedantic(sess.run, args=(None, {"data": x}), rounds=5 if batch == 16 else 20, iterations=1)
     flops_ratio = 1.0 if res is None else res.report.flops_ratio
     note(benchmark, model=model, param_ratio=ratio, flops_ratio=flops_ratio, batch=batch, input=SIZE)
+
+
+# -- tlkit vs Torch-Pruning, ResNet-18 at 224 px, side by side ------------------------------------------------
+
+TORCH_VENV = Path(__file__).resolve().parents[1] / ".venvs" / "bench-torch" / "bin" / "python"
+PEER_SCRIPT = Path(__file__).resolve().parent / "peers" / "torch_pruning_resnet18.py"
+ORT_THREADS = 2
+
+
+def _session(path):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = ORT_THREADS  # the same for every model of the comparison
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _median_ms(sess, x, rounds=40):
+    feed = {sess.get_inputs()[0].name: x}
+    for _ in range(5):
+        sess.run(None, feed)
+    ts = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        ts.append((time.perf_counter() - t) * 1000)
+    return float(np.median(ts))
+
+
+@pytest.fixture(scope="module")
+def versus_torch(graphs, tmp_path_factory):
+    """tlkit pruned to a parameter ratio of 0.1 with each allocation, and Torch-Pruning (MagnitudePruner, L2,
+    round_to=8) bisected to at most the parameter count of tlkit's model; all exported to ONNX."""
+    if not TORCH_VENV.is_file():
+        pytest.skip(f"{TORCH_VENV} absent: `make bench-torch` creates the benchmark-only torch venv")
+    import subprocess
+
+    d = tmp_path_factory.mktemp("vs_torch")
+    _, sym, params, _ = graphs["resnet18_v1"]
+    out = {"tlkit_unpruned": {"onnx": export_onnx(sym, params, d / "tlkit_unpruned.onnx"), "params": None}}
+    for alloc in ("threshold", "uniform", "global"):
+        res = prune_graph(sym, params, input_shape=SHAPE, target_ratio=0.1, allocation=alloc)
+        out[f"tlkit_{alloc}"] = {"onnx": export_onnx(res.symbol_json, res.params, d / f"tlkit_{alloc}.onnx"),
+                                 "params": res.report.params_after, "macs": res.report.flops_after // 2,
+                                 "params_before": res.report.params_before, "macs_before": res.report.flops_before // 2}
+    target = out["tlkit_global"]["params"]
+    proc = subprocess.run([str(TORCH_VENV), str(PEER_SCRIPT), str(target), str(d / "torch"), str(SIZE)],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads((d / "torch" / "torch_pruning.json").read_text())
+    out["torch_unpruned"] = {"onnx": str(d / "torch" / "torch_unpruned.onnx"), "params": info["params_before"],
+                             "macs": info["macs_before"]}
+    out["torch_pruned"] = {"onnx": str(d / "torch" / "torch_pruned.onnx"), "params": info["params"],
+                           "macs": info["macs"], "info": info}
+    return out
+
+
+def test_resnet18_speedup_vs_torch_pruning(benchmark, versus_torch):
+    """Batch-1 onnxruntime latency of every model, interleaved in one process with the same threads; the
+    speed-ups (unpruned / pruned, each against its own framework's unpruned export) go into extra_info."""
+    x = np.random.default_rng(1).normal(size=(1, *SHAPE)).astype(np.float32)
+    sessions = {name: _session(m["onnx"]) for name, m in versus_torch.items()}
+    ms = {name: [] for name in sessions}
+    for _ in range(3):  # interleaved rounds: load on the shared machine hits every model alike
+        for name, sess in sessions.items():
+            ms[name].append(_median_ms(sess, x))
+    lat = {name: float(np.median(v)) for name, v in ms.items()}
+    benchmark.pedantic(sessions["tlkit_global"].run, args=(None, {"data": x}), rounds=20, iterations=1)
+    speedup = {name: lat["tlkit_unpruned"] / lat[name] for name in ("tlkit_threshold", "tlkit_uniform", "tlkit_global")}
+    speedup["torch_pruned"] = lat["torch_unpruned"] / lat["torch_pruned"]
+    note(benchmark, input=SIZE, ort_threads=ORT_THREADS, latency_ms=lat, speedup=speedup,
+         models={k: {kk: vv for kk, vv in v.items() if kk != "onnx"} for k, v in versus_torch.items()})
+    # same parameter budget: the peer is pruned to at most tlkit's count
+    assert versus_torch["torch_pruned"]["params"] <= versus_torch["tlkit_global"]["params"]

@@ -51,9 +51,8 @@ def test_every_task_command_help_fits_80_columns_with_every_flag_whole(task):
     import re
 
     import typer
-    from typer.testing import CliRunner
-
     from tlkit.cli.app import _COMMON, build_app
+    from typer.testing import CliRunner
 
     app, runner = build_app(), CliRunner()
     commands = get_registry().task(task).commands

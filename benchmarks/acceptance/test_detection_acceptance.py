@@ -6,15 +6,18 @@
    val.txt (205 / 87 images of trainval).
 2. Train DetectNet_v2 from the ImageNet EfficientNet-Lite0 (the backbone whose weights ship offline) at
    WxH px: target mAP@0.5 >= 0.65 (TLT AP, 11-point) on the test split within 30 minutes on 2 cores.
-3. Prune (target >= 4x fewer parameters; the heads keep their size) and retrain the pruned graph
-   (load_graph): target within 2 points of the unpruned mAP.
+3. Prune (parameter ratio <= 0.25; the heads keep their size) and retrain the pruned graph (load_graph) for
+   at most 8 epochs with tlkit's default retrain recipe (BN re-estimation, warm-up) and distillation from the
+   unpruned model (coverage / bbox maps): target within 1 point of the unpruned mAP. The retrain defaults were
+   chosen on classification's train/val splits: nothing is tuned on BCCD test.
 4. Per-class AP, parameters, file size and batch-1 latency (MXNet and onnxruntime) of each, wall and CPU
    times and the machine's load average, as JSON in benchmarks/acceptance/detection.json.
 
 The recipes: examples/detection/bccd_detectnet_v2.yaml, bccd_detectnet_v2_retrain.yaml and bccd_ssd.yaml.
 Long (tens of minutes on 2 cores): run with `make acceptance` (not part of the test suite). Set
 TLKIT_DET_EPOCHS / TLKIT_DET_RETRAIN_EPOCHS / TLKIT_DET_BATCH / TLKIT_DET_SIZE (e.g. 320x240) and
-TLKIT_SSD_EPOCHS / TLKIT_SSD_SIZE to change the recipes.
+TLKIT_SSD_EPOCHS / TLKIT_SSD_SIZE to change the recipes; TLKIT_DET_UNPRUNED=model.tlk reuses an unpruned model
+trained with the recipe on this split (TLKIT_DET_ALLOCATION: the pruning allocation, default threshold).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ SSD_RECIPE, EXPORT_SPEC = EXAMPLES / "bccd_ssd.yaml", EXAMPLES / "bccd_voc_expor
 BUDGET_S = 1800
 TARGET_MAP = 0.65
 PRUNE_TARGET = 0.25  # pruned / original parameters
+ALLOCATION = os.environ.get("TLKIT_DET_ALLOCATION", "threshold")
 
 
 def recipe(path: Path, train: Path, test: Path, *extra: str):
@@ -131,24 +135,33 @@ def test_bccd_detectnet_v2(tmp_path):
 
     load_start = os.getloadavg()
     cfg = recipe(RECIPE, manifests["trainval"], manifests["test"])
+    reuse = os.environ.get("TLKIT_DET_UNPRUNED")
     t, c = time.time(), cpu_s()
-    out = train_run(CommandContext(task="detection", command="train", spec=cfg, results_dir=work / "train",
-                                   gpus=0, console=console))
+    if reuse:
+        out = {"model": reuse}
+    else:
+        out = train_run(CommandContext(task="detection", command="train", spec=cfg, results_dir=work / "train",
+                                       gpus=0, console=console))
     train_s, train_cpu = time.time() - t, cpu_s() - c
     load_train = os.getloadavg()
     base = measure("unpruned", Path(out["model"]), cfg, work, train_s)
     base["train_cpu_s"] = round(train_cpu, 1)
+    if reuse:
+        info = Path(reuse).with_name("info.json")  # written beside a shared model: how long it trained
+        base["reused"] = {"model": reuse, **(json.loads(info.read_text()) if info.is_file() else {})}
 
     pruned = work / "pruned.tlk"
-    report = prune_model_file(out["model"], pruned, target_ratio=PRUNE_TARGET, min_filters=8)
+    report = prune_model_file(out["model"], pruned, target_ratio=PRUNE_TARGET, min_filters=8, allocation=ALLOCATION)
     rcfg = recipe(RETRAIN_RECIPE, manifests["trainval"], manifests["test"],
-                  f"train_config.pretrained_model_path={pruned}")
+                  f"train_config.pretrained_model_path={pruned}", f"train_config.distillation.teacher={out['model']}")
     t, c = time.time(), cpu_s()
     rout = train_run(CommandContext(task="detection", command="train", spec=rcfg, results_dir=work / "retrain",
                                     gpus=0, console=console))
     retrain_s, retrain_cpu = time.time() - t, cpu_s() - c
     after = measure("pruned_retrained", Path(rout["model"]), rcfg, work, retrain_s)
     after["train_cpu_s"] = round(retrain_cpu, 1)
+    # epoch 0: mAP raw and after the BN re-estimation (validation on test before training); teacher_s per epoch
+    after["training_csv"] = (work / "retrain" / "training.csv").read_text().splitlines()
 
     result = {
         "dataset": "BCCD (Pascal VOC, 364 images): official split, trained on trainval, reported on test",
@@ -157,7 +170,9 @@ def test_bccd_detectnet_v2(tmp_path):
                    "retrain_file": str(RETRAIN_RECIPE.relative_to(EXAMPLES.parents[1])),
                    "arch": "efficientnet_lite0 (ImageNet)", "input": list(input_size(cfg)),
                    "epochs": cfg.train_config.n_epochs, "retrain_epochs": rcfg.train_config.n_epochs,
-                   "retrain": "the training schedule, every layer trained",
+                   "retrain": "the training schedule under tlkit's default retrain_config (BN re-estimation on 512 "
+                              "images, a 1-epoch warm-up), distillation from the unpruned model, every layer trained",
+                   "allocation": ALLOCATION,
                    "batch": cfg.train_config.batch_size_per_gpu,
                    "clustering": cfg.postprocessing_config.default.clustering_algorithm,
                    "coverage_foreground_weight": cfg.cost_function_config.default.coverage_foreground_weight,
@@ -168,17 +183,18 @@ def test_bccd_detectnet_v2(tmp_path):
                                             "end": os.getloadavg()}},
         "note": "the machine is shared: wall times include other processes; train_cpu_s is this process's CPU time",
         "unpruned": base,
-        "pruning": {"target_ratio": PRUNE_TARGET, "ratio": report.ratio,
+        "pruning": {"target_ratio": PRUNE_TARGET, "ratio": report.ratio, "flops_ratio": report.flops_ratio,
                     "params_before": report.params_before, "params_after": report.params_after},
         "pruned_retrained": after,
-        "targets": {"mAP@0.5": TARGET_MAP, "budget_s": BUDGET_S, "pruned_smaller_x": 4, "max_drop_points": 2},
+        "targets": {"mAP@0.5": TARGET_MAP, "budget_s": BUDGET_S, "param_ratio_le": PRUNE_TARGET, "max_drop_points": 1,
+                    "retrain_epochs_le": 8},
     }
     OUT.write_text(json.dumps(result, indent=1))
     console.print(json.dumps(result, indent=1))
     assert base["mAP@0.5"] >= TARGET_MAP
-    assert train_s <= BUDGET_S
-    assert after["params"] * 4 <= base["params"]
-    assert after["mAP@0.5"] >= base["mAP@0.5"] - 0.02
+    assert reuse or train_s <= BUDGET_S
+    assert after["params"] <= PRUNE_TARGET * base["params"] and rcfg.train_config.n_epochs <= 8
+    assert after["mAP@0.5"] >= base["mAP@0.5"] - 0.01
 
 
 # -- GluonCV SSD beside DetectNet_v2 (same data, same official split) --------------------------------------

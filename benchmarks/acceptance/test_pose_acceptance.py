@@ -37,22 +37,11 @@ TRAIN_IMAGES = int(os.environ.get("TLKIT_POSE_ACCEPT_IMAGES", "1024"))
 TARGET_AP = 0.5
 
 
-@pytest.mark.slow
-def test_synthetic_pose_reaches_ap(tmp_path):
-    import mxnet as mx
-    from rich.console import Console
-
+def recipe(tmp_path: Path):
+    """(train, val, test annotation files, PoseConfig): the recipe file on generated people (seeds 1 / 2 / 3)."""
     from tlkit.config import load_spec
-    from tlkit.context import CommandContext
-    from tlkit.io import atomic_write_text
-    from tlkit_pose.coco import load_coco_keypoints
-    from tlkit_pose.config import InferenceConfig, PoseConfig
-    from tlkit_pose.evaluate import evaluate_keypoints
-    from tlkit_pose.evaluate import run as evaluate_run
-    from tlkit_pose.export import run as export_run
-    from tlkit_pose.oracle import oracle_results
+    from tlkit_pose.config import PoseConfig
     from tlkit_pose.synthetic import generate_dataset
-    from tlkit_pose.train import train_model
 
     people = dict(people=(1, 1), person_height=(0.6, 0.9))
     train = generate_dataset(tmp_path / "train", n_images=TRAIN_IMAGES, seed=1, size=(IMG, IMG), **people)
@@ -66,6 +55,25 @@ def test_synthetic_pose_reaches_ap(tmp_path):
                 f"augmentation_config.translate_max_x={shift}", f"augmentation_config.translate_max_y={shift}"]
     cfg = load_spec(RECIPE, PoseConfig,
                     [f"dataloader.train_annotations={train}", f"dataloader.val_annotations={val}", *env])
+    return train, val, test, cfg
+
+
+@pytest.mark.slow
+def test_synthetic_pose_reaches_ap(tmp_path):
+    import mxnet as mx
+    from rich.console import Console
+
+    from tlkit.context import CommandContext
+    from tlkit.io import atomic_write_text
+    from tlkit_pose.coco import load_coco_keypoints
+    from tlkit_pose.config import InferenceConfig, PoseConfig
+    from tlkit_pose.evaluate import evaluate_keypoints
+    from tlkit_pose.evaluate import run as evaluate_run
+    from tlkit_pose.export import run as export_run
+    from tlkit_pose.oracle import oracle_results
+    from tlkit_pose.train import train_model
+
+    train, val, test, cfg = recipe(tmp_path)
     input_size = cfg.dataloader.image_dims[0]
     console = Console(highlight=False)
     load0 = os.getloadavg()[0]
@@ -113,3 +121,68 @@ def test_synthetic_pose_reaches_ap(tmp_path):
     ap = kpi["tlk"]["AP_0.50:0.95_all"]
     assert abs(ap - kpi["onnx"]["AP_0.50:0.95_all"]) < 0.01
     assert ap >= TARGET_AP, f"AP {ap:.3f} < {TARGET_AP} after {cfg.train_config.n_epochs} epochs ({train_s:.0f} s)"
+
+
+PRUNED_OUT = Path(__file__).resolve().parent / "pose_pruning.json"
+PRUNE_TARGET = 0.3
+RETRAIN_EPOCHS = int(os.environ.get("TLKIT_POSE_RETRAIN_EPOCHS", "8"))
+
+
+@pytest.mark.slow
+def test_synthetic_pose_pruned_keeps_ap(tmp_path):
+    """Prune the trained BodyPoseNet to a parameter ratio <= 0.3 and retrain it RETRAIN_EPOCHS epochs with the
+    default retrain recipe and distillation (heatmaps and PAFs) from the unpruned model: test AP within 0.02.
+    TLKIT_POSE_UNPRUNED=model.tlk reuses a model trained with the recipe above (else it is trained here)."""
+    import mxnet as mx
+    from rich.console import Console
+
+    from tlkit.context import CommandContext
+    from tlkit.io import atomic_write_text
+    from tlkit.pruning.command import prune_model_file
+    from tlkit_pose.evaluate import run as evaluate_run
+    from tlkit_pose.train import train_model
+
+    train, val, test, cfg = recipe(tmp_path)
+    console = Console(highlight=False)
+    reuse = os.environ.get("TLKIT_POSE_UNPRUNED")
+    if reuse:
+        base = Path(reuse)
+    else:
+        res = train_model(cfg, tmp_path / "train_out", console, [mx.cpu()])
+        base = res.best_model_path or res.model_path
+
+    def test_ap(model: Path, name: str) -> dict:
+        out = evaluate_run(CommandContext(task="pose", command="evaluate", model=model, results_dir=tmp_path / f"eval_{name}",
+                                          console=console, options={"annotations": test}))
+        return out.kpi
+
+    pruned = tmp_path / "pruned.tlk"
+    report = prune_model_file(base, pruned, target_ratio=PRUNE_TARGET, min_filters=8)
+    tc = {**cfg.train_config.model_dump(), "pretrained_model_path": str(pruned), "load_graph": True,
+          "n_epochs": RETRAIN_EPOCHS, "validation_period": RETRAIN_EPOCHS,
+          "distillation": {"teacher": str(base), "weight": 0.5, "temperature": 2.0}}
+    rcfg = cfg.model_copy(update={"train_config": type(cfg.train_config).model_validate(tc)})
+    t = time.perf_counter()
+    rres = train_model(rcfg, tmp_path / "retrain", console, [mx.cpu()])
+    retrain_s = time.perf_counter() - t
+    kpi = {"unpruned": test_ap(base, "unpruned"), "pruned_raw": test_ap(pruned, "raw"),
+           "pruned_retrained": test_ap(Path(rres.model_path), "retrained")}
+    ap = {k: v["AP_0.50:0.95_all"] for k, v in kpi.items()}
+    result = {
+        "task": "pose (BodyPoseNet) on synthetic people: the acceptance recipe's model, pruned and retrained",
+        "unpruned_model": "reused: " + reuse if reuse else "trained here",
+        "pruning": {"target_ratio": PRUNE_TARGET, "ratio": report.ratio, "flops_ratio": report.flops_ratio,
+                    "params_before": report.params_before, "params_after": report.params_after},
+        "retrain_epochs": RETRAIN_EPOCHS,
+        "retrain": "default retrain_config (BN re-estimation, 1 warm-up epoch, the spec's peak rate) + distillation weight 0.5",
+        "retrain_s": round(retrain_s, 1),
+        "val_history": [{k: r[k] for k in ("epoch", "stage", "AP", "loss", "teacher_s") if k in r} for r in rres.history],
+        "test_AP": ap,
+        "test_kpi": kpi,
+        "ap_drop": ap["unpruned"] - ap["pruned_retrained"],
+        "targets": {"param_ratio_le": PRUNE_TARGET, "max_ap_drop": 0.02},
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+    }
+    atomic_write_text(PRUNED_OUT, json.dumps(result, indent=2))
+    assert report.ratio <= PRUNE_TARGET
+    assert result["ap_drop"] <= 0.02, ap

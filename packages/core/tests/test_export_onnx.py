@@ -231,25 +231,28 @@ def test_load_runner_picks_backend_by_suffix(tlk_model, tmp_path):
         load_runner(onnx_path, backend="onnxrt")
 
 
+def export_context(task="classification", **kw):
+    """The context of `tlkit <task> export` as the CLI builds it (core alone: no task installed)."""
+    from tlkit.commands import export_command
+    from tlkit.testing import make_context
+
+    return make_context(task, "export", command_spec=export_command(), **kw)
+
+
 def test_export_command_writes_onnx_and_configs(tlk_model, tmp_path):
-    from tlkit.cli.options import EXPORT_OPTIONS
-    from tlkit.context import CommandContext
     from tlkit.export.command import run
 
     _, tlk = tlk_model
-    options = {o.name: o.default for o in EXPORT_OPTIONS}
-    options.update(gen_ds_config=True, gen_triton_repo=tmp_path / "triton", static_batch_size=-1)
-    ctx = CommandContext(task="classification", command="export", model=tlk, output=tmp_path / "out" / "m.onnx",
-                         options=options)
-    outputs = run(ctx)
+    options = dict(gen_ds_config=True, gen_triton_repo=tmp_path / "triton")
+    outputs = run(export_context(model=tlk, output=tmp_path / "out" / "m.onnx", options=options))
     assert outputs["onnx"] == str(tmp_path / "out" / "m.onnx") and (tmp_path / "out" / "m.onnx").is_file()
     assert (tmp_path / "out" / "nvinfer_config.txt").is_file() and (tmp_path / "out" / "labels.txt").is_file()
     assert (tmp_path / "triton" / "tiny" / "config.pbtxt").is_file()
     assert (tmp_path / "triton" / "tiny" / "1" / "model.onnx").is_file()
     with pytest.raises(TlkitError, match="-m/--model"):
-        run(CommandContext(task="classification", command="export", options=options))
+        run(export_context(options=options))
     with pytest.raises(TlkitError, match="a 'classification' model; export it with `tlkit classification export`"):
-        run(CommandContext(task="detection", command="export", model=tlk, options=options))
+        run(export_context("detection", model=tlk, options=options))
 
 
 def test_core_registers_exporter_and_engine_backends():
@@ -264,8 +267,6 @@ def test_core_registers_exporter_and_engine_backends():
 def test_export_command_int8_from_images_and_tensorfile(tlk_model, tmp_path):
     import cv2
 
-    from tlkit.cli.options import EXPORT_OPTIONS
-    from tlkit.context import CommandContext
     from tlkit.export.calibration import read_trt_cache, write_tensorfile
     from tlkit.export.command import run
     from tlkit.export.preprocess import preprocess
@@ -278,11 +279,9 @@ def test_export_command_int8_from_images_and_tensorfile(tlk_model, tmp_path):
         img = np.kron(rs.randint(0, 255, (5, 5, 3)), np.ones((8, 8, 1))).astype(np.uint8)
         cv2.imwrite(str(tmp_path / "cal" / "sub" / f"{i}.png"), img[:, :, ::-1])
         images.append(img)
-    base = {o.name: o.default for o in EXPORT_OPTIONS}
-    opts = {**base, "data_type": "int8", "cal_image_dir": tmp_path / "cal", "batches": 2, "batch_size": 3,
+    opts = {"data_type": "int8", "cal_image_dir": tmp_path / "cal", "batches": 2, "batch_size": 3,
             "calibration_method": "max"}
-    out = run(CommandContext(task="classification", command="export", model=tlk, output=tmp_path / "a.onnx",
-                             options=opts))
+    out = run(export_context(model=tlk, output=tmp_path / "a.onnx", options=opts))
     assert out["data_type"] == "int8" and out["cal_cache_file"] == str(tmp_path / "cal.bin")
     ranges = read_trt_cache(tmp_path / "cal.bin")
     expected = float(np.abs(preprocess(images, META)).max())  # the caffe-normalized calibration images
@@ -290,9 +289,9 @@ def test_export_command_int8_from_images_and_tensorfile(tlk_model, tmp_path):
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(tmp_path / "a.onnx")).graph.node}
     # the same batches through a TLT tensorfile give the same ranges
     tf = write_tensorfile(tmp_path / "cal.tensorfile", [preprocess(images[:3], META), preprocess(images[3:], META)])
-    opts = {**base, "data_type": "int8", "cal_data_file": tf, "cal_cache_file": tmp_path / "cal2.bin",
+    opts = {"data_type": "int8", "cal_data_file": tf, "cal_cache_file": tmp_path / "cal2.bin",
             "calibration_method": "max"}
-    run(CommandContext(task="classification", command="export", model=tlk, output=tmp_path / "b.onnx", options=opts))
+    run(export_context(model=tlk, output=tmp_path / "b.onnx", options=opts))
     again = read_trt_cache(tmp_path / "cal2.bin")
     assert again.keys() == ranges.keys()
     for k in ranges:

@@ -202,7 +202,10 @@ def test_resolve_inputs_file_folder_list_video(tmp_path):
     assert folder.images == (d / "a.PNG", d / "b.jpg", d / "sub/a.png", d / "sub/deeper/c.webp")
     assert folder.video is None and folder.source == d
     assert [folder.name(p) for p in folder.images] == ["a.PNG", "b.jpg", "sub/a.png", "sub/deeper/c.webp"]
-    assert resolve_inputs(d / "b.jpg").images == (d / "b.jpg",) and resolve_inputs(d / "b.jpg").name(d / "b.jpg") == "b.jpg"
+    assert (
+        resolve_inputs(d / "b.jpg").images == (d / "b.jpg",)
+        and resolve_inputs(d / "b.jpg").name(d / "b.jpg") == "b.jpg"
+    )
     assert resolve_inputs(d / "clip.mp4").video == d / "clip.mp4" and not resolve_inputs(d / "clip.mp4").images
     assert resolve_inputs(d, extensions=(".png",)).images == (d / "a.PNG", d / "sub/a.png")
     assert set(IMAGE_EXTENSIONS) >= {".jpg", ".jpeg", ".png", ".bmp"} and all(e == e.lower() for e in IMAGE_EXTENSIONS)
@@ -215,7 +218,10 @@ def test_resolve_inputs_file_folder_list_video(tmp_path):
     (tmp_path / "empty.txt").write_text("# nothing\n\n")
     (tmp_path / "empty").mkdir()
     for source, error in [
-        (tmp_path / "nope.jpg", r"nope\.jpg: no such file or folder \(expected an image, a folder of images, a \.txt list"),
+        (
+            tmp_path / "nope.jpg",
+            r"nope\.jpg: no such file or folder \(expected an image, a folder of images, a \.txt list",
+        ),
         (tmp_path / "empty", r"empty: no images found \(looked for \.bmp, \.jpeg, \.jpg"),
         (tmp_path / "empty.txt", r"empty\.txt: the list names no image"),
         (lst.with_suffix(".csv"), r"no such file or folder"),
@@ -236,7 +242,9 @@ def test_inference_source_takes_exactly_one_flag():
     assert inference_source({"image": "a.jpg", "image_dir": None}, "x") == Path("a.jpg")
     assert inference_source({"image_dir": "d", "input": None}, "x", ("image", "image_dir", "input")) == Path("d")
     for given in ({}, {"image": "a.jpg", "image_dir": "d"}):
-        with pytest.raises(TlkitError, match=r"^tlkit t inference: give exactly one of -i/--image, -d/--image_dir \(an"):
+        with pytest.raises(
+            TlkitError, match=r"^tlkit t inference: give exactly one of -i/--image, -d/--image_dir \(an"
+        ):
             inference_source(given, "tlkit t inference")
     with pytest.raises(TlkitError, match=r"-i/--image, -d/--image_dir, --input \(.* or a \.txt list of images\)$"):
         inference_source({}, "x", ("image", "image_dir", "input"), videos=False)
@@ -252,11 +260,16 @@ def test_read_batches_skips_unreadable_images_in_order(tmp_path):
         p.write_bytes(data if i not in (1, 2, 5) else b"not an image" if i != 5 else data[:300])
     skipped = SkippedImages()
     batches = list(read_batches(paths, 3, read_bgr, skipped))  # read_bgr: None for a bad file
-    assert [[(i, p.name) for i, p, _ in b] for b in batches] == [[(0, "0.jpg")], [(3, "3.jpg"), (4, "4.jpg")],
-                                                                  [(6, "6.jpg")]]
+    assert [[(i, p.name) for i, p, _ in b] for b in batches] == [
+        [(0, "0.jpg")],
+        [(3, "3.jpg"), (4, "4.jpg")],
+        [(6, "6.jpg")],
+    ]
     assert all(img.shape == (48, 64, 3) for b in batches for _, _, img in b)
-    assert [(p.name, why) for p, why in skipped.items][:2] == [("1.jpg", "not an image (unknown format)"),
-                                                               ("2.jpg", "not an image (unknown format)")]
+    assert [(p.name, why) for p, why in skipped.items][:2] == [
+        ("1.jpg", "not an image (unknown format)"),
+        ("2.jpg", "not an image (unknown format)"),
+    ]
     assert skipped.items[2][0].name == "5.jpg" and "truncated" in skipped.items[2][1].lower()
     skipped.require_some(7)  # some were read: no error
     # read_rgb raises DataError("<path>: why"): the same skip, the reason without the path

@@ -218,14 +218,21 @@ def test_evaluation_numbers_go_into_the_card_beside_the_model(workflow, tmp_path
     out = io.StringIO()
     ctx = SimpleNamespace(model=model, console=Console(file=out, width=200))
     for acc in (0.5, 0.75):
-        result = EvaluationResult(kpi={"accuracy": acc, "loss": 0.3}, artifacts={"evaluation.json": "x"},
-                                  metrics={"n_images": 12, "per_class": {"a": {"recall": 0.1}}})
+        result = EvaluationResult(
+            kpi={"accuracy": acc, "loss": 0.3},
+            artifacts={"evaluation.json": "x"},
+            metrics={"n_images": 12, "per_class": {"a": {"recall": 0.1}}},
+        )
         tlkit_on_stage_end(stage=Stage.EVALUATE, task="unit", context=ctx, result=StageResult(True, result.to_dict()))
     card = read_card(card_paths(model)[0])
     evaluation = {m.name: m.value for m in card.metrics if m.split == "evaluation"}
     assert evaluation == {"accuracy": 0.75, "loss": 0.3}  # the KPIs, not the other metrics
-    tlkit_on_stage_end(stage=Stage.EVALUATE, task="unit", context=ctx,
-                       result=StageResult(True, outputs={"top5": 0.9, "report": "text", "ok": True}))
+    tlkit_on_stage_end(
+        stage=Stage.EVALUATE,
+        task="unit",
+        context=ctx,
+        result=StageResult(True, outputs={"top5": 0.9, "report": "text", "ok": True}),
+    )
     evaluation = {m.name: m.value for m in read_card(card_paths(model)[0]).metrics if m.split == "evaluation"}
     assert evaluation == {"accuracy": 0.75, "loss": 0.3, "top5": 0.9}
     assert {m.split for m in card.metrics} == {"train", "validation", "evaluation"}  # training's are kept

@@ -52,7 +52,8 @@ def test_strict_mode_makes_a_broken_plugin_fatal(plugin_dir):
     r = run_tlkit(["plugins"], plugin_dir, env={"TLKIT_STRICT_PLUGINS": "1"})
     assert r.returncode != 0
     broken = fixture_project("broken")
-    assert f"error: plugin 'broken' ({broken['name']} {broken['version']}) failed to load: ModuleNotFoundError" in r.stderr
+    failed = f"error: plugin 'broken' ({broken['name']} {broken['version']}) failed to load: ModuleNotFoundError"
+    assert failed in r.stderr
 
 
 def test_disable_plugins_skips_named_ones(plugin_dir):

@@ -430,3 +430,76 @@ def test_channel_split_keeps_its_input_whole_like_tlt():
     res = assert_prune_equivalent(net, (3, 8, 8), threshold=0.6, granularity=1, min_filters=1)
     assert row(res, "_conv0_fwd").channels_after == 16 and row(res, "_conv0_fwd").excluded
     assert row(res, "_conv1_fwd").channels_after < 16 and row(res, "_conv2_fwd").channels_after < 16
+
+
+# -- channel allocation: uniform / global, the per-layer floor, FLOPs and MACs targets -----------------------
+
+
+@pytest.fixture(scope="module")
+def resnet_graph():
+    sym, params = graph_of(zoo("resnet18_v1"), (3, 64, 64))
+    return sym, randomize_params(sym, params)
+
+
+def test_uniform_keeps_the_same_fraction_of_every_layer(resnet_graph):
+    sym, params = resnet_graph
+    res = prune_graph(sym, params, input_shape=(3, 64, 64), target_ratio=0.25, allocation="uniform", min_filters=8)
+    frac = res.report.threshold  # the kept fraction the search found
+    for r in res.report.layers:
+        if r.excluded:
+            continue
+        expected = max(-(-int(np.ceil(frac * r.channels_before - 1e-9)) // 8) * 8, 8)
+        assert r.channels_after == min(expected, r.channels_before), r
+    assert res.report.ratio <= 0.25
+    with pytest.raises(PruneError, match="uniform.*--target_ratio, --target_flops or --target_macs"):
+        prune_graph(sym, params, input_shape=(3, 64, 64), allocation="uniform")
+
+
+def test_global_allocation_buys_the_fewest_macs_at_a_parameter_count(resnet_graph):
+    sym, params = resnet_graph
+    reps = {a: prune_graph(sym, params, input_shape=(3, 64, 64), target_ratio=0.1, allocation=a).report
+            for a in ("threshold", "uniform", "global")}
+    assert all(r.ratio <= 0.1 for r in reps.values())
+    assert reps["global"].flops_after < 0.8 * min(reps["threshold"].flops_after, reps["uniform"].flops_after)
+    # the first (highest-resolution) layers give up the most channels
+    first = reps["global"].layers[0]
+    assert first.channels_after <= min(r.channels_after for r in reps["global"].layers if not r.excluded)
+
+
+def test_every_layer_keeps_its_floor_and_multiples_of_the_granularity(resnet_graph):
+    sym, params = resnet_graph
+    for alloc in ("threshold", "global"):
+        res = prune_graph(sym, params, input_shape=(3, 64, 64), target_ratio=0.001, allocation=alloc,
+                          min_filters=1, min_channel_ratio=0.25)
+        for r in res.report.layers:
+            assert r.channels_after >= r.channels_before // 4, (alloc, r)
+            assert r.channels_after % 8 == 0 or r.channels_after == r.channels_before
+    tlt = prune_graph(sym, params, input_shape=(3, 64, 64), target_ratio=0.001, min_filters=8, min_channel_ratio=0.0)
+    assert min(r.channels_after for r in tlt.report.layers) == 8  # TLT alone: only -nf
+    with pytest.raises(PruneError, match=r"min_channel_ratio 1.5"):
+        prune_graph(sym, params, input_shape=(3, 64, 64), min_channel_ratio=1.5)
+    with pytest.raises(PruneError, match="allocation 'fast': expected one of threshold, uniform, global"):
+        prune_graph(sym, params, input_shape=(3, 64, 64), allocation="fast")
+
+
+@pytest.mark.parametrize("alloc", ["threshold", "uniform", "global"])
+def test_flops_and_macs_targets(resnet_graph, alloc):
+    sym, params = resnet_graph
+    res = prune_graph(sym, params, input_shape=(3, 64, 64), target_flops=0.3, allocation=alloc)
+    assert 0.2 < res.report.flops_ratio <= 0.3
+    before = res.report.flops_before
+    # an absolute MAC count (> 1) is the same budget as the matching FLOPs ratio
+    macs = prune_graph(sym, params, input_shape=(3, 64, 64), target_macs=0.3 * before / 2, allocation=alloc)
+    assert macs.report.flops_after == res.report.flops_after
+    # both a parameter and a FLOPs budget: both hold
+    both = prune_graph(sym, params, input_shape=(3, 64, 64), target_flops=0.5, target_ratio=0.2, allocation=alloc)
+    assert both.report.flops_ratio <= 0.5 and both.report.ratio <= 0.2
+    with pytest.raises(PruneError, match="target_flops -1"):
+        prune_graph(sym, params, input_shape=(3, 64, 64), target_flops=-1)
+
+
+@pytest.mark.parametrize("alloc", ["uniform", "global"])
+def test_other_allocations_stay_exact(alloc):
+    res = assert_prune_equivalent(zoo("mobilenetv2_0.25"), (3, 32, 32), target_ratio=0.5, allocation=alloc,
+                                  granularity=1, min_filters=1)
+    assert res.report.ratio <= 0.5

@@ -192,11 +192,15 @@ def test_threshold_that_cuts_everything_is_refused_or_warned(graph_model, tmp_pa
     with pytest.raises(TlkitError, match=r"^-pth 1\.5: normalized filter norms are at most 1"):
         run(ctx)
     assert not (tmp_path / "a.tlk").exists()
-    ctx, buf = make_ctx(
-        path, tmp_path / "b.tlk", None, pruning_threshold=0.999, pruning_granularity=1, min_num_filters=2
+    ctx, buf = make_ctx(  # TLT's floor alone (-nf), without tlkit's per-layer --min_channel_ratio
+        path, tmp_path / "b.tlk", None, pruning_threshold=0.999, pruning_granularity=1, min_num_filters=2,
+        min_channel_ratio=0.0,
     )
     run(ctx)
     assert "warning: every prunable layer" in buf.getvalue() and "minimum of 2 filters" in buf.getvalue()
+    ctx, buf = make_ctx(path, tmp_path / "b2.tlk", None, pruning_threshold=0.999, pruning_granularity=1, min_num_filters=2)
+    run(ctx)  # with the default 1/8 floor the 32-channel layers keep 4, the 16-channel one 2
+    assert "minimum of floor (-nf / --min_channel_ratio: 2-4 filters)" in buf.getvalue().replace("\n", " ")
     ctx, buf = make_ctx(path, tmp_path / "c.tlk", None, pruning_threshold=0.3, pruning_granularity=1, min_num_filters=1)
     run(ctx)
     assert "warning" not in buf.getvalue()

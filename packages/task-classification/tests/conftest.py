@@ -1,9 +1,11 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tiny_recipe: the tests' small training recipe
 
 SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 

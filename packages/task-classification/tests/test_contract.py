@@ -17,7 +17,7 @@ def test_registered_commands_and_formats():
     reg = get_registry()
     task = reg.task("classification")
     assert [c.name for c in task.commands] == [
-        "train", "evaluate", "inference", "prune", "export", "calibration_tensorfile", "dataset_convert", "demo",
+        "train", "evaluate", "inference", "prune", "compress", "export", "calibration_tensorfile", "dataset_convert", "demo",
     ]
     formats = reg.dataset_formats()
     assert ("classification", "image_folder") in formats and ("classification", "voc") in formats

@@ -13,7 +13,11 @@ def test_demo_quick(tmp_path, make_ctx):
     assert s["classes"] == ["brick", "galaxy", "grass", "gravel", "moon", "tissue"]
     assert s["n"] == {"train": 60, "val": 24, "test": 24}
     fine, pruned = s["models"]
-    assert pruned["params"] < 0.6 * fine["params"]  # target ratio 0.5, rounded to the granularity
+    assert pruned["params"] <= 0.3 * fine["params"]  # compress's target ratio (one step in --quick)
+    steps = s["compress"]["per_step"]
+    assert [st["step"] for st in steps] == [0, 1] and steps[1]["params"] == pruned["params"]
+    # the step reports validation accuracy right after pruning, after BN re-estimation and after retraining
+    assert all(0 <= steps[1][k] <= 1 for k in ("kpi_after_prune", "kpi_after_bn", "kpi_value"))
     for m in (fine, pruned):
         # onnxruntime and MXNet agree on the test split (one near-tie may flip in a barely trained model)
         assert abs(m["onnx_accuracy"] - m["accuracy"]) <= 1 / 24 + 1e-9
@@ -22,5 +26,7 @@ def test_demo_quick(tmp_path, make_ctx):
     assert len(rows) == 24 and {r["label"] for r in rows} <= set(s["classes"])
     report = (tmp_path / "report.md").read_text()
     assert f"{fine['params']:,}" in report and f"{pruned['params']:,}" in report
-    for png in ("summary.png", "finetune/training_curves.png", "retrain/test_eval/confusion_matrix.png"):
+    assert "Compress steps" in report and "after BN" in report
+    for png in ("summary.png", "finetune/training_curves.png", "compress/test_eval/confusion_matrix.png",
+                "compress/compress.png", "compress/step_1/retrain/training_curves.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG", png

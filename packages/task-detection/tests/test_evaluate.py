@@ -56,7 +56,8 @@ def test_scores_and_writes_results(tmp_path):
     assert status["status"] == "SUCCESS" and status["kpi"]["mean average precision"] == pytest.approx((car + 100) / 2)
     assert status["categorical"]["average_precision"]["pedestrian"] == pytest.approx(100)
     assert res.kpi == status["kpi"] and saved == out  # evaluate's one result shape
-    assert res.artifacts == {n: str(tmp_path / "r" / n) for n in ("evaluation.json", "pr_curve_car.png", "pr_curve_pedestrian.png")}
+    written = ("evaluation.json", "pr_curve_car.png", "pr_curve_pedestrian.png")
+    assert res.artifacts == {n: str(tmp_path / "r" / n) for n in written}
 
 
 def test_spec_thresholds_mapping_and_kitti(tmp_path):
@@ -139,7 +140,8 @@ def test_matching_convention_and_coco_metrics(tmp_path):
     assert coco["per_class_AP"] == pytest.approx({"car": car, "pedestrian": 100.0})
     assert coco["AP"] == pytest.approx((car + 100) / 2) and coco["AP50"] == coco["AP75"] == pytest.approx(coco["AP"])
     assert coco["AP_small"] is None  # no ground truth below 32x32 px
-    off = run(ctx(tmp_path, spec=DetectionConfig.model_validate({"evaluation_config": {"coco_metrics": False}}))).metrics
+    off = DetectionConfig.model_validate({"evaluation_config": {"coco_metrics": False}})
+    off = run(ctx(tmp_path, spec=off)).metrics
     assert "coco" not in off
 
 

@@ -259,8 +259,9 @@ def test_yolov3_trains_one_epoch_evaluates_and_retrains_pruned(tmp_path):
     pruned = tmp_path / "pruned.tlk"
     report = prune_model_file(out["model"], pruned, target_ratio=0.5, min_filters=8)
     assert report.params_after <= 0.5 * report.params_before
-    rout = train_run(_ctx("train", spec=_retrain_spec(cfg, pruned), results_dir=tmp_path / "r"))
+    rout = train_run(_ctx("train", spec=_retrain_spec(cfg, pruned, teacher=out["model"]), results_dir=tmp_path / "r"))
     assert rout["loss"] > 0 and read_meta(rout["model"])["kind"] == "graph"
+    assert "teacher_s" in (tmp_path / "r" / "training.csv").read_text().splitlines()[0]  # distilled from the unpruned
     r = eval_run(_ctx("evaluate", spec=cfg, model=Path(rout["model"]), options={}))
     assert r.kpi["mean average precision"] == pytest.approx(rout["mean average precision"] * 100, abs=1e-6)
     # the pruned YOLOv3 exports with NMS in the graph and scores the same through it
@@ -273,9 +274,10 @@ def test_yolov3_trains_one_epoch_evaluates_and_retrains_pruned(tmp_path):
     assert r_onnx.kpi["mean average precision"] == pytest.approx(r.kpi["mean average precision"], abs=1e-6)
 
 
-def _retrain_spec(cfg, pruned):
+def _retrain_spec(cfg, pruned, teacher=None):
     cfg = cfg.model_copy(deep=True)
     cfg.train_config.pretrained_model_path, cfg.train_config.load_graph = str(pruned), True
+    cfg.train_config.distillation.teacher = str(teacher) if teacher else None
     return cfg
 
 
@@ -315,8 +317,10 @@ def test_prune_keeps_the_heads_and_the_pruned_graph_retrains(trained, tmp_path):
     best = mx.nd.softmax(cls_preds, axis=-1)[0, :, 1:].asnumpy().max()
     np.testing.assert_allclose(scores.asnumpy().max(), best, rtol=1e-5)
 
-    out = train_run(_ctx("train", spec=_retrain_spec(trained["cfg"], pruned), results_dir=tmp_path / "r"))
+    out = train_run(_ctx("train", spec=_retrain_spec(trained["cfg"], pruned, teacher=trained["model"]),
+                         results_dir=tmp_path / "r"))
     assert out["loss"] > 0
+    assert "teacher_s" in (tmp_path / "r" / "training.csv").read_text().splitlines()[0]  # distilled from the unpruned
     retrained = read_meta(out["model"])
     assert retrained["kind"] == "graph" and retrained["detector"] == "ssd"
     assert retrained["prune_exclude"] == meta["prune_exclude"]  # prunable again
@@ -326,6 +330,24 @@ def test_prune_keeps_the_heads_and_the_pruned_graph_retrains(trained, tmp_path):
                            graph.collect_params()[meta["prune_exclude"][0] + "_weight"].data().asnumpy())
     r = eval_run(_ctx("evaluate", spec=trained["cfg"], model=Path(out["model"]), options={}))
     assert r.kpi["mean average precision"] == pytest.approx(out["mean average precision"] * 100, abs=1e-6)
+
+
+def test_ssd_teacher_gives_training_outputs_and_the_distillation_losses_compare_them(trained):
+    import mxnet as mx
+    from tlkit_detection.gluoncv_models import teacher_training_graph
+    from tlkit_detection.gluoncv_train import ssd_distill_loss, yolo_distill_loss
+
+    teacher = teacher_training_graph(trained["model"], [mx.cpu()])
+    cls_preds, box_preds, anchors = teacher(mx.nd.random.uniform(shape=(2, 3, 96, 128)))
+    assert cls_preds.shape == (2, anchors.shape[1], len(CLASSES) + 1) and box_preds.shape[2] == 4
+    same = ssd_distill_loss((cls_preds, box_preds, anchors), (cls_preds, box_preds, anchors), 2.0).asnumpy()
+    other = ssd_distill_loss((-cls_preds, box_preds + 1, anchors), (cls_preds, box_preds, anchors), 2.0).asnumpy()
+    assert same.shape == (2,) and np.allclose(same, 0, atol=1e-5) and (other > 1e-3).all()
+    rng = np.random.default_rng(0)
+    yolo = [mx.nd.array(rng.normal(size=(2, 30, k))) for k in (4, 1, 2, 2, 3)]
+    y_same = yolo_distill_loss(yolo, yolo, 1.0).asnumpy()
+    y_other = yolo_distill_loss([y * -1 for y in yolo], yolo, 1.0).asnumpy()
+    assert (y_other > y_same).all()
 
 
 def test_a_pruned_graph_retrains_only_as_its_own_detector(trained, tmp_path):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlkit.context import CommandContext
 from tlkit.errors import DataError, SpecError
+from tlkit.testing import make_context
 from tlkit.testing.plugins import run_tlkit
 from tlkit_detection.config import PartitionConfig
 from tlkit_detection.dataset_convert import run as convert_run
@@ -55,7 +55,7 @@ def test_sequence_partition_keeps_sequences_together(tmp_path):
 
 def _ctx(tmp_path, **options):
     out = options.pop("output")
-    return CommandContext(task="detection", command="dataset_convert", output=out, options=options)
+    return make_context("detection", "dataset_convert", output=out, options=options)
 
 
 def test_convert_write_and_read_back(tmp_path, write_image):
@@ -167,7 +167,7 @@ def test_convert_falls_back_to_the_experiment_spec(tmp_path, write_image):
 
     root = make_kitti(tmp_path / "data", write_image, n=3)
     spec = DetectionConfig.model_validate({"dataset_export_config": {"kitti_config": {"root_directory_path": str(root), "num_shards": 1}}})
-    ctx = CommandContext(task="detection", command="dataset_convert", spec=spec, output=tmp_path / "ds", options={})
+    ctx = make_context("detection", "dataset_convert", spec=spec, output=tmp_path / "ds")
     assert json.loads(Path(convert_run(ctx)["manifest"]).read_text())["frames_per_fold"] == [0, 3]
     with pytest.raises(SpecError, match="-d/--dataset_export_spec is required"):
-        convert_run(CommandContext(task="detection", command="dataset_convert", spec=DetectionConfig(), output=tmp_path / "x", options={}))
+        convert_run(make_context("detection", "dataset_convert", spec=DetectionConfig(), output=tmp_path / "x"))

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tlkit.config import read_spec
-from tlkit.context import CommandContext
 from tlkit.errors import DataError, SpecError
+from tlkit.testing import make_context
 from tlkit.testing.plugins import run_tlkit
 from tlkit.testing.specs import files_under, import_round_trip
 from tlkit_detection.config import DatasetExportConfig, DetectionConfig
@@ -33,11 +33,8 @@ KITTI_CLASSES = ["Car", "Pedestrian", "Cyclist", "Van", "Person_sitting"]
 
 def convert(spec: Path, output: Path) -> dict:
     """`dataset_convert -d spec -o output` (RecordIO), in this process."""
-    return convert_run(
-        CommandContext(
-            task="detection", command="dataset_convert", output=output, options={"dataset_export_spec": spec}
-        )
-    )
+    ctx = make_context("detection", "dataset_convert", output=output, options={"dataset_export_spec": spec})
+    return convert_run(ctx)
 
 
 def test_the_test_data_is_there():

@@ -73,7 +73,9 @@ def resolve_inputs(
     if path.is_dir():
         images = list_image_files(path, extensions)
         if not images:
-            raise DataError(f"{path}: no images found (looked for {', '.join(sorted({e.lower() for e in extensions}))})")
+            raise DataError(
+                f"{path}: no images found (looked for {', '.join(sorted({e.lower() for e in extensions}))})"
+            )
         return Inputs(images=tuple(images), root=path, source=path)
     suffix = path.suffix.lower()
     if suffix == LIST_EXTENSION:
@@ -87,8 +89,11 @@ def resolve_inputs(
 
 
 def _kinds(videos: bool) -> str:
-    return "an image, a folder of images, a .txt list of images or a video" if videos else (
-        "an image, a folder of images or a .txt list of images")
+    return (
+        "an image, a folder of images, a .txt list of images or a video"
+        if videos
+        else ("an image, a folder of images or a .txt list of images")
+    )
 
 
 def _read_image_list(path: Path) -> list[Path]:

@@ -87,6 +87,9 @@ class TaskSpec:
     build_model: Ref | None = None
     # the model of `dataset_convert -d`'s spec (read like -e: YAML or TLT's format), for `tlkit spec validate/import`
     dataset_spec_model: Ref | None = None
+    # train_job(cfg, results_dir, console, ctx_list) -> tlkit.training.TrainJob: what `train` runs, built without
+    # running it; `prune -e` (batch-norm re-estimation) and `compress` (prune -> retrain -> validate) use it
+    train_job: Ref | None = None
     distribution: str | None = None  # filled in by the registry
 
 

@@ -24,7 +24,6 @@ from tlkit.errors import DataError
 from tlkit.images import IMAGE_EXTENSIONS
 from tlkit.io import atomic_write_text, read_json
 
-
 CROP_FRACTION = 0.875  # center crop: resize to size / 0.875, keep the middle (TLT/Keras convention)
 
 

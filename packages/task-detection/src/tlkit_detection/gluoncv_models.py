@@ -545,6 +545,33 @@ def _yolo_training_outputs(sym: Any, heads: list[str]) -> list[Any]:
     return [mx.sym.concat(*dets, dim=1), *[mx.sym.concat(*p, dim=1) for p in parts]]
 
 
+def teacher_training_graph(path: Any, ctx: list[Any]) -> Any:
+    """A distillation teacher: the detector of model file `path` (gluon or pruned graph) as a block giving
+    what GluonCV's SSD / TrainableYOLOV3 give in training (raw class / box predictions before decoding and
+    NMS), taken from its inference graph, so it runs in inference mode (batch-norm on running statistics)."""
+    import mxnet as mx
+    from mxnet import gluon
+    from tlkit.model_io import graph_of, load_model, load_net, symbol_block
+
+    mf = load_model(path)
+    meta = mf.meta
+    if mf.kind == "graph":
+        symbol_json, params = mf.symbol_json or "", mf.params
+    else:
+        net, _ = load_net(path, ctx[0])
+        symbol_json, params = graph_of(net, tuple(meta["input_shape"]))
+    block = symbol_block(symbol_json, params, ctx[0])
+    inputs, sym = block._cached_graph
+    heads = list(meta.get("prune_exclude") or [])
+    outs = (_yolo_training_outputs if meta.get("detector") == "yolov3" else _ssd_training_outputs)(sym, heads)
+    if not outs:
+        raise ModelFileError(f"{path}: the {meta.get('detector')} graph does not have GluonCV's layout around its heads")
+    teacher = gluon.SymbolBlock(mx.sym.Group(outs), inputs, params=block.collect_params())
+    if len(ctx) > 1:
+        teacher.collect_params().reset_ctx(ctx)
+    return teacher
+
+
 @functools.cache  # one class (MXNet imported on first use only)
 def _retrainable_graph_class():
     import mxnet as mx

@@ -55,6 +55,41 @@ class YOLOv3Loss:
         return obj + ctr + scl + cls
 
 
+def ssd_distill_loss(outputs: Any, teacher: Any, temperature: float) -> Any:
+    """SSD distillation, per sample: KL of the temperature-softened class scores of every anchor (x T^2, mean
+    over anchors) + smooth-L1 between box predictions, weighted by the teacher's foreground probability."""
+    import mxnet as mx
+    from tlkit.training.distill import soft_label_kl
+
+    cls_s, box_s = outputs[0], outputs[1]
+    cls_t, box_t = teacher[0], teacher[1]
+    n = cls_s.shape[1]
+    kl = soft_label_kl(cls_s.reshape((-3, 0)), cls_t.reshape((-3, 0)), temperature).reshape((-1, n)).mean(axis=1)
+    fg = 1.0 - mx.nd.softmax(cls_t, axis=-1).slice_axis(axis=-1, begin=0, end=1)  # (B, N, 1): not background
+    box = (mx.nd.smooth_l1(box_s - box_t, scalar=1.0) * fg).sum(axis=2).mean(axis=1)
+    return kl + box
+
+
+def yolo_distill_loss(outputs: Any, teacher: Any, temperature: float) -> Any:
+    """YOLOv3 distillation, per sample (mean over the predictions): objectness and class logits against the
+    teacher's temperature-softened sigmoid (binary cross-entropy, x T^2), centres and scales by L2; class,
+    centre and scale terms weighted by the teacher's objectness."""
+    import mxnet as mx
+
+    t = float(temperature)
+
+    def bce(logit: Any, target_logit: Any) -> Any:
+        p = mx.nd.sigmoid(target_logit / t)
+        z = logit / t
+        return (mx.nd.relu(z) - z * p + mx.nd.log1p(mx.nd.exp(-mx.nd.abs(z)))) * (t * t)
+
+    _, obj_s, ctr_s, scl_s, cls_s = outputs
+    _, obj_t, ctr_t, scl_t, cls_t = teacher
+    w = mx.nd.sigmoid(obj_t)  # (B, N, 1)
+    terms = [bce(obj_s, obj_t), bce(cls_s, cls_t) * w, mx.nd.square(ctr_s - ctr_t) * w, mx.nd.square(scl_s - scl_t) * w]
+    return mx.nd.add_n(*[x.reshape((0, -1)).sum(axis=1) / x.shape[1] for x in terms])
+
+
 class YOLOv3Targets:
     """Frame -> (normalised CHW input, (gt_boxes, objectness, centers, scales, weights, class targets)) with
     GluonCV's YOLO3DefaultTrainTransform (its augmentation and prefetched targets)."""
@@ -164,13 +199,13 @@ def ssd_batches(ds: Any, targets: SSDTargets, batch_size: int, *, epoch: int, se
         yield np.stack([it[0] for it in items]), (np.stack([it[1] for it in items]), np.stack([it[2] for it in items]))
 
 
-def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False) -> Any:
-    """`train` for a GluonCV detector; returns tlkit.training's TrainResult."""
+def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) -> Any:
+    """The TrainJob of a GluonCV detector (`tlkit_detection.train.build_job` dispatches here)."""
     from tlkit.config import resolved_spec_text
-    from tlkit.training import TrainJob, train
+    from tlkit.training import TrainJob
 
     from tlkit_detection.data import TargetMaker, steps_per_epoch
-    from tlkit_detection.gluoncv_models import build_for_training, net_detector, params_from
+    from tlkit_detection.gluoncv_models import build_for_training, net_detector, params_from, teacher_training_graph
     from tlkit_detection.model import count_params
     from tlkit_detection.train import card_datasets, evaluate_dataset, training_datasets
 
@@ -209,8 +244,8 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
                 net._clear_cached_op()
             return {"mean average precision": float(r.mean_ap), **{f"AP {c}": float(r.classes[c].ap) for c in classes}}
 
-    tc, first_validation = ev.training_validation(tc)  # TLT's evaluation_config periods, when the spec sets them
-    job = TrainJob(
+    _, first_validation = ev.training_validation(tc)  # TLT's first_validation_epoch, when the spec sets it
+    return TrainJob(
         net=built.net,
         train_data=train_data,
         steps_per_epoch=steps_per_epoch(n_train, bs, drop_last),
@@ -220,8 +255,9 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         kpi="mean average precision" if validate is not None else None,
         frozen=built.frozen,
         freeze_bn=cfg.model.freeze_bn,
+        distill_loss=yolo_distill_loss if yolo else ssd_distill_loss,
+        load_teacher=lambda path, ctx: teacher_training_graph(path, ctx),
         datasets=card_datasets(cfg, train_ds, val_ds),
         first_validation_epoch=first_validation,
         run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
     )
-    return train(job, tc, results_dir, ctx_list, console, use_amp)

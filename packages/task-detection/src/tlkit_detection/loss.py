@@ -99,12 +99,25 @@ class DetectNetLoss:
         from mxnet import autograd
 
         cov_cost, bbox_cost = self.objectives(outputs, label)
+        if self.autoweight and autograd.is_recording():  # training steps only, not validation
+            self._sums.append(mx.nd.stack(cov_cost.mean(), bbox_cost.mean()).detach())
+        return self._weighted(cov_cost, bbox_cost)
+
+    def _weighted(self, cov_cost: Any, bbox_cost: Any) -> Any:
+        """(B,) total of per-class costs with the objective and class weights."""
+        import mxnet as mx
+
         ctx = cov_cost.context
         wc = self._const("wc", (self.weights[:, 0] * self.class_weight).astype(np.float32).reshape(1, -1), ctx)
         wb = self._const("wb", (self.weights[:, 1] * self.class_weight).astype(np.float32).reshape(1, -1), ctx)
-        if self.autoweight and autograd.is_recording():  # training steps only, not validation
-            self._sums.append(mx.nd.stack(cov_cost.mean(), bbox_cost.mean()).detach())
         return (mx.nd.broadcast_mul(cov_cost, wc) + mx.nd.broadcast_mul(bbox_cost, wb)).sum(axis=1)
+
+    def distill(self, outputs: Any, teacher: Any, temperature: float) -> Any:
+        """Distillation from a teacher's (coverage, bbox) maps, per sample: coverage BCE against the teacher's
+        coverage and bbox L1 weighted by it (the teacher's confidence replaces the rasterized targets), with
+        the cost's objective and class weights. The temperature does not apply: coverage is a probability."""
+        cov_t, bbox_t = teacher
+        return self._weighted(*self.objectives(outputs, (cov_t, bbox_t, cov_t)))
 
     def update_weights(self) -> np.ndarray | None:
         """Auto-weighting step (call at the end of an epoch). Returns the new (C, 2) weights, or None."""

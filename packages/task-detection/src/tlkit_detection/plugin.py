@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tlkit import hookimpl
 from tlkit.cli.options import CALIBRATION_OPTIONS, CASCADE_OPTIONS, INFERENCE_OPTIONS, TRAIN_OPTIONS
-from tlkit.commands import export_command, prune_command
+from tlkit.commands import compress_command, export_command, prune_command
 from tlkit.types import CommandSpec, DatasetFormatSpec, OptionSpec, Stage, TaskSpec
 
 TASK = "detection"
@@ -51,6 +51,7 @@ def tlkit_register_tasks():
         config_model=f"{_PKG}.config:DetectionConfig",
         build_model=f"{_PKG}.gluoncv_models:build_any_from_meta",  # DetectNet_v2 or GluonCV SSD/YOLOv3
         dataset_spec_model=f"{_PKG}.config:DatasetExportConfig",
+        train_job=f"{_PKG}.train:build_job",
         commands=(
             CommandSpec("train", f"{_PKG}.train:run", "Train DetectNet_v2 (or retrain a pruned graph with load_graph: true).", TRAIN_OPTIONS, stage=Stage.TRAIN),
             CommandSpec(
@@ -66,6 +67,7 @@ def tlkit_register_tasks():
             ),
             CommandSpec("inference", f"{_PKG}.inference:run", "Detect objects in an image, a folder, a .txt list of images or a video: annotated images/video + KITTI labels; --secondary CLASSIFIER runs the detector -> classifier cascade.", INFER_OPTIONS, needs_spec=False, stage=Stage.INFERENCE),
             prune_command("Structured channel pruning (TLT magnet_prune flags); the heads keep their size."),
+            compress_command(),
             export_command("Export to ONNX (output_cov, output_bbox) and int8/DeepStream/Triton artefacts."),
             CommandSpec("calibration_tensorfile", f"{_PKG}.calibration:run", "Dump preprocessed training batches to a TLT HDF5 tensorfile for int8 calibration.", CALIBRATION_OPTIONS, needs_results_dir=False, stage=Stage.CALIBRATION),
         ),

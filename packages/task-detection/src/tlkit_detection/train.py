@@ -122,12 +122,21 @@ def card_datasets(cfg: Any, train_ds: Dataset, val_ds: Dataset | None) -> list[A
 
 def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False) -> Any:
     """Everything `train` does; returns tlkit.training's TrainResult."""
-    if cfg.model.detector != "detectnet_v2":  # GluonCV SSD / YOLOv3
-        from tlkit_detection.gluoncv_train import train_model as train_gluoncv
+    from tlkit.training import train
 
-        return train_gluoncv(cfg, results_dir, console, ctx_list, use_amp=use_amp)
+    job = build_job(cfg, results_dir, console, ctx_list)
+    tc, _ = cfg.evaluation_config.training_validation(cfg.train_config)  # TLT's periods, when the spec sets them
+    return train(job, tc, results_dir, ctx_list, console, use_amp)
+
+
+def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) -> Any:
+    """The TrainJob `train` runs, DetectNet_v2 or GluonCV (TaskSpec.train_job: `prune -e` and `compress` too)."""
+    if cfg.model.detector != "detectnet_v2":  # GluonCV SSD / YOLOv3
+        from tlkit_detection.gluoncv_train import build_job as gluoncv_job
+
+        return gluoncv_job(cfg, results_dir, console, ctx_list)
     from tlkit.config import resolved_spec_text
-    from tlkit.training import TrainJob, train
+    from tlkit.training import TrainJob
 
     from tlkit_detection.loss import DetectNetLoss
     from tlkit_detection.model import build_for_training, count_params
@@ -169,8 +178,8 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
             console.print("cost auto-weighting: " + ", ".join(
                 f"{c} cov {w[i, 0]:.3f} bbox {w[i, 1]:.3f}" for i, c in enumerate(classes)))
 
-    tc, first_validation = ev.training_validation(tc)  # TLT's evaluation_config periods, when the spec sets them
-    job = TrainJob(
+    _, first_validation = ev.training_validation(tc)  # TLT's first_validation_epoch, when the spec sets it
+    return TrainJob(
         net=built.net,
         train_data=train_data,
         steps_per_epoch=steps,
@@ -184,11 +193,11 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         on_epoch_end=on_epoch_end,
         get_task_state=loss.get_state,  # auto-weighted objective weights: checkpointed, restored on resume
         set_task_state=loss.set_state,
+        distill_loss=loss.distill,
         datasets=card_datasets(cfg, train_ds, val_ds),
         first_validation_epoch=first_validation,
         run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
     )
-    return train(job, tc, results_dir, ctx_list, console, use_amp)
 
 
 def run(ctx: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tlkit import hookimpl
 from tlkit.cli.options import EXPORT_OPTIONS, INFERENCE_OPTIONS, TRAIN_OPTIONS
-from tlkit.commands import export_command, prune_command
+from tlkit.commands import compress_command, export_command, prune_command
 from tlkit.types import CommandSpec, DatasetFormatSpec, OptionSpec, Stage, TaskSpec
 
 TASK = "pose"
@@ -58,6 +58,7 @@ def tlkit_register_tasks():
         config_model=f"{_PKG}.config:PoseConfig",
         build_model=f"{_PKG}.model:build_from_meta",
         dataset_spec_model=f"{_PKG}.config:PoseDatasetSpec",
+        train_job=f"{_PKG}.train:build_job",
         commands=(
             CommandSpec("train", f"{_PKG}.train:run", "Train BodyPoseNet (or retrain a pruned graph); validates COCO keypoint AP.", TRAIN_OPTIONS, stage=Stage.TRAIN),
             CommandSpec(
@@ -74,6 +75,7 @@ def tlkit_register_tasks():
             ),
             CommandSpec("inference", f"{_PKG}.inference:run", "People in images, a folder or a video: skeleton overlays and COCO json.", INFER_OPTIONS, needs_spec=False, stage=Stage.INFERENCE),
             prune_command("Structured channel pruning (heads excluded); retrain with load_graph: true."),
+            compress_command(),
             export_command("Export to ONNX (fp32/fp16/int8 via --cal_image_dir; --sdk_compatible_model; DeepStream config).", run=f"{_PKG}.export:run", options=POSE_EXPORT_OPTIONS),
         ),
     )

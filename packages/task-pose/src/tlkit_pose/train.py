@@ -53,11 +53,31 @@ def make_validate(cfg: Any, meta: dict[str, Any]):
     return validate
 
 
+def distill_loss(outputs: Any, teacher: Any, temperature: float) -> Any:
+    """Pose distillation: the masked-L2 loss of every student stage against the teacher's final heatmaps and
+    PAFs (the teacher runs in inference mode: its last stage), everywhere (mask 1)."""
+    import mxnet as mx
+
+    hm_t, paf_t = (teacher[-2], teacher[-1]) if isinstance(teacher, (list, tuple)) else (None, None)
+    if hm_t is None:
+        raise DataError("pose distillation: the teacher must output (heatmap, paf)")
+    mask = mx.nd.ones((hm_t.shape[0], 1, hm_t.shape[2], hm_t.shape[3]), ctx=hm_t.context)
+    return pose_loss(outputs, (hm_t, paf_t, mask))
+
+
 def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False, samples: list | None = None) -> Any:
     """Everything `train` does; returns tlkit.training's TrainResult. `samples` overrides the spec's
     training data (e.g. `data.samples_from_memory` of synthetic images)."""
+    from tlkit.training import train
+
+    job = build_job(cfg, results_dir, console, ctx_list, samples=samples)
+    return train(job, cfg.train_config, results_dir, ctx_list, console, use_amp)
+
+
+def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, samples: list | None = None) -> Any:
+    """The TrainJob `train` runs (TaskSpec.train_job: `prune -e` and `compress` build it too)."""
     from tlkit.config import resolved_spec_text
-    from tlkit.training import TrainJob, train
+    from tlkit.training import TrainJob
 
     from tlkit_pose import data
     from tlkit_pose.model import build_for_training, count_params
@@ -79,7 +99,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         return data.batches(samples, cfg, pre, bs, epoch, tc.random_seed, shuffle=True, drop_last=drop_last)
 
     validate = make_validate(cfg, built.meta)
-    job = TrainJob(
+    return TrainJob(
         net=built.net,
         train_data=train_data,
         steps_per_epoch=steps,
@@ -90,10 +110,10 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         frozen=built.frozen,
         freeze_bn=cfg.model.freeze_bn,
         save_as_graph=built.save_as_graph,
+        distill_loss=distill_loss,
         datasets=[card_dataset(cfg, samples)],
         run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
     )
-    return train(job, tc, results_dir, ctx_list, console, use_amp)
 
 
 def card_dataset(cfg: Any, samples: list) -> Any:

@@ -61,6 +61,51 @@ PRUNE_OPTIONS: tuple[OptionSpec, ...] = (
         min=0,
         max=1,
     ),
+    OptionSpec(
+        "target_flops",
+        ("--target_flops",),
+        float,
+        None,
+        "prune to at most this many FLOPs (batch 1): a ratio of the original when <= 1 (0.3 = 3.3x fewer), "
+        "else an absolute count (e.g. 2e8); overrides -pth",
+    ),
+    OptionSpec(
+        "target_macs",
+        ("--target_macs",),
+        float,
+        None,
+        "the same budget in multiply-accumulates (1 MAC = 2 FLOPs): a ratio when <= 1, else a count (e.g. 1e8)",
+    ),
+    OptionSpec(
+        "allocation",
+        ("--allocation",),
+        str,
+        "threshold",
+        "how many channels each layer keeps: threshold (TLT: normalized norm > -pth), uniform (the same fraction "
+        "of every layer: MACs fall as fast as parameters; needs a target) or global (one threshold on norms "
+        "relative to their layer's mean)",
+        choices=("threshold", "uniform", "global"),
+    ),
+    OptionSpec(
+        "min_channel_ratio",
+        ("--min_channel_ratio",),
+        float,
+        0.125,
+        "every layer keeps at least this fraction of its channels (0 = TLT exactly: only -nf)",
+    ),
+)
+
+# compress = prune steps + retraining: the pruning flags that shape each step, plus the loop's own
+COMPRESS_OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("max_accuracy_drop", ("--max_accuracy_drop",), float, 1.0, "keep models at most this many points (of 100) below the trained model's validation KPI"),
+    OptionSpec("target_ratio", ("--target_ratio",), float, 0.1, "the smallest parameter ratio tried (the last step)"),
+    OptionSpec("steps", ("--steps",), int, 3, "pruning steps from 1 down to --target_ratio (geometric)"),
+    OptionSpec("retrain_epochs", ("--retrain_epochs",), int, None, "retraining epochs per step (default: train_config.n_epochs)"),
+    OptionSpec("max_latency_ms", ("--max_latency_ms",), float, None, "also require at most this onnxruntime batch-1 latency (ms)"),
+    OptionSpec("no_distillation", ("--no_distillation",), bool, False, "retrain without distillation from the trained model"),
+    OptionSpec("no_latency", ("--no_latency",), bool, False, "do not export and time each step in onnxruntime"),
+    *(o for o in PRUNE_OPTIONS if o.name in ("allocation", "min_channel_ratio", "pruning_granularity", "min_num_filters",
+                                             "normalizer", "equalization_criterion", "excluded_layers")),
 )
 
 # How a secondary classifier picks and labels a detector's objects: the same flags (and meaning) for the DeepStream

@@ -42,7 +42,11 @@ def plugin_lines(infos: list[PluginInfo], width: int = 80) -> list[str]:
             entries.append(f"error: {info.error}")
         for entry in entries:
             lines += textwrap.wrap(
-                entry, width, initial_indent=INDENT, subsequent_indent=INDENT * 2,
-                break_long_words=False, break_on_hyphens=False,
+                entry,
+                width,
+                initial_indent=INDENT,
+                subsequent_indent=INDENT * 2,
+                break_long_words=False,
+                break_on_hyphens=False,
             )
     return lines

@@ -32,6 +32,10 @@ _OPTION_KEYS = {
     "equalization_criterion": "equalization",
     "excluded_layers": "excluded_layers",
     "target_ratio": "target_ratio",
+    "target_flops": "target_flops",
+    "target_macs": "target_macs",
+    "allocation": "allocation",
+    "min_channel_ratio": "min_channel_ratio",
 }
 
 
@@ -154,11 +158,17 @@ def run(ctx: Any) -> None:
     console.print(f"File size: {size_before:.2f} MB -> {size_after:.2f} MB")
     console.print(f"FLOPs (batch 1): {report.flops_before / 1e9:.3f} G -> {report.flops_after / 1e9:.3f} G")
     console.print(f"Threshold: {report.threshold:.6g}")
-    floor = max(int(report.options.get("min_filters", 0)), int(report.options.get("granularity", 1)))
-    prunable = [r for r in report.layers if not r.excluded and r.channels_before > floor]
-    if prunable and all(r.channels_after <= floor for r in prunable):
+    from tlkit.pruning.graph import floored_count
+
+    opts = report.options
+    floors = {r.node: floored_count(0, r.channels_before, int(opts.get("granularity", 1)), int(opts.get("min_filters", 0)),
+                                    float(opts.get("min_channel_ratio", 0.0))) for r in report.layers}
+    prunable = [r for r in report.layers if not r.excluded and r.channels_before > floors[r.node]]
+    if prunable and all(r.channels_after <= floors[r.node] for r in prunable):
+        kept = sorted({floors[r.node] for r in prunable})
+        minimum = f"{kept[0]} filters" if len(kept) == 1 else f"floor (-nf / --min_channel_ratio: {kept[0]}-{kept[-1]} filters)"
         console.print(
-            f"[yellow]warning:[/] every prunable layer ({len(prunable)}) was cut to its minimum of {floor} filters "
+            f"[yellow]warning:[/] every prunable layer ({len(prunable)}) was cut to its minimum of {minimum} "
             f"(threshold {report.threshold:.6g}): expect a large accuracy loss; lower -pth or use --target_ratio"
         )
     if report.params_after == report.params_before:
@@ -166,6 +176,12 @@ def run(ctx: Any) -> None:
             "No filter was removed: every normalized filter norm is above the threshold (or its layer is "
             "excluded). Raise -pth, or ask for a size with --target_ratio."
         )
+    if ctx.spec is not None and ctx.spec_path is not None:  # -e: batch-norm statistics measured on the training data
+        from tlkit.training.retrain import reestimate_model_file
+
+        work = Path(ctx.results_dir) if ctx.results_dir is not None else output.parent
+        reestimate_model_file(ctx.task, ctx.spec, output, work / f"{output.stem}_bn", console, ctx.contexts())
+        console.print(f"batch-norm statistics of {output} re-estimated on the spec's training data")
     csv_dir = Path(ctx.results_dir) if ctx.results_dir is not None else output.parent
     csv_path = csv_dir / f"{output.stem}_pruning.csv"
     report.to_csv(csv_path)

@@ -14,7 +14,19 @@ How it works (TLT's algorithm as the shared reference tlt-reference.md §2 descr
    group (union-find); their per-layer normalized filter norms are merged with the equalization criterion.
    Spaces that must keep every channel are *fixed*: network outputs, excluded layers, Deconvolution
    outputs, grouped-conv inputs, broadcasts against unprunable tensors.
-2. Plan: per group, TLT's ``retained_idx`` (strict ``> pth``, floor ``min(nf, N)``, round up to ``pg``).
+2. Plan: how many channels each group keeps (the *allocation*), then the top ones by merged norm:
+   - ``threshold`` (TLT): ``retained_idx`` (strict ``> pth`` on the normalized norm, floor ``min(nf, N)``,
+     round up to ``pg``);
+   - ``uniform``: the same fraction of every group (what Torch-Pruning does by default): cuts MACs as much
+     as parameters, where a threshold mostly empties the wide, low-resolution late layers;
+   - ``global``: one threshold across all layers on each filter's importance per multiply-accumulate: its
+     norm relative to its group's mean (scale-free, not pulled by one large filter the way max-normalization
+     is) divided by the group's MACs per channel relative to the mean group's. Wide, high-resolution layers
+     give up channels first: at a given parameter count, the fewest MACs.
+   Every allocation keeps at least ``min_channel_ratio`` of each group's channels (default 1/8: a layer
+   never collapses to 40 of 1152) and multiples of ``pg``. A target (``target_ratio`` of parameters,
+   ``target_flops`` / ``target_macs``) is reached by bisecting the allocation's one level (threshold or
+   fraction): the result is at most the target.
 3. Rewrite: slice every parameter along the axes whose layouts lost channels and update ``num_filter``,
    ``num_hidden``, ``num_group`` and the parameter nodes' ``__shape__``.
 
@@ -29,7 +41,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +51,8 @@ from tlkit.errors import TlkitError, did_you_mean
 from tlkit.pruning.report import LayerRow, PruneReport
 
 NORMALIZERS = ("max", "L2", "off")
+ALLOCATIONS = ("threshold", "uniform", "global")
+DEFAULT_MIN_CHANNEL_RATIO = 0.125
 EQUALIZATIONS = ("union", "intersection", "arithmetic_mean", "geometric_mean")
 
 
@@ -109,22 +123,31 @@ def merge_stats(stats: Sequence[np.ndarray], criterion: str) -> np.ndarray:
         return np.exp(np.log(a).mean(axis=0))  # geometric mean; a zero member gives 0
 
 
-def retained_count(s: np.ndarray, threshold: float, granularity: int, min_filters: int) -> int:
-    """TLT: n = count(s > pth); n = max(n, min(nf, N)); round n up to a multiple of pg; cap at N (n >= 1)."""
-    n_all = len(s)
+def floored_count(n: int, n_all: int, granularity: int, min_filters: int, min_ratio: float = 0.0) -> int:
+    """n raised to the floors (min(nf, N), ceil(min_ratio * N), and 1), rounded up to a multiple of pg, capped at N."""
     # at least one filter even with -nf 0: a layer with no channels is not a network
-    n = max(int(np.count_nonzero(s > threshold)), min(max(min_filters, 1), n_all))
+    n = max(n, min(max(min_filters, 1), n_all), math.ceil(min_ratio * n_all - 1e-9))
     if granularity > 1 and n % granularity:
         n += granularity - n % granularity
     return min(n, n_all)
 
 
-def retained_idx(s: np.ndarray, threshold: float, granularity: int, min_filters: int) -> np.ndarray:
-    """Indices kept: the top-n filters by normalized norm (ties: earlier first), in original order."""
-    n = retained_count(s, threshold, granularity, min_filters)
-    if n == len(s):
-        return np.arange(n)
+def retained_count(s: np.ndarray, threshold: float, granularity: int, min_filters: int, min_ratio: float = 0.0) -> int:
+    """TLT: n = count(s > pth); n = max(n, min(nf, N)); round n up to a multiple of pg; cap at N (n >= 1).
+    `min_ratio` (tlkit) also keeps at least that fraction of the N filters."""
+    return floored_count(int(np.count_nonzero(s > threshold)), len(s), granularity, min_filters, min_ratio)
+
+
+def top_idx(s: np.ndarray, n: int) -> np.ndarray:
+    """The top-n filters by normalized norm (ties: earlier first), in original order."""
+    if n >= len(s):
+        return np.arange(len(s))
     return np.sort(np.argsort(-s, kind="stable")[:n])
+
+
+def retained_idx(s: np.ndarray, threshold: float, granularity: int, min_filters: int, min_ratio: float = 0.0) -> np.ndarray:
+    """Indices kept by TLT's rule: the top `retained_count` filters by normalized norm, in original order."""
+    return top_idx(s, retained_count(s, threshold, granularity, min_filters, min_ratio))
 
 
 # -- analysis ---------------------------------------------------------------------------------------
@@ -188,6 +211,7 @@ class _Graph:
         self.blockers: list[_Blocker] = []
         self.weighted: list[tuple[int, Layout | None]] = []  # (node id, output layout) for the report
         self.numpy_cache: dict[str, np.ndarray] = {}
+        self.macs_per_weight: list[tuple[str, int]] = []  # (weight param key, MACs per element): prices a plan
 
     # union-find over spaces
     def find(self, i: int) -> int:
@@ -593,9 +617,13 @@ class PruneResult:
 
 
 class _Pruner:
-    def __init__(self, graph: _Graph, criterion: str, granularity: int, min_filters: int):
+    """The plan: per prunable group (a union-find root), its merged scores and how many channels it keeps."""
+
+    def __init__(self, graph: _Graph, criterion: str, granularity: int, min_filters: int, min_ratio: float = 0.0,
+                 allocation: str = "threshold"):
         self.graph = graph
-        self.granularity, self.min_filters = granularity, min_filters
+        self.granularity, self.min_filters, self.min_ratio = granularity, min_filters, min_ratio
+        self.allocation = allocation
         self.roots = sorted({graph.find(i) for i in range(len(graph.spaces))})
         self.merged: dict[int, np.ndarray] = {}
         for r in self.roots:
@@ -604,17 +632,45 @@ class _Pruner:
                 self.merged[r] = merge_stats(sp.stats, criterion)
         self.root_of = [graph.find(i) for i in range(len(graph.spaces))]
         self.param_shapes = {k: tuple(graph.params[k].shape) for k in graph.params}
+        self.relative = self._importance_per_mac() if allocation == "global" else {}
 
-    def counts(self, threshold: float) -> dict[int, int]:
-        return {r: retained_count(s, threshold, self.granularity, self.min_filters) for r, s in self.merged.items()}
-
-    def keeps(self, threshold: float) -> dict[int, np.ndarray]:
+    def _importance_per_mac(self) -> dict[int, np.ndarray]:
+        """Global allocation: each filter's norm relative to its group's mean (comparable across layers),
+        divided by the group's multiply-accumulates per channel relative to the mean group's: channels of
+        wide, high-resolution layers must be worth their cost. Costs are the unpruned network's."""
+        full = {r: len(s) for r, s in self.merged.items()}
+        total = self.flops(full)
+        cost = {r: max(total - self.flops({**full, r: n - 1}), 1) for r, n in full.items()}
+        mean_cost = float(np.mean(list(cost.values()))) if cost else 1.0
         out = {}
         for r, s in self.merged.items():
-            k = retained_idx(s, threshold, self.granularity, self.min_filters)
-            if len(k) < len(s):
-                out[r] = k
+            rel = s / s.mean() if s.mean() > 0 else s
+            out[r] = rel / (cost[r] / mean_cost)
         return out
+
+    # -- allocation: one level per allocation, monotone in how much is pruned --------------------------
+
+    def levels(self) -> np.ndarray:
+        """Every level at which some group's count changes, from no pruning to the most."""
+        if self.allocation == "uniform":  # the kept fraction, from 1 down
+            fracs = {1.0} | {k / len(s) for s in self.merged.values() for k in range(1, len(s))}
+            return np.array(sorted(fracs, reverse=True))
+        scores = self.relative if self.allocation == "global" else self.merged
+        return np.unique(np.concatenate([[0.0], *scores.values()])) if scores else np.zeros(1)
+
+    def counts(self, level: float) -> dict[int, int]:
+        """Channels kept per group at this level (threshold, or kept fraction for uniform)."""
+        pg, nf, ratio = self.granularity, self.min_filters, self.min_ratio
+        if self.allocation == "uniform":
+            return {r: floored_count(math.ceil(level * len(s) - 1e-9), len(s), pg, nf, ratio) for r, s in self.merged.items()}
+        scores = self.relative if self.allocation == "global" else self.merged
+        return {r: retained_count(s, level, pg, nf, ratio) for r, s in scores.items()}
+
+    def keeps(self, counts: dict[int, int]) -> dict[int, np.ndarray]:
+        """Kept indices of the groups that lose channels: the top-n by merged norm."""
+        return {r: top_idx(self.merged[r], n) for r, n in counts.items() if n < len(self.merged[r])}
+
+    # -- what a plan costs ------------------------------------------------------------------------------
 
     def layout_count(self, layout: Layout, counts: dict[int, int]) -> int:
         return sum(counts.get(self.root_of[s], n) * r for s, n, r in layout)
@@ -632,16 +688,18 @@ class _Pruner:
             off += n * r
         return np.concatenate(parts)
 
+    def param_shape(self, key: str, counts: dict[int, int]) -> tuple:
+        shape = list(self.param_shapes[key])
+        for axis, lay in self.graph.slices.get(key, []):
+            shape[axis] = self.layout_count(lay, counts)
+        return tuple(shape)
+
     def param_count(self, counts: dict[int, int]) -> int:
-        total = 0
-        sliced = self.graph.slices
-        for key, shape in self.param_shapes.items():
-            if key in sliced:
-                shape = list(shape)
-                for axis, lay in sliced[key]:
-                    shape[axis] = self.layout_count(lay, counts)
-            total += math.prod(shape)
-        return total
+        return sum(math.prod(self.param_shape(key, counts)) for key in self.param_shapes)
+
+    def flops(self, counts: dict[int, int]) -> int:
+        """2 x MACs of the weighted layers with these counts (as `_flops` measures a graph)."""
+        return 2 * sum(factor * math.prod(self.param_shape(key, counts)) for key, factor in self.graph.macs_per_weight)
 
 
 def _infer_shapes(symbol_json: str, g: dict, params: dict[str, Any], input_shape: tuple) -> dict:
@@ -693,24 +751,33 @@ def _infer_shapes(symbol_json: str, g: dict, params: dict[str, Any], input_shape
     return shapes
 
 
-def _flops(g: dict, shapes: dict) -> int:
-    """2 x multiply-accumulates of the Convolution / Deconvolution / FullyConnected layers (batch 1)."""
-    total = 0
+def _macs_per_weight(g: dict, shapes: dict) -> list[tuple[str, int]]:
+    """(weight node name, multiply-accumulates per weight element) of every Convolution / Deconvolution /
+    FullyConnected at batch 1: a conv's MACs are its output's H*W times its weight's size, whatever the
+    channel counts, so this also prices a pruning plan."""
+    out = []
     for nid, node in enumerate(g["nodes"]):
         op = node["op"]
         if op not in WEIGHTED or len(node["inputs"]) < 2:
             continue
-        inp, w = shapes.get(tuple(node["inputs"][0][:2]), ()), shapes.get(tuple(node["inputs"][1][:2]), ())
-        out = shapes.get((nid, 0), ())
-        if not (inp and w and out):
+        inp, out_shape = shapes.get(tuple(node["inputs"][0][:2]), ()), shapes.get((nid, 0), ())
+        if not (inp and out_shape):
             continue
         if op == "Convolution":
-            total += math.prod(out[1:]) * math.prod(w[1:])
+            factor = math.prod(out_shape[2:])
         elif op == "Deconvolution":
-            total += math.prod(inp[1:]) * math.prod(w[1:])
+            factor = math.prod(inp[2:])
         else:
-            total += math.prod(w) * (math.prod(inp[:-1]) if not _bool(_attr(node, "flatten"), True) else 1)
-    return 2 * total
+            factor = math.prod(inp[:-1]) if not _bool(_attr(node, "flatten"), True) else 1
+        out.append((g["nodes"][node["inputs"][1][0]]["name"], factor))
+    return out
+
+
+def _flops(g: dict, shapes: dict) -> int:
+    """2 x multiply-accumulates of the Convolution / Deconvolution / FullyConnected layers (batch 1)."""
+    weight_shape = {g["nodes"][nid]["name"]: shp for (nid, _), shp in shapes.items() if g["nodes"][nid]["op"] == "null"}
+    return 2 * sum(factor * math.prod(weight_shape.get(name, ())) for name, factor in _macs_per_weight(g, shapes)
+                   if name in weight_shape)
 
 
 def _resolve_excluded(g: dict, names: Iterable[str]) -> set[str]:
@@ -734,45 +801,59 @@ def _resolve_excluded(g: dict, names: Iterable[str]) -> set[str]:
     return out
 
 
-def _check_options(threshold, granularity, min_filters, normalizer, equalization, target_ratio) -> None:
+def _check_options(threshold, granularity, min_filters, normalizer, equalization, allocation, min_channel_ratio,
+                   targets: dict[str, float | None]) -> None:
     if normalizer not in NORMALIZERS:
         raise PruneError(f"normalizer {normalizer!r}: expected one of {', '.join(NORMALIZERS)}")
     if equalization not in EQUALIZATIONS:
         raise PruneError(f"equalization criterion {equalization!r}: expected one of {', '.join(EQUALIZATIONS)}")
+    if allocation not in ALLOCATIONS:
+        raise PruneError(f"allocation {allocation!r}: expected one of {', '.join(ALLOCATIONS)}")
     if int(granularity) < 1:
         raise PruneError(f"pruning granularity {granularity}: expected an integer >= 1")
     if int(min_filters) < 0:
         raise PruneError(f"min_num_filters {min_filters}: expected an integer >= 0")
+    if not 0 <= float(min_channel_ratio) <= 1:
+        raise PruneError(f"min_channel_ratio {min_channel_ratio}: expected a fraction of each layer's channels in [0, 1]")
     if threshold is not None and (not np.isfinite(threshold) or threshold < 0):
         raise PruneError(f"pruning threshold {threshold}: expected a number >= 0")
-    if target_ratio is not None and not (0 < float(target_ratio) <= 1):
-        raise PruneError(f"target ratio {target_ratio}: expected a parameter ratio in (0, 1]")
+    ratio = targets.get("target_ratio")
+    if ratio is not None and not (0 < float(ratio) <= 1):
+        raise PruneError(f"target ratio {ratio}: expected a parameter ratio in (0, 1]")
+    for name in ("target_flops", "target_macs"):
+        v = targets.get(name)
+        if v is not None and not (np.isfinite(v) and v > 0):
+            raise PruneError(f"{name} {v}: expected a ratio of the original in (0, 1], or an absolute count > 1")
+    if allocation == "uniform" and all(v is None for v in targets.values()):
+        raise PruneError("allocation 'uniform' keeps the same fraction of every layer: give the size to reach with "
+                         "--target_ratio, --target_flops or --target_macs (-pth is a threshold, for 'threshold'/'global')")
 
 
-def _search_threshold(pruner: _Pruner, target: float) -> float:
-    """The lowest threshold whose parameter ratio is at most `target` (ratio falls as the threshold rises).
-
-    "At most", not "closest": asking for 0.25 means a model at least 4x smaller. The ratio only changes at the
-    merged norm values, so bisect over those (exact, ~log2(#filters) steps).
-    """
-    total = pruner.param_count({})
-    values = np.unique(np.concatenate([[0.0], *pruner.merged.values()])) if pruner.merged else np.zeros(1)
-
-    def ratio(i: int) -> float:
-        return pruner.param_count(pruner.counts(float(values[i]))) / total
-
+def _search_level(pruner: _Pruner, within: Callable[[dict[int, int]], bool]) -> float:
+    """The allocation's lightest level whose plan is `within` the targets ("at most": asking for 0.25 means a
+    model at least 4x smaller). Costs only change at `pruner.levels()` and fall as the level index rises, so
+    bisect over those (exact, ~log2(#filters) steps)."""
+    values = pruner.levels()
+    ok = lambda i: within(pruner.counts(float(values[i])))  # noqa: E731
     lo, hi = 0, len(values) - 1
-    if ratio(lo) <= target:
+    if ok(lo):
         return float(values[lo])
-    if ratio(hi) > target:
-        return float(values[hi])  # cannot prune more than this (min_num_filters / granularity floors)
-    while hi - lo > 1:  # invariant: ratio(lo) > target >= ratio(hi)
+    if not ok(hi):
+        return float(values[hi])  # cannot prune more than this (min_num_filters / min_channel_ratio / granularity)
+    while hi - lo > 1:  # invariant: not ok(lo), ok(hi)
         mid = (lo + hi) // 2
-        if ratio(mid) > target:
-            lo = mid
-        else:
+        if ok(mid):
             hi = mid
+        else:
+            lo = mid
     return float(values[hi])
+
+
+def _as_fraction(value: float | None, total: float) -> float | None:
+    """A target given as a ratio (<= 1) or an absolute count (> 1), as a ratio of `total`."""
+    if value is None:
+        return None
+    return float(value) if value <= 1 else float(value) / total
 
 
 def prune_graph(
@@ -787,18 +868,26 @@ def prune_graph(
     equalization: str = "union",
     excluded_layers: Iterable[str] = (),
     target_ratio: float | None = None,
+    allocation: str = "threshold",
+    min_channel_ratio: float = DEFAULT_MIN_CHANNEL_RATIO,
+    target_flops: float | None = None,
+    target_macs: float | None = None,
 ) -> PruneResult:
     """Prune the filters of a symbol graph (TLT `prune` semantics). See the module docstring.
 
-    `input_shape` is (C, H, W) without the batch. `target_ratio` (pruned/original parameters), when
-    given, replaces `threshold` by the lowest threshold that reaches it (ratio <= target). `excluded_layers` are node
-    names (or Gluon block names, without `_fwd`; "a,b" lists work): a Convolution/FullyConnected keeps all
-    its outputs, as do the layers it is equalized with; any other node keeps all the channels it reads.
+    `input_shape` is (C, H, W) without the batch. Targets, when given, replace `threshold` by the lightest
+    level of the `allocation` that reaches all of them (at most the target): `target_ratio` (pruned/original
+    parameters), `target_flops` / `target_macs` (a ratio of the original's FLOPs (= MACs ratio) when <= 1,
+    else an absolute count at batch 1). `min_channel_ratio` keeps at least that fraction of every layer
+    (0 = TLT exactly: only `min_filters`). `excluded_layers` are node names (or Gluon block names, without
+    `_fwd`; "a,b" lists work): a Convolution/FullyConnected keeps all its outputs, as do the layers it is
+    equalized with; any other node keeps all the channels it reads.
     """
     import mxnet as mx
 
     threshold = 0.1 if threshold is None else threshold  # TLT's CLI default
-    _check_options(threshold, granularity, min_filters, normalizer, equalization, target_ratio)
+    targets = {"target_ratio": target_ratio, "target_flops": target_flops, "target_macs": target_macs}
+    _check_options(threshold, granularity, min_filters, normalizer, equalization, allocation, min_channel_ratio, targets)
     try:
         g = json.loads(symbol_json)
         g["nodes"], g["heads"]
@@ -808,11 +897,25 @@ def prune_graph(
     shapes = _infer_shapes(symbol_json, g, params, input_shape)
     graph = _Graph(g, params, shapes, _resolve_excluded(g, excluded_layers))
     graph.analyse(normalizer)
-    pruner = _Pruner(graph, equalization, int(granularity), int(min_filters))
+    graph.macs_per_weight = [("arg:" + name, f) for name, f in _macs_per_weight(g, shapes) if "arg:" + name in params]
+    pruner = _Pruner(graph, equalization, int(granularity), int(min_filters), float(min_channel_ratio), allocation)
 
-    if target_ratio is not None:
-        threshold = _search_threshold(pruner, float(target_ratio))
-    keeps = pruner.keeps(float(threshold))
+    level = float(threshold)
+    if any(v is not None for v in targets.values()):
+        params_total, flops_total = pruner.param_count({}), pruner.flops({})
+        max_params = _as_fraction(target_ratio, params_total)
+        # MACs and FLOPs differ by the factor 2 only: one FLOPs budget
+        flops_budgets = [f for f in (_as_fraction(target_flops, flops_total), _as_fraction(target_macs, flops_total / 2))
+                         if f is not None]
+        max_flops = min(flops_budgets) if flops_budgets else None
+
+        def within(counts: dict[int, int]) -> bool:
+            if max_params is not None and pruner.param_count(counts) > max_params * params_total:
+                return False
+            return max_flops is None or pruner.flops(counts) <= max_flops * flops_total
+
+        level = _search_level(pruner, within)
+    keeps = pruner.keeps(pruner.counts(level))
 
     blocked = []  # a pruned channel must never reach an op we do not understand
     for b in graph.blockers:
@@ -877,15 +980,17 @@ def prune_graph(
         params_after=sum(math.prod(v.shape) for v in new_params.values()),
         flops_before=_flops(json.loads(symbol_json), shapes),
         flops_after=_flops(g, new_shapes_all),
-        threshold=float(threshold),
+        threshold=level,
         options={
-            "threshold": float(threshold),
+            "threshold": level,  # the allocation's level: a threshold, or the kept fraction for uniform
+            "allocation": allocation,
             "granularity": int(granularity),
             "min_filters": int(min_filters),
+            "min_channel_ratio": float(min_channel_ratio),
             "normalizer": normalizer,
             "equalization": equalization,
             "excluded_layers": sorted(graph.excluded),
-            "target_ratio": target_ratio,
+            **targets,
         },
     )
     return PruneResult(new_json, new_params, report, input_masks)

@@ -1,8 +1,8 @@
 """`make_context`: the `CommandContext` the CLI would build, for tests that call a command's `run(ctx)` in-process.
 
-    from tlkit.testing import make_context
+from tlkit.testing import make_context
 
-    out = run(make_context("classification", "inference", model=model, results_dir=tmp_path, options={"image_dir": d}))
+out = run(make_context("classification", "inference", model=model, results_dir=tmp_path, options={"image_dir": d}))
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def make_context(
     command: str,
     *,
     spec: Any = None,
+    spec_path: str | os.PathLike | None = None,
     overrides: Sequence[str] = (),
     options: Mapping[str, Any] | None = None,
     command_spec: CommandSpec | None = None,
@@ -34,9 +35,10 @@ def make_context(
     - options: `options` completed with the command's OptionSpec defaults and checked like the CLI checks them
       (choices, bounds; "a,b" splits for multiple-value options), with the OptionSpecs attached so that
       `ctx.option(name)` answers for any of them;
-    - spec: a TaskConfig as given; a path is read (YAML or TLT's format) with `overrides`, as `-e` is; None is
-      the task's default spec with `overrides`, as the CLI gives without -e (None stays None where the task is
-      not installed, e.g. core's own tests with an explicit `command_spec`);
+    - spec: a TaskConfig as given (with `spec_path`, the file it stands for: what a command given -e sees); a
+      path is read (YAML or TLT's format) with `overrides`, as `-e` is; None is the task's default spec with
+      `overrides`, as the CLI gives without -e (None stays None where the task is not installed, e.g. core's own
+      tests with an explicit `command_spec`);
     - the command: the installed task's, or `command_spec`;
     - console: one 120 columns wide (rich's 80 would wrap tables), printing to stdout;
     - `fields`: any other CommandContext field (model, output, results_dir, gpus, ...).
@@ -57,16 +59,16 @@ def make_context(
             raise KeyError(f"task {task!r} has no command {command!r}: {', '.join(c.name for c in task_spec.commands)}")
     values = with_defaults(command_spec.options, options or {})
     check_options(command_spec.options, values)
-    spec_path = None
     if isinstance(spec, (str, os.PathLike)):
-        spec_path = Path(spec)
-    if task_spec is not None and (spec is None or spec_path is not None):
-        spec = load_spec(spec_path, resolve(task_spec.config_model), list(overrides))
+        spec_path = spec
+        spec = load_spec(Path(spec), resolve(registry.task(task).config_model), list(overrides))
+    elif spec is None and task_spec is not None:
+        spec = load_spec(None, resolve(task_spec.config_model), list(overrides))
     return CommandContext(
         task=task,
         command=command,
         spec=spec,
-        spec_path=spec_path,
+        spec_path=Path(spec_path) if spec_path is not None else None,
         overrides=list(overrides),
         options=values,
         option_specs=command_spec.options,

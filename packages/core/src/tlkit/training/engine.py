@@ -30,6 +30,7 @@ from rich.console import Console
 from tlkit.errors import DataError, SpecError, TlkitError, error_summary
 from tlkit.io import atomic_write_text, make_dir
 from tlkit.training import checkpoints as ck
+from tlkit.training import distill, retrain
 from tlkit.training.lock import results_dir_lock
 from tlkit.training.progress import EpochProgress
 from tlkit.training.schedules import make_schedule
@@ -58,6 +59,11 @@ class TrainJob:
     # saved as JSON in every checkpoint and handed back on resume, so a resumed run continues exactly
     get_task_state: Callable[[], dict] | None = None
     set_task_state: Callable[[dict], None] | None = None
+    # distillation (train_config.distillation, see tlkit.training.distill): the task's loss between the student's
+    # training outputs and the teacher's (student outputs, teacher outputs, temperature) -> per-sample loss, and,
+    # when the teacher's inference outputs are not comparable to the student's training outputs, how to load it
+    distill_loss: Callable[[Any, Any, float], Any] | None = None
+    load_teacher: Callable[[Path, list], Any] | None = None
     # what it trains and validates on (tlkit.model_card.DatasetInfo), for the model card
     datasets: Sequence[Any] = ()
     # {file name: text} the task writes into the results dir (resolved spec, classmap): written once the
@@ -277,8 +283,12 @@ class _Engine:
             self._init_amp_check()
         n_epochs = cfg.n_epochs
         self.schedule = make_schedule(cfg.lr_config, job.steps_per_epoch, n_epochs)
+        if cfg.load_graph:  # a pruned model: warm-up and a lower peak (tlkit.training.retrain)
+            self.schedule = retrain.retrain_schedule(self.schedule, cfg.retrain_config, job.steps_per_epoch)
         self._setup_params()
         job.net.collect_params().reset_ctx(self.ctx)
+        self.teacher = distill.load_teacher(job, cfg.distillation, self.ctx, self.console)
+        self.loss = distill.distilled_loss(job, cfg.distillation) if self.teacher else job.loss
 
         loaded = ck.latest_checkpoint(self.weights_dir, warn=lambda m: self.console.print(f"[yellow]warning:[/] {m}"))
         start_epoch, state = 0, {}
@@ -328,6 +338,8 @@ class _Engine:
             atomic_write_text(self.results_dir / name, text)
         self.status.write("STARTED", msg, epoch=start_epoch, max_epoch=n_epochs)
         self.started = True
+        if loaded is None and cfg.load_graph:  # BN re-estimation, validation before training
+            self.history = retrain.start_rows(job, cfg, self.ctx, self.console)
         self._open_tensorboard()
 
         epoch_times: list[float] = []
@@ -434,8 +446,10 @@ class _Engine:
                     data, label = self._unpack(batch, epoch, i)
                     xs = mx.gluon.utils.split_and_load(data, ctx, even_split=False)
                     ys = self._split_labels(label, len(xs))
+                    if self.teacher is not None:  # inference mode, before the student's recorded pass
+                        ys = [(y, self.teacher(x)) for x, y in zip(xs, ys)]
                     with autograd.record():
-                        losses = [job.loss(job.net(x), y) for x, y in zip(xs, ys)]
+                        losses = [self.loss(job.net(x), y) for x, y in zip(xs, ys)]
                     per_sample = self._check_loss(losses[0], xs[0].shape[0], epoch, i)
                     if self.use_amp:
                         from mxnet.contrib import amp
@@ -474,13 +488,18 @@ class _Engine:
             self.console.print(
                 f"[yellow]warning:[/] epoch {epoch + 1} had {n_batches} batches, steps_per_epoch is {spe}"
             )
-        return {
+        row = {
             "epoch": epoch + 1,
             "loss": loss_sum / max(n_seen, 1),
             "lr": lr,
             "time": bar.elapsed,
             "throughput": bar.throughput,
         }
+        if self.teacher is not None:  # what the teacher cost this epoch
+            seconds, steps = self.teacher.take_time()
+            row.update(teacher_s=seconds, teacher_share=seconds / max(bar.elapsed, 1e-9),
+                       teacher_ms_per_step=1000 * seconds / max(steps, 1))
+        return row
 
     @staticmethod
     def _to_nd(x: Any) -> Any:
@@ -608,18 +627,23 @@ class _Engine:
 
     def _log_epoch(self, row: dict, epoch: int, n_epochs: int, epoch_times: list[float]) -> None:
         eta = (n_epochs - epoch - 1) * (sum(epoch_times) / len(epoch_times))
-        metrics = {k: v for k, v in row.items() if k not in ("epoch", "loss", "lr", "time", "throughput")}
+        timing = ("epoch", "loss", "lr", "time", "throughput", "teacher_s", "teacher_share", "teacher_ms_per_step")
+        metrics = {k: v for k, v in row.items() if k not in timing}
         fields: dict[str, Any] = {
             "epoch": epoch + 1,
             "max_epoch": n_epochs,
             "time_per_epoch": str(timedelta(seconds=row["time"])),
             "eta": str(timedelta(seconds=eta)),
             "graphical": {"loss": row["loss"], "lr": row["lr"], **metrics},
+            **({k: row[k] for k in ("teacher_s", "teacher_ms_per_step") if k in row}),
         }
         if metrics:
             fields["kpi"] = metrics
         self.status.write("RUNNING", "Training loop in progress", **fields)
         extra = "".join(f", {k} {v:.4g}" for k, v in metrics.items())
+        if "teacher_s" in row:
+            extra += (f", teacher {row['teacher_s']:.1f}s ({row['teacher_ms_per_step']:.0f} ms/step, "
+                      f"{100 * row['teacher_share']:.0f}% of the epoch)")
         self.console.print(
             f"epoch {epoch + 1}/{n_epochs}: loss {row['loss']:.4f}, lr {row['lr']:.3g}, "
             f"{row['throughput']:.1f} img/s, {row['time']:.1f}s{extra}",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tlkit.io import atomic_write
 
-_NOT_CURVES = {"epoch", "time", "throughput"}
+_NOT_CURVES = {"epoch", "time", "throughput", "teacher_s", "teacher_share", "teacher_ms_per_step"}
 
 
 def curve_names(history: list[dict]) -> list[str]:
