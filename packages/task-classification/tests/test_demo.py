@@ -14,6 +14,10 @@ def test_demo_quick(tmp_path, make_ctx):
     assert s["n"] == {"train": 60, "val": 24, "test": 24}
     fine, pruned = s["models"]
     assert pruned["params"] <= 0.3 * fine["params"]  # compress's target ratio (one step in --quick)
+    # the demo's compress recipe: the same fraction of every layer, retrained at a quarter of the fine-tuning rate
+    state = json.loads((tmp_path / "compress" / "compress.json").read_text())
+    assert state["prune_options"]["allocation"] == "uniform"
+    assert "lr_scale: 0.25" in (tmp_path / "spec_compress.yaml").read_text()
     steps = s["compress"]["per_step"]
     assert [st["step"] for st in steps] == [0, 1] and steps[1]["params"] == pruned["params"]
     # the step reports validation accuracy right after pruning, after BN re-estimation and after retraining
