@@ -114,6 +114,11 @@ class TrainConfig(SpecModel):
         None, description="tlkit .tlk, MXNet .params or PyTorch .pth weights to start from"
     )
     load_graph: bool = Field(False, description="use the graph of pretrained_model_path (pruned models)")
+    enable_qat: bool = Field(
+        False,
+        description="quantization-aware training: int8 fake-quantized weights (per channel) and activations (per "
+        "tensor, learned ranges); export --data_type int8 then needs no calibration data",
+    )
 
 
 class TaskConfig(SpecModel):

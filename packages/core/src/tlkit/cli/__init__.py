@@ -65,10 +65,26 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("TLKIT_DEBUG"):
             raise
         print(f"error: {err}", file=sys.stderr)
+        _abort_if_distributed(err.exit_code)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        _abort_if_distributed(130)
         sys.exit(130)
+    except Exception:
+        import traceback
+
+        if "tlkit.distributed" in sys.modules:
+            traceback.print_exc()
+        _abort_if_distributed(1)
+        raise
+
+
+def _abort_if_distributed(code: int) -> None:
+    """In a multi-node job, exit at once: a normal exit would wait at ps-lite's closing barrier for nodes that
+    are waiting for this one."""
+    if "tlkit.distributed" in sys.modules:  # only a train with --num_nodes imports it
+        sys.modules["tlkit.distributed"].abort_if_distributed(code)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,16 @@ _COMMON = (
 )
 
 
+# Process-level flags: CPU threads (any command) and multi-node training (train only; tlkit.distributed).
+_RUNTIME = (
+    ("num_threads", Optional[int], ("--num_threads",),
+     "MXNet CPU threads (default: OMP_NUM_THREADS, else the cores this process may use)."),
+    ("num_nodes", Optional[int], ("--num_nodes",), "Train on N nodes (one process each; MXNet dist_sync). Default 1."),
+    ("node_rank", Optional[int], ("--node_rank",), "This node's rank, 0..N-1 (0 runs the scheduler and writes results)."),
+    ("master", Optional[str], ("--master",), "host:port of node 0's scheduler (a free port), for --num_nodes > 1."),
+)
+
+
 def _option_param(opt: OptionSpec) -> inspect.Parameter:
     tp: Any = opt.type
     if opt.multiple:
@@ -59,10 +69,15 @@ def _make_command(task: TaskSpec, cmd: CommandSpec):
         inspect.Parameter(
             "use_amp",
             inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(False, "--use_amp", help="Automatic mixed precision (train only, GPU)."),
+            default=typer.Option(False, "--use_amp", help="Automatic mixed precision (train only): float16 on GPUs, "
+                                 "bfloat16 on AVX-512 CPUs."),
             annotation=bool,
         )
     )
+    params += [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(None, *flags, help=h), annotation=ann)
+        for name, ann, flags, h in _RUNTIME
+    ]
     params += [_option_param(o) for o in cmd.options]
     params.append(
         inspect.Parameter(
@@ -88,9 +103,14 @@ def run_command(task: TaskSpec, cmd: CommandSpec, kwargs: dict[str, Any]) -> Non
     from tlkit.lazy import resolve
     from tlkit.registry import get_registry
 
+    from tlkit.threads import configure_threads
+
     overrides = list(kwargs.pop("overrides") or [])
     common = {name: kwargs.pop(name) for name, *_ in _COMMON}
     use_amp = kwargs.pop("use_amp")
+    runtime = {name: kwargs.pop(name) for name, *_ in _RUNTIME}
+    threads = configure_threads(runtime["num_threads"])  # before anything imports MXNet
+    num_nodes = 1 if runtime["num_nodes"] is None else runtime["num_nodes"]
     for opt in cmd.options:
         value = kwargs.get(opt.name)
         if opt.multiple:
@@ -100,6 +120,8 @@ def run_command(task: TaskSpec, cmd: CommandSpec, kwargs: dict[str, Any]) -> Non
             raise TlkitError(f"{opt.flags[-1]}: {value!r} is not one of {', '.join(opt.choices)}")
     if use_amp and cmd.name != "train":
         raise TlkitError("--use_amp applies to train only")
+    if cmd.name != "train" and (num_nodes != 1 or runtime["node_rank"] is not None or runtime["master"]):
+        raise TlkitError("--num_nodes/--node_rank/--master apply to train only")
     spec_path = common["experiment_spec"]
     if cmd.needs_spec and spec_path is None:
         raise SpecError(f"tlkit {task.name} {cmd.name}: -e/--experiment_spec is required")
@@ -124,6 +146,13 @@ def run_command(task: TaskSpec, cmd: CommandSpec, kwargs: dict[str, Any]) -> Non
     )
     if results_dir is not None:
         results_dir.mkdir(parents=True, exist_ok=True)
+    if cmd.name == "train":
+        ctx.console.print(threads.describe())
+    if num_nodes > 1:
+        from tlkit.distributed import launch
+
+        w = launch(num_nodes, 0 if runtime["node_rank"] is None else runtime["node_rank"], runtime["master"])
+        ctx.console.print(f"node {w.rank} of {w.size} (kvstore worker {w.kv_rank}), scheduler {w.master}")
     pm = get_registry().pm
     pm.hook.tlkit_on_stage_start(stage=cmd.stage, task=task.name, context=ctx)
     try:
