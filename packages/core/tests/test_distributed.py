@@ -23,7 +23,7 @@ import pytest
 mx = pytest.importorskip("mxnet")
 from mxnet import gluon  # noqa: E402
 
-from tlkit.distributed import World, local_chunks, parse_master  # noqa: E402
+from tlkit.distributed import DistributedError, World, parse_master, world  # noqa: E402
 from tlkit.errors import SpecError  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -56,8 +56,8 @@ def make_job(batch: int, sharded: bool):
 
     def train_data(epoch):
         order = np.random.RandomState(1000 + epoch).permutation(N_SAMPLES)
-        chunks = local_chunks(order, batch, True) if sharded else [order[i:i + batch] for i in range(0, N_SAMPLES, batch)]
-        for idx in chunks:
+        for i in range(0, N_SAMPLES, batch):  # global batches; a sharded job keeps only its slice of each
+            idx = world().shard(order[i:i + batch]) if sharded else order[i:i + batch]
             yield x[idx], y[idx]
 
     ce = gluon.loss.SoftmaxCrossEntropyLoss()
@@ -87,7 +87,7 @@ def worker(rank: int, master: str, results: str, out: str, epochs: int, sharded:
     from tlkit.training import train
 
     with session(NODES, rank, master, timeout_s=TIMEOUT_S / 2):
-        job = make_job(LOCAL_BATCH if sharded else LOCAL_BATCH * NODES, sharded)
+        job = make_job(LOCAL_BATCH * NODES, sharded)
         train(job, make_cfg(epochs, LR), results, console=Console(stderr=True))
         np.savez(out, **weights(job.net))
 
@@ -168,14 +168,13 @@ def test_two_nodes_match_one_process_and_resume(tmp_path):
 # -- no processes needed -------------------------------------------------------------------------------------
 
 
-def test_local_chunks_partition_global_batches():
-    order = np.arange(22)
-    parts = [local_chunks(order, 3, False, World(rank=r, size=2)) for r in range(2)]
-    assert [c.tolist() for c in parts[0]] == [[0, 1, 2], [6, 7, 8], [12, 13, 14]]  # last 4 dropped: 2 nodes
-    assert [c.tolist() for c in parts[1]] == [[3, 4, 5], [9, 10, 11], [15, 16, 17]]
-    alone = local_chunks(order, 5, False, World())
-    assert [len(c) for c in alone] == [5, 5, 5, 5, 2] and np.concatenate(alone).tolist() == order.tolist()
-    assert [len(c) for c in local_chunks(order, 5, True, World())] == [5, 5, 5, 5]
+def test_shard_is_this_nodes_slice_of_a_global_batch():
+    batch = np.arange(10, 18)
+    assert [World(rank=r, size=2).shard(batch).tolist() for r in range(2)] == [[10, 11, 12, 13], [14, 15, 16, 17]]
+    assert World(rank=2, size=3).shard(batch).tolist() == [14, 15]  # 8 // 3 = 2 each, the remainder unused
+    assert World().shard(batch) is batch
+    with pytest.raises(DistributedError, match="global batch of 1 sample"):
+        World(rank=0, size=2).shard(batch[:1])
 
 
 def test_launch_arguments_are_checked():

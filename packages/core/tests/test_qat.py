@@ -167,3 +167,13 @@ def test_qat_keeps_frozen_layers_and_retrains_a_qat_graph(tmp_path):
                   tmp_path / "again", console=quiet())
     g = json.loads(load_net(again.model_path)[0]._cached_graph[1].tojson())
     assert sum(n["name"].endswith(".qat_in.amax") for n in g["nodes"]) == 3  # not quantized twice
+
+
+def test_a_qat_model_is_not_pruned(tmp_path):
+    from tlkit.errors import ModelFileError
+    from tlkit.pruning.command import prune_model_file
+
+    res = train(make_job(net=make_net(dropout=0.0)), make_cfg(enable_qat=True, n_epochs=1), tmp_path / "r",
+                console=quiet())
+    with pytest.raises(ModelFileError, match="prune the float model .*train_config.enable_qat: true"):
+        prune_model_file(res.model_path, tmp_path / "pruned.tlk", target_ratio=0.5)

@@ -143,6 +143,16 @@ def test_prune_keeps_heads_and_pruned_graph_retrains(trained, tmp_path):
     assert read_meta(out["model"])["kind"] == "graph"
     assert read_meta(out["model"])["classes"] == list(CLASSES)
 
+    # TLT's recipe ends with the pruned model retrained quantization-aware, exported int8 without calibration
+    from tlkit.testing.qat import assert_qat_export_reproduces
+
+    cfg = tiny_spec(trained["manifest"], **{"train_config.pretrained_model_path": str(pruned),
+                                            "train_config.load_graph": True, "train_config.enable_qat": True})
+    out = train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "qat"))
+    assert read_meta(out["model"])["qat"]["activations_quantized"] >= 8
+    assert 0.0 <= out["mean average precision"] <= 1.0
+    assert_qat_export_reproduces(out["model"], out_dir=tmp_path)
+
 
 def test_calibration_tensorfile(trained, tmp_path):
     from tlkit.export.calibration import read_tensorfile, tensorfile_info

@@ -14,9 +14,10 @@ Kubernetes or by hand)::
 `launch()` starts what ps-lite needs: node 0 also runs the scheduler (listening on --master), every node
 runs one server (gradient summation) beside its worker. Then:
 
-- sharding: a global batch is `batch_size_per_gpu x devices x num_nodes` consecutive samples of the
-  epoch's shuffled order; node r trains on the r-th slice (`local_chunks`), so N nodes see exactly the
-  batches one process would see with the combined batch. An incomplete last global batch is dropped.
+- sharding: a task forms global batches of `batch_size_per_gpu x devices x num_nodes` samples from the
+  epoch's shuffled order, as one process would with the combined batch, and each node decodes and trains
+  only its slice (`World.shard`); incomplete last batches are dropped (every node takes the same steps).
+  A job that does not shard (TrainJob.sharded False) hands the engine whole global batches to slice.
 - gradients are summed over all nodes (kvstore push/pull) and divided by the global batch, so the
   weights stay identical on every node; the learning rate is scaled by the number of data-parallel
   devices (TLT's linear scaling: `batch_size_per_gpu` and `learning_rate` are per-GPU values).
@@ -83,6 +84,17 @@ class World:
     @property
     def is_writer(self) -> bool:
         return self.rank == 0
+
+    def part(self, n: int) -> slice:
+        """This node's slice of a global batch of `n` samples: the rank-th of `size` equal, contiguous parts."""
+        per = n // self.size
+        if per == 0:
+            raise DistributedError(f"a global batch of {n} sample(s) cannot be split over {self.size} nodes")
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+    def shard(self, indices: Sequence[int] | np.ndarray) -> Any:
+        """This node's sample indices of a global batch (all of them when training alone)."""
+        return indices[self.part(len(indices))] if self.distributed else indices
 
     def progress(self) -> None:
         """Tell the watchdog this node is making progress (called every training step)."""
@@ -287,19 +299,3 @@ def session(num_nodes: int, node_rank: int, master: str | None, *, timeout_s: fl
         raise
     finally:
         w.shutdown()
-
-
-# -- data sharding ----------------------------------------------------------------------------------------
-
-
-def local_chunks(order: Sequence[int] | np.ndarray, batch_size: int, drop_last: bool,
-                 w: World | None = None) -> list[np.ndarray]:
-    """This node's sample indices for each step of an epoch: global batches of `batch_size x w.size`
-    consecutive items of `order`, of which node r takes items [r * batch_size, (r + 1) * batch_size).
-    With several nodes an incomplete last global batch is dropped (every node must take the same steps)."""
-    w = w or _WORLD
-    order = np.asarray(order)
-    step = batch_size * w.size
-    stop = len(order) // step * step if (drop_last or w.distributed) else len(order)
-    return [order[s + w.rank * batch_size: s + (w.rank + 1) * batch_size][:batch_size]
-            for s in range(0, stop, step)]

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from tlkit.errors import DataError
+from tlkit.threads import loader_workers
 
 from tlkit_classification.data import ImageFolder, Pipeline, batches, open_image_folder, steps_per_epoch, write_classmap
 from tlkit_classification.evaluate import eval_pipeline
@@ -33,7 +34,7 @@ def open_datasets(cfg: Any, strict: bool, console: Any = None, classes: list[str
         cache=dc.cache_images,
         cache_limit_mb=dc.cache_limit_mb,
         max_side=int(max(m.input_shape[1:]) / 0.875 * 1.25),  # enough for the crops, no more
-        workers=max(1, cfg.train_config.n_workers),
+        workers=max(1, loader_workers(cfg.train_config.n_workers)),
     )
     train = open_image_folder(dc.train_dataset_path, classes=classes, what="dataset_config.train_dataset_path", **common)
     val = None
@@ -96,6 +97,7 @@ def train_model(
 ) -> Any:
     """Everything `train` does; returns tlkit.training's TrainResult (the demo calls this too)."""
     from tlkit.config import save_resolved_spec
+    from tlkit.distributed import world
     from tlkit.training import TrainJob, train
 
     from tlkit_classification.model import build_for_training, count_params
@@ -113,15 +115,16 @@ def train_model(
     built = build_for_training(cfg, train_ds.classes, ctx_list, console)
     console.print(f"model: {cfg.model.arch}, {count_params(built.net):,} parameters, input {tuple(built.meta['input_shape'])}")
     pipe = train_pipeline(cfg, built.meta)
-    bs = tc.batch_size_per_gpu * len(ctx_list)
-    drop_last = len(train_ds) >= 2 * bs  # avoid a tiny last batch (noisy BN statistics) when data allows
+    node = world()  # multi-node training: batches are global, each node decodes and trains its slice
+    bs = tc.batch_size_per_gpu * len(ctx_list) * node.size
+    # avoid a tiny last batch (noisy BN statistics) when data allows; nodes must all take full batches
+    drop_last = len(train_ds) >= 2 * bs or node.distributed
     steps = steps_per_epoch(len(train_ds), bs, drop_last)
-    workers = max(1, tc.n_workers)
+    workers = max(1, loader_workers(tc.n_workers))
 
     def train_data(epoch: int):
-        return batches(
-            train_ds, pipe, bs, epoch=epoch, seed=tc.random_seed, shuffle=True, drop_last=drop_last, workers=workers, as_nd=True
-        )
+        return batches(train_ds, pipe, bs, epoch=epoch, seed=tc.random_seed, shuffle=True, drop_last=drop_last,
+                       workers=workers, as_nd=True, shard=node)
 
     job = TrainJob(
         net=built.net,
@@ -134,6 +137,7 @@ def train_model(
         frozen=built.frozen,
         freeze_bn=cfg.model.freeze_bn,
         save_as_graph=built.save_as_graph,
+        sharded=True,
     )
     return train(job, tc, results_dir, ctx_list, console, use_amp)
 

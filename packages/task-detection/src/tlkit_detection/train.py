@@ -82,6 +82,8 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         from tlkit_detection.gluoncv_train import train_model as train_gluoncv
 
         return train_gluoncv(cfg, results_dir, console, ctx_list, use_amp=use_amp)
+    from tlkit.distributed import world
+    from tlkit.threads import loader_workers
     from tlkit.training import TrainJob, train
 
     from tlkit_detection.loss import DetectNetLoss
@@ -97,14 +99,15 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
                   f"input {tuple(built.meta['input_shape'])}")
     maker = TargetMaker(cfg, classes, built.meta["preprocessing"], train_ds.input_size)
     loss = DetectNetLoss.from_config(cfg, classes)
-    bs = tc.batch_size_per_gpu * len(ctx_list)
-    drop_last = len(train_ds) >= 2 * bs
+    node = world()  # multi-node training: batches are global, each node decodes and trains its slice
+    bs = tc.batch_size_per_gpu * len(ctx_list) * node.size
+    drop_last = len(train_ds) >= 2 * bs or node.distributed
     steps = steps_per_epoch(len(train_ds), bs, drop_last)
-    workers = max(1, tc.n_workers)
+    workers = max(1, loader_workers(tc.n_workers))
 
     def train_data(epoch: int):
         return batches(train_ds, maker, bs, aug=cfg.augmentation_config, epoch=epoch, seed=tc.random_seed,
-                       shuffle=True, drop_last=drop_last, workers=workers)
+                       shuffle=True, drop_last=drop_last, workers=workers, shard=node)
 
     validate = None
     if val_ds is not None:
@@ -141,6 +144,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         on_epoch_end=on_epoch_end,
         get_task_state=loss.get_state,  # auto-weighted objective weights: checkpointed, restored on resume
         set_task_state=loss.set_state,
+        sharded=True,
     )
     return train(job, tc, results_dir, ctx_list, console, use_amp)
 

@@ -56,6 +56,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
     """Everything `train` does; returns tlkit.training's TrainResult. `samples` overrides the spec's
     training data (e.g. `data.samples_from_memory` of synthetic images)."""
     from tlkit.config import save_resolved_spec
+    from tlkit.distributed import world
     from tlkit.training import TrainJob, train
 
     from tlkit_pose import data
@@ -71,13 +72,14 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         f"train: {len(samples)} images; model {cfg.model.arch}, {cfg.model.stages} stages, "
         f"{count_params(built.net):,} parameters, input {tuple(built.meta['input_shape'])}"
     )
-    bs = tc.batch_size_per_gpu * len(ctx_list)
-    drop_last = len(samples) >= bs
+    node = world()  # multi-node training: batches are global, each node makes and trains its slice
+    bs = tc.batch_size_per_gpu * len(ctx_list) * node.size
+    drop_last = len(samples) >= bs or node.distributed
     steps = data.steps_per_epoch(len(samples), bs, drop_last)
     pre = built.meta["preprocessing"]
 
     def train_data(epoch: int):
-        return data.batches(samples, cfg, pre, bs, epoch, tc.random_seed, shuffle=True, drop_last=drop_last)
+        return data.batches(samples, cfg, pre, bs, epoch, tc.random_seed, shuffle=True, drop_last=drop_last, shard=node)
 
     validate = make_validate(cfg, built.meta)
     job = TrainJob(
@@ -91,6 +93,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         frozen=built.frozen,
         freeze_bn=cfg.model.freeze_bn,
         save_as_graph=built.save_as_graph,
+        sharded=True,
     )
     return train(job, tc, results_dir, ctx_list, console, use_amp)
 

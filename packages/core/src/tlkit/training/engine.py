@@ -61,8 +61,7 @@ class TrainJob:
     get_task_state: Callable[[], dict] | None = None
     set_task_state: Callable[[dict], None] | None = None
     # multi-node (tlkit.distributed): True when train_data already yields only this node's part of each
-    # global batch (tlkit.distributed.local_chunks); otherwise every node reads whole global batches and
-    # the engine keeps its slice
+    # global batch (World.shard); otherwise every node reads whole global batches and the engine keeps its slice
     sharded: bool = False
 
 
@@ -484,6 +483,8 @@ class _Engine:
                     local_norm = float(n_img) if per_sample else float(len(xs))
                     # gradients are summed over the nodes: divide by the global batch (or device count)
                     norm = local_norm * self.world.size
+                    if self.world.distributed:
+                        self._sync_initial_params()
                     trainer.allreduce_grads()
                     if self.amp_dtype == "float16":
                         amp.unscale(trainer)
@@ -550,11 +551,7 @@ class _Engine:
 
     def _node_slice(self, data: Any, label: Any) -> tuple[Any, Any]:
         """This node's part of a global batch (jobs whose train_data is not sharded per node)."""
-        n, size, rank = int(data.shape[0]), self.world.size, self.world.rank
-        per = n // size
-        if per == 0:
-            raise DataError(f"a batch of {n} sample(s) cannot be split over {size} nodes")
-        part = slice(rank * per, (rank + 1) * per)
+        part = self.world.part(int(data.shape[0]))
         return data[part], ([x[part] for x in label] if isinstance(label, list) else label[part])
 
     def _split_labels(self, label: Any, n: int) -> list:
@@ -683,6 +680,23 @@ class _Engine:
             return schedule
         self.console.print(f"learning rate x{replicas} for {replicas} data-parallel devices (linear scaling)")
         return lambda step: schedule(step) * replicas
+
+    def _sync_initial_params(self) -> None:
+        """Node 0's initial parameters everywhere, before any gradient is pushed.
+
+        gluon.Trainer does this lazily inside allreduce_grads (kvstore broadcast = init + an asynchronous pull),
+        and MXNet 1.9's dist kvstore does not order that pull before the gradient push of the same key on a
+        CPU: the push can reach the server first, and the pull then returns the summed gradients as weights
+        (seen in about 1 run in 4 of the 2-node test). Initialising here and waiting closes that window."""
+        import mxnet as mx
+
+        trainer = self.trainer
+        if not trainer._params_to_init and trainer._kv_initialized:
+            return
+        if not trainer._kv_initialized:
+            trainer._init_kvstore()
+        trainer._init_params()
+        mx.nd.waitall()
 
     def _check_same_checkpoint(self, loaded: Any) -> None:
         """Every node must resume from node 0's checkpoint: -r has to be a directory they share."""
