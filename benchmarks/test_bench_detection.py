@@ -1,7 +1,9 @@
 """Detection evaluation time at KITTI scale: 7,481 images (the KITTI training set size) of synthetic
 ground truth and predictions with KITTI-like statistics (about 4 cars, 0.6 pedestrians, 0.2 cyclists,
 1 Van/DontCare per image; 1242x375 px; random occlusion/truncation; jittered true detections plus
-false positives). Save the numbers of record with:
+false positives): per-class AP (TLT and VOC conventions), COCO AP (pycocotools), KITTI AP11/AP40, and
+the official KITTI devkit (compiled from tests/data/reference_tools) on the same frames, whose AP tlkit
+must equal. Save the numbers of record with:
 
     .venv/bin/python -m pytest benchmarks/test_bench_detection.py --benchmark-only \
         --benchmark-json=benchmarks/results/detection.json
@@ -9,11 +11,17 @@ false positives). Save the numbers of record with:
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from tlkit_detection.kitti import make_frame
-from tlkit_detection.metrics import evaluate_ap, evaluate_kitti
+from tlkit_detection.kitti import KittiObject, make_frame, read_label_dir, read_prediction_dir, to_arrays, write_label
+from tlkit_detection.metrics import DIFFICULTIES, evaluate_ap, evaluate_coco, evaluate_kitti
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "packages" / "task-detection" / "tests"))
+import kitti_devkit  # noqa: E402  (the tests' devkit builder)
 
 N_IMAGES = 7481
 W, H = 1242, 375
@@ -54,13 +62,18 @@ def kitti_scale():
     return synthetic_kitti()
 
 
-def test_bench_tlt_ap(benchmark, kitti_scale):
-    gt, pred = kitti_scale
+@pytest.fixture(scope="module")
+def kitti_scale_lower(kitti_scale):
     lower = lambda d: {k: make_frame([t.lower() for t in f.types], f.boxes, f.occluded, f.truncated, f.scores) for k, f in d.items()}  # noqa: E731
-    gt_l, pred_l = lower(gt), lower(pred)
+    return tuple(lower(d) for d in kitti_scale)
+
+
+@pytest.mark.parametrize("matching", ["tlt", "voc"])
+def test_bench_per_class_ap(benchmark, kitti_scale_lower, matching):
+    gt_l, pred_l = kitti_scale_lower
     result = benchmark.pedantic(
         evaluate_ap, args=(gt_l, pred_l, ["car", "pedestrian", "cyclist"], {"car": 0.7, "pedestrian": 0.5, "cyclist": 0.5}),
-        rounds=3, iterations=1,
+        kwargs={"matching": matching}, rounds=3, iterations=1,
     )
     benchmark.extra_info.update({"images": N_IMAGES, "mAP": result.mean_ap * 100,
                                  "gt_boxes": sum(c.num_gt for c in result.classes.values()),
@@ -68,11 +81,42 @@ def test_bench_tlt_ap(benchmark, kitti_scale):
     assert 0 < result.mean_ap < 1
 
 
+def test_bench_coco_ap(benchmark, kitti_scale_lower):
+    """pycocotools' COCOeval (10 IoU thresholds, 3 size ranges) on the same frames, as `evaluate` runs it."""
+    gt_l, pred_l = kitti_scale_lower
+    result = benchmark.pedantic(evaluate_coco, args=(gt_l, pred_l, ["car", "pedestrian", "cyclist"]), rounds=2, iterations=1)
+    benchmark.extra_info.update({"images": N_IMAGES, **result.metrics})
+    assert 0 < result.metrics["AP"] < result.metrics["AP50"] < 100
+
+
 def test_bench_kitti_difficulty_ap(benchmark, kitti_scale):
     gt, pred = kitti_scale
     result = benchmark.pedantic(evaluate_kitti, args=(gt, pred, CLASSES), rounds=3, iterations=1)
     benchmark.extra_info.update({"images": N_IMAGES, "moderate_AP40": {c: result.classes[c]["moderate"]["AP40"] for c in CLASSES}})
     assert all(0 < result.classes[c]["moderate"]["AP40"] < 100 for c in CLASSES)
+
+
+def test_bench_kitti_devkit_reference(benchmark, kitti_scale, tmp_path):
+    """The official devkit (C++, -O2) on the same 7,481 frames written as KITTI files; tlkit's AP11/AP40 on
+    the files it reads back must equal it (1e-6): the KITTI-scale acceptance of the differential test."""
+    exe = kitti_devkit.build(tmp_path)
+    if exe is None:
+        pytest.skip("g++ is not installed")
+    gt, pred = kitti_scale
+    labels, results = tmp_path / "label_2", tmp_path / "data"
+    for k in gt:
+        g, p = gt[k], pred[k]
+        write_label(labels / f"{k}.txt", [KittiObject(str(t), tuple(b), truncated=float(tr), occluded=int(o))
+                                           for t, b, tr, o in zip(g.types, g.boxes, g.truncated, g.occluded)])
+        write_label(results / f"{k}.txt", [KittiObject(str(t), tuple(b), score=float(s)) for t, b, s in zip(p.types, p.boxes, p.scores)])
+    reference = benchmark.pedantic(kitti_devkit.run, args=(exe, labels, results, N_IMAGES, tmp_path / "out"), rounds=1, iterations=1)
+    ours = evaluate_kitti({k: to_arrays(v) for k, v in read_label_dir(labels).items()},
+                          {k: to_arrays(v) for k, v in read_prediction_dir(results)[0].items()}, CLASSES)
+    worst = max(abs(ours.classes[c][d][m] - reference[c.lower()][m][i])
+                for c in CLASSES for i, d in enumerate(DIFFICULTIES) for m in ("AP11", "AP40"))
+    benchmark.extra_info.update({"images": N_IMAGES, "max_abs_difference_to_tlkit": worst,
+                                 "moderate_AP40": {c: reference[c.lower()]["AP40"][1] for c in CLASSES}})
+    assert worst < 1e-6
 
 
 def test_bench_convert_bccd_to_records(benchmark, tmp_path):

@@ -35,16 +35,10 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 def tlkit(capsys, *args) -> tuple[int, str, str]:
     """`tlkit ARGS` in this process: (exit code, stdout, stderr)."""
-    from tlkit.cli import main
+    from tlkit.testing.faults import run_cli
 
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    res = run_cli(capsys, *args)
+    return res.code, res.out, res.err
 
 
 def ok(capsys, *args) -> str:

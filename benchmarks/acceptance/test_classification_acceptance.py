@@ -11,6 +11,7 @@
 5. Accuracy, parameters, file size and batch-1 latency (MXNet and onnxruntime) of each, as JSON in
    benchmarks/acceptance/classification.json.
 
+The recipes are examples/classification/sign_language_digits.yaml and sign_language_digits_retrain.yaml.
 Long (tens of minutes on 2 cores): run with `make acceptance` (not part of the test suite). Set
 TLKIT_ACCEPT_EPOCHS / TLKIT_ACCEPT_RETRAIN_EPOCHS / TLKIT_ACCEPT_SIZE to change the recipe.
 """
@@ -29,11 +30,26 @@ import pytest
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sign-language-digits"
 OUT = Path(__file__).resolve().parent / "classification.json"
-SIZE = int(os.environ.get("TLKIT_ACCEPT_SIZE", "96"))
-EPOCHS = int(os.environ.get("TLKIT_ACCEPT_EPOCHS", "6"))
+# the recipes: examples users can copy, read here with only the data paths (and the TLKIT_* changes) overridden
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "classification"
+RECIPE, RETRAIN_RECIPE = EXAMPLES / "sign_language_digits.yaml", EXAMPLES / "sign_language_digits_retrain.yaml"
+
+
+def _recipe_value(path: Path, *keys: str):
+    import yaml
+
+    node = yaml.safe_load(path.read_text())
+    for k in keys:
+        node = node[k]
+    return node
+
+
+SIZE = int(os.environ.get("TLKIT_ACCEPT_SIZE", _recipe_value(RECIPE, "model_config", "input_image_size").split(",")[1]))
+EPOCHS = int(os.environ.get("TLKIT_ACCEPT_EPOCHS", _recipe_value(RECIPE, "train_config", "n_epochs")))
 # an 11x-pruned net keeps little of the fine-tuned features (top-1 ~14 % after its first retrain epoch), so it
 # needs about as many epochs as training from scratch: 12 epochs reached 96.6 %, still climbing
-RETRAIN_EPOCHS = int(os.environ.get("TLKIT_ACCEPT_RETRAIN_EPOCHS", str(5 * EPOCHS)))
+RETRAIN_EPOCHS = int(os.environ.get("TLKIT_ACCEPT_RETRAIN_EPOCHS", 5 * EPOCHS if "TLKIT_ACCEPT_EPOCHS" in os.environ
+                                    else _recipe_value(RETRAIN_RECIPE, "train_config", "n_epochs")))
 BUDGET_S = 600
 MAX_DROP = 0.01  # pruned + retrained top-1 may be at most 1 point below the fine-tuned model
 # the peer we compare with (issue "Structured pruning engine"): Torch-Pruning ResNet-18 on sign-language-digits
@@ -49,21 +65,15 @@ TARGET_ACC = 0.99
 PRUNE_TARGET = 0.09  # pruned / original parameters: a little under 0.1 so rounding to the granularity stays >= 10x
 
 
-def spec(split: Path, *extra: str):
+def spec(split: Path, *extra: str, recipe: Path = RECIPE):
+    """The recipe file with this split's paths, SIZE and epochs (what TLKIT_* set), then `extra` overrides."""
     from tlkit.config import load_spec
     from tlkit_classification.config import ClassificationConfig
 
-    return load_spec(None, ClassificationConfig, [
-        "model_config.arch=efficientnet_lite0", f"model_config.input_image_size=3,{SIZE},{SIZE}",
-        "model_config.freeze_blocks=[0]",
+    epochs = RETRAIN_EPOCHS if recipe == RETRAIN_RECIPE else EPOCHS
+    return load_spec(recipe, ClassificationConfig, [
         f"dataset_config.train_dataset_path={split / 'train'}", f"dataset_config.val_dataset_path={split / 'val'}",
-        f"train_config.n_epochs={EPOCHS}", "train_config.batch_size_per_gpu=32", "train_config.n_workers=2",
-        "train_config.max_checkpoints_to_keep=1", "train_config.lr_config.type=cosine",
-        "train_config.lr_config.warmup_epochs=0.3", "train_config.lr_config.learning_rate=0.02",
-        "augmentation_config.disable_horizontal_flip=true",  # hand signs are not mirror-symmetric
-        "augmentation_config.enable_color_augmentation=true",
-        "augmentation_config.random_crop_min_scale=0.5",  # small crops can cut off the fingers that matter
-        *extra,
+        f"model_config.input_image_size=3,{SIZE},{SIZE}", f"train_config.n_epochs={epochs}", *extra,
     ])
 
 
@@ -141,8 +151,9 @@ def test_sign_language_digits(tmp_path):
 
     runs = {}
     runs_spec = (
-        ("finetuned", ["train_config.pretrained_model_path=imagenet"]),
-        ("scratch", ["model_config.freeze_blocks=[]"]),  # nothing to keep frozen in a random init
+        ("finetuned", []),
+        # nothing to keep frozen in a random init
+        ("scratch", ["train_config.pretrained_model_path=null", "model_config.freeze_blocks=[]"]),
     )
     for name, extra in runs_spec:
         t, c = time.perf_counter(), cpu_s()
@@ -158,13 +169,7 @@ def test_sign_language_digits(tmp_path):
     prune_s = time.perf_counter() - t
     t, c = time.perf_counter(), cpu_s()
     res = train_model(
-        spec(split, f"train_config.pretrained_model_path={pruned}", "train_config.load_graph=true",
-             f"train_config.n_epochs={RETRAIN_EPOCHS}", "model_config.freeze_blocks=[]",
-             # measured on this split (30 epochs, same pruned graph): lr 0.02 -> 98.8 % (0.7 points below, a
-             # thin margin); lr 0.04 with label smoothing 0.1 -> 99.8 %: the nearly re-initialised small net
-             # needs the larger steps, and the smoothing keeps it from over-fitting 1,651 photos
-             "train_config.lr_config.warmup_epochs=1", "train_config.lr_config.learning_rate=0.04",
-             "augmentation_config.label_smoothing=0.1"),
+        spec(split, f"train_config.pretrained_model_path={pruned}", recipe=RETRAIN_RECIPE),
         tmp_path / "retrain", console, [mx.cpu()],
     )
     out["pruned_retrained"] = measure("pruned_retrained", Path(res.model_path), res, time.perf_counter() - t, val,

@@ -11,8 +11,10 @@
 4. Per-class AP, parameters, file size and batch-1 latency (MXNet and onnxruntime) of each, wall and CPU
    times and the machine's load average, as JSON in benchmarks/acceptance/detection.json.
 
+The recipes: examples/detection/bccd_detectnet_v2.yaml, bccd_detectnet_v2_retrain.yaml and bccd_ssd.yaml.
 Long (tens of minutes on 2 cores): run with `make acceptance` (not part of the test suite). Set
-TLKIT_DET_EPOCHS / TLKIT_DET_RETRAIN_EPOCHS / TLKIT_DET_BATCH / TLKIT_DET_SIZE (e.g. 320x240) to change the recipe.
+TLKIT_DET_EPOCHS / TLKIT_DET_RETRAIN_EPOCHS / TLKIT_DET_BATCH / TLKIT_DET_SIZE (e.g. 320x240) and
+TLKIT_SSD_EPOCHS / TLKIT_SSD_SIZE to change the recipes.
 """
 
 from __future__ import annotations
@@ -28,54 +30,50 @@ import pytest
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bccd-voc"
 OUT = Path(__file__).resolve().parent / "detection.json"
-W, H = (int(v) for v in os.environ.get("TLKIT_DET_SIZE", "448x336").split("x"))
-EPOCHS = int(os.environ.get("TLKIT_DET_EPOCHS", "10"))
-# retraining the pruned graph with the training schedule, chosen on train/val (never test): the unpruned
-# model scored val mAP 0.636 (platelets 0.19); pruned to 0.2497 and retrained 10 epochs at lr 5e-4 (the old
-# recipe's rate): 0.566 (platelets 0.04); 10 epochs at 1e-3: 0.627; 16 epochs at 1e-3: 0.675 (platelets 0.34)
-RETRAIN_EPOCHS = int(os.environ.get("TLKIT_DET_RETRAIN_EPOCHS", "16"))
-# batch 4 (chosen on train/val): val mAP 0.636 after 8 epochs vs 0.49-0.54 with batch 8 (platelets 0.19 vs 0.01)
-BATCH = int(os.environ.get("TLKIT_DET_BATCH", "4"))
+# the recipes (with why each value was chosen): examples users can copy, read here with only the data paths
+# (and what TLKIT_DET_* change) overridden
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "detection"
+RECIPE, RETRAIN_RECIPE = EXAMPLES / "bccd_detectnet_v2.yaml", EXAMPLES / "bccd_detectnet_v2_retrain.yaml"
+SSD_RECIPE, EXPORT_SPEC = EXAMPLES / "bccd_ssd.yaml", EXAMPLES / "bccd_voc_export.yaml"
 BUDGET_S = 1800
 TARGET_MAP = 0.65
 PRUNE_TARGET = 0.25  # pruned / original parameters
 
 
-def spec(train: Path, test: Path, *extra: str):
+def recipe(path: Path, train: Path, test: Path, *extra: str):
+    """The recipe file on these RecordIO sets, with what the TLKIT_DET_* / TLKIT_SSD_* variables change."""
     from tlkit.config import load_spec
     from tlkit_detection.config import DetectionConfig
 
-    return load_spec(None, DetectionConfig, [
+    ssd = path == SSD_RECIPE
+    env = []
+    size = os.environ.get("TLKIT_SSD_SIZE" if ssd else "TLKIT_DET_SIZE")
+    if size:
+        w, h = size.split("x")
+        env += [f"augmentation_config.preprocessing.output_image_width={w}",
+                f"augmentation_config.preprocessing.output_image_height={h}"]
+    epochs_var = ("TLKIT_SSD_EPOCHS" if ssd else "TLKIT_DET_RETRAIN_EPOCHS" if path == RETRAIN_RECIPE
+                  else "TLKIT_DET_EPOCHS")
+    epochs = os.environ.get(epochs_var)
+    if epochs:  # validate (on test) only after the last epoch: the number reported is the final model's
+        env += [f"train_config.n_epochs={epochs}", f"train_config.validation_period={epochs}"]
+    if os.environ.get("TLKIT_DET_BATCH") and not ssd:
+        env.append(f"train_config.batch_size_per_gpu={os.environ['TLKIT_DET_BATCH']}")
+    return load_spec(path, DetectionConfig, [
         f"dataset_config.data_sources=[{{records_path: {train}}}]",
         f"dataset_config.validation_data_source={{records_path: {test}}}",
-        "model_config.arch=efficientnet_lite0", "model_config.freeze_blocks=[0, 1, 2]",
-        f"augmentation_config.preprocessing.output_image_width={W}",
-        f"augmentation_config.preprocessing.output_image_height={H}",
-        ("augmentation_config.spatial_augmentation={hflip_probability: 0.5, zoom_min: 0.9, zoom_max: 1.1, "
-         "translate_max_x: 8, translate_max_y: 8}"),
-        "augmentation_config.color_augmentation={hue_rotation_max: 10, saturation_shift_max: 0.1, contrast_scale_max: 0.1}",
-        # TLT's 0.05 foreground weight left the coverage of small, crowded cells near 0 (RBC 0.04 vs 0.014 on
-        # background after 8 epochs): balanced BCE learns it within the budget
-        "cost_function_config.default={coverage_foreground_weight: 0.5}",
-        # TLT's 1-cell minimum ellipse: smaller ones give sub-cell platelets too little coverage to cluster
-        "bbox_rasterizer_config.default={bbox_min_radius: 1.0}",
-        # NMS on raw coverage (chosen on train/val, never on test): platelets are ~20 px at the input
-        ("postprocessing_config.default={clustering_algorithm: nms, minimum_bounding_box_height: 4, "
-         "nms_iou_threshold: 0.3, nms_confidence_threshold: 0.05}"),
-        "evaluation_config.default_overlap=0.5",
-        "train_config.pretrained_model_path=imagenet",
-        f"train_config.n_epochs={EPOCHS}", f"train_config.batch_size_per_gpu={BATCH}", "train_config.n_workers=2",
-        # validate (on test) only after the last epoch: the number reported is the final model's
-        "train_config.max_checkpoints_to_keep=1", f"train_config.validation_period={EPOCHS}",
-        "train_config.optimizer.type=adam", "train_config.reg_config={type: L2, weight_decay: 1e-5}",
-        ("train_config.lr_config={type: soft_start_annealing, learning_rate: 1e-3, min_learning_rate: 1e-5, "
-         "soft_start: 0.1, annealing: 0.6}"),
-        *extra,
+        *env, *extra,
     ])
 
 
-def latency_ms(detector, iters: int = 20) -> float:
-    x = np.random.default_rng(0).normal(0, 1, (1, 3, H, W)).astype(np.float32)
+def input_size(cfg) -> tuple[int, int]:
+    pre = cfg.augmentation_config.preprocessing
+    return pre.output_image_width, pre.output_image_height
+
+
+def latency_ms(detector, size: tuple[int, int], iters: int = 20) -> float:
+    w, h = size
+    x = np.random.default_rng(0).normal(0, 1, (1, 3, h, w)).astype(np.float32)
     for _ in range(3):
         detector.heads(x)
     ts = []
@@ -108,8 +106,8 @@ def measure(name: str, model: Path, cfg, work: Path, train_s: float) -> dict:
         "params": count_params(net),
         "file_mb": round(model.stat().st_size / 2**20, 2),
         "onnx_mb": round(onnx.stat().st_size / 2**20, 2),
-        "latency_ms_mxnet_b1": latency_ms(load_detector(model)),
-        "latency_ms_onnxruntime_b1": latency_ms(load_detector(onnx)),
+        "latency_ms_mxnet_b1": latency_ms(load_detector(model), input_size(cfg)),
+        "latency_ms_onnxruntime_b1": latency_ms(load_detector(onnx), input_size(cfg)),
         "train_wall_s": round(train_s, 1),
     }
 
@@ -132,7 +130,7 @@ def test_bccd_detectnet_v2(tmp_path):
     split = {k: json.loads(m.read_text())["frames_per_fold"][1] for k, m in manifests.items()}
 
     load_start = os.getloadavg()
-    cfg = spec(manifests["trainval"], manifests["test"])
+    cfg = recipe(RECIPE, manifests["trainval"], manifests["test"])
     t, c = time.time(), cpu_s()
     out = train_run(CommandContext(task="detection", command="train", spec=cfg, results_dir=work / "train",
                                    gpus=0, console=console))
@@ -143,9 +141,8 @@ def test_bccd_detectnet_v2(tmp_path):
 
     pruned = work / "pruned.tlk"
     report = prune_model_file(out["model"], pruned, target_ratio=PRUNE_TARGET, min_filters=8)
-    rcfg = spec(manifests["trainval"], manifests["test"], f"train_config.pretrained_model_path={pruned}",
-                "train_config.load_graph=true", f"train_config.n_epochs={RETRAIN_EPOCHS}",
-                f"train_config.validation_period={RETRAIN_EPOCHS}", "model_config.freeze_blocks=[]")
+    rcfg = recipe(RETRAIN_RECIPE, manifests["trainval"], manifests["test"],
+                  f"train_config.pretrained_model_path={pruned}")
     t, c = time.time(), cpu_s()
     rout = train_run(CommandContext(task="detection", command="train", spec=rcfg, results_dir=work / "retrain",
                                     gpus=0, console=console))
@@ -156,10 +153,15 @@ def test_bccd_detectnet_v2(tmp_path):
     result = {
         "dataset": "BCCD (Pascal VOC, 364 images): official split, trained on trainval, reported on test",
         "split": split,
-        "recipe": {"arch": "efficientnet_lite0 (ImageNet)", "input": [W, H], "epochs": EPOCHS,
-                   "retrain_epochs": RETRAIN_EPOCHS, "retrain": "the training schedule, every layer trained",
-                   "batch": BATCH, "clustering": "nms",
-                   "coverage_foreground_weight": 0.5, "bbox_min_radius": 1.0},
+        "recipe": {"file": str(RECIPE.relative_to(EXAMPLES.parents[1])),
+                   "retrain_file": str(RETRAIN_RECIPE.relative_to(EXAMPLES.parents[1])),
+                   "arch": "efficientnet_lite0 (ImageNet)", "input": list(input_size(cfg)),
+                   "epochs": cfg.train_config.n_epochs, "retrain_epochs": rcfg.train_config.n_epochs,
+                   "retrain": "the training schedule, every layer trained",
+                   "batch": cfg.train_config.batch_size_per_gpu,
+                   "clustering": cfg.postprocessing_config.default.clustering_algorithm,
+                   "coverage_foreground_weight": cfg.cost_function_config.default.coverage_foreground_weight,
+                   "bbox_min_radius": cfg.bbox_rasterizer_config.default.bbox_min_radius},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS")},
                     "load_average_1_5_15": {"train_start": load_start, "train_end": load_train,
@@ -182,51 +184,20 @@ def test_bccd_detectnet_v2(tmp_path):
 # -- GluonCV SSD beside DetectNet_v2 (same data, same official split) --------------------------------------
 
 SSD_OUT = Path(__file__).resolve().parent / "detection_ssd.json"
-# 22 epochs: 1380 s at load ~2-3 (11 epochs, 699 s, was sized for the load ~7 of the diagnostics)
-SSD_EPOCHS = int(os.environ.get("TLKIT_SSD_EPOCHS", "22"))
-SSD_W, SSD_H = (int(v) for v in os.environ.get("TLKIT_SSD_SIZE", "320x240").split("x"))
-
-
-def ssd_spec(train: Path, test: Path, *extra: str):
-    """GluonCV SSD on tlkit's EfficientNet-Lite0: the only ImageNet weights on this machine (GluonCV's
-    mobilenet1.0 / resnet50_v1 ImageNet files are absent, and tlkit never lets GluonCV download)."""
-    from tlkit.config import load_spec
-    from tlkit_detection.config import DetectionConfig
-
-    return load_spec(None, DetectionConfig, [
-        f"dataset_config.data_sources=[{{records_path: {train}}}]",
-        f"dataset_config.validation_data_source={{records_path: {test}}}",
-        "model_config.detector=ssd", "model_config.arch=efficientnet_lite0", "model_config.freeze_blocks=[0, 1, 2]",
-        f"augmentation_config.preprocessing.output_image_width={SSD_W}",
-        f"augmentation_config.preprocessing.output_image_height={SSD_H}",
-        "evaluation_config.default_overlap=0.5",
-        "train_config.pretrained_model_path=imagenet",
-        # batch 4: twice the steps of 8 in the same time, which SSD needs most in a short budget (on
-        # train/val: 4 epochs gave val mAP 0.27 at batch 4, 0.15 at batch 8)
-        f"train_config.n_epochs={SSD_EPOCHS}", "train_config.batch_size_per_gpu=4",
-        # validate (on test) only after the last epoch: the number reported is the final model's
-        "train_config.max_checkpoints_to_keep=1", f"train_config.validation_period={SSD_EPOCHS}",
-        "train_config.optimizer.type=adam", "train_config.reg_config={type: L2, weight_decay: 5e-5}",
-        ("train_config.lr_config={type: soft_start_annealing, learning_rate: 1e-3, min_learning_rate: 1e-5, "
-         "soft_start: 0.1, annealing: 0.6}"),
-        *extra,
-    ])
 
 
 def bccd_records(work: Path, image_sets=("trainval", "test")) -> dict[str, Path]:
-    """VOC image sets -> RecordIO manifests (one fold holding every frame of the set)."""
-    import yaml
+    """VOC image sets -> RecordIO manifests (one fold holding every frame of the set), with bccd_voc_export.yaml."""
     from tlkit.context import CommandContext
     from tlkit_detection.dataset_convert import run as convert_run
 
     manifests = {}
     for image_set in image_sets:
-        export_spec = work / f"export_{image_set}.yaml"
-        export_spec.write_text(yaml.safe_dump({"voc_config": {
-            "root_directory_path": str(DATA), "image_set": image_set, "val_split": 0, "num_shards": 1}}))
         prefix = work / "records" / image_set
         convert_run(CommandContext(task="detection", command="dataset_convert", output=prefix,
-                                   options={"dataset_export_spec": export_spec, "output_format": "recordio"}))
+                                   overrides=[f"voc_config.root_directory_path={DATA}",
+                                              f"voc_config.image_set={image_set}"],
+                                   options={"dataset_export_spec": EXPORT_SPEC, "output_format": "recordio"}))
         manifests[image_set] = Path(f"{prefix}.json")
     return manifests
 
@@ -237,17 +208,15 @@ def test_bccd_gluoncv_ssd(tmp_path):
     from tlkit.context import CommandContext
     from tlkit_detection.train import run as train_run
 
-    global W, H
     console = Console(highlight=False, width=120)
     manifests = bccd_records(tmp_path)
-    cfg = ssd_spec(manifests["trainval"], manifests["test"])
+    cfg = recipe(SSD_RECIPE, manifests["trainval"], manifests["test"])
     load_start = os.getloadavg()
     t, c = time.time(), time.process_time()
     out = train_run(CommandContext(task="detection", command="train", spec=cfg, results_dir=tmp_path / "train",
                                    gpus=0, console=console))
     train_s, train_cpu = time.time() - t, time.process_time() - c
     load_end = os.getloadavg()
-    W, H = SSD_W, SSD_H  # measure()'s latency input
     res = measure("ssd", Path(out["model"]), cfg, tmp_path, train_s)
     res["train_cpu_s"] = round(train_cpu, 1)
     result = {
@@ -256,7 +225,9 @@ def test_bccd_gluoncv_ssd(tmp_path):
         "recipe": {"detector": "GluonCV SSD (gluoncv.model_zoo.ssd.SSD, SSDDefaultTrainTransform, SSDMultiBoxLoss)",
                    "backbone": "efficientnet_lite0 (tlkit; ImageNet weights shipped offline; GluonCV's mobilenet1.0 / "
                                "resnet50_v1 ImageNet files are absent and never downloaded), freeze_blocks [0, 1, 2]",
-                   "input": [SSD_W, SSD_H], "epochs": SSD_EPOCHS, "batch": 4,
+                   "file": str(SSD_RECIPE.relative_to(EXAMPLES.parents[1])),
+                   "input": list(input_size(cfg)), "epochs": cfg.train_config.n_epochs,
+                   "batch": cfg.train_config.batch_size_per_gpu,
                    "augmentation": "colour distortion, SSD constrained random crop, flip 0.5 (no random expand)",
                    "optimizer": "adam 1e-3, soft start 0.1, annealing 0.6, L2 5e-5",
                    "post": "per-class NMS IoU 0.45, confidence 0.01, top 400 per class, 100 per image"},

@@ -12,7 +12,8 @@ evaluated on the test set through the `evaluate -m` command, as .tlk (MXNet) and
 (onnxruntime), the final-epoch model too, and multi-scale ([1.0, 1.5]) as extra information; the oracle (ground
 truth at the model's stride and input scale, decoded by the same post-processing) is reported as the ceiling.
 
-Results: benchmarks/acceptance/pose.json. Long (about 20 minutes on 2 shared cores): `make acceptance`.
+The recipe is examples/pose/synthetic_people.yaml. Results: benchmarks/acceptance/pose.json. Long (about 20
+minutes on 2 shared cores): `make acceptance`.
 TLKIT_POSE_ACCEPT_EPOCHS / TLKIT_POSE_ACCEPT_IMAGES / TLKIT_POSE_ACCEPT_INPUT change the recipe.
 """
 
@@ -27,9 +28,11 @@ from pathlib import Path
 import pytest
 
 OUT = Path(__file__).resolve().parent / "pose.json"
+# the recipe: an example users can copy, read here with only the data paths (and what TLKIT_POSE_* change) overridden
+RECIPE = Path(__file__).resolve().parents[2] / "examples" / "pose" / "synthetic_people.yaml"
 IMG = 96  # synthetic image size (the test set is the same as with earlier 96 px input runs)
-INPUT = int(os.environ.get("TLKIT_POSE_ACCEPT_INPUT", "128"))  # network input
-EPOCHS = int(os.environ.get("TLKIT_POSE_ACCEPT_EPOCHS", "24"))
+INPUT = int(os.environ.get("TLKIT_POSE_ACCEPT_INPUT", "0")) or None  # network input; None: the recipe's
+EPOCHS = int(os.environ.get("TLKIT_POSE_ACCEPT_EPOCHS", "0")) or None
 TRAIN_IMAGES = int(os.environ.get("TLKIT_POSE_ACCEPT_IMAGES", "1024"))
 TARGET_AP = 0.5
 
@@ -39,6 +42,7 @@ def test_synthetic_pose_reaches_ap(tmp_path):
     import mxnet as mx
     from rich.console import Console
 
+    from tlkit.config import load_spec
     from tlkit.context import CommandContext
     from tlkit.io import atomic_write_text
     from tlkit_pose.coco import load_coco_keypoints
@@ -54,16 +58,15 @@ def test_synthetic_pose_reaches_ap(tmp_path):
     train = generate_dataset(tmp_path / "train", n_images=TRAIN_IMAGES, seed=1, size=(IMG, IMG), **people)
     val = generate_dataset(tmp_path / "val", n_images=32, seed=2, size=(IMG, IMG), **people)
     test = generate_dataset(tmp_path / "test", n_images=64, seed=3, size=(IMG, IMG), **people)
-    shift = 8 * INPUT / 96  # +-8 px at 96 px input
-    cfg = PoseConfig.model_validate({
-        "dataloader": {"train_annotations": str(train), "val_annotations": str(val), "image_dims": [INPUT, INPUT, 3]},
-        "pose_config": {"target_shape": [INPUT // 8, INPUT // 8]},
-        "augmentation_config": {"spatial_augmentation_mode": "standard", "rotate_deg_max": 10, "translate_max_x": shift, "translate_max_y": shift},
-        "model": {"arch": "resnet18", "backbone_blocks": 3, "stages": 2, "stage_channels": 64},
-        "train_config": {"batch_size_per_gpu": 8, "n_epochs": EPOCHS, "validation_period": 4, "max_checkpoints_to_keep": 1,
-                         "optimizer": {"type": "adam"}, "reg_config": {"type": "none"},
-                         "lr_config": {"type": "cosine", "learning_rate": 2e-3, "warmup_epochs": 0.3}},
-    })
+    env = [f"train_config.n_epochs={EPOCHS}"] if EPOCHS else []
+    if INPUT:
+        shift = 8 * INPUT / 96  # +-8 px at 96 px input
+        env += [f"dataloader.image_dims=[{INPUT}, {INPUT}, 3]",
+                f"pose_config.target_shape=[{INPUT // 8}, {INPUT // 8}]",
+                f"augmentation_config.translate_max_x={shift}", f"augmentation_config.translate_max_y={shift}"]
+    cfg = load_spec(RECIPE, PoseConfig,
+                    [f"dataloader.train_annotations={train}", f"dataloader.val_annotations={val}", *env])
+    input_size = cfg.dataloader.image_dims[0]
     console = Console(highlight=False)
     load0 = os.getloadavg()[0]
     t = time.perf_counter()
@@ -82,16 +85,18 @@ def test_synthetic_pose_reaches_ap(tmp_path):
                                           console=console, options={"annotations": test}))
         kpi[name] = out["kpi"]
     # the ceiling: ground truth rendered at stride 8 in the model's input (the image fitted x INPUT/IMG)
-    oracle = evaluate_keypoints(test, oracle_results(load_coco_keypoints(test), params=InferenceConfig(scales=[INPUT / IMG])))["kpi"]
+    oracle_params = InferenceConfig(scales=[input_size / IMG])
+    oracle = evaluate_keypoints(test, oracle_results(load_coco_keypoints(test), params=oracle_params))["kpi"]
     result = {
         "task": "pose (BodyPoseNet) on synthetic people",
-        "input": f"{INPUT}x{INPUT}",
+        "recipe_file": str(RECIPE.relative_to(RECIPE.parents[2])),
+        "input": f"{input_size}x{input_size}",
         "images": f"{IMG}x{IMG}, one person each, height 0.6-0.9 of the image (synthetic_coco seeds 1/2/3)",
         "train_images": TRAIN_IMAGES,
         "val_images": 32,
         "test_images": 64,
         "best_model": str(best.name),
-        "epochs": EPOCHS,
+        "epochs": cfg.train_config.n_epochs,
         "model": cfg.model.model_dump(),
         "recipe": {k: cfg.model_dump(mode="json")[k] for k in ("augmentation_config", "label_processor_config", "train_config")},
         "train_s": round(train_s, 1),
@@ -107,4 +112,4 @@ def test_synthetic_pose_reaches_ap(tmp_path):
     atomic_write_text(OUT, json.dumps(result, indent=2))
     ap = kpi["tlk"]["AP_0.50:0.95_all"]
     assert abs(ap - kpi["onnx"]["AP_0.50:0.95_all"]) < 0.01
-    assert ap >= TARGET_AP, f"AP {ap:.3f} < {TARGET_AP} after {EPOCHS} epochs ({train_s:.0f} s)"
+    assert ap >= TARGET_AP, f"AP {ap:.3f} < {TARGET_AP} after {cfg.train_config.n_epochs} epochs ({train_s:.0f} s)"

@@ -155,7 +155,6 @@ def test_sign_language_qat_int8(tmp_path):
 # -- DetectNet_v2 on BCCD: QAT retraining of the pruned model ------------------------------------------------
 
 BCCD = SHARED / "bccd-voc"
-DET_RETRAIN_EPOCHS = int(os.environ.get("TLKIT_QAT_DET_RETRAIN_EPOCHS", "16"))
 DET_MAX_DROP = 0.01
 
 
@@ -170,9 +169,9 @@ def _det_eval(cfg, model: Path, work: Path, name: str) -> dict:
 
 @pytest.mark.slow
 def test_bccd_detectnet_v2_qat_retrain(tmp_path):
-    """TLT's recipe on BCCD (the detection acceptance's data, split and recipe): train (or take an unpruned
-    model: TLKIT_QAT_DET_MODEL), prune 4x, then retrain the pruned graph twice with the same schedule, in FP32
-    and with enable_qat. Reported on the official test split: the FP32 retrain (MXNet), the QAT model exported
+    """TLT's recipe on BCCD (the detection acceptance's data, split and recipes, examples/detection/bccd_*.yaml):
+    train (or take an unpruned model: TLKIT_QAT_DET_MODEL), prune 4x, then retrain the pruned graph twice with
+    the retraining recipe, in FP32 and with enable_qat. Reported on the official test split: the FP32 retrain (MXNet), the QAT model exported
     INT8 without calibration (onnxruntime), and the FP32 retrain's PTQ INT8 beside them.
     Target: QAT INT8 mAP@0.5 within 1 point of the FP32 retrain."""
     if not BCCD.is_dir():
@@ -197,15 +196,14 @@ def test_bccd_detectnet_v2_qat_retrain(tmp_path):
         wall[f"train_{name}"] = round(time.time() - t, 1)
         return Path(out["model"])
 
-    base_cfg = det.spec(manifests["trainval"], manifests["test"])
+    base_cfg = det.recipe(det.RECIPE, manifests["trainval"], manifests["test"])
     unpruned = Path(os.environ["TLKIT_QAT_DET_MODEL"]) if os.environ.get("TLKIT_QAT_DET_MODEL") else train("unpruned", base_cfg)
     pruned = tmp_path / "pruned.tlk"
     report = prune_model_file(unpruned, pruned, target_ratio=det.PRUNE_TARGET, min_filters=8)
 
     def retrain_cfg(*extra: str):
-        return det.spec(manifests["trainval"], manifests["test"], f"train_config.pretrained_model_path={pruned}",
-                        "train_config.load_graph=true", f"train_config.n_epochs={DET_RETRAIN_EPOCHS}",
-                        f"train_config.validation_period={DET_RETRAIN_EPOCHS}", "model_config.freeze_blocks=[]", *extra)
+        return det.recipe(det.RETRAIN_RECIPE, manifests["trainval"], manifests["test"],
+                          f"train_config.pretrained_model_path={pruned}", *extra)
 
     fp32_cfg = retrain_cfg()
     fp32_model = train("retrain_fp32", fp32_cfg)
@@ -228,10 +226,13 @@ def test_bccd_detectnet_v2_qat_retrain(tmp_path):
     drop = {n: 100 * (ref - s["mAP@0.5"]) for n, s in scores.items()}
     result = {
         "dataset": "BCCD (Pascal VOC): official split, trained on trainval, reported on test",
-        "recipe": {"detection acceptance": "test_detection_acceptance.spec()", "input": [det.W, det.H],
-                   "unpruned": str(unpruned) if os.environ.get("TLKIT_QAT_DET_MODEL") else f"trained here, {det.EPOCHS} epochs",
+        "recipe": {"files": [str(p.relative_to(ROOT)) for p in (det.RECIPE, det.RETRAIN_RECIPE)],
+                   "input": list(det.input_size(fp32_cfg)),
+                   "unpruned": (str(unpruned) if os.environ.get("TLKIT_QAT_DET_MODEL")
+                                else f"trained here, {base_cfg.train_config.n_epochs} epochs"),
                    "prune_target_ratio": det.PRUNE_TARGET, "pruning_ratio": report.ratio,
-                   "retrain_epochs": DET_RETRAIN_EPOCHS, "qat": "enable_qat during the pruned model's retraining (TLT)"},
+                   "retrain_epochs": fp32_cfg.train_config.n_epochs,
+                   "qat": "train_config.enable_qat during the pruned model's retraining (TLT)"},
         "qat_meta": read_meta(qat_model)["qat"],
         "test": scores,
         "drop_vs_fp32_retrain_points": drop,

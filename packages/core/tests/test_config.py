@@ -39,7 +39,7 @@ def test_wrong_type_and_range_errors_name_line(tmp_path):
 
 
 def test_bad_choice_lists_error(tmp_path):
-    p = write(tmp_path, "train_config:\n  lr_config:\n    type: exponential\n")
+    p = write(tmp_path, "train_config:\n  lr_config:\n    type: linear\n")
     with pytest.raises(SpecError, match=r":3: train_config.lr_config.type: Input should be 'constant'"):
         load_spec(p, TaskConfig)
 
@@ -89,3 +89,22 @@ def test_reference_markdown_lists_every_key():
     for key in ("train_config.n_epochs", "train_config.optimizer.momentum", "train_config.lr_config.annealing_points",
                 "train_config.early_stopping.patience"):
         assert f"`{key}`" in md
+
+
+def test_duplicate_keys_and_non_utf8_bytes_are_spec_errors(tmp_path):
+    """YAML keeps the last of two equal keys silently; a latin-1 byte is a UnicodeDecodeError: both one line."""
+    from tlkit.config import TaskConfig, load_spec
+    from tlkit.errors import SpecError
+
+    p = tmp_path / "spec.yaml"
+    p.write_text("train_config:\n  n_epochs: 3\n  optimizer:\n    type: adam\n  n_epochs: 30\n")
+    with pytest.raises(SpecError, match=rf"^{p}:5: train_config\.n_epochs: duplicate key \(first given at line 2\)"):
+        load_spec(p, TaskConfig)
+    p.write_text("a: &base {n_epochs: 3}\ntrain_config:\n  <<: *base\n  n_epochs: 4\n")  # a merge key may repeat keys
+    with pytest.raises(SpecError, match="a: unknown key"):  # (a is not a section: the merge itself is fine)
+        load_spec(p, TaskConfig)
+    p.write_bytes(b"train_config:\n  n_epochs: 3 # \xe9t\xe9\n")
+    with pytest.raises(SpecError, match=rf"^{p}:2: not UTF-8 text \(byte 0xe9 at column 17\); save the spec as UTF-8$"):
+        load_spec(p, TaskConfig)
+    with pytest.raises(SpecError, match=rf"^{tmp_path}: is a folder; expected a YAML spec file$"):
+        load_spec(tmp_path, TaskConfig)

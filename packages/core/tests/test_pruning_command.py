@@ -185,6 +185,25 @@ def test_run_target_ratio_and_errors(graph_model, tmp_path):
     assert not (tmp_path / "y.tlk").exists()
 
 
+def test_threshold_that_cuts_everything_is_refused_or_warned(graph_model, tmp_path):
+    """-pth >= 1 cuts every layer to -nf: refused; a threshold that still does it (0.999) is warned about."""
+    path, _ = graph_model
+    ctx, _ = make_ctx(path, tmp_path / "a.tlk", None, pruning_threshold=1.5)
+    with pytest.raises(TlkitError, match=r"^-pth 1\.5: normalized filter norms are at most 1"):
+        run(ctx)
+    assert not (tmp_path / "a.tlk").exists()
+    ctx, buf = make_ctx(
+        path, tmp_path / "b.tlk", None, pruning_threshold=0.999, pruning_granularity=1, min_num_filters=2
+    )
+    run(ctx)
+    assert "warning: every prunable layer" in buf.getvalue() and "minimum of 2 filters" in buf.getvalue()
+    ctx, buf = make_ctx(path, tmp_path / "c.tlk", None, pruning_threshold=0.3, pruning_granularity=1, min_num_filters=1)
+    run(ctx)
+    assert "warning" not in buf.getvalue()
+    with pytest.raises(TlkitError, match="would overwrite the model being pruned"):
+        run(make_ctx(path, path, None)[0])
+
+
 def test_prune_kwargs_maps_cli_names():
     kw = prune_kwargs(
         {

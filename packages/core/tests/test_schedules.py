@@ -26,6 +26,18 @@ def test_step_decays_every_step_size_epochs():
     assert f(99) == pytest.approx(0.0125)  # epoch 9 -> 9 // 3 = 3 decays
 
 
+def test_exponential_is_tlt_classification_step():
+    # TLT StepLRScheduler(base_lr, gamma, step_size=10 (% of training), max_iterations=100):
+    # lr = base_lr * gamma ** (global_step / (max_iterations * step_size // 100)), continuous
+    def tlt(step, base=0.006, gamma=0.1, step_pct=10, max_it=100):
+        return base * gamma ** (step / (max_it * step_pct // 100))
+
+    # 10 epochs of 10 steps: 10 % of training = 1 epoch
+    f = sched(type="exponential", learning_rate=0.006, gamma=0.1, step_size=1.0)
+    for s in (0, 5, 10, 37, 99):
+        assert f(s) == pytest.approx(tlt(s), rel=1e-12)
+
+
 def test_cosine_with_warmup():
     # 100 steps, 2 warm-up epochs = 20 steps, min ratio 0.1
     f = sched(type="cosine", learning_rate=1.0, min_lr_ratio=0.1, warmup_epochs=2)

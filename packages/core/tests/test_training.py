@@ -17,7 +17,7 @@ mx = pytest.importorskip("mxnet")
 from mxnet import gluon  # noqa: E402
 
 from tlkit.config import TrainConfig  # noqa: E402
-from tlkit.errors import DataError, ModelFileError, SpecError, TlkitError  # noqa: E402
+from tlkit.errors import DataError, ModelFileError, OutputError, SpecError, TlkitError  # noqa: E402
 from tlkit.model_io import load_model  # noqa: E402
 from tlkit.training import StatusLogger, TrainJob, train  # noqa: E402
 from tlkit.training import checkpoints as ck  # noqa: E402
@@ -300,7 +300,7 @@ def test_checkpoint_write_failing_midway_keeps_previous(tmp_path, monkeypatch):
         return real(arrays)
 
     monkeypatch.setattr(model_io, "_nd_to_bytes", failing)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match=r"weights/model_epoch_002\.tlk: cannot write: disk full \(simulated\)$"):
         train(make_job(), make_cfg(n_epochs=3), tmp_path)
     w = tmp_path / "weights"
     assert [e for e, _ in ck.list_checkpoints(w)] == [1]
@@ -464,6 +464,13 @@ def test_validation_every_period_and_at_the_end(tmp_path):
     res = train(make_job(validate=val), make_cfg(n_epochs=5, validation_period=2), tmp_path)
     validated = [h["epoch"] for h in res.history if "validation_loss" in h]
     assert validated == [2, 4, 5] and len(val.calls) == 3
+
+
+def test_first_validation_epoch_as_tlt(tmp_path):
+    """TLT DetectNet_v2: validate after epochs first, first + period, ... (and the last)."""
+    val = make_validate([1.0])
+    res = train(make_job(validate=val, first_validation_epoch=3), make_cfg(n_epochs=8, validation_period=2), tmp_path)
+    assert [h["epoch"] for h in res.history if "validation_loss" in h] == [3, 5, 7, 8]
 
 
 def test_early_stopping_stops(tmp_path):
@@ -634,3 +641,83 @@ def test_progress_bar_on_a_terminal_and_plain_lines_otherwise():
     lines = plain.getvalue().splitlines()
     assert "\x1b[" not in plain.getvalue()
     assert len(lines) == 9 and lines[0].startswith("epoch 2/3 step 2/20 loss 0.2500") and "ETA" in lines[0]
+
+
+# -- reliability: refused re-runs change nothing, SIGTERM, the results-dir lock (issue 18) -----------------
+
+
+def test_run_files_are_written_at_the_start(tmp_path):
+    job = make_job(run_files={"experiment_spec.yaml": "a: 1\n", "classmap.json": "{}\n"})
+    train(job, make_cfg(n_epochs=1), tmp_path)
+    assert (tmp_path / "experiment_spec.yaml").read_text() == "a: 1\n"
+    assert (tmp_path / "classmap.json").read_text() == "{}\n"
+
+
+@pytest.mark.parametrize("classes", [["r", "g", "blue"], ["g", "r", "b"]], ids=["renamed", "reordered"])
+def test_resume_with_other_classes_is_refused_and_changes_nothing(tmp_path, classes):
+    from tlkit.errors import ResultsDirError
+    from tlkit.testing.faults import assert_unchanged, snapshot
+
+    train(make_job(run_files={"experiment_spec.yaml": "old\n"}), make_cfg(n_epochs=1), tmp_path)
+    before = snapshot(tmp_path)
+    job = make_job(run_files={"experiment_spec.yaml": "new\n"})
+    job.meta = {**job.meta, "classes": classes}
+    msg = rf"holds a run on classes \[r, g, b\] \(model_epoch_001\.tlk\), this run's classes are \[{', '.join(classes)}"
+    with pytest.raises(ResultsDirError, match=msg + ".*--restart") as err:
+        train(job, make_cfg(n_epochs=2), tmp_path)
+    assert "\n" not in str(err.value)
+    assert_unchanged(before, snapshot(tmp_path))  # no spec rewrite, no status.json line, no lock file left
+
+
+def test_restart_moves_the_previous_run_aside(tmp_path):
+    train(make_job(), make_cfg(n_epochs=1), tmp_path)
+    old_model = (tmp_path / "weights" / "model.tlk").read_bytes()
+    moved = ck.archive_run(tmp_path)
+    assert moved.parent == tmp_path / "previous_runs"
+    assert (moved / "weights" / "model.tlk").read_bytes() == old_model and (moved / "training.csv").is_file()
+    assert not (tmp_path / "weights").exists() and (tmp_path / "status.json").is_file()  # the log stays
+    job = make_job()
+    job.meta = {**job.meta, "classes": ["x", "y", "z"]}
+    res = train(job, make_cfg(n_epochs=1), tmp_path)  # starts over: nothing to resume
+    assert res.resumed_from_epoch is None
+    assert ck.archive_run(tmp_path / "nothing-here") is None
+
+
+SIGTERM_SCRIPT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import test_training as T
+from tlkit.training import train
+
+job = T.make_job()
+inner = job.train_data
+def slow(epoch):
+    for batch in inner(epoch):
+        time.sleep(0.2)
+        yield batch
+job.train_data = slow
+train(job, T.make_cfg(n_epochs=50), {results!r})
+"""
+
+
+def test_sigterm_writes_failure_and_releases_the_lock(tmp_path):
+    import time
+
+    from tlkit.training.lock import LOCK_NAME
+
+    script = SIGTERM_SCRIPT.format(tests=str(Path(__file__).parent), results=str(tmp_path))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.time() + 120
+    while not any(s["status"] == "STARTED" for s in StatusLogger(tmp_path).read()):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-2000:]
+        time.sleep(0.05)
+    assert (tmp_path / LOCK_NAME).is_file()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0, out[-2000:]
+    last = StatusLogger(tmp_path).read()[-1]
+    assert last["status"] == "FAILURE" and last["message"] == "Training interrupted (SIGTERM)"
+    assert not (tmp_path / LOCK_NAME).exists()

@@ -237,6 +237,10 @@ def test_missing_and_unknown_files(tmp_path):
     with pytest.raises(ModelFileError, match=r"notes.txt: unrecognised weights format; expected one of: "
                                              r"tlkit, mxnet-params, pytorch-pth"):
         load_weight_file(text)
+    keras = tmp_path / "resnet_18.hdf5"  # a TLT/TAO pretrained model
+    keras.write_bytes(b"\x89HDF\r\n\x1a\n")
+    with pytest.raises(ModelFileError, match=r"resnet_18.hdf5: unrecognised weights format \(a TLT/TAO Keras model: "):
+        load_weight_file(keras)
     with pytest.raises(ModelFileError, match=r"missing.params: weights file not found"):
         load_pretrained(build_backbone("resnet10"), str(tmp_path / "missing.params"))
 

@@ -94,7 +94,7 @@ def test_voc_errors(tmp_path):
     (tmp_path / "voc" / "Annotations" / "img2.xml").write_text("<annotation><object>")
     with pytest.raises(DataError, match=r"img2\.xml: not valid XML"):
         voc_to_folders(tmp_path / "voc", tmp_path / "out")
-    with pytest.raises(DataError, match="image set 'val' not found"):
+    with pytest.raises(DataError, match="image list 'val' not found"):
         voc_to_folders(tmp_path / "voc", tmp_path / "out", image_set="val")
 
 
@@ -118,3 +118,25 @@ def test_bccd_voc_crops(tmp_path, shared):
     assert res["classes"]["RBC"] > res["classes"]["WBC"]  # BCCD is dominated by red cells
     ds = open_image_folder(tmp_path / "out")
     assert len(ds) == sum(res["classes"].values()) and not ds.corrupt
+
+
+def test_voc_folder_names_and_a_fixed_split_from_lists(tmp_path, make_ctx):
+    """Real VOC sets name their folders otherwise and come with their own train/val lists."""
+    from tlkit_classification.dataset_convert import run
+
+    write_voc(tmp_path / "voc")
+    (tmp_path / "voc" / "JPEGImages").rename(tmp_path / "voc" / "images")
+    (tmp_path / "voc" / "Annotations").rename(tmp_path / "voc" / "xml")
+    (tmp_path / "val_ids.txt").write_text("img2 1\n")  # an id file (VOC class lists carry a flag after the id)
+    folders = r"\(set --annotation_dir_name; its folders: \['ImageSets', 'images', 'xml'\]\)"
+    with pytest.raises(DataError, match=r"no Annotations/ directory " + folders):
+        voc_to_folders(tmp_path / "voc", tmp_path / "out")
+    ctx = make_ctx("dataset_convert", output=tmp_path / "out", mode="voc", input=tmp_path / "voc", voc_label="dominant",
+                   image_dir_name="images", annotation_dir_name="xml",
+                   train_list="train", val_list=str(tmp_path / "val_ids.txt"))  # an ImageSets/Main name, and a file
+    assert run(ctx) == 0
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.jpg")) == [
+        "train/cat/img1.jpg", "val/dog/img2.jpg"]
+    with pytest.raises(TlkitError, match="fix the split: drop --ratios"):
+        run(make_ctx("dataset_convert", output=tmp_path / "o2", mode="voc", input=tmp_path / "voc", ratios="0.5,0.5",
+                     image_dir_name="images", annotation_dir_name="xml", train_list="train"))

@@ -66,7 +66,8 @@ def test_spec_thresholds_mapping_and_kitti(tmp_path):
     spec = load_spec(spec_file, DetectionConfig)
     out = run(ctx(tmp_path, spec=spec, kitti=True))
     assert list(out["average_precision"]) == ["vehicle"]  # only the classes given thresholds
-    assert out["average_precision"]["vehicle"] == pytest.approx((0.5 + 0.5 * 2 / 3) * 100)
+    # TLT's INTEGRATE: recall levels 0.5 and 1, one step of 0.5 at precision 1
+    assert out["average_precision"]["vehicle"] == pytest.approx(50.0)
     assert out["average_precision_mode"] == "INTEGRATE"
     # KITTI runs on the raw label types: 'vehicle' matches nothing there
     assert out["kitti"]["vehicle"]["easy"]["num_gt"] == 0
@@ -84,11 +85,56 @@ def test_model_evaluation_needs_a_spec(tmp_path):
         run(CommandContext(task="detection", command="evaluate", options={}))
 
 
-def test_bad_prediction_file(tmp_path):
+def test_prediction_files_from_other_tools_are_scored_with_their_problems_reported(tmp_path):
+    c = ctx(tmp_path, kitti=True)
+    (tmp_path / "preds" / "000002.txt").write_text(
+        "Pedestrian 0 0 0 10 10 40 90 0 0 0 0 0 0 0 0.5 0.25 extra\n"  # extra fields: the first 16 count
+        "Pedestrian 0 0 0 10 10 40 90 0 0 0 0 0 0 0\n"  # no score: skipped
+        "Car 0 0 0 50 90 10 10 0 0 0 0 0 0 0 0.99\n"  # degenerate: scored, overlaps nothing (a car FP)
+        "Car 0 0 0 -5 -3 10 10 0 0 0 0 0 0 0 0.1\n"  # reaches outside the image: scored as given
+        "Car 0 0 0 1 2 x 4 0 0 0 0 0 0 0 0.3\n"  # not a number: skipped
+        "Car 0 0 0 1 2 3\n"  # too short: skipped
+        "Car 0 0 0 1 2 inf 4 0 0 0 0 0 0 0 0.3\n"  # not finite: skipped
+    )
+    with c.console.capture() as cap:
+        out = run(c)
+    text = " ".join(cap.get().split())
+    problems = out["prediction_files"]["problems"]
+    assert problems == {"too_few_fields": 1, "no_score": 1, "extra_fields": 1, "not_a_number": 1, "not_finite": 1,
+                        "degenerate_box": 1, "negative_coordinates": 1}
+    assert out["prediction_files"]["examples"]["degenerate_box"] == [f"{tmp_path / 'preds' / '000002.txt'}:3"]
+    # the KITTI devkit scores the degenerate car (80 px tall as |y2 - y1|) as a false positive above every TP:
+    # 2 GT -> thresholds 0.9 and 0.7, precision 1/2 and 2/4 (1 and 2/3 if it were ignored); AP11 = p[0] / 11
+    assert out["kitti"]["car"]["easy"]["num_gt"] == 2 and out["kitti"]["car"]["easy"]["AP11"] == pytest.approx(50 / 11)
+    assert "1 degenerate boxes, x2 < x1 or y2 < y1 (kept: they match nothing), e.g. " in text and "000002.txt:3" in text
+    assert out["average_precision"]["pedestrian"] == pytest.approx(100.0)
+    # TLT's default evaluation_box_config (sizes >= 0) drops the degenerate car; the one outside the image is
+    # a false positive ranked last, after recall 1: AP unchanged
+    assert out["num_predictions"]["car"] == 5 and out["average_precision"]["car"] == pytest.approx((6 + 5 * 2 / 3) / 11 * 100)
+    # under the VOC devkit's rules nothing is filtered: the degenerate car is a false positive ranked first
+    voc = run(ctx(tmp_path, spec=DetectionConfig.model_validate({"evaluation_config": {"matching": "voc"}})))
+    assert voc["num_predictions"]["car"] == 6 and voc["average_precision"]["car"] == pytest.approx((1 / 2 * 6 + 2 / 4 * 5) / 11 * 100)
+
+
+def test_prediction_files_without_any_usable_detection_are_an_error(tmp_path):
     c = ctx(tmp_path)
-    (tmp_path / "preds" / "000002.txt").write_text("Pedestrian 0 0 0 10 10 40 90 0 0 0 0 0 0 0\n")
-    with pytest.raises(DataError, match=r"000002.txt: object 1 \(Pedestrian\) has no score"):
+    for p in (tmp_path / "preds").glob("*.txt"):  # label files (15 fields) given as predictions
+        p.write_text("Car 0 0 0 0 0 100 100 0 0 0 0 0 0 0\n")
+    with pytest.raises(DataError, match=r"no usable detection in 3 prediction file\(s\): 3 lines with 15 fields, no score"):
         run(c)
+
+
+def test_matching_convention_and_coco_metrics(tmp_path):
+    spec = DetectionConfig.model_validate({"evaluation_config": {"matching": "voc", "average_precision_mode": "INTEGRATE"}})
+    out = run(ctx(tmp_path, spec=spec))
+    assert out["matching"] == "voc" and out["average_precision_mode"] == "INTEGRATE"
+    assert out["average_precision"]["car"] == pytest.approx((0.5 + 0.5 * 2 / 3) * 100)  # VOC2010 all-point
+    coco = out["coco"]
+    assert set(coco) == {"AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "per_class_AP"}
+    assert coco["per_class_AP"]["pedestrian"] == pytest.approx(100.0) and 0 < coco["AP"] < 100
+    assert coco["AP_small"] is None  # no ground truth below 32x32 px
+    off = run(ctx(tmp_path, spec=DetectionConfig.model_validate({"evaluation_config": {"coco_metrics": False}})))
+    assert "coco" not in off
 
 
 def test_cli_evaluate(tmp_path):

@@ -41,8 +41,11 @@ def test_sample_and_integrate_ap_by_hand():
     assert c.recall == pytest.approx([0.5, 0.5, 1, 1])
     # 11-point: recall >= 0..0.5 (6 points) -> max precision 1; recall >= 0.6..1.0 (5 points) -> 2/3
     assert c.ap == pytest.approx((6 * 1 + 5 * 2 / 3) / 11)
-    # integrate: 0.5 * 1 + 0.5 * 2/3
-    assert evaluate_ap(gt, pr, ["car"], 0.5, mode="integrate").classes["car"].ap == pytest.approx(0.5 + 0.5 * 2 / 3)
+    # VOC2010 all-point area from recall 0: 0.5 * 1 + 0.5 * 2/3
+    voc = evaluate_ap(gt, pr, ["car"], 0.5, mode="integrate", matching="voc")
+    assert voc.classes["car"].ap == pytest.approx(0.5 + 0.5 * 2 / 3) and voc.matching == "voc"
+    # TLT's integration: recall levels 0.5 and 1; only the step 0.5 -> 1, at the best precision at recall 0.5
+    assert evaluate_ap(gt, pr, ["car"], 0.5, mode="integrate").classes["car"].ap == pytest.approx(0.5)
     assert r.mean_ap == c.ap
 
 
@@ -76,9 +79,26 @@ def test_frames_without_predictions_and_classes_without_gt():
 
 def test_average_precision_helpers():
     assert average_precision([], [], "sample") == 0.0
-    assert average_precision([1.0], [1.0], "integrate") == 1.0
+    assert average_precision([1.0], [1.0], "integrate", matching="voc") == 1.0
+    # TLT's integration of a perfect detector of 2 objects: it starts at recall 1/2
+    assert average_precision([1.0, 1.0], [0.5, 1.0], "integrate") == 0.5
+    assert average_precision([], [], "integrate") == 0.0
     with pytest.raises(ValueError, match="SAMPLE or INTEGRATE"):
         average_precision([1.0], [1.0], "voc")
+    with pytest.raises(ValueError, match="matching must be one of"):
+        evaluate_ap({}, {}, ["car"], matching="coco")
+
+
+def test_tlt_rounds_boxes_and_counts_pixels():
+    # 10.4 -> 10 and 10.6 -> 11: in whole pixels the prediction covers 10..20 of the ground truth's 10..20
+    gt = {"a": make_frame(["car"], [[10, 10, 20, 20]])}
+    pr = {"a": make_frame(["car"], [[10.4, 10.4, 20.4, 20.4]], scores=[0.9])}
+    assert evaluate_ap(gt, pr, ["car"], 1.0).classes["car"].ap == 1.0
+    # continuous (voc): IoU (10.6 * 10.6 + ...) < 1, so it misses at threshold 0.99
+    assert evaluate_ap(gt, pr, ["car"], 0.99, matching="voc").classes["car"].ap == 0.0
+    # 1-pixel boxes overlap themselves fully in the pixel convention (their continuous area is 0)
+    one = {"a": make_frame(["car"], [[5, 5, 5, 5]])}
+    assert evaluate_ap(one, {"a": make_frame(["car"], [[5, 5, 5, 5]], scores=[1.0])}, ["car"]).classes["car"].ap == 1.0
 
 
 def test_tlt_table_format():

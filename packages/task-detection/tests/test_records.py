@@ -130,8 +130,11 @@ def test_cli_dataset_convert(tmp_path, write_image):
     (tmp_path / "export.yaml").write_text("kitti_config:\n  root_directory_path: data\n  num_shards: 1\n")
     r = run_tlkit(["detection", "dataset_convert", "-d", "export.yaml", "-o", "out/ds"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "3 images, 6 objects kept" in r.stdout and "Wrote 2 RecordIO shards" in r.stdout
+    # 14 % of 3 frames is none: the empty validation fold writes no (0-byte) shard files
+    assert "3 images, 6 objects kept" in r.stdout
+    assert "Wrote 1 RecordIO shards (fold 0: 0, fold 1: 3 frames)" in r.stdout
     assert (tmp_path / "out" / "ds-fold-001-of-002-shard-00000-of-00001.rec").is_file()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if "fold-000" in p.name) == []
     r = run_tlkit(["detection", "dataset_convert", "-d", "missing.yaml", "-o", "x"], cwd=tmp_path)
     assert r.returncode != 0 and "missing.yaml: dataset export spec not found" in r.stderr + r.stdout
     assert "Traceback" not in r.stderr

@@ -58,8 +58,10 @@ def test_evaluate_tlk_and_onnx_agree_and_write_reports(trained, tmp_path):
     r1 = eval_run(_ctx("evaluate", spec=cfg, model=trained["model"], results_dir=tmp_path / "e1",
                        options={"kitti_difficulty": True}))
     assert set(r1["average_precision"]) == set(CLASSES)
-    assert r1["median_inference_time_ms"] > 0 and r1["backend"] == "mxnet"
-    assert "kitti" in r1
+    t = r1["inference_time"]
+    assert t["unit"] == "ms per image" and t["median_ms"] > 0 and t["median_ms_batch_1"] > 0 and r1["backend"] == "mxnet"
+    assert t["batch_size"] == cfg.train_config.batch_size_per_gpu and t["frames_at_batch_1"] == 4  # the 4 validation frames
+    assert "kitti" in r1 and set(r1["coco"]["per_class_AP"]) == set(CLASSES)
     assert (tmp_path / "e1" / "evaluation.json").is_file()
     assert {p.name for p in (tmp_path / "e1").glob("pr_curve_*.png")} == {f"pr_curve_{c}.png" for c in CLASSES}
     onnx = tmp_path / "model.onnx"
@@ -114,6 +116,54 @@ def test_inference_on_images_and_video(trained, tmp_path):
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
     cap.release()
     assert len(json.loads(Path(res["detections_json"]).read_text())["frames"]) == 3
+
+
+def test_inference_uses_the_models_post_processing_unless_the_spec_sets_one(trained):
+    from tlkit_detection.config import DetectionConfig
+    from tlkit_detection.predict import load_detector
+
+    saved = load_detector(trained["model"]).params
+    assert saved == load_detector(trained["model"], trained["cfg"]).params
+    assert saved["blue"].minimum_bounding_box_height == 4  # tiny_spec's, not the default 20
+    # the CLI's spec without -e: all defaults, no postprocessing_config set -> the model's
+    assert load_detector(trained["model"], DetectionConfig()).params == saved
+    spec = DetectionConfig.model_validate({"postprocessing_config": {"default": {"clustering_algorithm": "nms"}}})
+    own = load_detector(trained["model"], spec).params["blue"]
+    assert own.clustering_algorithm == "nms" and own.minimum_bounding_box_height == 20
+
+
+def test_inference_confidence_threshold_and_coco_csv_outputs(trained, tmp_path):
+    import csv
+
+    from pycocotools.coco import COCO
+
+    from tlkit_detection.config import DetectionConfig
+    from tlkit_detection.inference import run as infer_run
+
+    imgs = write_synthetic_kitti(tmp_path / "new", n=4, seed=11) / "images"
+    dump = {"coco_dump": True, "csv_dump": True, "disable_overlay": True}
+    # a 2-epoch model: post-processing that keeps every cell, so there are boxes to write
+    loose = {"default": {"clustering_algorithm": "nms", "coverage_threshold": 0.0, "nms_confidence_threshold": 0.0,
+                         "minimum_bounding_box_height": 0}}
+    everything = infer_run(_ctx("inference", model=trained["model"], results_dir=tmp_path / "all", options={"image_dir": imgs},
+                                spec=DetectionConfig.model_validate({"inference_config": dump, "postprocessing_config": loose})))
+    dets = json.loads((tmp_path / "all" / "detections_coco.json").read_text())
+    rows = list(csv.DictReader((tmp_path / "all" / "detections.csv").open()))
+    assert len(dets) == len(rows) == sum(everything["detections"].values()) > 0
+    ids = json.loads((tmp_path / "all" / "detections_coco_ids.json").read_text())
+    assert [c["name"] for c in ids["categories"]] == list(CLASSES) and {d["image_id"] for d in dets} <= {0, 1, 2, 3}  # 0000.png..
+    gt = COCO()
+    gt.dataset = {"images": ids["images"], "annotations": [], "categories": ids["categories"]}
+    gt.createIndex()
+    assert len(gt.loadRes(str(tmp_path / "all" / "detections_coco.json")).getAnnIds()) == len(dets)
+    kitti = [line.split() for p in sorted((tmp_path / "all" / "labels").glob("*.txt")) for line in p.read_text().splitlines()]
+    assert sorted(float(r["confidence"]) for r in rows) == pytest.approx(sorted(float(k[15]) for k in kitti), abs=1e-6)
+    cut = float(np.median([d["score"] for d in dets]))
+    spec = DetectionConfig.model_validate({"inference_config": {**dump, "confidence_threshold": cut}, "postprocessing_config": loose})
+    fewer = infer_run(_ctx("inference", model=trained["model"], results_dir=tmp_path / "cut", options={"image_dir": imgs}, spec=spec))
+    kept = json.loads((tmp_path / "cut" / "detections_coco.json").read_text())
+    assert sorted(d["score"] for d in kept) == sorted(d["score"] for d in dets if d["score"] >= cut)
+    assert sum(fewer["detections"].values()) == len(kept) < len(dets)
 
 
 def test_prune_keeps_heads_and_pruned_graph_retrains(trained, tmp_path):
@@ -221,7 +271,9 @@ def test_cli_train_evaluate_inference(tmp_path):
     assert model.is_file()
     r = run_tlkit(["detection", "evaluate", "-e", str(spec), "-m", str(model), "--gpus", "0"])
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "Mean average_precision (in %)" in r.stdout and "Median Inference Time" in r.stdout
+    assert "Mean average_precision (in %)" in r.stdout and "COCO AP (pycocotools" in r.stdout
+    assert "Median Inference Time: " in r.stdout and " ms per image at batch 4, " in r.stdout
+    assert " ms at batch 1 (forward pass, mxnet)" in r.stdout
     r = run_tlkit(["detection", "inference", "-m", str(model), "-i", str(tmp_path / "kitti" / "images"),
                    "-r", str(tmp_path / "inf"), "--gpus", "0"])
     assert r.returncode == 0, r.stdout + r.stderr

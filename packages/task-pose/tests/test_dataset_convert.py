@@ -27,7 +27,7 @@ def _records(files):
 
 def test_round_trip_with_masks_partitions_and_shards(tmp_path, synthetic_set):
     ds = load_coco_keypoints(synthetic_set)
-    m = convert(ds, tmp_path / "out" / "pose", mode="train", num_partitions=2, num_shards=2, generate_masks=True, check_files=True)
+    m = convert(ds, tmp_path / "out" / "pose", mode="train", num_partitions=2, num_shards=2, generate_masks=True)
     usable = [im for im in ds.images.values() if any(not a["iscrowd"] and a["num_keypoints"] for a in im.annotations)]
     assert len(m["files"]) == 4 and m["num_records"] == len(usable) == sum(m["records_per_file"])
     assert Path(m["files"][3]).name == "pose-train-fold-001-of-002-shard-00001-of-00002.rec"
@@ -59,12 +59,12 @@ def test_missing_images_are_reported_and_all_missing_is_an_error(tmp_path, synth
         convert(ds, tmp_path / "o2" / "p", image_root=tmp_path / "nowhere")
 
 
-def test_check_files_catches_wrong_sizes(tmp_path, synthetic_set):
+def test_wrong_sizes_are_skipped_and_reported(tmp_path, synthetic_set):
     data = json.loads(synthetic_set.read_text())
     data["images"][0]["width"] += 1  # the json now disagrees with the PNG
     bad = synthetic_set.parent / "wrong_size.json"
     bad.write_text(json.dumps(data))
-    m = convert(load_coco_keypoints(bad), tmp_path / "p", check_files=True)
+    m = convert(load_coco_keypoints(bad), tmp_path / "p")
     assert len(m["skipped_images"]["size_mismatch"]) == 1 and "json says 321x256" in m["skipped_images"]["size_mismatch"][0]
 
 

@@ -13,9 +13,12 @@ reported as `override 'train_config.n_epochs=3'` when they are wrong.
 
 from __future__ import annotations
 
+import copy
+import sys
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -32,6 +35,8 @@ class SpecModel(BaseModel):
     model_config = ConfigDict(
         extra="forbid", validate_assignment=True, protected_namespaces=(), populate_by_name=True, serialize_by_alias=True
     )
+    # TLT's key names for this spec (tlkit.spec_aliases.AliasTable), resolved by `read_spec`; None = none
+    tlt_aliases: ClassVar[Any] = None
 
 
 # -- shared training sections -------------------------------------------------------------------------
@@ -54,6 +59,8 @@ class LRConfig(SpecModel):
 
     - constant: `learning_rate` throughout.
     - step: multiply by `gamma` every `step_size` epochs.
+    - exponential: multiply by `gamma` per `step_size` epochs, continuously (TLT classification's `step`
+      schedule: lr = learning_rate * gamma ** (epochs done / step_size)).
     - cosine: cosine decay from `learning_rate` to `learning_rate * min_lr_ratio`, after `warmup_epochs`.
     - soft_anneal (TLT classification): linear warm-up over `soft_start` of training, then divide by
       `annealing_divider` at each of `annealing_points` (fractions of training).
@@ -62,8 +69,8 @@ class LRConfig(SpecModel):
       `annealing` to the end.
     """
 
-    type: Literal["constant", "step", "cosine", "soft_anneal", "soft_start_annealing"] = Field(
-        "soft_anneal", description="constant, step, cosine, soft_anneal or soft_start_annealing"
+    type: Literal["constant", "step", "exponential", "cosine", "soft_anneal", "soft_start_annealing"] = Field(
+        "soft_anneal", description="constant, step, exponential, cosine, soft_anneal or soft_start_annealing"
     )
     learning_rate: float = Field(0.01, gt=0, description="base (maximum) learning rate")
     min_learning_rate: float = Field(1e-6, gt=0, description="soft_start_annealing: start/end learning rate")
@@ -73,8 +80,8 @@ class LRConfig(SpecModel):
         default_factory=lambda: [0.33, 0.66, 0.9], description="soft_anneal: fractions of training"
     )
     annealing_divider: float = Field(10.0, gt=0, description="soft_anneal: divide the rate by this at each point")
-    step_size: int = Field(10, ge=1, description="step: epochs between decays")
-    gamma: float = Field(0.1, gt=0, description="step: decay factor")
+    step_size: float = Field(10.0, gt=0, description="step, exponential: epochs per decay by gamma")
+    gamma: float = Field(0.1, gt=0, description="step, exponential: decay factor")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine: final rate / base rate")
     warmup_epochs: float = Field(0.0, ge=0, description="cosine: linear warm-up epochs")
 
@@ -130,15 +137,24 @@ class TaskConfig(SpecModel):
 # -- loading -----------------------------------------------------------------------------------------------
 
 
-def _line_map(text: str) -> dict[tuple, int]:
-    """Key path -> 1-based line of that key in the YAML text."""
+def _line_map(text: str, where: str = "<spec>") -> dict[tuple, int]:
+    """Key path -> 1-based line of that key in the YAML text. A key given twice in one mapping is a SpecError:
+    YAML would silently keep the last one."""
     lines: dict[tuple, int] = {}
 
     def walk(node: yaml.Node, path: tuple) -> None:
         if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
             for k, v in node.value:
                 p = path + (k.value,)
-                lines[p] = k.start_mark.line + 1
+                line = k.start_mark.line + 1
+                if k.value in seen and k.value != "<<":  # '<<' merge keys may repeat
+                    raise SpecError(
+                        f"{where}:{line}: {'.'.join(str(x) for x in p)}: duplicate key (first given at line "
+                        f"{seen[k.value]}); YAML would keep only the last value, remove one of them"
+                    )
+                seen[k.value] = line
+                lines[p] = line
                 walk(v, p)
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
@@ -178,16 +194,11 @@ def _unwrap(tp: Any) -> Any:
 
 
 def set_by_path(data: dict, dotted: str, value: Any) -> None:
+    from tlkit.spec_aliases import section_at
+
     keys = dotted.split(".")
-    cur = data
-    for k in keys[:-1]:
-        nxt = cur.get(k)
-        if nxt is None:
-            nxt = cur[k] = {}
-        if not isinstance(nxt, dict):
-            raise SpecError(f"override '{dotted}': '{k}' is a value, not a section")
-        cur = nxt
-    cur[keys[-1]] = value
+    error = lambda i: SpecError(f"override '{dotted}': '{keys[i]}' is a value, not a section")  # noqa: E731
+    section_at(data, tuple(keys[:-1]), error)[keys[-1]] = value
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
@@ -204,19 +215,48 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def load_spec(
-    path: str | Path | None,
-    model: type[TaskConfig],
-    overrides: list[str] | None = None,
-) -> TaskConfig:
-    """Read, override and validate a spec. `path=None` starts from the defaults."""
-    text, where = "", "<defaults>"
-    if path is not None:
-        p = Path(path)
-        where = str(p)
-        if not p.is_file():
-            raise SpecError(f"{p}: spec file not found")
-        text = p.read_text()
+def read_spec_text(path: str | Path, what: str = "spec file") -> str:
+    """A spec file's text; a missing file, a folder or bytes that are not UTF-8 are a SpecError with the line."""
+    p = Path(path)
+    if p.is_dir():
+        raise SpecError(f"{p}: is a folder; expected a YAML {what}")
+    if not p.is_file():
+        raise SpecError(f"{p}: {what} not found")
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise SpecError(
+            f"{p}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at column {column}); save the spec as UTF-8"
+        ) from None
+
+
+@dataclass
+class SpecSource:
+    """A spec file read into a tree: {key: value} nested dicts/lists, and the line of every key path."""
+
+    tree: dict
+    lines: dict[tuple, int]
+    format: Literal["yaml", "prototext"]
+    where: str
+    base_dir: Path | None = None
+
+
+def read_spec_source(path: str | Path, model: type[BaseModel] | None = None) -> SpecSource:
+    """Read a spec file: YAML (or JSON), or TLT's protobuf text format, told apart by content. The one place a
+    spec file is read: UTF-8 text, keys given twice are errors in both formats.
+
+    `model` (with its TLT alias table) says which protobuf fields are repeated (lists even when given once).
+    """
+    p = Path(path)
+    text, where = read_spec_text(p), str(p)
+    if sniff_format(text) == "prototext":
+        from tlkit.prototext import parse
+
+        tree, lines = parse(text, where).to_tree(_repeated_fields(model) if model is not None else None, where)
+        return SpecSource(tree, lines, "prototext", where, p.parent)
     try:
         data = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as err:
@@ -227,40 +267,139 @@ def load_spec(
         data = {}
     if not isinstance(data, dict):
         raise SpecError(f"{where}:1: expected a mapping of sections at the top level, got {type(data).__name__}")
-    lines = _line_map(text) if text.strip() else {}
+    return SpecSource(data, _line_map(text, where) if text.strip() else {}, "yaml", where, p.parent)
+
+
+def sniff_format(text: str) -> Literal["yaml", "prototext"]:
+    """protobuf text when it has `name {` blocks, or when it is not YAML but parses as protobuf text."""
+    from tlkit.prototext import looks_like_prototext, parse
+
+    if looks_like_prototext(text):
+        return "prototext"
+    try:
+        yaml.safe_load(text)
+        return "yaml"
+    except yaml.YAMLError:
+        try:
+            parse(text)
+        except SpecError:
+            return "yaml"  # report the YAML error
+        return "prototext"
+
+
+def _repeated_fields(model: type[BaseModel] | None):
+    """path -> is it a list: the TLT alias table's repeated fields, or a list-typed field of the model."""
+    table = getattr(model, "tlt_aliases", None)
+    repeated = table.repeated if table is not None else frozenset()
+
+    def is_repeated(pattern: tuple[str, ...]) -> bool:
+        if ".".join(pattern) in repeated:
+            return True
+        ann = _annotation_at(model, pattern) if model is not None else None
+        return ann is not None and list in (typing.get_origin(ann), *map(typing.get_origin, typing.get_args(ann)))
+
+    return is_repeated
+
+
+def _annotation_at(model: type[BaseModel], path: tuple) -> Any:
+    """The type annotation of the field at `path` (keys of dict-typed fields skipped), or None."""
+    cur: Any = model
+    ann = None
+    skip = False
+    for part in path:
+        if skip:
+            skip = False
+            continue
+        if not (isinstance(cur, type) and issubclass(cur, BaseModel)) or part not in _spec_keys(cur):
+            return None
+        ann = _spec_keys(cur)[part].annotation
+        skip = typing.get_origin(ann) is dict
+        cur = _unwrap(ann)
+    return ann
+
+
+@dataclass
+class LoadedSpec:
+    config: Any  # the validated model instance
+    resolved: Any  # tlkit.spec_aliases.Resolved: the tree in tlkit's layout, origins, notes, ignored TLT keys
+    format: str  # "yaml", "prototext" or "defaults"
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.resolved.warnings
+
+
+def read_spec(path: str | Path | None, model: type[BaseModel], overrides: list[str] | None = None) -> LoadedSpec:
+    """Read (any format), apply overrides, resolve TLT key names into tlkit's layout and validate.
+
+    Overrides may use tlkit's or TLT's key names; an override beats the file when both set one key.
+    """
+    from tlkit.spec_aliases import resolve
+
+    src = read_spec_source(path, model) if path is not None else SpecSource({}, {}, "yaml", "<defaults>")
+    data = copy.deepcopy(src.tree)
     overridden: dict[tuple, str] = {}
     for key, value in parse_overrides(overrides or []):
         set_by_path(data, key, value)
         overridden[tuple(key.split("."))] = f"{key}={value}"
+    table = getattr(model, "tlt_aliases", None)
+    resolved = resolve(data, src.lines, table, where=src.where, overridden=overridden,
+                       tlt_format=src.format == "prototext", base_dir=src.base_dir)
     try:
-        return model.model_validate(data)
+        cfg = model.model_validate(resolved.data)
     except ValidationError as err:
-        raise SpecError(_format_errors(err, model, where, lines, overridden)) from None
+        raise SpecError(_format_errors(err, model, resolved, src.where)) from None
+    return LoadedSpec(cfg, resolved, src.format if path is not None else "defaults")
 
 
-def _format_errors(err: ValidationError, model: type[BaseModel], where: str, lines: dict, overridden: dict) -> str:
+def load_spec(
+    path: str | Path | None,
+    model: type[TaskConfig],
+    overrides: list[str] | None = None,
+) -> TaskConfig:
+    """Read, override and validate a spec (YAML or TLT protobuf text). `path=None` starts from the defaults.
+
+    TLT keys tlkit does not implement are printed as warnings on stderr.
+    """
+    loaded = read_spec(path, model, overrides)
+    for w in loaded.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return loaded.config
+
+
+def _format_errors(err: ValidationError, model: type[BaseModel], resolved: Any, where: str) -> str:
+    from tlkit.spec_aliases import dotted as dotted_path
+
+    table = getattr(model, "tlt_aliases", None)
     msgs = []
     for e in err.errors():
         loc = tuple(e["loc"])
-        dotted = ".".join(str(x) for x in loc)
-        origin = None
+        dotted = dotted_path(loc)
+        origin, n = None, 0
         for n in range(len(loc), 0, -1):  # the deepest part of the path we know the source of
-            if loc[:n] in overridden:
-                origin = f"override '{overridden[loc[:n]]}'"
+            if loc[:n] in resolved.origins:
+                origin = resolved.origins[loc[:n]]
                 break
-            if loc[:n] in lines:
-                origin = f"{where}:{lines[loc[:n]]}"
-                break
-        origin = origin or where
+        shown = dotted
+        if origin is not None and not origin.where.endswith("default"):
+            shown = dotted_path((origin.key, *loc[n:]))
+        place = origin.where if origin is not None else where
+        alias = f" (tlkit: {dotted})" if shown != dotted else ""
         if e["type"] == "extra_forbidden":
             parent = _model_at(model, loc)
-            hint = did_you_mean(str(loc[-1]), _spec_keys(parent)) if parent else ""
+            candidates = list(_spec_keys(parent)) if parent else []
+            pattern = resolved.source_patterns.get(loc)
+            if table is not None and pattern:
+                candidates += table.children(pattern[:-1])
+            hint = did_you_mean(str(loc[-1]), candidates)
             allowed = f" Allowed keys: {', '.join(_spec_keys(parent))}." if parent else ""
-            msgs.append(f"{origin}: {dotted}: unknown key{hint}.{allowed}")
+            tlt_keys = table.children(pattern[:-1]) if table is not None and pattern else []
+            allowed += f" TLT keys here: {', '.join(tlt_keys)}." if tlt_keys else ""
+            msgs.append(f"{place}: {shown}: unknown key{hint}.{allowed}")
         elif e["type"] == "missing":
-            msgs.append(f"{origin}: {dotted}: required key is missing")
+            msgs.append(f"{place}: {shown}: required key is missing{alias}")
         else:
-            msgs.append(f"{origin}: {dotted}: {e['msg']} (got {e.get('input')!r})")
+            msgs.append(f"{place}: {shown}{alias}: {e['msg']} (got {e.get('input')!r})")
     return "\n".join(msgs)
 
 
@@ -268,10 +407,15 @@ def spec_to_yaml(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False, default_flow_style=None)
 
 
+def resolved_spec_text(cfg: BaseModel) -> str:
+    """The fully resolved spec (defaults filled in, overrides applied), as saved beside a run's outputs."""
+    return "# Resolved spec written by tlkit: defaults filled in, overrides applied.\n" + spec_to_yaml(cfg)
+
+
 def save_resolved_spec(cfg: BaseModel, results_dir: str | Path, name: str = "experiment_spec.yaml") -> Path:
-    """Save the fully resolved spec (defaults filled in, overrides applied) into the results dir."""
+    """Save the fully resolved spec into the results dir."""
     out = Path(results_dir) / name
-    atomic_write_text(out, "# Resolved spec written by tlkit: defaults filled in, overrides applied.\n" + spec_to_yaml(cfg))
+    atomic_write_text(out, resolved_spec_text(cfg))
     return out
 
 

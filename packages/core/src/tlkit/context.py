@@ -16,6 +16,13 @@ def make_console() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120)
 
 
+def print_warning(console: Console, message: str) -> None:
+    """One 'warning: ...' line; the message is printed as is (a path may hold '[', which rich reads as markup)."""
+    from rich.text import Text
+
+    console.print(Text.assemble(("warning:", "yellow"), " ", message), soft_wrap=True)
+
+
 @dataclass
 class CommandContext:
     task: str
@@ -40,10 +47,18 @@ class CommandContext:
         from tlkit.errors import TlkitError
 
         available = mx.context.num_gpus()
-        if self.gpus is None:
-            return [mx.gpu(self.gpu_index[0] if self.gpu_index else 0)] if available else [mx.cpu()]
-        if self.gpus <= 0:
+        if self.gpus is not None and self.gpus <= 0:
             return [mx.cpu()]
+        if self.gpus is None:
+            if not self.gpu_index:
+                return [mx.gpu(0)] if available else [mx.cpu()]
+            if max(self.gpu_index) >= available:  # asked for a device: never fall back to CPU silently
+                raise TlkitError(
+                    f"--gpu_index {' '.join(map(str, self.gpu_index))}: MXNet sees {available} GPU(s)"
+                    + (f" (indices 0..{available - 1})" if available else "")
+                    + "; run with --gpus 0 for CPU"
+                )
+            return [mx.gpu(self.gpu_index[0])]
         ids = self.gpu_index or list(range(self.gpus))
         if len(ids) != self.gpus:
             raise TlkitError(f"--gpus {self.gpus} but --gpu_index lists {len(ids)} devices: {ids}")
@@ -56,8 +71,8 @@ class CommandContext:
 
     def require_results_dir(self) -> Path:
         from tlkit.errors import TlkitError
+        from tlkit.io import make_dir
 
         if self.results_dir is None:
             raise TlkitError(f"tlkit {self.task} {self.command}: -r/--results_dir is required")
-        self.results_dir.mkdir(parents=True, exist_ok=True)
-        return self.results_dir
+        return make_dir(self.results_dir, "-r/--results_dir")

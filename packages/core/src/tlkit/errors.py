@@ -27,6 +27,16 @@ class ModelFileError(TlkitError):
     """A model/weights file is missing, corrupt, or of a kind we refuse to load."""
 
 
+class OutputError(TlkitError):
+    """A file or folder could not be written (permissions, disk full, a file where a folder should be, ...).
+    The message names the path and the reason; whatever was there before is left as it was."""
+
+
+class ResultsDirError(TlkitError):
+    """A results dir cannot take this run: another run is using it, or it holds a run this one cannot resume
+    (other classes, another network). The refused run changes no file in it."""
+
+
 class PluginError(TlkitError):
     """A plugin is broken, incompatible, or clashes with another one."""
 
@@ -50,3 +60,14 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """' (did you mean 'x'?)' or '' — shared by every 'unknown key/name' message."""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def error_summary(err: BaseException) -> str:
+    """The one informative line of an error message (MXNet's carry C++ backtraces after a 'Traceback' line)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    keys = ("Error in operator", "Check failed", "inconsistent", "MXNetError:")
+    for ln in reversed(lines):
+        if any(k in ln for k in keys) and not ln.startswith("[bt]"):
+            return ln.removeprefix("MXNetError:").strip()
+    lines = [ln for ln in lines if not ln.startswith(("Traceback", "File ", "[bt]"))]
+    return lines[-1] if lines else type(err).__name__

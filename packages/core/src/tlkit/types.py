@@ -34,7 +34,8 @@ class OptionSpec:
 
     `name` is the Python identifier the value arrives under in `CommandContext.options`.
     `type` is one of str, int, float, bool, Path; `multiple=True` takes several values (`-el a b c`
-    is written `-el a -el b` or `-el a,b`).
+    is written `-el a -el b` or `-el a,b`). `min`/`max` bound a number (inclusive); `special` lists values
+    allowed outside them (e.g. -1 = "all"). The CLI refuses anything else with one line naming the flag.
     """
 
     name: str
@@ -45,6 +46,9 @@ class OptionSpec:
     required: bool = False
     multiple: bool = False
     choices: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    special: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,9 @@ class CommandSpec:
     `run(ctx: tlkit.context.CommandContext) -> int | None` does the work. `options` lists the command's
     flags beyond the common ones (-e, -r, -m, -o, -k, --gpus, --gpu_index, --use_amp, key=value);
     `tlkit.cli.options` has the standard sets (PRUNE_OPTIONS, EXPORT_OPTIONS, ...) so every task
-    spells them the same. `needs_spec` says whether -e is required.
+    spells them the same. `needs_spec` says whether -e is required. `overrides_option` names an option
+    holding a spec file of the command's own (dataset_convert -d): when it is given, the key=value overrides
+    are that file's, and the -e spec is read without them.
     """
 
     name: str
@@ -64,6 +70,7 @@ class CommandSpec:
     needs_spec: bool = True
     needs_results_dir: bool = True
     stage: Stage = Stage.OTHER
+    overrides_option: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,8 @@ class TaskSpec:
     # build_model(meta: dict) -> an uninitialised gluon HybridBlock, rebuilt from a model file's meta
     # (tlkit.model_io.load_net calls it for "gluon" model files of this task).
     build_model: Ref | None = None
+    # the model of `dataset_convert -d`'s spec (read like -e: YAML or TLT's format), for `tlkit spec validate/import`
+    dataset_spec_model: Ref | None = None
     distribution: str | None = None  # filled in by the registry
 
 

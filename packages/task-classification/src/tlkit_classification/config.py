@@ -6,10 +6,13 @@ docs are generated from these models. Importing this module does not import MXNe
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 from tlkit.config import SpecModel, TaskConfig, TrainConfig
+from tlkit.spec_aliases import AliasTable
+
+from tlkit_classification.tlt_spec import TLT_CLASSIFICATION
 
 IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"]
 
@@ -127,6 +130,8 @@ class EvalConfig(SpecModel):
 
 class ClassificationConfig(TaskConfig):
     """Spec of `tlkit classification ...` (TLT classification parity)."""
+
+    tlt_aliases: ClassVar[AliasTable] = TLT_CLASSIFICATION  # TLT's own key names and places (tlt_spec.py)
 
     # the section lives in `model` and is spelled `model_config` in YAML (pydantic reserves that name)
     model: ModelConfig = Field(default_factory=ModelConfig, alias="model_config")

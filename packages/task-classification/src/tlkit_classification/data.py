@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from tlkit.errors import DataError
-from tlkit.io import atomic_write_text
+from tlkit.io import atomic_write_text, read_json
 
 from tlkit_classification.config import IMAGE_EXTENSIONS
 
@@ -416,22 +416,21 @@ def batches(
 # -- classmap ------------------------------------------------------------------------------------------
 
 
-def write_classmap(path: str | os.PathLike, classes: Sequence[str]) -> Path:
+def classmap_text(classes: Sequence[str]) -> str:
     """TLT's classmap.json: {class_name: index}."""
+    return json.dumps({c: i for i, c in enumerate(classes)}, indent=2) + "\n"
+
+
+def write_classmap(path: str | os.PathLike, classes: Sequence[str]) -> Path:
     path = Path(path)
-    atomic_write_text(path, json.dumps({c: i for i, c in enumerate(classes)}, indent=2) + "\n")
+    atomic_write_text(path, classmap_text(classes))
     return path
 
 
 def read_classmap(path: str | os.PathLike) -> list[str]:
     """classmap.json ({name: index}) -> class names in index order; DataError if malformed."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: classmap file not found")
-    try:
-        mapping = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON: {err}") from None
+    mapping = read_json(path, "classmap file")
     if not isinstance(mapping, dict) or not all(isinstance(v, int) for v in mapping.values()):
         raise DataError(f"{path}: expected {{\"class_name\": index, ...}}")
     if sorted(mapping.values()) != list(range(len(mapping))):

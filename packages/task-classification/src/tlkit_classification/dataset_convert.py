@@ -2,10 +2,12 @@
 
 - ``--mode split``: split one ``<dir>/<class>/<image>`` set into ``<out>/{train,val,test}/<class>/`` by
   ratios, stratified (each class split by the same ratios) and reproducible (``--seed``).
-- ``--mode voc``: Pascal VOC (``Annotations/*.xml`` + ``JPEGImages/``) to ``<out>/<class>/``, either one
-  crop per object (``--voc_label crop``) or each whole image labelled by its largest object
-  (``--voc_label dominant``). Degenerate boxes (zero width/height, outside the image) are skipped and
-  counted. With ``--ratios`` the result is then split as above.
+- ``--mode voc``: Pascal VOC (``Annotations/*.xml`` + ``JPEGImages/``, or the folders ``--annotation_dir_name``
+  / ``--image_dir_name`` name) to ``<out>/<class>/``, either one crop per object (``--voc_label crop``) or each
+  whole image labelled by its largest object (``--voc_label dominant``). Degenerate boxes (zero width/height,
+  outside the image) are skipped and counted. With ``--ratios`` the result is then split as above; with
+  ``--train_list/--val_list/--test_list`` (id files, or ImageSets/Main names) each listed split goes to
+  ``<out>/<split>/<class>/`` as the lists say.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tlkit.context import print_warning
 from tlkit.errors import DataError, TlkitError
-from tlkit.io import atomic_write_bytes
+from tlkit.images import SkippedImages, image_problem
+from tlkit.io import atomic_write_bytes, make_dir
 
 from tlkit_classification.config import IMAGE_EXTENSIONS
 
@@ -41,19 +45,25 @@ def parse_ratios(text: str | tuple | list) -> tuple[float, float, float]:
 
 
 def _split_counts(n: int, ratios: tuple[float, float, float]) -> list[int]:
-    """Largest-remainder allocation; a split with a positive ratio gets >= 1 image when n allows."""
+    """Largest-remainder allocation; then a split with a positive ratio gets >= 1 image when n allows, the
+    test split first (an evaluation without a class says nothing about it), then val; train keeps >= 1."""
     raw = [n * r for r in ratios]
     counts = [int(x) for x in raw]
     for i in sorted(range(3), key=lambda i: raw[i] - counts[i], reverse=True)[: n - sum(counts)]:
         counts[i] += 1
-    for i in (1, 2):
-        if ratios[i] > 0 and counts[i] == 0 and counts[0] > 1:
-            counts[i], counts[0] = 1, counts[0] - 1
+    floor = [1, 0, 0]  # images a split must keep when giving one away
+    for i in (2, 1):
+        if ratios[i] > 0 and counts[i] == 0:
+            donor = max((j for j in range(3) if j != i), key=lambda j: counts[j] - floor[j])
+            if counts[donor] > floor[donor]:
+                counts[donor] -= 1
+                counts[i] += 1
+        floor[i] = min(counts[i], 1)
     return counts
 
 
 def _place(src: Path, dst: Path, link: bool) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(dst.parent)
     if link:
         if dst.exists() or dst.is_symlink():
             dst.unlink()
@@ -70,8 +80,14 @@ def split_folder(
     *,
     link: bool = False,
     extensions: tuple[str, ...] | list[str] = IMAGE_EXTENSIONS,
+    skipped: SkippedImages | None = None,
 ) -> dict[str, dict[str, int]]:
-    """Stratified split of a folder-per-class set. Returns {split: {class: count}}."""
+    """Stratified split of a folder-per-class set. Returns {split: {class: count}}.
+
+    Every image is decoded once: unreadable or truncated ones are left out and listed in `skipped` (without
+    it, the first one is a DataError). A class gets an image in the test split (and val) whenever it has
+    enough; one with a single image and a test split is a DataError."""
+    skipped = skipped if skipped is not None else SkippedImages(strict=True)
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise DataError(f"{src}: dataset directory not found")
@@ -86,6 +102,23 @@ def split_folder(
         files = sorted(p for p in (src / cls).rglob("*") if p.is_file() and p.suffix.lower() in exts)
         if not files:
             raise DataError(f"{src / cls}: class folder has no images")
+        readable = []
+        for f in files:
+            problem = image_problem(f)[1]
+            if problem is None:
+                readable.append(f)
+            else:
+                skipped.add(f, problem)
+        if not readable:
+            raise DataError(
+                f"{src / cls}: none of the class's {len(files)} image(s) can be decoded ({files[0].name}: {problem})"
+            )
+        files = readable
+        if len(files) == 1 and ratios[2] > 0:
+            raise DataError(
+                f"{src / cls}: 1 readable image; a class needs at least 2 to be in both the train and the test "
+                f"split (3 for val too): add images or give --ratios without a test split"
+            )
         order = np.random.default_rng([seed, ci]).permutation(len(files))
         n_train, n_val, _ = _split_counts(len(files), ratios)
         bounds = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
@@ -156,6 +189,16 @@ def parse_voc_xml(xml_path: Path, images_dir: Path) -> VocImage:
     return out
 
 
+def image_list(voc_root: Path, name: str) -> tuple[Path, list[str]]:
+    """The ids of a list: a text file (one id per line; VOC lines may carry a flag after the id), or the name
+    of an image set in <voc_root>/ImageSets/Main/<name>.txt."""
+    p = Path(name)
+    list_file = p if p.suffix or "/" in name or p.is_file() else voc_root / "ImageSets" / "Main" / f"{name}.txt"
+    if not list_file.is_file():
+        raise DataError(f"{list_file}: image list {name!r} not found")
+    return list_file, [ln.split()[0] for ln in list_file.read_text().splitlines() if ln.strip()]
+
+
 def voc_to_folders(
     voc_root: str | Path,
     out: str | Path,
@@ -165,25 +208,31 @@ def voc_to_folders(
     min_size: int = 4,
     include_difficult: bool = False,
     margin: float = 0.0,
+    image_dir_name: str = "JPEGImages",
+    annotation_dir_name: str = "Annotations",
+    skipped_images: SkippedImages | None = None,
 ) -> dict[str, Any]:
-    """Pascal VOC -> `<out>/<class>/*.jpg`. Returns counts per class and what was skipped."""
+    """Pascal VOC -> `<out>/<class>/*.jpg`. Returns counts per class and what was skipped. Unreadable images
+    are listed in `skipped_images` (without it, the first one is a DataError).
+
+    `image_set`: only the ids of that list (see `image_list`); the folder names are configurable."""
     import cv2
 
     from tlkit_classification.data import read_image
 
     voc_root, out = Path(voc_root), Path(out)
-    ann_dir, img_dir = voc_root / "Annotations", voc_root / "JPEGImages"
-    if not ann_dir.is_dir():
-        raise DataError(f"{voc_root}: not a Pascal VOC folder (no Annotations/ directory)")
-    if not img_dir.is_dir():
-        raise DataError(f"{voc_root}: not a Pascal VOC folder (no JPEGImages/ directory)")
+    ann_dir, img_dir = voc_root / annotation_dir_name, voc_root / image_dir_name
+    for d, flag in ((ann_dir, "--annotation_dir_name"), (img_dir, "--image_dir_name")):
+        if not d.is_dir():
+            present = sorted(p.name for p in voc_root.iterdir() if p.is_dir()) if voc_root.is_dir() else []
+            raise DataError(
+                f"{voc_root}: not a Pascal VOC folder: no {d.name}/ directory "
+                f"(set {flag}; its folders: {present or 'none'})"
+            )
     if mode not in ("crop", "dominant"):
         raise TlkitError(f"--voc_label {mode!r}: expected crop or dominant")
     if image_set:
-        list_file = voc_root / "ImageSets" / "Main" / f"{image_set}.txt"
-        if not list_file.is_file():
-            raise DataError(f"{list_file}: image set {image_set!r} not found")
-        ids = [ln.split()[0] for ln in list_file.read_text().splitlines() if ln.strip()]
+        list_file, ids = image_list(voc_root, image_set)
         xmls = [ann_dir / f"{i}.xml" for i in ids]
         missing = [x for x in xmls if not x.is_file()]
         if missing:
@@ -195,6 +244,7 @@ def voc_to_folders(
 
     counts: Counter[str] = Counter()
     skipped = Counter()
+    unreadable = skipped_images if skipped_images is not None else SkippedImages(strict=True)
     for xml in xmls:
         rec = parse_voc_xml(xml, img_dir)
         skipped["degenerate_box"] += rec.skipped
@@ -204,13 +254,20 @@ def voc_to_folders(
             skipped["image_without_objects"] += 1
             continue
         if mode == "dominant":
+            problem = image_problem(rec.image)[1]
+            if problem is not None:
+                unreadable.add(rec.image, problem)
+                skipped["unreadable_image"] += 1
+                continue
             best = max(objs, key=lambda o: (o.box[2] - o.box[0]) * (o.box[3] - o.box[1]))
             _place(rec.image, out / best.name / rec.image.name, link=False)
             counts[best.name] += 1
             continue
         img = read_image(rec.image)
         if img is None:
-            raise DataError(f"{rec.image}: not a readable image (referenced by {xml})")
+            unreadable.add(rec.image, image_problem(rec.image)[1] or "OpenCV cannot decode it")
+            skipped["unreadable_image"] += 1
+            continue
         ih, iw = img.shape[:2]
         for k, o in enumerate(objs):
             x0, y0, x1, y1 = o.box
@@ -233,6 +290,19 @@ def voc_to_folders(
 # -- command -------------------------------------------------------------------------------------------
 
 
+def _print_voc(ctx: Any, res: dict[str, Any], title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("images", justify="right")
+    for c, n in res["classes"].items():
+        table.add_row(c, str(n))
+    ctx.console.print(table)
+    if res["skipped"]:
+        ctx.console.print("skipped: " + ", ".join(f"{k} {v}" for k, v in res["skipped"].items()))
+
+
 def run(ctx: Any) -> int:
     from rich.table import Table
 
@@ -247,30 +317,36 @@ def run(ctx: Any) -> int:
     mode = opts.get("mode") or "split"
     ratios = parse_ratios(opts["ratios"]) if opts.get("ratios") else None
     seed = int(opts.get("seed") if opts.get("seed") is not None else 42)
+    unreadable = SkippedImages()
     if mode == "voc":
-        res = voc_to_folders(
-            src,
-            out / "all" if ratios else out,
-            mode=opts.get("voc_label") or "crop",
-            image_set=opts.get("image_set"),
-            min_size=int(opts.get("min_size") or 4),
-            include_difficult=bool(opts.get("include_difficult")),
-        )
-        table = Table(title=f"VOC -> class folders ({opts.get('voc_label') or 'crop'})")
-        table.add_column("class")
-        table.add_column("images", justify="right")
-        for c, n in res["classes"].items():
-            table.add_row(c, str(n))
-        ctx.console.print(table)
-        if res["skipped"]:
-            ctx.console.print("skipped: " + ", ".join(f"{k} {v}" for k, v in res["skipped"].items()))
+        voc = dict(mode=opts.get("voc_label") or "crop", min_size=int(opts.get("min_size") or 4),
+                   include_difficult=bool(opts.get("include_difficult")),
+                   image_dir_name=opts.get("image_dir_name") or "JPEGImages",
+                   annotation_dir_name=opts.get("annotation_dir_name") or "Annotations", skipped_images=unreadable)
+        lists = {s: opts.get(f"{s}_list") for s in SPLITS if opts.get(f"{s}_list")}
+        if lists:  # a fixed split: each listed split converted on its own
+            if ratios or opts.get("image_set"):
+                raise TlkitError("--train_list/--val_list/--test_list fix the split: drop --ratios and --image_set")
+            for split, name in lists.items():
+                res = voc_to_folders(src, out / split, image_set=name, **voc)
+                _print_voc(ctx, res, f"{split} ({name}): VOC -> class folders ({voc['mode']})")
+            if unreadable:
+                print_warning(ctx.console, unreadable.summary())
+            ctx.console.print(f"wrote {', '.join(str(out / s) for s in lists)}")
+            return 0
+        res = voc_to_folders(src, out / "all" if ratios else out, image_set=opts.get("image_set"), **voc)
+        _print_voc(ctx, res, f"VOC -> class folders ({voc['mode']})")
+        if unreadable:
+            print_warning(ctx.console, unreadable.summary())
         if not ratios:
             ctx.console.print(f"wrote {out}")
             return 0
         src = out / "all"
     elif mode != "split":
         raise TlkitError(f"--mode {mode!r}: expected split or voc")
-    counts = split_folder(src, out, ratios or (0.7, 0.2, 0.1), seed, link=bool(opts.get("link")))
+    ratios = ratios or (0.7, 0.2, 0.1)
+    n_before = len(unreadable)
+    counts = split_folder(src, out, ratios, seed, link=bool(opts.get("link")), skipped=unreadable)
     table = Table(title=f"stratified split (seed {seed})")
     table.add_column("class")
     for s in SPLITS:
@@ -278,6 +354,12 @@ def run(ctx: Any) -> int:
     for c in counts["train"]:
         table.add_row(c, *(str(counts[s].get(c, 0)) for s in SPLITS))
     ctx.console.print(table)
+    if len(unreadable) > n_before:
+        print_warning(ctx.console, unreadable.summary())
+    for split, ratio in zip(SPLITS, ratios):
+        missing = [c for c in counts["train"] if ratio > 0 and counts[split].get(c, 0) == 0]
+        if missing:
+            print_warning(ctx.console, f"too few images for the {split} split: no {', '.join(missing)} in it")
     ctx.console.print(f"wrote {', '.join(str(out / s) for s in SPLITS if sum(counts[s].values()))}")
     if mode == "voc":
         shutil.rmtree(out / "all")

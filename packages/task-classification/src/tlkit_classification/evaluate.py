@@ -164,8 +164,9 @@ def eval_data_path(cfg: Any) -> str:
 
 
 def run(ctx: Any) -> dict[str, Any]:
+    """Print TLT's report; with -r also write evaluation.json / .txt, confusion_matrix.png and status.json."""
     cfg = ctx.spec
-    out_dir = ctx.require_results_dir()
+    out_dir = ctx.results_dir
     model = ctx.model or cfg.eval_config.model_path
     if not model:
         raise SpecError("evaluate: no model; pass -m model.tlk|model.onnx or set eval_config.model_path")
@@ -192,12 +193,13 @@ def run(ctx: Any) -> dict[str, Any]:
         workers=cfg.eval_config.n_workers,
     )
     ctx.console.print(report_text(m), markup=False, highlight=False)
-    ctx.console.print(f"wrote {out_dir / 'evaluation.json'}, evaluation.txt, confusion_matrix.png")
-    from tlkit.training.status import StatusLogger
+    if out_dir is not None:
+        from tlkit.training.status import StatusLogger
 
-    StatusLogger(out_dir).write(
-        "SUCCESS",
-        "evaluation finished",
-        kpi={"loss": m["loss"], "top_k_accuracy": m["top_k_accuracy"], "accuracy": m["accuracy"]},
-    )
+        ctx.console.print(f"wrote {out_dir / 'evaluation.json'}, evaluation.txt, confusion_matrix.png")
+        StatusLogger(out_dir).write(
+            "SUCCESS",
+            "evaluation finished",
+            kpi={"loss": m["loss"], "top_k_accuracy": m["top_k_accuracy"], "accuracy": m["accuracy"]},
+        )
     return {"accuracy": m["accuracy"], "top_k_accuracy": m["top_k_accuracy"], "loss": m["loss"]}

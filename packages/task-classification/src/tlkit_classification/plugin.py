@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tlkit import hookimpl
-from tlkit.cli.options import CALIBRATION_OPTIONS, INFERENCE_OPTIONS
+from tlkit.cli.options import CALIBRATION_OPTIONS, INFERENCE_OPTIONS, TRAIN_OPTIONS as COMMON_TRAIN_OPTIONS
 from tlkit.commands import export_command, prune_command
 from tlkit.types import CommandSpec, DatasetFormatSpec, OptionSpec, Stage, TaskSpec
 
@@ -17,10 +17,10 @@ _PKG = "tlkit_classification"
 
 STRICT = OptionSpec("strict", ("--strict",), bool, False, "fail on the first unreadable image instead of skipping it")
 CLASSMAP = OptionSpec("classmap", ("-cm", "--classmap", "-c"), Path, None, "classmap.json ({class: index}) of the model")
-TOP_K = OptionSpec("top_k", ("--top_k",), int, None, "report the k best classes (default: eval_config.top_k / 1)")
+TOP_K = OptionSpec("top_k", ("--top_k",), int, None, "report the k best classes (default: eval_config.top_k / 1)", min=1)
 
-TRAIN_OPTIONS = (STRICT, CLASSMAP)
-EVALUATE_OPTIONS = (STRICT, CLASSMAP, TOP_K, OptionSpec("batch_size", ("-b", "--batch_size"), int, None, "batch size (default: eval_config.batch_size)"))
+TRAIN_OPTIONS = (STRICT, CLASSMAP, *COMMON_TRAIN_OPTIONS)
+EVALUATE_OPTIONS = (STRICT, CLASSMAP, TOP_K, OptionSpec("batch_size", ("-b", "--batch_size"), int, None, "batch size (default: eval_config.batch_size)", min=1))
 INFER_OPTIONS = (*INFERENCE_OPTIONS, CLASSMAP, TOP_K)
 DATASET_CONVERT_OPTIONS = (
     OptionSpec("mode", ("--mode",), str, "split", "split: one class-folder set into train/val/test; voc: Pascal VOC to class folders", choices=("split", "voc")),
@@ -29,8 +29,15 @@ DATASET_CONVERT_OPTIONS = (
     OptionSpec("seed", ("--seed",), int, 42, "random seed of the split"),
     OptionSpec("link", ("--link",), bool, False, "symlink images instead of copying them"),
     OptionSpec("voc_label", ("--voc_label",), str, "crop", "voc: one crop per object, or each image labelled by its largest object", choices=("crop", "dominant")),
-    OptionSpec("image_set", ("--image_set",), str, None, "voc: only the ids in ImageSets/Main/<name>.txt"),
-    OptionSpec("min_size", ("--min_size",), int, 4, "voc crop: skip objects smaller than this (pixels)"),
+    OptionSpec("image_set", ("--image_set",), str, None,
+               "voc: only the ids in ImageSets/Main/<name>.txt (or in this id file)"),
+    OptionSpec("image_dir_name", ("--image_dir_name",), str, "JPEGImages", "voc: the image folder under the VOC root"),
+    OptionSpec("annotation_dir_name", ("--annotation_dir_name",), str, "Annotations",
+               "voc: the XML folder under the VOC root"),
+    *(OptionSpec(f"{s}_list", (f"--{s}_list",), str, None,
+                 f"voc: a fixed split: the ids of {s}/ (an id file, or an ImageSets/Main name)")
+      for s in ("train", "val", "test")),
+    OptionSpec("min_size", ("--min_size",), int, 4, "voc crop: skip objects smaller than this (pixels)", min=0),
     OptionSpec("include_difficult", ("--include_difficult",), bool, False, "voc: also use objects marked difficult"),
 )
 DEMO_OPTIONS = (
@@ -50,7 +57,11 @@ def tlkit_register_tasks():
         build_model=f"{_PKG}.model:build_from_meta",
         commands=(
             CommandSpec("train", f"{_PKG}.train:run", "Train (or fine-tune, or retrain a pruned model).", TRAIN_OPTIONS, stage=Stage.TRAIN),
-            CommandSpec("evaluate", f"{_PKG}.evaluate:run", "Loss, top-k accuracy, per-class report and confusion matrix (.tlk or .onnx).", EVALUATE_OPTIONS, stage=Stage.EVALUATE),
+            CommandSpec(
+                "evaluate", f"{_PKG}.evaluate:run",
+                "Loss, top-k accuracy, per-class report and confusion matrix (.tlk or .onnx); -r also writes them.",
+                EVALUATE_OPTIONS, needs_results_dir=False, stage=Stage.EVALUATE,
+            ),
             CommandSpec("inference", f"{_PKG}.inference:run", "Classify an image or a directory; writes result.csv.", INFER_OPTIONS, needs_spec=False, stage=Stage.INFERENCE),
             prune_command("Structured channel pruning (TLT magnet_prune flags)."),
             export_command("Export to ONNX (and int8/DeepStream/Triton artefacts)."),

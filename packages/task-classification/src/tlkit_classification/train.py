@@ -1,7 +1,8 @@
 """`tlkit classification train`: (fine-)tune a classifier, or retrain a pruned graph (load_graph: true).
 
 Writes, into the results dir: classmap.json, the resolved spec, weights/model_epoch_NNN.tlk checkpoints and
-weights/model.tlk (through tlkit.training), status.json; the final KPI is validation_accuracy.
+weights/model.tlk (through tlkit.training), status.json; the final KPI is validation_accuracy. A re-run resumes;
+one on other classes is refused (`--restart` starts over, keeping the old run's files).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from tlkit.errors import DataError
 from tlkit.threads import loader_workers
 
-from tlkit_classification.data import ImageFolder, Pipeline, batches, open_image_folder, steps_per_epoch, write_classmap
+from tlkit_classification.data import ImageFolder, Pipeline, batches, classmap_text, open_image_folder, steps_per_epoch
 from tlkit_classification.evaluate import eval_pipeline
 
 
@@ -96,7 +97,7 @@ def train_model(
     classes: list[str] | None = None,
 ) -> Any:
     """Everything `train` does; returns tlkit.training's TrainResult (the demo calls this too)."""
-    from tlkit.config import save_resolved_spec
+    from tlkit.config import resolved_spec_text
     from tlkit.distributed import world
     from tlkit.training import TrainJob, train
 
@@ -110,8 +111,6 @@ def train_model(
         f"train: {len(train_ds)} images in {len(train_ds.classes)} classes"
         + (f"; val: {len(val_ds)} images" if val_ds is not None else "; no validation set")
     )
-    write_classmap(results_dir / "classmap.json", train_ds.classes)
-    save_resolved_spec(cfg, results_dir)
     built = build_for_training(cfg, train_ds.classes, ctx_list, console)
     console.print(f"model: {cfg.model.arch}, {count_params(built.net):,} parameters, input {tuple(built.meta['input_shape'])}")
     pipe = train_pipeline(cfg, built.meta)
@@ -137,6 +136,8 @@ def train_model(
         frozen=built.frozen,
         freeze_bn=cfg.model.freeze_bn,
         save_as_graph=built.save_as_graph,
+        # written by the engine once it accepts the results dir (a refused re-run changes no file)
+        run_files={"classmap.json": classmap_text(train_ds.classes), "experiment_spec.yaml": resolved_spec_text(cfg)},
         sharded=True,
     )
     return train(job, tc, results_dir, ctx_list, console, use_amp)

@@ -7,11 +7,13 @@ built-in defaults, not from `default`).
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from tlkit.config import SpecModel, TaskConfig
+from tlkit.config import SpecModel, TaskConfig, TrainConfig
+from tlkit.spec_aliases import AliasTable
+from tlkit_detection.tlt_spec import TLT_DATASET_EXPORT, TLT_DETECTNET_V2
 
 
 # -- datasets ----------------------------------------------------------------------------------------------
@@ -46,25 +48,44 @@ class DatasetConfig(SpecModel):
 class PartitionConfig(SpecModel):
     """How converted frames are split into folds and shards (TLT's KITTI converter semantics)."""
 
-    partition_mode: Literal["random", "sequence"] = Field(
+    partition_mode: Literal["random", "sequence", "list"] = Field(
         "random",
         description="random: fold 0 = val_split % of the shuffled frames (validation), fold 1 = the rest; "
-        "sequence: whole sequences dealt round-robin into num_partitions folds",
+        "sequence: whole sequences dealt round-robin into num_partitions folds; "
+        "list: fold 0 = the frames in val_list (validation), fold 1 = those in train_list",
     )
-    num_partitions: int = Field(2, ge=1, description="number of folds (must be 2 in random mode)")
+    num_partitions: int = Field(2, ge=1, description="number of folds (must be 2 in random and list modes)")
     val_split: float = Field(14.0, ge=0, le=100, description="random mode: percentage of frames in the validation fold")
-    num_shards: int = Field(10, ge=1, description="RecordIO shards per fold")
+    num_shards: int = Field(
+        10, ge=1, description="RecordIO shards per fold (at most one per frame; empty folds write none)"
+    )
     kitti_sequence_to_frames_file: Optional[str] = Field(
         None, description="sequence mode: JSON {sequence: [frame ids]}; without it every frame is its own sequence"
+    )
+    val_list: Optional[str] = Field(
+        None,
+        description="list mode: text file of the validation frame ids, one per line (e.g. VOC ImageSets/Main/val.txt)",
+    )
+    train_list: Optional[str] = Field(
+        None, description="list mode: text file of the training frame ids; null = every frame not in val_list"
     )
     seed: int = Field(42, description="shuffling seed (TLT uses 42)")
 
     @field_validator("num_partitions")
     @classmethod
     def _random_has_two_folds(cls, v: int, info: ValidationInfo) -> int:
-        if info.data.get("partition_mode") == "random" and v != 2:
-            raise ValueError("partition_mode 'random' makes exactly 2 folds (validation, training): set num_partitions: 2")
+        mode = info.data.get("partition_mode")
+        if mode in ("random", "list") and v != 2:
+            raise ValueError(
+                f"partition_mode {mode!r} makes exactly 2 folds (validation, training): set num_partitions: 2"
+            )
         return v
+
+    @model_validator(mode="after")
+    def _lists_given(self):
+        if self.partition_mode == "list" and not self.val_list:
+            raise ValueError("partition_mode 'list' needs val_list (and optionally train_list)")
+        return self
 
 
 class KittiSourceConfig(PartitionConfig):
@@ -73,26 +94,46 @@ class KittiSourceConfig(PartitionConfig):
     root_directory_path: str = Field(..., description="dataset root folder")
     image_dir_name: str = Field("images", description="image folder, relative to the root")
     label_dir_name: str = Field("labels", description="KITTI label folder, relative to the root")
-    image_extension: str = Field("png", description="extension of the images to convert (png, jpg)")
+    image_extension: Optional[str] = Field(
+        None, description="extension of the images to convert (png, jpg); null = the one the image folder holds"
+    )
 
 
 class VocSourceConfig(PartitionConfig):
-    """A Pascal VOC folder (Annotations/, JPEGImages/, ImageSets/Main/)."""
+    """A Pascal VOC folder (Annotations/, JPEGImages/, ImageSets/Main/), folder names configurable."""
 
     root_directory_path: str = Field(..., description="VOC root folder")
+    image_dir_name: str = Field("JPEGImages", description="image folder, relative to the root")
+    annotation_dir_name: str = Field("Annotations", description="VOC XML folder, relative to the root")
     image_set: Optional[str] = Field(None, description="only the ids in ImageSets/Main/<image_set>.txt; null = all")
     include_difficult: bool = Field(True, description="keep objects marked difficult")
 
 
 class CocoSourceConfig(PartitionConfig):
-    """A COCO detection json with its image folder."""
+    """COCO detection json(s) with their image folder(s)."""
 
-    annotation_file: str = Field(..., description="COCO instances json")
-    image_directory_path: str = Field(..., description="folder holding the json's file_name entries")
+    annotation_file: str | list[str] = Field(
+        ..., description="COCO instances json; a list of files makes one fold per file (TLT's coco_config)"
+    )
+    image_directory_path: str | list[str] = Field(
+        ..., description="folder holding the json's file_name entries (a list: one per annotation file)"
+    )
+
+    @model_validator(mode="after")
+    def _paired(self):
+        files, dirs = self.annotation_file, self.image_directory_path
+        if isinstance(files, list) or isinstance(dirs, list):
+            nf = len(files) if isinstance(files, list) else 1
+            nd = len(dirs) if isinstance(dirs, list) else 1
+            if nf != nd or nf == 0:
+                raise ValueError(f"{nf} annotation files but {nd} image folders: give one image folder per file")
+        return self
 
 
 class DatasetExportConfig(SpecModel):
     """dataset_convert input (`-d`): exactly one source, plus optional class filter."""
+
+    tlt_aliases: ClassVar[AliasTable] = TLT_DATASET_EXPORT  # TLT's kitti_config / coco_config specs (tlt_spec.py)
 
     kitti_config: Optional[KittiSourceConfig] = Field(None, description="convert a KITTI folder")
     voc_config: Optional[VocSourceConfig] = Field(None, description="convert a Pascal VOC folder")
@@ -300,20 +341,57 @@ class EvaluationConfig(SpecModel):
     )
     default_overlap: float = Field(0.5, gt=0, le=1, description="IoU for classes not listed above")
     average_precision_mode: Literal["SAMPLE", "INTEGRATE"] = Field(
-        "SAMPLE", description="SAMPLE: 11-point interpolated (VOC07); INTEGRATE: area under the PR envelope"
+        "SAMPLE",
+        description="SAMPLE: the best precision at recall >= t, averaged over num_recall_points values of t "
+        "(11: VOC2007's AP, the same in TLT and the VOC devkit); INTEGRATE: area under the precision-recall "
+        "curve as `matching` computes it (tlt: TLT's own sum over the recall levels reached, from the first one; "
+        "voc: the VOC2010+ all-point area from recall 0)",
+    )
+    matching: Literal["tlt", "voc"] = Field(
+        "tlt",
+        description="how predictions match ground truth (both: by decreasing confidence, each takes the box of "
+        "its class with the highest IoU, in pixels counted inclusively (x2 - x1 + 1); a box already taken makes "
+        "it a false positive). tlt: TLT DetectNet_v2 (boxes rounded to whole pixels, IoU >= the threshold, every "
+        "box counts); voc: the Pascal VOC devkit, voc_eval.py (coordinates as given, IoU > the threshold, "
+        "difficult boxes neither count nor penalise)",
     )
     num_recall_points: int = Field(11, ge=2, description="SAMPLE mode: recall points")
     evaluation_box_config: EvaluationBoxConfig = Field(default_factory=EvaluationBoxConfig)
     per_class_box_config: dict[str, EvaluationBoxConfig] = Field(default_factory=dict, description="class -> box filter")
     kitti_difficulty: bool = Field(False, description="also report KITTI easy/moderate/hard AP11 and AP40")
-    validation_period_during_training: int = Field(10, ge=1, description="validate every N epochs while training")
-    first_validation_epoch: int = Field(1, ge=1, description="first epoch to validate after")
+    coco_metrics: bool = Field(
+        True, description="evaluate also reports COCO mAP@[.5:.95], AP50, AP75 and small/medium/large AP (pycocotools)"
+    )
+    validation_period_during_training: int = Field(
+        10, ge=1, description="validate every N epochs while training (when set: else train_config.validation_period)"
+    )
+    first_validation_epoch: int = Field(
+        1, ge=1, description="when set: validate after epochs first, first + period, ... (TLT), and after the last"
+    )
+
+    def training_validation(self, tc: TrainConfig) -> tuple[TrainConfig, int | None]:
+        """(train_config with TLT's validation period when the spec sets it, the first validation epoch when the
+        spec sets it) for the training engine."""
+        if "validation_period_during_training" in self.model_fields_set:
+            tc = tc.model_copy(update={"validation_period": self.validation_period_during_training})
+        return tc, self.first_validation_epoch if "first_validation_epoch" in self.model_fields_set else None
 
 
 class InferenceConfig(SpecModel):
     """`inference` options (TLT bbox_handler_config)."""
 
+    confidence_threshold: float = Field(
+        0.0, ge=0,
+        description="draw and write only boxes with at least this confidence (post-processing and the mAP "
+        "evaluation are not affected; DBSCAN aggregate_cov confidences can exceed 1)",
+    )
     kitti_dump: bool = Field(True, description="write KITTI label files (with confidences) under <results>/labels")
+    coco_dump: bool = Field(
+        False, description="write <results>/detections_coco.json, COCO results (image_id, category_id, bbox x y w h, score)"
+    )
+    csv_dump: bool = Field(
+        False, description="write <results>/detections.csv: image, class, confidence, x1, y1, x2, y2 (pixels)"
+    )
     disable_overlay: bool = Field(False, description="do not write annotated images")
     overlay_linewidth: int = Field(2, ge=1, description="box line width in annotated images")
     batch_size: int = Field(4, ge=1, description="images per forward pass")
@@ -321,6 +399,8 @@ class InferenceConfig(SpecModel):
 
 class DetectionConfig(TaskConfig):
     """Experiment spec of `tlkit detection`."""
+
+    tlt_aliases: ClassVar[AliasTable] = TLT_DETECTNET_V2  # TLT's own key names and places (tlt_spec.py)
 
     # the section lives in `model` and is spelled `model_config` in YAML (pydantic reserves that name)
     model: ModelConfig = Field(default_factory=ModelConfig, alias="model_config")
@@ -333,3 +413,15 @@ class DetectionConfig(TaskConfig):
     postprocessing_config: PostprocessingConfig = Field(default_factory=PostprocessingConfig)
     evaluation_config: EvaluationConfig = Field(default_factory=EvaluationConfig)
     bbox_rasterizer_config: BboxRasterizerConfig = Field(default_factory=BboxRasterizerConfig)
+
+    def named_classes(self) -> dict[str, list[str]]:
+        """Key path -> the class names the spec gives settings for there (checked against the training classes:
+        a misspelt name would silently leave its class on the defaults)."""
+        ev = self.evaluation_config
+        return {
+            "cost_function_config.per_class": list(self.cost_function_config.per_class),
+            "postprocessing_config.per_class": list(self.postprocessing_config.per_class),
+            "bbox_rasterizer_config.per_class": list(self.bbox_rasterizer_config.per_class),
+            "evaluation_config.per_class_box_config": list(ev.per_class_box_config),
+            "evaluation_config.minimum_detection_ground_truth_overlap": list(ev.minimum_detection_ground_truth_overlap),
+        }

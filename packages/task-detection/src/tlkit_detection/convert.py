@@ -8,7 +8,7 @@ and a `ConvertReport` that counts each kind of label problem instead of hiding i
 * unknown_class      -- a class not in the requested `classes`: dropped;
 * missing_label      -- an image without a label file: skipped;
 * missing_image      -- a label/annotation whose image file is missing: skipped;
-* unreadable_image   -- an image file that cannot be opened: skipped.
+* unreadable_image   -- an image file that does not decode completely (truncated, not an image): skipped.
 
 Malformed label files (bad XML, a KITTI line with a wrong field, a COCO json without `images`) raise
 `DataError` naming the file (and line) instead.
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from tlkit.errors import DataError
-from tlkit.io import atomic_write_text
+from tlkit.images import image_problem
+from tlkit.io import atomic_write_text, make_dir, read_json
 from tlkit_detection.kitti import KittiObject, read_label, write_label
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -35,7 +36,7 @@ KINDS = {
     "unknown_class": "objects of unknown classes (dropped)",
     "missing_label": "images without a label file (skipped)",
     "missing_image": "labels whose image is missing (skipped)",
-    "unreadable_image": "unreadable images (skipped)",
+    "unreadable_image": "unreadable or truncated images (skipped)",
 }
 MAX_EXAMPLES = 5
 
@@ -64,6 +65,16 @@ class ConvertReport:
         if len(ex) < MAX_EXAMPLES:
             ex.append(where)
 
+    def merge(self, other: "ConvertReport") -> None:
+        """Add another source's counts (several COCO files converted together)."""
+        for kind, n in other.counts.items():
+            self.counts[kind] += n
+            ex = self.examples.setdefault(kind, [])
+            ex += other.examples.get(kind, [])[: MAX_EXAMPLES - len(ex)]
+        self.unknown_classes.update(other.unknown_classes)
+        self.images += other.images
+        self.objects += other.objects
+
     @property
     def problems(self) -> int:
         return sum(self.counts.values())
@@ -87,15 +98,13 @@ class ConvertReport:
         }
 
 
-def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the image header, or None when it cannot be opened."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError, ValueError):
-        return None
+def image_size(path: Path, report: ConvertReport) -> tuple[int, int] | None:
+    """(width, height) of an image that decodes completely (a truncated file is caught here, not in
+    training); None, counted in `report` as unreadable_image with the reason, when it does not."""
+    size, problem = image_problem(path)
+    if problem is not None:
+        report.add("unreadable_image", f"{path} ({problem})")
+    return size
 
 
 def sanitize(objects: Iterable[KittiObject], width: int, height: int, where: str, report: ConvertReport,
@@ -135,7 +144,9 @@ def read_kitti(root: str | Path, image_dir_name: str = "images", label_dir_name:
     exts = (_norm_ext(image_extension),) if image_extension else IMAGE_EXTENSIONS
     images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in exts)
     if not images:
-        raise DataError(f"{image_dir}: no images with extension {', '.join(exts)}")
+        found = sorted({p.suffix.lower() for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS})
+        hint = f" (the folder holds {', '.join(found)}: set image_extension to it, or leave it out)" if found else ""
+        raise DataError(f"{image_dir}: no images with extension {', '.join(exts)}{hint}")
     report = ConvertReport()
     samples = []
     stems = set()
@@ -146,9 +157,8 @@ def read_kitti(root: str | Path, image_dir_name: str = "images", label_dir_name:
             report.add("missing_label", str(img))
             continue
         objs = read_label(label)
-        size = image_size(img)
+        size = image_size(img, report)
         if size is None:
-            report.add("unreadable_image", str(img))
             continue
         samples.append(Sample(img.stem, img, size[0], size[1], sanitize(objs, *size, str(label), report, classes)))
     for label in sorted(label_dir.glob("*.txt")):
@@ -161,7 +171,7 @@ def read_kitti(root: str | Path, image_dir_name: str = "images", label_dir_name:
 def write_kitti(samples: Sequence[Sample], out_dir: str | Path, link_images: bool = True) -> Path:
     """Write `out_dir/images` (symlinks, or copies) and `out_dir/labels` in KITTI format."""
     out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    make_dir(out / "images")
     for s in samples:
         dst = out / "images" / f"{s.frame_id}{s.image_path.suffix}"
         if dst.is_symlink() or dst.exists():
@@ -183,15 +193,20 @@ def _norm_ext(ext: str) -> str:
 
 
 def read_voc(root: str | Path, image_set: str | None = None, classes: Sequence[str] | None = None,
-             include_difficult: bool = True) -> tuple[list[Sample], ConvertReport]:
-    """Pascal VOC: `Annotations/*.xml`, `JPEGImages/`, optionally only the ids in ImageSets/Main/<image_set>.txt."""
+             include_difficult: bool = True, image_dir_name: str = "JPEGImages",
+             annotation_dir_name: str = "Annotations") -> tuple[list[Sample], ConvertReport]:
+    """Pascal VOC: `Annotations/*.xml`, `JPEGImages/` (or the folder names given), optionally only the ids in
+    ImageSets/Main/<image_set>.txt."""
     import xml.etree.ElementTree as ET
 
     root = Path(root)
-    ann_dir, img_dir = root / "Annotations", root / "JPEGImages"
-    for d in (ann_dir, img_dir):
+    ann_dir, img_dir = root / annotation_dir_name, root / image_dir_name
+    for d, what in ((ann_dir, "annotation_dir_name"), (img_dir, "image_dir_name")):
         if not d.is_dir():
-            raise DataError(f"{d}: not a Pascal VOC folder (expected Annotations/ and JPEGImages/)")
+            present = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+            raise DataError(
+                f"{root}: not a Pascal VOC folder: no {d.name}/ (set {what}; its folders: {present or 'none'})"
+            )
     report = ConvertReport()
     if image_set:
         list_file = root / "ImageSets" / "Main" / f"{image_set}.txt"
@@ -219,9 +234,8 @@ def read_voc(root: str | Path, image_set: str | None = None, classes: Sequence[s
         if img is None:
             report.add("missing_image", str(xml))
             continue
-        size = image_size(img)
+        size = image_size(img, report)
         if size is None:
-            report.add("unreadable_image", str(img))
             continue
         objs = []
         for i, obj in enumerate(tree.iter("object"), 1):
@@ -258,15 +272,18 @@ def _find_image(img_dir: Path, frame: str) -> Path | None:
 def read_coco(annotation_file: str | Path, image_dir: str | Path, classes: Sequence[str] | None = None) -> tuple[list[Sample], ConvertReport]:
     """COCO detection json (bbox = x, y, w, h); crowd boxes become KITTI DontCare regions."""
     annotation_file, image_dir = Path(annotation_file), Path(image_dir)
-    try:
-        data = json.loads(annotation_file.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{annotation_file}: COCO annotation file not found") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{annotation_file}:{err.lineno}: not valid JSON: {err.msg}") from None
+    data = read_json(annotation_file, "COCO annotation file")
+    if not isinstance(data, dict):
+        raise DataError(f"{annotation_file}: expected a JSON object with 'images', 'annotations', 'categories'")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise DataError(f"{annotation_file}: expected a '{key}' list (COCO detection format)")
+    required = {"categories": ("id", "name"), "annotations": ("image_id",), "images": ("id", "file_name")}
+    for key, fields in required.items():
+        for i, entry in enumerate(data[key]):
+            lacking = [f for f in fields if not isinstance(entry, dict) or f not in entry]
+            if lacking:
+                raise DataError(f"{annotation_file}: {key}[{i}] has no '{lacking[0]}' (COCO detection format)")
     cats = {c["id"]: c["name"] for c in data["categories"]}
     by_image: dict[int, list[dict]] = {}
     for a in data["annotations"]:
@@ -278,9 +295,8 @@ def read_coco(annotation_file: str | Path, image_dir: str | Path, classes: Seque
         if not img.is_file():
             report.add("missing_image", f"{annotation_file} image id {im['id']} ({im['file_name']})")
             continue
-        size = image_size(img)
+        size = image_size(img, report)
         if size is None:
-            report.add("unreadable_image", str(img))
             continue
         objs = []
         for a in by_image.get(im["id"], []):

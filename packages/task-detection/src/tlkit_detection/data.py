@@ -123,6 +123,25 @@ def class_list(readers: Sequence[Any]) -> list[str]:
     return first
 
 
+def dropped_by_mapping(cfg: Any) -> dict[str, int]:
+    """Source classes that dataset_config.target_class_mapping maps to nothing, with their object counts (from
+    the manifests): TLT drops their objects, which the user should hear about."""
+    from tlkit_detection.records import load_manifest
+
+    dc = cfg.dataset_config
+    mapped = {k.lower() for k in dc.target_class_mapping}
+    if not mapped:
+        return {}
+    sources = [*dc.data_sources, *([dc.validation_data_source] if dc.validation_data_source is not None else [])]
+    out: dict[str, int] = {}
+    for src in sources:
+        manifest, _ = load_manifest(src.records_path)
+        for c, n in (manifest.get("object_counts") or {}).items():
+            if c.lower() not in mapped and c.lower() not in IGNORED_CLASSES:
+                out[c] = out.get(c, 0) + int(n)
+    return out
+
+
 def load_frames(readers: Sequence[Any], classes: Sequence[str], input_size: tuple[int, int],
                 source_weights: Sequence[float] | None = None) -> Dataset:
     """Read every frame, resized to `input_size` (width, height), classes re-indexed into `classes`.

@@ -2,8 +2,9 @@
 (default), or to KITTI label folders (`--output_format kitti`) or a COCO json (`--output_format coco`).
 
 The `-d` file holds the dataset_export_config section (kitti_config / voc_config / coco_config, classes),
-either at its top level or under `dataset_export_config:` of a full experiment spec. Relative paths in it
-are relative to the file's folder.
+either at its top level or under `dataset_export_config:` of a full experiment spec, in YAML or as TLT's
+protobuf-text dataset export spec (`kitti_config { ... }`). Relative paths in it are relative to the file's
+folder (TLT's kitti_sequence_to_frames_file: to the dataset root, as TLT reads it).
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tlkit.config import load_spec
+from tlkit.config import load_spec, read_spec_source, read_spec_text
 from tlkit.errors import SpecError, TlkitError
 from tlkit.io import atomic_write_text
 from tlkit_detection.config import (
@@ -24,7 +23,16 @@ from tlkit_detection.config import (
     KittiSourceConfig,
     VocSourceConfig,
 )
-from tlkit_detection.convert import ConvertReport, Sample, read_coco, read_kitti, read_voc, write_coco, write_kitti
+from tlkit_detection.convert import (
+    IMAGE_EXTENSIONS,
+    ConvertReport,
+    Sample,
+    read_coco,
+    read_kitti,
+    read_voc,
+    write_coco,
+    write_kitti,
+)
 
 OUTPUT_FORMATS = ("recordio", "kitti", "coco")
 
@@ -35,35 +43,59 @@ def load_export_config(path: Path | None, overrides: list[str] | None = None, sp
         if spec is not None and isinstance(spec, DetectionConfig) and spec.dataset_export_config.source() is not None:
             return spec.dataset_export_config, Path.cwd()
         raise SpecError("tlkit detection dataset_convert: -d/--dataset_export_spec is required")
-    if not path.is_file():
-        raise SpecError(f"{path}: dataset export spec not found")
+    read_spec_text(path, "dataset export spec")  # missing, a folder or not UTF-8: said so, naming the -d file
     try:
-        top = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        top = {}  # load_spec reports the YAML error with its line
-    if isinstance(top, dict) and "dataset_export_config" in top:
+        top = read_spec_source(path, DetectionConfig).tree
+    except SpecError:
+        top = {}  # load_spec reports the error with its line
+    if "dataset_export_config" in top:
         cfg = load_spec(path, DetectionConfig, overrides).dataset_export_config  # type: ignore[attr-defined]
     else:
         cfg = load_spec(path, DatasetExportConfig, overrides)  # type: ignore[arg-type]
     return cfg, path.parent
 
 
-def read_source(cfg: DatasetExportConfig, base: Path) -> tuple[list[Sample], ConvertReport, str | None]:
+def read_source(
+    cfg: DatasetExportConfig, base: Path
+) -> tuple[list[Sample], ConvertReport, str | None, Any, list | None]:
+    """(samples, report, image extension, the source config with absolute list paths, folds): `folds` (frame
+    ids per fold) when the source fixes them (a list of COCO files: one fold per file, as TLT), else None."""
     src = cfg.source()
     if src is None:
         raise SpecError("dataset export spec: give exactly one of kitti_config, voc_config, coco_config")
     classes = cfg.classes or None
-    rel = lambda p: p if Path(p).is_absolute() else base / p  # noqa: E731
+    rel = lambda p: Path(p) if Path(p).is_absolute() else base / p  # noqa: E731
+    # list and sequence files are relative to the spec's folder, like every path in it
+    src = src.model_copy(update={k: str(rel(v)) for k in ("kitti_sequence_to_frames_file", "val_list", "train_list")
+                                 if (v := getattr(src, k))})
     if isinstance(src, KittiSourceConfig):
-        ext = src.image_extension
+        ext = src.image_extension or infer_extension(rel(src.root_directory_path) / src.image_dir_name)
         samples, report = read_kitti(rel(src.root_directory_path), src.image_dir_name, src.label_dir_name, ext, classes)
-        return samples, report, ext
+        return samples, report, ext, src, None
     if isinstance(src, VocSourceConfig):
-        samples, report = read_voc(rel(src.root_directory_path), src.image_set, classes, src.include_difficult)
-        return samples, report, None
+        samples, report = read_voc(rel(src.root_directory_path), src.image_set, classes, src.include_difficult,
+                                   src.image_dir_name, src.annotation_dir_name)
+        return samples, report, None, src, None
     assert isinstance(src, CocoSourceConfig)
-    samples, report = read_coco(rel(src.annotation_file), rel(src.image_directory_path), classes)
-    return samples, report, None
+    files, dirs = src.annotation_file, src.image_directory_path
+    if not isinstance(files, list):
+        samples, report = read_coco(rel(files), rel(dirs), classes)  # type: ignore[arg-type]
+        return samples, report, None, src, None
+    samples, report, folds = [], ConvertReport(), []
+    for f, d in zip(files, dirs if isinstance(dirs, list) else [dirs] * len(files)):
+        part, rep = read_coco(rel(f), rel(d), classes)
+        samples += part
+        folds.append([s.frame_id for s in part])
+        report.merge(rep)
+    return samples, report, None, src, folds
+
+
+def infer_extension(image_dir: Path) -> str | None:
+    """The image extension an image folder holds (None when it holds several kinds: all are converted)."""
+    if not image_dir.is_dir():
+        return None  # read_kitti reports the missing folder
+    found = {p.suffix.lower() for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
+    return found.pop().lstrip(".") if len(found) == 1 else None
 
 
 def run(ctx) -> dict:
@@ -73,15 +105,18 @@ def run(ctx) -> dict:
     if ctx.output is None:
         raise TlkitError("tlkit detection dataset_convert: -o/--output is required (records prefix, folder or .json)")
     cfg, base = load_export_config(ctx.options.get("dataset_export_spec"), ctx.overrides, ctx.spec)
-    samples, report, ext = read_source(cfg, base)
-    ctx.console.print(f"Read {report.summary()}")
+    samples, report, ext, src, folds = read_source(cfg, base)
+    ctx.console.print(f"Read {report.summary()}", markup=False, soft_wrap=True)
     out = Path(ctx.output)
     if fmt == "recordio":
         from tlkit_detection.records import write_records
 
-        manifest = write_records(samples, out, cfg.source(), report, ext)  # type: ignore[arg-type]
+        manifest = write_records(samples, out, src, report, ext, folds=folds)
         folds = ", ".join(f"fold {i}: {n}" for i, n in enumerate(manifest["frames_per_fold"]))
         ctx.console.print(f"Wrote {len(manifest['shards'])} RecordIO shards ({folds} frames) and {out}.json")
+        if manifest["frames_in_no_fold"]:
+            ctx.console.print(f"[yellow]{manifest['frames_in_no_fold']} frames are in neither train_list nor val_list "
+                              f"and were not written[/]")
         return {"manifest": f"{out}.json", "report": report.to_dict()}
     if fmt == "kitti":
         write_kitti(samples, out, link_images=not ctx.options.get("copy_images", False))

@@ -2,10 +2,12 @@
 
 - `-m model.tlk|model.onnx -e spec.yaml [-r results] [--use_training_set]`: run the model on the
   validation split of dataset_config (the training split with --use_training_set) with the same
-  post-processing as training (postprocessing_config), print TLT's table, the median inference time and,
-  with --kitti_difficulty, KITTI easy/moderate/hard AP.
+  post-processing as training (postprocessing_config), print TLT's table, COCO AP, the median inference
+  time per image at batch 1 and at the batch used and, with --kitti_difficulty, KITTI easy/moderate/hard AP.
 - `--predictions DIR --labels DIR [-e spec] [-r results]`: score KITTI prediction files (16th field =
-  score) against KITTI label files, with no model.
+  score) against KITTI label files, with no model. Prediction files from other tools are read as the
+  KITTI devkit reads them (degenerate and out-of-image boxes are scored); problems are counted and
+  reported, not fatal.
 
 Classes are compared in lower case after `dataset_config.target_class_mapping` (unmapped classes are
 dropped when a mapping is given). With `-r`, writes `evaluation.json` and one PR-curve PNG per class.
@@ -21,8 +23,15 @@ import numpy as np
 from tlkit.errors import DataError, TlkitError
 from tlkit.io import atomic_write_text
 from tlkit_detection.config import DetectionConfig
-from tlkit_detection.kitti import FrameArrays, KittiObject, read_label_dir, to_arrays
-from tlkit_detection.metrics import BoxFilter, evaluate_ap, evaluate_kitti, format_ap_table, save_pr_curves
+from tlkit_detection.kitti import FrameArrays, KittiObject, read_label_dir, read_prediction_dir, to_arrays
+from tlkit_detection.metrics import (
+    BoxFilter,
+    evaluate_ap,
+    evaluate_coco,
+    evaluate_kitti,
+    format_ap_table,
+    save_pr_curves,
+)
 
 
 def map_frame(objects: list[KittiObject], mapping: dict[str, str]) -> FrameArrays:
@@ -49,7 +58,11 @@ def run(ctx) -> dict:
     gt_raw = read_label_dir(label_dir)
     if not gt_raw:
         raise DataError(f"{label_dir}: no KITTI label files (*.txt)")
-    pred_raw = read_label_dir(pred_dir, require_scores=True)
+    pred_raw, report = read_prediction_dir(pred_dir)
+    if report.counts and not report.detections:  # e.g. label files (no score) given as predictions
+        raise DataError(f"{pred_dir}: no usable detection in {report.files} prediction file(s): {'; '.join(report.lines())}")
+    for line in report.lines():
+        ctx.console.print(f"[yellow]prediction files: {line}[/]")
     extra = sorted(set(pred_raw) - set(gt_raw))
     missing = sorted(set(gt_raw) - set(pred_raw))
     if extra:
@@ -70,12 +83,15 @@ def run(ctx) -> dict:
     result = evaluate_ap(
         gt, preds, classes, {c: thresholds.get(c, ev.default_overlap) for c in classes},
         mode=ev.average_precision_mode.lower(), num_recall_points=ev.num_recall_points, box_filters=filters,
+        matching=ev.matching,
     )
     ctx.console.print(format_ap_table(result))
     for c in classes:
         if result.classes[c].num_gt == 0:
             ctx.console.print(f"[yellow]class {c!r} has no ground-truth boxes: its AP counts as 0[/]")
     outputs = result.to_dict()
+    outputs["prediction_files"] = report.to_dict()
+    _coco(ctx, spec, gt, preds, classes, outputs)
     if ev.kitti_difficulty or ctx.options.get("kitti_difficulty"):
         raw_gt = {k: to_arrays(v) for k, v in gt_raw.items()}
         raw_pred = {k: to_arrays(v) for k, v in pred_raw.items() if k in gt_raw}
@@ -85,6 +101,16 @@ def run(ctx) -> dict:
         outputs["kitti"] = kitti.to_dict()
     _save(ctx, result, outputs)
     return outputs
+
+
+def _coco(ctx, spec: DetectionConfig, gt: dict, preds: dict, classes: list[str], outputs: dict) -> None:
+    """COCO AP through pycocotools, printed and added to `outputs` (evaluation_config.coco_metrics)."""
+    if not spec.evaluation_config.coco_metrics:
+        return
+    coco = evaluate_coco(gt, preds, classes)
+    ctx.console.print("\nCOCO AP (pycocotools; AP = mAP@[.5:.95], in %):")
+    ctx.console.print(coco.table())
+    outputs["coco"] = coco.to_dict()
 
 
 def _save(ctx, result, outputs: dict) -> None:
@@ -122,11 +148,15 @@ def run_model(ctx) -> dict:
     result = out["result"]
     ctx.console.print(f"{ctx.model} ({det.backend}) on {len(ds)} {split} frames")
     ctx.console.print(format_ap_table(result))
-    median_ms = float(np.median(det.times) * 1000) if det.times else float("nan")
-    ctx.console.print(f"Median Inference Time: {median_ms / 1000:f}")
+    timing = inference_time(det, ds, maker, bs)
+    ctx.console.print(  # TLT's label, with a unit and batch 1 too
+        f"\nMedian Inference Time: {timing['median_ms']:.3f} ms per image at batch {bs}, "
+        f"{timing['median_ms_batch_1']:.3f} ms at batch 1 (forward pass, {det.backend})"
+    )
     outputs = result.to_dict()
-    outputs["median_inference_time_ms"] = median_ms
+    outputs["inference_time"] = timing
     outputs["backend"] = det.backend
+    _coco(ctx, spec, out["ground_truth"], out["predictions"], classes, outputs)
     if spec.evaluation_config.kitti_difficulty or ctx.options.get("kitti_difficulty"):
         thr = {k.lower(): v for k, v in spec.evaluation_config.minimum_detection_ground_truth_overlap.items()}
         kitti = evaluate_kitti(out["ground_truth"], out["predictions"], classes,
@@ -136,6 +166,27 @@ def run_model(ctx) -> dict:
         outputs["kitti"] = kitti.to_dict()
     _save(ctx, result, outputs)
     return outputs
+
+
+BATCH_1_FRAMES = 16  # forward passes timed at batch 1 (after one warm-up)
+
+
+def inference_time(det, ds, maker, batch_size: int) -> dict:
+    """Median forward-pass time per image (ms) over the evaluation's batches, and at batch 1 on up to
+    BATCH_1_FRAMES frames. TLT prints the former only, in seconds and without a unit."""
+    import time
+
+    from tlkit_detection.data import batches
+
+    at_batch = float(np.median(det.times) * 1000) if det.times else float("nan")
+    inputs = [x for _, (x, _) in zip(range(BATCH_1_FRAMES), batches(ds, maker, 1, with_targets=False))]
+    times = []
+    for x in [inputs[0], *inputs]:  # the first pass warms up
+        t = time.perf_counter()
+        det.heads(x)
+        times.append(time.perf_counter() - t)
+    return {"unit": "ms per image", "batch_size": batch_size, "median_ms": at_batch,
+            "median_ms_batch_1": float(np.median(times[1:]) * 1000), "frames_at_batch_1": len(inputs)}
 
 
 def _dataset_at(spec: DetectionConfig, split: str, classes: list[str], input_size: tuple[int, int]):

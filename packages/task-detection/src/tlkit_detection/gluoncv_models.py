@@ -580,8 +580,11 @@ def postprocess_gluoncv(ids: Any, scores: Any, bboxes: Any, classes: list[str], 
 
 
 def params_from(meta: dict[str, Any], spec: Any = None) -> dict[str, dict[str, float]]:
+    """Per-class NMS settings: the spec's postprocessing_config when it sets one, else the model's own meta."""
+    from tlkit_detection.predict import spec_postprocessing
+
     classes = list(meta["classes"])
-    if spec is not None:
+    if spec_postprocessing(spec) is not None:
         return {c: nms_params(spec.postprocessing_config.for_class(c)) for c in classes}
     saved = meta.get("postprocessing") or {}
     from tlkit_detection.config import ClusteringConfig

@@ -170,6 +170,7 @@ def ssd_batches(ds: Any, targets: SSDTargets, batch_size: int, *, epoch: int, se
 
 def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False) -> Any:
     """`train` for a GluonCV detector; returns tlkit.training's TrainResult."""
+    from tlkit.config import resolved_spec_text
     from tlkit.training import TrainJob, train
 
     from tlkit.distributed import world
@@ -215,8 +216,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
                 net._clear_cached_op()
             return {"mean average precision": float(r.mean_ap), **{f"AP {c}": float(r.classes[c].ap) for c in classes}}
 
-    if "validation_period_during_training" in ev.model_fields_set:
-        tc = tc.model_copy(update={"validation_period": ev.validation_period_during_training})
+    tc, first_validation = ev.training_validation(tc)  # TLT's evaluation_config periods, when the spec sets them
     job = TrainJob(
         net=built.net,
         train_data=train_data,
@@ -227,6 +227,8 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         kpi="mean average precision" if validate is not None else None,
         frozen=built.frozen,
         freeze_bn=cfg.model.freeze_bn,
+        first_validation_epoch=first_validation,
+        run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
         sharded=True,
     )
     return train(job, tc, results_dir, ctx_list, console, use_amp)

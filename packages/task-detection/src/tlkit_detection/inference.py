@@ -1,23 +1,34 @@
 """`tlkit detection inference -m model.tlk|.onnx -i IMAGE|DIR|VIDEO -r results [-e spec.yaml]`.
 
 Images: `<r>/images_annotated/<name>` (boxes, class and confidence drawn) and `<r>/labels/<stem>.txt`
-(KITTI lines with the confidence as 16th field), as TLT. A video file (mp4/avi/mov/mkv/webm): an annotated
-`<r>/<stem>_annotated.mp4` plus `<r>/<stem>_detections.json` (per-frame boxes). Post-processing follows
-the spec's postprocessing_config when -e is given, else the one saved in the model.
+(KITTI lines with the confidence as 16th field), as TLT; with inference_config.coco_dump
+`<r>/detections_coco.json` (COCO results, with the ids it uses in `detections_coco_ids.json`) and with
+csv_dump `<r>/detections.csv`. A video file (mp4/avi/mov/mkv/webm): an annotated
+`<r>/<stem>_annotated.mp4` plus `<r>/<stem>_detections.json` (per-frame boxes). Only boxes with a
+confidence of at least inference_config.confidence_threshold are drawn and written. Post-processing
+follows the spec's postprocessing_config when the spec sets one, else the one saved in the model (the
+model's training spec), never silently the built-in defaults. Unreadable images are skipped and reported
+by name (`--strict`: stop at the first one).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from tlkit.context import print_warning
 from tlkit.errors import DataError, TlkitError
-from tlkit.io import atomic_write, atomic_write_text, temp_file_beside
+from tlkit.images import SkippedImages, read_rgb
+from tlkit.io import atomic_write, atomic_write_text, make_dir, temp_file_beside
 from tlkit_detection.clustering import Detection
 from tlkit_detection.kitti import KittiObject, write_label
+from tlkit_detection.metrics import coco_detections
+from tlkit_detection.predict import to_frame
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -44,13 +55,8 @@ def kitti_objects(dets: Sequence[Detection]) -> list[KittiObject]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except OSError as err:
-        raise DataError(f"{path}: cannot read image: {err}") from None
+    """(H, W, 3) RGB; a DataError naming the file when it does not decode completely."""
+    return read_rgb(path)
 
 
 def _write_png_or_jpg(path: Path, rgb: np.ndarray) -> None:
@@ -63,24 +69,63 @@ def _write_png_or_jpg(path: Path, rgb: np.ndarray) -> None:
         fh.write(buf.tobytes())
 
 
-def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size: int, cfg: Any) -> dict[str, Any]:
+def coco_image_ids(paths: Sequence[Path]) -> dict[Path, int]:
+    """COCO image ids: the file name's number when every stem is one (COCO's 000000000785.jpg -> 785, KITTI's
+    000123.png -> 123, so the ids match the dataset's own), else 1, 2, ... in the listed order."""
+    stems = [p.stem for p in paths]
+    if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
+        return {p: int(p.stem) for p in paths}
+    return {p: i + 1 for i, p in enumerate(paths)}
+
+
+def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size: int, cfg: Any,
+                 skipped: SkippedImages | None = None) -> dict[str, Any]:
+    """Unreadable images are left out and listed in `skipped` (without it, the first one is a DataError)."""
     ic = cfg.inference_config
     img_dir, lbl_dir = out_dir / "images_annotated", out_dir / "labels"
     counts: dict[str, int] = {}
+    skipped = skipped if skipped is not None else SkippedImages(strict=True)
+    image_ids = coco_image_ids(paths)
+    coco: list[dict[str, Any]] = []
+    rows: list[list[Any]] = []
+    done: list[Path] = []
     for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
-        images = [read_image(p) for p in chunk]
+        chunk, images = [], []
+        for p in paths[start : start + batch_size]:
+            try:
+                images.append(read_image(p))
+                chunk.append(p)
+            except DataError as err:
+                skipped.add(p, str(err).removeprefix(f"{p}: "))
+        if not chunk:
+            continue
+        done += chunk
         for p, img, dets in zip(chunk, images, detector.detect(images)):
+            dets = [d for d in dets if d.confidence >= ic.confidence_threshold]
             for d in dets:
                 counts[d.class_name] = counts.get(d.class_name, 0) + 1
+                rows.append([str(p), d.class_name, f"{d.confidence:.6f}", *(f"{float(v):.2f}" for v in d.bbox)])
+            coco += coco_detections({p.name: to_frame(dets)}, {p.name: image_ids[p]}, detector.classes)
             if ic.kitti_dump:
                 write_label(lbl_dir / f"{p.stem}.txt", kitti_objects(dets))
             if not ic.disable_overlay:
-                img_dir.mkdir(parents=True, exist_ok=True)
+                make_dir(img_dir)
                 _write_png_or_jpg(img_dir / p.name, draw(img, dets, detector.classes, ic.overlay_linewidth))
-    return {"images": len(paths), "detections": counts,
-            "labels_dir": str(lbl_dir) if ic.kitti_dump else None,
-            "images_dir": str(img_dir) if not ic.disable_overlay else None}
+    out = {"images": len(done), "skipped": len(skipped), "detections": counts,
+           "labels_dir": str(lbl_dir) if ic.kitti_dump else None,
+           "images_dir": str(img_dir) if not ic.disable_overlay else None}
+    if ic.coco_dump:
+        out["coco_json"] = str(out_dir / "detections_coco.json")
+        atomic_write_text(out_dir / "detections_coco.json", json.dumps(coco))
+        atomic_write_text(out_dir / "detections_coco_ids.json", json.dumps(
+            {"categories": [{"id": i + 1, "name": c} for i, c in enumerate(detector.classes)],
+             "images": [{"id": image_ids[p], "file_name": p.name} for p in done]}, indent=1))
+    if ic.csv_dump:
+        out["csv"] = str(out_dir / "detections.csv")
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows([["image", "class", "confidence", "x1", "y1", "x2", "y2"], *rows])
+        atomic_write_text(out_dir / "detections.csv", buf.getvalue())
+    return out
 
 
 def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: Any) -> dict[str, Any]:
@@ -94,7 +139,7 @@ def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: 
         raise DataError(f"{path}: cannot open the video (unsupported codec or not a video)")
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     out_path = out_dir / f"{path.stem}_annotated.mp4"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir)
     tmp = temp_file_beside(out_path, suffix=".mp4")
     writer = None
     frames_out: list[list[dict[str, Any]]] = []
@@ -104,6 +149,7 @@ def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: 
         def flush() -> None:
             nonlocal writer
             for img, dets in zip(pending, detector.detect(pending)):
+                dets = [d for d in dets if d.confidence >= cfg.inference_config.confidence_threshold]
                 if writer is None:
                     h, w = img.shape[:2]
                     writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
@@ -139,7 +185,7 @@ def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: 
 
 def run(ctx: Any) -> dict[str, Any]:
     from tlkit_detection.config import DetectionConfig
-    from tlkit_detection.predict import load_detector
+    from tlkit_detection.predict import load_detector, spec_postprocessing
 
     if ctx.model is None:
         raise TlkitError("tlkit detection inference: -m/--model (a .tlk or .onnx detection model) is required")
@@ -151,7 +197,9 @@ def run(ctx: Any) -> dict[str, Any]:
     if not src.exists():
         raise DataError(f"{src}: no such file or directory")
     out_dir = ctx.require_results_dir()
-    detector = load_detector(ctx.model, ctx.spec if isinstance(ctx.spec, DetectionConfig) else None)
+    detector = load_detector(ctx.model, cfg)
+    ctx.console.print(f"post-processing: {'the spec' if spec_postprocessing(cfg) is not None else 'saved in ' + Path(ctx.model).name}"
+                      f" (min confidence to draw/write: {cfg.inference_config.confidence_threshold:g})")
     bs = int(ctx.options.get("batch_size") or cfg.inference_config.batch_size)
     if src.is_file() and src.suffix.lower() in VIDEO_SUFFIXES:
         res = infer_video(detector, src, out_dir, bs, cfg)
@@ -165,6 +213,12 @@ def run(ctx: Any) -> dict[str, Any]:
         paths = [src]
     else:
         raise DataError(f"{src}: not an image ({', '.join(IMAGE_SUFFIXES)}), a video ({', '.join(VIDEO_SUFFIXES)}) or a directory")
-    res = infer_images(detector, paths, out_dir, bs, cfg)
+    skipped = SkippedImages(strict=bool(ctx.options.get("strict")))
+    res = infer_images(detector, paths, out_dir, bs, cfg, skipped)
+    if skipped:
+        print_warning(ctx.console, skipped.summary())
+    if not res["images"]:
+        first, why = skipped.items[0]
+        raise DataError(f"{src}: none of the {len(paths)} image(s) could be read ({first}: {why})")
     ctx.console.print(f"{res['images']} images: " + (", ".join(f"{k} {v}" for k, v in sorted(res["detections"].items())) or "no detections"))
     return res

@@ -5,10 +5,16 @@
 
 Only `type` and the 2D box matter for 2D detection; the 3D fields are kept so a read/write round trip is
 lossless. Malformed lines raise `DataError` naming the file, the line number and the field.
+
+Prediction files written by other tools are read leniently (`read_prediction_dir`), as the KITTI devkit
+scores them: degenerate boxes (x2 < x1 or y2 < y1) and boxes outside the image are kept (a degenerate box
+overlaps nothing), lines that give no usable detection are skipped; every problem is counted and reported
+in a `PredictionReport`, none is fatal.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -122,6 +128,92 @@ def read_label_dir(directory: str | Path, require_scores: bool = False) -> dict[
     return out
 
 
+# what read_prediction_dir counts: kind -> what it means (and what was done)
+PREDICTION_PROBLEMS = {
+    "too_few_fields": "lines with fewer than 15 fields (skipped)",
+    "no_score": "lines with 15 fields, no score (skipped)",
+    "extra_fields": "lines with more than 16 fields (the first 16 used)",
+    "not_a_number": "lines with a non-numeric field (skipped)",
+    "not_finite": "lines with a nan/inf value (skipped)",
+    "degenerate_box": "degenerate boxes, x2 < x1 or y2 < y1 (kept: they match nothing)",
+    "negative_coordinates": "boxes reaching outside the image, x1 < 0 or y1 < 0 (scored as given)",
+}
+MAX_EXAMPLES = 3
+
+
+@dataclass
+class PredictionReport:
+    """Problems found in prediction files: counts per kind of PREDICTION_PROBLEMS with a few file:line examples."""
+
+    counts: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    files: int = 0
+    detections: int = 0
+
+    def add(self, kind: str, where: str) -> None:
+        self.counts[kind] += 1
+        ex = self.examples.setdefault(kind, [])
+        if len(ex) < MAX_EXAMPLES:
+            ex.append(where)
+
+    def lines(self) -> list[str]:
+        return [f"{self.counts[k]} {text}, e.g. {'; '.join(self.examples[k])}"
+                for k, text in PREDICTION_PROBLEMS.items() if self.counts.get(k)]
+
+    def to_dict(self) -> dict:
+        return {"files": self.files, "detections": self.detections,
+                "problems": {k: self.counts.get(k, 0) for k in PREDICTION_PROBLEMS}, "examples": self.examples}
+
+
+def parse_prediction_line(line: str, where: str, report: PredictionReport) -> Optional[KittiObject]:
+    """A detection line as the devkit reads it (type, 14 numbers, score), or None (counted in `report`)."""
+    parts = line.split()
+    if len(parts) < 15:
+        report.add("too_few_fields", where)
+        return None
+    if len(parts) == 15:
+        report.add("no_score", where)
+        return None
+    if len(parts) > 16:
+        report.add("extra_fields", where)
+        parts = parts[:16]
+    try:
+        values = [float(v) for v in parts[1:]]
+    except ValueError:
+        report.add("not_a_number", where)
+        return None
+    if not all(np.isfinite(values)):
+        report.add("not_finite", where)
+        return None
+    trunc, occ, alpha, x1, y1, x2, y2, h, w, l, x, y, z, ry, score = values
+    if x2 < x1 or y2 < y1:
+        report.add("degenerate_box", where)
+    if x1 < 0 or y1 < 0:
+        report.add("negative_coordinates", where)
+    return KittiObject(
+        type=parts[0], bbox=(x1, y1, x2, y2), truncated=trunc, occluded=int(occ), alpha=alpha,
+        dimensions=(h, w, l), location=(x, y, z), rotation_y=ry, score=score,
+    )
+
+
+def read_prediction_dir(directory: str | Path) -> tuple[dict[str, list[KittiObject]], PredictionReport]:
+    """{frame id: detections} for every *.txt in `directory` (KITTI lines with a 16th score field), leniently."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"{directory}: prediction directory not found")
+    report, out = PredictionReport(), {}
+    for p in sorted(directory.glob(f"*{LABEL_SUFFIX}")):
+        try:
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataError(f"{p}: cannot read prediction file: {err}") from None
+        objs = [parse_prediction_line(line, f"{p}:{i}", report) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+        out[p.stem] = [o for o in objs if o is not None]
+        report.files += 1
+        report.detections += len(out[p.stem])
+    return out, report
+
+
 @dataclass
 class FrameArrays:
     """The objects of one frame as arrays (what metrics and the rasterizer consume)."""
@@ -131,6 +223,11 @@ class FrameArrays:
     truncated: np.ndarray = field(default_factory=lambda: np.zeros(0))
     occluded: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # Pascal VOC "difficult" ground truth (neutral under matching: voc); None = no box is difficult
+    difficult: Optional[np.ndarray] = None
+
+    def difficult_mask(self) -> np.ndarray:
+        return np.zeros(self.types.size, bool) if self.difficult is None else np.asarray(self.difficult, bool)
 
 
 def to_arrays(objects: list[KittiObject]) -> FrameArrays:
@@ -144,7 +241,7 @@ def to_arrays(objects: list[KittiObject]) -> FrameArrays:
     )
 
 
-def make_frame(types, boxes, occluded=None, truncated=None, scores=None) -> FrameArrays:
+def make_frame(types, boxes, occluded=None, truncated=None, scores=None, difficult=None) -> FrameArrays:
     """FrameArrays from plain lists (synthetic data, tests, benchmarks)."""
     n = len(types)
     return FrameArrays(
@@ -153,4 +250,5 @@ def make_frame(types, boxes, occluded=None, truncated=None, scores=None) -> Fram
         truncated=np.array(truncated if truncated is not None else [0.0] * n, dtype=np.float64),
         occluded=np.array(occluded if occluded is not None else [0] * n, dtype=np.int64),
         scores=np.array(scores if scores is not None else [1.0] * n, dtype=np.float64),
+        difficult=None if difficult is None else np.array(difficult, dtype=bool),
     )

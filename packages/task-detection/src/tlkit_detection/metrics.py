@@ -1,16 +1,18 @@
-"""Detection metrics.
+"""Detection metrics, each equal to the reference tool users compare with (differential tests in
+tests/test_reference_tools.py, tests/test_kitti_devkit.py):
 
-1. `evaluate_ap`: TLT DetectNet_v2's metric (`evaluation/compute_metrics.py`, "VOC 2009"): per class,
-   predictions sorted by confidence; each one takes the ground-truth box of its class with the highest
-   IoU; IoU >= that class's threshold and the box not yet taken -> TP, else FP. AP is SAMPLE (11-point
-   interpolated, VOC07) or INTEGRATE (area under the monotone precision envelope, VOC2010+, from
-   recall 0). `evaluation_box_config` is a hard filter on both ground truth and predictions. Boxes use
-   continuous coordinates (TLT rounds to integers and adds one pixel to widths; we don't).
+1. `evaluate_ap`: per-class AP in one of two conventions (`matching`):
+   - "tlt": TLT DetectNet_v2's `evaluation/compute_metrics.py` (the default, as `tlkit detection evaluate`
+     and validation during training report it);
+   - "voc": the Pascal VOC devkit as its Python port `voc_eval.py` (py-faster-rcnn / Detectron) scores it.
+   AP is SAMPLE (11-point) or INTEGRATE (TLT's own integration, or VOC2010's all-point area);
+   `evaluation_box_config` is a hard filter on both ground truth and predictions.
 2. `evaluate_kitti`: the official KITTI object devkit (`evaluate_object.cpp`) for 2D boxes: easy /
    moderate / hard (min height 40/25/25 px, max occlusion 0/1/2, max truncation 0.15/0.3/0.5),
    neighbouring classes (Van for Car, Person_sitting for Pedestrian) and too-hard boxes neither count
    nor penalise, DontCare regions absorb detections, AP on 41 recall-sampled thresholds: AP11 (every
    4th point, the original devkit) and AP40 (points 1..40, the 2019 devkit).
+3. `evaluate_coco`: COCO mAP@[.5:.95], AP50, AP75 and small/medium/large AP through pycocotools.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ def box_intersection_over_a(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(area_a[:, None] > 0, inter / area_a[:, None], 0.0)
 
 
-# -- TLT AP -------------------------------------------------------------------------------------------
+# -- per-class AP (TLT DetectNet_v2 / Pascal VOC devkit) ---------------------------------------------------
+
+MATCHING = ("tlt", "voc")
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class ClassAP:
 class APResult:
     classes: dict[str, ClassAP]
     mode: str
+    matching: str = "tlt"
 
     @property
     def mean_ap(self) -> float:
@@ -94,40 +99,62 @@ class APResult:
         return {
             "mean_average_precision": self.mean_ap * 100,
             "average_precision_mode": self.mode,
+            "matching": self.matching,
             "average_precision": {k: c.ap * 100 for k, c in sorted(self.classes.items())},
             "num_ground_truth": {k: c.num_gt for k, c in sorted(self.classes.items())},
             "num_predictions": {k: c.num_pred for k, c in sorted(self.classes.items())},
         }
 
 
-def average_precision(precision: np.ndarray, recall: np.ndarray, mode: str = "sample", num_recall_points: int = 11) -> float:
-    """AP from cumulative precision/recall arrays (predictions sorted by confidence)."""
+def average_precision(
+    precision: np.ndarray, recall: np.ndarray, mode: str = "sample", num_recall_points: int = 11, matching: str = "tlt"
+) -> float:
+    """AP from cumulative precision/recall arrays (predictions sorted by confidence).
+
+    sample: the largest precision at recall >= t, averaged over `num_recall_points` recall values t evenly
+    spaced over [0, 1] (VOC2007's 11-point AP; TLT and the VOC devkit agree).
+    integrate, matching "voc": the VOC2010+ area under the monotone precision envelope, from recall 0.
+    integrate, matching "tlt": TLT's own integration (compute_metrics.py): over the distinct recall values
+    r_0 < ... < r_n reached, sum of (r_{i+1} - r_i) x the largest precision at recall r_i..r_{n-1}; it
+    starts at r_0, not 0, and never uses the precision at r_n (so a perfect detector of 2 objects scores 0.5).
+    """
     precision, recall = np.asarray(precision, float), np.asarray(recall, float)
-    if mode.lower() == "sample":
+    mode = mode.lower()
+    if mode == "sample":
         total = 0.0
         for t in np.linspace(0, 1, num_recall_points):
             p = precision[recall >= t]
             total += float(p.max()) if p.size else 0.0
         return total / num_recall_points
-    if mode.lower() == "integrate":
+    if mode == "integrate" and matching == "voc":
         mrec = np.concatenate([[0.0], recall, [1.0]])
         mpre = np.concatenate([[0.0], precision, [0.0]])
         mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # monotone envelope
         steps = np.flatnonzero(mrec[1:] != mrec[:-1])
         return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
+    if mode == "integrate":
+        if recall.size == 0:
+            return 0.0
+        levels, first = np.unique(recall, return_index=True)
+        if levels.size < 2:
+            return 0.0
+        group_max = np.maximum.reduceat(precision, first)[:-1]  # precision at each recall level but the last
+        height = np.maximum.accumulate(group_max[::-1])[::-1]
+        return float(np.sum(height * np.diff(levels)))
     raise ValueError(f"average_precision_mode must be SAMPLE or INTEGRATE, got {mode!r}")
 
 
 def flatten_frames(frames: Mapping[str, FrameArrays], keys: Sequence[str]) -> tuple[np.ndarray, ...]:
-    """Concatenate frames `keys` (missing ones are empty): (frame index, types, boxes, scores) arrays."""
+    """Concatenate frames `keys` (missing ones are empty): (frame index, types, boxes, scores, difficult)."""
     parts = [(i, frames[k]) for i, k in enumerate(keys) if k in frames and frames[k].types.size]
     if not parts:
-        return np.zeros(0, np.int64), np.zeros(0, object), np.zeros((0, 4)), np.zeros(0)
+        return np.zeros(0, np.int64), np.zeros(0, object), np.zeros((0, 4)), np.zeros(0), np.zeros(0, bool)
     return (
         np.concatenate([np.full(f.types.size, i, np.int64) for i, f in parts]),
         np.concatenate([f.types for _, f in parts]),
         np.concatenate([f.boxes for _, f in parts]),
         np.concatenate([f.scores for _, f in parts]),
+        np.concatenate([f.difficult_mask() for _, f in parts]),
     )
 
 
@@ -141,6 +168,17 @@ def _same_frame_pairs(pred_frame: np.ndarray, gt_frame: np.ndarray, n_frames: in
     return pi, np.repeat(starts[pred_frame], k) + offsets
 
 
+def pixel_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of (N, 4) boxes in the VOC devkit's pixel convention (a box spans x1..x2 inclusive, so
+    widths and heights are x2 - x1 + 1), as TLT's compute_metrics (border_pixels "include") and voc_eval
+    compute it; 0 where the union is not positive (degenerate boxes)."""
+    iw = np.maximum(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + 1.0, 0.0)
+    ih = np.maximum(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + 1.0, 0.0)
+    inter = iw * ih
+    union = (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0) + (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0) - inter
+    return np.where((union > 0) & (inter > 0), inter / np.where(union > 0, union, 1.0), 0.0)
+
+
 def evaluate_ap(
     ground_truth: Mapping[str, FrameArrays],
     predictions: Mapping[str, FrameArrays],
@@ -149,47 +187,63 @@ def evaluate_ap(
     mode: Literal["sample", "integrate"] = "sample",
     num_recall_points: int = 11,
     box_filters: Mapping[str, BoxFilter] | BoxFilter | None = None,
+    matching: Literal["tlt", "voc"] = "tlt",
 ) -> APResult:
-    """TLT-style per-class AP over frames (`ground_truth` keys); frames without predictions have none."""
+    """Per-class AP over frames (`ground_truth` keys); frames without predictions have none.
+
+    Both conventions take predictions by decreasing confidence (stable on ties) and give each the
+    ground-truth box of its class in its frame with the highest IoU (pixel convention, `pixel_iou`; the
+    first on ties); a box already taken by a more confident prediction makes it a false positive.
+    matching "tlt" (TLT DetectNet_v2 compute_metrics.py): boxes rounded to whole pixels first (half to
+    even), a match needs IoU >= the class threshold, every ground-truth box counts.
+    matching "voc" (the VOC devkit, voc_eval.py): coordinates as given, a match needs IoU > the threshold,
+    ground truth marked difficult neither counts nor penalises: a prediction whose best box is difficult
+    is ignored. `box_filters` (evaluation_box_config) remove boxes from both sides first; TLT always
+    filters (its default drops boxes of negative size), "voc" only when a filter is set.
+    """
+    if matching not in MATCHING:
+        raise ValueError(f"matching must be one of {MATCHING}, got {matching!r}")
     keys = sorted(ground_truth)
-    g_frame, g_type, g_box, _ = flatten_frames(ground_truth, keys)
-    p_frame, p_type, p_box, p_score = flatten_frames(predictions, keys)
+    g_frame, g_type, g_box, _, g_difficult = flatten_frames(ground_truth, keys)
+    p_frame, p_type, p_box, p_score, _ = flatten_frames(predictions, keys)
+    # TLT filters the boxes as given, then rounds them
+    g_match, p_match = (np.round(g_box), np.round(p_box)) if matching == "tlt" else (g_box, p_box)
     out = {}
     for cls in classes:
         thr = iou_thresholds if isinstance(iou_thresholds, (int, float)) else iou_thresholds.get(cls, 0.5)
         flt = box_filters.get(cls, BoxFilter()) if isinstance(box_filters, Mapping) else (box_filters or BoxFilter())
-        gsel = np.flatnonzero((g_type == cls) & flt.mask(g_box)) if g_type.size else np.zeros(0, np.int64)
-        psel = np.flatnonzero((p_type == cls) & flt.mask(p_box)) if p_type.size else np.zeros(0, np.int64)
+        if matching == "voc" and flt == BoxFilter():
+            flt = None  # the VOC devkit has no filter; TLT's default one drops boxes of negative size
+        gsel = np.flatnonzero((g_type == cls) & (flt is None or flt.mask(g_box))) if g_type.size else np.zeros(0, np.int64)
+        psel = np.flatnonzero((p_type == cls) & (flt is None or flt.mask(p_box))) if p_type.size else np.zeros(0, np.int64)
         gsel = gsel[np.argsort(g_frame[gsel], kind="stable")]
-        num_gt = int(gsel.size)
-        order = psel[np.argsort(-p_score[psel], kind="mergesort")]  # by confidence, stable on ties
+        neutral = g_difficult[gsel] if matching == "voc" else np.zeros(gsel.size, bool)
+        num_gt = int(gsel.size - neutral.sum())
+        order = psel[np.argsort(-p_score[psel], kind="stable")]  # by confidence, stable on ties
         scores = p_score[order]
         best_iou = np.full(order.size, -1.0)
         best_gt = np.full(order.size, -1, np.int64)
-        if order.size and num_gt:
+        if order.size and gsel.size:
             pi, gi = _same_frame_pairs(p_frame[order], g_frame[gsel], len(keys))
-            a, b = p_box[order][pi], g_box[gsel][gi]
-            iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
-            ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
-            inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-            union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
-            iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+            iou = pixel_iou(p_match[order][pi], g_match[gsel][gi])
             # each prediction takes its highest-IoU GT box (the first one on ties)
             srt = np.lexsort((gi, -iou, pi))
             first = srt[np.r_[True, pi[srt][1:] != pi[srt][:-1]]]
             best_iou[pi[first]] = iou[first]
             best_gt[pi[first]] = gi[first]
-        hit = np.flatnonzero(best_iou >= thr)
+        hit = best_iou >= thr if matching == "tlt" else best_iou > thr
+        ignored = hit & neutral[np.maximum(best_gt, 0)] if gsel.size else np.zeros(order.size, bool)
+        counted = np.flatnonzero(hit & ~ignored)
         # a GT box is a TP for the first (highest-confidence) prediction reaching it; later ones are duplicates
         tp = np.zeros(order.size, bool)
-        _, first_hit = np.unique(best_gt[hit], return_index=True)
-        tp[hit[first_hit]] = True
-        ctp, cfp = np.cumsum(tp), np.cumsum(~tp)
+        _, first_hit = np.unique(best_gt[counted], return_index=True)
+        tp[counted[first_hit]] = True
+        ctp, cfp = np.cumsum(tp), np.cumsum(~tp & ~ignored)
         precision = np.where(ctp + cfp > 0, ctp / np.maximum(ctp + cfp, 1), 0.0)
         recall = ctp / num_gt if num_gt else np.zeros(ctp.size)
-        ap = average_precision(precision, recall, mode, num_recall_points) if num_gt else 0.0
+        ap = average_precision(precision, recall, mode, num_recall_points, matching) if num_gt else 0.0
         out[cls] = ClassAP(cls, ap, num_gt, int(order.size), precision, recall, scores, float(thr))
-    return APResult(out, mode.upper())
+    return APResult(out, mode.upper(), matching)
 
 
 # -- printing and plots ---------------------------------------------------------------------------------
@@ -343,7 +397,8 @@ def _kitti_chunk(gts: list[FrameArrays], dets: list[FrameArrays]) -> _KittiChunk
         gt_occ=_pad([g.occluded for g in gts], G, 0, np.int64),
         gt_trunc=_pad([g.truncated for g in gts], G, 0.0, np.float64),
         det_types=_pad(dtypes, D, "", object),
-        det_height=dbox[..., 3] - dbox[..., 1],
+        # the devkit: int32_t height = fabs(y1 - y2), so a flipped box is as tall as its mirror image
+        det_height=np.trunc(np.abs(dbox[..., 3] - dbox[..., 1])),
         det_score=_pad([d.scores for d in dets], D, -np.inf, np.float64),
     )
 
@@ -470,3 +525,93 @@ def evaluate_kitti(
                 "num_gt": n_gt,
             }
     return result
+
+
+# -- COCO (pycocotools) ----------------------------------------------------------------------------------------
+
+# COCOeval.stats[:6], in order
+COCO_METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
+
+
+def coco_xywh(boxes: np.ndarray) -> np.ndarray:
+    """x1 y1 x2 y2 -> COCO's x y w h; a degenerate box gets zero width or height (it overlaps nothing)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.stack([boxes[:, 0], boxes[:, 1], np.clip(boxes[:, 2] - boxes[:, 0], 0, None),
+                     np.clip(boxes[:, 3] - boxes[:, 1], 0, None)], axis=1)
+
+
+def coco_ground_truth(ground_truth: Mapping[str, FrameArrays], keys: Sequence[str], classes: Sequence[str]) -> dict:
+    """A COCO instances dict: image i + 1 is frame keys[i], category c + 1 is classes[c]; boxes of other
+    classes (DontCare, ...) are left out; area = box width x height (there are no masks)."""
+    cat = {c: i + 1 for i, c in enumerate(classes)}
+    anns = []
+    for i, k in enumerate(keys):
+        f = ground_truth[k]
+        for t, (x, y, w, h) in zip(f.types, coco_xywh(f.boxes)):
+            if t in cat:
+                anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cat[t], "bbox": [x, y, w, h],
+                             "area": w * h, "iscrowd": 0})
+    return {"images": [{"id": i + 1, "file_name": k} for i, k in enumerate(keys)], "annotations": anns,
+            "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)]}
+
+
+def coco_detections(predictions: Mapping[str, FrameArrays], image_ids: Mapping[str, int], classes: Sequence[str]) -> list[dict]:
+    """COCO results: [{image_id, category_id, bbox [x, y, w, h], score}] (category c + 1 is classes[c])."""
+    cat = {c: i + 1 for i, c in enumerate(classes)}
+    out = []
+    for k, f in predictions.items():
+        if k not in image_ids:
+            continue
+        for t, box, s in zip(f.types, coco_xywh(f.boxes), f.scores):
+            if t in cat:
+                out.append({"image_id": image_ids[k], "category_id": cat[t], "bbox": [float(v) for v in box], "score": float(s)})
+    return out
+
+
+@dataclass
+class CocoResult:
+    metrics: dict[str, float | None]  # COCO_METRICS in %; None where no ground truth falls in that size range
+    per_class: dict[str, float | None]  # AP@[.5:.95] in %
+
+    def to_dict(self) -> dict:
+        return {**self.metrics, "per_class_AP": self.per_class}
+
+    def table(self) -> str:
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        return pretty_table(COCO_METRICS, [[fmt(self.metrics[m]) for m in COCO_METRICS]])
+
+
+def evaluate_coco(
+    ground_truth: Mapping[str, FrameArrays], predictions: Mapping[str, FrameArrays], classes: Sequence[str]
+) -> CocoResult:
+    """COCO bbox AP through pycocotools' COCOeval (IoU .50:.05:.95, 101 recall points, at most 100
+    detections per image, small / medium / large by ground-truth area < 32^2 / < 96^2 / above)."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    keys = sorted(ground_truth)
+    gt_dict = coco_ground_truth(ground_truth, keys, classes)
+    dets = coco_detections(predictions, {k: i + 1 for i, k in enumerate(keys)}, classes)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        gt = COCO()
+        gt.dataset = gt_dict
+        gt.createIndex()
+        dt = gt.loadRes(dets) if dets else COCO()
+        if not dets:  # loadRes refuses an empty list: no detections score 0 everywhere
+            dt.dataset = {"images": gt_dict["images"], "annotations": [], "categories": gt_dict["categories"]}
+            dt.createIndex()
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    metrics = {m: (None if v < 0 else float(v) * 100) for m, v in zip(COCO_METRICS, ev.stats[:6])}
+    # precision[T, R, K, A, M]: area "all", maxDets 100; -1 marks categories without ground truth
+    precision = ev.eval["precision"][:, :, :, 0, -1]
+    per_class = {}
+    for k, c in enumerate(classes):
+        p = precision[:, :, k]
+        per_class[c] = float(p[p > -1].mean()) * 100 if (p > -1).any() else None
+    return CocoResult(metrics, per_class)

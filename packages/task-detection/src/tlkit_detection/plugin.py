@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tlkit import hookimpl
-from tlkit.cli.options import CALIBRATION_OPTIONS, INFERENCE_OPTIONS
+from tlkit.cli.options import CALIBRATION_OPTIONS, INFERENCE_OPTIONS, TRAIN_OPTIONS
 from tlkit.commands import export_command, prune_command
 from tlkit.types import CommandSpec, DatasetFormatSpec, OptionSpec, Stage, TaskSpec
 
@@ -32,7 +32,7 @@ EVALUATE_OPTIONS = (
     OptionSpec("labels", ("-l", "--labels", "--label_dir"), Path, None, "folder of KITTI ground-truth label files"),
     OptionSpec("kitti_difficulty", ("--kitti_difficulty",), bool, False, "also report KITTI easy/moderate/hard AP11/AP40"),
     OptionSpec("use_training_set", ("--use_training_set",), bool, False, "-m: evaluate on the training split instead of validation"),
-    OptionSpec("batch_size", ("-b", "--batch_size"), int, None, "-m: batch size (default: train_config.batch_size_per_gpu)"),
+    OptionSpec("batch_size", ("-b", "--batch_size"), int, None, "-m: batch size (default: train_config.batch_size_per_gpu)", min=1),
 )
 
 
@@ -43,12 +43,14 @@ def tlkit_register_tasks():
         summary="2D object detection (TLT DetectNet_v2 parity): convert, train, evaluate, infer, prune, export.",
         config_model=f"{_PKG}.config:DetectionConfig",
         build_model=f"{_PKG}.gluoncv_models:build_any_from_meta",  # DetectNet_v2 or GluonCV SSD/YOLOv3
+        dataset_spec_model=f"{_PKG}.config:DatasetExportConfig",
         commands=(
-            CommandSpec("train", f"{_PKG}.train:run", "Train DetectNet_v2 (or retrain a pruned graph with load_graph: true).", (), stage=Stage.TRAIN),
+            CommandSpec("train", f"{_PKG}.train:run", "Train DetectNet_v2 (or retrain a pruned graph with load_graph: true).", TRAIN_OPTIONS, stage=Stage.TRAIN),
             CommandSpec(
                 "dataset_convert", f"{_PKG}.dataset_convert:run",
                 "Convert KITTI / Pascal VOC / COCO to sharded RecordIO folds (or to KITTI / COCO), reporting label problems.",
                 DATASET_CONVERT_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.DATASET_CONVERT,
+                overrides_option="dataset_export_spec",
             ),
             CommandSpec(
                 "evaluate", f"{_PKG}.evaluate:run",

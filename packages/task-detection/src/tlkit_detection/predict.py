@@ -51,10 +51,18 @@ def to_frame(dets: Sequence[Detection]) -> FrameArrays:
     )
 
 
+def spec_postprocessing(spec: Any) -> Any:
+    """The spec's postprocessing_config when the spec sets one (in its file or by overrides), else None:
+    then the post-processing saved in the model applies, not the built-in defaults."""
+    if spec is None or "postprocessing_config" not in spec.model_fields_set:
+        return None
+    return spec.postprocessing_config
+
+
 def clustering_params(meta: dict[str, Any], spec: Any = None) -> dict[str, ClusteringParams]:
-    """Per-class clustering: the spec's postprocessing_config when given, else the model's own meta."""
+    """Per-class clustering: the spec's postprocessing_config when it sets one, else the model's own meta."""
     classes = list(meta["classes"])
-    if spec is not None:
+    if spec_postprocessing(spec) is not None:
         return spec.postprocessing_config.params(classes)
     saved = meta.get("postprocessing") or {}
     return {c: ClusteringParams(**saved[c]) if c in saved else ClusteringParams() for c in classes}

@@ -16,10 +16,10 @@ round-robin into `num_partitions` folds. Each fold is split into `num_shards` co
 
 from __future__ import annotations
 
-import io
+import glob
 import json
-import os
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,9 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from tlkit.errors import DataError
-from tlkit.io import atomic_write_text
+from tlkit.images import read_rgb
+from tlkit.io import atomic_write_text, make_dir, read_json
+from tlkit.recordfile import open_reader, read_record, record_writer
 from tlkit_detection.config import PartitionConfig
 from tlkit_detection.convert import ConvertReport, Sample
 
@@ -41,6 +43,8 @@ def partition_frames(frame_ids: Sequence[str], cfg: PartitionConfig) -> list[lis
     """Split frame ids into folds as TLT's KITTI converter does (see module doc)."""
     rng = random.Random(cfg.seed)
     frames = list(frame_ids)
+    if cfg.partition_mode == "list":
+        return _listed_folds(frames, cfg)
     if cfg.partition_mode == "random":
         rng.shuffle(frames)
         n_val = int(cfg.val_split / 100.0 * len(frames))
@@ -54,16 +58,37 @@ def partition_frames(frame_ids: Sequence[str], cfg: PartitionConfig) -> list[lis
     return folds
 
 
+def read_id_list(path: str | Path) -> list[str]:
+    """Frame ids of a list file: the first word of each line (VOC ImageSets lines may carry a flag after it)."""
+    p = Path(path)
+    try:
+        return [ln.split()[0] for ln in p.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    except FileNotFoundError:
+        raise DataError(f"{p}: frame list not found") from None
+
+
+def _listed_folds(frames: list[str], cfg: PartitionConfig) -> list[list[str]]:
+    """list mode: [val_list frames, train_list frames (or every other frame)], in list order."""
+    present = set(frames)
+    val = read_id_list(cfg.val_list)  # type: ignore[arg-type]
+    train = read_id_list(cfg.train_list) if cfg.train_list else [f for f in frames if f not in set(val)]
+    both = sorted(set(val) & set(train))
+    if both:
+        raise DataError(f"{cfg.train_list} and {cfg.val_list} share {len(both)} frames, e.g. {both[:3]}")
+    for name, ids in ((cfg.val_list, val), (cfg.train_list, train)):
+        missing = [i for i in ids if i not in present]
+        if missing and len(missing) == len(ids):
+            raise DataError(f"{name}: none of its {len(ids)} frame ids is in the dataset, e.g. {missing[:3]}")
+        if missing:  # images skipped by the reader (missing labels, unreadable): already in the report
+            ids[:] = [i for i in ids if i in present]
+    return [val, train]
+
+
 def _sequences(frames: list[str], cfg: PartitionConfig) -> dict[str, list[str]]:
     if not cfg.kitti_sequence_to_frames_file:
         return {f: [f] for f in frames}
     path = Path(cfg.kitti_sequence_to_frames_file)
-    try:
-        mapping = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: kitti_sequence_to_frames_file not found") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+    mapping = read_json(path, "kitti_sequence_to_frames_file")
     if not isinstance(mapping, dict):
         raise DataError(f"{path}: expected a JSON object {{sequence: [frame ids]}}")
     present = set(frames)
@@ -97,37 +122,40 @@ def write_records(
     partition: PartitionConfig,
     report: ConvertReport | None = None,
     image_extension: str | None = None,
+    folds: list[list[str]] | None = None,
 ) -> dict:
-    """Write the folds/shards and the manifest; returns the manifest."""
+    """Write the folds/shards and the manifest; returns the manifest. `folds` (frame ids per fold) replaces
+    the partitioning of `partition` (e.g. one fold per COCO file). A fold gets at most one shard per frame,
+    so an empty fold (val_split 0) writes no files."""
     from mxnet import recordio
 
     if not samples:
         raise DataError(f"{output_prefix}: nothing to convert (no usable images)")
     output_prefix = Path(output_prefix)
-    output_prefix.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(output_prefix.parent)
     by_id = {s.frame_id: s for s in samples}
     if len(by_id) != len(samples):
         dup = sorted(k for k, n in Counter(s.frame_id for s in samples).items() if n > 1)
         raise DataError(f"frame ids must be unique (file stems); {len(dup)} repeat, e.g. {dup[:3]}")
     classes = sorted({o.type for s in samples for o in s.objects})
     class_index = {c: i for i, c in enumerate(classes)}
-    folds = partition_frames(sorted(by_id), partition)
+    if folds is None:
+        folds = partition_frames(sorted(by_id), partition)
+    unknown = sorted({f for fold in folds for f in fold} - set(by_id))
+    if unknown:
+        raise DataError(f"folds list {len(unknown)} frames that were not converted, e.g. {unknown[:3]}")
     shards = []
     for fold, frame_ids in enumerate(folds):
-        for shard, chunk in enumerate(np.array_split(np.asarray(frame_ids, dtype=object), partition.num_shards)):
-            name = shard_name(output_prefix, fold, len(folds), shard, partition.num_shards)
+        n_shards = min(partition.num_shards, len(frame_ids))
+        chunks = np.array_split(np.asarray(frame_ids, dtype=object), n_shards) if n_shards else []
+        for shard, chunk in enumerate(chunks):
+            name = shard_name(output_prefix, fold, len(folds), shard, n_shards)
             rec, idx = Path(name + ".rec"), Path(name + ".idx")
-            tmp_rec, tmp_idx = Path(f"{rec}.tmp"), Path(f"{idx}.tmp")
-            writer = recordio.MXIndexedRecordIO(str(tmp_idx), str(tmp_rec), "w")
-            try:
+            with record_writer(rec, idx) as writer:
                 for i, frame in enumerate(chunk):
                     s = by_id[frame]
                     header = recordio.IRHeader(0, encode_label(s, class_index), i, 0)
                     writer.write_idx(i, recordio.pack(header, s.image_path.read_bytes()))
-            finally:
-                writer.close()
-            os.replace(tmp_rec, rec)
-            os.replace(tmp_idx, idx)
             shards.append({"fold": fold, "shard": shard, "rec": rec.name, "idx": idx.name, "frames": [str(f) for f in chunk]})
     counts: dict[str, int] = {}
     for s in samples:
@@ -142,6 +170,7 @@ def write_records(
         "num_partitions": len(folds),
         "num_shards": partition.num_shards,
         "frames_per_fold": [len(f) for f in folds],
+        "frames_in_no_fold": len(by_id) - sum(len(f) for f in folds),  # list mode: in neither list
         "image_extension": image_extension,
         "shards": shards,
         "report": report.to_dict() if report else None,
@@ -150,18 +179,40 @@ def write_records(
     return manifest
 
 
-def load_manifest(path: str | Path) -> tuple[dict, Path]:
-    path = Path(path)
-    if path.suffix != ".json":
-        path = Path(f"{path}.json")
+def find_manifest(path: str | Path) -> Path:
+    """The manifest for a records_path: the .json itself, its prefix, a folder holding one manifest, or a glob
+    (TLT's tfrecords_path, e.g. `tfrecords/kitti_trainval/*`) matching one manifest or the shards of one."""
+    text = str(path)
+    p = Path(text)
+    if p.is_dir():
+        text = str(p / "*")
+    if not any(ch in text for ch in "*?["):
+        return p if p.suffix == ".json" else Path(f"{p}.json")
+    hits = sorted(glob.glob(text))
+    found = {h for h in hits if h.endswith(".json") and _is_manifest(h)}
+    if not found:  # the glob names shards: <prefix>-fold-NNN-of-NNN-shard-...
+        found = {m.group(1) + ".json" for h in hits if (m := re.match(r"(.+)-fold-\d{3}-of-\d{3}", h))}
+        found = {f for f in found if Path(f).is_file()}
+    if len(found) != 1:
+        what = "no dataset_convert manifest" if not found else f"{len(found)} manifests ({', '.join(sorted(found))})"
+        raise DataError(f"records_path {text!r} matches {what}; give the <prefix>.json that dataset_convert wrote")
+    return Path(found.pop())
+
+
+def _is_manifest(path: str) -> bool:
     try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: converted dataset manifest not found (run `tlkit detection dataset_convert`)") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise DataError(f"{path}: not a tlkit detection dataset manifest (format {manifest.get('format')!r})")
+        with open(path) as fh:
+            return MANIFEST_FORMAT in fh.read(200)
+    except OSError:
+        return False
+
+
+def load_manifest(path: str | Path) -> tuple[dict, Path]:
+    path = find_manifest(path)
+    manifest = read_json(path, "converted dataset manifest", "run `tlkit detection dataset_convert`")
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise DataError(f"{path}: not a tlkit detection dataset manifest (format {found!r})")
     return manifest, path.parent
 
 
@@ -211,25 +262,20 @@ class RecordReader:
 
     def __iter__(self) -> Iterator[DetectionSample]:
         from mxnet import recordio
-        from PIL import Image
 
         for shard in self.shards:
             rec, idx = self.root / shard["rec"], self.root / shard["idx"]
             if not rec.is_file() or not idx.is_file():
                 raise DataError(f"{rec}: shard listed in the manifest is missing")
-            reader = recordio.MXIndexedRecordIO(str(idx), str(rec), "r")
+            reader = open_reader(rec, idx)
             try:
                 for i, frame in enumerate(shard["frames"]):
-                    header, payload = recordio.unpack(reader.read_idx(i))
+                    header, payload = recordio.unpack(read_record(reader, i, rec))
                     label = np.asarray(header.label, np.float32)
                     hw, ow = int(label[0]), int(label[1])
                     w, h = label[2], label[3]
                     objs = label[hw:].reshape(-1, ow)
-                    try:
-                        with Image.open(io.BytesIO(payload)) as im:
-                            image = np.asarray(im.convert("RGB"))
-                    except OSError as err:
-                        raise DataError(f"{rec}: record {i} ({frame}): cannot decode image: {err}") from None
+                    image = read_rgb(payload, f"{rec}: record {i} ({frame})")
                     cls = self._map[objs[:, 0].astype(np.int64)] if len(objs) else np.zeros(0, np.int64)
                     keep = cls >= 0
                     boxes = objs[keep, 1:5] * np.array([w, h, w, h], np.float32)

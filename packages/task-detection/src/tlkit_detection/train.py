@@ -2,7 +2,8 @@
 
 Writes, into the results dir: the resolved spec, weights/model_epoch_NNN.tlk checkpoints and
 weights/model.tlk (through tlkit.training), status.json, training.csv. Validation (every
-evaluation_config.validation_period_during_training epochs when set, else train_config.validation_period)
+evaluation_config.validation_period_during_training epochs when set, else train_config.validation_period;
+from evaluation_config.first_validation_epoch on when set, as TLT; always after the last epoch)
 clusters the validation fold's heads and reports TLT's "mean average precision" (the KPI), per-class AP
 and the validation cost.
 """
@@ -14,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from tlkit_detection.data import Dataset, TargetMaker, batches, dataset_for, steps_per_epoch
+from tlkit_detection.data import Dataset, TargetMaker, batches, dataset_for, dropped_by_mapping, steps_per_epoch
 
 
 def evaluate_dataset(detector: Any, ds: Dataset, maker: TargetMaker, cfg: Any, batch_size: int,
                      loss: Any = None, net: Any = None, ctx: Any = None) -> dict[str, Any]:
-    """Detections for every frame of `ds`, scored with TLT AP (evaluation_config). Returns
+    """Detections for every frame of `ds`, scored with per-class AP (evaluation_config). Returns
     {"result": APResult, "predictions": {frame: FrameArrays}, "ground_truth": ..., "cost": float | None}."""
     from tlkit_detection.metrics import BoxFilter, evaluate_ap
     from tlkit_detection.predict import to_frame
@@ -53,17 +54,42 @@ def evaluate_dataset(detector: Any, ds: Dataset, maker: TargetMaker, cfg: Any, b
     result = evaluate_ap(
         gts, preds, classes, {c: thresholds.get(lower[c], ev.default_overlap) for c in classes},
         mode=ev.average_precision_mode.lower(), num_recall_points=ev.num_recall_points, box_filters=filters,
+        matching=ev.matching,
     )
     return {"result": result, "predictions": preds, "ground_truth": gts, "cost": cost_sum / n if n else None}
 
 
-def training_datasets(cfg: Any, results_dir: Path, console: Any) -> tuple[Dataset, Dataset | None]:
-    """The training and (when the spec has one) validation datasets, announced; the resolved spec saved."""
-    from tlkit.config import save_resolved_spec
+def check_spec_classes(cfg: Any, classes: list[str], console: Any) -> None:
+    """Class names in the spec's per-class settings must be training classes (SpecError otherwise, with a
+    suggestion); source classes target_class_mapping drops are reported with their object counts."""
+    from tlkit.context import print_warning
+    from tlkit.errors import SpecError, did_you_mean
 
-    results_dir.mkdir(parents=True, exist_ok=True)
+    for path, names in cfg.named_classes().items():
+        # evaluation compares class names in lower case; the per_class lookups are exact
+        known = {c.lower(): c for c in classes} if path.endswith("overlap") else {c: c for c in classes}
+        for name in names:
+            if (name.lower() if path.endswith("overlap") else name) not in known:
+                raise SpecError(
+                    f"{path}.{name}: {name!r} is not a training class{did_you_mean(name, classes)} (classes: "
+                    f"{', '.join(classes)}); its settings would never apply"
+                )
+    dropped = dropped_by_mapping(cfg)
+    if dropped:
+        print_warning(
+            console,
+            "dataset_config.target_class_mapping maps no target for "
+            + ", ".join(f"{c} ({n} objects)" for c, n in sorted(dropped.items()))
+            + ": their objects are dropped (TLT semantics); map them to train on them",
+        )
+
+
+def training_datasets(cfg: Any, results_dir: Path, console: Any) -> tuple[Dataset, Dataset | None]:
+    """The training and (when the spec has one) validation datasets, announced (the spec's class names
+    checked against them)."""
     train_ds = dataset_for(cfg, "training")
     classes = train_ds.classes
+    check_spec_classes(cfg, classes, console)
     dc = cfg.dataset_config
     has_val = dc.validation_data_source is not None or dc.validation_fold is not None
     val_ds = dataset_for(cfg, "validation", classes) if has_val else None
@@ -72,7 +98,6 @@ def training_datasets(cfg: Any, results_dir: Path, console: Any) -> tuple[Datase
         f"train: {len(train_ds)} frames, {n_obj} objects of {len(classes)} classes {classes}"
         + (f"; validation: {len(val_ds)} frames" if val_ds is not None else "; no validation data")
     )
-    save_resolved_spec(cfg, results_dir)
     return train_ds, val_ds
 
 
@@ -82,6 +107,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         from tlkit_detection.gluoncv_train import train_model as train_gluoncv
 
         return train_gluoncv(cfg, results_dir, console, ctx_list, use_amp=use_amp)
+    from tlkit.config import resolved_spec_text
     from tlkit.distributed import world
     from tlkit.threads import loader_workers
     from tlkit.training import TrainJob, train
@@ -127,9 +153,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
             console.print("cost auto-weighting: " + ", ".join(
                 f"{c} cov {w[i, 0]:.3f} bbox {w[i, 1]:.3f}" for i, c in enumerate(classes)))
 
-    # TLT's evaluation_config.validation_period_during_training, when the spec sets it
-    if "validation_period_during_training" in ev.model_fields_set:
-        tc = tc.model_copy(update={"validation_period": ev.validation_period_during_training})
+    tc, first_validation = ev.training_validation(tc)  # TLT's evaluation_config periods, when the spec sets them
     job = TrainJob(
         net=built.net,
         train_data=train_data,
@@ -144,6 +168,8 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         on_epoch_end=on_epoch_end,
         get_task_state=loss.get_state,  # auto-weighted objective weights: checkpointed, restored on resume
         set_task_state=loss.set_state,
+        first_validation_epoch=first_validation,
+        run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
         sharded=True,
     )
     return train(job, tc, results_dir, ctx_list, console, use_amp)

@@ -11,7 +11,6 @@ of the loss (0), except where a labeled person overlaps a crowd region; everythi
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import DataError
+from tlkit.io import read_json
 from tlkit_pose.skeleton import COCO_KEYPOINTS, NUM_COCO
 
 # Problem kinds -> what is done about them.
@@ -76,15 +76,7 @@ class CocoKeypoints:
 def load_coco_keypoints(path: str | Path, strict: bool = False) -> CocoKeypoints:
     """Read and check a COCO person-keypoints json (see the module doc for what is checked)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: COCO keypoints file not found")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot read: {err}") from None
-    return parse_coco_keypoints(data, path, strict)
+    return parse_coco_keypoints(read_json(path, "COCO keypoints file"), path, strict)
 
 
 def parse_coco_keypoints(data: Any, path: str | Path = "<annotations>", strict: bool = False) -> CocoKeypoints:

@@ -6,11 +6,13 @@ models. Importing this module imports neither MXNet nor OpenCV.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
 from tlkit.config import SpecModel, TaskConfig, TrainConfig
+from tlkit.spec_aliases import AliasTable
+from tlkit_pose.tlt_spec import TLT_BODYPOSENET, TLT_POSE_DATASET
 
 
 class NormalizationConfig(SpecModel):
@@ -34,7 +36,11 @@ class DataloaderConfig(SpecModel):
     train_images: Optional[str] = Field(None, description="folder holding the training images' file_name paths; null = the json's folder")
     val_annotations: Optional[str] = Field(None, description="COCO person-keypoints json for validation and evaluate")
     val_images: Optional[str] = Field(None, description="folder of the validation images; null = the json's folder")
-    train_records: Optional[str] = Field(None, description="glob of training .rec shards written by dataset_convert (used instead of train_annotations)")
+    train_records: Optional[str | list[str]] = Field(
+        None,
+        description="glob (or list of globs) of training .rec shards written by dataset_convert (used instead of "
+        "train_annotations)",
+    )
     image_dims: list[int] = Field(default_factory=lambda: [256, 256, 3], description="network input [height, width, channels], multiples of the stride")
     normalization_params: NormalizationConfig = Field(default_factory=NormalizationConfig)
     skip_bad_labels: bool = Field(True, description="count, report and skip bad annotations; false = fail on the first one")
@@ -142,6 +148,8 @@ class ModelConfig(SpecModel):
 class PoseConfig(TaskConfig):
     """Spec of `tlkit pose ...` (TLT BodyPoseNet parity)."""
 
+    tlt_aliases: ClassVar[AliasTable] = TLT_BODYPOSENET  # TLT's training and inference spec keys (tlt_spec.py)
+
     dataloader: DataloaderConfig = Field(default_factory=DataloaderConfig)
     pose_config: PoseTopologyConfig = Field(default_factory=PoseTopologyConfig)
     augmentation_config: AugmentationConfig = Field(default_factory=AugmentationConfig)
@@ -163,3 +171,26 @@ class PoseConfig(TaskConfig):
     @property
     def stride(self) -> int:
         return self.dataloader.image_dims[0] // self.pose_config.target_shape[0]
+
+
+# -- the dataset spec of `dataset_convert -d` -------------------------------------------------------------------
+
+
+class CocoSplitSpec(SpecModel):
+    """One split of a COCO person-keypoints set, relative to the dataset spec's root_directory_path."""
+
+    images_root_dir_path: str = Field("", description="folder of the images the json's file_name entries name")
+    annotation_root_dir_path: str = Field(
+        ..., description="the COCO person-keypoints json (a file, despite TLT's key name)"
+    )
+
+
+class PoseDatasetSpec(SpecModel):
+    """`tlkit pose dataset_convert -d SPEC`: TLT BodyPoseNet's dataset spec (coco_spec.json); --mode train reads
+    train_data, --mode test reads test_data."""
+
+    tlt_aliases: ClassVar[AliasTable] = TLT_POSE_DATASET  # TLT keys tlkit does not use (tlt_spec.py)
+
+    root_directory_path: str = Field("", description="dataset root; relative to the spec file's folder")
+    train_data: Optional[CocoSplitSpec] = Field(None, description="the training split (--mode train)")
+    test_data: Optional[CocoSplitSpec] = Field(None, description="the test / validation split (--mode test)")

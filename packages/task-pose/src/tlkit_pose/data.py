@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import math
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,9 @@ from typing import Any, Callable
 import numpy as np
 
 from tlkit.errors import DataError, SpecError
+from tlkit.images import read_bgr
+from tlkit.recordfile import RERUN, open_reader
+from tlkit.recordfile import read_record as read_record_bytes
 
 from tlkit_pose.skeleton import coco_to_parts, flip_keypoints
 from tlkit_pose.targets import mask_to_target, render_targets
@@ -43,19 +47,26 @@ class Sample:
 
 
 def _imread(path: Path) -> np.ndarray:
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = read_bgr(path)
     if img is None:
-        raise DataError(f"{path}: image missing or not decodable")
+        raise DataError(f"{path}: image missing, truncated or not decodable")
     return img
 
 
-def samples_from_coco(annotations: str | Path, image_root: str | Path | None = None, min_keypoints_for_mask: int = 1, strict: bool = False) -> list[Sample]:
-    """Samples of every image with at least one labeled non-crowd person (as dataset_convert keeps them)."""
+def samples_from_coco(
+    annotations: str | Path,
+    image_root: str | Path | None = None,
+    min_keypoints_for_mask: int = 1,
+    strict: bool = False,
+    warn: Callable[[str], object] | None = None,
+) -> list[Sample]:
+    """Samples of every image with at least one labeled non-crowd person (as dataset_convert keeps them).
+    The annotations' problems (counted, skipped or repaired) are reported through `warn`."""
     from tlkit_pose.coco import load_coco_keypoints, loss_mask
 
     ds = load_coco_keypoints(annotations, strict=strict)
+    for line in ds.problem_report():
+        (warn or print)(f"{annotations}: label problem: {line}")
     out = []
     for _, im in sorted(ds.images.items()):
         people = [a for a in im.annotations if not a["iscrowd"] and a["num_keypoints"] > 0]
@@ -73,34 +84,48 @@ def samples_from_coco(annotations: str | Path, image_root: str | Path | None = N
     return out
 
 
-def samples_from_records(pattern: str) -> list[Sample]:
-    """Samples from dataset_convert's .rec shards (a glob or one file); records are read on demand."""
-    from mxnet import recordio
-
-    from tlkit_pose.dataset_convert import read_record
-
-    files = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
-    files = [f for f in files if f.endswith(".rec")]
-    if not files:
-        raise DataError(f"dataloader.train_records {pattern!r}: no .rec files match")
+def samples_from_records(patterns: str | list[str]) -> list[Sample]:
+    """Samples from dataset_convert's .rec shards (globs or files); records are read on demand."""
+    files = []
+    for pattern in [patterns] if isinstance(patterns, str) else patterns:
+        hits = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
+        hits = [f for f in hits if f.endswith(".rec")]
+        if not hits:
+            raise DataError(
+                f"dataloader.train_records {pattern!r}: no .rec files match "
+                "(write them with tlkit pose dataset_convert)"
+            )
+        files += hits
     out = []
     for f in files:
-        idx = Path(f).with_suffix(".idx")
-        if not idx.is_file():
-            raise DataError(f"{f}: index file {idx.name} is missing (write shards with tlkit pose dataset_convert)")
-        reader = recordio.MXIndexedRecordIO(str(idx), f, "r")
+        reader = open_reader(f)  # a missing index or a truncated shard is a DataError naming the file
         for key in reader.keys:
-            rec = read_record(reader.read_idx(key), decode_image=False)
+            rec = _parse(reader, key, f, decode_image=False)
             people = [i for i, (c, n) in enumerate(zip(rec["iscrowd"], rec["num_keypoints"])) if not c and n > 0]
 
-            def load(reader=reader, key=key) -> np.ndarray:
-                return read_record(reader.read_idx(key))["image"]
+            def load(reader=reader, key=key, f=f) -> np.ndarray:
+                image = _parse(reader, key, f)["image"]
+                if image is None:
+                    raise DataError(f"{f}: record {key}: its image cannot be decoded; re-run dataset_convert")
+                return image
 
-            def mask(reader=reader, key=key) -> np.ndarray | None:
-                return read_record(reader.read_idx(key), decode_image=False)["mask"]
+            def mask(reader=reader, key=key, f=f) -> np.ndarray | None:
+                return _parse(reader, key, f, decode_image=False)["mask"]
 
             out.append(Sample(int(rec["image_id"]), load, rec["keypoints"][people], mask))
     return out
+
+
+def _parse(reader: Any, key: int, rec_file: str, decode_image: bool = True) -> dict[str, Any]:
+    """One record of a dataset_convert shard, decoded; a damaged record is a DataError naming the file."""
+    from tlkit_pose.dataset_convert import read_record
+
+    data = read_record_bytes(reader, key, rec_file)
+    try:
+        return read_record(data, decode_image=decode_image)
+    except (ValueError, KeyError, TypeError, struct.error) as err:  # cut or foreign payload
+        why = f"{type(err).__name__}: {err}"
+        raise DataError(f"{rec_file}: record {key} is not a tlkit pose record ({why}); {RERUN}") from None
 
 
 def samples_from_memory(coco: dict, images: Sequence[np.ndarray], min_keypoints_for_mask: int = 1) -> list[Sample]:
@@ -214,11 +239,14 @@ def steps_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
     return max(1, n // batch_size) if drop_last else math.ceil(n / batch_size)
 
 
-def open_train_samples(cfg: Any) -> list[Sample]:
-    """Training samples from the spec: dataloader.train_records (RecordIO) or train_annotations (COCO json)."""
+def open_train_samples(cfg: Any, warn: Callable[[str], object] | None = None) -> list[Sample]:
+    """Training samples from the spec: dataloader.train_records (RecordIO) or train_annotations (COCO json);
+    label problems of the json are reported through `warn`."""
     dl = cfg.dataloader
     if dl.train_records:
         return samples_from_records(dl.train_records)
     if dl.train_annotations:
-        return samples_from_coco(dl.train_annotations, dl.train_images, dl.min_keypoints_for_mask, strict=not dl.skip_bad_labels)
+        return samples_from_coco(
+            dl.train_annotations, dl.train_images, dl.min_keypoints_for_mask, strict=not dl.skip_bad_labels, warn=warn
+        )
     raise SpecError("dataloader: set train_annotations (COCO keypoints json) or train_records (dataset_convert .rec glob) to train")

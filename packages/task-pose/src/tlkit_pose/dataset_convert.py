@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import DataError, TlkitError
-from tlkit.io import atomic_write_text
+from tlkit.images import image_problem
+from tlkit.io import atomic_write_text, make_dir
+from tlkit.recordfile import record_writer
 
 from tlkit_pose.coco import CocoImage, CocoKeypoints, load_coco_keypoints, loss_mask
 
@@ -85,12 +87,11 @@ def convert(
     num_partitions: int = 1,
     num_shards: int = 1,
     generate_masks: bool = False,
-    check_files: bool = False,
     image_root: Path | None = None,
     min_keypoints_for_mask: int = 1,
 ) -> dict[str, Any]:
-    """Write the shards; returns the manifest (also written next to them)."""
-    import cv2
+    """Write the shards; returns the manifest (also written next to them). Every image is decoded once:
+    missing, unreadable (truncated) and wrongly sized ones are skipped and listed in the manifest."""
     from mxnet import recordio
 
     if num_partitions < 1 or num_shards < 1:
@@ -98,40 +99,39 @@ def convert(
     images = [im for _, im in sorted(ds.images.items()) if any(not a["iscrowd"] and a["num_keypoints"] > 0 for a in im.annotations)]
     if not images:
         raise DataError(f"{ds.path}: no image has a person with labeled keypoints; nothing to convert")
+    if not any(ds.image_path(im, image_root).is_file() for im in images):  # before writing any shard
+        first = ds.image_path(images[0], image_root)
+        raise DataError(
+            f"{ds.path}: none of the {len(images)} images could be used (first: {first} not found); check --image_root"
+        )
     skipped: dict[str, list[str]] = {"missing": [], "unreadable": [], "size_mismatch": []}
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(prefix.parent)
     folds = [images[p::num_partitions] for p in range(num_partitions)]
     files, counts = [], []
     for p, fold in enumerate(folds):
         for s in range(num_shards):
             shard = fold[s::num_shards]
             rec_path = shard_name(prefix, mode, p, num_partitions, s, num_shards)
-            tmp_rec, tmp_idx = rec_path.with_suffix(".rec.tmp"), rec_path.with_suffix(".idx.tmp")
-            writer = recordio.MXIndexedRecordIO(str(tmp_idx), str(tmp_rec), "w")
             n = 0
-            try:
+            with record_writer(rec_path) as writer:  # both files appear only once complete
                 for im in shard:
                     path = ds.image_path(im, image_root)
                     if not path.is_file():
                         skipped["missing"].append(str(path))
                         continue
                     data = path.read_bytes()
-                    if check_files:
-                        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-                        if decoded is None:
-                            skipped["unreadable"].append(str(path))
-                            continue
-                        if decoded.shape[:2] != (im.height, im.width):
-                            skipped["size_mismatch"].append(f"{path} is {decoded.shape[1]}x{decoded.shape[0]}, json says {im.width}x{im.height}")
-                            continue
+                    size, problem = image_problem(data)
+                    if problem is not None:
+                        skipped["unreadable"].append(f"{path} ({problem})")
+                        continue
+                    if size != (im.width, im.height):
+                        json_size = f"{im.width}x{im.height}"
+                        skipped["size_mismatch"].append(f"{path} is {size[0]}x{size[1]}, json says {json_size}")
+                        continue
                     mask = loss_mask(im, min_keypoints_for_mask) if generate_masks else None
                     header = recordio.IRHeader(0, float(im.id), n, 0)
                     writer.write_idx(n, recordio.pack(header, encode_record(im, data, mask)))
                     n += 1
-            finally:
-                writer.close()
-            tmp_rec.replace(rec_path)  # both files appear only once complete
-            tmp_idx.replace(rec_path.with_suffix(".idx"))
             files.append(str(rec_path))
             counts.append(n)
     if not sum(counts):
@@ -154,6 +154,23 @@ def convert(
     return manifest
 
 
+def dataset_spec_split(path: Path, mode: str, overrides: list[str] | None = None) -> tuple[Path, Path | None]:
+    """(annotations json, image folder) of `mode`'s split in a dataset spec (TLT's coco_spec.json)."""
+    from tlkit.config import load_spec
+
+    from tlkit_pose.config import PoseDatasetSpec
+
+    ds: Any = load_spec(path, PoseDatasetSpec, overrides)  # type: ignore[arg-type]
+    key = "train_data" if mode == "train" else "test_data"
+    split = getattr(ds, key)
+    if split is None:
+        raise TlkitError(f"{path}: --mode {mode} needs {key} in the dataset spec")
+    root = Path(ds.root_directory_path)
+    root = root if root.is_absolute() else path.parent / root
+    images = root / split.images_root_dir_path if split.images_root_dir_path else None
+    return root / split.annotation_root_dir_path, images
+
+
 def run(ctx) -> dict[str, Any]:
     """`tlkit pose dataset_convert`."""
     o = ctx.options
@@ -161,6 +178,9 @@ def run(ctx) -> dict[str, Any]:
     mode = o.get("mode") or "train"
     ann = o.get("annotations")
     root = o.get("image_root")
+    if ann is None and o.get("dataset_spec") is not None:
+        ann, spec_root = dataset_spec_split(Path(o["dataset_spec"]), mode, ctx.overrides)
+        root = root or spec_root
     dl = spec.dataloader if spec is not None else None
     if ann is None and dl is not None:
         ann = dl.train_annotations if mode == "train" else dl.val_annotations
@@ -183,11 +203,11 @@ def run(ctx) -> dict[str, Any]:
         num_partitions=int(o.get("num_partitions") or 1),
         num_shards=int(o.get("num_shards") or 1),
         generate_masks=bool(o.get("generate_masks")),
-        check_files=bool(o.get("check_files")),
         image_root=Path(root) if root else None,
         min_keypoints_for_mask=dl.min_keypoints_for_mask if dl is not None else 1,
     )
     for kind, items in manifest["skipped_images"].items():
-        ctx.console.print(f"skipped {len(items)} image(s), {kind}: {items[0]}" + (" ..." if len(items) > 1 else ""), markup=False)
+        more = " ..." if len(items) > 1 else ""
+        ctx.console.print(f"skipped {len(items)} image(s), {kind}: {items[0]}{more}", markup=False, soft_wrap=True)
     ctx.console.print(f"Wrote {manifest['num_records']} images ({manifest['num_people']} people) to {len(manifest['files'])} file(s): {manifest['files'][0]} ...", markup=False)
     return {"num_records": manifest["num_records"], "files": manifest["files"]}

@@ -1,9 +1,10 @@
 """COCO keypoint evaluation (pycocotools COCOeval 'keypoints'), printed as TLT prints it, plus the KPI dict.
 
-`tlkit pose evaluate --predictions RESULTS.json --annotations COCO.json -r DIR` scores a COCO results file
-(no model needed); `tlkit pose evaluate -m model.tlk|model.onnx -a COCO.json -r DIR` runs the model on the
-annotations' images first (DIR/detections.json): it prints COCOeval's summary, writes DIR/evaluation.json (the KPIs) and DIR/results.csv
-(TLT's results summary table), and logs the KPIs to DIR/status.json.
+`tlkit pose evaluate --predictions RESULTS.json --annotations COCO.json [-r DIR]` scores a COCO results file
+(no model needed); `tlkit pose evaluate -m model.tlk|model.onnx -a COCO.json [-r DIR]` runs the model on the
+annotations' images first. Both print COCOeval's summary; with -r they also write DIR/detections.json (the model's
+people), DIR/evaluation.json (the KPIs) and DIR/results.csv (TLT's results summary table), and log the KPIs to
+DIR/status.json. Without -r nothing is written, as TLT's evaluate.
 """
 
 from __future__ import annotations
@@ -156,23 +157,29 @@ def run(ctx) -> dict[str, Any]:
         raise TlkitError("tlkit pose evaluate: give -m MODEL (.tlk or .onnx) to evaluate, or --predictions RESULTS.json (a COCO keypoint results list)")
     if annotations is None:
         raise TlkitError("tlkit pose evaluate: give --annotations COCO.json (or dataloader.val_annotations in the spec)")
-    results_dir = ctx.require_results_dir()
-    status = StatusLogger(results_dir)
-    status.write("STARTED", "Starting COCO keypoint evaluation.")
+    results_dir = ctx.results_dir  # None: print only, as TLT's evaluate without -r
+    status = StatusLogger(results_dir) if results_dir is not None else None
+    if status:
+        status.write("STARTED", "Starting COCO keypoint evaluation.")
     try:
         if predictions is None:
             predictions = _model_predictions(ctx, annotations, image_root)
-            atomic_write_text(results_dir / "detections.json", json.dumps(predictions))
-            ctx.console.print(f"{len(predictions)} people detected; results: {results_dir / 'detections.json'}")
+            ctx.console.print(f"{len(predictions)} people detected")
+            if results_dir is not None:
+                atomic_write_text(results_dir / "detections.json", json.dumps(predictions))
+                ctx.console.print(f"results: {results_dir / 'detections.json'}")
         result = evaluate_keypoints(annotations, predictions)
     except TlkitError as err:
-        status.write("FAILURE", str(err), verbosity="ERROR")
+        if status:
+            status.write("FAILURE", str(err), verbosity="ERROR")
         raise
     for line in result["label_problems"]:
         ctx.console.print(f"label problem in the annotations: {line}", markup=False)
     ctx.console.print("Running test for keypoints results.")
     ctx.console.print(result["summary"].rstrip(), markup=False)
+    if results_dir is None:
+        return {"kpi": result["kpi"]}
     paths = write_results(result, results_dir)
     ctx.console.print(f"Results: {paths['evaluation']}, {paths['results_csv']}")
-    status.write("SUCCESS", "Evaluation finished successfully.", kpi=result["kpi"])
+    status.write("SUCCESS", "Evaluation finished successfully.", kpi=result["kpi"])  # type: ignore[union-attr]
     return {"kpi": result["kpi"], **{k: str(v) for k, v in paths.items()}}

@@ -3,7 +3,7 @@
 Images: RESULTS/images_annotated/<name> (skeleton overlays; --no_visualizations skips them) and
 RESULTS/detections.json (COCO keypoint results, image_id = position in sorted order, plus file_name).
 A video file: RESULTS/<stem>_annotated.mp4 (every frame annotated) and RESULTS/<stem>_detections.json
-(image_id = frame index).
+(image_id = frame index). Unreadable images are skipped and reported by name (`--strict`: stop at the first).
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from tlkit.context import print_warning
 from tlkit.errors import DataError, TlkitError
-from tlkit.io import atomic_write_text
+from tlkit.images import SkippedImages, image_problem, read_bgr
+from tlkit.io import atomic_write_text, make_dir
 
 from tlkit_pose.postprocess import Person, to_coco_results
 from tlkit_pose.skeleton import LIMBS
@@ -65,7 +67,10 @@ def _inputs(ctx: Any) -> tuple[str, list[Path] | Path]:
     raise DataError(f"{path}: not an image ({', '.join(sorted(IMAGE_EXTS))}) or video ({', '.join(sorted(VIDEO_EXTS))}) file")
 
 
-def infer_images(predictor: Any, files: Sequence[Path], out_dir: Path, visualize: bool = True) -> dict[str, Any]:
+def infer_images(predictor: Any, files: Sequence[Path], out_dir: Path, visualize: bool = True,
+                 skipped: SkippedImages | None = None) -> dict[str, Any]:
+    """Unreadable images are left out and listed in `skipped` (without it, the first one is a DataError); the
+    image_id of a result stays its position in `files`."""
     import cv2
 
     from tlkit.io import atomic_write_bytes
@@ -73,25 +78,39 @@ def infer_images(predictor: Any, files: Sequence[Path], out_dir: Path, visualize
     results: list[dict] = []
     vis_dir = out_dir / "images_annotated"
     if visualize:
-        vis_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(vis_dir)
+    skipped = skipped if skipped is not None else SkippedImages(strict=True)
     bs = predictor.batch_size
     for start in range(0, len(files), bs):
-        chunk = files[start : start + bs]
-        imgs = []
-        for f in chunk:
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        chunk, ids, imgs = [], [], []
+        for k, f in enumerate(files[start : start + bs]):
+            img = read_bgr(f)
             if img is None:
-                raise DataError(f"{f}: cannot decode image")
+                skipped.add(f, image_problem(f)[1] or "OpenCV cannot decode it")
+                continue
+            chunk.append(f)
+            ids.append(start + k)
             imgs.append(img)
-        for k, (f, img, people) in enumerate(zip(chunk, imgs, predictor.people(imgs))):
-            for r in to_coco_results(people, start + k):
+        if not chunk:
+            continue
+        for image_id, f, img, people in zip(ids, chunk, imgs, predictor.people(imgs)):
+            for r in to_coco_results(people, image_id):
                 results.append({**r, "file_name": str(f)})
             if visualize:
                 ok, buf = cv2.imencode(f.suffix if f.suffix.lower() in IMAGE_EXTS else ".png", draw_people(img, people))
                 atomic_write_bytes(vis_dir / f.name, buf.tobytes())
+    if files and len(skipped) == len(files):
+        first, why = skipped.items[0]
+        raise DataError(f"none of the {len(files)} image(s) could be read ({first}: {why})")
     path = out_dir / "detections.json"
     atomic_write_text(path, json.dumps(results))
-    return {"detections": str(path), "images": len(files), "people": len(results), "annotated_dir": str(vis_dir) if visualize else None}
+    return {
+        "detections": str(path),
+        "images": len(files) - len(skipped),
+        "skipped": len(skipped),
+        "people": len(results),
+        "annotated_dir": str(vis_dir) if visualize else None,
+    }
 
 
 def infer_video(predictor: Any, video: Path, out_dir: Path) -> dict[str, Any]:
@@ -143,6 +162,10 @@ def run(ctx: Any) -> dict[str, Any]:
         res = infer_video(predictor, what, out_dir)
         ctx.console.print(f"{res['frames']} frames, {res['people']} people: {res['video']}, {res['detections']}")
     else:
-        res = infer_images(predictor, what, out_dir, visualize=not ctx.options.get("no_visualizations"))
+        skipped = SkippedImages(strict=bool(ctx.options.get("strict")))
+        visualize = not ctx.options.get("no_visualizations")
+        res = infer_images(predictor, what, out_dir, visualize=visualize, skipped=skipped)
+        if skipped:
+            print_warning(ctx.console, skipped.summary())
         ctx.console.print(f"{res['images']} image(s), {res['people']} people: {res['detections']}" + (f", overlays in {res['annotated_dir']}" if res["annotated_dir"] else ""))
     return res

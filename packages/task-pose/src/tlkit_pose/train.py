@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tlkit.context import print_warning
 from tlkit.errors import DataError
 
 
@@ -55,7 +56,7 @@ def make_validate(cfg: Any, meta: dict[str, Any]):
 def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False, samples: list | None = None) -> Any:
     """Everything `train` does; returns tlkit.training's TrainResult. `samples` overrides the spec's
     training data (e.g. `data.samples_from_memory` of synthetic images)."""
-    from tlkit.config import save_resolved_spec
+    from tlkit.config import resolved_spec_text
     from tlkit.distributed import world
     from tlkit.training import TrainJob, train
 
@@ -63,10 +64,8 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
     from tlkit_pose.model import build_for_training, count_params
 
     results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train_config
-    samples = samples if samples is not None else data.open_train_samples(cfg)
-    save_resolved_spec(cfg, results_dir)
+    samples = samples if samples is not None else data.open_train_samples(cfg, lambda msg: print_warning(console, msg))
     built = build_for_training(cfg, ctx_list, console)
     console.print(
         f"train: {len(samples)} images; model {cfg.model.arch}, {cfg.model.stages} stages, "
@@ -93,6 +92,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         frozen=built.frozen,
         freeze_bn=cfg.model.freeze_bn,
         save_as_graph=built.save_as_graph,
+        run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
         sharded=True,
     )
     return train(job, tc, results_dir, ctx_list, console, use_amp)

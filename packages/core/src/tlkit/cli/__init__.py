@@ -1,5 +1,6 @@
 """`tlkit` entry point: builds the command tree from plugins, runs it, and turns TlkitErrors into one clear
-line on stderr and a non-zero exit (TLKIT_DEBUG=1 shows the traceback)."""
+line on stderr and a non-zero exit (TLKIT_DEBUG=1 shows the traceback). It is also the last error boundary:
+an OSError no command caught becomes `error: <path>: <reason>`, anything else one `internal error` line."""
 
 from __future__ import annotations
 
@@ -67,17 +68,30 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         _abort_if_distributed(err.exit_code)
         sys.exit(err.exit_code)
+    except OSError as err:  # the I/O error boundary: whatever no command turned into a TlkitError
+        if os.environ.get("TLKIT_DEBUG"):
+            raise
+        from tlkit.io import describe_os_error
+
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        _abort_if_distributed(1)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         _abort_if_distributed(130)
         sys.exit(130)
-    except Exception:
-        import traceback
+    except Exception as err:  # a bug, not bad input: still one line (TLKIT_DEBUG=1 shows where)
+        if os.environ.get("TLKIT_DEBUG"):
+            raise
+        from tlkit.errors import error_summary
 
-        if "tlkit.distributed" in sys.modules:
-            traceback.print_exc()
-        _abort_if_distributed(1)
-        raise
+        print(
+            f"error: internal error {type(err).__name__}: {error_summary(err)} "
+            f"(rerun with TLKIT_DEBUG=1 for the traceback and report it)",
+            file=sys.stderr,
+        )
+        _abort_if_distributed(70)
+        sys.exit(70)  # EX_SOFTWARE
 
 
 def _abort_if_distributed(code: int) -> None:

@@ -7,6 +7,7 @@ Nothing here imports MXNet: `tlkit --help` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import sys
@@ -17,7 +18,7 @@ import typer
 
 from tlkit import __version__
 from tlkit.errors import PluginError, SpecError, TlkitError
-from tlkit.types import CommandSpec, OptionSpec, StageResult, TaskSpec
+from tlkit.types import CommandSpec, OptionSpec, Stage, StageResult, TaskSpec
 
 BUILTIN_COMMANDS = ("plugins", "spec")
 
@@ -100,9 +101,8 @@ def run_command(task: TaskSpec, cmd: CommandSpec, kwargs: dict[str, Any]) -> Non
     """Validate the flags and spec, build the CommandContext, fire the stage hooks, run the command."""
     from tlkit.config import load_spec
     from tlkit.context import CommandContext
+    from tlkit.io import make_dir
     from tlkit.lazy import resolve
-    from tlkit.registry import get_registry
-
     from tlkit.threads import configure_threads
 
     overrides = list(kwargs.pop("overrides") or [])
@@ -118,6 +118,8 @@ def run_command(task: TaskSpec, cmd: CommandSpec, kwargs: dict[str, Any]) -> Non
             kwargs[opt.name] = tuple(x for v in (value or ()) for x in str(v).split(",") if x)
         elif opt.choices and value is not None and value not in opt.choices:
             raise TlkitError(f"{opt.flags[-1]}: {value!r} is not one of {', '.join(opt.choices)}")
+        else:
+            _check_bounds(opt, value)
     if use_amp and cmd.name != "train":
         raise TlkitError("--use_amp applies to train only")
     if cmd.name != "train" and (num_nodes != 1 or runtime["node_rank"] is not None or runtime["master"]):
@@ -125,7 +127,11 @@ def run_command(task: TaskSpec, cmd: CommandSpec, kwargs: dict[str, Any]) -> Non
     spec_path = common["experiment_spec"]
     if cmd.needs_spec and spec_path is None:
         raise SpecError(f"tlkit {task.name} {cmd.name}: -e/--experiment_spec is required")
-    spec = load_spec(spec_path, resolve(task.config_model), overrides)
+    own_spec = cmd.overrides_option is not None and kwargs.get(cmd.overrides_option) is not None
+    spec = load_spec(spec_path, resolve(task.config_model), [] if own_spec else overrides)
+    model, output = common["model"], common["output"]
+    if model is not None and output is not None and Path(output).resolve() == Path(model).resolve():
+        raise TlkitError(f"-o {output}: is the -m model itself; writing there would destroy it, choose another -o")
     results_dir = common["results_dir"]
     if cmd.needs_results_dir and results_dir is None:
         raise TlkitError(f"tlkit {task.name} {cmd.name}: -r/--results_dir is required")
@@ -145,29 +151,76 @@ def run_command(task: TaskSpec, cmd: CommandSpec, kwargs: dict[str, Any]) -> Non
         options=kwargs,
     )
     if results_dir is not None:
-        results_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(results_dir, "-r/--results_dir")
+    from tlkit.training.signals import Terminated, sigterm_interrupts
+
     if cmd.name == "train":
         ctx.console.print(threads.describe())
-    if num_nodes > 1:
-        from tlkit.distributed import launch
+    node_rank = 0 if runtime["node_rank"] is None else runtime["node_rank"]
 
-        w = launch(num_nodes, 0 if runtime["node_rank"] is None else runtime["node_rank"], runtime["master"])
-        ctx.console.print(f"node {w.rank} of {w.size} (kvstore worker {w.kv_rank}), scheduler {w.master}")
+    try:
+        with contextlib.ExitStack() as guard:
+            if cmd.stage == Stage.TRAIN and results_dir is not None and node_rank == 0:  # node 0 alone writes there
+                # one training per results dir; taken before anything is read or written, so a refused run
+                # changes nothing (the engine takes it again, re-entrantly, for callers that skip the CLI)
+                from tlkit.training.lock import results_dir_lock
+
+                guard.enter_context(sigterm_interrupts())
+                guard.enter_context(results_dir_lock(results_dir, warn=ctx.console.print))
+                if kwargs.get("restart"):
+                    from tlkit.training.checkpoints import archive_run
+
+                    moved = archive_run(results_dir)
+                    if moved is not None:
+                        ctx.console.print(f"--restart: the previous run's files moved to {moved}", soft_wrap=True)
+            if num_nodes > 1:
+                from tlkit.distributed import launch
+
+                w = launch(num_nodes, node_rank, runtime["master"])
+                ctx.console.print(f"node {w.rank} of {w.size} (kvstore worker {w.kv_rank}), scheduler {w.master}")
+            _run_with_hooks(task, cmd, ctx)
+    except KeyboardInterrupt as err:  # click would print "Aborted!" and exit 1; say which, with the usual codes
+        terminated = isinstance(err, Terminated)
+        print("terminated (SIGTERM)" if terminated else "interrupted", file=sys.stderr)
+        if "tlkit.distributed" in sys.modules:  # do not wait for the other nodes at ps-lite's closing barrier
+            sys.modules["tlkit.distributed"].abort_if_distributed(143 if terminated else 130)
+        raise SystemExit(143 if terminated else 130) from None
+
+
+def _run_with_hooks(task: TaskSpec, cmd: CommandSpec, ctx: Any) -> None:
+    from tlkit.lazy import resolve
+    from tlkit.registry import get_registry
+
     pm = get_registry().pm
     pm.hook.tlkit_on_stage_start(stage=cmd.stage, task=task.name, context=ctx)
     try:
         outputs = resolve(cmd.run)(ctx)
     except BaseException as err:
         pm.hook.tlkit_on_stage_end(
-            stage=cmd.stage, task=task.name, context=ctx, result=StageResult(False, error=str(err), results_dir=results_dir)
+            stage=cmd.stage,
+            task=task.name,
+            context=ctx,
+            result=StageResult(False, error=str(err), results_dir=ctx.results_dir),
         )
         raise
     pm.hook.tlkit_on_stage_end(
         stage=cmd.stage,
         task=task.name,
         context=ctx,
-        result=StageResult(True, outputs=outputs if isinstance(outputs, dict) else {}, results_dir=results_dir),
+        result=StageResult(True, outputs=outputs if isinstance(outputs, dict) else {}, results_dir=ctx.results_dir),
     )
+
+
+def _check_bounds(opt: OptionSpec, value: Any) -> None:
+    """A number outside the option's [min, max] (and not one of its special values) is refused, naming the flag."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or value in opt.special:
+        return
+    if (opt.min is not None and value < opt.min) or (opt.max is not None and value > opt.max):
+        lo = f">= {opt.min:g}" if opt.min is not None else ""
+        hi = f"<= {opt.max:g}" if opt.max is not None else ""
+        expected = " and ".join(x for x in (lo, hi) if x)
+        also = f" (or {', '.join(str(v) for v in opt.special)})" if opt.special else ""
+        raise TlkitError(f"{opt.flags[-1]} {value:g}: expected a number {expected}{also}")
 
 
 def task_app(task: TaskSpec) -> typer.Typer:

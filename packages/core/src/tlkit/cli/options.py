@@ -5,7 +5,8 @@ A task's CommandSpec lists one of these (plus anything of its own)::
     CommandSpec("prune", run="tlkit.pruning.command:run", options=PRUNE_OPTIONS, stage=Stage.PRUNE)
 
 Common flags every command gets (not listed here): -e/--experiment_spec, -r/--results_dir, -m/--model,
--o/--output, -k/--key, --gpus, --gpu_index, --use_amp, and trailing key=value spec overrides.
+-o/--output, -k/--key, --gpus, --gpu_index, --use_amp, and trailing key=value spec overrides; train commands
+(stage TRAIN) also get --restart.
 Values arrive in `CommandContext.options` under each OptionSpec's `name`.
 """
 
@@ -25,9 +26,20 @@ PRUNE_OPTIONS: tuple[OptionSpec, ...] = (
         "how coupled layers (residual adds, depthwise) merge their filter norms",
         choices=("union", "intersection", "arithmetic_mean", "geometric_mean"),
     ),
-    OptionSpec("pruning_granularity", ("-pg", "--pruning_granularity"), int, 8, "kept filters are a multiple of this"),
-    OptionSpec("pruning_threshold", ("-pth", "--pruning_threshold"), float, 0.1, "threshold on the normalized filter norm"),
-    OptionSpec("min_num_filters", ("-nf", "--min_num_filters"), int, 16, "keep at least this many filters per layer"),
+    OptionSpec(
+        "pruning_granularity", ("-pg", "--pruning_granularity"), int, 8, "kept filters are a multiple of this", min=1
+    ),
+    OptionSpec(
+        "pruning_threshold",
+        ("-pth", "--pruning_threshold"),
+        float,
+        0.1,
+        "threshold on the normalized filter norm, in [0, 1)",
+        min=0,
+    ),
+    OptionSpec(
+        "min_num_filters", ("-nf", "--min_num_filters"), int, 16, "keep at least this many filters per layer", min=0
+    ),
     OptionSpec("excluded_layers", ("-el", "--excluded_layers"), str, (), "layers never pruned", multiple=True),
     OptionSpec(
         "target_ratio",
@@ -35,18 +47,25 @@ PRUNE_OPTIONS: tuple[OptionSpec, ...] = (
         float,
         None,
         "prune to at most this parameter ratio (pruned/original, e.g. 0.25 = 4x smaller); overrides -pth",
+        min=0,
+        max=1,
     ),
 )
 
 EXPORT_OPTIONS: tuple[OptionSpec, ...] = (
-    OptionSpec("opset", ("--opset", "--target_opset"), int, None, "ONNX opset to stamp (default: the exporter's)"),
-    OptionSpec("static_batch_size", ("--static_batch_size",), int, -1, "fixed batch size; -1 = dynamic batch"),
+    OptionSpec(
+        "opset", ("--opset", "--target_opset"), int, None, "ONNX opset to stamp (default: the exporter's)", min=7
+    ),
+    OptionSpec(
+        "static_batch_size", ("--static_batch_size",), int, -1, "fixed batch size; -1 = dynamic batch", min=1,
+        special=(-1,),
+    ),
     OptionSpec("data_type", ("--data_type",), str, "fp32", "fp32, fp16 or int8 (Q/DQ)", choices=("fp32", "fp16", "int8")),
     OptionSpec("cal_data_file", ("--cal_data_file",), Path, None, "calibration tensorfile (HDF5) for int8"),
     OptionSpec("cal_image_dir", ("--cal_image_dir",), Path, None, "calibrate int8 from these images instead"),
     OptionSpec("cal_cache_file", ("--cal_cache_file",), Path, None, "TensorRT calibration cache to write, or to import"),
-    OptionSpec("batches", ("--batches",), int, 10, "calibration batches"),
-    OptionSpec("batch_size", ("--batch_size",), int, 16, "calibration batch size"),
+    OptionSpec("batches", ("--batches",), int, 10, "calibration batches", min=1),
+    OptionSpec("batch_size", ("--batch_size",), int, 16, "calibration batch size", min=1),
     OptionSpec(
         "calibration_method",
         ("--calibration_method",),
@@ -72,13 +91,27 @@ EXPORT_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("gen_triton_repo", ("--gen_triton_repo",), Path, None, "also write a Triton model repository here"),
 )
 
+TRAIN_OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec(
+        "restart",
+        ("--restart",),
+        bool,
+        False,
+        "start over in a results dir that holds another run (other classes, another network): its weights/, "
+        "training.csv, curves, events, spec and classmap move to <results_dir>/previous_runs/<date-time>/",
+    ),
+)
+
 INFERENCE_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("image", ("-i", "--image"), Path, None, "one image"),
     OptionSpec("image_dir", ("-d", "--image_dir"), Path, None, "a directory of images"),
-    OptionSpec("batch_size", ("-b", "--batch_size"), int, 16, "inference batch size"),
+    OptionSpec("batch_size", ("-b", "--batch_size"), int, 16, "inference batch size", min=1),
+    OptionSpec(
+        "strict", ("--strict",), bool, False, "stop at the first unreadable image instead of skipping and reporting it"
+    ),
 )
 
 CALIBRATION_OPTIONS: tuple[OptionSpec, ...] = (
-    OptionSpec("max_batches", ("--max_batches",), int, 1, "batches to dump; -1 = the whole set"),
+    OptionSpec("max_batches", ("--max_batches",), int, 1, "batches to dump; -1 = the whole set", min=1, special=(-1,)),
     OptionSpec("use_validation_set", ("--use_validation_set",), bool, False, "draw from the validation set"),
 )

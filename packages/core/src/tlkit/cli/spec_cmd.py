@@ -1,7 +1,8 @@
-"""`tlkit spec default TASK` and `tlkit spec validate FILE [--task TASK]`."""
+"""`tlkit spec default TASK`, `tlkit spec validate FILE [--task TASK]` and `tlkit spec import TLT_SPEC [-t TASK]`."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,6 +11,8 @@ import typer
 from tlkit.errors import SpecError
 
 spec_app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+_FORMATS = {"prototext": "TLT protobuf text", "yaml": "YAML"}
 
 
 def default_spec_text(task_name: str) -> str:
@@ -27,6 +30,39 @@ def default_spec_text(task_name: str) -> str:
     return default_spec_yaml(resolve(task.config_model), header)
 
 
+def read_for_some_task(file: Path, task: str | None, overrides: list[str]):
+    """(task name, kind, model, LoadedSpec) of the first spec model the file is valid for: each task's (sorted,
+    or `task`'s) experiment spec, then its dataset_convert spec. With none accepting it, the error is the one of
+    the model it comes closest to (fewest errors)."""
+    from tlkit.config import read_spec
+    from tlkit.lazy import resolve
+    from tlkit.registry import get_registry
+
+    registry = get_registry()
+    names = [task] if task else sorted(registry.tasks())
+    if not names:
+        raise SpecError("no task plugins are installed, so there is nothing to validate against")
+    candidates = [(n, "spec", registry.task(n).config_model) for n in names]
+    candidates += [
+        (n, "dataset_convert spec", registry.task(n).dataset_spec_model)
+        for n in names
+        if registry.task(n).dataset_spec_model is not None
+    ]
+    errors: dict[str, str] = {}
+    for name, kind, ref in candidates:
+        model = resolve(ref)
+        try:
+            return name, kind, model, read_spec(file, model, overrides)
+        except SpecError as err:
+            errors[f"{name} {kind}"] = str(err)
+    best = min(errors, key=lambda n: errors[n].count("\n"))
+    if len(errors) == 1:
+        raise SpecError(errors[best])
+    raise SpecError(
+        f"{file} is not a valid spec for {'any installed task' if not task else task}; as a {best}:\n{errors[best]}"
+    )
+
+
 @spec_app.command("default")
 def default(task: str = typer.Argument(..., help="Task name, e.g. classification.")) -> None:
     """Print a complete, commented default spec for TASK."""
@@ -35,30 +71,36 @@ def default(task: str = typer.Argument(..., help="Task name, e.g. classification
 
 @spec_app.command("validate")
 def validate(
-    file: Path = typer.Argument(..., help="Spec file (YAML)."),
+    file: Path = typer.Argument(..., help="Spec file: tlkit YAML, or a TLT/TAO spec (protobuf text or YAML)."),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Task the spec is for (default: guess)."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
-    """Validate FILE; every error names the key path and the line."""
-    from tlkit.config import load_spec
-    from tlkit.lazy import resolve
-    from tlkit.registry import get_registry
+    """Validate FILE; every error names the key path and the line. TLT keys tlkit ignores are warnings."""
+    name, kind, _, loaded = read_for_some_task(file, task, list(overrides or []))
+    for w in loaded.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    how = _FORMATS.get(loaded.format, loaded.format)
+    tlt = ", TLT key names resolved" if loaded.resolved.tlt else ""
+    typer.echo(f"{file}: valid {name} {kind} ({how}{tlt})")
 
-    registry = get_registry()
-    names = [task] if task else sorted(registry.tasks())
-    if not names:
-        raise SpecError("no task plugins are installed, so there is nothing to validate against")
-    errors: dict[str, str] = {}
-    for name in names:
-        try:
-            load_spec(file, resolve(registry.task(name).config_model), list(overrides or []))
-        except SpecError as err:
-            errors[name] = str(err)
-            continue
-        typer.echo(f"{file}: valid {name} spec")
-        return
-    if len(names) == 1:
-        raise SpecError(errors[names[0]])
-    # no task accepted it: show the errors of the task it is closest to (fewest errors)
-    best = min(errors, key=lambda n: errors[n].count("\n"))
-    raise SpecError(f"{file} is not a valid spec for any installed task; as a {best} spec:\n{errors[best]}")
+
+@spec_app.command("import")
+def import_(
+    file: Path = typer.Argument(..., help="A TLT/TAO spec (protobuf text, or BodyPoseNet YAML)."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task the spec is for (default: guess)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides (TLT or tlkit key names)"),
+) -> None:
+    """Print FILE as tlkit YAML: each key that TLT names or places differently carries a comment, and the
+    TLT keys tlkit ignores are listed at the top. `tlkit spec import tlt.txt -t detection > spec.yaml`."""
+    from tlkit.spec_aliases import import_yaml
+
+    name, kind, model, loaded = read_for_some_task(file, task, list(overrides or []))
+    for w in loaded.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    header = (
+        f"tlkit {name} {kind} imported from {file} ({_FORMATS.get(loaded.format, loaded.format)}) "
+        "by `tlkit spec import`.\n"
+        f"Keys not listed take tlkit's defaults"
+        + (f" (`tlkit spec default {name}` shows them all)." if kind == "spec" else ".")
+    )
+    sys.stdout.write(import_yaml(loaded.resolved, model, header))

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import DataError, ModelFileError, SpecError, TlkitError
-from tlkit.io import atomic_write_text, temp_file_beside
+from tlkit.io import atomic_write_text, output_error, temp_file_beside
 
 ARRAY_KEY = "_tensorfile_array_key_"
 GROUP_PREFIX = "_tensorfile_array_key_"  # groups are f"{GROUP_PREFIX}_{i}" -> "_tensorfile_array_key__0"
@@ -104,9 +104,14 @@ class TensorFileWriter:
 
 def write_tensorfile(path: str | os.PathLike, batches: Iterable[np.ndarray]) -> Path:
     """Write NCHW float32 batches (already preprocessed) as a TLT calibration tensorfile."""
-    with TensorFileWriter(path) as tf:
-        for b in batches:
-            tf.write(np.asarray(b, dtype=np.float32))
+    try:
+        with TensorFileWriter(path) as tf:
+            for b in batches:
+                tf.write(np.asarray(b, dtype=np.float32))
+    except OSError as err:
+        if err.filename is not None:  # about another file (a source image), not this write
+            raise
+        raise output_error(err, path) from None  # h5py's write errors (disk full) name no file
     return Path(path)
 
 

@@ -63,6 +63,16 @@ def prune_model_file(model_path: str | os.PathLike, output_path: str | os.PathLi
     from tlkit.pruning.graph import prune_graph
 
     model_path, output_path = Path(model_path), Path(output_path)
+    if output_path.resolve() == model_path.resolve():
+        raise TlkitError(
+            f"{output_path}: the pruned model would overwrite the model being pruned; choose another output"
+        )
+    threshold = options.get("pruning_threshold", options.get("threshold"))
+    if threshold is not None and threshold >= 1 and options.get("target_ratio") is None:
+        raise TlkitError(
+            f"-pth {threshold}: normalized filter norms are at most 1, so a threshold of 1 or more cuts every layer "
+            f"to -nf filters; give a threshold in [0, 1), or --target_ratio"
+        )
     mf = load_model(model_path)
     meta = dict(mf.meta)
     if "input_shape" not in meta:
@@ -132,6 +142,13 @@ def run(ctx: Any) -> None:
     console.print(f"File size: {size_before:.2f} MB -> {size_after:.2f} MB")
     console.print(f"FLOPs (batch 1): {report.flops_before / 1e9:.3f} G -> {report.flops_after / 1e9:.3f} G")
     console.print(f"Threshold: {report.threshold:.6g}")
+    floor = max(int(report.options.get("min_filters", 0)), int(report.options.get("granularity", 1)))
+    prunable = [r for r in report.layers if not r.excluded and r.channels_before > floor]
+    if prunable and all(r.channels_after <= floor for r in prunable):
+        console.print(
+            f"[yellow]warning:[/] every prunable layer ({len(prunable)}) was cut to its minimum of {floor} filters "
+            f"(threshold {report.threshold:.6g}): expect a large accuracy loss; lower -pth or use --target_ratio"
+        )
     if report.params_after == report.params_before:
         console.print(
             "No filter was removed: every normalized filter norm is above the threshold (or its layer is "

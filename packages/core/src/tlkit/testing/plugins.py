@@ -29,3 +29,4 @@ def run_tlkit(args: list[str], pythonpath: Path | None = None, env: dict | None 
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), full_env.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, "-m", "tlkit", *args], capture_output=True, text=True, env=full_env,
                           cwd=cwd, timeout=timeout)
+

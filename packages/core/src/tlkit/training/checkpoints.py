@@ -19,9 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from tlkit.errors import ModelFileError
+from tlkit.errors import ModelFileError, ResultsDirError
 
 CKPT_RE = re.compile(r"^model_epoch_(\d+)\.tlk$")
+# what a run leaves in its results dir, moved aside by `archive_run` (status.json stays: it is the log)
+RUN_OUTPUTS = ("weights", "training.csv", "training_curves.png", "events", "experiment_spec.yaml", "classmap.json")
+RESTART_HINT = "use another -r/--results_dir, or pass --restart to start over (the old run's files are kept)"
+
+
+class CheckpointMismatch(ResultsDirError, ModelFileError):
+    """The results dir holds a checkpoint this job cannot resume (other classes, another network)."""
 
 
 def checkpoint_path(weights_dir: Path, epoch: int) -> Path:
@@ -58,6 +65,42 @@ def prune_checkpoints(weights_dir: Path, keep: int) -> list[Path]:
     for p in doomed:
         p.unlink(missing_ok=True)
     return doomed
+
+
+def archive_run(results_dir: Path) -> Path | None:
+    """Move a previous run's outputs (RUN_OUTPUTS) into `<results_dir>/previous_runs/<date-time>/`, so a
+    restarted run starts from scratch and nothing of the old one is lost. None when there was nothing."""
+    import time
+
+    results_dir = Path(results_dir)
+    present = [results_dir / n for n in RUN_OUTPUTS if (results_dir / n).exists()]
+    if not present:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = results_dir / "previous_runs" / stamp
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = results_dir / "previous_runs" / f"{stamp}-{n}"
+    dest.mkdir(parents=True)
+    for p in present:
+        os.replace(p, dest / p.name)
+    return dest
+
+
+def check_same_classes(loaded: LoadedCheckpoint, meta: dict, results_dir: Path) -> None:
+    """Resuming a checkpoint trained on other classes (renamed, reordered, added) would shift the labels:
+    CheckpointMismatch naming both lists."""
+    old, new = loaded.model.meta.get("classes"), meta.get("classes")
+    if old is None or new is None or list(old) == list(new):
+        return
+    old, new = [str(c) for c in old], [str(c) for c in new]
+    diff = sorted(set(old) ^ set(new))
+    what = f"differing: {', '.join(diff)}" if diff else "same names, another order"
+    raise CheckpointMismatch(
+        f"{results_dir}: holds a run on classes [{', '.join(old)}] ({loaded.path.name}), this run's classes are "
+        f"[{', '.join(new)}] ({what}); resuming would mix up the labels: {RESTART_HINT}"
+    )
 
 
 @dataclass
@@ -127,9 +170,9 @@ def load_trainer_states(trainer: Any, data: bytes, source: str) -> None:
         try:
             trainer.load_states(fname)
         except (mx.base.MXNetError, KeyError, ValueError, TypeError, EOFError, AttributeError) as err:
-            raise ModelFileError(
+            raise CheckpointMismatch(
                 f"{source}: optimizer state does not match this training job ({type(err).__name__}: "
-                f"{str(err).splitlines()[0] if str(err) else ''}); delete the checkpoint or use a new results dir"
+                f"{str(err).splitlines()[0] if str(err) else ''}); {RESTART_HINT}"
             ) from None
 
 
@@ -149,18 +192,18 @@ def load_params_into(net: Any, mf: Any, ctx: list, source: str) -> None:
         params = mf.params
     missing = sorted(set(own) - set(params))
     if missing:
-        raise ModelFileError(
+        raise CheckpointMismatch(
             f"{source}: parameter {missing[0]!r} missing ({len(missing)} in all): the checkpoint is from another "
-            f"network; use a new results dir"
+            f"network; {RESTART_HINT}"
         )
     for name, p in own.items():
         arr = params[name]
         want = tuple(p.shape or ())
         # 0 = a dimension not inferred yet (deferred init): anything fits there
         if len(want) != len(arr.shape) or any(w not in (0, a) for w, a in zip(want, arr.shape)):
-            raise ModelFileError(
+            raise CheckpointMismatch(
                 f"{source}: parameter {name!r} has shape {tuple(arr.shape)}, the network expects {want}: the "
-                f"checkpoint is from another network; use a new results dir"
+                f"checkpoint is from another network; {RESTART_HINT}"
             )
     for name, p in own.items():
         p._load_init(params[name], ctx)

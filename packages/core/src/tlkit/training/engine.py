@@ -17,12 +17,13 @@ uninterrupted one (bit-exact on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import islice
 from pathlib import Path
@@ -31,11 +32,13 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from tlkit.errors import DataError, ModelFileError, SpecError, TlkitError
-from tlkit.io import atomic_write_text
+from tlkit.errors import DataError, SpecError, TlkitError, error_summary
+from tlkit.io import atomic_write_text, make_dir
 from tlkit.training import checkpoints as ck
+from tlkit.training.lock import results_dir_lock
 from tlkit.training.progress import EpochProgress
 from tlkit.training.schedules import make_schedule
+from tlkit.training.signals import Terminated, sigterm_interrupts
 from tlkit.training.status import StatusLogger
 
 
@@ -60,6 +63,12 @@ class TrainJob:
     # saved as JSON in every checkpoint and handed back on resume, so a resumed run continues exactly
     get_task_state: Callable[[], dict] | None = None
     set_task_state: Callable[[dict], None] | None = None
+    # {file name: text} the task writes into the results dir (resolved spec, classmap): written once the
+    # engine has accepted the results dir (lock taken, checkpoint compatible), so a refused run changes no file
+    run_files: dict[str, str] = field(default_factory=dict)
+    # TLT DetectNet_v2's first_validation_epoch (1-based): validate on epochs first + i * validation_period
+    # (and the last); None: on every validation_period-th epoch
+    first_validation_epoch: int | None = None
     # multi-node (tlkit.distributed): True when train_data already yields only this node's part of each
     # global batch (World.shard); otherwise every node reads whole global batches and the engine keeps its slice
     sharded: bool = False
@@ -94,14 +103,7 @@ def seed_everything(seed: int) -> None:
     mx.random.seed(seed)
 
 
-def _mx_error_summary(err: BaseException) -> str:
-    """The one informative line of an MXNet error (they carry C++ backtraces)."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    keys = ("Error in operator", "Check failed", "inconsistent", "MXNetError:")
-    for ln in reversed(lines):
-        if any(k in ln for k in keys) and not ln.startswith("[bt]"):
-            return ln.removeprefix("MXNetError:").strip()
-    return lines[-1] if lines else type(err).__name__
+_mx_error_summary = error_summary  # the one informative line of an MXNet error
 
 
 def _improved(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
@@ -124,27 +126,35 @@ def train(
 ) -> TrainResult:
     """Train `job.net` per `cfg` (a `tlkit.config.TrainConfig`), writing everything under `results_dir`.
 
-    Re-running with the same `results_dir` resumes from its newest complete checkpoint.
-    A failure writes a FAILURE line to status.json and re-raises.
+    Re-running with the same `results_dir` resumes from its newest complete checkpoint; a checkpoint of other
+    classes or another network is refused (ResultsDirError) before any file is written, as is a results dir
+    another training holds (lock). A failure after the start writes a FAILURE line to status.json (SIGTERM
+    and Ctrl-C too) and re-raises.
     """
     from tlkit.distributed import world
 
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
+    results_dir = make_dir(results_dir, "results dir")
     console = console or Console(highlight=False)
-    status = StatusLogger(results_dir) if world().is_writer else _NoStatus()
-    engine = _Engine(job, cfg, results_dir, ctx, console, use_amp, status)
-    try:
-        return engine.run()
-    except KeyboardInterrupt:
-        status.write("FAILURE", "Training interrupted (KeyboardInterrupt)", verbosity="ERROR")
-        raise
-    except BaseException as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        status.write("FAILURE", f"Training failed: {type(err).__name__}: {msg}", verbosity="ERROR")
-        raise
-    finally:
-        engine.close()
+    writer = world().is_writer  # in a multi-node job node 0 alone writes (and locks) the shared results dir
+    status = StatusLogger(results_dir) if writer else _NoStatus()
+    lock = results_dir_lock(results_dir, warn=console.print) if writer else contextlib.nullcontext()
+    # one run per results dir (re-entrant: the CLI already holds it); SIGTERM ends the run like Ctrl-C
+    with lock, sigterm_interrupts():
+        engine = _Engine(job, cfg, results_dir, ctx, console, use_amp, status)
+        try:
+            return engine.run()
+        except KeyboardInterrupt as err:  # a run refused before it started (engine.started False) logs nothing
+            if engine.started:
+                how = "SIGTERM" if isinstance(err, Terminated) else "KeyboardInterrupt"
+                status.write("FAILURE", f"Training interrupted ({how})", verbosity="ERROR")
+            raise
+        except BaseException as err:
+            if engine.started:
+                msg = f"Training failed: {type(err).__name__}: {error_summary(err)}"
+                status.write("FAILURE", msg, verbosity="ERROR")
+            raise
+        finally:
+            engine.close()
 
 
 _AMP_DTYPE: str | None = None  # what amp.init patched this process's operators for
@@ -174,13 +184,14 @@ class _NoStatus:
 
 class _Engine:
     def __init__(self, job, cfg, results_dir, ctx, console, use_amp, status):
-        from tlkit.distributed import world
-
         self.job, self.cfg, self.results_dir = job, cfg, results_dir
         self.ctx_arg, self.console, self.use_amp, self.status = ctx, console, use_amp, status
         self.weights_dir = results_dir / "weights"
         self.history: list[dict] = []
         self.tb = None
+        self.started = False  # True once STARTED is in status.json: from then on a failure is logged too
+        from tlkit.distributed import world
+
         self.world = world()
         self.writer = self.world.is_writer  # only node 0 of a multi-node job writes files
         self.amp_dtype: str | None = None
@@ -310,19 +321,17 @@ class _Engine:
         self._setup_params()
         job.net.collect_params().reset_ctx(self.ctx)
 
-        if self.writer:
-            for p in ck.remove_stale_temp_files(self.weights_dir):
-                self.console.print(f"removed leftover temporary file {p.name} (from an interrupted write)")
         loaded = ck.latest_checkpoint(self.weights_dir, warn=lambda m: self.console.print(f"[yellow]warning:[/] {m}"))
         self._check_same_checkpoint(loaded)
         start_epoch, state = 0, {}
         if loaded is not None:
+            ck.check_same_classes(loaded, job.meta, self.results_dir)
             ck.load_params_into(job.net, loaded.model, self.ctx, source=str(loaded.path))
             saved = loaded.state.get("trainable")
             if saved is not None and saved != [n for n, _ in self.trainable]:
-                raise ModelFileError(
+                raise ck.CheckpointMismatch(
                     f"{loaded.path}: the checkpoint trained {len(saved)} parameters, this job trains "
-                    f"{len(self.trainable)} (frozen layers or freeze_bn changed?); use a new results dir"
+                    f"{len(self.trainable)} (frozen layers or freeze_bn changed?); {ck.RESTART_HINT}"
                 )
             start_epoch, state = loaded.epoch, loaded.state
             self.history = list(state.get("history", []))
@@ -356,7 +365,14 @@ class _Engine:
             self.console.print(msg)
         else:
             msg = "Starting Training Loop."
+        # the results dir is accepted (locked, checkpoint compatible): from here on the run may write in it
+        if self.writer:
+            for p in ck.remove_stale_temp_files(self.weights_dir):
+                self.console.print(f"removed leftover temporary file {p.name} (from an interrupted write)")
+            for name, text in job.run_files.items():
+                atomic_write_text(self.results_dir / name, text)
         self.status.write("STARTED", msg, epoch=start_epoch, max_epoch=n_epochs)
+        self.started = True
         if self.writer:
             self._open_tensorboard()
 
@@ -369,7 +385,7 @@ class _Engine:
             row = self._train_epoch(epoch, n_epochs)
             epoch_times.append(row["time"])
             last = epoch + 1 == n_epochs
-            if job.validate is not None and ((epoch + 1) % cfg.validation_period == 0 or last):
+            if job.validate is not None and (self._validation_epoch(epoch + 1) or last):
                 metrics = self._validate()
                 row.update(metrics)
                 self.last_metrics = metrics
@@ -719,6 +735,13 @@ class _Engine:
 
     # -- per-epoch bookkeeping ------------------------------------------------------------------------
 
+    def _validation_epoch(self, epoch: int) -> bool:
+        """Is `epoch` (1-based) one to validate after (besides the last)?"""
+        first, period = self.job.first_validation_epoch, self.cfg.validation_period
+        if first is None:
+            return epoch % period == 0
+        return epoch >= first and (epoch - first) % period == 0
+
     def _early_stopping(self, metrics: dict) -> bool:
         es = self.cfg.early_stopping
         if es.patience <= 0:
@@ -798,13 +821,13 @@ class _Engine:
     # -- saving ---------------------------------------------------------------------------------------
 
     def _save(self, path: Path, extra_meta: dict, trainer_states: bytes | None) -> Path:
-        """Write a .tlk model file atomically (graph kind when the job asks for it); node 0 only."""
+        """Write a .tlk model file atomically (graph kind when the job asks for it)."""
         from mxnet import gluon
 
-        if not self.writer:
-            return path
-
         from tlkit.model_io import ModelFile, save_model, save_net, symbol_params
+
+        if not self.writer:  # node 0 alone writes model files
+            return path
 
         meta = {**self.job.meta, **extra_meta}
         net = self.job.net

@@ -32,12 +32,22 @@ def constant(base_lr: float) -> Schedule:
     return lambda step: base_lr
 
 
-def step_decay(base_lr: float, gamma: float, step_size_epochs: int, steps_per_epoch: int) -> Schedule:
+def step_decay(base_lr: float, gamma: float, step_size_epochs: float, steps_per_epoch: int) -> Schedule:
     """base_lr * gamma ** (completed epochs // step_size)."""
 
     def lr(step: int) -> float:
         epoch = step // steps_per_epoch
         return base_lr * gamma ** (epoch // step_size_epochs)
+
+    return lr
+
+
+def exponential(base_lr: float, gamma: float, step_size_epochs: float, steps_per_epoch: int) -> Schedule:
+    """base_lr * gamma ** (epochs done / step_size), continuous: TLT classification's `step` schedule
+    (`StepLRScheduler`: gamma ** (step / (max_iterations * step_size% / 100)))."""
+
+    def lr(step: int) -> float:
+        return base_lr * gamma ** (step / (steps_per_epoch * step_size_epochs))
 
     return lr
 
@@ -123,6 +133,8 @@ def make_schedule(lr_config: Any, steps_per_epoch: int, n_epochs: int) -> Schedu
         return constant(c.learning_rate)
     if c.type == "step":
         return step_decay(c.learning_rate, c.gamma, c.step_size, steps_per_epoch)
+    if c.type == "exponential":
+        return exponential(c.learning_rate, c.gamma, c.step_size, steps_per_epoch)
     if c.type == "cosine":
         return cosine(c.learning_rate, total, c.min_lr_ratio, round(c.warmup_epochs * steps_per_epoch))
     if c.type == "soft_anneal":

@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tlkit.io import make_dir, output_error
+
 STATUSES = ("STARTED", "RUNNING", "SUCCESS", "FAILURE", "SKIPPED")
 VERBOSITIES = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -41,7 +43,7 @@ class StatusLogger:
 
     def __init__(self, results_dir: str | os.PathLike, filename: str = "status.json"):
         self.path = Path(results_dir) / filename
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(self.path.parent)
 
     def write(self, status: str, message: str = "", *, verbosity: str = "INFO", **fields: Any) -> dict:
         """Append one line; returns the dict written. `fields` may hold kpi={}, graphical={},
@@ -60,9 +62,12 @@ class StatusLogger:
             **_jsonable(fields),
         }
         # One write() call of a whole line in append mode: concurrent readers see complete lines.
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(line) + "\n")
-            fh.flush()
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(line) + "\n")
+                fh.flush()
+        except OSError as err:
+            raise output_error(err, self.path) from None
         return line
 
     def read(self) -> list[dict]:
