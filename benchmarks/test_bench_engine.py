@@ -24,7 +24,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -56,13 +55,27 @@ def spec(arch: str):
     from tlkit.config import load_spec
     from tlkit_classification.config import ClassificationConfig
 
-    model = ["model_config.arch=resnet", "model_config.n_layers=18"] if arch == "resnet18" else [f"model_config.arch={arch}"]
-    return load_spec(None, ClassificationConfig, [
-        *model, f"model_config.input_image_size=3,{SIZE},{SIZE}", f"train_config.batch_size_per_gpu={BATCH}",
-        "train_config.n_epochs=1", "train_config.optimizer.type=sgd", "train_config.optimizer.momentum=0.9",
-        "train_config.lr_config.type=constant", "train_config.lr_config.learning_rate=0.01",
-        "train_config.reg_config.type=L2", "train_config.reg_config.weight_decay=0.0001",
-    ])
+    model = (
+        ["model_config.arch=resnet", "model_config.n_layers=18"]
+        if arch == "resnet18"
+        else [f"model_config.arch={arch}"]
+    )
+    return load_spec(
+        None,
+        ClassificationConfig,
+        [
+            *model,
+            f"model_config.input_image_size=3,{SIZE},{SIZE}",
+            f"train_config.batch_size_per_gpu={BATCH}",
+            "train_config.n_epochs=1",
+            "train_config.optimizer.type=sgd",
+            "train_config.optimizer.momentum=0.9",
+            "train_config.lr_config.type=constant",
+            "train_config.lr_config.learning_rate=0.01",
+            "train_config.reg_config.type=L2",
+            "train_config.reg_config.weight_decay=0.0001",
+        ],
+    )
 
 
 def build(arch: str):
@@ -96,7 +109,6 @@ def bare(arch: str, x_np, y_np, _results) -> list:
 
 def engine(arch: str, x_np, y_np, results) -> list:
     from rich.console import Console
-
     from tlkit.training import TrainJob, train
     from tlkit_classification.train import soft_cross_entropy
 
@@ -109,8 +121,14 @@ def engine(arch: str, x_np, y_np, results) -> list:
             stamps.append((time.perf_counter(), time.process_time()))
             yield x_np, onehot
 
-    job = TrainJob(net=built.net, train_data=data, steps_per_epoch=WARMUP + ITERS + 1, loss=soft_cross_entropy,
-                   meta=built.meta, frozen=built.frozen)
+    job = TrainJob(
+        net=built.net,
+        train_data=data,
+        steps_per_epoch=WARMUP + ITERS + 1,
+        loss=soft_cross_entropy,
+        meta=built.meta,
+        frozen=built.frozen,
+    )
     train(job, spec(arch).train_config, results, [mx.cpu()], Console(file=io.StringIO()))
     return stamps
 
@@ -118,14 +136,27 @@ def engine(arch: str, x_np, y_np, results) -> list:
 def torch(arch: str, _x, _y, _results) -> list | None:
     if not TORCH_PYTHON.is_file():
         return None
-    out = subprocess.run([str(TORCH_PYTHON), str(HERE / "torch_child.py"), arch, str(SIZE), str(BATCH), str(WARMUP),
-                          str(ITERS), str(threads())], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            str(TORCH_PYTHON),
+            str(HERE / "torch_child.py"),
+            arch,
+            str(SIZE),
+            str(BATCH),
+            str(WARMUP),
+            str(ITERS),
+            str(threads()),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])["stamps"]
 
 
 def per_iter(stamps: list) -> tuple[float, float]:
     """(median wall s, median CPU s) of the iterations after the warm-up."""
-    d = np.diff(np.asarray(stamps), axis=0)[WARMUP: WARMUP + ITERS]
+    d = np.diff(np.asarray(stamps), axis=0)[WARMUP : WARMUP + ITERS]
     return float(np.median(d[:, 0])), float(np.median(d[:, 1]))
 
 
@@ -138,7 +169,7 @@ def test_engine_vs_bare_loop_vs_torch(benchmark, tmp_path, arch):
 
     def one_round():
         r = next(rounds)
-        order = list(loops)[r % 3:] + list(loops)[:r % 3]
+        order = list(loops)[r % 3 :] + list(loops)[: r % 3]
         row = {"order": order, "loadavg_before": list(os.getloadavg())}
         for name in order:
             stamps = loops[name](arch, x_np, y_np, tmp_path / f"{name}{r}")
@@ -149,10 +180,23 @@ def test_engine_vs_bare_loop_vs_torch(benchmark, tmp_path, arch):
 
     benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
     med = {k: float(np.median([r[k] for r in rows])) for k in rows[0] if k.endswith("_s")}
-    ratios = {"engine_vs_bare": med["engine_img_per_s"] / med["bare_img_per_s"],
-              "engine_vs_bare_cpu": med["engine_img_per_cpu_s"] / med["bare_img_per_cpu_s"]}
+    ratios = {
+        "engine_vs_bare": med["engine_img_per_s"] / med["bare_img_per_s"],
+        "engine_vs_bare_cpu": med["engine_img_per_cpu_s"] / med["bare_img_per_cpu_s"],
+    }
     if "torch_img_per_s" in med:
         ratios["engine_vs_torch"] = med["engine_img_per_s"] / med["torch_img_per_s"]
-    benchmark.extra_info.update({"arch": arch, "input": SIZE, "batch": BATCH, "warmup": WARMUP, "iters": ITERS,
-                                 "threads": threads(), "median": med, "ratios": ratios, "rounds": rows})
+    benchmark.extra_info.update(
+        {
+            "arch": arch,
+            "input": SIZE,
+            "batch": BATCH,
+            "warmup": WARMUP,
+            "iters": ITERS,
+            "threads": threads(),
+            "median": med,
+            "ratios": ratios,
+            "rounds": rows,
+        }
+    )
     assert med["engine_img_per_s"] > 0 and med["bare_img_per_s"] > 0

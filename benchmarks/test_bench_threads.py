@@ -50,8 +50,9 @@ def env_for(setting: str) -> dict[str, str]:
 
 def child(args: list[str], setting: str, results: Path) -> dict:
     env = {**env_for(setting), "TLKIT_BENCH_RESULTS": str(results), "TLKIT_BENCH_ITERS": "6", "TLKIT_BENCH_WARMUP": "2"}
-    out = subprocess.run([sys.executable, str(HERE / "threads_child.py"), *args], env=env, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, str(HERE / "threads_child.py"), *args], env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -66,33 +67,36 @@ def measure(benchmark, tmp_path, args: list[str], settings: tuple[str, ...], bas
 
     benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
     med = {s: float(np.median([r[s]["img_per_s"] for r in rows])) for s in settings}
-    benchmark.extra_info.update({
-        "args": args, "img_per_s": med, "vs_mxnet_default" if baseline == "mxnet_default" else "vs_tlkit":
-        {s: med[s] / med[baseline] for s in settings}, "env": {s: rows[0][s]["env"] for s in settings}, "rounds": rows,
-    })
+    benchmark.extra_info.update(
+        {
+            "args": args,
+            "img_per_s": med,
+            "vs_mxnet_default" if baseline == "mxnet_default" else "vs_tlkit": {
+                s: med[s] / med[baseline] for s in settings
+            },
+            "env": {s: rows[0][s]["env"] for s in settings},
+            "rounds": rows,
+        }
+    )
     assert all(v > 0 for v in med.values())
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
 def test_engine_threads(benchmark, tmp_path, arch):
-    measure(benchmark, tmp_path, ["engine", arch, "224"], ("mxnet_default", "tlkit", "tlkit+2_engine_workers"),
-            "mxnet_default")
+    measure(
+        benchmark,
+        tmp_path,
+        ["engine", arch, "224"],
+        ("mxnet_default", "tlkit", "tlkit+2_engine_workers"),
+        "mxnet_default",
+    )
 
 
-@pytest.fixture(scope="module")
-def jpegs(tmp_path_factory):
-    import cv2
-
-    root = tmp_path_factory.mktemp("jpegs")
-    rs = np.random.RandomState(0)
-    for c in range(6):
-        (root / f"class{c}").mkdir()
-        for k in range(50):
-            img = cv2.resize(rs.randint(0, 256, (16, 16, 3)).astype(np.uint8), (256, 256), interpolation=cv2.INTER_CUBIC)
-            cv2.imwrite(str(root / f"class{c}" / f"{k:03d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    return root
-
-
-def test_loader_threads(benchmark, tmp_path, jpegs):
-    measure(benchmark, tmp_path, ["loader", "resnet18", "112", str(jpegs)], ("tlkit", "opencv_default", "mxnet_default"),
-            "mxnet_default")
+def test_loader_threads(benchmark, tmp_path, jpeg_folder):
+    measure(
+        benchmark,
+        tmp_path,
+        ["loader", "resnet18", "112", str(jpeg_folder)],
+        ("tlkit", "opencv_default", "mxnet_default"),
+        "mxnet_default",
+    )

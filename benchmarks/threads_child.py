@@ -33,20 +33,27 @@ def engine(arch: str, size: int, results: Path) -> dict:
     mod = bench_module()
     x, y = mod.fixed_batch(size)
     stamps, _ = mod.tlkit_train(arch, size, x, y, results)
-    d = np.diff(np.asarray(stamps))[mod.WARMUP: mod.WARMUP + mod.ITERS]
+    d = np.diff(np.asarray(stamps))[mod.WARMUP : mod.WARMUP + mod.ITERS]
     return {"img_per_s": mod.BATCH * len(d) / float(d.sum()), "median_iter_img_per_s": mod.BATCH / float(np.median(d))}
 
 
 def loader(arch: str, size: int, images: Path, results: Path) -> dict:
     """img/s of one epoch of `classification train` reading JPEGs with its thread-pool loader (workers 2)."""
-    from rich.console import Console
-
     import mxnet as mx
+    from rich.console import Console
     from tlkit_classification.train import train_model
 
     mod = bench_module()
-    cfg = mod.spec(arch, size, (f"dataset_config.train_dataset_path={images}", "dataset_config.cache_images=false",
-                                "augmentation_config.enable_color_augmentation=true", "train_config.n_workers=2"))
+    cfg = mod.spec(
+        arch,
+        size,
+        (
+            f"dataset_config.train_dataset_path={images}",
+            "dataset_config.cache_images=false",
+            "augmentation_config.enable_color_augmentation=true",
+            "train_config.n_workers=2",
+        ),
+    )
     res = train_model(cfg, results, Console(file=io.StringIO()), [mx.cpu()])
     return {"img_per_s": res.history[0]["throughput"]}
 
@@ -56,10 +63,14 @@ def main() -> None:
     results = Path(os.environ["TLKIT_BENCH_RESULTS"])
     t = time.perf_counter()
     out = engine(arch, size, results) if kind == "engine" else loader(arch, size, Path(sys.argv[4]), results)
-    out.update({
-        "seconds": time.perf_counter() - t,
-        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS", "OPENCV_FOR_THREADS_NUM")},
-    })
+    out.update(
+        {
+            "seconds": time.perf_counter() - t,
+            "env": {
+                k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS", "OPENCV_FOR_THREADS_NUM")
+            },
+        }
+    )
     print(json.dumps(out))
 
 

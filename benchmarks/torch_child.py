@@ -26,10 +26,14 @@ def _bn_relu(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act:
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
-        self.body = nn.Sequential(*_bn_relu(cin, cout, 3, stride), nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(cout))
-        self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                     if stride != 1 or cin != cout else nn.Identity())
+        self.body = nn.Sequential(
+            *_bn_relu(cin, cout, 3, stride), nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        )
+        self.down = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
 
     def forward(self, x):
         return torch.relu(self.body(x) + self.down(x))
@@ -49,8 +53,11 @@ class InvertedResidual(nn.Module):
         super().__init__()
         mid = cin * expand
         layers = _bn_relu(cin, mid, 1, act=nn.ReLU6) if expand != 1 else []
-        layers += [*_bn_relu(mid, mid, 3, stride, groups=mid, act=nn.ReLU6), nn.Conv2d(mid, cout, 1, bias=False),
-                   nn.BatchNorm2d(cout)]
+        layers += [
+            *_bn_relu(mid, mid, 3, stride, groups=mid, act=nn.ReLU6),
+            nn.Conv2d(mid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
         self.body = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 
@@ -61,8 +68,15 @@ class InvertedResidual(nn.Module):
 def mobilenet_v2(classes: int) -> nn.Module:
     layers: list[nn.Module] = _bn_relu(3, 32, 3, 2, act=nn.ReLU6)
     cin = 32
-    for t, c, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                       (6, 320, 1, 1)):
+    for t, c, n, s in (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ):
         for i in range(n):
             layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
             cin = c
@@ -98,7 +112,9 @@ def main() -> None:
         opt.step()
         loss.item()  # a real loop reads its loss
     params = sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers() if b.is_floating_point())
-    print(json.dumps({"stamps": stamps, "params": params, "torch": torch.__version__, "threads": torch.get_num_threads()}))
+    print(
+        json.dumps({"stamps": stamps, "params": params, "torch": torch.__version__, "threads": torch.get_num_threads()})
+    )
 
 
 if __name__ == "__main__":

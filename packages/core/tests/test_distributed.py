@@ -22,7 +22,6 @@ import pytest
 
 mx = pytest.importorskip("mxnet")
 from mxnet import gluon  # noqa: E402
-
 from tlkit.distributed import DistributedError, World, parse_master, world  # noqa: E402
 from tlkit.errors import SpecError  # noqa: E402
 
@@ -33,8 +32,12 @@ TIMEOUT_S = 240
 
 def make_net() -> gluon.HybridBlock:
     net = gluon.nn.HybridSequential()
-    net.add(gluon.nn.Conv2D(6, 3, padding=1, activation="relu"), gluon.nn.Conv2D(6, 3, strides=2, activation="relu"),
-            gluon.nn.GlobalAvgPool2D(), gluon.nn.Dense(3))
+    net.add(
+        gluon.nn.Conv2D(6, 3, padding=1, activation="relu"),
+        gluon.nn.Conv2D(6, 3, strides=2, activation="relu"),
+        gluon.nn.GlobalAvgPool2D(),
+        gluon.nn.Dense(3),
+    )
     mx.random.seed(0)
     net.initialize(mx.init.Xavier())
     return net
@@ -57,22 +60,34 @@ def make_job(batch: int, sharded: bool):
     def train_data(epoch):
         order = np.random.RandomState(1000 + epoch).permutation(N_SAMPLES)
         for i in range(0, N_SAMPLES, batch):  # global batches; a sharded job keeps only its slice of each
-            idx = world().shard(order[i:i + batch]) if sharded else order[i:i + batch]
+            idx = world().shard(order[i : i + batch]) if sharded else order[i : i + batch]
             yield x[idx], y[idx]
 
     ce = gluon.loss.SoftmaxCrossEntropyLoss()
-    return TrainJob(net=make_net(), train_data=train_data, steps_per_epoch=N_SAMPLES // (LOCAL_BATCH * NODES),
-                    loss=lambda out, label: ce(out, label), sharded=sharded,
-                    meta={"task": "unit", "arch": "tiny", "input_shape": [3, 16, 16]})
+    return TrainJob(
+        net=make_net(),
+        train_data=train_data,
+        steps_per_epoch=N_SAMPLES // (LOCAL_BATCH * NODES),
+        loss=lambda out, label: ce(out, label),
+        sharded=sharded,
+        meta={"task": "unit", "arch": "tiny", "input_shape": [3, 16, 16]},
+    )
 
 
 def make_cfg(epochs: int, lr: float):
     from tlkit.config import TrainConfig
 
-    return TrainConfig.model_validate({
-        "n_epochs": epochs, "batch_size_per_gpu": LOCAL_BATCH, "random_seed": 3, "max_checkpoints_to_keep": 5,
-        "optimizer": {"type": "sgd", "momentum": 0.9}, "lr_config": {"type": "constant", "learning_rate": lr},
-        "reg_config": {"type": "L2", "weight_decay": 1e-4}})
+    return TrainConfig.model_validate(
+        {
+            "n_epochs": epochs,
+            "batch_size_per_gpu": LOCAL_BATCH,
+            "random_seed": 3,
+            "max_checkpoints_to_keep": 5,
+            "optimizer": {"type": "sgd", "momentum": 0.9},
+            "lr_config": {"type": "constant", "learning_rate": lr},
+            "reg_config": {"type": "L2", "weight_decay": 1e-4},
+        }
+    )
 
 
 def weights(net) -> dict[str, np.ndarray]:
@@ -82,7 +97,6 @@ def weights(net) -> dict[str, np.ndarray]:
 def worker(rank: int, master: str, results: str, out: str, epochs: int, sharded: bool) -> None:
     """One node (run in its own process by the test)."""
     from rich.console import Console
-
     from tlkit.distributed import session
     from tlkit.training import train
 
@@ -102,13 +116,28 @@ def run_job(tmp_path: Path, results: Path, epochs: int, sharded: bool) -> list[d
     """Both nodes as subprocesses; their final weights. Retried on another port if the scheduler's is taken."""
     for attempt in range(3):
         master = f"127.0.0.1:{free_port()}"
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        }
         outs = [tmp_path / f"w{rank}_{epochs}_{attempt}.npz" for rank in range(NODES)]
-        procs = [subprocess.Popen(
-            [sys.executable, "-c", f"from test_distributed import worker; worker({rank}, {master!r}, {str(results)!r}, "
-                                   f"{str(outs[rank])!r}, {epochs}, {sharded})"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-            for rank in range(NODES)]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    f"from test_distributed import worker; worker({rank}, {master!r}, {str(results)!r}, "
+                    f"{str(outs[rank])!r}, {epochs}, {sharded})",
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+            for rank in range(NODES)
+        ]
         logs = []
         try:
             for p in procs:
@@ -123,7 +152,9 @@ def run_job(tmp_path: Path, results: Path, epochs: int, sharded: bool) -> list[d
                     os.killpg(p.pid, signal.SIGKILL)
         if all(p.returncode == 0 for p in procs):
             return [dict(np.load(o)) for o in outs]
-        text = "\n".join(f"node {r}: rc {p.returncode}\n{err[-3000:]}" for r, (p, (_, err)) in enumerate(zip(procs, logs)))
+        text = "\n".join(
+            f"node {r}: rc {p.returncode}\n{err[-3000:]}" for r, (p, (_, err)) in enumerate(zip(procs, logs))
+        )
         if "kvstore scheduler of node 0 exited" not in text:  # e.g. its port was taken meanwhile
             pytest.fail(text)
     pytest.fail(text)
@@ -134,7 +165,6 @@ def reference(tmp_path: Path, epochs: int) -> dict[str, np.ndarray]:
     import io
 
     from rich.console import Console
-
     from tlkit.training import train
 
     job = make_job(LOCAL_BATCH * NODES, sharded=False)
@@ -146,8 +176,13 @@ def assert_same(nodes: list[dict], ref: dict) -> None:
     assert set(nodes[0]) == set(ref)
     for name in ref:
         np.testing.assert_array_equal(nodes[0][name], nodes[1][name], err_msg=f"{name} differs between the nodes")
-        np.testing.assert_allclose(nodes[0][name], ref[name], rtol=1e-4, atol=1e-5,
-                                   err_msg=f"{name}: 2 nodes vs 1 process with the combined batch")
+        np.testing.assert_allclose(
+            nodes[0][name],
+            ref[name],
+            rtol=1e-4,
+            atol=1e-5,
+            err_msg=f"{name}: 2 nodes vs 1 process with the combined batch",
+        )
 
 
 def test_two_nodes_match_one_process_and_resume(tmp_path):
@@ -156,11 +191,15 @@ def test_two_nodes_match_one_process_and_resume(tmp_path):
     assert_same(nodes, reference(tmp_path, 2))
     before = results.joinpath("status.json").read_text().splitlines()
     assert [json.loads(x)["status"] for x in before] == ["STARTED", "RUNNING", "RUNNING", "SUCCESS"]  # node 0 only
-    assert sorted(p.name for p in (results / "weights").iterdir()) == ["model.tlk", "model_epoch_001.tlk", "model_epoch_002.tlk"]
+    assert sorted(p.name for p in (results / "weights").iterdir()) == [
+        "model.tlk",
+        "model_epoch_001.tlk",
+        "model_epoch_002.tlk",
+    ]
 
     nodes = run_job(tmp_path, results, epochs=3, sharded=False)  # resumes from epoch 2 on both nodes
     assert_same(nodes, reference(tmp_path, 3))
-    lines = [json.loads(x) for x in results.joinpath("status.json").read_text().splitlines()[len(before):]]
+    lines = [json.loads(x) for x in results.joinpath("status.json").read_text().splitlines()[len(before) :]]
     assert [x["status"] for x in lines] == ["STARTED", "RUNNING", "SUCCESS"]
     assert "Resuming from checkpoint weights/model_epoch_002.tlk" in lines[0]["message"]
 

@@ -102,7 +102,6 @@ def quiet():
 def test_training_with_qat_then_int8_export_uses_the_learned_ranges(tmp_path):
     import onnx
     import onnxruntime as ort
-
     from tlkit.export.calibration import read_trt_cache
     from tlkit.export.onnx_export import export_onnx, read_onnx_metadata
 
@@ -115,8 +114,13 @@ def test_training_with_qat_then_int8_export_uses_the_learned_ranges(tmp_path):
 
     with pytest.raises(SpecError, match="calibration data"):  # --force_ptq discards the learned ranges
         export_onnx(res.model_path, tmp_path / "ptq.onnx", data_type="int8", force_ptq=True)
-    out = export_onnx(res.model_path, tmp_path / "int8.onnx", data_type="int8", cal_cache_file=tmp_path / "cal.bin",
-                      cal_json_file=tmp_path / "cal.json")  # no calibration data needed
+    out = export_onnx(
+        res.model_path,
+        tmp_path / "int8.onnx",
+        data_type="int8",
+        cal_cache_file=tmp_path / "cal.bin",
+        cal_json_file=tmp_path / "cal.json",
+    )  # no calibration data needed
     model = onnx.load(str(out))
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("QuantizeLinear") == 3 and ops.count("DequantizeLinear") == 3 + 3  # activations + weights
@@ -163,8 +167,12 @@ def test_qat_keeps_frozen_layers_and_retrains_a_qat_graph(tmp_path):
     assert params["0.weight"].grad_req == "null" and params["3.weight"].grad_req == "write"
 
     built = load_graph_for_retraining(str(res.model_path), task="unit", ctx=[mx.cpu()])
-    again = train(make_job(net=built.net, meta=built.meta, save_as_graph=True), make_cfg(enable_qat=True, n_epochs=1),
-                  tmp_path / "again", console=quiet())
+    again = train(
+        make_job(net=built.net, meta=built.meta, save_as_graph=True),
+        make_cfg(enable_qat=True, n_epochs=1),
+        tmp_path / "again",
+        console=quiet(),
+    )
     g = json.loads(load_net(again.model_path)[0]._cached_graph[1].tojson())
     assert sum(n["name"].endswith(".qat_in.amax") for n in g["nodes"]) == 3  # not quantized twice
 
@@ -173,7 +181,8 @@ def test_a_qat_model_is_not_pruned(tmp_path):
     from tlkit.errors import ModelFileError
     from tlkit.pruning.command import prune_model_file
 
-    res = train(make_job(net=make_net(dropout=0.0)), make_cfg(enable_qat=True, n_epochs=1), tmp_path / "r",
-                console=quiet())
+    res = train(
+        make_job(net=make_net(dropout=0.0)), make_cfg(enable_qat=True, n_epochs=1), tmp_path / "r", console=quiet()
+    )
     with pytest.raises(ModelFileError, match="prune the float model .*train_config.enable_qat: true"):
         prune_model_file(res.model_path, tmp_path / "pruned.tlk", target_ratio=0.5)

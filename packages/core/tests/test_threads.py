@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from tlkit.errors import SpecError
 from tlkit.testing.plugins import run_tlkit
 from tlkit.threads import available_cores, cgroup_cpu_limit, configure_threads, loader_workers
@@ -47,8 +46,9 @@ def test_cgroup_v1_cfs_quota(tmp_path):
 
 def test_available_cores_is_the_affinity_capped_by_the_quota():
     assert 1 <= available_cores() <= len(os.sched_getaffinity(0))
-    code = ("import os; from tlkit.threads import available_cores; os.sched_setaffinity(0, {0}); "
-            "print(available_cores())")
+    code = (
+        "import os; from tlkit.threads import available_cores; os.sched_setaffinity(0, {0}); print(available_cores())"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
 
@@ -75,8 +75,10 @@ def test_who_decides_the_thread_count():
 
 
 def test_configured_before_mxnet_loads():
-    code = ("import os, json; from tlkit.threads import configure_threads; c = configure_threads(); import mxnet; "
-            "print(json.dumps([c.effective, os.environ['OMP_NUM_THREADS']]))")
+    code = (
+        "import os, json; from tlkit.threads import configure_threads; c = configure_threads(); import mxnet; "
+        "print(json.dumps([c.effective, os.environ['OMP_NUM_THREADS']]))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [True, str(available_cores())]

@@ -142,7 +142,9 @@ class World:
             return
         bad = self.allreduce_sum([0.0 if ok else 1.0])[0]
         if bad:
-            raise DistributedError(message if not ok else f"another node failed a check: {bad:.0f} node(s) reported a problem")
+            raise DistributedError(
+                message if not ok else f"another node failed a check: {bad:.0f} node(s) reported a problem"
+            )
 
     # -- lifetime ---------------------------------------------------------------------------------------
 
@@ -157,8 +159,10 @@ class World:
                     _die(f"the MXNet kvstore {_role(child)} of node {self.rank} exited with code {code}")
             idle = time.monotonic() - self._last_progress
             if idle > self.timeout_s:
-                _die(f"node {self.rank}: no progress for {idle:.0f} s (another node failed, or the scheduler at "
-                     f"{self.master} is unreachable); set {TIMEOUT_ENV} to wait longer")
+                _die(
+                    f"node {self.rank}: no progress for {idle:.0f} s (another node failed, or the scheduler at "
+                    f"{self.master} is unreachable); set {TIMEOUT_ENV} to wait longer"
+                )
 
     def shutdown(self) -> None:
         """Leave the job: release the kvstore (ps-lite's closing barrier) and wait for the helper processes."""
@@ -169,7 +173,7 @@ class World:
             # Free the kvstore now (ps-lite's closing barrier with the other nodes), not when the last Python
             # reference goes: Parameters keep their Trainer, which keeps the kvstore, alive. A NULL handle
             # makes the later __del__ a no-op (MXKVStoreFree deletes nullptr).
-            from mxnet.base import KVStoreHandle, _LIB, check_call
+            from mxnet.base import _LIB, KVStoreHandle, check_call
 
             check_call(_LIB.MXKVStoreFree(self.kv.handle))
             self.kv.handle = KVStoreHandle()
@@ -229,8 +233,13 @@ def _set_pdeathsig() -> None:
 def _spawn(role: str, env: dict[str, str]) -> subprocess.Popen:
     child_env = {**env, "DMLC_ROLE": role, "OMP_NUM_THREADS": "1"}
     # importing mxnet with DMLC_ROLE=server/scheduler runs that role until the job ends
-    proc = subprocess.Popen([sys.executable, "-c", "import mxnet"], env=child_env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, preexec_fn=_set_pdeathsig)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import mxnet"],
+        env=child_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        preexec_fn=_set_pdeathsig,
+    )
     proc.tlkit_role = role  # type: ignore[attr-defined]
     return proc
 
@@ -254,8 +263,13 @@ def launch(num_nodes: int, node_rank: int, master: str | None, *, timeout_s: flo
         raise SpecError("--num_nodes > 1 needs --master host:port (node 0's address and a free port)")
     host, port = parse_master(master)
     timeout = float(timeout_s if timeout_s is not None else os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
-    env = {**os.environ, "DMLC_PS_ROOT_URI": host, "DMLC_PS_ROOT_PORT": str(port),
-           "DMLC_NUM_SERVER": str(num_nodes), "DMLC_NUM_WORKER": str(num_nodes)}
+    env = {
+        **os.environ,
+        "DMLC_PS_ROOT_URI": host,
+        "DMLC_PS_ROOT_PORT": str(port),
+        "DMLC_NUM_SERVER": str(num_nodes),
+        "DMLC_NUM_WORKER": str(num_nodes),
+    }
     if _is_loopback(host):  # all nodes on this machine: ps-lite would announce the first network interface
         env["DMLC_NODE_HOST"] = "127.0.0.1"
     w = World(rank=node_rank, size=num_nodes, master=f"{host}:{port}", timeout_s=timeout)

@@ -81,8 +81,12 @@ class _Builder:
         return [len(self.nodes) - 1, 0, 0]
 
     def graph(self, heads: list[list[int]], attrs: dict) -> dict:
-        return {"nodes": self.nodes, "arg_nodes": [i for i, n in enumerate(self.nodes) if n["op"] == "null"],
-                "heads": heads, "attrs": attrs}
+        return {
+            "nodes": self.nodes,
+            "arg_nodes": [i for i, n in enumerate(self.nodes) if n["op"] == "null"],
+            "heads": heads,
+            "attrs": attrs,
+        }
 
 
 def _reachable(graph: dict) -> dict:
@@ -195,8 +199,9 @@ def _fake_quant_activation(b: _Builder, x: list[int], name: str, features: int) 
 def _fake_quant_weight(b: _Builder, w: list[int], name: str) -> list[int]:
     """w -> per-output-channel s * round(w / s), s = max|w_c| / 127 (not differentiated); STE for w."""
     amax = b.add("max", f"{name}.amax", [b.add("abs", f"{name}.abs", [w])], axis=0, keepdims=True, exclude=True)
-    scale = b.add("_div_scalar", f"{name}.scale_raw", [b.add("BlockGrad", f"{name}.amax_const", [amax])],
-                  scalar=float(W_QMAX))
+    scale = b.add(
+        "_div_scalar", f"{name}.scale_raw", [b.add("BlockGrad", f"{name}.amax_const", [amax])], scalar=float(W_QMAX)
+    )
     scale = b.add("_maximum_scalar", f"{name}.scale", [scale], scalar=1e-12)  # all-zero (pruned) channels
     t = b.add("broadcast_div", f"{name}.div", [w, scale])
     return _ste_round_and_scale(b, t, scale, name)
@@ -345,7 +350,9 @@ def activation_ranges(model: Any, amax_of_weight: dict[str, float]) -> dict[str,
             ranges[node.input[0]] = amax
     missing = set(amax_of_weight) - {n.input[1] for n in model.graph.node if len(n.input) > 1}
     if missing:
-        raise ModelFileError(f"{len(missing)} QAT-trained layer(s) not found in the exported ONNX, e.g. {sorted(missing)[0]!r}")
+        raise ModelFileError(
+            f"{len(missing)} QAT-trained layer(s) not found in the exported ONNX, e.g. {sorted(missing)[0]!r}"
+        )
     return ranges
 
 
@@ -377,13 +384,23 @@ def insert_qdq(model: Any, ranges: dict[str, float]) -> Any:
             x = node.input[0]
             if x not in done:
                 scale = np.float32(max(ranges[x], AMAX_FLOOR) / W_QMAX)
-                new_inits += [numpy_helper.from_array(np.array(scale, np.float32), f"{x}_scale"),
-                              numpy_helper.from_array(np.array(0, np.int8), f"{x}_zero_point")]
+                new_inits += [
+                    numpy_helper.from_array(np.array(scale, np.float32), f"{x}_scale"),
+                    numpy_helper.from_array(np.array(0, np.int8), f"{x}_zero_point"),
+                ]
                 new_nodes += [
-                    helper.make_node("QuantizeLinear", [x, f"{x}_scale", f"{x}_zero_point"], [f"{x}_quantized"],
-                                     name=f"{x}_QuantizeLinear"),
-                    helper.make_node("DequantizeLinear", [f"{x}_quantized", f"{x}_scale", f"{x}_zero_point"],
-                                     [f"{x}_dequantized"], name=f"{x}_DequantizeLinear"),
+                    helper.make_node(
+                        "QuantizeLinear",
+                        [x, f"{x}_scale", f"{x}_zero_point"],
+                        [f"{x}_quantized"],
+                        name=f"{x}_QuantizeLinear",
+                    ),
+                    helper.make_node(
+                        "DequantizeLinear",
+                        [f"{x}_quantized", f"{x}_scale", f"{x}_zero_point"],
+                        [f"{x}_dequantized"],
+                        name=f"{x}_DequantizeLinear",
+                    ),
                 ]
                 done[x] = f"{x}_dequantized"
             node.input[0] = done[x]
@@ -392,12 +409,20 @@ def insert_qdq(model: Any, ranges: dict[str, float]) -> Any:
                 axis = _weight_axis(node)
                 arr = numpy_helper.to_array(inits[w]).astype(np.float32)
                 q, scale = quantize_weight(arr, axis)
-                new_inits += [numpy_helper.from_array(q, f"{w}_quantized"),
-                              numpy_helper.from_array(scale, f"{w}_scale"),
-                              numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{w}_zero_point")]
-                new_nodes.append(helper.make_node(
-                    "DequantizeLinear", [f"{w}_quantized", f"{w}_scale", f"{w}_zero_point"], [f"{w}_dequantized"],
-                    name=f"{w}_DequantizeLinear", axis=axis))
+                new_inits += [
+                    numpy_helper.from_array(q, f"{w}_quantized"),
+                    numpy_helper.from_array(scale, f"{w}_scale"),
+                    numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{w}_zero_point"),
+                ]
+                new_nodes.append(
+                    helper.make_node(
+                        "DequantizeLinear",
+                        [f"{w}_quantized", f"{w}_scale", f"{w}_zero_point"],
+                        [f"{w}_dequantized"],
+                        name=f"{w}_DequantizeLinear",
+                        axis=axis,
+                    )
+                )
                 node.input[1] = f"{w}_dequantized"
                 uses[w] -= 1
                 if uses[w] == 0:
@@ -425,8 +450,12 @@ def quantize_weight(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def qat_int8_onnx(
-    model: Any, amax_of_weight: dict[str, float], output: str | os.PathLike, *,
-    cal_cache_file: str | os.PathLike | None = None, cal_json_file: str | os.PathLike | None = None,
+    model: Any,
+    amax_of_weight: dict[str, float],
+    output: str | os.PathLike,
+    *,
+    cal_cache_file: str | os.PathLike | None = None,
+    cal_json_file: str | os.PathLike | None = None,
     trt_version: str | int = "10.x",
 ) -> Path:
     """Write the Q/DQ ONNX of a float ONNX `model` (ModelProto) exported from a QAT model, with the learned

@@ -39,8 +39,11 @@ class ThreadConfig:
     effective: bool = True  # False: MXNet was imported before the call, its thread count is already fixed
 
     def describe(self) -> str:
-        where = {"argument": "--num_threads", "environment": "OMP_NUM_THREADS",
-                 "detected": f"the {self.cores} usable core(s)"}[self.source]
+        where = {
+            "argument": "--num_threads",
+            "environment": "OMP_NUM_THREADS",
+            "detected": f"the {self.cores} usable core(s)",
+        }[self.source]
         text = f"{self.threads} CPU thread(s) for MXNet (from {where})"
         if not self.effective:
             text += "; MXNet was already imported, so its own thread count stays as it was loaded"

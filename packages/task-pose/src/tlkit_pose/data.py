@@ -214,7 +214,17 @@ def make_example(sample: Sample, cfg: Any, rng: np.random.Generator, train: bool
     return img[:, :, ::-1], hm.transpose(2, 0, 1), paf.transpose(2, 0, 1), mt[None]
 
 
-def batches(samples: Sequence[Sample], cfg: Any, pre: dict[str, Any], batch_size: int, epoch: int, seed: int, shuffle: bool = True, drop_last: bool = True, shard: Any = None) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+def batches(
+    samples: Sequence[Sample],
+    cfg: Any,
+    pre: dict[str, Any],
+    batch_size: int,
+    epoch: int,
+    seed: int,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    shard: Any = None,
+) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
     """(data (N, 3, H, W) float32, [heatmap (N, 19, Ht, Wt), paf (N, 38, Ht, Wt), mask (N, 1, Ht, Wt)])
     batches for `epoch`; the same (seed, epoch) gives the same batches. `shard` (a tlkit.distributed.World):
     only this node's slice of each batch is made."""

@@ -39,7 +39,8 @@ _RUNTIME = (
     ("num_threads", Optional[int], ("--num_threads",),
      "MXNet CPU threads (default: OMP_NUM_THREADS, else the cores this process may use)."),
     ("num_nodes", Optional[int], ("--num_nodes",), "Train on N nodes (one process each; MXNet dist_sync). Default 1."),
-    ("node_rank", Optional[int], ("--node_rank",), "This node's rank, 0..N-1 (0 runs the scheduler and writes results)."),
+    ("node_rank", Optional[int], ("--node_rank",),
+     "This node's rank, 0..N-1 (0 runs the scheduler and writes results)."),
     ("master", Optional[str], ("--master",), "host:port of node 0's scheduler (a free port), for --num_nodes > 1."),
 )
 
@@ -76,7 +77,8 @@ def _make_command(task: TaskSpec, cmd: CommandSpec):
         )
     )
     params += [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(None, *flags, help=h), annotation=ann)
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(None, *flags, help=h),
+                          annotation=ann)
         for name, ann, flags, h in _RUNTIME
     ]
     params += [_option_param(o) for o in cmd.options]

@@ -229,7 +229,8 @@ def export_onnx(
 
         net, qat_ranges = strip_qat(net)
     use_qat = data_type == "int8" and qat_ranges is not None and not force_ptq
-    if data_type == "int8" and not use_qat and cal_batches is None and not (cal_cache_file and Path(cal_cache_file).is_file()):
+    has_cache = bool(cal_cache_file and Path(cal_cache_file).is_file())
+    if data_type == "int8" and not use_qat and cal_batches is None and not has_cache:
         raise SpecError(
             "int8 export needs calibration data: --cal_data_file (tensorfile), --cal_image_dir, "
             "or an existing --cal_cache_file to import"

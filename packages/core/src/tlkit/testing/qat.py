@@ -1,7 +1,7 @@
 """Conformance helper: a task's QAT model exports to an INT8 Q/DQ ONNX that computes what it was trained as.
 
-    from tlkit.testing.qat import assert_qat_export_reproduces
-    onnx_path = assert_qat_export_reproduces("results/weights/model.tlk", out_dir=tmp_path)
+from tlkit.testing.qat import assert_qat_export_reproduces
+onnx_path = assert_qat_export_reproduces("results/weights/model.tlk", out_dir=tmp_path)
 """
 
 from __future__ import annotations
@@ -12,8 +12,14 @@ from pathlib import Path
 import numpy as np
 
 
-def assert_qat_export_reproduces(model_path: str | os.PathLike, *, out_dir: str | os.PathLike, batch: int = 2,
-                                 seed: int = 0, max_rel_error: float = 0.05) -> Path:
+def assert_qat_export_reproduces(
+    model_path: str | os.PathLike,
+    *,
+    out_dir: str | os.PathLike,
+    batch: int = 2,
+    seed: int = 0,
+    max_rel_error: float = 0.05,
+) -> Path:
     """Export a QAT `.tlk` as int8 (no calibration data) and as fp32; run both in onnxruntime and the QAT model
     in MXNet on the same random batch. Per output, the int8 export must be closer to the QAT model than the
     float export is (it reproduces the quantization, not only the float function), and within
@@ -47,9 +53,10 @@ def assert_qat_export_reproduces(model_path: str | os.PathLike, *, out_dir: str 
         span = float(np.abs(r).max()) or 1.0
         err8, err32 = float(np.abs(a - r).max()), float(np.abs(b - r).max())
         assert err8 <= max_rel_error * span, f"output {k}: int8 ONNX off the QAT model by {err8:.3g} (range {span:.3g})"
-        assert err8 < err32 or err32 == 0.0, f"output {k}: int8 error {err8:.3g} not below the float export's {err32:.3g}"
+        assert err8 < err32 or err32 == 0.0, (
+            f"output {k}: int8 error {err8:.3g} not below the float export's {err32:.3g}"
+        )
     return int8
 
 
 __all__ = ["assert_qat_export_reproduces"]
-

@@ -640,7 +640,9 @@ class _Engine:
         global _AMP_DTYPE
         if amp.amp._amp_initialized:  # amp.init patches MXNet's operators for the whole process, once
             if (_AMP_DTYPE or dtype) != dtype:
-                raise TlkitError(f"--use_amp: this process already runs MXNet AMP in {_AMP_DTYPE}; {dtype} needs a new process")
+                raise TlkitError(
+                    f"--use_amp: this process already runs MXNet AMP in {_AMP_DTYPE}; {dtype} needs a new process"
+                )
         else:
             amp.init(target_dtype=dtype)
             _AMP_DTYPE = dtype
@@ -684,7 +686,9 @@ class _Engine:
             if close is not None:
                 close()
         v = list(values.values())
-        self.console.print(f"activation ranges initialised from {n} training batch(es): amax {min(v):.3g} .. {max(v):.3g}")
+        self.console.print(
+            f"activation ranges initialised from {n} training batch(es): amax {min(v):.3g} .. {max(v):.3g}"
+        )
 
     # -- multi-node ---------------------------------------------------------------------------------------
 
