@@ -425,7 +425,10 @@ class _Engine:
             max_epoch=n_epochs,
             kpi=kpi,
         )
-        self.console.print(f"model saved to {model_path}", soft_wrap=True)
+        if self.writer:
+            self.console.print(f"model saved to {model_path}", soft_wrap=True)
+        else:
+            self.console.print(f"node {self.world.rank}: done (node 0 saved the model to {model_path})", soft_wrap=True)
         best = self.weights_dir / "model_best.tlk"
         return TrainResult(
             model_path=model_path,
