@@ -28,7 +28,8 @@ def _build(arch: str, **kw) -> Backbone:
 
 def test_all_required_backbones_are_registered():
     required = {"resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "vgg16", "vgg19", "mobilenet_v1",
-                "mobilenet_v2", "googlenet", "darknet19", "darknet53", "efficientnet_lite0"}
+                "mobilenet_v2", "googlenet", "darknet19", "darknet53", "efficientnet_lite0",
+                "efficientnet_lite1", "efficientnet_lite2"}
     assert required <= set(ARCHS)
 
 

@@ -377,3 +377,78 @@ def test_onnxruntime_layout_fuses_every_conv(tmp_path):
     assert "Clip" in ops["tensorrt"]  # int8 activations: onnxruntime keeps the float Clip between DQ and Q
     with pytest.raises(SpecError, match="qdq_format 'tflite'"):
         quantize_qdq(fp32, ranges, tmp_path / "x.onnx", qdq_format="tflite")
+
+
+# -- output heads stay float ---------------------------------------------------------------------------
+
+
+def test_output_head_nodes_are_the_last_weighted_layers_and_what_follows(tmp_path):
+    _, _, _, fp32 = structured_setup(tmp_path)  # conv-bn-relu, conv-relu, pool, dense
+    from tlkit.export.calibration import output_head_nodes
+
+    model = onnx.load(str(fp32))
+    heads = output_head_nodes(model)
+    by_name = {n.name: n for n in model.graph.node}
+    # the classifier and the Softmax a classifier export ends in; the pool before them is not a head
+    assert [by_name[h].op_type for h in heads] == ["Gemm", "Softmax"]
+
+    # two heads (DetectNet_v2-like): coverage conv + sigmoid and bbox conv; the shared trunk is no head
+    class TwoHeads(nn.HybridBlock):
+        def __init__(self):
+            super().__init__()
+            self.trunk, self.cov, self.bbox = nn.Conv2D(8, 3, padding=1), nn.Conv2D(2, 1), nn.Conv2D(8, 1)
+
+        def hybrid_forward(self, F, x):
+            f = F.relu(self.trunk(x))
+            return F.sigmoid(self.cov(f)), self.bbox(f)
+
+    mx.random.seed(0)
+    net = TwoHeads()
+    net.initialize(mx.init.Xavier())
+    two = onnx.load(str(export_onnx(net, tmp_path / "two.onnx", meta={"input_shape": list(SHAPE)})))
+    by_name = {n.name: n for n in two.graph.node}
+    assert sorted(by_name[h].op_type for h in output_head_nodes(two)) == ["Conv", "Conv", "Sigmoid"]
+
+
+def test_int8_keeps_output_heads_float_unless_asked(tmp_path):
+    """The reported failure: entropy calibration gave a trained classifier's logits a range of +-0.25, so every
+    logit saturated and every prediction became the same class. By default the head is not quantized."""
+    net, x, meta, _ = structured_setup(tmp_path)
+    fp32 = export_onnx(net, tmp_path / "logits.onnx", meta={**meta, "task": "other"})  # logits out, no softmax
+    ref = OnnxRuntimeRunner(fp32).run(x)[0]
+    x = x * (4.0 / np.abs(ref).max())  # logits over about +-4 (the net is positively homogeneous)
+    ref = OnnxRuntimeRunner(fp32).run(x)[0]
+    ranges = compute_ranges(fp32, [x], "max")
+    ranges["output"] = 0.25  # what entropy calibration picked for the logits in the report
+    float_heads = quantize_qdq(fp32, ranges, tmp_path / "default.onnx")
+    int8_heads = quantize_qdq(fp32, ranges, tmp_path / "heads.onnx", quantize_output_heads=True)
+
+    model = onnx.load(str(float_heads))
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    produced_by = {o: n.op_type for n in model.graph.node for o in n.output}
+    weights = {t.name: t for t in model.graph.initializer}
+    assert weights[gemm.input[1]].data_type == onnx.TensorProto.FLOAT  # float weights, no DequantizeLinear
+    assert produced_by["output"] == "Gemm"  # no Q/DQ after the head
+    assert read_onnx_metadata(float_heads)["int8_output_heads"] is False
+    out = OnnxRuntimeRunner(float_heads).run(x)[0]
+    assert rel_err(out, ref) < 0.05 and (out.argmax(1) == ref.argmax(1)).mean() >= 0.75
+
+    clipped = OnnxRuntimeRunner(int8_heads).run(x)[0]
+    assert np.abs(clipped).max() <= 0.26  # the logits clipped to the calibrated range
+    assert read_onnx_metadata(int8_heads)["int8_output_heads"] is True
+
+
+def test_trt_cache_leaves_out_the_heads(tmp_path):
+    net, x, meta, fp32 = structured_setup(tmp_path)
+    cache = tmp_path / "cal.bin"
+    export_onnx(net, tmp_path / "q.onnx", meta=meta, data_type="int8", cal_batches=[x], calibration_method="entropy",
+                cal_cache_file=cache)
+    model = onnx.load(str(fp32))
+    gemm_out = next(n.output[0] for n in model.graph.node if n.op_type == "Gemm")
+    pool_out = next(n.output[0] for n in model.graph.node if n.op_type == "GlobalAveragePool")
+    names = set(read_trt_cache(cache))
+    assert "input" in names and pool_out in names  # the head's input keeps its range
+    assert gemm_out not in names and "output" not in names  # TensorRT keeps the head's output in float
+    export_onnx(net, tmp_path / "q2.onnx", meta=meta, data_type="int8", cal_batches=[x], calibration_method="entropy",
+                cal_cache_file=tmp_path / "all.bin", quantize_output_heads=True)
+    assert gemm_out in set(read_trt_cache(tmp_path / "all.bin"))

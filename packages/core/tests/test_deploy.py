@@ -5,13 +5,12 @@ import configparser
 import mxnet as mx
 import numpy as np
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, text_format
-from google.protobuf.message_factory import GetMessageClass
 from mxnet.gluon import nn
 
 from tlkit.errors import ModelFileError, SpecError
 from tlkit.export.deploy import write_deepstream_config, write_triton_repo
 from tlkit.export.onnx_export import export_onnx, read_onnx_metadata
+from tlkit.testing.export import parse_triton_config
 from tlkit.export.preprocess import (
     from_deepstream,
     normalize,
@@ -161,60 +160,9 @@ def test_deepstream_torch_mode_notes_the_approximation(tmp_path):
 # -- Triton ---------------------------------------------------------------------------------------------
 
 
-def model_config_class():
-    """The subset of Triton's ModelConfig (model_config.proto, same field numbers) our configs use."""
-    f = descriptor_pb2.FileDescriptorProto(name="tlkit_test_model_config.proto", package="inference", syntax="proto3")
-    FD = descriptor_pb2.FieldDescriptorProto
-    dt = f.enum_type.add(name="DataType")
-    for i, n in enumerate(["TYPE_INVALID", "TYPE_BOOL", "TYPE_UINT8", "TYPE_UINT16", "TYPE_UINT32", "TYPE_UINT64",
-                           "TYPE_INT8", "TYPE_INT16", "TYPE_INT32", "TYPE_INT64", "TYPE_FP16", "TYPE_FP32",
-                           "TYPE_FP64", "TYPE_STRING"]):
-        dt.value.add(name=n, number=i)
-
-    def field(msg, name, number, ftype, label=FD.LABEL_OPTIONAL, type_name=None):
-        fld = msg.field.add(name=name, number=number, type=ftype, label=label)
-        if type_name:
-            fld.type_name = type_name
-
-    mi = f.message_type.add(name="ModelInput")
-    fmt = mi.enum_type.add(name="Format")
-    for i, n in enumerate(["FORMAT_NONE", "FORMAT_NHWC", "FORMAT_NCHW"]):
-        fmt.value.add(name=n, number=i)
-    field(mi, "name", 1, FD.TYPE_STRING)
-    field(mi, "data_type", 2, FD.TYPE_ENUM, type_name=".inference.DataType")
-    field(mi, "format", 3, FD.TYPE_ENUM, type_name=".inference.ModelInput.Format")
-    field(mi, "dims", 4, FD.TYPE_INT64, FD.LABEL_REPEATED)
-    mo = f.message_type.add(name="ModelOutput")
-    field(mo, "name", 1, FD.TYPE_STRING)
-    field(mo, "data_type", 2, FD.TYPE_ENUM, type_name=".inference.DataType")
-    field(mo, "dims", 3, FD.TYPE_INT64, FD.LABEL_REPEATED)
-    field(mo, "label_filename", 4, FD.TYPE_STRING)
-    ig = f.message_type.add(name="ModelInstanceGroup")
-    kind = ig.enum_type.add(name="Kind")
-    for i, n in enumerate(["KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL"]):
-        kind.value.add(name=n, number=i)
-    field(ig, "name", 1, FD.TYPE_STRING)
-    field(ig, "count", 2, FD.TYPE_INT32)
-    field(ig, "kind", 4, FD.TYPE_ENUM, type_name=".inference.ModelInstanceGroup.Kind")
-    db = f.message_type.add(name="ModelDynamicBatching")
-    field(db, "preferred_batch_size", 1, FD.TYPE_INT32, FD.LABEL_REPEATED)
-    field(db, "max_queue_delay_microseconds", 2, FD.TYPE_UINT64)
-    mc = f.message_type.add(name="ModelConfig")
-    field(mc, "name", 1, FD.TYPE_STRING)
-    field(mc, "platform", 2, FD.TYPE_STRING)
-    field(mc, "max_batch_size", 4, FD.TYPE_INT32)
-    field(mc, "input", 5, FD.TYPE_MESSAGE, FD.LABEL_REPEATED, ".inference.ModelInput")
-    field(mc, "output", 6, FD.TYPE_MESSAGE, FD.LABEL_REPEATED, ".inference.ModelOutput")
-    field(mc, "instance_group", 7, FD.TYPE_MESSAGE, FD.LABEL_REPEATED, ".inference.ModelInstanceGroup")
-    field(mc, "dynamic_batching", 11, FD.TYPE_MESSAGE, type_name=".inference.ModelDynamicBatching")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(f)
-    return GetMessageClass(pool.FindMessageTypeByName("inference.ModelConfig"))
-
-
 def parse_config(path):
-    cls = model_config_class()
-    return text_format.Parse(path.read_text(), cls())  # unknown fields or bad syntax raise
+    pytest.importorskip("tritonclient")
+    return parse_triton_config(path)  # Triton's own ModelConfig proto: unknown fields or bad syntax raise
 
 
 def test_triton_onnx_repo_matches_the_model(classifier_onnx, tmp_path):

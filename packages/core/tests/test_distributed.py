@@ -191,7 +191,7 @@ def test_two_nodes_match_one_process_and_resume(tmp_path):
     assert_same(nodes, reference(tmp_path, 2))
     before = results.joinpath("status.json").read_text().splitlines()
     assert [json.loads(x)["status"] for x in before] == ["STARTED", "RUNNING", "RUNNING", "SUCCESS"]  # node 0 only
-    assert sorted(p.name for p in (results / "weights").iterdir()) == [
+    assert sorted(p.name for p in (results / "weights").glob("*.tlk")) == [
         "model.tlk",
         "model_epoch_001.tlk",
         "model_epoch_002.tlk",

@@ -123,7 +123,21 @@ def test_dynamic_batch_runs_any_batch(tiny_onnx):
     for b in (1, 3, 7):
         x = np.random.RandomState(b).uniform(-1, 1, (b, *SHAPE)).astype(np.float32)
         (out,) = runner.run(x)
-        np.testing.assert_allclose(out, net(mx.nd.array(x)).asnumpy(), rtol=1e-4, atol=1e-6)
+        probs = mx.nd.softmax(net(mx.nd.array(x)), axis=-1).asnumpy()  # a classifier's export ends in a Softmax
+        np.testing.assert_allclose(out, probs, rtol=1e-4, atol=1e-6)
+
+
+def test_classifier_export_gives_probabilities_other_tasks_raw_outputs(tiny_onnx, tmp_path):
+    net, path = tiny_onnx
+    assert read_onnx_metadata(path)["output_activation"] == "softmax"
+    assert onnx.load(str(path)).graph.node[-1].op_type == "Softmax"
+    x = np.random.RandomState(0).uniform(-1, 1, (4, *SHAPE)).astype(np.float32)
+    (p,) = OnnxRuntimeRunner(path).run(x)
+    np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)
+    other = export_onnx(net, tmp_path / "pose.onnx", meta={**META, "task": "pose"})
+    assert "output_activation" not in read_onnx_metadata(other)
+    (raw,) = OnnxRuntimeRunner(other).run(x)
+    np.testing.assert_allclose(raw, net(mx.nd.array(x)).asnumpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_static_batch_fixes_the_dim(tmp_path):
@@ -141,7 +155,7 @@ def test_static_batch_fixes_the_dim(tmp_path):
 def test_opset_12_and_higher_opsets(tmp_path):
     net = tiny_net()
     x = np.random.RandomState(0).uniform(-1, 1, (2, *SHAPE)).astype(np.float32)
-    ref = net(mx.nd.array(x)).asnumpy()
+    ref = mx.nd.softmax(net(mx.nd.array(x)), axis=-1).asnumpy()  # a classifier's export ends in a Softmax
     for opset, ir in ((12, 7), (17, 8)):
         path = export_onnx(net, tmp_path / f"o{opset}.onnx", meta=META, opset=opset)
         model = onnx.load(str(path))
@@ -160,7 +174,7 @@ def test_fp16_export_keeps_float_io_and_is_close(tmp_path):
     assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
     assert read_onnx_metadata(path)["data_type"] == "fp16"
     x = np.random.RandomState(0).uniform(-1, 1, (2, *SHAPE)).astype(np.float32)
-    ref = net(mx.nd.array(x)).asnumpy()
+    ref = mx.nd.softmax(net(mx.nd.array(x)), axis=-1).asnumpy()
     out = OnnxRuntimeRunner(path).run(x)[0]
     assert np.abs(out - ref).max() <= 1e-2 * np.abs(ref).max() + 1e-3
 
@@ -202,9 +216,10 @@ def test_load_runner_picks_backend_by_suffix(tlk_model, tmp_path):
     ref = net(mx.nd.array(x)).asnumpy()
     r_mx, r_ort = load_runner(tlk), load_runner(onnx_path)
     assert isinstance(r_mx, MXNetRunner) and isinstance(r_ort, OnnxRuntimeRunner)
-    for r in (r_mx, r_ort):
+    probs = mx.nd.softmax(mx.nd.array(ref), axis=-1).asnumpy()
+    for r, want in ((r_mx, ref), (r_ort, probs)):  # the .tlk gives logits, the classifier export probabilities
         assert r.input_shape == SHAPE and r.metadata["classes"] == CLASSES
-        np.testing.assert_allclose(r.run(x)[0], ref, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(r.run(x)[0], want, rtol=1e-4, atol=1e-6)
     assert read_onnx_metadata(onnx_path)["source_model"] == str(tlk)
     with pytest.raises(DataError, match=r"expects \(3, 32, 32\)"):
         r_ort.run(np.zeros((1, 3, 16, 16), np.float32))

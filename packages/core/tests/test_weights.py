@@ -359,3 +359,29 @@ def test_gluoncv_store_file_loads_into_the_backbone(tmp_path, monkeypatch):
     assert sorted(n for n, _ in report.skipped) == ["output.bias", "output.weight"]
     want = ref.features[:8](x).asnumpy()  # GluonCV's layers up to the global pool
     np.testing.assert_allclose(bb(x).asnumpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_gluoncv_v1b_weights_fill_the_v1_layout_resnet18(tmp_path, monkeypatch):
+    """gluoncv://resnet18_v1b (conv1/layerN names) loads through its weight map: every backbone tensor, and the
+    features equal GluonCV's own resnet18_v1b (basic blocks: v1b and v1 are the same network)."""
+    from gluoncv import model_zoo
+
+    from tlkit.hub import gluoncv_store
+
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path))
+    ref = model_zoo.get_model("resnet18_v1b", pretrained=False)
+    ref.initialize(mx.init.Xavier())
+    x = mx.nd.random.uniform(shape=(1, 3, 64, 64))
+    ref(x)
+    path = gluoncv_store.local_path("resnet18_v1b")
+    path.parent.mkdir(parents=True)
+    ref.save_parameters(str(path))
+    bb = build_backbone("resnet", n_layers=18)
+    report = load_pretrained(bb, "gluoncv://resnet18_v1b")
+    assert report.new == [] and len(report.loaded) == 100
+    assert sorted(n for n, _ in report.skipped) == ["fc.bias", "fc.weight"]
+    want = ref.layer4(ref.layer3(ref.layer2(ref.layer1(ref.maxpool(ref.relu(ref.bn1(ref.conv1(x))))))))
+    np.testing.assert_allclose(bb(x).asnumpy(), want.asnumpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ModelFileError, match=r"gluoncv://resnet18_v1b holds resnet18 ImageNet weights, the network's "
+                       r"backbone is resnet34; use gluoncv://resnet34_v1, gluoncv://resnet34_v1b"):
+        load_pretrained(build_backbone("resnet", n_layers=34), "gluoncv://resnet18_v1b")

@@ -136,3 +136,21 @@ def test_retain_head_keeps_the_imagenet_classifier():
     assert int(got.argmax()) == 967  # ImageNet "espresso"
     assert built.meta["build"]["retain_head"] is True
     assert built.load_report.new == []  # the retained head is reported as ImageNet's, not as new
+
+
+def test_gluoncv_store_weights_start_the_backbone(tmp_path, monkeypatch, shapes, spec_for):
+    """pretrained_model_path: gluoncv://resnet18_v1b (a file in $MXNET_HOME/models, nothing downloaded)."""
+    import mxnet as mx
+    from tlkit.testing.pretrained import place_gluoncv_file
+    from tlkit_classification.model import build_for_training
+
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path))
+    monkeypatch.setenv("TLKIT_OFFLINE", "1")
+    ref = place_gluoncv_file("resnet18_v1b")
+    cfg = spec_for(
+        shapes, "model_config.arch=resnet18", "train_config.pretrained_model_path=gluoncv://resnet18_v1b"
+    )
+    built = build_for_training(cfg, ["a", "b"], [mx.cpu()])
+    assert len(built.load_report.loaded) == 100 and built.load_report.new == ["output.weight", "output.bias"]
+    first_conv = built.net.backbone._children["features.0"].weight.data().asnumpy()
+    np.testing.assert_array_equal(first_conv, ref.conv1.weight.data().asnumpy())

@@ -87,6 +87,37 @@ def test_imagenet_base_weights_are_never_downloaded(tmp_path, monkeypatch):
     assert _pretrained_base_tag("mobilenet1.0", True) == "efbb2ca3"  # gluoncv then loads it by tag, offline
 
 
+def test_gluoncv_base_network_uri_is_the_imagenet_start(tmp_path, monkeypatch):
+    """`pretrained_model_path: gluoncv://mobilenet1.0` for SSD on mobilenet_v1: GluonCV's pretrained_base from
+    $MXNET_HOME/models (present here: nothing is downloaded); another classifier is refused clearly."""
+    import mxnet as mx
+    from gluoncv import model_zoo
+    from tlkit.hub import gluoncv_store
+    from tlkit.io import file_digest
+    from tlkit_detection.gluoncv_models import build_for_training
+
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path))
+    monkeypatch.setenv("TLKIT_OFFLINE", "1")
+    base = model_zoo.get_model("mobilenet1.0", pretrained=False)
+    base.initialize(mx.init.Xavier())
+    base(mx.nd.zeros((1, 3, 64, 64)))
+    (tmp_path / "models").mkdir()
+    base.save_parameters(str(tmp_path / "models" / "m.params"))
+    # GluonCV checks the file against the hash in its name: publish this file's sha1 for the test
+    sha1 = file_digest(tmp_path / "models" / "m.params", "sha1")
+    monkeypatch.setitem(gluoncv_store.sha1_table(), "mobilenet1.0", sha1)
+    (tmp_path / "models" / "m.params").rename(gluoncv_store.local_path("mobilenet1.0"))
+    cfg = tiny_spec(tmp_path / "none.json", **{**SSD, "train_config.pretrained_model_path": "gluoncv://mobilenet1.0"})
+    built = build_for_training(cfg, ["dog", "cat"], [mx.cpu()])
+    want = base.features[0].weight.data().asnumpy()
+    first = [p.data().asnumpy() for p in built.net.features.collect_params().values() if p.shape == want.shape]
+    np.testing.assert_array_equal(first[0], want)
+    cfg.train_config.pretrained_model_path = "gluoncv://resnet50_v1"
+    with pytest.raises(SpecError, match=r"gluoncv://resnet50_v1: ssd on mobilenet_v1 starts from its base network "
+                                        r"gluoncv://mobilenet1.0 or from a detector"):
+        build_for_training(cfg, ["dog", "cat"], [mx.cpu()])
+
+
 def _file_and_new_net(detector, tmp_path):
     """A detector trained on ["person", "car", "dog"] saved to a .params file, and a new one for ["dog", "cat"]."""
     import mxnet as mx
@@ -168,8 +199,11 @@ def test_ssd_train_evaluate_inference_export(trained, tmp_path):
     assert r1["mean_average_precision"] == pytest.approx(out["mean average precision"] * 100, abs=1e-6)
     onnx = tmp_path / "model.onnx"
     export_run(_ctx("export", model=trained["model"], output=onnx, options={"gen_ds_config": True}))
-    ds = (tmp_path / "nvinfer_config.txt").read_text()  # no nvinfer parser for pre-NMS boxes: raw tensors
-    assert "network-type=100" in ds and "output-blob-names=ids;scores;bboxes" in ds
+    ds = (tmp_path / "nvinfer_config.txt").read_text()  # NMS in the graph, read by DeepStream's stock TF-SSD parser
+    assert "complete: runs as written" in ds.splitlines()[0]
+    assert "network-type=0" in ds and "parse-bbox-func-name=NvDsInferParseCustomTfSSD" in ds and "cluster-mode=4" in ds
+    assert "output-blob-names=num_detections;detection_boxes;detection_scores;detection_classes" in ds
+    assert "custom-lib-path=/opt/nvidia/deepstream/deepstream/lib/libnvds_infercustomparser.so" in ds
     r2 = eval_run(_ctx("evaluate", spec=cfg, model=onnx, options={}))
     assert r2["backend"] != "mxnet"
     for c in CLASSES:
@@ -193,6 +227,7 @@ def test_onnx_matches_mxnet_before_nms(trained, tmp_path):
     from tlkit.testing.export import assert_onnx_matches
 
     net, meta = load_net(trained["model"])
+    meta = {k: v for k, v in meta.items() if k != "export_nms"}  # the raw decoded boxes, without the graph's NMS
     assert_onnx_matches(net, tuple(meta["input_shape"]), meta=meta, out_dir=tmp_path, batch_sizes=(1, 2))
 
 
@@ -230,6 +265,14 @@ def test_yolov3_trains_one_epoch_evaluates_and_retrains_pruned(tmp_path):
     assert rout["loss"] > 0 and read_meta(rout["model"])["kind"] == "graph"
     r = eval_run(_ctx("evaluate", spec=cfg, model=Path(rout["model"]), options={}))
     assert r["mean_average_precision"] == pytest.approx(rout["mean average precision"] * 100, abs=1e-6)
+    # the pruned YOLOv3 exports with NMS in the graph and scores the same through it
+    from tlkit.export.command import run as export_run
+
+    onnx_path = tmp_path / "yolo.onnx"
+    export_run(_ctx("export", model=Path(rout["model"]), output=onnx_path, options={}))
+    r_onnx = eval_run(_ctx("evaluate", spec=cfg, model=onnx_path, options={}))
+    assert r_onnx["num_predictions"] == r["num_predictions"]
+    assert r_onnx["mean_average_precision"] == pytest.approx(r["mean_average_precision"], abs=1e-6)
 
 
 def _retrain_spec(cfg, pruned):

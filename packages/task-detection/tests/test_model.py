@@ -107,3 +107,19 @@ def test_bn_momentum_is_set_on_gluon_nets_and_pruned_graphs():
     assert set_bn_momentum(sb, 0.8) == len(bns)
     nodes = json.loads(sb._cached_graph[1].tojson())["nodes"]
     assert {n["attrs"]["momentum"] for n in nodes if n["op"] == "BatchNorm"} == {"0.8"}
+
+
+def test_gluoncv_store_weights_start_the_detectnet_backbone(tmp_path, monkeypatch):
+    import mxnet as mx
+    from detection_synth import tiny_spec
+    from tlkit.testing.pretrained import place_gluoncv_file
+    from tlkit_detection.model import build_for_training
+
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path))
+    monkeypatch.setenv("TLKIT_OFFLINE", "1")
+    ref = place_gluoncv_file("resnet18_v1b")
+    cfg = tiny_spec(tmp_path / "none.json", **{"model_config.n_layers": 18,
+                                               "train_config.pretrained_model_path": "gluoncv://resnet18_v1b"})
+    built = build_for_training(cfg, ["blue", "red"], [mx.cpu()])
+    first_conv = built.net.backbone._children["features.0"].weight.data().asnumpy()
+    np.testing.assert_array_equal(first_conv, ref.conv1.weight.data().asnumpy())

@@ -289,3 +289,57 @@ def test_train_without_validation_split(tmp_path):
     cfg = tiny_spec(manifest, **{"dataset_config.validation_fold": None})
     out = train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "res"))
     assert Path(out["model"]).is_file() and "mean average precision" not in out and out["loss"] > 0
+
+
+def _tiny_classifier_onnx(path):
+    """An exported classifier (core's export, no classification package: task packages never import each other)."""
+    import mxnet as mx
+    from mxnet.gluon import nn
+    from tlkit.export.onnx_export import export_onnx
+
+    mx.random.seed(0)
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(4, 3, padding=1), nn.Activation("relu"), nn.GlobalAvgPool2D(), nn.Dense(2))
+    net.initialize(mx.init.Xavier())
+    meta = {"task": "classification", "arch": "tiny", "classes": ["left", "right"], "input_shape": [3, 16, 16],
+            "preprocessing": {"mode": "tf"}}
+    return export_onnx(net, path, meta=meta)
+
+
+def test_cascade_inference_with_a_secondary_classifier(trained, tmp_path):
+    """detect -> crop as nvinfer does -> classify: both labels drawn and written (KITTI, CSV, JSON), latency."""
+    import csv
+
+    import cv2
+    from tlkit.export.cascade import SecondaryClassifier
+    from tlkit_detection.inference import read_image, run as infer_run
+
+    cls = _tiny_classifier_onnx(tmp_path / "cls.onnx")
+    imgs = write_synthetic_kitti(tmp_path / "new", n=3, seed=9) / "images"
+    opts = {"image_dir": imgs, "secondary": cls, "classifier_threshold": 0.0, "input_object_min_width": 4,
+            "input_object_min_height": 4, "secondary_margin": 0.0, "operate_on_class_ids": None}
+    spec = trained["cfg"].model_copy(deep=True)
+    pp = spec.postprocessing_config.default  # plenty of objects from a 2-epoch model
+    pp.clustering_algorithm, pp.coverage_threshold, pp.nms_confidence_threshold = "nms", 0.0, 0.0
+    pp.minimum_bounding_box_height = 4
+    res = infer_run(_ctx("inference", model=trained["model"], spec=spec, results_dir=tmp_path / "c", options=opts))
+    rows = list(csv.DictReader((tmp_path / "c" / "cascade.csv").read_text().splitlines()))
+    assert rows, "the detector found nothing to classify"
+    report = json.loads((tmp_path / "c" / "cascade.json").read_text())
+    assert len(report["objects"]) == len(rows) and set(report["latency_ms"]) == {
+        "detector_per_frame", "classifier_per_crop", "cascade_per_frame"}
+    assert res["latency_ms"]["cascade_per_frame"] >= res["latency_ms"]["detector_per_frame"] > 0
+    # the secondary labels are what the classifier gives on nvinfer's crop of each detected box
+    sc = SecondaryClassifier(cls, min_width=4, min_height=4, threshold=0.0)
+    for name in sorted({r["image"] for r in rows}):
+        mine = [r for r in rows if r["image"] == name]
+        boxes = [[float(r[k]) for k in ("x1", "y1", "x2", "y2")] for r in mine]
+        want = sc.classify(read_image(imgs / name), boxes)
+        for r, w in zip(mine, want):
+            assert r["class"] in CLASSES and r["secondary_label"] == (w.label or "")
+            if w.probability is not None:
+                assert float(r["secondary_probability"]) == pytest.approx(w.probability, abs=1e-4)
+        kitti = (tmp_path / "c" / "labels_secondary" / f"{Path(name).stem}.txt").read_text().splitlines()
+        assert sorted(line.split()[0] for line in kitti) == sorted(w.label for w in want if w.label)
+    assert len(list((tmp_path / "c" / "labels").glob("*.txt"))) == 3
+    assert cv2.imread(str(next((tmp_path / "c" / "images_annotated").glob("*.png")))) is not None

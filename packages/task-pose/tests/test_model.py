@@ -140,3 +140,20 @@ def test_loss_ignores_errors_under_the_mask():
     assert (pose_loss((mx.nd.array(hm), mx.nd.array(paf)), label).asnumpy() > 100).all()
     with pytest.raises(DataError, match="pairs"):
         pose_loss([mx.nd.array(hm)], label)
+
+
+def test_gluoncv_store_weights_start_the_pose_backbone(tmp_path, monkeypatch):
+    import mxnet as mx
+    from tlkit.testing.pretrained import place_gluoncv_file
+    from tlkit_pose.config import PoseConfig
+    from tlkit_pose.model import build_for_training
+
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path))
+    monkeypatch.setenv("TLKIT_OFFLINE", "1")
+    ref = place_gluoncv_file("resnet18_v1b")
+    cfg = PoseConfig.model_validate({"dataloader": {"image_dims": [48, 64, 3]}, "pose_config": {"target_shape": [6, 8]},
+                                     "model": {"arch": "resnet18", "stages": 2, "stage_channels": 8},
+                                     "train_config": {"pretrained_model_path": "gluoncv://resnet18_v1b"}})
+    built = build_for_training(cfg, [mx.cpu()])
+    first_conv = built.net.backbone._children["features.0"].weight.data().asnumpy()
+    np.testing.assert_array_equal(first_conv, ref.conv1.weight.data().asnumpy())

@@ -118,7 +118,8 @@ class TrainConfig(SpecModel):
     grad_clip_norm: Optional[float] = Field(None, gt=0, description="clip the global gradient norm; null = off")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     pretrained_model_path: Optional[str] = Field(
-        None, description="tlkit .tlk, MXNet .params or PyTorch .pth weights to start from"
+        None, description="weights to start from: a .tlk, MXNet .params or PyTorch .pth file, a named set (imagenet), "
+        "gluoncv://NAME (GluonCV's model store) or registry://NAME[:VERSION] (the team registry)"
     )
     load_graph: bool = Field(False, description="use the graph of pretrained_model_path (pruned models)")
     enable_qat: bool = Field(

@@ -27,6 +27,13 @@ class ModelFileError(TlkitError):
     """A model/weights file is missing, corrupt, or of a kind we refuse to load."""
 
 
+class ChecksumError(ModelFileError):
+    """A downloaded or stored file does not have the size or hash its source publishes."""
+
+
+class RegistryError(TlkitError):
+    """A model registry (GluonCV's store, a team registry) cannot be read, written or reached."""
+
 class OutputError(TlkitError):
     """A file or folder could not be written (permissions, disk full, a file where a folder should be, ...).
     The message names the path and the reason; whatever was there before is left as it was."""

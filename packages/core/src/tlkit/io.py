@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -133,6 +134,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_write(path, "wb") as fh:
         fh.write(data)
 
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (read in 1 MiB chunks; "sha256" or "sha1")."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 def read_json(path: str | os.PathLike, what: str = "file", hint: str = "") -> Any:
     """Parse a JSON file; missing, unreadable, not UTF-8 or invalid JSON is a DataError naming the file (and

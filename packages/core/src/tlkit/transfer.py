@@ -18,7 +18,7 @@ from typing import Any
 from tlkit.errors import ModelFileError, SpecError
 
 # meta keys that describe one file, not the model: dropped when a model becomes the start of a new training
-_FILE_KEYS = ("format", "format_version", "tlkit_version", "kind", "epoch", "metrics", "train_state")
+_FILE_KEYS = ("format", "format_version", "tlkit_version", "kind", "epoch", "metrics", "train_state", "card")
 
 
 @dataclass

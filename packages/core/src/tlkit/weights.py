@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from tlkit.errors import ModelFileError, UnknownNameError
+from tlkit.errors import ModelFileError
 
 # -- PyTorch .pth without torch --------------------------------------------------------------------------
 
@@ -315,33 +315,19 @@ def load_weight_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("TLKIT_CACHE", Path.home() / ".cache" / "tlkit")).expanduser()
+    """tlkit's cache: $TLKIT_CACHE, else $XDG_CACHE_HOME/tlkit, else ~/.cache/tlkit."""
+    if os.environ.get("TLKIT_CACHE"):
+        return Path(os.environ["TLKIT_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "tlkit"
 
 
 def mxnet_model_dir() -> Path:
     return Path(os.environ.get("MXNET_HOME", Path.home() / ".mxnet")).expanduser() / "models"
 
 
-def _offline() -> bool:
+def offline() -> bool:
+    """TLKIT_OFFLINE=1: never download (registries answer from their local files only)."""
     return os.environ.get("TLKIT_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _resolve_gluoncv(model: str) -> Path:
-    root = mxnet_model_dir()
-    found = sorted(root.glob(f"{model}-*.params"))
-    if found:
-        return found[0]
-    from gluoncv.model_zoo.model_store import _model_sha1, get_model_file
-
-    if model not in _model_sha1:
-        raise UnknownNameError("GluonCV pretrained model", model, _model_sha1)
-    if _offline():
-        raise ModelFileError(f"gluoncv://{model}: not in {root} and TLKIT_OFFLINE is set; copy the file there")
-    try:
-        return Path(get_model_file(model, root=str(root)))
-    except Exception as err:  # network errors of every kind: say where the file was expected
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ModelFileError(f"gluoncv://{model}: not in {root} and the download failed ({first})") from None
 
 
 def _resolve_named(name: str, arch: str | None) -> Path | None:
@@ -367,15 +353,24 @@ def resolve_weights(uri: str | os.PathLike, *, arch: str | None = None) -> Path:
     - a path that exists;
     - a named set of `arch` (e.g. "imagenet" for efficientnet_lite0): the weights shipped offline;
       plugins may answer "pretrained://<arch>/<name>" through `tlkit_resolve_pretrained`;
-    - "gluoncv://<model>": `$MXNET_HOME/models/<model>-*.params`, else a download attempt (not with
-      TLKIT_OFFLINE=1);
+    - "gluoncv://<model>": GluonCV's model store, `$MXNET_HOME/models/<model>-<sha1[:8]>.params`, pulled
+      (resumable, sha1-checked) when missing, not with TLKIT_OFFLINE=1 (`tlkit.hub.gluoncv_store`);
+    - "registry://<name>[:<version>]": the team registry (`tlkit.hub.team`), pulled into the cache;
     - anything a plugin's `tlkit_resolve_pretrained` resolves (other schemes).
     """
     from tlkit.registry import get_registry
 
     text = str(uri)
     if text.startswith("gluoncv://"):
-        return _resolve_gluoncv(text[len("gluoncv://") :])
+        from tlkit.hub import gluoncv_store
+
+        name = text[len("gluoncv://") :]
+        path = gluoncv_store.local_path(name)
+        return path if path.is_file() else gluoncv_store.pull(name)  # a present file is trusted: `tlkit model verify`
+    if text.startswith("registry://"):
+        from tlkit.hub.team import open_registry, split_ref
+
+        return open_registry().pull(*split_ref(text[len("registry://") :]))
     hook = get_registry().pm.hook.tlkit_resolve_pretrained
     if "://" not in text and not Path(text).expanduser().exists() and arch is not None:
         answer = hook(uri=f"pretrained://{arch}/{text}", cache_dir=cache_dir())
@@ -466,7 +461,9 @@ def load_pretrained(
     arrays = load_weight_file(path)
     if weight_map is None and arch is not None:
         spec = get_registry().architectures().get((None, arch))
-        if spec is not None and spec.weight_map is not None and (str(path_or_uri) in spec.pretrained or is_pth(path)):
+        if str(path_or_uri).startswith("gluoncv://"):
+            weight_map = gluoncv_weight_map(str(path_or_uri)[len("gluoncv://") :], arch)
+        elif spec is not None and spec.weight_map is not None and (str(path_or_uri) in spec.pretrained or is_pth(path)):
             weight_map = resolve(spec.weight_map)
     own = net._collect_params_with_prefix()
     report = LoadReport(source=str(path_or_uri))
@@ -489,6 +486,24 @@ def load_pretrained(
         done.add(target)
     report.new = [n for n in own if n not in done]
     return report
+
+
+def gluoncv_weight_map(model: str, arch: str) -> Callable[[str], str | None] | None:
+    """The weight map that puts GluonCV store weights `model` into backbone `arch` (None: same names), or a
+    ModelFileError when they are another backbone's (backbones.catalog.GLUONCV_WEIGHTS says which fit)."""
+    from tlkit.backbones.catalog import GLUONCV_WEIGHTS
+    from tlkit.lazy import resolve
+
+    fit = GLUONCV_WEIGHTS.get(model)
+    if fit is None:  # a name tlkit knows nothing about (a detector, ...): load whatever matches by name
+        return None
+    if fit[0] != arch:
+        fitting = sorted(n for n, (a, _) in GLUONCV_WEIGHTS.items() if a == arch)
+        raise ModelFileError(
+            f"gluoncv://{model} holds {fit[0]} ImageNet weights, the network's backbone is {arch}"
+            + (f"; use {', '.join('gluoncv://' + n for n in fitting)}" if fitting else "")
+        )
+    return resolve(fit[1]) if fit[1] else None
 
 
 def _shape_fits(net_shape: tuple[int, ...] | None, file_shape: tuple[int, ...]) -> bool:

@@ -57,13 +57,16 @@ def build_net(build: dict[str, Any]) -> Any:
     from tlkit.backbones import build_backbone, imagenet_classifier
 
     arch = build["arch"]
+    # (H, W): EfficientNet pads odd sides as TensorFlow only when it knows them (absent in older files)
+    input_size = build.get("input_size")
     if build.get("retain_head"):
-        net, _ = imagenet_classifier(arch)
+        net, _ = imagenet_classifier(arch, input_size=input_size)
         return net
     kwargs: dict[str, Any] = {
         "use_batch_norm": build.get("use_batch_norm", True),
         "use_pooling": build.get("use_pooling", True),
         "all_projections": build.get("all_projections", False),
+        "input_size": input_size,
     }
     if build.get("n_layers") is not None:
         kwargs["n_layers"] = build["n_layers"]
@@ -100,6 +103,7 @@ def build_meta(cfg: Any, classes: list[str], preprocessing: dict[str, Any]) -> d
             "all_projections": m.all_projections,
             "dropout": m.dropout,
             "retain_head": m.retain_head,
+            "input_size": list(m.input_shape[1:]),
         },
     }
 

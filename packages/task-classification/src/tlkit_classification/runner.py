@@ -49,8 +49,12 @@ def load_runner(path: str | Path, ctx: Any = None, classmap: str | Path | None =
     if meta.get("task") not in (None, "classification"):
         raise ModelFileError(f"{path}: a {meta['task']!r} model, not a classification model")
 
+    probabilities = meta.get("output_activation") == "softmax"  # exports end in a Softmax (tlkit.export.onnx_export)
+
     def logits(batch: np.ndarray) -> np.ndarray:
-        return np.asarray(eng.run(np.ascontiguousarray(batch, dtype=np.float32))[0], np.float32)
+        out = np.asarray(eng.run(np.ascontiguousarray(batch, dtype=np.float32))[0], np.float32)
+        # log-probabilities are logits: softmax(log p) = p, so evaluate/inference treat every model alike
+        return np.log(np.maximum(out, np.finfo(np.float32).tiny)) if probabilities else out
 
     backend = "mxnet" if path.suffix == ".tlk" else type(eng).__name__.removesuffix("Runner").lower()
     runner = Runner(path, backend, meta, logits)

@@ -49,6 +49,16 @@ def open_datasets(cfg: Any, strict: bool, console: Any = None, classes: list[str
     return train, val
 
 
+def card_dataset(split: str, ds: ImageFolder) -> Any:
+    """The model card's record of an image folder: images per class and the hash of its file list."""
+    from tlkit.model_card import DatasetInfo
+
+    counts = np.bincount(ds.labels, minlength=len(ds.classes)) if len(ds) else np.zeros(len(ds.classes), int)
+    files = (p.relative_to(ds.root).as_posix() for p, _ in ds.samples)
+    return DatasetInfo.from_items(split, files, dict(zip(ds.classes, counts.tolist())), path=ds.root,
+                                  format="image_folder")
+
+
 def train_pipeline(cfg: Any, meta: dict[str, Any]) -> Pipeline:
     aug = cfg.augmentation_config
     return Pipeline(
@@ -136,6 +146,7 @@ def train_model(
         frozen=built.frozen,
         freeze_bn=cfg.model.freeze_bn,
         save_as_graph=built.save_as_graph,
+        datasets=[card_dataset(s, ds) for s, ds in (("train", train_ds), ("validation", val_ds)) if ds is not None],
         # written by the engine once it accepts the results dir (a refused re-run changes no file)
         run_files={"classmap.json": classmap_text(train_ds.classes), "experiment_spec.yaml": resolved_spec_text(cfg)},
         sharded=True,

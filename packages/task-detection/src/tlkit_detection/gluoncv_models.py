@@ -2,19 +2,21 @@
 
 The network is GluonCV's own `SSD` / `YOLOV3` block, built for the user's classes and the spec's input
 size (anchor sizes scale with the input's shorter side from GluonCV's 512 / 416 presets), never
-downloading: base networks get `pretrained_base=False`; ImageNet weights come from a local file
-(`$MXNET_HOME/models/<base>-<hash>.params`, GluonCV's own cache layout, or core's offline backbone weights
-for `efficientnet_lite0`). `train_config.pretrained_model_path` may name a GluonCV detector `.params`
-(e.g. a VOC or COCO model) or a tlkit detector `.tlk`: it loads by structural name except the class
+downloading: base networks get `pretrained_base=False`; ImageNet weights (`pretrained_model_path: imagenet`)
+come from a local file (`$MXNET_HOME/models/<base>-<hash>.params`, GluonCV's own cache layout, which
+`gluoncv://<base>` fills through tlkit's model store pull, or core's offline backbone weights for
+`efficientnet_lite0`). `train_config.pretrained_model_path` may name a GluonCV detector `.params`
+(e.g. a VOC or COCO model, also as `gluoncv://ssd_512_resnet50_v1_voc`) or a tlkit detector `.tlk`: it loads
+by structural name except the class
 heads and anchors, then the class heads are reset for the user's classes, reusing the rows of classes
 whose names match (GluonCV's `reset_class(reuse_weights=...)`). A pruned detector (`prune`, a graph
 file) retrains with `train_config.load_graph: true` (see `RetrainableGraph`).
 
-Inference output (what `.tlk` files and ONNX exports give): GluonCV's decoding WITHOUT its NMS:
-`ids (B, M, 1)` (class id, -1 = below 0.01), `scores (B, M, 1)`, `bboxes (B, M, 4)` x1 y1 x2 y2 in
-network-input pixels, M = classes x anchors. NMS runs in `postprocess_gluoncv` (numpy) with the spec's
-thresholds, the same code for MXNet and onnxruntime (an exported NMS is not needed, and outputs
-before NMS compare exactly between backends).
+Inference output of `.tlk` files: GluonCV's decoding WITHOUT its NMS: `ids (B, M, 1)` (class id, -1 = below
+0.01), `scores (B, M, 1)`, `bboxes (B, M, 4)` x1 y1 x2 y2 in network-input pixels, M = classes x anchors. NMS
+runs in `postprocess_gluoncv` (numpy) with the spec's thresholds. ONNX exports carry the NMS in the graph
+(meta["export_nms"], see tlkit.export.nms: the TF Object Detection API outputs DeepStream's stock parser
+reads); `postprocess_nms_outputs` turns those into the same detections.
 """
 
 from __future__ import annotations
@@ -267,9 +269,27 @@ def build_meta(cfg: Any, classes: list[str]) -> dict[str, Any]:
         "preprocessing": {"mode": mode, "resize_interpolation": "bilinear"},
         "output_names": list(OUTPUT_NAMES),
         "postprocessing": {n: nms_params(pp.for_class(n)) for n in classes},
-        # nvinfer has no parser for boxes before NMS: network-type 100 hands the raw tensors to the app
+        "export_nms": export_nms_record({n: nms_params(pp.for_class(n)) for n in classes}),
+        # the .tlk's own outputs (boxes before NMS) have no nvinfer parser; exports replace this (export_nms)
         "deepstream": {"network_type": 100, "properties": {"output-tensor-meta": 1}},
         "build": {"detector": a.detector, "backbone": a.backbone, "classes": list(classes), "input_size": [w, h]},
+    }
+
+
+def export_nms_record(postprocessing: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """meta["export_nms"]: the NMS an ONNX export puts in its graph (tlkit.export.nms), from the per-class
+    post-processing. The graph has one IoU and one score threshold: the lowest confidence threshold of all
+    classes (each class's own is applied after, by `postprocess_nms_outputs` and DeepStream's class-attrs),
+    and the first class's IoU (a note says so when the classes differ)."""
+    first = next(iter(postprocessing.values()))
+    return {
+        "iou_threshold": float(first["nms_iou_threshold"]),
+        "score_threshold": float(min(p["confidence_threshold"] for p in postprocessing.values())),
+        "top_k": int(first["top_k"]),
+        "keep_top_k": int(max(p["max_detections"] for p in postprocessing.values())),
+        "min_height": float(min(p["minimum_bounding_box_height"] for p in postprocessing.values())),
+        "per_class_threshold": {c: float(p["confidence_threshold"]) for c, p in postprocessing.items()},
+        "per_class_iou_differs": len({p["nms_iou_threshold"] for p in postprocessing.values()}) > 1,
     }
 
 
@@ -329,7 +349,7 @@ def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: An
     meta = build_meta(cfg, classes)
     a = arch_for(m.detector, m.arch, m.n_layers)
     uri = str(tc.pretrained_model_path or "")
-    imagenet = uri == "imagenet"
+    imagenet = uri == "imagenet" or _is_store_base(uri, a)
     tag = _pretrained_base_tag(a.base, imagenet) if imagenet and a.backbone != "efficientnet_lite0" else False
     mx.random.seed(tc.random_seed)
     net = build_net(meta["build"], pretrained_base=tag)
@@ -343,8 +363,9 @@ def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: An
         report = load_pretrained(net.features.backbone, "imagenet", arch=a.base)
         if console is not None:
             console.print(describe_load(report))
-    elif imagenet and console is not None:
-        console.print(f"pretrained weights: ImageNet {a.base} (gluoncv tag {tag})")
+    elif imagenet:
+        if console is not None:
+            console.print(f"pretrained weights: ImageNet {a.base} (gluoncv tag {tag})")
     elif uri:
         load_detector_weights(net, uri, classes, list(m.pretrained_classes), console)
     if m.batch_norm_momentum is not None:  # GluonCV's own 0.9; EfficientNet's 0.99 lags on small data
@@ -355,6 +376,27 @@ def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: An
             raise SpecError(f"model_config.freeze_blocks: supported for ssd efficientnet_lite0, not {meta['arch']}")
         frozen = tuple("features.backbone." + p for p in net.features.backbone.freeze_prefixes(m.freeze_blocks))
     return BuiltModel(net, meta, frozen)
+
+
+def _is_store_base(uri: str, a: GluonCVArch) -> bool:
+    """True for `gluoncv://<a.base>` (the ImageNet base network: pulled into $MXNET_HOME/models like
+    GluonCV's `pretrained_base`); another GluonCV classifier is refused, detectors load as detector files."""
+    if not uri.startswith("gluoncv://"):
+        return False
+    from tlkit.hub import gluoncv_store
+    from tlkit.weights import resolve_weights
+
+    name = uri[len("gluoncv://") :]
+    if name == a.base:
+        resolve_weights(uri)
+        return True
+    if gluoncv_store.kind(name) == "classification":
+        raise SpecError(
+            f"train_config.pretrained_model_path {uri}: {a.detector} on {a.backbone} starts from its base network "
+            f"gluoncv://{a.base} or from a detector (gluoncv://{a.detector.replace('yolov3', 'yolo3')}_..., "
+            "a .params or .tlk)"
+        )
+    return False
 
 
 def load_detector_weights(net: Any, uri: str, classes: list[str], file_classes: list[str], console: Any = None) -> Any:
@@ -425,6 +467,7 @@ def _load_graph_model(cfg: Any, classes: list[str], ctx: list[Any], console: Any
     if m.batch_norm_momentum is not None:
         set_bn_momentum(built.net, m.batch_norm_momentum)
     built.meta["postprocessing"] = {n: nms_params(cfg.postprocessing_config.for_class(n)) for n in classes}
+    built.meta["export_nms"] = export_nms_record(built.meta["postprocessing"])
     built.net = _retrainable_graph_class()(built.net, built.meta, ctx)
     return built
 
@@ -579,6 +622,39 @@ def postprocess_gluoncv(ids: Any, scores: Any, bboxes: Any, classes: list[str], 
     return out
 
 
+def postprocess_nms_outputs(num: Any, boxes: Any, scores: Any, class_ids: Any, classes: list[str],
+                            input_size: tuple[int, int], params: dict[str, dict[str, float]],
+                            orig_sizes: list[tuple[int, int]]) -> list[list[Any]]:
+    """The outputs of an export with NMS in the graph (tlkit.export.nms: count, normalized y1 x1 y2 x2, score,
+    class) -> per image Detections in source pixels, each class's confidence threshold and minimum height
+    applied (the graph used the lowest of them), at most max_detections per image."""
+    import numpy as np
+
+    from tlkit_detection.clustering import Detection
+
+    w_in, h_in = input_size
+    out = []
+    for b, (w0, h0) in enumerate(orig_sizes):
+        n = int(np.asarray(num[b]).reshape(-1)[0])
+        dets = []
+        for yx, sc, k in zip(np.asarray(boxes[b])[:n], np.asarray(scores[b])[:n], np.asarray(class_ids[b])[:n]):
+            k = int(k)
+            if not 0 <= k < len(classes):
+                continue
+            p = params[classes[k]]
+            y1, x1, y2, x2 = (float(v) for v in yx)
+            box = np.array([x1 * w_in, y1 * h_in, x2 * w_in, y2 * h_in])
+            if sc < p["confidence_threshold"] or box[3] - box[1] <= p["minimum_bounding_box_height"]:
+                continue
+            dets.append(Detection(classes[k], box, float(sc), float(sc), 1))
+        limit = int(max(params[c]["max_detections"] for c in classes)) if classes else 0
+        s = np.array([w0 / w_in, h0 / h_in, w0 / w_in, h0 / h_in])
+        for d in dets[:limit]:
+            d.bbox = d.bbox * s
+        out.append(dets[:limit])
+    return out
+
+
 def params_from(meta: dict[str, Any], spec: Any = None) -> dict[str, dict[str, float]]:
     """Per-class NMS settings: the spec's postprocessing_config when it sets one, else the model's own meta."""
     from tlkit_detection.predict import spec_postprocessing
@@ -596,13 +672,16 @@ def params_from(meta: dict[str, Any], spec: Any = None) -> dict[str, dict[str, f
 
 
 class GluonCVDetector(Detector):
-    """A Detector whose `heads` give (ids, scores, bboxes) before NMS; `params` are per-class NMS settings."""
+    """A Detector whose `heads` give (ids, scores, bboxes) before NMS, or the four outputs of an export with NMS
+    in the graph; `params` are per-class NMS settings."""
 
     def run_batch(self, x: Any, orig_sizes: Any) -> list[list[Any]]:
         t = time.perf_counter()
-        ids, scores, bboxes = self.heads(x)
+        outs = self.heads(x)
         self.times.append((time.perf_counter() - t) / max(len(x), 1))
-        return postprocess_gluoncv(ids, scores, bboxes, self.classes, self.input_size, self.params, orig_sizes)
+        if len(outs) == 4:
+            return postprocess_nms_outputs(*outs, self.classes, self.input_size, self.params, orig_sizes)
+        return postprocess_gluoncv(*outs, self.classes, self.input_size, self.params, orig_sizes)
 
 
 def net_detector(net: Any, meta: dict[str, Any], ctx: Any, params: dict[str, dict[str, float]]) -> Any:
@@ -620,13 +699,17 @@ def runner_detector(path: Any, eng: Any, meta: dict[str, Any], spec: Any, backen
     """A Detector over a loaded runner (.tlk in MXNet, .onnx in onnxruntime) of a GluonCV detector."""
     import numpy as np
 
+    from tlkit.export.nms import OUTPUTS as NMS_OUTPUTS
+
     def heads(x: Any):
         outs = eng.run(np.ascontiguousarray(x, dtype=np.float32))
-        if len(outs) != 3:
-            raise ModelFileError(f"{path}: expected 3 outputs {OUTPUT_NAMES}, the model gave {len(outs)}")
         by_name = dict(zip(list(getattr(eng, "output_names", None) or OUTPUT_NAMES), outs))
-        if all(n in by_name for n in OUTPUT_NAMES):
-            return tuple(np.asarray(by_name[n]) for n in OUTPUT_NAMES)
+        for names in (OUTPUT_NAMES, NMS_OUTPUTS):
+            if len(outs) == len(names) and all(n in by_name for n in names):
+                return tuple(np.asarray(by_name[n]) for n in names)
+        if len(outs) != 3:
+            raise ModelFileError(f"{path}: expected the outputs {OUTPUT_NAMES} (or {NMS_OUTPUTS} with NMS in the "
+                                 f"graph), the model gave {len(outs)}")
         return tuple(np.asarray(o) for o in outs)
 
     return GluonCVDetector(path, backend, meta, heads, params_from(meta, spec))

@@ -178,7 +178,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
     from tlkit_detection.data import TargetMaker, steps_per_epoch
     from tlkit_detection.gluoncv_models import build_for_training, net_detector, params_from
     from tlkit_detection.model import count_params
-    from tlkit_detection.train import evaluate_dataset, training_datasets
+    from tlkit_detection.train import card_datasets, evaluate_dataset, training_datasets
 
     tc, ev = cfg.train_config, cfg.evaluation_config
     train_ds, val_ds = training_datasets(cfg, Path(results_dir), console)
@@ -227,6 +227,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         kpi="mean average precision" if validate is not None else None,
         frozen=built.frozen,
         freeze_bn=cfg.model.freeze_bn,
+        datasets=card_datasets(cfg, train_ds, val_ds),
         first_validation_epoch=first_validation,
         run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
         sharded=True,

@@ -9,6 +9,13 @@ confidence of at least inference_config.confidence_threshold are drawn and writt
 follows the spec's postprocessing_config when the spec sets one, else the one saved in the model (the
 model's training spec), never silently the built-in defaults. Unreadable images are skipped and reported
 by name (`--strict`: stop at the first one).
+
+`--secondary CLASSIFIER.onnx` runs the DeepStream primary + secondary cascade in Python: every detected object
+(`--operate_on_class_ids`, at least `--input_object_min_width/height` px) is cropped as nvinfer crops it
+(`tlkit.export.cascade`, widened by `--secondary_margin`) and classified; a label is kept at
+`--classifier_threshold` probability or above. Both labels are drawn and written: `<r>/labels_secondary/`
+(KITTI, type = the secondary label, score = its probability) beside `<r>/labels/`, and `<r>/cascade.csv` /
+`<r>/cascade.json` (one row per object with both labels), plus per-stage latency.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,18 +44,57 @@ _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 3
             (240, 50, 230), (210, 245, 60), (250, 190, 190), (0, 128, 128)]
 
 
-def draw(image: np.ndarray, dets: Sequence[Detection], classes: Sequence[str], linewidth: int = 2) -> np.ndarray:
-    """A copy of RGB `image` with the detections drawn (class colour, label and confidence)."""
+def draw(image: np.ndarray, dets: Sequence[Detection], classes: Sequence[str], linewidth: int = 2,
+         secondary: Sequence[Any] | None = None) -> np.ndarray:
+    """A copy of RGB `image` with the detections drawn (class colour, label and confidence; with `secondary`
+    results, the secondary label and probability after a '|')."""
     import cv2
 
     out = np.ascontiguousarray(image.copy())
-    for d in dets:
+    for i, d in enumerate(dets):
         color = _PALETTE[list(classes).index(d.class_name) % len(_PALETTE)] if d.class_name in classes else (255, 255, 0)
         x1, y1, x2, y2 = (int(round(v)) for v in d.bbox)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, linewidth)
-        cv2.putText(out, f"{d.class_name} {d.confidence:.2f}", (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4, color, 1, cv2.LINE_AA)
+        text = f"{d.class_name} {d.confidence:.2f}"
+        if secondary is not None and secondary[i].label is not None:
+            text += f" | {secondary[i].label} {secondary[i].probability:.2f}"
+        cv2.putText(out, text, (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
     return out
+
+
+def classify_objects(secondary: Any, image: np.ndarray, dets: Sequence[Detection], classes: Sequence[str]) -> list[Any]:
+    """The secondary classifier's result for each detection (tlkit.export.cascade.SecondaryResult)."""
+    ids = [list(classes).index(d.class_name) if d.class_name in classes else -1 for d in dets]
+    return secondary.classify(image, [d.bbox for d in dets], ids)
+
+
+def cascade_rows(name: str, dets: Sequence[Detection], results: Sequence[Any]) -> list[dict[str, Any]]:
+    return [{"image": name, "bbox": [round(float(v), 2) for v in d.bbox], "class": d.class_name,
+             "confidence": round(float(d.confidence), 4), "secondary_label": r.label,
+             "secondary_probability": None if r.probability is None else round(r.probability, 4)}
+            for d, r in zip(dets, results)]
+
+
+def write_cascade(out_dir: Path, rows: list[dict[str, Any]], latency: dict[str, Any]) -> dict[str, str]:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["image", "x1", "y1", "x2", "y2", "class", "confidence", "secondary_label", "secondary_probability"])
+    for r in rows:
+        w.writerow([r["image"], *r["bbox"], r["class"], r["confidence"], r["secondary_label"] or "",
+                    "" if r["secondary_probability"] is None else r["secondary_probability"]])
+    atomic_write_text(out_dir / "cascade.csv", buf.getvalue())
+    atomic_write_text(out_dir / "cascade.json", json.dumps({"objects": rows, "latency_ms": latency}, indent=1))
+    return {"cascade_csv": str(out_dir / "cascade.csv"), "cascade_json": str(out_dir / "cascade.json")}
+
+
+def latency_ms(detector: Any, secondary: Any, frame_s: Sequence[float]) -> dict[str, Any]:
+    """Median per-stage latency: detector forward per frame, classifier forward per crop, whole cascade per
+    frame (read, preprocess, detect, post-process, crop, classify; drawing and writing excluded)."""
+    def med(v: Sequence[float]) -> float | None:
+        return round(float(np.median(v)) * 1000, 3) if len(v) else None
+
+    return {"detector_per_frame": med(detector.times), "classifier_per_crop": med(secondary.times),
+            "cascade_per_frame": med(frame_s)}
 
 
 def kitti_objects(dets: Sequence[Detection]) -> list[KittiObject]:
@@ -79,19 +126,26 @@ def coco_image_ids(paths: Sequence[Path]) -> dict[Path, int]:
 
 
 def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size: int, cfg: Any,
-                 skipped: SkippedImages | None = None) -> dict[str, Any]:
+                 skipped: SkippedImages | None = None, secondary: Any = None) -> dict[str, Any]:
     """Unreadable images are left out and listed in `skipped` (without it, the first one is a DataError)."""
+    import time
+
     ic = cfg.inference_config
-    img_dir, lbl_dir = out_dir / "images_annotated", out_dir / "labels"
+    img_dir, lbl_dir, sec_dir = out_dir / "images_annotated", out_dir / "labels", out_dir / "labels_secondary"
     counts: dict[str, int] = {}
     skipped = skipped if skipped is not None else SkippedImages(strict=True)
     image_ids = coco_image_ids(paths)
     coco: list[dict[str, Any]] = []
     rows: list[list[Any]] = []
     done: list[Path] = []
-    for start in range(0, len(paths), batch_size):
+    cascade: list[dict[str, Any]] = []
+    frame_s: list[float] = []
+    # the cascade is timed frame by frame (batch 1, as a video pipeline runs); plain detection batches
+    step = 1 if secondary is not None else batch_size
+    for start in range(0, len(paths), step):
+        t = time.perf_counter()
         chunk, images = [], []
-        for p in paths[start : start + batch_size]:
+        for p in paths[start : start + step]:
             try:
                 images.append(read_image(p))
                 chunk.append(p)
@@ -102,6 +156,13 @@ def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size
         done += chunk
         for p, img, dets in zip(chunk, images, detector.detect(images)):
             dets = [d for d in dets if d.confidence >= ic.confidence_threshold]
+            results = classify_objects(secondary, img, dets, detector.classes) if secondary is not None else None
+            if secondary is not None:
+                frame_s.append(time.perf_counter() - t)
+                cascade += cascade_rows(p.name, dets, results)
+                write_label(sec_dir / f"{p.stem}.txt", [
+                    KittiObject(type=r.label, bbox=tuple(float(v) for v in d.bbox), score=float(r.probability))
+                    for d, r in zip(dets, results) if r.label is not None])
             for d in dets:
                 counts[d.class_name] = counts.get(d.class_name, 0) + 1
                 rows.append([str(p), d.class_name, f"{d.confidence:.6f}", *(f"{float(v):.2f}" for v in d.bbox)])
@@ -110,7 +171,7 @@ def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size
                 write_label(lbl_dir / f"{p.stem}.txt", kitti_objects(dets))
             if not ic.disable_overlay:
                 make_dir(img_dir)
-                _write_png_or_jpg(img_dir / p.name, draw(img, dets, detector.classes, ic.overlay_linewidth))
+                _write_png_or_jpg(img_dir / p.name, draw(img, dets, detector.classes, ic.overlay_linewidth, results))
     out = {"images": len(done), "skipped": len(skipped), "detections": counts,
            "labels_dir": str(lbl_dir) if ic.kitti_dump else None,
            "images_dir": str(img_dir) if not ic.disable_overlay else None}
@@ -125,10 +186,14 @@ def infer_images(detector: Any, paths: Sequence[Path], out_dir: Path, batch_size
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows([["image", "class", "confidence", "x1", "y1", "x2", "y2"], *rows])
         atomic_write_text(out_dir / "detections.csv", buf.getvalue())
+    if secondary is not None:
+        out["latency_ms"] = latency_ms(detector, secondary, frame_s)
+        out["secondary_labels"] = dict(sorted(Counter(r["secondary_label"] or "(none)" for r in cascade).items()))
+        out.update(write_cascade(out_dir, cascade, out["latency_ms"]), labels_secondary_dir=str(sec_dir))
     return out
 
 
-def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: Any) -> dict[str, Any]:
+def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: Any, secondary: Any = None) -> dict[str, Any]:
     """Annotate every frame of a video (cv2), writing an mp4 next to a per-frame detections json."""
     import os
 
@@ -153,9 +218,13 @@ def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: 
                 if writer is None:
                     h, w = img.shape[:2]
                     writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                writer.write(draw(img, dets, detector.classes, cfg.inference_config.overlay_linewidth)[:, :, ::-1])
+                results = classify_objects(secondary, img, dets, detector.classes) if secondary is not None else None
+                writer.write(draw(img, dets, detector.classes, cfg.inference_config.overlay_linewidth, results)[:, :, ::-1])
                 frames_out.append([{"class": d.class_name, "bbox": [float(v) for v in d.bbox],
-                                    "confidence": float(d.confidence)} for d in dets])
+                                    "confidence": float(d.confidence),
+                                    **({"secondary_label": r.label, "secondary_probability": r.probability}
+                                       if results is not None else {})}
+                                   for d, r in zip(dets, results or [None] * len(dets))])
             pending.clear()
 
         while True:
@@ -200,9 +269,14 @@ def run(ctx: Any) -> dict[str, Any]:
     detector = load_detector(ctx.model, cfg)
     ctx.console.print(f"post-processing: {'the spec' if spec_postprocessing(cfg) is not None else 'saved in ' + Path(ctx.model).name}"
                       f" (min confidence to draw/write: {cfg.inference_config.confidence_threshold:g})")
+    secondary = None
+    if ctx.options.get("secondary"):
+        from tlkit.export.cascade import load_secondary
+
+        secondary = load_secondary(ctx.options["secondary"], ctx.options)
     bs = int(ctx.options.get("batch_size") or cfg.inference_config.batch_size)
     if src.is_file() and src.suffix.lower() in VIDEO_SUFFIXES:
-        res = infer_video(detector, src, out_dir, bs, cfg)
+        res = infer_video(detector, src, out_dir, bs, cfg, secondary)
         ctx.console.print(f"annotated {res['frames']} frames -> {res['video']}")
         return res
     if src.is_dir():
@@ -214,11 +288,14 @@ def run(ctx: Any) -> dict[str, Any]:
     else:
         raise DataError(f"{src}: not an image ({', '.join(IMAGE_SUFFIXES)}), a video ({', '.join(VIDEO_SUFFIXES)}) or a directory")
     skipped = SkippedImages(strict=bool(ctx.options.get("strict")))
-    res = infer_images(detector, paths, out_dir, bs, cfg, skipped)
+    res = infer_images(detector, paths, out_dir, bs, cfg, skipped, secondary)
     if skipped:
         print_warning(ctx.console, skipped.summary())
     if not res["images"]:
         first, why = skipped.items[0]
         raise DataError(f"{src}: none of the {len(paths)} image(s) could be read ({first}: {why})")
     ctx.console.print(f"{res['images']} images: " + (", ".join(f"{k} {v}" for k, v in sorted(res["detections"].items())) or "no detections"))
+    if secondary is not None:
+        ctx.console.print("secondary labels: " + ", ".join(f"{k} {v}" for k, v in res["secondary_labels"].items())
+                          + f"; latency (ms, median): {res['latency_ms']}; {res['cascade_csv']}")
     return res

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tlkit import hookimpl
-from tlkit.cli.options import CALIBRATION_OPTIONS, INFERENCE_OPTIONS, TRAIN_OPTIONS
+from tlkit.cli.options import CALIBRATION_OPTIONS, CASCADE_OPTIONS, INFERENCE_OPTIONS, TRAIN_OPTIONS
 from tlkit.commands import export_command, prune_command
 from tlkit.types import CommandSpec, DatasetFormatSpec, OptionSpec, Stage, TaskSpec
 
@@ -57,7 +57,7 @@ def tlkit_register_tasks():
                 "Score a model (-m .tlk/.onnx on the validation split) or KITTI prediction files: TLT AP, PR curves, KITTI difficulty.",
                 EVALUATE_OPTIONS, needs_spec=False, needs_results_dir=False, stage=Stage.EVALUATE,
             ),
-            CommandSpec("inference", f"{_PKG}.inference:run", "Detect objects in an image, a directory or a video: annotated images/video + KITTI labels.", INFERENCE_OPTIONS, needs_spec=False, stage=Stage.INFERENCE),
+            CommandSpec("inference", f"{_PKG}.inference:run", "Detect objects in an image, a directory or a video: annotated images/video + KITTI labels; --secondary CLASSIFIER runs the detector -> classifier cascade.", (*INFERENCE_OPTIONS, *CASCADE_OPTIONS), needs_spec=False, stage=Stage.INFERENCE),
             prune_command("Structured channel pruning (TLT magnet_prune flags); the heads keep their size."),
             export_command("Export to ONNX (output_cov, output_bbox) and int8/DeepStream/Triton artefacts."),
             CommandSpec("calibration_tensorfile", f"{_PKG}.calibration:run", "Dump preprocessed training batches to a TLT HDF5 tensorfile for int8 calibration.", CALIBRATION_OPTIONS, needs_results_dir=False, stage=Stage.CALIBRATION),

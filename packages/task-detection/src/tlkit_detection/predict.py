@@ -131,7 +131,9 @@ def load_detector(path: str | Path, spec: Any = None, ctx: Any = None) -> Detect
             raise ModelFileError(f"{path}: model metadata has no {key}")
     backend = "mxnet" if path.suffix == ".tlk" else type(eng).__name__.removesuffix("Runner").lower()
     # GluonCV detectors (decoded boxes, NMS in numpy); ONNX metadata keeps output_names, not "detector"
-    if meta.get("detector") in ("ssd", "yolov3") or list(meta.get("output_names") or []) == ["ids", "scores", "bboxes"]:
+    from tlkit.export.nms import OUTPUTS as NMS_OUTPUTS
+
+    if meta.get("detector") in ("ssd", "yolov3") or list(meta.get("output_names") or []) in (["ids", "scores", "bboxes"], NMS_OUTPUTS):
         from tlkit_detection.gluoncv_models import runner_detector
 
         return runner_detector(path, eng, meta, spec, backend)

@@ -101,6 +101,25 @@ def training_datasets(cfg: Any, results_dir: Path, console: Any) -> tuple[Datase
     return train_ds, val_ds
 
 
+def card_datasets(cfg: Any, train_ds: Dataset, val_ds: Dataset | None) -> list[Any]:
+    """The model card's records of the training and validation frames: objects per class, frame-id hash."""
+    from tlkit.model_card import DatasetInfo
+
+    dc = cfg.dataset_config
+    val_path = (dc.validation_data_source.records_path if dc.validation_data_source is not None
+                else f"fold {dc.validation_fold} of the training sources")
+    train_path = ", ".join(s.records_path for s in dc.data_sources)
+    out = []
+    for split, ds, path in (("train", train_ds, train_path), ("validation", val_ds, val_path)):
+        if ds is None:
+            continue
+        labels = np.concatenate([f.classes for f in ds.frames]).astype(np.int64)
+        counts = dict(zip(ds.classes, np.bincount(labels, minlength=len(ds.classes)).tolist()))
+        out.append(DatasetInfo.from_items(split, (f.frame_id for f in ds.frames), counts, path=path,
+                                          format="dataset_convert records", count_unit="objects"))
+    return out
+
+
 def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False) -> Any:
     """Everything `train` does; returns tlkit.training's TrainResult."""
     if cfg.model.detector != "detectnet_v2":  # GluonCV SSD / YOLOv3
@@ -168,6 +187,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         on_epoch_end=on_epoch_end,
         get_task_state=loss.get_state,  # auto-weighted objective weights: checkpointed, restored on resume
         set_task_state=loss.set_state,
+        datasets=card_datasets(cfg, train_ds, val_ds),
         first_validation_epoch=first_validation,
         run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
         sharded=True,

@@ -92,10 +92,22 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
         frozen=built.frozen,
         freeze_bn=cfg.model.freeze_bn,
         save_as_graph=built.save_as_graph,
+        datasets=[card_dataset(cfg, samples)],
         run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
         sharded=True,
     )
     return train(job, tc, results_dir, ctx_list, console, use_amp)
+
+
+def card_dataset(cfg: Any, samples: list) -> Any:
+    """The model card's record of the training images: labeled people, image-id hash."""
+    from tlkit.model_card import DatasetInfo
+
+    dl = cfg.dataloader
+    people = int(sum(len(s.keypoints) for s in samples))
+    return DatasetInfo.from_items("train", (str(s.image_id) for s in samples), {"person": people},
+                                  path=dl.train_records or dl.train_annotations,
+                                  format="records" if dl.train_records else "coco", count_unit="people")
 
 
 def run(ctx: Any) -> dict[str, Any]:

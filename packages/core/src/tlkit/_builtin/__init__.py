@@ -50,3 +50,22 @@ def tlkit_resolve_pretrained(uri: str, cache_dir: Path) -> Path | None:
     """Local files (the last resolver asked). Other schemes are handled by tlkit.weights."""
     p = Path(uri).expanduser()
     return p if p.exists() else None
+
+
+@hookimpl
+def tlkit_on_stage_end(stage, task, context, result):
+    """An evaluation's numbers go into the model card beside the evaluated model file (best effort: a model
+    in a read-only place is evaluated all the same)."""
+    from tlkit.types import Stage
+
+    model = getattr(context, "model", None)
+    if stage != Stage.EVALUATE or not result.ok or model is None or Path(model).suffix.lower() not in (".tlk", ".onnx"):
+        return
+    from tlkit.errors import TlkitError
+    from tlkit.model_card import card_paths, record_metrics
+
+    try:
+        if record_metrics(model, result.outputs, split="evaluation") is not None:
+            context.console.print(f"metrics recorded in {card_paths(model)[0]}")
+    except (TlkitError, OSError) as err:
+        context.console.print(f"[yellow]warning:[/] model card not updated: {err}")

@@ -51,12 +51,15 @@ def build_backbone(
     use_batch_norm: bool = True,
     use_pooling: bool = True,
     all_projections: bool = False,
+    input_size: tuple[int, int] | list[int] | None = None,
     **kwargs: Any,
 ) -> Backbone:
     """Build a registered backbone (uninitialised); out_stride must be 8, 16 or 32.
 
     The TLT options go to the builder when its signature has them and are ignored where the architecture
-    has no use for them (all_projections for VGG, use_pooling for MobileNet, ...). Extra `kwargs` are
+    has no use for them (all_projections for VGG, use_pooling for MobileNet, ...). So does `input_size`
+    (H, W): the input the network will see, for architectures whose padding depends on it (EfficientNet's
+    TF "same" padding on odd sides); None = any size (sides multiples of 32 for those). Extra `kwargs` are
     architecture-specific options; one the builder does not accept is a SpecError, not silently dropped.
     """
     import inspect
@@ -81,18 +84,21 @@ def build_backbone(
         use_pooling=use_pooling,
         all_projections=all_projections,
     )
+    if input_size is not None:
+        standard["input_size"] = tuple(int(v) for v in input_size)
     return builder(**{k: v for k, v in standard.items() if takes_any or k in params}, **kwargs)
 
 
-def imagenet_classifier(arch: str = "efficientnet_lite0"):
+def imagenet_classifier(arch: str = "efficientnet_lite0", input_size: tuple[int, int] | None = None):
     """A full ImageNet classifier (backbone + global pool + dense 1000) with the shipped ImageNet weights
     loaded, in inference mode, and the matching `preprocess(images) -> NCHW float32 NDArray`.
 
-    `images`: HxWx3 uint8 RGB arrays (or one array); they are resized to 224x224 (bilinear).
+    `input_size` (H, W): default the resolution the weights were trained at (224 for Lite0, 240 Lite1,
+    260 Lite2). `images`: HxWx3 uint8 RGB arrays (or one array), resized and center-cropped to it.
     Returns (net, preprocess).
     """
     from tlkit.backbones.base import ImageNetClassifier
-    from tlkit.backbones.catalog import HEAD_WEIGHT_MAPS
+    from tlkit.backbones.catalog import HEAD_WEIGHT_MAPS, IMAGENET_INPUT
     from tlkit.backbones.preprocess import make_preprocess
     from tlkit.errors import ModelFileError
     from tlkit.lazy import resolve
@@ -103,7 +109,8 @@ def imagenet_classifier(arch: str = "efficientnet_lite0"):
         raise ModelFileError(f"{arch}: no ImageNet classifier weights are available offline")
     from tlkit.weights import load_pretrained
 
-    backbone = build_backbone(spec.name)
+    size = tuple(input_size or IMAGENET_INPUT.get(spec.name, (224, 224)))
+    backbone = build_backbone(spec.name, input_size=size)
     net = ImageNetClassifier(backbone, classes=1000)
     bb_map = resolve(spec.weight_map) if spec.weight_map else (lambda n: n)
     head_map = resolve(HEAD_WEIGHT_MAPS[spec.name])
@@ -118,4 +125,4 @@ def imagenet_classifier(arch: str = "efficientnet_lite0"):
     report = load_pretrained(net, "imagenet", weight_map=full_map, arch=spec.name)
     if report.new:
         raise ModelFileError(f"{arch}: ImageNet weights left {len(report.new)} tensors unset, e.g. {report.new[0]}")
-    return net, make_preprocess(backbone.default_preprocess, size=(224, 224))
+    return net, make_preprocess(backbone.default_preprocess, size=size)

@@ -26,23 +26,45 @@ ARCHITECTURES: tuple[ArchitectureSpec, ...] = (
     _arch("googlenet", "classic", "GoogLeNet / Inception v1 with BN (GluonCV googlenet), 1024 channels"),
     _arch("darknet19", "classic", "DarkNet-19 (YOLOv2), 1024 channels"),
     _arch("darknet53", "classic", "DarkNet-53 (YOLOv3, GluonCV darknet53 layout), 1024 channels"),
-    _arch(
-        "efficientnet_lite0",
-        "efficientnet",
-        "EfficientNet-Lite0, 1280 channels; ImageNet weights shipped offline",
-        pretrained=("imagenet",),
-        weight_map=f"{_M}.efficientnet:weight_map",
-    ),
+    _arch("efficientnet_lite0", "efficientnet", "EfficientNet-Lite0, 1280 channels; ImageNet weights shipped offline",
+          pretrained=("imagenet",), weight_map=f"{_M}.efficientnet:weight_map"),
+    _arch("efficientnet_lite1", "efficientnet",
+          "EfficientNet-Lite1 (native 240 px), 1280 channels; ImageNet weights with tlkit-core[efficientnet-lite]",
+          pretrained=("imagenet",), weight_map=f"{_M}.efficientnet:lite1_weight_map"),
+    _arch("efficientnet_lite2", "efficientnet",
+          "EfficientNet-Lite2 (native 260 px), 1280 channels; ImageNet weights with tlkit-core[efficientnet-lite]",
+          pretrained=("imagenet",), weight_map=f"{_M}.efficientnet:lite2_weight_map"),
 )
 
 # (architecture, named set) -> "module:function" returning the local file (shipped offline; no download)
 PRETRAINED_FILES: dict[tuple[str, str], str] = {
     ("efficientnet_lite0", "imagenet"): f"{_M}.efficientnet:imagenet_weights_path",
+    ("efficientnet_lite1", "imagenet"): f"{_M}.efficientnet:lite1_weights_path",
+    ("efficientnet_lite2", "imagenet"): f"{_M}.efficientnet:lite2_weights_path",
 }
 
 # architecture -> "module:function" mapping the file's classifier tensors to the Dense head's names
 HEAD_WEIGHT_MAPS: dict[str, str] = {
-    "efficientnet_lite0": f"{_M}.efficientnet:head_weight_map",
+    f"efficientnet_lite{n}": f"{_M}.efficientnet:head_weight_map" for n in (0, 1, 2)
+}
+
+# architecture -> the (H, W) its ImageNet weights were trained at (imagenet_classifier's default input)
+IMAGENET_INPUT: dict[str, tuple[int, int]] = {
+    "efficientnet_lite0": (224, 224),
+    "efficientnet_lite1": (240, 240),
+    "efficientnet_lite2": (260, 260),
+}
+
+# GluonCV model-store name -> (the backbone its ImageNet weights fill, "module:function" weight map or None
+# when the names are the same): what `gluoncv://NAME` means for a tlkit backbone
+GLUONCV_WEIGHTS: dict[str, tuple[str, str | None]] = {
+    **{f"resnet{n}_v1": (f"resnet{n}", None) for n in (18, 34, 50, 101)},
+    **{f"resnet{n}_v1b": (f"resnet{n}", f"{_M}.resnet:gluoncv_v1b_weight_map") for n in (18, 34)},
+    **{name: (name[:5], None) for name in ("vgg16", "vgg16_bn", "vgg19", "vgg19_bn")},
+    "mobilenet1.0": ("mobilenet_v1", None),
+    "mobilenetv2_1.0": ("mobilenet_v2", None),
+    "googlenet": ("googlenet", None),
+    "darknet53": ("darknet53", None),
 }
 
 WEIGHT_FORMATS: tuple[WeightFormatSpec, ...] = (

@@ -97,3 +97,25 @@ resnet18 = partial(resnet, 18)
 resnet34 = partial(resnet, 34)
 resnet50 = partial(resnet, 50)
 resnet101 = partial(resnet, 101)
+
+
+# GluonCV resnet*_v1b (ResNetV1b: conv1/bn1/layerN.B.convJ) -> this layout. For basic blocks (ResNet-18/34)
+# v1b and v1 are the same network; v1b bottlenecks stride in the 3x3 conv, v1 in the 1x1, so ResNet-50/101
+# v1b weights do not fit (use resnet50_v1 / resnet101_v1).
+_V1B_BODY = {"conv1": 0, "bn1": 1, "conv2": 3, "bn2": 4, "conv3": 6, "bn3": 7}
+
+
+def gluoncv_v1b_weight_map(name: str) -> str | None:
+    """A GluonCV resnet*_v1b parameter name -> this backbone's name (None: the `fc` classifier)."""
+    import re
+
+    stem = {"conv1": "features.0", "bn1": "features.1"}
+    head, _, rest = name.partition(".")
+    if head in stem:
+        return f"{stem[head]}.{rest}"
+    m = re.fullmatch(r"layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.\d)\.(\w+)", name)
+    if not m:
+        return None
+    layer, block, part, leaf = m.groups()
+    where = part if part.startswith("downsample") else f"body.{_V1B_BODY[part]}"
+    return f"features.{3 + int(layer)}.{block}.{where}.{leaf}"

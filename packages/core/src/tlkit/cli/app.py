@@ -20,7 +20,7 @@ from tlkit import __version__
 from tlkit.errors import PluginError, SpecError, TlkitError
 from tlkit.types import CommandSpec, OptionSpec, Stage, StageResult, TaskSpec
 
-BUILTIN_COMMANDS = ("plugins", "spec")
+BUILTIN_COMMANDS = ("plugins", "spec", "deploy", "model")
 
 # The common flags, as (name, annotation, typer.Option) — TLT's names and short forms.
 _COMMON = (
@@ -241,7 +241,7 @@ def _version_callback(value: bool) -> None:
 
 
 def build_app() -> typer.Typer:
-    from tlkit.cli import plugins_cmd, spec_cmd
+    from tlkit.cli import deploy_cmd, model_cmd, plugins_cmd, spec_cmd
     from tlkit.registry import get_registry
 
     app = typer.Typer(
@@ -259,6 +259,10 @@ def build_app() -> typer.Typer:
 
     app.command("plugins", help="List installed plugins and what they register.")(plugins_cmd.plugins)
     app.add_typer(spec_cmd.spec_app, name="spec", help="Default specs and spec validation.")
+    app.add_typer(deploy_cmd.deploy_app, name="deploy", help="Deployment configs: a DeepStream detector -> classifier cascade.")
+    app.add_typer(
+        model_cmd.model_app, name="model", help="Pretrained models (list, info, pull, push, verify) and model cards."
+    )
 
     registry = get_registry()
     for name, task in sorted(registry.tasks().items()):

@@ -52,6 +52,19 @@ PRUNE_OPTIONS: tuple[OptionSpec, ...] = (
     ),
 )
 
+# How a secondary classifier picks and labels a detector's objects: the same flags (and meaning) for the DeepStream
+# secondary-GIE config export writes and for the Python cascade (`detection inference --secondary`).
+SECONDARY_FILTERS: tuple[OptionSpec, ...] = (
+    OptionSpec("classifier_threshold", ("--classifier_threshold",), float, 0.5,
+               "classifier: attach a label only at this probability or above (DeepStream classifier-threshold)"),
+    OptionSpec("operate_on_class_ids", ("--operate_on_class_ids",), str, None,
+               "secondary classifier: the detector's class ids to classify, e.g. '0;2' (default: all)"),
+    OptionSpec("input_object_min_width", ("--input_object_min_width",), int, 16,
+               "secondary classifier: skip narrower objects (px)"),
+    OptionSpec("input_object_min_height", ("--input_object_min_height",), int, 16,
+               "secondary classifier: skip shorter objects (px)"),
+)
+
 EXPORT_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "opset", ("--opset", "--target_opset"), int, None, "ONNX opset to stamp (default: the exporter's)", min=7
@@ -87,8 +100,29 @@ EXPORT_OPTIONS: tuple[OptionSpec, ...] = (
                "QAT models: also write the learned activation ranges as TAO's JSON ({tensor_scales: {tensor: amax}})"),
     OptionSpec("force_ptq", ("--force_ptq",), bool, False,
                "QAT models: calibrate (--cal_data_file / --cal_image_dir) instead of using the learned ranges"),
+    OptionSpec(
+        "quantize_output_heads",
+        ("--quantize_output_heads",),
+        bool,
+        False,
+        "int8: quantize the output heads too (by default the last weighted layers and everything after them stay "
+        "float: quantized logits/boxes get clipped to the calibrated range)",
+    ),
     OptionSpec("gen_ds_config", ("--gen_ds_config",), bool, False, "also write a complete DeepStream nvinfer config"),
+    *SECONDARY_FILTERS,
+    OptionSpec("ds_secondary", ("--ds_secondary",), bool, False,
+               "DeepStream: write a secondary-GIE classifier config (process-mode 2, on a detector's objects)"),
+    OptionSpec("operate_on_gie_id", ("--operate_on_gie_id",), int, 1,
+               "--ds_secondary: the detector GIE to classify objects of"),
+    OptionSpec("gie_unique_id", ("--gie_unique_id",), int, None, "DeepStream gie-unique-id (default 1, secondary 2)"),
+    OptionSpec("classifier_async_mode", ("--classifier_async_mode",), int, 1,
+               "--ds_secondary: 1 = attach results asynchronously by tracker id (needs a tracker), "
+               "0 = in the same frame"),
     OptionSpec("gen_triton_repo", ("--gen_triton_repo",), Path, None, "also write a Triton model repository here"),
+    OptionSpec("triton_platform", ("--triton_platform",), str, "onnxruntime_onnx",
+               "--gen_triton_repo: onnxruntime_onnx (the ONNX) or tensorrt_plan (builds a TensorRT engine: "
+               "tlkit-tensorrt)",
+               choices=("onnxruntime_onnx", "tensorrt_plan")),
 )
 
 TRAIN_OPTIONS: tuple[OptionSpec, ...] = (
@@ -109,6 +143,16 @@ INFERENCE_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "strict", ("--strict",), bool, False, "stop at the first unreadable image instead of skipping and reporting it"
     ),
+)
+
+# A detector's inference with an exported classifier on its objects (the DeepStream primary + secondary cascade)
+CASCADE_OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("secondary", ("--secondary",), Path, None,
+               "an exported classifier (.onnx, or an engine) to classify each detected object with"),
+    OptionSpec("secondary_margin", ("--secondary_margin",), float, 0.0,
+               "widen each box by this fraction of its size per side before classifying "
+               "(DeepStream cannot: 0 matches it)"),
+    *SECONDARY_FILTERS,
 )
 
 CALIBRATION_OPTIONS: tuple[OptionSpec, ...] = (

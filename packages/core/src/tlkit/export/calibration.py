@@ -17,6 +17,12 @@
   calibration, [-amax, amax] otherwise), the layout onnxruntime's x86 kernels fuse completely. It is
   `onnxruntime.quantization.quantize_static(QuantFormat.QDQ)` fed OUR ranges through its calibration
   cache (no second calibration by onnxruntime), so the Q/DQ scales and the TensorRT cache agree.
+- Output heads stay in float unless asked (`quantize_output_heads=True`): `output_head_nodes` finds, for every
+  graph output, the last weighted layer (Conv/ConvTranspose/Gemm/MatMul) on each path back from it, plus every
+  node after those (softmax, sigmoid, box decoding, NMS). Their outputs get no Q/DQ and no cache entry (TensorRT
+  then runs the layers producing them in float), and their weights stay float in the Q/DQ graph. Quantizing
+  them clips what the application reads: entropy calibration of a trained classifier's logits picked a range
+  of +-0.25 and every prediction became the same class.
 """
 
 from __future__ import annotations
@@ -436,12 +442,78 @@ def read_trt_cache(path: str | os.PathLike) -> dict[str, float]:
     return ranges
 
 
+# -- output heads ----------------------------------------------------------------------------------
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def output_head_nodes(onnx_model: Any) -> list[str]:
+    """Names of the nodes of the output heads: walking back from each graph output, the first weighted node
+    (Conv/ConvTranspose/Gemm/MatMul) met on every path, plus every node downstream of those. Graph order."""
+    model = _as_model(onnx_model)
+    return [model.graph.node[i].name for i in sorted(_head_indices(model))]
+
+
+def _head_indices(model: Any) -> set[int]:
+    nodes = list(model.graph.node)
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output if out}
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for name in n.input:
+            consumers.setdefault(name, []).append(i)
+    heads: set[int] = set()
+    seen: set[int] = set()
+    stack = [producer[o.name] for o in model.graph.output if o.name in producer]
+    while stack:  # backwards from the outputs, stopping at the first weighted node of each path
+        i = stack.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        if nodes[i].op_type in WEIGHTED_OPS:
+            heads.add(i)
+            continue
+        stack += [producer[t] for t in nodes[i].input if t in producer]
+    found, stack = set(heads), list(heads)
+    while stack:  # forwards from the heads: everything after them
+        i = stack.pop()
+        for out in nodes[i].output:
+            for j in consumers.get(out, []):
+                if j not in found:
+                    found.add(j)
+                    stack.append(j)
+    return found
+
+
+def _head_tensors(model: Any) -> set[str]:
+    """The tensors the output heads produce."""
+    return {out for i in _head_indices(model) for out in model.graph.node[i].output}
+
+
+def without_output_heads(ranges: dict[str, float], onnx_model: Any) -> Ranges:
+    """`ranges` less the tensors the output heads produce (what the TensorRT cache gets by default)."""
+    drop = _head_tensors(_as_model(onnx_model))
+    return Ranges({k: v for k, v in ranges.items() if k not in drop},
+                  [n for n in getattr(ranges, "nonnegative", ()) if n not in drop])
+
+
+def _name_nodes(model: Any) -> None:
+    """Give unnamed nodes unique names (quantization excludes nodes by name)."""
+    used = {n.name for n in model.graph.node if n.name}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            name = f"{n.op_type}_{i}"
+            while name in used:
+                name += "_"
+            n.name = name
+            used.add(name)
+
+
 # -- Q/DQ ONNX -------------------------------------------------------------------------------------
 
 
 def quantize_qdq(
     onnx_fp32: Any, ranges: dict[str, float], output: str | os.PathLike, *, reduce_range: bool = True,
-    qdq_format: str = "tensorrt",
+    qdq_format: str = "tensorrt", quantize_output_heads: bool = False,
 ) -> Path:
     """Write a Q/DQ int8 ONNX of `onnx_fp32` (path or ModelProto) using `ranges` ({tensor: amax}).
 
@@ -456,6 +528,9 @@ def quantize_qdq(
     "onnxruntime" format.
     The graph is first pre-processed by onnxruntime (BatchNorm folded into Conv), so Q/DQ sits where
     TensorRT and onnxruntime fuse it.
+
+    The output heads (`output_head_nodes`) stay float unless `quantize_output_heads`: no Q/DQ on their weights
+    or outputs, so no range is needed for the tensors they produce.
 
     `reduce_range=True` (default) keeps the weights of GEMM-backed Conv/Gemm nodes to 7 bits: onnxruntime's
     int8 GEMM on x86 CPUs without VNNI adds u8*s8 products pairwise into int16 and saturates otherwise
@@ -483,7 +558,11 @@ def quantize_qdq(
         onnx.save(model, str(src))
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         pre_model = onnx.load(str(pre))
-        missing = [n for n in _activation_names(pre_model) if n not in ranges]
+        _name_nodes(pre_model)
+        onnx.save(pre_model, str(pre))
+        excluded = [] if quantize_output_heads else output_head_nodes(pre_model)
+        float_tensors = set() if quantize_output_heads else _head_tensors(pre_model)
+        missing = [n for n in _activation_names(pre_model) if n not in ranges and n not in float_tensors]
         if missing:
             raise TlkitError(
                 f"no calibration range for {len(missing)} tensor(s) of the model, e.g. {missing[0]!r}: "
@@ -509,13 +588,15 @@ def quantize_qdq(
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             calibration_cache_path=str(cache),
+            nodes_to_exclude=excluded,
             # Biases stay float: TensorRT accepts only 8-bit DequantizeLinear inputs, not int32 biases.
             extra_options={"ActivationSymmetric": not uint8, "WeightSymmetric": True, "QuantizeBias": False,
                            "TensorQuantOverrides": overrides},
         )
         qmodel = onnx.load(str(dst))
     if meta:
-        set_metadata(qmodel, {**meta, "data_type": "int8", "qdq_format": qdq_format})
+        set_metadata(qmodel, {**meta, "data_type": "int8", "qdq_format": qdq_format,
+                              "int8_output_heads": bool(quantize_output_heads)})
     from tlkit.io import atomic_write_bytes
 
     atomic_write_bytes(output, qmodel.SerializeToString())
@@ -545,12 +626,15 @@ def quantize_with_calibration(
     cal_cache_file: str | os.PathLike | None = None,
     trt_version: str | int = "10.x",
     qdq_format: str = "tensorrt",
+    quantize_output_heads: bool = False,
 ) -> Path:
     """INT8 export step: ranges from `cal_batches` (then also written to `cal_cache_file`), or imported
     from an existing `cal_cache_file` (which says nothing about signs: every tensor then gets [-amax, amax]);
-    then the Q/DQ ONNX at `output`."""
+    then the Q/DQ ONNX at `output`. The output heads stay float in both unless `quantize_output_heads`."""
     if cal_batches is not None:
         ranges = compute_ranges(model, cal_batches, method)
+        if not quantize_output_heads:
+            ranges = without_output_heads(ranges, model)
         if cal_cache_file:
             write_trt_cache(ranges, cal_cache_file, trt_version)
     elif cal_cache_file and Path(cal_cache_file).is_file():
@@ -560,7 +644,7 @@ def quantize_with_calibration(
             "int8 export needs calibration data: --cal_data_file (tensorfile), --cal_image_dir, "
             "or an existing --cal_cache_file to import"
         )
-    return quantize_qdq(model, ranges, output, qdq_format=qdq_format)
+    return quantize_qdq(model, ranges, output, qdq_format=qdq_format, quantize_output_heads=quantize_output_heads)
 
 
 def save_ranges_json(ranges: dict[str, float], path: str | os.PathLike) -> Path:

@@ -53,7 +53,8 @@ def _export(model: Path, output: Path, options: dict[str, Any]) -> tuple[Path, d
             cache = output.parent / "cal.bin"  # TLT's default name, next to the model
         extra = {"cal_batches": batches, "calibration_method": options.get("calibration_method") or "entropy",
                  "cal_cache_file": cache, "qdq_format": options.get("qdq_format") or "tensorrt",
-                 "cal_json_file": options.get("cal_json_file"), "force_ptq": force_ptq}
+                 "cal_json_file": options.get("cal_json_file"), "force_ptq": force_ptq,
+                 "quantize_output_heads": bool(options.get("quantize_output_heads"))}
     path = export_onnx(
         model,
         output,
@@ -97,14 +98,60 @@ def run(ctx: Any) -> dict[str, Any]:
     if opts.get("gen_ds_config"):
         from tlkit.export.deploy import write_deepstream_config
 
-        cfg = write_deepstream_config(path, meta, path.parent, int8_calib_file=info.get("cal_cache_file"))
+        cfg = write_deepstream_config(path, meta, path.parent, int8_calib_file=info.get("cal_cache_file"),
+                                      **deepstream_options(opts))
         outputs["deepstream_config"] = str(cfg)
         ctx.console.print(f"DeepStream config: {cfg}")
     if opts.get("gen_triton_repo"):
         from tlkit.export.deploy import write_triton_repo
 
         name = str(meta.get("arch") or path.stem).replace("/", "_")
-        cfg = write_triton_repo(path, meta, Path(opts["gen_triton_repo"]), name)
+        source = path
+        if (opts.get("triton_platform") or "onnxruntime_onnx") == "tensorrt_plan":
+            source = build_engine_for(path, meta, opts)
+            outputs["engine"] = str(source)
+            ctx.console.print(f"TensorRT engine: {source}")
+        cfg = write_triton_repo(source, meta, Path(opts["gen_triton_repo"]), name)
         outputs["triton_config"] = str(cfg)
         ctx.console.print(f"Triton model repository: {cfg.parent}")
     return outputs
+
+
+def deepstream_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """write_deepstream_config keywords from the export/deploy flags (--ds_secondary and friends)."""
+    from tlkit.export.deploy import SecondaryGie, parse_class_ids
+
+    kw: dict[str, Any] = {"classifier_threshold": float(opts.get("classifier_threshold", 0.5))}
+    gie_id = opts.get("gie_unique_id")  # None: 1 for a primary GIE, 2 for a secondary one
+    if opts.get("ds_secondary"):
+        kw["secondary"] = SecondaryGie(
+            operate_on_gie_id=int(opts.get("operate_on_gie_id", 1)),
+            operate_on_class_ids=parse_class_ids(opts.get("operate_on_class_ids")),
+            gie_unique_id=2 if gie_id is None else int(gie_id),
+            input_object_min_width=int(opts.get("input_object_min_width", 16)),
+            input_object_min_height=int(opts.get("input_object_min_height", 16)),
+            classifier_async_mode=bool(int(opts.get("classifier_async_mode", 1))))
+    elif gie_id is not None:
+        kw["gie_unique_id"] = int(gie_id)
+    return kw
+
+
+def build_engine_for(onnx_path: Path, meta: dict[str, Any], opts: dict[str, Any]) -> Path:
+    """A TensorRT engine beside the ONNX, built by the installed engine backend that builds (tlkit-tensorrt)."""
+    from tlkit.lazy import resolve
+    from tlkit.registry import get_registry
+
+    builders = [b for b in get_registry().engine_backends().values() if getattr(b, "build", None)]
+    if not builders:
+        raise TlkitError("--triton_platform tensorrt_plan needs an engine backend that builds TensorRT engines: "
+                         "pip install tlkit-tensorrt (with TensorRT or TensorRT-RTX)")
+    why = resolve(builders[0].available)()
+    engine = onnx_path.with_suffix(".engine")
+    data_type = meta.get("data_type") or "fp32"
+    try:
+        return resolve(builders[0].build)(onnx_path, engine, {"data_type": data_type})
+    except TlkitError:
+        raise
+    except Exception as err:  # the builder's own failure, with the backend's reason when it has one
+        raise TlkitError(f"building a TensorRT engine from {onnx_path} failed: {err}"
+                         + (f" ({why})" if why else "")) from None

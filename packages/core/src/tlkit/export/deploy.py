@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,13 @@ from tlkit.io import atomic_write_bytes, atomic_write_text
 
 NETWORK_MODES = {"fp32": 0, "int8": 1, "fp16": 2}
 TASK_NETWORK_TYPES = {"classification": 1, "detection": 0, "segmentation": 2}
+
+
+def network_type(meta: dict[str, Any]) -> int:
+    """nvinfer's network-type of a model: meta["deepstream"]["network_type"], else by task (classification 1,
+    detection 0, segmentation 2, anything else 100)."""
+    ds = meta.get("deepstream") or {}
+    return int(ds.get("network_type", TASK_NETWORK_TYPES.get(meta.get("task") or "", 100)))
 
 
 def _fmt(v: Any) -> str:
@@ -60,6 +68,34 @@ def write_labels(meta: dict[str, Any], path: Path, *, deepstream_classifier: boo
     return path
 
 
+@dataclass(frozen=True)
+class SecondaryGie:
+    """nvinfer in secondary mode (process-mode 2): classify the objects of the detector `operate_on_gie_id`.
+
+    Objects smaller than `input_object_min_width` x `input_object_min_height` pixels are not classified;
+    `classifier_async_mode` attaches results on later frames by tracker id (needs a tracker upstream)."""
+
+    operate_on_gie_id: int = 1
+    operate_on_class_ids: tuple[int, ...] = ()  # () = every class of that detector
+    gie_unique_id: int = 2
+    input_object_min_width: int = 16
+    input_object_min_height: int = 16
+    classifier_async_mode: bool = True
+
+
+def parse_class_ids(text: Any) -> tuple[int, ...]:
+    """'0;2' (or '0,2') -> (0, 2); None or '' -> () (every class)."""
+    items = str(text or "").replace(",", ";").split(";")
+    try:
+        return tuple(int(v) for v in items if v.strip())
+    except ValueError:
+        raise SpecError(f"--operate_on_class_ids {text!r}: expected class ids like '0;2'") from None
+
+
+SCALING_FILTERS = {"nearest": 0, "bilinear": 1, "bicubic": 2, "area": 1}  # NvBufSurfTransform_Inter (2 = GPU-Cubic)
+STOCK_PARSER_LIB = "/opt/nvidia/deepstream/deepstream/lib/libnvds_infercustomparser.so"
+
+
 def write_deepstream_config(
     onnx_path: str | os.PathLike,
     meta: dict[str, Any] | None,
@@ -70,13 +106,20 @@ def write_deepstream_config(
     int8_calib_file: str | os.PathLike | None = None,
     gpu_id: int = 0,
     config_name: str = "nvinfer_config.txt",
+    secondary: SecondaryGie | None = None,
+    gie_unique_id: int = 1,
+    classifier_threshold: float = 0.5,
+    labels_name: str = "labels.txt",
 ) -> Path:
-    """Write a complete nvinfer config (+ labels.txt) to `out_dir`; returns the config path.
+    """Write a complete nvinfer config (+ labels file) to `out_dir`; returns the config path.
 
     Paths inside it are relative to `out_dir` (DeepStream resolves them against the config file).
     `data_type` defaults to the one recorded in the ONNX metadata. `int8_calib_file` (a TensorRT
     cache) is written for the implicit-int8 route (an fp32 ONNX with data_type="int8", TRT <= 10);
-    a Q/DQ ONNX needs none.
+    a Q/DQ ONNX needs none. `secondary` makes it a secondary GIE (classifiers only). A classifier's
+    `classifier_threshold` is a probability (classifier exports end in a Softmax).
+    The first line says whether the config runs as written or what must be done first (a custom parser
+    library to build).
     """
     onnx_path = Path(onnx_path)
     out_dir = Path(out_dir)
@@ -87,8 +130,12 @@ def write_deepstream_config(
     if data_type not in NETWORK_MODES:
         raise SpecError(f"data_type {data_type!r} is not one of {', '.join(NETWORK_MODES)}")
     ds = dict(meta.get("deepstream") or {})
-    net_type = int(ds.get("network_type", TASK_NETWORK_TYPES.get(meta.get("task") or "", 100)))
-    pre = to_deepstream(resolve_preprocessing(meta))
+    net_type = network_type(meta)
+    if secondary is not None and net_type != 1:
+        raise SpecError(f"{onnx_path}: a secondary GIE here classifies detected objects; this model has "
+                        f"network-type {net_type}, not 1 (classifier)")
+    resolved = resolve_preprocessing(meta)
+    pre = to_deepstream(resolved)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def rel(p: Path) -> str:
@@ -113,32 +160,57 @@ def write_deepstream_config(
         "network-type": net_type,
         "num-detected-classes": len(classes),
         "output-blob-names": list(outputs),
-        "process-mode": 1,
-        "gie-unique-id": 1,
+        "process-mode": 1 if secondary is None else 2,
+        "gie-unique-id": gie_unique_id if secondary is None else secondary.gie_unique_id,
         "maintain-aspect-ratio": 0,
+        # the resize tlkit trains and runs with (cv2 bilinear by default)
+        "scaling-filter": SCALING_FILTERS[resolved.get("resize_interpolation", "bilinear")],
     }
     explicit_int8 = meta.get("data_type") == "int8"  # a Q/DQ ONNX carries its own scales
     if data_type == "int8" and int8_calib_file and not explicit_int8:
         prop["int8-calib-file"] = rel(Path(int8_calib_file))
     if classes:
-        labels = write_labels(meta, out_dir / "labels.txt", deepstream_classifier=net_type == 1)
+        labels = write_labels(meta, out_dir / labels_name, deepstream_classifier=net_type == 1)
         prop["labelfile-path"] = rel(labels)  # type: ignore[arg-type]
     if net_type == 1:
-        prop["classifier-threshold"] = 0.0
+        prop["classifier-threshold"] = classifier_threshold
+    if secondary is not None:
+        prop["operate-on-gie-id"] = secondary.operate_on_gie_id
+        if secondary.operate_on_class_ids:
+            prop["operate-on-class-ids"] = [int(i) for i in secondary.operate_on_class_ids]
+        prop["input-object-min-width"] = secondary.input_object_min_width
+        prop["input-object-min-height"] = secondary.input_object_min_height
+        prop["classifier-async-mode"] = secondary.classifier_async_mode
     if net_type == 0:
         prop["cluster-mode"] = 2  # NMS; tasks override through meta["deepstream"]["properties"]
     if net_type == 100:
         prop["output-tensor-meta"] = 1
     prop.update(ds.get("properties") or {})
 
-    lines = ["# DeepStream nvinfer config written by tlkit (complete: nothing to add by hand)."]
+    todo = _custom_parser_todo(prop)
+    if todo:
+        lines = [f"# DeepStream nvinfer config written by tlkit. NOT complete as written: {todo}"]
+    elif net_type == 100:
+        lines = ["# DeepStream nvinfer config written by tlkit. Runs as written; nvinfer only attaches the raw "
+                 "output tensors (network-type 100, output-tensor-meta): the application parses them."]
+    else:
+        lines = ["# DeepStream nvinfer config written by tlkit (complete: runs as written; "
+                 "the parser is DeepStream's own)."]
+    lines += [f"# {note}" for note in ds.get("notes") or []]
     if not pre["exact"]:
         lines.append(
-            f"# net-scale-factor approximates per-channel std {resolve_preprocessing(meta)['std']} by their mean "
+            f"# net-scale-factor approximates per-channel std {resolved['std']} by their mean "
             f"(nvinfer has one scale; worst relative error {pre['max_rel_error']:.2%})."
         )
+    if resolved.get("center_crop"):
+        lines.append("# The model was validated with a center crop (resize to size/0.875, keep the middle); nvinfer "
+                     "scales the whole frame or object to the input instead. Train with enable_center_crop: false "
+                     "for identical preprocessing.")
     if explicit_int8:
         lines.append("# Q/DQ ONNX: TensorRT takes int8 scales from the graph (explicit quantization): no calib file.")
+    if secondary is not None:
+        lines.append(f"# Secondary GIE: classifies the objects of GIE {secondary.operate_on_gie_id} (the whole "
+                     "detector box, scaled to the input; nvinfer cannot widen it by a margin).")
     lines.append("[property]")
     lines += [f"{k}={_fmt(v)}" for k, v in prop.items()]
     if net_type == 0:
@@ -150,6 +222,15 @@ def write_deepstream_config(
     path = out_dir / config_name
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def _custom_parser_todo(prop: dict[str, Any]) -> str:
+    """What must be done before a config with a custom parser runs ('' when nothing: DeepStream's stock lib)."""
+    lib = prop.get("custom-lib-path")
+    if not lib or str(lib) == STOCK_PARSER_LIB:
+        return ""
+    return (f"{prop.get('parse-bbox-func-name', 'its parser')} lives in {lib}, which DeepStream does not ship: "
+            "build or install that library first.")
 
 
 # -- Triton ----------------------------------------------------------------------------------------
@@ -281,4 +362,4 @@ def write_triton_repo(
     return cfg
 
 
-__all__ = ["write_deepstream_config", "write_triton_repo", "write_labels"]
+__all__ = ["SecondaryGie", "network_type", "write_deepstream_config", "write_triton_repo", "write_labels"]

@@ -8,7 +8,10 @@ What the exported file always has (mxnet-notes "ONNX export"):
 - opset as asked (MXNet emits opset 12 or 13 ops; higher opsets go through onnx's version converter)
   and the lowest IR version that opset needs, so older runtimes load it too;
 - output shapes filled in from a probe run (Triton/DeepStream configs read them);
-- the model's metadata as JSON under the metadata_props key "tlkit" (`read_onnx_metadata`).
+- the model's metadata as JSON under the metadata_props key "tlkit" (`read_onnx_metadata`);
+- classifiers (DeepStream network type 1: the classification task) end in a Softmax: the output is class
+  probabilities (metadata "output_activation": "softmax"), so DeepStream's classifier-threshold and Triton's
+  classification extension mean probabilities, as TLT's `predictions/Softmax` output does.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tlkit import __version__
 from tlkit.errors import ModelFileError, SpecError, TlkitError
 from tlkit.export.preprocess import resolve_preprocessing
 from tlkit.io import atomic_write_bytes
+from tlkit.model_card import write_card_files
 
 METADATA_KEY = "tlkit"
 INPUT_NAME = "input"
@@ -68,6 +72,13 @@ def _symbol_and_params(net: Any, input_shape: tuple[int, ...]) -> tuple[Any, dic
         net.export(prefix, epoch=0)
         sym, arg, aux = mx.model.load_checkpoint(prefix, 0)
     return sym, {**arg, **aux}
+
+
+def is_classifier(meta: dict[str, Any]) -> bool:
+    """A classifier in DeepStream's sense (network type 1): its export ends in a Softmax."""
+    from tlkit.export.deploy import network_type
+
+    return network_type(meta) == 1
 
 
 def _rename(graph: Any, old: str, new: str) -> None:
@@ -201,6 +212,7 @@ def export_onnx(
     qdq_format: str = "tensorrt",
     cal_json_file: str | os.PathLike | None = None,
     force_ptq: bool = False,
+    quantize_output_heads: bool = False,
 ) -> Path:
     """Export a `.tlk` model (or a Gluon block + `meta`) to ONNX at `output`. Returns `output`.
 
@@ -209,7 +221,8 @@ def export_onnx(
     graph calibrated on `cal_batches` (NCHW float32 arrays, already preprocessed), or on the ranges
     in an existing TensorRT `cal_cache_file` (imported when it exists and no batches are given; written
     when batches are given). `qdq_format`: "tensorrt" (symmetric int8 activations) or "onnxruntime"
-    (uint8 activations, fast on x86 CPUs; see `tlkit.export.calibration.quantize_qdq`).
+    (uint8 activations, fast on x86 CPUs; see `tlkit.export.calibration.quantize_qdq`). The output heads stay
+    float in the int8 graph and the cache unless `quantize_output_heads`.
 
     A QAT model (meta["qat"], `tlkit.qat`) exports its float graph (fake quantization stripped); as "int8" it
     takes its learned ranges (no calibration data; `cal_cache_file` / `cal_json_file` receive them), unless
@@ -241,6 +254,11 @@ def export_onnx(
     shape = tuple(int(v) for v in shape)
 
     sym, params = _symbol_and_params(net, shape)
+    softmax = is_classifier(meta) and meta.get("output_activation") != "softmax" and len(sym.list_outputs()) == 1
+    if softmax:
+        import mxnet as mx
+
+        sym = mx.sym.softmax(sym, axis=-1, name="predictions")
     model = _convert(sym, params, shape, opset)
     raw_initializers(model)
     graph = model.graph
@@ -268,6 +286,15 @@ def export_onnx(
     for out, name in zip(list(graph.output), names):
         _rename(graph, out.name, name)
     _fill_output_shapes(model, shape)
+    if meta.get("export_nms"):  # decoded boxes before NMS: NMS goes into the graph (tlkit.export.nms)
+        from tlkit.export import nms
+
+        nms_params = {**meta["export_nms"], "num_classes": len(meta.get("classes") or [])}
+        model = nms.append_nms(model, nms_params, shape)
+        graph, names = model.graph, list(nms.OUTPUTS)
+        _fill_output_shapes(model, shape)
+        meta = {**meta, "output_names": names, "deepstream": nms.deepstream_meta(
+            nms_params, list(meta.get("classes") or []), meta["export_nms"].get("per_class_threshold") or {})}
 
     batch: int | str = "batch"
     if static_batch_size and static_batch_size > 0:
@@ -281,9 +308,13 @@ def export_onnx(
     if isinstance(model_path_or_net, (str, os.PathLike)):
         meta.setdefault("source_model", str(model_path_or_net))
     md = onnx_metadata(meta, output_names=names, input_shape=shape, batch=batch, data_type=data_type, opset=opset)
+    if softmax or meta.get("output_activation"):
+        md["output_activation"] = "softmax"
     md["output_shapes"] = [
         [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] for out in graph.output
     ]
+    card = export_card(model_path_or_net, meta, data_type=data_type, opset=opset, batch=batch)
+    md["card"] = card.to_dict()
     set_metadata(model, md)
     try:
         onnx.checker.check_model(model)
@@ -299,10 +330,25 @@ def export_onnx(
     if data_type == "int8":
         from tlkit.export.calibration import quantize_with_calibration
 
-        return quantize_with_calibration(model, output, cal_batches, method=calibration_method,
-                                         cal_cache_file=cal_cache_file, qdq_format=qdq_format)
-    atomic_write_bytes(output, model.SerializeToString())
+        output = quantize_with_calibration(model, output, cal_batches, method=calibration_method,
+                                           cal_cache_file=cal_cache_file, qdq_format=qdq_format,
+                                           quantize_output_heads=quantize_output_heads)
+    else:
+        atomic_write_bytes(output, model.SerializeToString())
+    write_card_files(output, card)
     return output
+
+
+def export_card(source: Any, meta: dict[str, Any], **export: Any) -> Any:
+    """The model card of an export: the source model's card (tlkit.model_card), with the .tlk it was exported
+    from as the newest lineage entry, and the export settings."""
+    from tlkit.model_card import ExportInfo, ModelCard
+
+    card = ModelCard.from_meta(meta)
+    if isinstance(source, (str, os.PathLike)):
+        card = card.derived("exported_from", source, source)
+    card.export = ExportInfo(format="onnx", **export)
+    return card
 
 
 def raw_initializers(model: Any) -> int:

@@ -138,6 +138,16 @@ def load_runner(path: str | os.PathLike, backend: str | None = None, **kw: Any) 
     """A runner for `path`: the registered engine backend named `backend`, or the one whose suffixes
     match the file name (first registered wins; core's come first)."""
     from tlkit.lazy import resolve
+
+    spec = backend_for(path, backend)
+    why = resolve(spec.available)()
+    if why:
+        raise TlkitError(f"engine backend {spec.name!r} cannot run {path}: {why}")
+    return resolve(spec.load)(Path(path), **kw)
+
+
+def backend_for(path: str | os.PathLike, backend: str | None = None) -> Any:
+    """The EngineBackendSpec `load_runner` uses for `path` (named, or by file suffix)."""
     from tlkit.registry import get_registry
 
     path = Path(path)
@@ -158,7 +168,4 @@ def load_runner(path: str | os.PathLike, backend: str | None = None, **kw: Any) 
                 f"install a backend plugin or pass backend="
             )
         spec = matches[0]
-    why = resolve(spec.available)()
-    if why:
-        raise TlkitError(f"engine backend {spec.name!r} cannot run {path}: {why}")
-    return resolve(spec.load)(path, **kw)
+    return spec

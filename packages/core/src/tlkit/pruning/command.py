@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.errors import ModelFileError, TlkitError
+from tlkit.model_card import write_card_files
 from tlkit.pruning.report import PruneReport
 
 # CLI option name (tlkit.cli.options.PRUNE_OPTIONS) -> prune_graph keyword
@@ -98,8 +99,22 @@ def prune_model_file(model_path: str | os.PathLike, output_path: str | os.PathLi
 
     meta.update(kind="graph", pruned=True, pruning=result.report.summary(), pruned_from=str(model_path))
     meta.pop("epoch", None)
+    card = pruned_card(mf.meta, model_path, result.report)
+    meta["card"] = card.to_dict()
     save_model(output_path, ModelFile(meta, result.params, result.symbol_json, None, dict(mf.extra_files)))
+    write_card_files(output_path, card)
     return result.report
+
+
+def pruned_card(parent_meta: dict[str, Any], parent: Path, report: PruneReport) -> Any:
+    """The parent's model card with `parent` as the newest lineage entry and the pruning totals; its metrics,
+    measurements and training describe the parent (they stay in the lineage entry), not this model."""
+    from tlkit.model_card import ModelCard, PruningInfo
+
+    card = ModelCard.from_meta(parent_meta).derived("pruned_from", parent, parent)
+    card.pruning = PruningInfo.model_validate(report.summary())
+    card.metrics, card.performance, card.training = [], [], None
+    return card
 
 
 def _output_path(ctx: Any) -> Path:

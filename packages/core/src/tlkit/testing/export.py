@@ -30,7 +30,8 @@ def assert_onnx_matches(
     """Export to ONNX, run onnxruntime and MXNet on the same random batches, assert they agree.
 
     Per output: max|onnx - mxnet| <= rtol * max|mxnet| + atol, for every batch size (the dynamic batch
-    dim). `output_indices` picks the outputs to compare (detectors: the tensors before NMS, which ties
+    dim); a classifier's probabilities are compared with the softmax of MXNet's logits. `output_indices`
+    picks the outputs to compare (detectors: the tensors before NMS, which ties
     on random weights). Returns the ONNX path (inside `out_dir`, or a temporary dir that is removed).
     """
     import mxnet as mx
@@ -61,6 +62,9 @@ def assert_onnx_matches(
             x = rs.uniform(-1, 1, (b, *shape)).astype(np.float32)
             ref = net(mx.nd.array(x))
             ref = [r.asnumpy() for r in (ref if isinstance(ref, (list, tuple)) else [ref])]
+            if md.get("output_activation") == "softmax":  # classifier exports end in a Softmax; the net gives logits
+                ref = [np.exp(r - r.max(-1, keepdims=True)) for r in ref]
+                ref = [e / e.sum(-1, keepdims=True) for e in ref]
             got = runner.run(x)
             assert len(got) == len(ref), f"ONNX has {len(got)} outputs, MXNet {len(ref)}"
             for i in output_indices if output_indices is not None else range(len(ref)):
@@ -73,3 +77,20 @@ def assert_onnx_matches(
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def parse_triton_config(path: str | os.PathLike) -> Any:
+    """A Triton config.pbtxt parsed with Triton's own ModelConfig message (model_config.proto, the generated
+    module tritonclient ships; tlkit-core[test]). Unknown fields or bad syntax raise."""
+    import importlib.util
+
+    import tritonclient
+    from google.protobuf import text_format
+
+    # tritonclient.grpc's __init__ needs the grpc extra (whose protobuf pin conflicts with ours); the
+    # generated proto module itself needs only protobuf
+    source = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location("triton_model_config_pb2", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return text_format.Parse(Path(path).read_text(), module.ModelConfig())

@@ -63,6 +63,8 @@ class TrainJob:
     # saved as JSON in every checkpoint and handed back on resume, so a resumed run continues exactly
     get_task_state: Callable[[], dict] | None = None
     set_task_state: Callable[[dict], None] | None = None
+    # what it trains and validates on (tlkit.model_card.DatasetInfo), for the model card
+    datasets: Sequence[Any] = ()
     # {file name: text} the task writes into the results dir (resolved spec, classmap): written once the
     # engine has accepted the results dir (lock taken, checkpoint compatible), so a refused run changes no file
     run_files: dict[str, str] = field(default_factory=dict)
@@ -411,7 +413,7 @@ class _Engine:
 
         final_metrics = {"loss": self.history[-1]["loss"]} if self.history else {}
         final_metrics.update(self.last_metrics)
-        model_path = self._save_final(epochs_done, final_metrics)
+        model_path = self._save_final(epochs_done, final_metrics, stopped_early)
         if self.writer:
             self._write_csv()
             from tlkit.training.plots import plot_training_curves
@@ -777,7 +779,7 @@ class _Engine:
         mode = es.mode if kpi == es.monitor else _mode_for(kpi)
         if _improved(metrics[kpi], self.kpi_best, mode):
             self.kpi_best = metrics[kpi]
-            self._save(self.weights_dir / "model_best.tlk", {"epoch": epoch + 1, "metrics": metrics}, None)
+            self._save_with_card(self.weights_dir / "model_best.tlk", epoch + 1, metrics)
 
     def _log_epoch(self, row: dict, epoch: int, n_epochs: int, epoch_times: list[float]) -> None:
         eta = (n_epochs - epoch - 1) * (sum(epoch_times) / len(epoch_times))
@@ -868,5 +870,17 @@ class _Engine:
             ck.prune_checkpoints(self.weights_dir, self.cfg.max_checkpoints_to_keep)
         return path
 
-    def _save_final(self, epochs_done: int, metrics: dict) -> Path:
-        return self._save(self.weights_dir / "model.tlk", {"epoch": epochs_done, "metrics": metrics}, None)
+    def _save_final(self, epochs_done: int, metrics: dict, stopped_early: bool = False) -> Path:
+        return self._save_with_card(self.weights_dir / "model.tlk", epochs_done, metrics, stopped_early)
+
+    def _save_with_card(self, path: Path, epochs: int, metrics: dict, stopped_early: bool = False) -> Path:
+        """A model file with its model card inside and beside it (tlkit.model_card)."""
+        from tlkit.model_card import training_card, write_card_files
+
+        card = training_card(self.job.meta, self.cfg, metrics=metrics, history=self.history, epochs=epochs,
+                             devices=self.ctx, use_amp=self.use_amp, stopped_early=stopped_early,
+                             datasets=self.job.datasets, model_file=path.name)
+        path = self._save(path, {"epoch": epochs, "metrics": metrics, "card": card.to_dict()}, None)
+        if self.writer:
+            write_card_files(path, card)
+        return path
