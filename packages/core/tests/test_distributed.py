@@ -228,3 +228,36 @@ def test_launch_arguments_are_checked():
     with pytest.raises(SpecError, match="needs --master"):
         launch(2, 0, None)
     assert not launch(1, 0, None).distributed  # one node: plain training
+
+
+class FakeNode(World):
+    """Node 1 of 2 without processes: collectives answer as node 0 would (its checkpoint epoch, its metrics)."""
+
+    def __init__(self, node0_epoch: int = 0):
+        super().__init__(rank=1, size=2)
+        self.node0_epoch = node0_epoch
+
+    def broadcast(self, obj):
+        return self.node0_epoch if isinstance(obj, int) else obj
+
+    def allreduce_sum(self, values):
+        return np.asarray(values, np.float64) * 2  # node 0 saw as much
+
+    def check_all(self, ok, message):
+        World.check_all(World(), ok, message)  # raise here like every node would
+
+
+def test_a_node_other_than_0_writes_nothing_and_resumes_only_from_node_0s_checkpoint(tmp_path, monkeypatch):
+    import tlkit.distributed as dist
+    from tlkit.training import train
+
+    monkeypatch.setattr(dist, "_WORLD", FakeNode())
+    res = train(make_job(LOCAL_BATCH * NODES, sharded=False), make_cfg(1, LR), tmp_path / "shared")
+    assert res.epochs_run == 1 and np.isfinite(res.history[0]["loss"])
+    assert sorted(p.name for p in (tmp_path / "shared").rglob("*")) == []  # node 0 writes the results
+
+    monkeypatch.setattr(dist, "_WORLD", World())  # a checkpoint this node sees but node 0 (epoch 0) does not
+    train(make_job(LOCAL_BATCH * NODES, sharded=False), make_cfg(1, LR), tmp_path / "mine")
+    monkeypatch.setattr(dist, "_WORLD", FakeNode(node0_epoch=0))
+    with pytest.raises(DistributedError, match="node 1 finds checkpoint epoch 1 .* node 0 finds 0: -r/--results_dir"):
+        train(make_job(LOCAL_BATCH * NODES, sharded=False), make_cfg(2, LR), tmp_path / "mine")
