@@ -4,9 +4,10 @@
 
 (`python3.11 -m venv .venvs/torch && .venvs/torch/bin/pip install torch==2.13.0 numpy efficientnet-lite-pytorch==0.1.0`;
 torch is never a tlkit dependency.) After WARMUP iterations it prints one JSON line (parameter count, torch
-version, threads), then runs one timed iteration per "go" line on stdin, as engine_child.py does. The networks are the same architectures as tlkit's: torchvision's ResNet-18 and MobileNetV2
-(written out below: torchvision's wheels do not match torch 2.13's CPU build here) and the EfficientNet-Lite0 of
-efficientnet-lite-pytorch, whose ImageNet weights tlkit ports. Parameter counts are printed for the check.
+version, threads), then runs one timed iteration per "go" line on stdin, as engine_child.py does.
+The networks are the same architectures as tlkit's: torchvision's ResNet-18 and MobileNetV2 (written out
+below: torchvision's wheels do not match torch 2.13's CPU build here) and the EfficientNet-Lite0 of
+efficientnet-lite-pytorch, whose ImageNet weights tlkit ports; the parameter counts are equal to tlkit's.
 """
 
 from __future__ import annotations
