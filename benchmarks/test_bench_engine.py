@@ -1,149 +1,125 @@
-"""Training-engine overhead: `tlkit.training.train` vs a bare hybridized Gluon loop, same model and batch.
+"""Training-engine overhead: `tlkit.training.train` vs a bare hybridized Gluon loop vs PyTorch eager, same model.
 
-GluonCV resnet18_v1 (random init), 64x64 input, batch 32, 20 iterations from a freshly built network
-(both include the first-iteration graph trace). Each round runs the bare loop and then the engine, so
-both see the same machine load (the dev machine is shared); recorded per round in `extra_info`:
-- bare: img/s of the plain loop (record/forward/loss/backward/trainer.step, L2 via Trainer wd);
-- engine: img/s over the whole `train()` call (end to end: also the checkpoint with optimizer state,
-  the final model, training.csv, TensorBoard events and the curves PNG), and the engine's own in-loop
-  img/s (the epoch's training loop only, before the end-of-epoch writes);
-- steady: the median time between consecutive iterations after the first three, for both loops (the
-  engine's is stamped when it pulls each batch), i.e. the per-iteration cost without one-off work.
-Also img per CPU-second (process time, all threads): steadier than wall time on a shared machine.
-Target: the engine's per-iteration (steady / in-loop) throughput within 5 % of the bare loop.
+Models: resnet18, mobilenet_v2 and efficientnet_lite0 (tlkit's classification networks, random init, 10 classes;
+PyTorch: the same architectures, parameter counts checked equal), SIZE px, batch 32, one fixed in-memory batch
+(the input pipeline is measured in test_bench_classification.py):
+- bare / engine: engine_child.py (the hand-written hybridized Gluon loop; `train()` on the same network);
+- torch: torch_child.py in the venv named by TLKIT_TORCH_PYTHON (default .venvs/torch/bin/python; skipped
+  without one): PyTorch eager, same batch, optimizer and thread count.
+The three run as separate processes in lockstep: one iteration of each in turn, ROUNDS times, each iteration
+finished (all queued work waited for) before the next process starts. On the shared machine a load burst
+then hits all three alike, and each round gives paired ratios. Recorded per model: every iteration's wall and
+CPU time, the median img/s of each loop, and the medians of the per-round ratios engine/bare and engine/torch.
+Target: engine within 5 % of bare.
 
-Run: .venv/bin/python -m pytest benchmarks/test_bench_engine.py --benchmark-only \
+Run: OMP_NUM_THREADS=2 .venv/bin/python -m pytest benchmarks/test_bench_engine.py --benchmark-only \\
          --benchmark-json=benchmarks/results/engine.json
+(TLKIT_BENCH_SIZE, TLKIT_BENCH_ROUNDS change the input size and rounds; threads come from OMP_NUM_THREADS.)
 """
 
 from __future__ import annotations
 
-import io
-import time
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-mx = pytest.importorskip("mxnet")
-pytest.importorskip("gluoncv")
+pytest.importorskip("mxnet")
+pytest.importorskip("tlkit_classification")
 
-from mxnet import autograd, gluon  # noqa: E402
-
-BATCH, SIZE, ITERS, ROUNDS = 32, 64, 20, 4
-
-
-def build_net():
-    from gluoncv.model_zoo import get_model
-
-    mx.random.seed(0)
-    net = get_model("resnet18_v1", pretrained=False)
-    net.initialize(mx.init.Xavier())
-    return net
+HERE = Path(__file__).resolve().parent
+BATCH = 32
+SIZE = int(os.environ.get("TLKIT_BENCH_SIZE", "224"))
+WARMUP = 2
+ROUNDS = int(os.environ.get("TLKIT_BENCH_ROUNDS", "8"))
+ARCHS = ("resnet18", "mobilenet_v2", "efficientnet_lite0")
+TORCH_PYTHON = Path(os.environ.get("TLKIT_TORCH_PYTHON", HERE.parent / ".venvs" / "torch" / "bin" / "python"))
 
 
-def batch():
-    rs = np.random.RandomState(0)
-    x = rs.rand(BATCH, 3, SIZE, SIZE).astype(np.float32)
-    y = rs.randint(0, 1000, BATCH).astype(np.float32)
-    return x, y
+def threads() -> int:
+    from tlkit.threads import configure_threads
+
+    return configure_threads(environ=dict(os.environ)).threads
 
 
-def steady(stamps: list[tuple[float, float]]) -> tuple[float, float]:
-    """Median img/s and img per CPU-second between consecutive iterations, after the first 3 (trace, warm-up)."""
-    d = np.diff(np.asarray(stamps), axis=0)[3:]
-    return BATCH / float(np.median(d[:, 0])), BATCH / float(np.median(d[:, 1]))
+class Loop:
+    """A child process that runs one training iteration per request."""
+
+    def __init__(self, cmd: list[str]):
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.header = self._line()  # "ready" or torch's JSON line, after the warm-up
+        self.times: list[tuple[float, float]] = []
+
+    def _line(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.proc.args[:3]} exited with {self.proc.wait()}")
+        return line.strip()
+
+    def iteration(self) -> None:
+        self.proc.stdin.write("go\n")
+        wall, cpu = (float(v) for v in self._line().split())
+        self.times.append((wall, cpu))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=300)
 
 
-def bare_loop(x_np, y_np) -> tuple[float, float, list]:
-    """(img/s, img per CPU-second, per-iteration stamps) of a plain hybridized Gluon loop."""
-    ce = gluon.loss.SoftmaxCrossEntropyLoss()
-    net = build_net()
-    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4})
-    t0, c0 = time.perf_counter(), time.process_time()
-    stamps = []
-    net.hybridize()
-    for _ in range(ITERS):
-        stamps.append((time.perf_counter(), time.process_time()))
-        x, y = mx.nd.array(x_np), mx.nd.array(y_np)  # the engine converts numpy batches too
-        with autograd.record():
-            loss = ce(net(x), y)
-        loss.backward()
-        trainer.step(BATCH)
-        loss.mean().asscalar()  # a real loop reads its loss
-    mx.nd.waitall()
-    stamps.append((time.perf_counter(), time.process_time()))
-    n = BATCH * ITERS
-    return n / (time.perf_counter() - t0), n / (time.process_time() - c0), stamps
+@pytest.mark.parametrize("arch", ARCHS)
+def test_engine_vs_bare_loop_vs_torch(benchmark, tmp_path, arch):
+    env_threads = str(threads())
+    mx_cmd = [sys.executable, str(HERE / "engine_child.py")]
+    loops = {
+        "bare": Loop([*mx_cmd, "bare", arch, str(SIZE), str(BATCH), str(WARMUP)]),
+        "engine": Loop([*mx_cmd, "engine", arch, str(SIZE), str(BATCH), str(WARMUP), str(tmp_path / "run")]),
+    }
+    if TORCH_PYTHON.is_file():
+        loops["torch"] = Loop(
+            [str(TORCH_PYTHON), str(HERE / "torch_child.py"), arch, str(SIZE), str(BATCH), str(WARMUP), env_threads]
+        )
+    load = []
 
+    def one_round():
+        load.append(os.getloadavg()[0])
+        for loop in loops.values():
+            loop.iteration()
 
-def engine_run(x_np, y_np, results) -> tuple[float, float, float, list]:
-    """(end-to-end img/s, in-loop img/s, end-to-end img per CPU-second, per-iteration stamps) of
-    tlkit.training.train; the stamps are taken when the engine pulls each batch."""
-    from rich.console import Console
-
-    from tlkit.config import TrainConfig
-    from tlkit.training import TrainJob, train
-
-    ce = gluon.loss.SoftmaxCrossEntropyLoss()
-    cfg = TrainConfig.model_validate(
+    try:
+        benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
+    finally:
+        for loop in loops.values():
+            loop.close()
+    wall = {k: np.array([t[0] for t in v.times]) for k, v in loops.items()}
+    cpu = {k: np.array([t[1] for t in v.times]) for k, v in loops.items()}
+    img_per_s = {k: BATCH / float(np.median(w)) for k, w in wall.items()}
+    ratios = {
+        "engine_vs_bare": float(np.median(wall["bare"] / wall["engine"])),
+        "engine_vs_bare_cpu": float(np.median(cpu["bare"] / cpu["engine"])),
+    }
+    if "torch" in loops:
+        ratios["engine_vs_torch"] = float(np.median(wall["torch"] / wall["engine"]))
+        ratios["engine_vs_torch_cpu"] = float(np.median(cpu["torch"] / cpu["engine"]))
+    benchmark.extra_info.update(
         {
-            "n_epochs": 1,
-            "batch_size_per_gpu": BATCH,
-            "optimizer": {"type": "sgd", "momentum": 0.9},
-            "lr_config": {"type": "constant", "learning_rate": 0.01},
-            "reg_config": {"type": "L2", "weight_decay": 1e-4},
+            "arch": arch,
+            "input": SIZE,
+            "batch": BATCH,
+            "warmup": WARMUP,
+            "rounds": ROUNDS,
+            "threads": int(env_threads),
+            "img_per_s_median": img_per_s,
+            "ratios_median_of_rounds": ratios,
+            "torch": json.loads(loops["torch"].header) if "torch" in loops else None,
+            "iterations_wall_s": {k: v.tolist() for k, v in wall.items()},
+            "iterations_cpu_s": {k: v.tolist() for k, v in cpu.items()},
+            "loadavg_per_round": load,
         }
     )
-    stamps = []
-
-    def data(epoch):
-        for _ in range(ITERS):
-            stamps.append((time.perf_counter(), time.process_time()))
-            yield x_np, y_np
-
-    job = TrainJob(
-        net=build_net(),
-        train_data=data,
-        steps_per_epoch=ITERS,
-        loss=lambda out, label: ce(out, label),
-        meta={"task": "bench", "arch": "resnet18_v1", "input_shape": [3, SIZE, SIZE]},
-    )
-    t0, c0 = time.perf_counter(), time.process_time()
-    res = train(job, cfg, results, console=Console(file=io.StringIO()))
-    n = BATCH * ITERS
-    return n / (time.perf_counter() - t0), res.history[0]["throughput"], n / (time.process_time() - c0), stamps
-
-
-def test_engine_vs_bare_loop(benchmark, tmp_path):
-    x_np, y_np = batch()
-    rows = []
-    rounds = iter(range(100))
-
-    def pair():
-        bare, bare_cpu, bare_stamps = bare_loop(x_np, y_np)
-        e2e, in_loop, e2e_cpu, eng_stamps = engine_run(x_np, y_np, tmp_path / f"run{next(rounds)}")
-        (bs, bs_cpu), (es, es_cpu) = steady(bare_stamps), steady(eng_stamps)
-        rows.append(
-            {
-                "bare_steady_img_per_s": bs,
-                "bare_steady_img_per_cpu_s": bs_cpu,
-                "engine_steady_img_per_s": es,
-                "engine_steady_img_per_cpu_s": es_cpu,
-                "steady_vs_bare": es / bs,
-                "steady_cpu_vs_bare": es_cpu / bs_cpu,
-                "bare_img_per_s": bare,
-                "bare_img_per_cpu_s": bare_cpu,
-                "engine_img_per_s_end_to_end": e2e,
-                "engine_img_per_s_in_loop": in_loop,
-                "engine_img_per_cpu_s_end_to_end": e2e_cpu,
-                "in_loop_vs_bare": in_loop / bare,
-                "end_to_end_vs_bare": e2e / bare,
-                "cpu_end_to_end_vs_bare": e2e_cpu / bare_cpu,
-            }
-        )
-
-    benchmark.pedantic(pair, rounds=ROUNDS, iterations=1)
-    med = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
-    benchmark.extra_info.update(
-        {"model": "resnet18_v1", "input": SIZE, "batch": BATCH, "iterations": ITERS, "rounds": rows, "median": med}
-    )
+    assert all(v > 0 for v in img_per_s.values())

@@ -181,3 +181,36 @@ def test_engine_without_gpu_is_one_clear_error(capsys, tmp_path, tlk_models, tas
         lines = err.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in out + err, err
         assert lines[0].startswith("error: ") and str(engine.name) in lines[0] and "GPU" in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("task", list(BUILDERS))
+def test_int8_engine_from_a_qat_model(capsys, tmp_path, tlk_models, task):
+    """Quantization-aware training's export: `export --data_type int8` with no calibration data (the learned
+    ranges), then `tensorrt convert -t int8` builds an int8 engine from it, as from a calibrated export."""
+    import mxnet as mx
+    from tlkit.export.calibration import read_trt_cache
+    from tlkit.model_io import load_net, save_net
+    from tlkit.qat import calibrate_qat, prepare_qat, qat_meta
+
+    model, meta = tlk_models[task]
+    net, _ = load_net(model)
+    qnet, points = prepare_qat(net, meta["input_shape"])  # what the engine trains with enable_qat
+    rs = np.random.RandomState(0)
+    calibrate_qat(qnet, points, [rs.normal(0, 1, (2, *meta["input_shape"])).astype(np.float32)], mx.cpu())
+    qat_model = save_net(tmp_path / "qat.tlk", qnet, {**meta, "qat": qat_meta(points)})
+    onnx_path = tmp_path / "qat_int8.onnx"
+    out = ok(capsys, task, "export", "-m", qat_model, "-o", onnx_path, "--data_type", "int8")
+    assert "learned ranges of quantization-aware training" in out
+    assert len(read_trt_cache(tmp_path / "cal.bin")) == len(points)  # TLT's default cache, beside the ONNX
+    c, h, w = meta["input_shape"]
+    profile = f"input,1x{c}x{h}x{w},2x{c}x{h}x{w},{MAX_BATCH}x{c}x{h}x{w}"
+    engines = {}
+    for precision, path in (("int8", onnx_path), ("fp32", tmp_path / "fp32.onnx")):
+        if precision == "fp32":
+            ok(capsys, task, "export", "-m", qat_model, "-o", path)
+        header = json.loads(ok(capsys, "tensorrt", "convert", path, "-t", precision, "-p", profile,
+                               "-e", tmp_path / f"{precision}.engine", "--json"))
+        engines[precision] = header["engine"]
+    e = engines["int8"]
+    assert e["precision"] == "int8" and e["qdq"] is True and e["fallbacks"] == [], e["warnings"]
+    assert e["weights_bytes"] <= 0.5 * engines["fp32"]["weights_bytes"]  # int8 weights, no layer kept in float

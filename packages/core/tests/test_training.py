@@ -530,9 +530,64 @@ def test_divergence_is_reported(tmp_path):
         train(job, make_cfg(), tmp_path)
 
 
-def test_amp_on_cpu_is_refused(tmp_path):
-    with pytest.raises(TlkitError, match="--use_amp needs GPUs"):
+def test_amp_on_a_cpu_without_bf16_is_refused_clearly(tmp_path, monkeypatch):
+    from tlkit.training import engine
+
+    monkeypatch.setattr(engine, "cpu_bf16_missing", lambda: ["avx512f", "avx512bw"])
+    with pytest.raises(TlkitError, match=r"bfloat16.*AVX-512.*lacks avx512f, avx512bw.*without --use_amp"):
         train(make_job(), make_cfg(), tmp_path, use_amp=True)
+    assert not (tmp_path / "weights").exists()
+
+
+def test_cpu_bf16_flags_from_cpuinfo():
+    from tlkit.training.engine import cpu_bf16_missing
+
+    zen3 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    assert cpu_bf16_missing(zen3) == ["avx512f", "avx512bw", "avx512vl", "avx512dq"]
+    assert cpu_bf16_missing("flags : avx2 avx512f avx512bw avx512vl avx512dq avx512_bf16\n") == []
+
+
+AMP_SCRIPT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from rich.console import Console
+from test_training import make_cfg, make_job
+from tlkit.training import train
+import mxnet as mx
+ctx = [mx.gpu(0)] if {gpu} else None
+res = train(make_job(), make_cfg(n_epochs=2), {out!r}, ctx=ctx, use_amp=True, console=Console(stderr=True))
+print(json.dumps([h["loss"] for h in res.history]))
+"""
+
+
+def _amp_run(tmp_path, gpu: bool) -> tuple[list[float], str]:
+    """An AMP training in its own process (amp.init patches MXNet's operators for the whole process)."""
+    script = AMP_SCRIPT.format(tests=str(Path(__file__).parent), gpu=gpu, out=str(tmp_path / "amp"))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def test_amp_bfloat16_on_cpu(tmp_path):
+    from tlkit.training.engine import cpu_bf16_missing
+
+    if cpu_bf16_missing():
+        pytest.skip(f"this CPU lacks {cpu_bf16_missing()} for oneDNN bfloat16 (the refusal is tested above)")
+    losses, log = _amp_run(tmp_path, gpu=False)
+    assert "mixed precision: bfloat16" in log
+    fp32 = train(make_job(), make_cfg(n_epochs=2), tmp_path / "fp32").history
+    # bfloat16 keeps 8 bits of mantissa: the same training, a little noisier
+    np.testing.assert_allclose(losses, [h["loss"] for h in fp32], rtol=0.05)
+    assert losses[1] < losses[0]
+
+
+def test_amp_float16_on_gpu_with_loss_scaling(tmp_path):
+    if mx.context.num_gpus() == 0:
+        pytest.skip("no GPU visible to MXNet")
+    losses, log = _amp_run(tmp_path, gpu=True)
+    assert "mixed precision: float16 with dynamic loss scaling" in log
+    assert all(np.isfinite(losses)) and losses[1] < losses[0]
 
 
 def test_two_cpu_contexts_data_parallel(tmp_path):

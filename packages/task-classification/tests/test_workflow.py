@@ -120,3 +120,19 @@ def test_onnx_evaluates_like_the_tlk(run):
     assert run["eval_onnx"].kpi["loss"] == pytest.approx(run["eval2"].kpi["loss"], rel=1e-4, abs=1e-5)
     e = json.loads((run["root"] / "eval_onnx" / "evaluation.json").read_text())
     assert e["backend"] != "mxnet" and e["model"].endswith("model.onnx")
+
+
+def test_qat_fine_tune_exports_int8_without_calibration(run, shapes, tmp_path):
+    """TLT's enable_qat from a trained model: a QAT graph that the int8 export reproduces, evaluated as ONNX."""
+    from tlkit.testing.qat import assert_qat_export_reproduces
+    from tlkit_classification import evaluate, train
+
+    model = Path(run["train"]["model"])
+    cfg = spec(shapes, f"train_config.pretrained_model_path={model}", "train_config.enable_qat=true",
+               "train_config.n_epochs=1")
+    out = train.run(ctx("train", cfg, results_dir=tmp_path / "qat"))
+    meta = read_meta(out["model"])
+    assert meta["kind"] == "graph" and meta["qat"]["activations_quantized"] >= 10  # every conv/dense input
+    onnx = assert_qat_export_reproduces(out["model"], out_dir=tmp_path)
+    ev = evaluate.run(ctx("evaluate", cfg, results_dir=tmp_path / "eval", model=onnx))
+    assert ev["accuracy"] == pytest.approx(out["validation_accuracy"], abs=1 / 12 + 1e-9)  # 12 images: 1 may flip

@@ -260,6 +260,16 @@ def test_detectnet_distillation_loss_is_lower_against_itself():
     assert same.shape == (2,) and (other > same).all()
     assert loss._sums == []  # distillation never feeds the auto-weighting statistics
 
+    # TLT's recipe ends with the pruned model retrained quantization-aware, exported int8 without calibration
+    from tlkit.testing.qat import assert_qat_export_reproduces
+
+    cfg = tiny_spec(trained["manifest"], **{"train_config.pretrained_model_path": str(pruned),
+                                            "train_config.load_graph": True, "train_config.enable_qat": True})
+    out = train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "qat"))
+    assert read_meta(out["model"])["qat"]["activations_quantized"] >= 8
+    assert 0.0 <= out["mean average precision"] <= 1.0
+    assert_qat_export_reproduces(out["model"], out_dir=tmp_path)
+
 
 def test_calibration_tensorfile(trained, tmp_path):
     from tlkit.export.calibration import read_tensorfile, tensorfile_info

@@ -322,3 +322,18 @@ def test_evaluate_and_inference_apply_the_spec_scales(trained, tmp_path, monkeyp
     cfg = PoseConfig.model_validate({"inference": {"scales": [0.5, 1.0, 2.0]}})
     res = infer_run(ctx("inference", c, model=model, spec=cfg, results_dir=tmp_path / "inf", options={"image_dir": val.parent / "images"}))
     assert res["images"] == 3 and seen == [0.5, 1.0, 2.0] * 3
+
+
+def test_qat_from_scratch_exports_int8_without_calibration(trained, tmp_path):
+    import mxnet as mx
+
+    from tlkit.model_io import read_meta
+    from tlkit.testing.qat import assert_qat_export_reproduces
+    from tlkit_pose.train import train_model
+
+    cfg = trained["cfg"].model_copy(deep=True)
+    cfg.train_config.enable_qat = True
+    res = train_model(cfg, tmp_path / "qat", Console(quiet=True), [mx.cpu()])
+    assert read_meta(res.model_path)["qat"]["activations_quantized"] >= 8
+    assert np.isfinite(res.history[-1]["loss"]) and 0.0 <= res.history[-1]["AP"] <= 1.0
+    assert_qat_export_reproduces(res.model_path, out_dir=tmp_path)

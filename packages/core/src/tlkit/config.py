@@ -162,6 +162,11 @@ class TrainConfig(SpecModel):
     load_graph: bool = Field(False, description="use the graph of pretrained_model_path (pruned models)")
     retrain_config: RetrainConfig = Field(default_factory=RetrainConfig)
     distillation: DistillationConfig = Field(default_factory=DistillationConfig)
+    enable_qat: bool = Field(
+        False,
+        description="quantization-aware training: int8 fake-quantized weights (per channel) and activations (per "
+        "tensor, learned ranges); export --data_type int8 then needs no calibration data",
+    )
 
 
 class TaskConfig(SpecModel):

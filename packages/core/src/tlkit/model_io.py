@@ -204,6 +204,9 @@ def symbol_block(symbol_json: str, params: dict[str, Any], ctx: Any = None) -> A
         fname = os.path.join(tmp, "p.params")
         mx.nd.save(fname, params)
         net.collect_params().load(fname, ctx=ctx, allow_missing=False, ignore_extra=True)
+    for p in net.collect_params().values():
+        if p.shape is None and p._data is not None:  # load() leaves it unset; checkpoint loading compares shapes
+            p.shape = p._data[0].shape
     return net
 
 

@@ -365,11 +365,13 @@ def batches(
     drop_last: bool = False,
     workers: int = 2,
     as_nd: bool = False,
+    shard: Any = None,
 ) -> Iterator[tuple[Any, Any]]:
     """Yield (data NCHW float32, labels) batches; training pipelines give (N, C) soft targets.
 
     Deterministic given (seed, epoch): the order and each sample's augmentation come from generators
     seeded with them, not from the thread pool's timing. Batches are prepared `workers` ahead.
+    `shard` (a tlkit.distributed.World): only this node's slice of each batch is made.
     """
     n = len(ds)
     order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
@@ -378,7 +380,7 @@ def batches(
     n_classes = len(ds.classes)
 
     def make(step: int) -> tuple[np.ndarray, np.ndarray]:
-        idx = chunks[step]
+        idx = chunks[step] if shard is None else shard.shard(chunks[step])
         imgs = [pipe.transform(ds.image(int(i)), np.random.default_rng([seed, epoch, int(i)]) if pipe.train else None)
                 for i in idx]
         x = pipe.preprocess(imgs)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from tlkit.errors import DataError
+from tlkit.threads import loader_workers
 
 from tlkit_classification.data import ImageFolder, Pipeline, batches, classmap_text, open_image_folder, steps_per_epoch
 from tlkit_classification.evaluate import eval_pipeline
@@ -34,7 +35,7 @@ def open_datasets(cfg: Any, strict: bool, console: Any = None, classes: list[str
         cache=dc.cache_images,
         cache_limit_mb=dc.cache_limit_mb,
         max_side=int(max(m.input_shape[1:]) / 0.875 * 1.25),  # enough for the crops, no more
-        workers=max(1, cfg.train_config.n_workers),
+        workers=max(1, loader_workers(cfg.train_config.n_workers)),
     )
     train = open_image_folder(dc.train_dataset_path, classes=classes, what="dataset_config.train_dataset_path", **common)
     val = None
@@ -113,6 +114,7 @@ def build_job(
 ) -> Any:
     """The TrainJob `train` runs (TaskSpec.train_job: `prune -e` and `compress` build it too)."""
     from tlkit.config import resolved_spec_text
+    from tlkit.distributed import world
     from tlkit.training import TrainJob
 
     from tlkit_classification.model import build_for_training, count_params
@@ -128,15 +130,16 @@ def build_job(
     built = build_for_training(cfg, train_ds.classes, ctx_list, console)
     console.print(f"model: {cfg.model.arch}, {count_params(built.net):,} parameters, input {tuple(built.meta['input_shape'])}")
     pipe = train_pipeline(cfg, built.meta)
-    bs = tc.batch_size_per_gpu * len(ctx_list)
-    drop_last = len(train_ds) >= 2 * bs  # avoid a tiny last batch (noisy BN statistics) when data allows
+    node = world()  # multi-node training: batches are global, each node decodes and trains its slice
+    bs = tc.batch_size_per_gpu * len(ctx_list) * node.size
+    # avoid a tiny last batch (noisy BN statistics) when data allows; nodes must all take full batches
+    drop_last = len(train_ds) >= 2 * bs or node.distributed
     steps = steps_per_epoch(len(train_ds), bs, drop_last)
-    workers = max(1, tc.n_workers)
+    workers = max(1, loader_workers(tc.n_workers))
 
     def train_data(epoch: int):
-        return batches(
-            train_ds, pipe, bs, epoch=epoch, seed=tc.random_seed, shuffle=True, drop_last=drop_last, workers=workers, as_nd=True
-        )
+        return batches(train_ds, pipe, bs, epoch=epoch, seed=tc.random_seed, shuffle=True, drop_last=drop_last,
+                       workers=workers, as_nd=True, shard=node)
 
     return TrainJob(
         net=built.net,
@@ -153,6 +156,7 @@ def build_job(
         datasets=[card_dataset(s, ds) for s, ds in (("train", train_ds), ("validation", val_ds)) if ds is not None],
         # written by the engine once it accepts the results dir (a refused re-run changes no file)
         run_files={"classmap.json": classmap_text(train_ds.classes), "experiment_spec.yaml": resolved_spec_text(cfg)},
+        sharded=True,
     )
 
 

@@ -277,10 +277,12 @@ def batches(
     drop_last: bool = False,
     workers: int = 1,
     with_targets: bool = True,
+    shard: Any = None,
 ) -> Iterator[tuple[np.ndarray, Any]]:
     """(x (B,3,H,W) float32, (cov, bbox, cov_norm)) batches; `aug=None` turns augmentation off.
 
-    Without targets, yields (x, indices of the frames)."""
+    Without targets, yields (x, indices of the frames). `shard` (a tlkit.distributed.World): only this
+    node's slice of each batch is made."""
     order = epoch_order(ds, epoch, seed) if shuffle else np.arange(len(ds))
 
     def one(i: int):
@@ -300,6 +302,8 @@ def batches(
     try:
         for start in stops:
             idx = order[start : start + batch_size]
+            if shard is not None:
+                idx = shard.shard(idx)
             items = list(pool.map(one, idx)) if pool is not None else [one(i) for i in idx]
             x = np.stack([it[0] for it in items])
             if not with_targets:

@@ -113,19 +113,22 @@ class YOLOv3Targets:
         return (img.asnumpy(), gt.asnumpy(), *[t.asnumpy() for t in targets])
 
 
-def _target_batches(ds: Any, targets: Any, order: Any, batch_size: int, drop_last: bool):
-    """`targets(image, boxes, classes)` of the frames in `order`, a list per batch."""
+def _target_batches(ds: Any, targets: Any, order: Any, batch_size: int, drop_last: bool, shard: Any = None):
+    """`targets(image, boxes, classes)` of the frames in `order`, a list per batch (only this node's slice
+    of it with `shard`, a tlkit.distributed.World)."""
     n = len(order)
     for start in range(0, n - batch_size + 1 if drop_last else n, batch_size):
+        idx = order[start : start + batch_size]
         yield [targets(ds.frames[i].image, ds.frames[i].boxes, ds.frames[i].classes)
-               for i in order[start : start + batch_size]]
+               for i in (idx if shard is None else shard.shard(idx))]
 
 
-def yolo_batches(ds: Any, targets: YOLOv3Targets, batch_size: int, *, epoch: int, seed: int, drop_last: bool):
+def yolo_batches(ds: Any, targets: YOLOv3Targets, batch_size: int, *, epoch: int, seed: int, drop_last: bool,
+                 shard: Any = None):
     """Shuffled batches (data.epoch_order: source_weight applies) of the frames with objects:
     (x, (gt_boxes padded with -1, 5 target arrays))."""
     with_objects = [i for i in range(len(ds)) if len(ds.frames[i].boxes)]
-    for items in _target_batches(ds, targets, epoch_order(ds, epoch, seed, with_objects), batch_size, drop_last):
+    for items in _target_batches(ds, targets, epoch_order(ds, epoch, seed, with_objects), batch_size, drop_last, shard):
         n_gt = max(len(it[1]) for it in items)
         gt = np.full((len(items), n_gt, 4), -1, np.float32)
         for k, it in enumerate(items):
@@ -192,10 +195,11 @@ class SSDTargets:
         return x, cls_t[0].asnumpy(), box_t[0].asnumpy()
 
 
-def ssd_batches(ds: Any, targets: SSDTargets, batch_size: int, *, epoch: int, seed: int, drop_last: bool):
+def ssd_batches(ds: Any, targets: SSDTargets, batch_size: int, *, epoch: int, seed: int, drop_last: bool,
+                shard: Any = None):
     """Shuffled training batches (data.epoch_order: source_weight applies):
     (x (B,3,H,W), (cls_targets (B,N), box_targets (B,N,4)))."""
-    for items in _target_batches(ds, targets, epoch_order(ds, epoch, seed), batch_size, drop_last):
+    for items in _target_batches(ds, targets, epoch_order(ds, epoch, seed), batch_size, drop_last, shard):
         yield np.stack([it[0] for it in items]), (np.stack([it[1] for it in items]), np.stack([it[2] for it in items]))
 
 
@@ -203,6 +207,8 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
     """The TrainJob of a GluonCV detector (`tlkit_detection.train.build_job` dispatches here)."""
     from tlkit.config import resolved_spec_text
     from tlkit.training import TrainJob
+
+    from tlkit.distributed import world
 
     from tlkit_detection.data import TargetMaker, steps_per_epoch
     from tlkit_detection.gluoncv_models import build_for_training, net_detector, params_from, teacher_training_graph
@@ -215,10 +221,11 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
     built = build_for_training(cfg, classes, ctx_list, console)
     meta = built.meta
     console.print(f"model: GluonCV {meta['arch']}, {count_params(built.net):,} parameters, input {tuple(meta['input_shape'])}")
-    bs = tc.batch_size_per_gpu * len(ctx_list)
+    node = world()  # multi-node training: batches are global, each node decodes and trains its slice
+    bs = tc.batch_size_per_gpu * len(ctx_list) * node.size
     yolo = meta["detector"] == "yolov3"
     n_train = sum(1 for f in train_ds.frames if len(f.boxes)) if yolo else len(train_ds)
-    drop_last = n_train >= 2 * bs
+    drop_last = n_train >= 2 * bs or node.distributed
     if yolo:
         # a retrained pruned graph hands GluonCV's target makers an unpruned reference network
         targets = YOLOv3Targets(getattr(built.net, "reference", built.net), meta)
@@ -227,7 +234,7 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
         targets, loss, make = SSDTargets(built.net, meta, ctx_list[0], cfg.augmentation_config), SSDLoss(), ssd_batches
 
     def train_data(epoch: int):
-        return make(train_ds, targets, bs, epoch=epoch, seed=tc.random_seed, drop_last=drop_last)
+        return make(train_ds, targets, bs, epoch=epoch, seed=tc.random_seed, drop_last=drop_last, shard=node)
 
     validate = None
     if val_ds is not None:
@@ -260,4 +267,5 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
         datasets=card_datasets(cfg, train_ds, val_ds),
         first_validation_epoch=first_validation,
         run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
+        sharded=True,
     )

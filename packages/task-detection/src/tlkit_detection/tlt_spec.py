@@ -262,7 +262,7 @@ ALIASES = [
         ({}, {"enabled": False}),
         warn=False,
     ),
-    unsupported("training_config.enable_qat", "quantization-aware training", (False,)),
+    Alias("training_config.enable_qat", ".enable_qat"),  # quantization-aware training (tlkit.qat)
     unsupported(
         "training_config.visualizer",
         "tlkit writes events/ (TensorBoard) and training_curves.png itself",

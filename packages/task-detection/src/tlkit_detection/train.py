@@ -136,6 +136,8 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
 
         return gluoncv_job(cfg, results_dir, console, ctx_list)
     from tlkit.config import resolved_spec_text
+    from tlkit.distributed import world
+    from tlkit.threads import loader_workers
     from tlkit.training import TrainJob
 
     from tlkit_detection.loss import DetectNetLoss
@@ -151,14 +153,15 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
                   f"input {tuple(built.meta['input_shape'])}")
     maker = TargetMaker(cfg, classes, built.meta["preprocessing"], train_ds.input_size)
     loss = DetectNetLoss.from_config(cfg, classes)
-    bs = tc.batch_size_per_gpu * len(ctx_list)
-    drop_last = len(train_ds) >= 2 * bs
+    node = world()  # multi-node training: batches are global, each node decodes and trains its slice
+    bs = tc.batch_size_per_gpu * len(ctx_list) * node.size
+    drop_last = len(train_ds) >= 2 * bs or node.distributed
     steps = steps_per_epoch(len(train_ds), bs, drop_last)
-    workers = max(1, tc.n_workers)
+    workers = max(1, loader_workers(tc.n_workers))
 
     def train_data(epoch: int):
         return batches(train_ds, maker, bs, aug=cfg.augmentation_config, epoch=epoch, seed=tc.random_seed,
-                       shuffle=True, drop_last=drop_last, workers=workers)
+                       shuffle=True, drop_last=drop_last, workers=workers, shard=node)
 
     validate = None
     if val_ds is not None:
@@ -197,6 +200,7 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
         datasets=card_datasets(cfg, train_ds, val_ds),
         first_validation_epoch=first_validation,
         run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
+        sharded=True,
     )
 
 

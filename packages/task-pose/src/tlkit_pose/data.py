@@ -214,9 +214,20 @@ def make_example(sample: Sample, cfg: Any, rng: np.random.Generator, train: bool
     return img[:, :, ::-1], hm.transpose(2, 0, 1), paf.transpose(2, 0, 1), mt[None]
 
 
-def batches(samples: Sequence[Sample], cfg: Any, pre: dict[str, Any], batch_size: int, epoch: int, seed: int, shuffle: bool = True, drop_last: bool = True) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+def batches(
+    samples: Sequence[Sample],
+    cfg: Any,
+    pre: dict[str, Any],
+    batch_size: int,
+    epoch: int,
+    seed: int,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    shard: Any = None,
+) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
     """(data (N, 3, H, W) float32, [heatmap (N, 19, Ht, Wt), paf (N, 38, Ht, Wt), mask (N, 1, Ht, Wt)])
-    batches for `epoch`; the same (seed, epoch) gives the same batches."""
+    batches for `epoch`; the same (seed, epoch) gives the same batches. `shard` (a tlkit.distributed.World):
+    only this node's slice of each batch is made."""
     from tlkit_pose.model import normalize
 
     if not samples:
@@ -225,6 +236,8 @@ def batches(samples: Sequence[Sample], cfg: Any, pre: dict[str, Any], batch_size
     n = len(order) // batch_size * batch_size if drop_last and len(order) >= batch_size else len(order)
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
+        if shard is not None:
+            idx = shard.shard(idx)
         ex = [make_example(samples[i], cfg, np.random.default_rng([seed, epoch, int(i)])) for i in idx]
         imgs, hms, pafs, masks = (np.stack(v) for v in zip(*ex))
         yield normalize(imgs, pre), [hms, pafs, masks]

@@ -280,7 +280,9 @@ def build_for_training(cfg: Any, ctx: list[Any], console: Any = None) -> BuiltMo
     frozen: tuple[str, ...] = ()
     if m.freeze_blocks:
         frozen = tuple("backbone." + p for p in net.backbone.freeze_prefixes(m.freeze_blocks))
-    set_all_stages(net, True)
+    # every stage's outputs are supervised (TLT); a QAT graph, like a pruned one, is saved as the graph it trains,
+    # so it trains the inference outputs (the last stage's)
+    set_all_stages(net, not tc.enable_qat)
     return BuiltModel(net, meta, frozen)
 
 

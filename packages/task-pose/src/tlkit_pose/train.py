@@ -77,6 +77,7 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
 def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, samples: list | None = None) -> Any:
     """The TrainJob `train` runs (TaskSpec.train_job: `prune -e` and `compress` build it too)."""
     from tlkit.config import resolved_spec_text
+    from tlkit.distributed import world
     from tlkit.training import TrainJob
 
     from tlkit_pose import data
@@ -90,13 +91,14 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *,
         f"train: {len(samples)} images; model {cfg.model.arch}, {cfg.model.stages} stages, "
         f"{count_params(built.net):,} parameters, input {tuple(built.meta['input_shape'])}"
     )
-    bs = tc.batch_size_per_gpu * len(ctx_list)
-    drop_last = len(samples) >= bs
+    node = world()  # multi-node training: batches are global, each node makes and trains its slice
+    bs = tc.batch_size_per_gpu * len(ctx_list) * node.size
+    drop_last = len(samples) >= bs or node.distributed
     steps = data.steps_per_epoch(len(samples), bs, drop_last)
     pre = built.meta["preprocessing"]
 
     def train_data(epoch: int):
-        return data.batches(samples, cfg, pre, bs, epoch, tc.random_seed, shuffle=True, drop_last=drop_last)
+        return data.batches(samples, cfg, pre, bs, epoch, tc.random_seed, shuffle=True, drop_last=drop_last, shard=node)
 
     validate = make_validate(cfg, built.meta)
     return TrainJob(
@@ -113,6 +115,7 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *,
         distill_loss=distill_loss,
         datasets=[card_dataset(cfg, samples)],
         run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
+        sharded=True,
     )
 
 

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("TLKIT_DEBUG"):
             raise
         print(f"error: {err}", file=sys.stderr)
+        _abort_if_distributed(err.exit_code)
         sys.exit(err.exit_code)
     except OSError as err:  # the I/O error boundary: whatever no command turned into a TlkitError
         if os.environ.get("TLKIT_DEBUG"):
@@ -73,9 +74,11 @@ def main(argv: list[str] | None = None) -> None:
         from tlkit.io import describe_os_error
 
         print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        _abort_if_distributed(1)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        _abort_if_distributed(130)
         sys.exit(130)
     except Exception as err:  # a bug, not bad input: still one line (TLKIT_DEBUG=1 shows where)
         if os.environ.get("TLKIT_DEBUG"):
@@ -87,7 +90,15 @@ def main(argv: list[str] | None = None) -> None:
             f"(rerun with TLKIT_DEBUG=1 for the traceback and report it)",
             file=sys.stderr,
         )
+        _abort_if_distributed(70)
         sys.exit(70)  # EX_SOFTWARE
+
+
+def _abort_if_distributed(code: int) -> None:
+    """In a multi-node job, exit at once: a normal exit would wait at ps-lite's closing barrier for nodes that
+    are waiting for this one."""
+    if "tlkit.distributed" in sys.modules:  # only a train with --num_nodes imports it
+        sys.modules["tlkit.distributed"].abort_if_distributed(code)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,17 @@ _COMMON = (
 )
 
 
+# Process-level flags: CPU threads (any command) and multi-node training (train only; tlkit.distributed).
+_RUNTIME = (
+    ("num_threads", Optional[int], ("--num_threads",),
+     "MXNet CPU threads (default: OMP_NUM_THREADS, else the cores this process may use)."),
+    ("num_nodes", Optional[int], ("--num_nodes",), "Train on N nodes (one process each; MXNet dist_sync). Default 1."),
+    ("node_rank", Optional[int], ("--node_rank",),
+     "This node's rank, 0..N-1 (0 runs the scheduler and writes results)."),
+    ("master", Optional[str], ("--master",), "host:port of node 0's scheduler (a free port), for --num_nodes > 1."),
+)
+
+
 def _option_param(opt: OptionSpec) -> inspect.Parameter:
     tp: Any = opt.type
     if opt.multiple:
@@ -63,10 +74,16 @@ def _make_command(task: TaskSpec, cmd: CommandSpec):
         inspect.Parameter(
             "use_amp",
             inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(False, "--use_amp", help="Automatic mixed precision (train only, GPU)."),
+            default=typer.Option(False, "--use_amp", help="Automatic mixed precision (train only): float16 on GPUs, "
+                                 "bfloat16 on AVX-512 CPUs."),
             annotation=bool,
         )
     )
+    params += [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(None, *flags, help=h),
+                          annotation=ann)
+        for name, ann, flags, h in _RUNTIME
+    ]
     params += [_option_param(o) for o in cmd.options]
     params.append(
         inspect.Parameter(
@@ -91,13 +108,19 @@ def run_command(task: TaskSpec, cmd: CommandSpec, kwargs: dict[str, Any]) -> Non
     from tlkit.context import CommandContext
     from tlkit.io import make_dir
     from tlkit.lazy import resolve
+    from tlkit.threads import configure_threads
 
     overrides = list(kwargs.pop("overrides") or [])
     common = {name: kwargs.pop(name) for name, *_ in _COMMON}
     use_amp = kwargs.pop("use_amp")
+    runtime = {name: kwargs.pop(name) for name, *_ in _RUNTIME}
+    threads = configure_threads(runtime["num_threads"])  # before anything imports MXNet
+    num_nodes = 1 if runtime["num_nodes"] is None else runtime["num_nodes"]
     check_options(cmd.options, kwargs)
     if use_amp and cmd.name != "train":
         raise TlkitError("--use_amp applies to train only")
+    if cmd.name != "train" and (num_nodes != 1 or runtime["node_rank"] is not None or runtime["master"]):
+        raise TlkitError("--num_nodes/--node_rank/--master apply to train only")
     spec_path = common["experiment_spec"]
     if cmd.needs_spec and spec_path is None:
         raise SpecError(f"tlkit {task.name} {cmd.name}: -e/--experiment_spec is required")
@@ -129,9 +152,13 @@ def run_command(task: TaskSpec, cmd: CommandSpec, kwargs: dict[str, Any]) -> Non
         make_dir(results_dir, "-r/--results_dir")
     from tlkit.training.signals import Terminated, sigterm_interrupts
 
+    if cmd.name == "train":
+        ctx.console.print(threads.describe())
+    node_rank = 0 if runtime["node_rank"] is None else runtime["node_rank"]
+
     try:
         with contextlib.ExitStack() as guard:
-            if cmd.stage == Stage.TRAIN and results_dir is not None:
+            if cmd.stage == Stage.TRAIN and results_dir is not None and node_rank == 0:  # node 0 alone writes there
                 # one training per results dir; taken before anything is read or written, so a refused run
                 # changes nothing (the engine takes it again, re-entrantly, for callers that skip the CLI)
                 from tlkit.training.lock import results_dir_lock
@@ -144,10 +171,17 @@ def run_command(task: TaskSpec, cmd: CommandSpec, kwargs: dict[str, Any]) -> Non
                     moved = archive_run(results_dir)
                     if moved is not None:
                         ctx.console.print(f"--restart: the previous run's files moved to {moved}", soft_wrap=True)
+            if num_nodes > 1:
+                from tlkit.distributed import launch
+
+                w = launch(num_nodes, node_rank, runtime["master"])
+                ctx.console.print(f"node {w.rank} of {w.size} (kvstore worker {w.kv_rank}), scheduler {w.master}")
             _run_with_hooks(task, cmd, ctx)
     except KeyboardInterrupt as err:  # click would print "Aborted!" and exit 1; say which, with the usual codes
         terminated = isinstance(err, Terminated)
         print("terminated (SIGTERM)" if terminated else "interrupted", file=sys.stderr)
+        if "tlkit.distributed" in sys.modules:  # do not wait for the other nodes at ps-lite's closing barrier
+            sys.modules["tlkit.distributed"].abort_if_distributed(143 if terminated else 130)
         raise SystemExit(143 if terminated else 130) from None
 
 

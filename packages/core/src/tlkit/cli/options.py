@@ -152,6 +152,10 @@ EXPORT_OPTIONS: tuple[OptionSpec, ...] = (
         "activations: fully fused int8 kernels on x86 CPUs; TensorRT rejects it)",
         choices=("tensorrt", "onnxruntime"),
     ),
+    OptionSpec("cal_json_file", ("--cal_json_file",), Path, None,
+               "QAT models: also write the learned activation ranges as TAO's JSON ({tensor_scales: {tensor: amax}})"),
+    OptionSpec("force_ptq", ("--force_ptq",), bool, False,
+               "QAT models: calibrate (--cal_data_file / --cal_image_dir) instead of using the learned ranges"),
     OptionSpec(
         "quantize_output_heads",
         ("--quantize_output_heads",),

@@ -47,11 +47,16 @@ def _export(model: Path, output: Path, options: dict[str, Any]) -> tuple[Path, d
     extra: dict[str, Any] = {}
     cache = options.get("cal_cache_file")
     if data_type == "int8":
-        batches = _calibration_batches(model, options)
-        if batches is not None and cache is None:
+        from tlkit.model_io import read_meta
+
+        force_ptq = bool(options["force_ptq"])
+        qat = bool(read_meta(model).get("qat")) and not force_ptq  # learned ranges: no calibration data
+        batches = None if qat else _calibration_batches(model, options)
+        if (batches is not None or qat) and cache is None:
             cache = output.parent / "cal.bin"  # TLT's default name, next to the model
         extra = {"cal_batches": batches, "calibration_method": options["calibration_method"],
                  "cal_cache_file": cache, "qdq_format": options["qdq_format"],
+                 "cal_json_file": options["cal_json_file"], "force_ptq": force_ptq,
                  "quantize_output_heads": bool(options.get("quantize_output_heads"))}
     path = export_onnx(
         model,
@@ -88,6 +93,8 @@ def run(ctx: Any) -> dict[str, Any]:
     batch = meta.get("batch")
     ctx.console.print(f"Exported {model} -> {path} ({meta.get('data_type')}, "
                       f"{'dynamic batch' if batch == 'batch' else f'batch {batch}'}, opset {meta.get('opset')})")
+    if meta.get("quantization") == "qat":
+        ctx.console.print("int8 from the learned ranges of quantization-aware training (no calibration)")
     if info.get("cal_cache_file"):
         outputs["cal_cache_file"] = str(info["cal_cache_file"])
         ctx.console.print(f"Calibration cache: {info['cal_cache_file']}")

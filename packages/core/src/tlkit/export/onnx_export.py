@@ -210,6 +210,8 @@ def export_onnx(
     calibration_method: str = "entropy",
     cal_cache_file: str | os.PathLike | None = None,
     qdq_format: str = "tensorrt",
+    cal_json_file: str | os.PathLike | None = None,
+    force_ptq: bool = False,
     quantize_output_heads: bool = False,
 ) -> Path:
     """Export a `.tlk` model (or a Gluon block + `meta`) to ONNX at `output`. Returns `output`.
@@ -221,6 +223,10 @@ def export_onnx(
     when batches are given). `qdq_format`: "tensorrt" (symmetric int8 activations) or "onnxruntime"
     (uint8 activations, fast on x86 CPUs; see `tlkit.export.calibration.quantize_qdq`). The output heads stay
     float in the int8 graph and the cache unless `quantize_output_heads`.
+
+    A QAT model (meta["qat"], `tlkit.qat`) exports its float graph (fake quantization stripped); as "int8" it
+    takes its learned ranges (no calibration data; `cal_cache_file` / `cal_json_file` receive them), unless
+    `force_ptq` asks for the calibration above instead.
     """
     onnx = _import_onnx()
     output = Path(output)
@@ -229,12 +235,19 @@ def export_onnx(
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset < MXNET_OPSETS[0]:
         raise SpecError(f"opset {opset} is too old: MXNet's ONNX exporter emits opset >= {MXNET_OPSETS[0]} ops")
-    if data_type == "int8" and cal_batches is None and not (cal_cache_file and Path(cal_cache_file).is_file()):
+    net, meta = _load_source(model_path_or_net, meta)
+    qat_ranges = None
+    if meta.get("qat"):
+        from tlkit.qat import strip_qat
+
+        net, qat_ranges = strip_qat(net)
+    use_qat = data_type == "int8" and qat_ranges is not None and not force_ptq
+    has_cache = bool(cal_cache_file and Path(cal_cache_file).is_file())
+    if data_type == "int8" and not use_qat and cal_batches is None and not has_cache:
         raise SpecError(
             "int8 export needs calibration data: --cal_data_file (tensorfile), --cal_image_dir, "
             "or an existing --cal_cache_file to import"
         )
-    net, meta = _load_source(model_path_or_net, meta)
     shape = input_shape or meta.get("input_shape")
     if not shape or len(shape) != 3:
         raise SpecError(f"input_shape must be (C, H, W); got {shape!r} (pass input_shape= or meta['input_shape'])")
@@ -310,6 +323,10 @@ def export_onnx(
 
     if data_type == "fp16":
         model = to_fp16(model)
+    if use_qat:
+        from tlkit.qat import qat_int8_onnx
+
+        return qat_int8_onnx(model, qat_ranges, output, cal_cache_file=cal_cache_file, cal_json_file=cal_json_file)
     if data_type == "int8":
         from tlkit.export.calibration import quantize_with_calibration
 

@@ -82,6 +82,9 @@ def prune_model_file(model_path: str | os.PathLike, output_path: str | os.PathLi
     meta = dict(mf.meta)
     if "input_shape" not in meta:
         raise ModelFileError(f"{model_path}: meta.json has no 'input_shape' [C, H, W]; cannot trace the graph")
+    if meta.get("qat"):  # TLT's order: train, prune, retrain (with QAT); fake-quant nodes are not prunable
+        raise ModelFileError(f"{model_path}: a quantization-aware-trained model; prune the float model it was trained "
+                             "from, then retrain the pruned one with train_config.enable_qat: true")
     input_shape = tuple(int(v) for v in meta["input_shape"])
     if mf.kind == "graph":
         if not mf.symbol_json:

@@ -5,6 +5,10 @@ the same way for every task: optimizer and per-iteration LR schedule, explicit L
 gradient clipping, frozen layers and frozen BatchNorm, data parallelism over a device list, validation
 and early stopping, atomic resumable checkpoints, status.json / training.csv / TensorBoard / curves.
 
+Also (each in its own module, wired in here): several nodes training one model (`tlkit.distributed`: sharded
+batches, summed gradients, node 0 writes), quantization-aware training (`cfg.enable_qat`, `tlkit.qat`) and
+mixed precision (`use_amp`: float16 with dynamic loss scaling on GPUs, bfloat16 on CPUs whose oneDNN has it).
+
 Resume: calling `train()` again with the same results dir continues from the newest complete checkpoint.
 Every epoch reseeds Python, numpy and MXNet from (random_seed, epoch), the LR depends only on the global
 step, and the optimizer state is restored, so a resumed run ends with the same weights as an
@@ -13,6 +17,7 @@ uninterrupted one (bit-exact on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -72,6 +77,9 @@ class TrainJob:
     # TLT DetectNet_v2's first_validation_epoch (1-based): validate on epochs first + i * validation_period
     # (and the last); None: on every validation_period-th epoch
     first_validation_epoch: int | None = None
+    # multi-node (tlkit.distributed): True when train_data already yields only this node's part of each
+    # global batch (World.shard); otherwise every node reads whole global batches and the engine keeps its slice
+    sharded: bool = False
 
 
 @dataclass
@@ -131,11 +139,15 @@ def train(
     another training holds (lock). A failure after the start writes a FAILURE line to status.json (SIGTERM
     and Ctrl-C too) and re-raises.
     """
+    from tlkit.distributed import world
+
     results_dir = make_dir(results_dir, "results dir")
     console = console or Console(highlight=False)
-    status = StatusLogger(results_dir)
+    writer = world().is_writer  # in a multi-node job node 0 alone writes (and locks) the shared results dir
+    status = StatusLogger(results_dir) if writer else _NoStatus()
+    lock = results_dir_lock(results_dir, warn=console.print) if writer else contextlib.nullcontext()
     # one run per results dir (re-entrant: the CLI already holds it); SIGTERM ends the run like Ctrl-C
-    with results_dir_lock(results_dir, warn=console.print), sigterm_interrupts():
+    with lock, sigterm_interrupts():
         engine = _Engine(job, cfg, results_dir, ctx, console, use_amp, status)
         try:
             return engine.run()
@@ -153,6 +165,31 @@ def train(
             engine.close()
 
 
+_AMP_DTYPE: str | None = None  # what amp.init patched this process's operators for
+
+
+def cpu_bf16_missing(cpuinfo: str | None = None) -> list[str]:
+    """The CPU flags oneDNN's bfloat16 needs (AVX-512 core: f, bw, vl, dq) that this CPU lacks; [] = supported."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return ["a readable /proc/cpuinfo"]
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            break
+    return [f for f in ("avx512f", "avx512bw", "avx512vl", "avx512dq") if f not in flags]
+
+
+class _NoStatus:
+    """status.json of a node other than 0 in a multi-node job: node 0 alone writes it."""
+
+    def write(self, *args: Any, **kwargs: Any) -> dict:
+        return {}
+
+
 class _Engine:
     def __init__(self, job, cfg, results_dir, ctx, console, use_amp, status):
         self.job, self.cfg, self.results_dir = job, cfg, results_dir
@@ -161,6 +198,11 @@ class _Engine:
         self.history: list[dict] = []
         self.tb = None
         self.started = False  # True once STARTED is in status.json: from then on a failure is logged too
+        from tlkit.distributed import world
+
+        self.world = world()
+        self.writer = self.world.is_writer  # only node 0 of a multi-node job writes files
+        self.amp_dtype: str | None = None
 
     # -- setup ----------------------------------------------------------------------------------------
 
@@ -267,7 +309,7 @@ class _Engine:
             [p for _, p in self.trainable],
             name,
             {"learning_rate": lr, "wd": wd, **kw},
-            kvstore="device",
+            kvstore=self.world.kv if self.world.distributed else "device",  # dist_sync sums over nodes
             update_on_kvstore=False,
         )
 
@@ -280,9 +322,10 @@ class _Engine:
         self._check_job()
         self.ctx = list(self.ctx_arg or [mx.cpu()])
         if self.use_amp:
-            self._init_amp_check()
+            self._init_amp()
+        qat_points = self._prepare_qat() if cfg.enable_qat else []
         n_epochs = cfg.n_epochs
-        self.schedule = make_schedule(cfg.lr_config, job.steps_per_epoch, n_epochs)
+        self.schedule = self._scaled(make_schedule(cfg.lr_config, job.steps_per_epoch, n_epochs))
         if cfg.load_graph:  # a pruned model: warm-up and a lower peak (tlkit.training.retrain)
             self.schedule = retrain.retrain_schedule(self.schedule, cfg.retrain_config, job.steps_per_epoch)
         self._setup_params()
@@ -291,6 +334,7 @@ class _Engine:
         self.loss = distill.distilled_loss(job, cfg.distillation) if self.teacher else job.loss
 
         loaded = ck.latest_checkpoint(self.weights_dir, warn=lambda m: self.console.print(f"[yellow]warning:[/] {m}"))
+        self._check_same_checkpoint(loaded)
         start_epoch, state = 0, {}
         if loaded is not None:
             ck.check_same_classes(loaded, job.meta, self.results_dir)
@@ -306,9 +350,11 @@ class _Engine:
             if job.set_task_state is not None and "task_state" in state:
                 job.set_task_state(state["task_state"])
 
+        if qat_points and loaded is None:
+            self._calibrate_qat(qat_points)
         job.net.hybridize()
         trainer = self._make_trainer(self.schedule(start_epoch * job.steps_per_epoch))
-        if self.use_amp:
+        if self.amp_dtype == "float16":  # dynamic loss scaling (TLT's cost_scaling); bfloat16 needs none
             from mxnet.contrib import amp
 
             amp.init_trainer(trainer)
@@ -332,15 +378,17 @@ class _Engine:
         else:
             msg = "Starting Training Loop."
         # the results dir is accepted (locked, checkpoint compatible): from here on the run may write in it
-        for p in ck.remove_stale_temp_files(self.weights_dir):
-            self.console.print(f"removed leftover temporary file {p.name} (from an interrupted write)")
-        for name, text in job.run_files.items():
-            atomic_write_text(self.results_dir / name, text)
+        if self.writer:
+            for p in ck.remove_stale_temp_files(self.weights_dir):
+                self.console.print(f"removed leftover temporary file {p.name} (from an interrupted write)")
+            for name, text in job.run_files.items():
+                atomic_write_text(self.results_dir / name, text)
         self.status.write("STARTED", msg, epoch=start_epoch, max_epoch=n_epochs)
         self.started = True
         if loaded is None and cfg.load_graph:  # BN re-estimation, validation before training
             self.history = retrain.start_rows(job, cfg, self.ctx, self.console)
-        self._open_tensorboard()
+        if self.writer:
+            self._open_tensorboard()
 
         epoch_times: list[float] = []
         last_ckpt_epoch = start_epoch if loaded is not None else None
@@ -352,7 +400,7 @@ class _Engine:
             epoch_times.append(row["time"])
             last = epoch + 1 == n_epochs
             if job.validate is not None and (self._validation_epoch(epoch + 1) or last):
-                metrics = {k: float(v) for k, v in job.validate(job.net, self.ctx).items()}
+                metrics = self._validate()
                 row.update(metrics)
                 self.last_metrics = metrics
                 stopped_early = self._early_stopping(metrics) or stopped_early
@@ -361,6 +409,8 @@ class _Engine:
             self._log_epoch(row, epoch, n_epochs, epoch_times)
             if job.on_epoch_end is not None:
                 job.on_epoch_end(epoch, row)
+                if self.world.distributed and job.get_task_state is not None and job.set_task_state is not None:
+                    job.set_task_state(self.world.broadcast(job.get_task_state()))  # node 0's, everywhere
             if (epoch + 1) % cfg.checkpoint_interval == 0 or last or stopped_early:
                 self._save_checkpoint(epoch + 1, stopped_early)
                 last_ckpt_epoch = epoch + 1
@@ -376,10 +426,11 @@ class _Engine:
         final_metrics = {"loss": self.history[-1]["loss"]} if self.history else {}
         final_metrics.update(self.last_metrics)
         model_path = self._save_final(epochs_done, final_metrics, stopped_early)
-        self._write_csv()
-        from tlkit.training.plots import plot_training_curves
+        if self.writer:
+            self._write_csv()
+            from tlkit.training.plots import plot_training_curves
 
-        plot_training_curves(self.history, self.results_dir / "training_curves.png")
+            plot_training_curves(self.history, self.results_dir / "training_curves.png")
         kpi = {k: v for k, v in final_metrics.items() if k != "loss"} or final_metrics
         self.status.write(
             "SUCCESS",
@@ -388,7 +439,10 @@ class _Engine:
             max_epoch=n_epochs,
             kpi=kpi,
         )
-        self.console.print(f"model saved to {model_path}", soft_wrap=True)
+        if self.writer:
+            self.console.print(f"model saved to {model_path}", soft_wrap=True)
+        else:
+            self.console.print(f"node {self.world.rank}: done (node 0 saved the model to {model_path})", soft_wrap=True)
         best = self.weights_dir / "model_best.tlk"
         return TrainResult(
             model_path=model_path,
@@ -444,6 +498,8 @@ class _Engine:
                 trainer.set_learning_rate(lr)
                 try:
                     data, label = self._unpack(batch, epoch, i)
+                    if self.world.distributed and not job.sharded:
+                        data, label = self._node_slice(data, label)
                     xs = mx.gluon.utils.split_and_load(data, ctx, even_split=False)
                     ys = self._split_labels(label, len(xs))
                     if self.teacher is not None:  # inference mode, before the student's recorded pass
@@ -451,7 +507,7 @@ class _Engine:
                     with autograd.record():
                         losses = [self.loss(job.net(x), y) for x, y in zip(xs, ys)]
                     per_sample = self._check_loss(losses[0], xs[0].shape[0], epoch, i)
-                    if self.use_amp:
+                    if self.amp_dtype == "float16":
                         from mxnet.contrib import amp
 
                         with amp.scale_loss(losses, trainer) as scaled:
@@ -459,9 +515,13 @@ class _Engine:
                     else:
                         autograd.backward(losses)
                     n_img = int(data.shape[0])
-                    norm = float(n_img) if per_sample else float(len(xs))
+                    local_norm = float(n_img) if per_sample else float(len(xs))
+                    # gradients are summed over the nodes: divide by the global batch (or device count)
+                    norm = local_norm * self.world.size
+                    if self.world.distributed:
+                        self._sync_initial_params()
                     trainer.allreduce_grads()
-                    if self.use_amp:
+                    if self.amp_dtype == "float16":
                         amp.unscale(trainer)
                     self._regularize(norm)
                     self._clip(norm)
@@ -469,7 +529,8 @@ class _Engine:
                     step_loss = mx.nd.add_n(*[ls.sum().as_in_context(ctx[0]) for ls in losses])
                     if pending is not None:
                         read(pending)
-                    pending = (i + 1, step_loss, norm, n_img, lr)
+                    pending = (i + 1, step_loss, local_norm, n_img, lr)
+                    self.world.progress()
                 except mx.base.MXNetError as err:
                     raise TlkitError(
                         f"training step failed at epoch {epoch + 1}, batch {i + 1}: {_mx_error_summary(err)}"
@@ -488,6 +549,8 @@ class _Engine:
             self.console.print(
                 f"[yellow]warning:[/] epoch {epoch + 1} had {n_batches} batches, steps_per_epoch is {spe}"
             )
+        if self.world.distributed:  # the epoch loss over every node's samples
+            loss_sum, n_seen = self.world.allreduce_sum([loss_sum, n_seen])
         row = {
             "epoch": epoch + 1,
             "loss": loss_sum / max(n_seen, 1),
@@ -525,6 +588,11 @@ class _Engine:
         else:
             label = self._to_nd(label)
         return data, label
+
+    def _node_slice(self, data: Any, label: Any) -> tuple[Any, Any]:
+        """This node's part of a global batch (jobs whose train_data is not sharded per node)."""
+        part = self.world.part(int(data.shape[0]))
+        return data[part], ([x[part] for x in label] if isinstance(label, list) else label[part])
 
     def _split_labels(self, label: Any, n: int) -> list:
         from mxnet.gluon.utils import split_and_load
@@ -575,16 +643,123 @@ class _Engine:
                 for g in p.list_grad():
                     g *= scale
 
-    def _init_amp_check(self) -> None:
-        if any(c.device_type != "gpu" for c in self.ctx):
-            raise TlkitError(
-                "--use_amp needs GPUs (--gpus N): MXNet's CPU mixed precision is bfloat16, which needs AVX-512 "
-                "(oneDNN) that this machine's CPU lacks; run without --use_amp on CPU"
-            )
+    def _init_amp(self) -> None:
+        """MXNet AMP: float16 on GPUs (with dynamic loss scaling), bfloat16 on CPUs where oneDNN supports it."""
         from mxnet.contrib import amp
 
-        if not amp.amp._amp_initialized:  # amp.init patches MXNet's operators for the whole process
-            amp.init(target_dtype="float16")
+        kinds = {c.device_type for c in self.ctx}
+        if kinds == {"gpu"}:
+            dtype = "float16"
+        elif "gpu" in kinds:
+            raise TlkitError("--use_amp: the devices mix CPU and GPU; use GPUs only (--gpus N) or the CPU only")
+        else:
+            missing = cpu_bf16_missing()
+            if missing:
+                raise TlkitError(
+                    "--use_amp on CPU trains in bfloat16, which MXNet's oneDNN runs only on CPUs with AVX-512 "
+                    f"(avx512_core); this CPU lacks {', '.join(missing)}. Run without --use_amp here, or on GPUs "
+                    "(--gpus N) for float16"
+                )
+            dtype = "bfloat16"
+        global _AMP_DTYPE
+        if amp.amp._amp_initialized:  # amp.init patches MXNet's operators for the whole process, once
+            if (_AMP_DTYPE or dtype) != dtype:
+                raise TlkitError(
+                    f"--use_amp: this process already runs MXNet AMP in {_AMP_DTYPE}; {dtype} needs a new process"
+                )
+        else:
+            amp.init(target_dtype=dtype)
+            _AMP_DTYPE = dtype
+        self.amp_dtype = dtype
+        self.console.print(f"mixed precision: {dtype}" + (" with dynamic loss scaling" if dtype == "float16" else ""))
+
+    # -- quantization-aware training ------------------------------------------------------------------
+
+    def _prepare_qat(self) -> list:
+        """Swap job.net for its fake-quantized graph (tlkit.qat); returns the activations to calibrate."""
+        from tlkit.qat import prepare_qat, qat_meta
+
+        job = self.job
+        if self.amp_dtype is not None:
+            raise SpecError("train_config.enable_qat with --use_amp: quantization-aware training runs in float32; "
+                            "drop one of them")
+        shape = job.meta.get("input_shape")
+        if not shape:
+            raise TlkitError("train_config.enable_qat needs the model's meta['input_shape'] (C, H, W)")
+        job.net, points = prepare_qat(job.net, shape, self.ctx[0])
+        if points:
+            job.meta = {**job.meta, "qat": qat_meta(points)}
+            self.console.print(f"quantization-aware training: int8 weights (per channel) in every conv/dense layer, "
+                               f"{len(points)} int8 activations with learned ranges")
+        else:
+            self.console.print("quantization-aware training: continuing the learned ranges of this QAT graph")
+        return points
+
+    def _calibrate_qat(self, points: list) -> None:
+        """Initial activation ranges from the first training batches (not on resume: they are checkpointed)."""
+        from tlkit.qat import CALIBRATION_BATCHES, calibrate_qat
+
+        job = self.job
+        batches = iter(job.train_data(0))
+        n = min(CALIBRATION_BATCHES, job.steps_per_epoch)
+        try:
+            values = calibrate_qat(job.net, points, (self._unpack(b, 0, i)[0] for i, b in zip(range(n), batches)),
+                                   self.ctx[0])
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+        v = list(values.values())
+        self.console.print(
+            f"activation ranges initialised from {n} training batch(es): amax {min(v):.3g} .. {max(v):.3g}"
+        )
+
+    # -- multi-node ---------------------------------------------------------------------------------------
+
+    def _scaled(self, schedule: Callable[[int], float]) -> Callable[[int], float]:
+        """TLT's linear scaling: the learning rate times the data-parallel devices (batch_size_per_gpu and
+        learning_rate are per-device values)."""
+        replicas = len(self.ctx) * self.world.size
+        if replicas == 1:
+            return schedule
+        self.console.print(f"learning rate x{replicas} for {replicas} data-parallel devices (linear scaling)")
+        return lambda step: schedule(step) * replicas
+
+    def _sync_initial_params(self) -> None:
+        """Node 0's initial parameters everywhere, before any gradient is pushed.
+
+        gluon.Trainer does this lazily inside allreduce_grads (kvstore broadcast = init + an asynchronous pull),
+        and MXNet 1.9's dist kvstore does not order that pull before the gradient push of the same key on a
+        CPU: the push can reach the server first, and the pull then returns the summed gradients as weights
+        (seen in about 1 run in 4 of the 2-node test). Initialising here and waiting closes that window."""
+        import mxnet as mx
+
+        trainer = self.trainer
+        if not trainer._params_to_init and trainer._kv_initialized:
+            return
+        if not trainer._kv_initialized:
+            trainer._init_kvstore()
+        trainer._init_params()
+        mx.nd.waitall()
+
+    def _check_same_checkpoint(self, loaded: Any) -> None:
+        """Every node must resume from node 0's checkpoint: -r has to be a directory they share."""
+        if not self.world.distributed:
+            return
+        mine = loaded.epoch if loaded is not None else 0
+        theirs = self.world.broadcast(mine)
+        self.world.check_all(
+            mine == theirs,
+            f"node {self.world.rank} finds checkpoint epoch {mine} in {self.weights_dir}, node 0 finds {theirs}: "
+            "-r/--results_dir must be a directory every node shares",
+        )
+
+    def _validate(self) -> dict[str, float]:
+        """The job's validation, run by node 0 of a multi-node job and its metrics shared with the others."""
+        metrics = None
+        if self.writer:
+            metrics = {k: float(v) for k, v in self.job.validate(self.job.net, self.ctx).items()}
+        return self.world.broadcast(metrics) if self.world.distributed else metrics
 
     # -- per-epoch bookkeeping ------------------------------------------------------------------------
 
@@ -654,7 +829,8 @@ class _Engine:
             for k in ("loss", "lr", *metrics):
                 self.tb.add_scalar(f"epoch/{k}", row[k], epoch + 1)
             self.tb.flush()
-        self._write_csv()
+        if self.writer:
+            self._write_csv()
 
     def _write_csv(self) -> None:
         cols = ["epoch", "loss", "lr", "time", "throughput"]
@@ -682,6 +858,9 @@ class _Engine:
         from mxnet import gluon
 
         from tlkit.model_io import ModelFile, save_model, save_net, symbol_params
+
+        if not self.writer:  # node 0 alone writes model files
+            return path
 
         meta = {**self.job.meta, **extra_meta}
         net = self.job.net
@@ -711,7 +890,8 @@ class _Engine:
             state["task_state"] = self.job.get_task_state()
         path = ck.checkpoint_path(self.weights_dir, epoch)
         self._save(path, {"epoch": epoch, "train_state": state}, ck.trainer_states_bytes(self.trainer))
-        ck.prune_checkpoints(self.weights_dir, self.cfg.max_checkpoints_to_keep)
+        if self.writer:
+            ck.prune_checkpoints(self.weights_dir, self.cfg.max_checkpoints_to_keep)
         return path
 
     def _save_final(self, epochs_done: int, metrics: dict, stopped_early: bool = False) -> Path:
@@ -725,5 +905,6 @@ class _Engine:
                              devices=self.ctx, use_amp=self.use_amp, stopped_early=stopped_early,
                              datasets=self.job.datasets, model_file=path.name)
         path = self._save(path, {"epoch": epochs, "metrics": metrics, "card": card.to_dict()}, None)
-        write_card_files(path, card)
+        if self.writer:
+            write_card_files(path, card)
         return path
