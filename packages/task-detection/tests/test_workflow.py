@@ -231,6 +231,16 @@ def test_prune_keeps_heads_and_pruned_graph_retrains(trained, tmp_path):
     assert [r["stage"] for r in rows[:2]] == ["pruned", "bn_reestimated"] and rows[0]["mean average precision"] != ""
     assert float(rows[-1]["teacher_s"]) > 0
 
+    # TLT's recipe ends with the pruned model retrained quantization-aware, exported int8 without calibration
+    from tlkit.testing.qat import assert_qat_export_reproduces
+
+    cfg = tiny_spec(trained["manifest"], **{"train_config.pretrained_model_path": str(pruned),
+                                            "train_config.load_graph": True, "train_config.enable_qat": True})
+    out = train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "qat"))
+    assert read_meta(out["model"])["qat"]["activations_quantized"] >= 8
+    assert 0.0 <= out["mean average precision"] <= 1.0
+    assert_qat_export_reproduces(out["model"], out_dir=tmp_path)
+
 
 def test_compress_runs_on_detectnet(trained, tmp_path):
     """The generic compress loop through detection's train_job: baseline mAP on the validation fold, one pruning
@@ -260,15 +270,6 @@ def test_detectnet_distillation_loss_is_lower_against_itself():
     assert same.shape == (2,) and (other > same).all()
     assert loss._sums == []  # distillation never feeds the auto-weighting statistics
 
-    # TLT's recipe ends with the pruned model retrained quantization-aware, exported int8 without calibration
-    from tlkit.testing.qat import assert_qat_export_reproduces
-
-    cfg = tiny_spec(trained["manifest"], **{"train_config.pretrained_model_path": str(pruned),
-                                            "train_config.load_graph": True, "train_config.enable_qat": True})
-    out = train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "qat"))
-    assert read_meta(out["model"])["qat"]["activations_quantized"] >= 8
-    assert 0.0 <= out["mean average precision"] <= 1.0
-    assert_qat_export_reproduces(out["model"], out_dir=tmp_path)
 
 
 def test_calibration_tensorfile(trained, tmp_path):
