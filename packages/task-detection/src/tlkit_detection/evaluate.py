@@ -142,10 +142,14 @@ def run_model(ctx) -> EvaluationResult:
     from tlkit_detection.train import evaluate_dataset
 
     # without -e the CLI hands over the default spec, which sets no dataset_config
-    if not isinstance(ctx.spec, DetectionConfig) or "dataset_config" not in ctx.spec.model_fields_set:
+    scored = isinstance(ctx.spec, DetectionConfig) and "dataset_config" in ctx.spec.model_fields_set
+    if not scored and ctx.spec_path is None:
         raise TlkitError("tlkit detection evaluate -m: give the experiment spec with -e (its dataset_config says what to score)")
     spec: DetectionConfig = ctx.spec
-    det = load_detector(ctx.model, spec)
+    det = load_detector(ctx.model, spec)  # the model's own problems first (a missing file, an engine without a GPU)
+    if not scored:
+        raise TlkitError(f"{ctx.spec_path}: sets no dataset_config; evaluate -m scores the model on its "
+                         "validation_data_source (or validation_fold / data_sources)")
     classes = det.classes
     split = "training" if ctx.option("use_training_set") else "validation"
     ds = _dataset_at(spec, split, classes, det.input_size)
