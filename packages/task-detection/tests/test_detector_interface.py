@@ -187,3 +187,26 @@ def test_registry_names_model_files_and_unknown_detectors(fake_detector, tmp_pat
         detectors.get("centernet")
     with pytest.raises(pydantic.ValidationError, match=r"'yolov3' or 'whole_image' \(did you mean 'whole_image'\?\)"):
         tiny_spec(tmp_path / "m.json", **{"model_config.detector": "whole_imag"})
+
+
+def test_calibration_without_a_model_normalizes_as_the_specs_detector(tmp_path):
+    """calibration_tensorfile -e (no -m): the input normalization that preprocess_mode auto means for the
+    spec's detector (YOLOv3 on darknet 53: GluonCV's torch mode; DetectNet_v2's backbone lookup knows no
+    'darknet' and used to fail here)."""
+    from tlkit.export.calibration import read_tensorfile
+    from tlkit.export.preprocess import normalize_with, resolve_preprocessing
+    from tlkit_detection.calibration import run as cal_run
+    from tlkit_detection.data import dataset_for
+
+    manifest = write_synthetic_records(tmp_path, n=8, val_split=25)
+    cfg = tiny_spec(manifest, **{"model_config.detector": "yolov3", "model_config.arch": "darknet",
+                                 "model_config.n_layers": 53, "train_config.batch_size_per_gpu": 2})
+    out = tmp_path / "cal.tensorfile"
+    res = cal_run(_ctx("calibration_tensorfile", spec=cfg, output=out, options={"max_batches": 1}))
+    assert res["count"] == 1
+    batch = next(read_tensorfile(out))
+    pre = resolve_preprocessing({"preprocessing": {"mode": "torch"}, "input_shape": [3, 96, 128]})
+    frames = {f.frame_id: normalize_with(f.image.astype(np.float32), pre).transpose(2, 0, 1)
+              for f in dataset_for(cfg, "training").frames}
+    for x in batch:  # each calibration input is one training frame, normalized in torch mode
+        assert any(np.allclose(x, want, atol=1e-5) for want in frames.values())

@@ -62,6 +62,11 @@ class Detector:
         """The uninitialised network a gluon model file was saved from (TaskSpec.build_model)."""
         raise NotImplementedError
 
+    def preprocess_mode(self, cfg: Any) -> str:
+        """The input normalization ("caffe", "torch" or "tf") `model_config.preprocess_mode: auto` means:
+        what the backbone's pretrained weights expect (`calibration_tensorfile` without -m reads it)."""
+        return "torch"
+
     # -- training ----------------------------------------------------------------------------------------
 
     def training(self, cfg: Any, built: Any, train_ds: Any, ctx: list[Any], console: Any) -> Training:

@@ -43,6 +43,11 @@ class DetectNetV2(Detector):
 
         return build_from_meta(meta)
 
+    def preprocess_mode(self, cfg: Any) -> str:
+        from tlkit_detection.model import backbone_preprocess
+
+        return backbone_preprocess(cfg.model.arch, cfg.model.n_layers)
+
     def training(self, cfg: Any, built: Any, train_ds: Any, ctx: list[Any], console: Any) -> Training:
         from tlkit.threads import loader_workers
 

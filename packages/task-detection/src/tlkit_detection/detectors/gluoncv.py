@@ -317,6 +317,9 @@ class GluonCVDetector(Detector):
             )
         return found
 
+    def preprocess_mode(self, cfg: Any) -> str:
+        return self.arch(cfg.model.arch, cfg.model.n_layers).preprocess
+
     # -- building --------------------------------------------------------------------------------------------
 
     def build_net(self, build: dict[str, Any], pretrained_base: str | bool = False) -> Any:
@@ -350,7 +353,7 @@ class GluonCVDetector(Detector):
         if min(w, h) < a.min_input:
             raise SpecError(f"{self.name} {a.backbone} needs an input of at least {a.min_input} px on each side "
                             f"(its last layers are unpadded convolutions); the spec asks for {w}x{h}")
-        mode = m.preprocess_mode if m.preprocess_mode != "auto" else a.preprocess
+        mode = m.preprocess_mode if m.preprocess_mode != "auto" else self.preprocess_mode(cfg)
         post = self.postprocessing_record(cfg, classes)
         return {
             "task": "detection",
