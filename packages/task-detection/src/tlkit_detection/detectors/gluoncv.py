@@ -59,7 +59,7 @@ def backbone_key(arch: str, n_layers: int | None) -> str:
     return arch
 
 
-def _scaled(values: Any, scale: float) -> list[float]:
+def scaled(values: Any, scale: float) -> list[float]:
     return [round(float(v) * scale, 3) for v in values]
 
 
@@ -260,7 +260,7 @@ def params_from(meta: dict[str, Any], spec: Any = None) -> dict[str, dict[str, f
 # -- runners ---------------------------------------------------------------------------------------------------
 
 
-def _target_batches(ds: Any, targets: Any, order: Any, batch_size: int, drop_last: bool, shard: Any = None):
+def target_batches(ds: Any, targets: Any, order: Any, batch_size: int, drop_last: bool, shard: Any = None):
     """`targets(image, boxes, classes)` of the frames in `order`, a list per batch (only this node's slice
     of it with `shard`, a tlkit.distributed.World)."""
     n = len(order)

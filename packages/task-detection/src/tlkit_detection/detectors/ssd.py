@@ -15,7 +15,7 @@ from tlkit.errors import SpecError
 
 from tlkit_detection.data import epoch_order
 from tlkit_detection.detectors.base import Training
-from tlkit_detection.detectors.gluoncv import PREFIX, GluonCVArch, GluonCVDetector, _scaled, _target_batches
+from tlkit_detection.detectors.gluoncv import PREFIX, GluonCVArch, GluonCVDetector, scaled, target_batches
 
 _RATIOS = [[1, 2, 0.5]] + [[1, 2, 0.5, 3, 1.0 / 3]] * 3 + [[1, 2, 0.5]] * 2
 _SIZES_512 = (51.2, 102.4, 189.4, 276.4, 363.52, 450.6, 492)
@@ -45,7 +45,7 @@ class SSD(GluonCVDetector):
     def network(self, a: GluonCVArch, classes: list[str], scale: float, pretrained_base: str | bool, root: str) -> Any:
         from gluoncv.model_zoo.ssd.ssd import get_ssd
 
-        sizes = _scaled(a.sizes, scale)
+        sizes = scaled(a.sizes, scale)
         if a.backbone == "efficientnet_lite0":
             return get_ssd(None, a.base_size, _tlkit_backbone_features(a.base, a.filters), None, sizes, _RATIOS,
                            list(a.steps), classes, "", pretrained=False, pretrained_base=False, root=root, prefix=PREFIX)
@@ -257,6 +257,6 @@ def ssd_batches(ds: Any, targets: SSDTargets, batch_size: int, *, epoch: int, se
                 shard: Any = None):
     """Shuffled training batches (data.epoch_order: source_weight applies):
     (x (B,3,H,W), (cls_targets (B,N), box_targets (B,N,4)))."""
-    for items in _target_batches(ds, targets, epoch_order(ds, epoch, seed), batch_size, drop_last, shard):
+    for items in target_batches(ds, targets, epoch_order(ds, epoch, seed), batch_size, drop_last, shard):
         yield np.stack([it[0] for it in items]), (np.stack([it[1] for it in items]), np.stack([it[2] for it in items]))
 

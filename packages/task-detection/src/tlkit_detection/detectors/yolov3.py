@@ -19,9 +19,9 @@ from tlkit_detection.detectors.gluoncv import (
     PREFIX,
     GluonCVArch,
     GluonCVDetector,
-    _scaled,
-    _target_batches,
     initialize,
+    scaled,
+    target_batches,
 )
 
 _ANCHORS = [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]]
@@ -101,7 +101,7 @@ def _yolo_class():
 
 
 def _yolov3(a: GluonCVArch, classes: list[str], scale: float, pretrained_base: str | bool, root: str) -> Any:
-    anchors = [_scaled(x, scale) for x in _ANCHORS]
+    anchors = [scaled(x, scale) for x in _ANCHORS]
     if a.backbone == "darknet53":
         from gluoncv.model_zoo.yolo.darknet import darknet53
 
@@ -225,7 +225,7 @@ def yolo_batches(ds: Any, targets: YOLOv3Targets, batch_size: int, *, epoch: int
     """Shuffled batches (data.epoch_order: source_weight applies) of the frames with objects:
     (x, (gt_boxes padded with -1, 5 target arrays))."""
     with_objects = [i for i in range(len(ds)) if len(ds.frames[i].boxes)]
-    for items in _target_batches(ds, targets, epoch_order(ds, epoch, seed, with_objects), batch_size, drop_last, shard):
+    for items in target_batches(ds, targets, epoch_order(ds, epoch, seed, with_objects), batch_size, drop_last, shard):
         n_gt = max(len(it[1]) for it in items)
         gt = np.full((len(items), n_gt, 4), -1, np.float32)
         for k, it in enumerate(items):
