@@ -68,6 +68,7 @@ def test_the_example_plugin_backbone_passes_core_backbone_check_and_builds_pose(
         assert type(bb).__name__ == "TinyNet" and bb.block_names == [f"stage{i}" for i in range(5)]
         # pose takes it too (at stride 8): heatmaps and PAFs at 1/8 of the input
         import mxnet as mx
+
         from tlkit_pose.model import build_net
 
         net = build_net({"arch": "tinynet", "stages": 2, "stage_channels": 8, "stage_convs": 1})

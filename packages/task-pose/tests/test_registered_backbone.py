@@ -64,13 +64,20 @@ def test_pose_trains_on_a_registered_backbone(with_tinypose, tmp_path):
     assert "tinypose" in with_tinypose.backbone_names("pose")
     train = generate_dataset(tmp_path / "train", n_images=4, seed=3, size=(S, S), people=(1, 2))
     val = generate_dataset(tmp_path / "val", n_images=2, seed=4, size=(S, S), people=(1, 2))
-    cfg = PoseConfig.model_validate({
-        "dataloader": {"train_annotations": str(train), "val_annotations": str(val), "image_dims": [S, S, 3]},
-        "pose_config": {"target_shape": [S // 8, S // 8]},
-        "model": {"arch": "tinypose", "stages": 2, "stage_channels": 8, "stage_convs": 1, "freeze_blocks": [0]},
-        "train_config": {"batch_size_per_gpu": 4, "n_epochs": 1, "optimizer": {"type": "adam"},
-                         "lr_config": {"type": "constant", "learning_rate": 1e-3}, "max_checkpoints_to_keep": 1},
-    })
+    cfg = PoseConfig.model_validate(
+        {
+            "dataloader": {"train_annotations": str(train), "val_annotations": str(val), "image_dims": [S, S, 3]},
+            "pose_config": {"target_shape": [S // 8, S // 8]},
+            "model": {"arch": "tinypose", "stages": 2, "stage_channels": 8, "stage_convs": 1, "freeze_blocks": [0]},
+            "train_config": {
+                "batch_size_per_gpu": 4,
+                "n_epochs": 1,
+                "optimizer": {"type": "adam"},
+                "lr_config": {"type": "constant", "learning_rate": 1e-3},
+                "max_checkpoints_to_keep": 1,
+            },
+        }
+    )
     res = train_model(cfg, tmp_path / "out", Console(quiet=True), [mx.cpu()])
     assert res.epochs_run == 1 and np.isfinite(res.history[-1]["loss"])
 

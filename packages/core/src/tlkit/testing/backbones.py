@@ -127,7 +127,9 @@ def _check_freeze_blocks(bb: Backbone, label: str, x: Any) -> None:
     for b in range(len(bb.block_names)):
         prefixes = bb.freeze_prefixes([b])
         for p in prefixes:
-            assert any(n.startswith(p) for n in params), f"{label}: freeze prefix {p!r} (block {b}) matches no parameter"
+            assert any(n.startswith(p) for n in params), (
+                f"{label}: freeze prefix {p!r} (block {b}) matches no parameter"
+            )
         covered = {n for n in params if n.startswith(tuple(prefixes))}
         assert not covered & seen, f"{label}: block {b} ({bb.block_names[b]}) overlaps an earlier block"
         seen |= covered
