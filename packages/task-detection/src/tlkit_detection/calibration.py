@@ -5,12 +5,15 @@ training preprocessing and augmentation off, into TLT's HDF5 tensorfile (core's 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlkit.errors import TlkitError
 
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
-def run(ctx: Any) -> dict[str, Any]:
+
+def run(ctx: CommandContext) -> dict[str, Any]:
     from tlkit.export.calibration import tensorfile_info, write_tensorfile
 
     from tlkit_detection import detectors

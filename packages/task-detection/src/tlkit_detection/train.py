@@ -12,11 +12,14 @@ and the validation cost.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tlkit_detection.data import Dataset, TargetMaker, batches, dataset_for, dropped_by_mapping, steps_per_epoch
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 
 def evaluate_dataset(detector: Any, ds: Dataset, maker: TargetMaker, cfg: Any, batch_size: int,
@@ -200,7 +203,7 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
     )
 
 
-def run(ctx: Any) -> dict[str, Any]:
+def run(ctx: CommandContext) -> dict[str, Any]:
     results_dir = ctx.require_results_dir()
     res = train_model(ctx.spec, results_dir, ctx.console, ctx.contexts(), use_amp=ctx.use_amp)
     ctx.console.print(f"model: {res.model_path}")
