@@ -174,6 +174,21 @@ def test_image_problem_finds_truncated_files_even_when_pillow_is_lenient(tmp_pat
     assert image_problem(b"hello") == (None, "not an image (unknown format)")
 
 
+def test_read_rgb_names_bytes_without_printing_them(tmp_path):
+    from tlkit.errors import DataError
+    from tlkit.images import read_rgb
+
+    assert read_rgb(_jpeg_bytes()).shape == (48, 64, 3)
+    with pytest.raises(DataError) as err:
+        read_rgb(b"hello")  # was "b'hello': ...": a whole file's bytes printed into the message
+    assert str(err.value) == "5 bytes of image data: not an image (unknown format)"
+    with pytest.raises(DataError, match=r"^rec 3: not an image"):
+        read_rgb(b"hello", "rec 3")
+    (tmp_path / "bad.jpg").write_bytes(b"hello")
+    with pytest.raises(DataError, match=r"bad\.jpg: not an image"):
+        read_rgb(tmp_path / "bad.jpg")
+
+
 def test_skipped_images_reports_or_stops(tmp_path):
     from tlkit.errors import DataError
     from tlkit.images import SkippedImages

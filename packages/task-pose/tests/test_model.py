@@ -140,6 +140,8 @@ def test_loss_ignores_errors_under_the_mask():
     assert (pose_loss((mx.nd.array(hm), mx.nd.array(paf)), label).asnumpy() > 100).all()
     with pytest.raises(DataError, match="pairs"):
         pose_loss([mx.nd.array(hm)], label)
+    with pytest.raises(DataError, match="pairs of outputs, got 0 outputs"):
+        pose_loss([], label)
 
 
 def test_gluoncv_store_weights_start_the_pose_backbone(tmp_path, monkeypatch):

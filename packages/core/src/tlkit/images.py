@@ -139,7 +139,9 @@ def read_rgb(source: str | os.PathLike | bytes, name: str | os.PathLike | None =
 
     image, problem = _decode(source)
     if image is None:
-        raise DataError(f"{name if name is not None else source}: {problem}")
+        if name is None:  # bytes have no name: say what they are rather than print them
+            name = f"{len(source)} bytes of image data" if isinstance(source, bytes) else source
+        raise DataError(f"{name}: {problem}")
     return np.asarray(image.convert("RGB"))
 
 

@@ -27,7 +27,7 @@ def pose_loss(outputs: Any, label: Any) -> Any:
 
     hm_t, paf_t, mask = label
     outs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-    if len(outs) % 2:
+    if not outs or len(outs) % 2:  # none: was a TypeError from `None / cells` below
         raise DataError(f"pose loss: expected (heatmap, paf) pairs of outputs, got {len(outs)} outputs")
     cells = float(hm_t.shape[2] * hm_t.shape[3])
     total = None
@@ -35,6 +35,7 @@ def pose_loss(outputs: Any, label: Any) -> Any:
         for out, target in ((hm, hm_t), (paf, paf_t)):
             err = mx.nd.broadcast_mul(mx.nd.square(out - target), mask).sum(axis=(1, 2, 3))
             total = err if total is None else total + err
+    assert total is not None  # outs has at least one pair
     return total / cells
 
 
