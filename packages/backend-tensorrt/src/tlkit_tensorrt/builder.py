@@ -162,7 +162,7 @@ def fold_int32_dequantize(model: Any) -> int:
             continue
         x = numpy_helper.to_array(src).astype(np.float64)
         scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
-        zp = 0.0
+        zp = np.zeros(())  # no zero point given: 0
         if len(node.input) > 2 and node.input[2]:
             zp = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)

@@ -119,10 +119,10 @@ class World:
 
     def allreduce_sum(self, values: Sequence[float]) -> np.ndarray:
         """Element-wise sum over the nodes (float32)."""
-        values = np.asarray(values, np.float64)
+        arr = np.asarray(values, np.float64)
         if not self.distributed:
-            return values
-        return self._allreduce(values).astype(np.float64)
+            return arr
+        return self._allreduce(arr).astype(np.float64)
 
     def broadcast(self, obj: Any) -> Any:
         """Node 0's JSON-able `obj` on every node (small values: metrics, flags, task state)."""

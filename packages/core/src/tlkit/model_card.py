@@ -534,7 +534,7 @@ def _fmt(value: Any) -> str:
 
 def _setting(section: dict[str, Any]) -> str:
     """'sgd: momentum 0.9, nesterov False': the type and the settings that apply to it."""
-    keys = _RELEVANT.get(section.get("type"), tuple(k for k in section if k != "type"))
+    keys = _RELEVANT.get(section.get("type", ""), tuple(k for k in section if k != "type"))
     return f"{section.get('type')}: " + _fmt({k: section[k] for k in keys if k in section})
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from tlkit.errors import ModelFileError
 
-_TORCH_STORAGE_DTYPES = {
+_TORCH_STORAGE_DTYPES: dict[str, type | str] = {
     "FloatStorage": np.float32,
     "DoubleStorage": np.float64,
     "HalfStorage": np.float16,

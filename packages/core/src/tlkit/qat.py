@@ -408,11 +408,11 @@ def insert_qdq(model: Any, ranges: dict[str, float]) -> Any:
             if w in inits:
                 axis = _weight_axis(node)
                 arr = numpy_helper.to_array(inits[w]).astype(np.float32)
-                q, scale = quantize_weight(arr, axis)
+                q, w_scale = quantize_weight(arr, axis)
                 new_inits += [
                     numpy_helper.from_array(q, f"{w}_quantized"),
-                    numpy_helper.from_array(scale, f"{w}_scale"),
-                    numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{w}_zero_point"),
+                    numpy_helper.from_array(w_scale, f"{w}_scale"),
+                    numpy_helper.from_array(np.zeros(w_scale.shape, np.int8), f"{w}_zero_point"),
                 ]
                 new_nodes.append(
                     helper.make_node(

@@ -206,8 +206,7 @@ class Resolution:
         return Origin(self.where, key)
 
     def walk(self, node: Any, src: Path_, pattern: tuple[str, ...], dst_parent: Path_, stars: list[str]) -> None:
-        rule = self.table.rule(pattern, node) if self.table else None
-        if rule is None:
+        if not self.table or (rule := self.table.rule(pattern, node)) is None:
             self.descend(node, src, pattern, dst_parent + (src[-1],), stars)
             return
         origin = self.origin_of(src)
@@ -400,11 +399,11 @@ def section_at(data: dict, keys: Path_, error: Callable[[int], SpecError]) -> di
 def _unflatten(values: dict[Path_, Any]) -> dict:
     root: dict = {}
     for path in values:  # in the order of the spec
-        cur = section_at(
-            root,
-            path[:-1],
-            lambda i, p=path: SpecError(f"{dotted(p[: i + 1])} is given both as a value and as a section"),
-        )
+
+        def clash(i: int, p: Path_ = path) -> SpecError:
+            return SpecError(f"{dotted(p[: i + 1])} is given both as a value and as a section")
+
+        cur = section_at(root, path[:-1], clash)
         if isinstance(cur.get(path[-1]), dict) and cur[path[-1]] and values[path] != {}:
             raise SpecError(f"{dotted(path)} is given both as a value and as a section")
         if not (values[path] == {} and isinstance(cur.get(path[-1]), dict)):

@@ -288,7 +288,8 @@ def open_image_folder(
                 img = _resize(img, round(img.shape[1] * s), round(img.shape[0] * s), "bilinear")
         return img
 
-    samples, corrupt, cached = [], [], []
+    samples, corrupt = [], []
+    cached: list[np.ndarray] = []
     budget, used = cache_limit_mb * 2**20, 0
     keep = cache
     with ThreadPoolExecutor(max(1, workers)) as pool:

@@ -244,7 +244,7 @@ def voc_to_folders(
         raise DataError(f"{ann_dir}: no annotation files (*.xml)")
 
     counts: Counter[str] = Counter()
-    skipped = Counter()
+    skipped: Counter[str] = Counter()
     unreadable = skipped_images if skipped_images is not None else SkippedImages(strict=True)
     for xml in xmls:
         rec = parse_voc_xml(xml, img_dir)

@@ -320,7 +320,8 @@ def write_coco(samples: Sequence[Sample], out_json: str | Path, classes: Sequenc
     """COCO detection json; DontCare objects become crowd boxes of the first category."""
     names = list(classes) if classes else sorted({o.type for s in samples for o in s.objects if o.type.lower() != "dontcare"})
     cat_id = {n: i + 1 for i, n in enumerate(names)}
-    images, anns = [], []
+    images: list[dict] = []
+    anns: list[dict] = []
     for img_id, s in enumerate(samples, 1):
         images.append({"id": img_id, "file_name": s.image_path.name, "width": s.width, "height": s.height})
         for o in s.objects:

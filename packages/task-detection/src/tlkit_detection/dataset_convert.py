@@ -115,8 +115,8 @@ def run(ctx: CommandContext) -> dict:
         from tlkit_detection.records import write_records
 
         manifest = write_records(samples, out, src, report, ext, folds=folds)
-        folds = ", ".join(f"fold {i}: {n}" for i, n in enumerate(manifest["frames_per_fold"]))
-        ctx.console.print(f"Wrote {len(manifest['shards'])} RecordIO shards ({folds} frames) and {out}.json")
+        per_fold = ", ".join(f"fold {i}: {n}" for i, n in enumerate(manifest["frames_per_fold"]))
+        ctx.console.print(f"Wrote {len(manifest['shards'])} RecordIO shards ({per_fold} frames) and {out}.json")
         if manifest["frames_in_no_fold"]:
             ctx.console.print(f"[yellow]{manifest['frames_in_no_fold']} frames are in neither train_list nor val_list "
                               f"and were not written[/]")

@@ -98,8 +98,13 @@ def latency_ms(detector: Any, secondary: Any, frame_s: Sequence[float]) -> dict[
             "cascade_per_frame": med(frame_s)}
 
 
+def _box(d: Detection) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in d.bbox)
+    return x1, y1, x2, y2
+
+
 def kitti_objects(dets: Sequence[Detection]) -> list[KittiObject]:
-    return [KittiObject(type=d.class_name, bbox=tuple(float(v) for v in d.bbox), score=float(d.confidence)) for d in dets]
+    return [KittiObject(type=d.class_name, bbox=_box(d), score=float(d.confidence)) for d in dets]
 
 
 def _write_png_or_jpg(path: Path, rgb: np.ndarray) -> None:
@@ -149,12 +154,13 @@ def infer_images(detector: Any, inputs: Inputs | Sequence[Path], out_dir: Path, 
         for p, img, dets in zip(chunk, images, detector.detect(images)):
             name = inputs.name(p)
             dets = [d for d in dets if d.confidence >= ic.confidence_threshold]
-            results = classify_objects(secondary, img, dets, detector.classes) if secondary is not None else None
+            results: list[Any] | None = None
             if secondary is not None:
+                results = classify_objects(secondary, img, dets, detector.classes)
                 frame_s.append(time.perf_counter() - t)
                 cascade += cascade_rows(name, dets, results)
                 write_label(sec_dir / Path(name).with_suffix(".txt"), [
-                    KittiObject(type=r.label, bbox=tuple(float(v) for v in d.bbox), score=float(r.probability))
+                    KittiObject(type=r.label, bbox=_box(d), score=float(r.probability))
                     for d, r in zip(dets, results) if r.label is not None])
             for d in dets:
                 counts[d.class_name] = counts.get(d.class_name, 0) + 1
@@ -166,7 +172,7 @@ def infer_images(detector: Any, inputs: Inputs | Sequence[Path], out_dir: Path, 
                 _write_png_or_jpg(img_dir / name, draw(img, dets, detector.classes, ic.overlay_linewidth, results))
         t = time.perf_counter()
     skipped.require_some(len(paths), inputs.source)
-    out = {"images": len(done), "skipped": len(skipped), "detections": counts,
+    out: dict[str, Any] = {"images": len(done), "skipped": len(skipped), "detections": counts,
            "labels_dir": str(lbl_dir) if ic.kitti_dump else None,
            "images_dir": str(img_dir) if not ic.disable_overlay else None}
     if ic.coco_dump:
@@ -211,7 +217,7 @@ def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: 
                 dets = [d for d in dets if d.confidence >= cfg.inference_config.confidence_threshold]
                 if writer is None:
                     h, w = img.shape[:2]
-                    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                    writer = cv2.VideoWriter(tmp, cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
                 results = classify_objects(secondary, img, dets, detector.classes) if secondary is not None else None
                 writer.write(draw(img, dets, detector.classes, cfg.inference_config.overlay_linewidth, results)[:, :, ::-1])
                 frames_out.append([{"class": d.class_name, "bbox": [float(v) for v in d.bbox],

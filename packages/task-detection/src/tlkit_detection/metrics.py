@@ -184,7 +184,7 @@ def evaluate_ap(
     predictions: Mapping[str, FrameArrays],
     classes: Sequence[str],
     iou_thresholds: Mapping[str, float] | float = 0.5,
-    mode: Literal["sample", "integrate"] = "sample",
+    mode: str = "sample",  # "sample" or "integrate", any case (average_precision_mode's SAMPLE / INTEGRATE)
     num_recall_points: int = 11,
     box_filters: Mapping[str, BoxFilter] | BoxFilter | None = None,
     matching: Literal["tlt", "voc"] = "tlt",
@@ -211,7 +211,9 @@ def evaluate_ap(
     out = {}
     for cls in classes:
         thr = iou_thresholds if isinstance(iou_thresholds, (int, float)) else iou_thresholds.get(cls, 0.5)
-        flt = box_filters.get(cls, BoxFilter()) if isinstance(box_filters, Mapping) else (box_filters or BoxFilter())
+        flt: BoxFilter | None = (
+            box_filters.get(cls, BoxFilter()) if isinstance(box_filters, Mapping) else (box_filters or BoxFilter())
+        )
         if matching == "voc" and flt == BoxFilter():
             flt = None  # the VOC devkit has no filter; TLT's default one drops boxes of negative size
         gsel = np.flatnonzero((g_type == cls) & (flt is None or flt.mask(g_box))) if g_type.size else np.zeros(0, np.int64)
@@ -544,7 +546,7 @@ def coco_ground_truth(ground_truth: Mapping[str, FrameArrays], keys: Sequence[st
     """A COCO instances dict: image i + 1 is frame keys[i], category c + 1 is classes[c]; boxes of other
     classes (DontCare, ...) are left out; area = box width x height (there are no masks)."""
     cat = {c: i + 1 for i, c in enumerate(classes)}
-    anns = []
+    anns: list[dict] = []
     for i, k in enumerate(keys):
         f = ground_truth[k]
         for t, (x, y, w, h) in zip(f.types, coco_xywh(f.boxes)):

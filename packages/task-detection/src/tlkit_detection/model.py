@@ -98,7 +98,7 @@ def backbone_preprocess(arch: str, n_layers: int | None) -> str:
     """The preprocessing convention of the backbone's pretrained weights (builds no weights)."""
     from tlkit.backbones import build_backbone
 
-    kw = {"n_layers": n_layers} if arch in ("resnet", "vgg") else {}
+    kw: dict[str, Any] = {"n_layers": n_layers} if arch in ("resnet", "vgg") else {}
     return getattr(build_backbone(arch, out_stride=STRIDE, **kw), "default_preprocess", "torch")
 
 

@@ -114,7 +114,7 @@ def parse_coco_keypoints(data: Any, path: str | Path = "<annotations>", strict: 
         if ann.get("category_id", cat_id) != cat_id:
             problem("not_person", where)
             continue
-        image = ds.images.get(ann.get("image_id"))
+        image = ds.images.get(ann["image_id"]) if "image_id" in ann else None
         if image is None:
             problem("unknown_image", where)
             continue
@@ -175,6 +175,7 @@ def _clean_annotation(ann: dict, image: CocoImage, where: str, problem) -> dict 
         bbox = _bbox_from(ann.get("segmentation"), k[labeled], image)
         if bbox is None:
             return None
+    assert bbox is not None  # good_bbox: a list of 4 numbers
     area = ann.get("area")
     if not isinstance(area, (int, float)) or area <= 0:
         area = float(bbox[2] * bbox[3]) if bbox else 0.0

@@ -14,6 +14,7 @@ mask (crowds, unlabeled people) is warped with the image.
 
 from __future__ import annotations
 
+import functools
 import glob
 import math
 import struct
@@ -78,7 +79,7 @@ def samples_from_coco(
         kps = np.array([a["keypoints"] for a in people], np.float64).reshape(-1, 17, 3)
         needs_mask = any(a["iscrowd"] or a["num_keypoints"] < min_keypoints_for_mask for a in im.annotations)
         mask = (lambda im=im: loss_mask(im, min_keypoints_for_mask)) if needs_mask else (lambda: None)
-        out.append(Sample(im.id, lambda p=path: _imread(p), kps, mask))
+        out.append(Sample(im.id, functools.partial(_imread, path), kps, mask))
     if not out:
         raise DataError(f"{annotations}: no image has a labeled (non-crowd) person to train on")
     return out
@@ -140,7 +141,11 @@ def samples_from_memory(coco: dict, images: Sequence[np.ndarray], min_keypoints_
         if not people:
             continue
         kps = np.array([a["keypoints"] for a in people], np.float64).reshape(-1, 17, 3)
-        out.append(Sample(im.id, lambda img=by_id[im.id]: img, kps, lambda im=im: loss_mask(im, min_keypoints_for_mask)))
+
+        def load(img: np.ndarray = by_id[im.id]) -> np.ndarray:
+            return img
+
+        out.append(Sample(im.id, load, kps, functools.partial(loss_mask, im, min_keypoints_for_mask)))
     return out
 
 
@@ -187,7 +192,7 @@ def warp_sample(image: np.ndarray, keypoints: np.ndarray, mask: np.ndarray | Non
     oh, ow = out_hw
     img = cv2.warpAffine(image, m, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 3)
     if mask is not None:
-        msk = cv2.warpAffine(mask.astype(np.float32), m, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1.0)
+        msk = cv2.warpAffine(mask.astype(np.float32), m, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(1.0,))
         msk = (msk >= 0.5).astype(np.float32)
     else:
         msk = np.ones((oh, ow), np.float32)
@@ -207,7 +212,7 @@ def make_example(sample: Sample, cfg: Any, rng: np.random.Generator, train: bool
     stride, lp = cfg.stride, cfg.label_processor_config
     image = sample.load()
     mask = sample.mask()
-    m, flip = augment_params(sample, image.shape[:2], (h, w), cfg.augmentation_config, rng, train)
+    m, flip = augment_params(sample, (image.shape[0], image.shape[1]), (h, w), cfg.augmentation_config, rng, train)
     img, kp, msk = warp_sample(image, sample.keypoints, mask, m, flip, (h, w))
     hm, paf = render_targets(coco_to_parts(kp) if kp.size else np.zeros((0, 18, 3)), (h, w), stride, lp.heatmap_gaussian_sigma, lp.paf_ortho_dist_thresh)
     mt = mask_to_target(msk, stride)

@@ -127,6 +127,7 @@ def convert(
                     if problem is not None:
                         skipped["unreadable"].append(f"{path} ({problem})")
                         continue
+                    assert size is not None  # it decodes: image_problem gives its size
                     if size != (im.width, im.height):
                         json_size = f"{im.width}x{im.height}"
                         skipped["size_mismatch"].append(f"{path} is {size[0]}x{size[1]}, json says {json_size}")
@@ -138,8 +139,8 @@ def convert(
             files.append(str(rec_path))
             counts.append(n)
     if not sum(counts):
-        first = next((v[0] for v in skipped.values() if v), "")
-        raise DataError(f"{ds.path}: none of the {len(images)} images could be used (first: {first}); check --image_root")
+        first_skipped = next((v[0] for v in skipped.values() if v), "")
+        raise DataError(f"{ds.path}: none of the {len(images)} images could be used (first: {first_skipped}); check --image_root")
     manifest = {
         "annotations": str(ds.path),
         "mode": mode,

@@ -102,7 +102,7 @@ def infer_video(predictor: Any, video: Path, out_dir: Path) -> dict[str, Any]:
             people = predictor.people([frame])[0]
             results += to_coco_results(people, frame_i)
             if writer is None:
-                writer = cv2.VideoWriter(str(tmp_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
+                writer = cv2.VideoWriter(str(tmp_path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
             writer.write(draw_people(frame, people))
             frame_i += 1
     finally:

@@ -280,6 +280,7 @@ def merge_multiscale(outputs: Sequence[tuple[np.ndarray, np.ndarray]], inputs: S
             maps.append(up)
         acc_h = maps[0] if acc_h is None else acc_h + maps[0]
         acc_p = maps[1] if acc_p is None else acc_p + maps[1]
+    assert acc_h is not None and acc_p is not None  # outputs is not empty
     n = float(len(outputs))
     return acc_h / n, acc_p / n
 
@@ -294,4 +295,4 @@ def predict_multiscale(
     return the averaged image-resolution maps, ready for `decode`."""
     p = _params(params)
     inputs = multiscale_inputs(image, p.scales, stride, p.input_height)
-    return merge_multiscale([predict(i.image) for i in inputs], inputs, image.shape[:2], stride)
+    return merge_multiscale([predict(i.image) for i in inputs], inputs, (image.shape[0], image.shape[1]), stride)

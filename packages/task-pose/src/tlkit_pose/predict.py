@@ -138,8 +138,11 @@ class PosePredictor:
             for (i, k, y, x), r in zip(tiles, results):
                 by_input.setdefault((i, k), []).append((r, y, x))
             for i, img in enumerate(chunk):
-                per_scale = [_stitch(by_input[i, k], inp.image.shape[:2], stride) for k, inp in enumerate(inputs[i])]
-                out.append(merge_multiscale(per_scale, inputs[i], img.shape[:2], stride))
+                per_scale = [
+                    _stitch(by_input[i, k], (inp.image.shape[0], inp.image.shape[1]), stride)
+                    for k, inp in enumerate(inputs[i])
+                ]
+                out.append(merge_multiscale(per_scale, inputs[i], (img.shape[0], img.shape[1]), stride))
         return out
 
     def people(self, images_bgr: Sequence[np.ndarray]) -> list[list[Person]]:

@@ -82,7 +82,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img + noise, 0, 255).astype(np.uint8)
 
 
-def _draw_person(img: np.ndarray, kp: np.ndarray, height: float, color: tuple[int, int, int]) -> np.ndarray:
+def _draw_person(img: np.ndarray, kp: np.ndarray, height: float, color: tuple[int, ...]) -> np.ndarray:
     """Draw a figure into `img`; returns its (h, w) uint8 mask."""
     import cv2
 
@@ -96,7 +96,7 @@ def _draw_person(img: np.ndarray, kp: np.ndarray, height: float, color: tuple[in
 
     torso = np.array([pt("right_shoulder"), pt("left_shoulder"), pt("left_hip"), pt("right_hip")], np.int32)
     neck = ((np.array(pt("left_shoulder")) + pt("right_shoulder")) // 2).tolist()
-    for canvas, c in ((img, color), (mask, 1)):
+    for canvas, c in ((img, color), (mask, (1,))):
         cv2.fillConvexPoly(canvas, torso, c, cv2.LINE_AA if canvas is img else 8, shift)
         for a, b in _DRAW_LIMBS:
             cv2.line(canvas, pt(a), pt(b), c, thick, cv2.LINE_AA if canvas is img else 8, shift)

@@ -100,7 +100,7 @@ def mask_to_target(mask: np.ndarray, stride: int) -> np.ndarray:
     """A full-resolution loss mask (1 = use, 0 = ignore) -> the output grid (area average, then >= 0.5)."""
     import cv2
 
-    ht, wt = target_shape(mask.shape[:2], stride)
+    ht, wt = target_shape((mask.shape[0], mask.shape[1]), stride)
     padded = np.ones((ht * stride, wt * stride), dtype=np.float32)
     padded[: mask.shape[0], : mask.shape[1]] = mask > 0
     return (cv2.resize(padded, (wt, ht), interpolation=cv2.INTER_AREA) >= 0.5).astype(np.float32)

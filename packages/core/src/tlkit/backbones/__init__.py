@@ -78,7 +78,7 @@ def build_backbone(
                 f"{spec.name}: unknown backbone option {key!r}{did_you_mean(key, params)}; "
                 f"it accepts: {', '.join(params) or '(none)'}"
             )
-    standard = dict(
+    standard: dict[str, Any] = dict(
         out_stride=out_stride,
         use_batch_norm=use_batch_norm,
         use_pooling=use_pooling,
@@ -109,7 +109,8 @@ def imagenet_classifier(arch: str = "efficientnet_lite0", input_size: tuple[int,
         raise ModelFileError(f"{arch}: no ImageNet classifier weights are available offline")
     from tlkit.weights import load_pretrained
 
-    size = tuple(input_size or IMAGENET_INPUT.get(spec.name, (224, 224)))
+    h, w = input_size or IMAGENET_INPUT.get(spec.name, (224, 224))
+    size = (h, w)
     backbone = build_backbone(spec.name, input_size=size)
     net = ImageNetClassifier(backbone, classes=1000)
     bb_map = resolve(spec.weight_map) if spec.weight_map else (lambda n: n)

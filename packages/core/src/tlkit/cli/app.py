@@ -97,7 +97,8 @@ def _make_command(task: TaskSpec, cmd: CommandSpec):
     def command(**kwargs: Any) -> None:
         run_command(task, cmd, kwargs)
 
-    command.__signature__ = inspect.Signature(params)  # typer reads the signature
+    # typer reads the signature (typeshed's FunctionType does not declare __signature__, which inspect honours)
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__doc__ = cmd.help or f"{cmd.name} ({task.name})"
     return command
 

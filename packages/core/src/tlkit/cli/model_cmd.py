@@ -300,8 +300,7 @@ def verify(
 
         results = verify_file(target)
     elif target is not None and target.startswith("gluoncv://"):
-        name = target[len("gluoncv://") :]
-        results = [(target, gluoncv_store.verify(name))]
+        results = [(target, gluoncv_store.verify(target[len("gluoncv://") :]))]
     else:
         reg = open_registry(registry)
         name, version = split_ref(target) if target else (None, None)

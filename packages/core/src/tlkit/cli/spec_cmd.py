@@ -45,9 +45,7 @@ def read_for_some_task(file: Path, task: str | None, overrides: list[str]):
         raise SpecError("no task plugins are installed, so there is nothing to validate against")
     candidates = [(n, "spec", registry.task(n).config_model) for n in names]
     candidates += [
-        (n, "dataset_convert spec", registry.task(n).dataset_spec_model)
-        for n in names
-        if registry.task(n).dataset_spec_model is not None
+        (n, "dataset_convert spec", model) for n in names if (model := registry.task(n).dataset_spec_model) is not None
     ]
     errors: dict[str, str] = {}
     for name, kind, ref in candidates:

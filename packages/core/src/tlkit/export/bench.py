@@ -94,7 +94,9 @@ def bench(
     engine = (getattr(runner, "metadata", None) or {}).get("engine") or {}
     session = getattr(runner, "session", None)  # onnxruntime: the execution provider that ran it
     device = (
-        session.get_providers()[0] if hasattr(session, "get_providers") else str(getattr(runner, "ctx", None) or "")
+        session.get_providers()[0]
+        if session is not None and hasattr(session, "get_providers")
+        else str(getattr(runner, "ctx", None) or "")
     )
     return {
         "model": str(Path(path)),

@@ -146,7 +146,9 @@ def _open_tensorfile(path: str | os.PathLike) -> Iterator[Any]:
         db.close()
 
 
-def read_tensorfile(path: str | os.PathLike, max_batches: int | None = None) -> Iterator[np.ndarray]:
+def read_tensorfile(
+    path: str | os.PathLike, max_batches: int | None = None
+) -> Iterator[np.ndarray | dict[str, np.ndarray]]:
     """Yield the batches of a tensorfile (arrays, or dicts of arrays for multi-input files)."""
     with _open_tensorfile(path) as db:
         count = int(db.attrs["count"])
@@ -572,7 +574,7 @@ def quantize_qdq(
         overrides = ({w: [{"axis": 0, "reduce_range": False}] for w in _depthwise_weights(pre_model)}
                      if reduce_range else {})  # "axis" keeps them per-channel (without it they become per-tensor)
         uint8 = qdq_format == "onnxruntime"
-        nonneg = getattr(ranges, "nonnegative", set()) if uint8 else set()
+        nonneg: set[str] = getattr(ranges, "nonnegative", set()) if uint8 else set()
         data = {n: (np.array(0.0 if n in nonneg else -v, np.float32), np.array(v, np.float32))
                 for n, v in ranges.items()}
         save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), cache)
@@ -632,7 +634,7 @@ def quantize_with_calibration(
     from an existing `cal_cache_file` (which says nothing about signs: every tensor then gets [-amax, amax]);
     then the Q/DQ ONNX at `output`. The output heads stay float in both unless `quantize_output_heads`."""
     if cal_batches is not None:
-        ranges = compute_ranges(model, cal_batches, method)
+        ranges: dict[str, float] = compute_ranges(model, cal_batches, method)
         if not quantize_output_heads:
             ranges = without_output_heads(ranges, model)
         if cal_cache_file:
@@ -668,7 +670,7 @@ def batches_from_images(
     files = list_image_files(image_dir)
     if not files:
         raise DataError(f"{image_dir}: no images for calibration ({', '.join(IMAGE_EXTENSIONS)})")
-    out = []
+    out: list[np.ndarray] = []
     for start in range(0, min(len(files), batches * batch_size), batch_size):
         chunk = files[start:start + batch_size]
         if len(chunk) < batch_size and out:

@@ -326,6 +326,7 @@ def export_onnx(
     if use_qat:
         from tlkit.qat import qat_int8_onnx
 
+        assert qat_ranges is not None  # use_qat: the net had QAT ranges
         return qat_int8_onnx(model, qat_ranges, output, cal_cache_file=cal_cache_file, cal_json_file=cal_json_file)
     if data_type == "int8":
         from tlkit.export.calibration import quantize_with_calibration

@@ -50,7 +50,8 @@ def _store() -> tuple[dict[str, str], str, str]:
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                 key = node.targets[0].id
-                if key == "_model_sha1":  # {name: checksum for checksum, name in [(sha1, name), ...]}
+                # {name: checksum for checksum, name in [(sha1, name), ...]}
+                if key == "_model_sha1" and isinstance(node.value, ast.DictComp):
                     found[key] = {n: c for c, n in ast.literal_eval(node.value.generators[0].iter)}
                 elif key in ("apache_repo_url", "_url_format"):
                     found[key] = ast.literal_eval(node.value)

@@ -967,11 +967,13 @@ def prune_graph(
     new_json = json.dumps(g)
 
     rows = []
-    for nid, lay in graph.weighted:
+    for nid, out_lay in graph.weighted:
         node = g["nodes"][nid]
-        before = sum(n for _, n, _ in lay) if lay else int(_attr(node, "num_filter", _attr(node, "num_hidden", 0)))
-        idx = pruner.expand(lay, keeps)
-        fixed = not lay or all(pruner.root_of[s] not in pruner.merged for s, _, _ in lay)
+        before = (
+            sum(n for _, n, _ in out_lay) if out_lay else int(_attr(node, "num_filter", _attr(node, "num_hidden", 0)))
+        )
+        idx = pruner.expand(out_lay, keeps)
+        fixed = not out_lay or all(pruner.root_of[s] not in pruner.merged for s, _, _ in out_lay)
         rows.append(LayerRow(node["name"], node["op"], before, before if idx is None else len(idx), fixed))
     new_shapes_all = _infer_shapes(new_json, g, new_params, input_shape) if keeps else shapes
     report = PruneReport(

@@ -91,6 +91,7 @@ def parse_triton_config(path: str | os.PathLike) -> Any:
     # generated proto module itself needs only protobuf
     source = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
     spec = importlib.util.spec_from_file_location("triton_model_config_pb2", source)
+    assert spec is not None and spec.loader is not None  # a .py file path always has both
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    spec.loader.exec_module(module)
     return text_format.Parse(Path(path).read_text(), module.ModelConfig())

@@ -12,7 +12,7 @@ wrong filter, BatchNorm, Concat offset or Flatten expansion changes the pruned m
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -49,11 +49,12 @@ def randomize_params(symbol_json: str, params: dict[str, Any], seed: int = 0) ->
                 w = rng.normal(0, 0.1, size=w.shape).astype(w.dtype) * rng.uniform(0.05, 1.0, size=shape)
             out[ins[1]] = mx.nd.array(w, dtype=w.dtype)
         elif node["op"] == "BatchNorm" and len(ins) == 5 and all(ins[1:]):
-            c = params[ins[1]].shape[0]
-            out[ins[1]] = mx.nd.array(rng.uniform(0.5, 1.5, c))
-            out[ins[2]] = mx.nd.array(rng.normal(0, 0.2, c))
-            out[ins[3]] = mx.nd.array(rng.normal(0, 0.2, c))
-            out[ins[4]] = mx.nd.array(rng.uniform(0.5, 1.5, c))
+            gamma, beta, mean, var = cast("list[str]", ins[1:])  # all set: checked above
+            c = params[gamma].shape[0]
+            out[gamma] = mx.nd.array(rng.uniform(0.5, 1.5, c))
+            out[beta] = mx.nd.array(rng.normal(0, 0.2, c))
+            out[mean] = mx.nd.array(rng.normal(0, 0.2, c))
+            out[var] = mx.nd.array(rng.uniform(0.5, 1.5, c))
     return out
 
 
@@ -65,7 +66,7 @@ def masked_params(params: dict[str, Any], input_masks: dict[str, tuple[int, np.n
     for key, (axis, kept, _size) in input_masks.items():
         w = params[key].asnumpy().copy()
         drop = np.setdiff1d(np.arange(w.shape[axis]), kept)
-        index = [slice(None)] * w.ndim
+        index: list[slice | np.ndarray] = [slice(None)] * w.ndim
         index[axis] = drop
         w[tuple(index)] = 0
         out[key] = mx.nd.array(w, dtype=w.dtype)
@@ -96,7 +97,7 @@ def _internal_block(symbol_json: str, params: dict[str, Any], nodes: list[str]) 
 def _outputs(net: Any, x: Any) -> list[np.ndarray]:
     y = net(x)
     ys = y if isinstance(y, (list, tuple)) else [y]
-    flat = []
+    flat: list[Any] = []
     for v in ys:
         flat.extend(v if isinstance(v, (list, tuple)) else [v])
     return [v.asnumpy() for v in flat]

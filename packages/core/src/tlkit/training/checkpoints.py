@@ -134,7 +134,9 @@ def latest_checkpoint(weights_dir: Path, warn=print) -> LoadedCheckpoint | None:
 
 def rng_state() -> dict:
     py = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = np.random.get_state()
+    assert isinstance(state, tuple)  # the legacy form (legacy=True, the default)
+    name, keys, pos, has_gauss, cached = state
     return {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],

@@ -756,7 +756,7 @@ class _Engine:
 
     def _validate(self) -> dict[str, float]:
         """The job's validation, run by node 0 of a multi-node job and its metrics shared with the others."""
-        metrics = None
+        metrics: dict[str, float] = {}  # the other nodes' stays unused: broadcast sends node 0's
         if self.writer:
             metrics = {k: float(v) for k, v in self.job.validate(self.job.net, self.ctx).items()}
         return self.world.broadcast(metrics) if self.world.distributed else metrics

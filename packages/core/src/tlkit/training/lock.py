@@ -79,13 +79,13 @@ def results_dir_lock(results_dir: str | os.PathLike, warn: Callable[[str], objec
     results_dir = Path(results_dir)
     key = str(results_dir.resolve())
     if key in _held:
-        fd, depth = _held[key]
-        _held[key] = (fd, depth + 1)
+        held_fd, depth = _held[key]
+        _held[key] = (held_fd, depth + 1)
         try:
             yield results_dir / LOCK_NAME
         finally:
-            fd, depth = _held[key]
-            _held[key] = (fd, depth - 1)
+            held_fd, depth = _held[key]
+            _held[key] = (held_fd, depth - 1)
         return
     path = results_dir / LOCK_NAME
     fd = _try_lock(path)

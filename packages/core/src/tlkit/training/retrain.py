@@ -50,7 +50,12 @@ def _zero_momentum(net: Any) -> Callable[[], None]:
     if isinstance(net, gluon.SymbolBlock):
         # a pruned GluonCV detector trains through a second graph sharing its parameters (`_train`)
         restores = [_zero_graph_momentum(b) for b in (net, getattr(net, "_train", None)) if b is not None]
-        return lambda: [r() for r in restores]  # type: ignore[func-returns-value]
+
+        def restore_all() -> None:
+            for r in restores:
+                r()
+
+        return restore_all
     layers: list[Any] = []
     net.apply(lambda b: layers.append(b) if isinstance(b, gluon.nn.BatchNorm) else None)
     momenta = [b._kwargs["momentum"] for b in layers]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -155,7 +155,7 @@ def _retrainable_graph_class():
             super().__init__(sym, inputs, params=graph.collect_params())
             from tlkit_detection.detectors import get
 
-            detector = get(meta["detector"])
+            detector = cast(GluonCVDetector, get(meta["detector"]))  # only GluonCV detectors save such graphs
             heads = list(meta.get("prune_exclude") or [])
             outs = detector.training_outputs(sym, heads)
             if not outs:
@@ -519,8 +519,12 @@ class GluonCVDetector(Detector):
     def decode(self, outputs: Sequence[np.ndarray], classes: Sequence[str], input_size: tuple[int, int],
                params: Mapping[str, Any], orig_sizes: Sequence[tuple[int, int]]) -> list[list[Any]]:
         if len(outputs) == 4:  # an export with NMS in the graph
-            return postprocess_nms_outputs(*outputs, list(classes), input_size, dict(params), list(orig_sizes))
-        return postprocess_gluoncv(*outputs, list(classes), input_size, dict(params), list(orig_sizes))
+            num, boxes, scores, class_ids = outputs
+            return postprocess_nms_outputs(
+                num, boxes, scores, class_ids, list(classes), input_size, dict(params), list(orig_sizes)
+            )
+        ids, scores, bboxes = outputs
+        return postprocess_gluoncv(ids, scores, bboxes, list(classes), input_size, dict(params), list(orig_sizes))
 
     def reads_outputs(self, names: Sequence[str]) -> bool:
         from tlkit.export.nms import OUTPUTS as NMS_OUTPUTS

@@ -47,6 +47,7 @@ class SSD(GluonCVDetector):
 
         sizes = scaled(a.sizes, scale)
         if a.backbone == "efficientnet_lite0":
+            assert a.filters is not None  # `archs` sets it for the tlkit backbone
             return get_ssd(None, a.base_size, _tlkit_backbone_features(a.base, a.filters), None, sizes, _RATIOS,
                            list(a.steps), classes, "", pretrained=False, pretrained_base=False, root=root, prefix=PREFIX)
         if a.features == "vgg16_atrous_300":

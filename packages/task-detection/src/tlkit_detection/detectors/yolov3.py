@@ -79,7 +79,8 @@ def _yolo_class():
         def hybrid_forward(self, F: Any, x: Any, *args: Any) -> Any:
             if args or not (autograd.is_training() and autograd.is_recording()):
                 return super().hybrid_forward(F, x, *args)
-            routes, dets, parts = [], [], [[], [], [], []]
+            routes, dets = [], []
+            parts: list[list[Any]] = [[], [], [], []]
             for stage in self.stages:
                 x = stage(x)
                 routes.append(x)
@@ -140,11 +141,14 @@ def _yolo_training_outputs(sym: Any, heads: list[str]) -> list[Any]:
     def out(i: int) -> Any:
         return internals[nodes[i]["name"] + "_output"]
 
-    dets, parts = [], [[], [], [], []]  # objness, centers, scales, class_pred
+    dets = []
+    parts: list[list[Any]] = [[], [], [], []]  # objness, centers, scales, class_pred
     for head in heads:
         # conv -> Reshape -> transpose -> Reshape (0, -1, anchors, 5 + classes): the prediction GluonCV slices
         pred = next((i for i, n in enumerate(nodes) if n["name"] == head + "_fwd"), None)
         for op in ("Reshape", "transpose", "Reshape"):
+            if pred is None:
+                break
             pred = next((u for u in users.get(pred, []) if nodes[u]["op"] == op), None)
         if pred is None:
             return []
