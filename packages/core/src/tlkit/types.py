@@ -3,6 +3,9 @@
 Callables may be given as "module:attr" strings; the core resolves them on first use (`tlkit.lazy`), so a
 plugin's entry-point module imports nothing heavy. Evolution rule: fields are only ever added, with
 defaults (see `tlkit.hookspecs`).
+
+`ModelMeta`, the record in a model file's meta.json, is defined in `tlkit.model_meta` and importable from here
+(loaded on first use: it needs pydantic, which this module's importers should not pay for).
 """
 
 from __future__ import annotations
@@ -215,3 +218,11 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kpi": dict(self.kpi), "artifacts": dict(self.artifacts), "metrics": dict(self.metrics)}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ModelMeta":  # lazily: pydantic is not imported by `import tlkit.types`
+        from tlkit.model_meta import ModelMeta
+
+        return ModelMeta
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
