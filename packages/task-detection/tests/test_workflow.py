@@ -227,6 +227,10 @@ def test_prune_keeps_heads_and_pruned_graph_retrains(trained, tmp_path):
     out = train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "retrain"))
     assert read_meta(out["model"])["kind"] == "graph"
     assert read_meta(out["model"])["classes"] == list(CLASSES)
+    from tlkit.types import ModelMeta
+
+    meta = read_meta(out["model"])  # a DetectNet_v2 pruned, retrained with distillation
+    assert set(meta) <= set(ModelMeta.model_fields), set(meta) - set(ModelMeta.model_fields)  # every key documented
     rows = list(csv.DictReader((tmp_path / "retrain" / "training.csv").read_text().splitlines()))
     assert [r["stage"] for r in rows[:2]] == ["pruned", "bn_reestimated"] and rows[0]["mean average precision"] != ""
     assert float(rows[-1]["teacher_s"]) > 0

@@ -52,6 +52,11 @@ def trained(tmp_path_factory):
 def test_train_writes_model_and_validates_ap(trained):
     res = trained["res"]
     assert res.model_path.is_file() and res.epochs_run == 1
+    from tlkit.model_io import read_meta
+    from tlkit.types import ModelMeta
+
+    meta = read_meta(res.model_path)
+    assert set(meta) <= set(ModelMeta.model_fields), set(meta) - set(ModelMeta.model_fields)  # every key documented
     row = res.history[-1]
     assert np.isfinite(row["loss"]) and row["loss"] > 0
     status = [json.loads(ln) for ln in (trained["tmp"] / "train_out" / "status.json").read_text().splitlines()]
