@@ -32,8 +32,7 @@ FORMAT_VERSION = 1
 
 
 class ModelMeta(BaseModel):
-    """The ``meta.json`` record of a tlkit model file (see the module doc). Every field is optional: a partial
-    record (a network's meta before training fills it in) is valid."""
+    """The meta.json record of a tlkit model file. Every key is optional: a partial record is valid."""
 
     model_config = ConfigDict(extra="allow")
 
