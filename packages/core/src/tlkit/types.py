@@ -13,7 +13,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+if TYPE_CHECKING:  # for type checkers; at run time ModelMeta is loaded on first use (__getattr__ below)
+    from tlkit.model_meta import ModelMeta  # noqa: F401
 
 Ref = Union[str, Callable[..., Any]]  # a callable, or "module:attr" resolved lazily
 
