@@ -62,7 +62,9 @@ class ModelMeta(BaseModel):
     )
 
     # -- outputs and post-processing --------------------------------------------------------------------------
-    output_names: list[str] | None = Field(None, description="ONNX output names of a multi-output model (default ['output'])")
+    output_names: list[str] | None = Field(
+        None, description="ONNX output names of a multi-output model (default ['output'])"
+    )
     output: str | None = Field(None, description="classification: what the output is ('logits')")
     output_activation: str | None = Field(
         None, description="'softmax' when the graph already ends in one (exports then add none)"

@@ -48,11 +48,31 @@ from tlkit.export.trt_cache import (
 )
 
 __all__ = [
-    "ARRAY_KEY", "CACHE_BYTES", "CACHE_HEADER", "GROUP_PREFIX", "METHODS", "NUM_BINS", "NUM_QUANTIZED_BINS",
-    "QDQ_FORMATS", "Ranges", "TensorFileWriter", "amax_to_hex", "batches_from_images", "compute_ranges",
-    "hex_to_amax", "output_head_nodes", "quantize_qdq", "quantize_with_calibration", "read_tensorfile",
-    "read_trt_cache", "save_ranges_json", "tensorfile_info", "trt_version_number", "without_output_heads",
-    "write_tensorfile", "write_trt_cache",
+    "ARRAY_KEY",
+    "CACHE_BYTES",
+    "CACHE_HEADER",
+    "GROUP_PREFIX",
+    "METHODS",
+    "NUM_BINS",
+    "NUM_QUANTIZED_BINS",
+    "QDQ_FORMATS",
+    "Ranges",
+    "TensorFileWriter",
+    "amax_to_hex",
+    "batches_from_images",
+    "compute_ranges",
+    "hex_to_amax",
+    "output_head_nodes",
+    "quantize_qdq",
+    "quantize_with_calibration",
+    "read_tensorfile",
+    "read_trt_cache",
+    "save_ranges_json",
+    "tensorfile_info",
+    "trt_version_number",
+    "without_output_heads",
+    "write_tensorfile",
+    "write_trt_cache",
 ]
 
 
@@ -103,7 +123,7 @@ def batches_from_images(
         raise DataError(f"{image_dir}: no images for calibration ({', '.join(IMAGE_EXTENSIONS)})")
     out = []
     for start in range(0, min(len(files), batches * batch_size), batch_size):
-        chunk = files[start:start + batch_size]
+        chunk = files[start : start + batch_size]
         if len(chunk) < batch_size and out:
             break  # keep batches equal-sized
         imgs = []

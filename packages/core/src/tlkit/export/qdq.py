@@ -78,8 +78,10 @@ def _head_tensors(model: Any) -> set[str]:
 def without_output_heads(ranges: dict[str, float], onnx_model: Any) -> Ranges:
     """`ranges` less the tensors the output heads produce (what the TensorRT cache gets by default)."""
     drop = _head_tensors(_as_model(onnx_model))
-    return Ranges({k: v for k, v in ranges.items() if k not in drop},
-                  [n for n in getattr(ranges, "nonnegative", ()) if n not in drop])
+    return Ranges(
+        {k: v for k, v in ranges.items() if k not in drop},
+        [n for n in getattr(ranges, "nonnegative", ()) if n not in drop],
+    )
 
 
 def _name_nodes(model: Any) -> None:
@@ -95,8 +97,13 @@ def _name_nodes(model: Any) -> None:
 
 
 def quantize_qdq(
-    onnx_fp32: Any, ranges: dict[str, float], output: str | os.PathLike, *, reduce_range: bool = True,
-    qdq_format: str = "tensorrt", quantize_output_heads: bool = False,
+    onnx_fp32: Any,
+    ranges: dict[str, float],
+    output: str | os.PathLike,
+    *,
+    reduce_range: bool = True,
+    qdq_format: str = "tensorrt",
+    quantize_output_heads: bool = False,
 ) -> Path:
     """Write a Q/DQ int8 ONNX of `onnx_fp32` (path or ModelProto) using `ranges` ({tensor: amax}).
 
@@ -152,12 +159,14 @@ def quantize_qdq(
                 "were the ranges (or the calibration cache) made for another model?"
             )
         # full 8-bit weights for depthwise convs (see the docstring); TensorQuantOverrides is per initializer
-        overrides = ({w: [{"axis": 0, "reduce_range": False}] for w in _depthwise_weights(pre_model)}
-                     if reduce_range else {})  # "axis" keeps them per-channel (without it they become per-tensor)
+        overrides = (
+            {w: [{"axis": 0, "reduce_range": False}] for w in _depthwise_weights(pre_model)} if reduce_range else {}
+        )  # "axis" keeps them per-channel (without it they become per-tensor)
         uint8 = qdq_format == "onnxruntime"
         nonneg = getattr(ranges, "nonnegative", set()) if uint8 else set()
-        data = {n: (np.array(0.0 if n in nonneg else -v, np.float32), np.array(v, np.float32))
-                for n, v in ranges.items()}
+        data = {
+            n: (np.array(0.0 if n in nonneg else -v, np.float32), np.array(v, np.float32)) for n, v in ranges.items()
+        }
         save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), cache)
         dst = Path(tmp, "qdq.onnx")
         quantize_static(
@@ -173,13 +182,19 @@ def quantize_qdq(
             calibration_cache_path=str(cache),
             nodes_to_exclude=excluded,
             # Biases stay float: TensorRT accepts only 8-bit DequantizeLinear inputs, not int32 biases.
-            extra_options={"ActivationSymmetric": not uint8, "WeightSymmetric": True, "QuantizeBias": False,
-                           "TensorQuantOverrides": overrides},
+            extra_options={
+                "ActivationSymmetric": not uint8,
+                "WeightSymmetric": True,
+                "QuantizeBias": False,
+                "TensorQuantOverrides": overrides,
+            },
         )
         qmodel = onnx.load(str(dst))
     if meta:
-        set_metadata(qmodel, {**meta, "data_type": "int8", "qdq_format": qdq_format,
-                              "int8_output_heads": bool(quantize_output_heads)})
+        set_metadata(
+            qmodel,
+            {**meta, "data_type": "int8", "qdq_format": qdq_format, "int8_output_heads": bool(quantize_output_heads)},
+        )
     from tlkit.io import atomic_write_bytes
 
     atomic_write_bytes(output, qmodel.SerializeToString())

@@ -26,13 +26,16 @@ NUM_BINS = 2048
 NUM_QUANTIZED_BINS = 128
 CACHE_BYTES = 512 * 2**20  # activations kept in memory between the two calibration passes
 
+
 def _activation_names(model: Any) -> list[str]:
     """Graph input(s) and every float tensor a node produces (Constant outputs excluded)."""
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model)
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in
-             list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)}
+    types = {
+        vi.name: vi.type.tensor_type.elem_type
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)
+    }
     inits = {t.name for t in model.graph.initializer}
     names = [i.name for i in model.graph.input if i.name not in inits]
     for node in model.graph.node:
@@ -201,9 +204,7 @@ def _smooth_rows(x: np.ndarray, valid: np.ndarray, eps: float = 1e-4) -> tuple[n
     return out, ok
 
 
-def _entropy_amax(
-    hist: np.ndarray, top: float, num_quantized: int = NUM_QUANTIZED_BINS, chunk: int = 128
-) -> float:
+def _entropy_amax(hist: np.ndarray, top: float, num_quantized: int = NUM_QUANTIZED_BINS, chunk: int = 128) -> float:
     """TensorRT's entropy calibration: the clipping threshold whose 128-level quantization of the |x|
     histogram has the smallest KL divergence from the (clipped) reference distribution.
 

@@ -21,6 +21,7 @@ from tlkit.io import output_error, temp_file_beside
 ARRAY_KEY = "_tensorfile_array_key_"
 GROUP_PREFIX = "_tensorfile_array_key_"  # groups are f"{GROUP_PREFIX}_{i}" -> "_tensorfile_array_key__0"
 
+
 def _group_name(i: int) -> str:
     return f"{GROUP_PREFIX}_{i}"
 

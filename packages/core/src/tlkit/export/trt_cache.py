@@ -36,7 +36,9 @@ def hex_to_amax(text: str) -> float:
 
 
 def write_trt_cache(
-    ranges: dict[str, float], path: str | os.PathLike, trt_version: str | int = "10.x",
+    ranges: dict[str, float],
+    path: str | os.PathLike,
+    trt_version: str | int = "10.x",
     algorithm: str = "EntropyCalibration2",
 ) -> Path:
     """Write a TensorRT text calibration cache. Pass your TensorRT version (TRT compares the header)."""
