@@ -117,7 +117,7 @@ def test_newer_version_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("input_shape", [3, 8], r"key 'input_shape': .*expected \[C, H, W\]"),
+    ("input_shape", [3, 8], r"key 'input_shape': expected \[C, H, W\], three positive integers \(got \[3, 8\]\)"),
     ("kind", "onnx", r"key 'kind': Input should be 'gluon' or 'graph'"),
     ("classes", "cat", r"key 'classes': Input should be a valid list \(got 'cat'\)"),
     ("prune_exclude", ["head", 3], r"key 'prune_exclude\.1': Input should be a valid string"),
@@ -129,6 +129,15 @@ def test_bad_meta_names_the_file_and_key(tmp_path, key, value, message):
     with pytest.raises(ModelFileError, match=r"out.tlk \(writing\): meta.json " + message):
         model_io.save_model(tmp_path / "out.tlk", model_io.ModelFile({key: value}, {}))
     assert not (tmp_path / "out.tlk").exists()
+
+
+def test_bad_meta_is_one_line_from_the_cli(tmp_path):
+    from tlkit.testing.plugins import run_tlkit
+
+    path = _write_raw(tmp_path / "bad.tlk", {"format": "tlkit-model", "format_version": 1, "classes": "cat"})
+    r = run_tlkit(["model", "info", str(path)])
+    assert r.returncode == 1
+    assert r.stderr == f"error: {path}: meta.json key 'classes': Input should be a valid list (got 'cat')\n"
 
 
 def test_meta_json_that_is_not_an_object(tmp_path):

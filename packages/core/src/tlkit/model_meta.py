@@ -119,7 +119,7 @@ class ModelMeta(BaseModel):
     @classmethod
     def _chw(cls, v: list[int] | None) -> list[int] | None:
         if v is not None and (len(v) != 3 or min(v) < 1):
-            raise ValueError(f"expected [C, H, W], three positive integers, got {v}")
+            raise ValueError("expected [C, H, W], three positive integers")
         return v
 
     @classmethod
@@ -134,7 +134,8 @@ class ModelMeta(BaseModel):
             first = err.errors()[0]
             key = ".".join(str(p) for p in first["loc"])
             got = first.get("input")
-            raise ModelFileError(f"{source}: meta.json key {key!r}: {first['msg']} (got {got!r})") from None
+            msg = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
+            raise ModelFileError(f"{source}: meta.json key {key!r}: {msg} (got {got!r})") from None
 
     @classmethod
     def of(cls, meta: dict[str, Any]) -> ModelMeta:
