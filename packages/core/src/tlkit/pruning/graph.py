@@ -914,7 +914,15 @@ def prune_graph(
         **targets,
     }
     new_shapes_all = _infer_shapes(new_json, g, new_params, input_shape) if keeps else shapes
-    report = _report(graph, pruner, keeps, symbol_json, shapes, g, new_shapes_all, new_params, level, options)
+    report = PruneReport(
+        layers=_layer_rows(graph, pruner, keeps, g),
+        params_before=sum(math.prod(v.shape) for v in params.values()),
+        params_after=sum(math.prod(v.shape) for v in new_params.values()),
+        flops_before=_flops(json.loads(symbol_json), shapes),
+        flops_after=_flops(g, new_shapes_all),
+        threshold=level,
+        options=options,
+    )
     return PruneResult(new_json, new_params, report, input_masks)
 
 
@@ -1009,8 +1017,8 @@ def _rewrite_graph(g: dict[str, Any], graph: _Graph, pruner: _Pruner, keeps: Any
     return json.dumps(g)
 
 
-def _report(graph: _Graph, pruner: _Pruner, keeps: Any, symbol_json: str, shapes: dict, g: dict[str, Any],
-            new_shapes: dict, new_params: dict[str, Any], level: float, options: dict[str, Any]) -> PruneReport:
+def _layer_rows(graph: _Graph, pruner: _Pruner, keeps: Any, g: dict[str, Any]) -> list[LayerRow]:
+    """The report's row of every weighted layer: filters before and after."""
     rows = []
     for nid, lay in graph.weighted:
         node = g["nodes"][nid]
@@ -1018,12 +1026,4 @@ def _report(graph: _Graph, pruner: _Pruner, keeps: Any, symbol_json: str, shapes
         idx = pruner.expand(lay, keeps)
         fixed = not lay or all(pruner.root_of[s] not in pruner.merged for s, _, _ in lay)
         rows.append(LayerRow(node["name"], node["op"], before, before if idx is None else len(idx), fixed))
-    return PruneReport(
-        layers=rows,
-        params_before=sum(math.prod(v.shape) for v in graph.params.values()),
-        params_after=sum(math.prod(v.shape) for v in new_params.values()),
-        flops_before=_flops(json.loads(symbol_json), shapes),
-        flops_after=_flops(g, new_shapes),
-        threshold=level,
-        options=options,
-    )
+    return rows
