@@ -88,8 +88,8 @@ class TaskSpec:
     config_model: Ref  # a pydantic model class (subclass of tlkit.config.TaskConfig)
     commands: tuple[CommandSpec, ...]
     default_spec: Ref | None = None  # callable returning commented YAML text; None = generated
-    # build_model(meta: dict) -> an uninitialised gluon HybridBlock, rebuilt from a model file's meta
-    # (tlkit.model_io.load_net calls it for "gluon" model files of this task).
+    # build_model(meta: dict) -> an uninitialised gluon HybridBlock, rebuilt from a model file's meta (the dict form
+    # of `ModelMeta`, its "build" key; tlkit.model_io.load_net calls it for "gluon" model files of this task).
     build_model: Ref | None = None
     # the model of `dataset_convert -d`'s spec (read like -e: YAML or TLT's format), for `tlkit spec validate/import`
     dataset_spec_model: Ref | None = None
