@@ -11,7 +11,7 @@ from tlkit.errors import TlkitError
 
 
 def run(ctx: Any) -> dict[str, Any]:
-    from tlkit.export.calibration import tensorfile_info, write_tensorfile
+    from tlkit.export.tensorfile import tensorfile_info, write_tensorfile
 
     from tlkit_detection.data import TargetMaker, batches, dataset_for
     from tlkit_detection.model import backbone_preprocess
