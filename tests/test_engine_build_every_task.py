@@ -170,7 +170,7 @@ def test_engine_without_gpu_is_one_clear_error(capsys, tmp_path, tlk_models, tas
     images = tlk_models["cal_images"]
     spec = tmp_path / "spec.yaml"  # what evaluate needs to get as far as loading the model
     spec.write_text({"classification": f"dataset_config: {{val_dataset_path: {images}}}\n",
-                     "detection": "model_config: {arch: resnet, n_layers: 10}\ndataset_config: {validation_fold: 0}\n",
+                     "detection": "model_config: {arch: resnet, n_layers: 10}\n",
                      "pose": "model: {arch: mobilenet_v2}\n"}[task])
     evaluate = ("evaluate", "-e", spec, "-r", tmp_path / "eval", "-m", engine)
     if task == "pose":

@@ -9,10 +9,13 @@ Every task lists this command with `tlkit.cli.options.EXPORT_OPTIONS`::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlkit.cli.options import EXPORT_OPTIONS, with_defaults
 from tlkit.errors import SpecError, TlkitError
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 
 def export_with_options(model: Any, output: Path, options: dict[str, Any]) -> Path:
@@ -70,7 +73,7 @@ def _export(model: Path, output: Path, options: dict[str, Any]) -> tuple[Path, d
     return path, {"cal_cache_file": cache if data_type == "int8" else None}
 
 
-def run(ctx: Any) -> dict[str, Any]:
+def run(ctx: CommandContext) -> dict[str, Any]:
     """Export ctx.model to ONNX at ctx.output (default: MODEL with .onnx), plus the asked-for configs."""
     from tlkit.export.onnx_export import read_onnx_metadata
 
