@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 from functools import partial
+from typing import Any
 
 from mxnet.gluon import HybridBlock, nn
 
@@ -110,7 +111,8 @@ class MBConv(HybridBlock):
     def __init__(self, in_channels, channels, expand, kernel, stride, **kwargs):
         super().__init__(**kwargs)
         mid = in_channels * expand
-        self.expand_conv = self.bn0 = None
+        self.expand_conv: Any = None  # both set only when expand != 1
+        self.bn0: Any = None
         if expand != 1:
             self.expand_conv = nn.Conv2D(mid, 1, use_bias=False, in_channels=in_channels)
             self.bn0 = _bn(mid)
