@@ -104,7 +104,7 @@ class TrtApi:
         TensorRT reads the scales from the cache and never asks for data."""
         base = self.trt.IInt8EntropyCalibrator2
 
-        class CacheCalibrator(base):  # type: ignore[misc, valid-type]
+        class CacheCalibrator(base):  # type: ignore[misc, valid-type]  # TensorRT's class, loaded at run time
             def __init__(self) -> None:
                 base.__init__(self)
 

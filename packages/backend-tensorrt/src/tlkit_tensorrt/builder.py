@@ -226,7 +226,7 @@ def _make_logger(api: TrtApi, verbose: bool) -> Any:
     where a precision fallback would show) and the weights size the builder reports; prints only when verbose."""
     trt = api.trt
 
-    class Collector(trt.ILogger):  # type: ignore[misc, name-defined]
+    class Collector(trt.ILogger):  # type: ignore[name-defined]  # TensorRT is loaded at run time (untyped)
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.errors: list[str] = []

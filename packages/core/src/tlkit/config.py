@@ -18,13 +18,15 @@ import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tlkit.errors import SpecError, did_you_mean
 from tlkit.io import atomic_write_text
+
+SpecT = TypeVar("SpecT", bound=BaseModel)  # load_spec returns an instance of the model it is given
 
 
 class SpecModel(BaseModel):
@@ -395,9 +397,9 @@ def read_spec(path: str | Path | None, model: type[BaseModel], overrides: list[s
 
 def load_spec(
     path: str | Path | None,
-    model: type[TaskConfig],
+    model: type[SpecT],
     overrides: list[str] | None = None,
-) -> TaskConfig:
+) -> SpecT:
     """Read, override and validate a spec (YAML or TLT protobuf text). `path=None` starts from the defaults.
 
     TLT keys tlkit does not implement are printed as warnings on stderr.

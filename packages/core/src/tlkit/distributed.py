@@ -230,17 +230,23 @@ def _set_pdeathsig() -> None:
         pass
 
 
+class _Helper(subprocess.Popen):
+    """A kvstore scheduler or server process of this node; `tlkit_role` names it in errors."""
+
+    tlkit_role = "helper"
+
+
 def _spawn(role: str, env: dict[str, str]) -> subprocess.Popen:
     child_env = {**env, "DMLC_ROLE": role, "OMP_NUM_THREADS": "1"}
     # importing mxnet with DMLC_ROLE=server/scheduler runs that role until the job ends
-    proc = subprocess.Popen(
+    proc = _Helper(
         [sys.executable, "-c", "import mxnet"],
         env=child_env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         preexec_fn=_set_pdeathsig,
     )
-    proc.tlkit_role = role  # type: ignore[attr-defined]
+    proc.tlkit_role = role
     return proc
 
 

@@ -119,10 +119,11 @@ def tokenize(text: str, where: str = "<spec>") -> list[Token]:
         if m is None:
             raise SpecError(f"{where}:{line}: unexpected character {text[pos]!r} in the protobuf text")
         kind = m.lastgroup
+        assert kind is not None  # every alternative of _TOKEN is a named group
         if kind == "nl":
             line += 1
         elif kind not in ("ws", "comment"):
-            tokens.append(Token(kind, m.group(), line))  # type: ignore[arg-type]
+            tokens.append(Token(kind, m.group(), line))
         pos = m.end()
     tokens.append(Token("eof", "", line))
     return tokens
@@ -263,8 +264,9 @@ def _unquote(text: str, where: str, line: int) -> str:
             i += 2 + len(m.group())
         elif nxt in "01234567":
             m = re.match(r"[0-7]{1,3}", body[i + 1 :])
-            out.append(chr(int(m.group(), 8)))  # type: ignore[union-attr]
-            i += 1 + len(m.group())  # type: ignore[union-attr]
+            assert m is not None  # nxt is an octal digit
+            out.append(chr(int(m.group(), 8)))
+            i += 1 + len(m.group())
         else:
             raise SpecError(f"{where}:{line}: unknown escape '\\{nxt}' in {text}")
     # protobuf strings are bytes: \xNN escapes of UTF-8 text decode back to the characters they spell

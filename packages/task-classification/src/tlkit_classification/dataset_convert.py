@@ -172,8 +172,8 @@ def parse_voc_xml(xml_path: Path, images_dir: Path) -> VocImage:
         if not name or bb is None:
             raise DataError(f"{xml_path}: object {i} lacks <name> or <bndbox>")
         try:
-            x0, y0, x1, y1 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
+            x0, y0, x1, y1 = (float(bb.findtext(k, "")) for k in ("xmin", "ymin", "xmax", "ymax"))  # missing: ""
+        except ValueError:
             raise DataError(f"{xml_path}: object {i} ({name}): bndbox needs numeric xmin, ymin, xmax, ymax") from None
         if x1 <= x0 or y1 <= y0:  # zero width/height (BCCD has a few): no object to crop
             out.skipped += 1

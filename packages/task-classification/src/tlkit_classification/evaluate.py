@@ -29,8 +29,9 @@ def eval_pipeline(meta: dict[str, Any], center_crop: bool | None = None) -> Pipe
 
     pre = resolve_preprocessing(meta)
     center = bool(pre.get("center_crop", True)) if center_crop is None else center_crop
+    c, h, w = (int(v) for v in meta["input_shape"])
     return Pipeline(
-        tuple(int(v) for v in meta["input_shape"]),  # type: ignore[arg-type]
+        (c, h, w),
         pre,
         interp=pre.get("resize_interpolation", "bilinear"),
         train=False,

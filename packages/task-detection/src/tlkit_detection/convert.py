@@ -241,17 +241,16 @@ def read_voc(root: str | Path, image_set: str | None = None, classes: Sequence[s
             if not include_difficult and (obj.findtext("difficult") or "0").strip() == "1":
                 continue
             name = (obj.findtext("name") or "").strip()
-            box = obj.find("bndbox")
-            try:
-                coords = [float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]  # type: ignore[union-attr, arg-type]
-            except (AttributeError, TypeError, ValueError):
+            try:  # a missing bndbox or coordinate reads as "": ValueError
+                x1, y1, x2, y2 = (float(obj.findtext(f"bndbox/{k}", "")) for k in ("xmin", "ymin", "xmax", "ymax"))
+            except ValueError:
                 raise DataError(f"{xml}: object {i} ({name or '?'}): bndbox needs numeric xmin, ymin, xmax, ymax") from None
             if not name:
                 raise DataError(f"{xml}: object {i}: missing <name>")
-            if coords[2] < coords[0] or coords[3] < coords[1]:
-                raise DataError(f"{xml}: object {i} ({name}): xmax < xmin or ymax < ymin ({coords})")
+            if x2 < x1 or y2 < y1:
+                raise DataError(f"{xml}: object {i} ({name}): xmax < xmin or ymax < ymin ({[x1, y1, x2, y2]})")
             truncated = 1.0 if (obj.findtext("truncated") or "0").strip() == "1" else 0.0
-            objs.append(KittiObject(type=name, bbox=tuple(coords), truncated=truncated))  # type: ignore[arg-type]
+            objs.append(KittiObject(type=name, bbox=(x1, y1, x2, y2), truncated=truncated))
         samples.append(Sample(frame, img, size[0], size[1], sanitize(objs, *size, str(xml), report, classes)))
     report.images = len(samples)
     return samples, report

@@ -52,9 +52,9 @@ def load_export_config(path: Path | None, overrides: list[str] | None = None, sp
     except SpecError:
         top = {}  # load_spec reports the error with its line
     if "dataset_export_config" in top:
-        cfg = load_spec(path, DetectionConfig, overrides).dataset_export_config  # type: ignore[attr-defined]
+        cfg = load_spec(path, DetectionConfig, overrides).dataset_export_config
     else:
-        cfg = load_spec(path, DatasetExportConfig, overrides)  # type: ignore[arg-type]
+        cfg = load_spec(path, DatasetExportConfig, overrides)
     return cfg, path.parent
 
 
@@ -82,7 +82,7 @@ def read_source(
     assert isinstance(src, CocoSourceConfig)
     files, dirs = src.annotation_file, src.image_directory_path
     if not isinstance(files, list):
-        samples, report = read_coco(rel(files), rel(dirs), classes)  # type: ignore[arg-type]
+        samples, report = read_coco(rel(files), rel(dirs), classes)
         return samples, report, None, src, None
     samples, report, folds = [], ConvertReport(), []
     for f, d in zip(files, dirs if isinstance(dirs, list) else [dirs] * len(files)):

@@ -70,7 +70,8 @@ def read_id_list(path: str | Path) -> list[str]:
 def _listed_folds(frames: list[str], cfg: PartitionConfig) -> list[list[str]]:
     """list mode: [val_list frames, train_list frames (or every other frame)], in list order."""
     present = set(frames)
-    val = read_id_list(cfg.val_list)  # type: ignore[arg-type]
+    assert cfg.val_list  # PartitionConfig requires it in list mode
+    val = read_id_list(cfg.val_list)
     train = read_id_list(cfg.train_list) if cfg.train_list else [f for f in frames if f not in set(val)]
     both = sorted(set(val) & set(train))
     if both:

@@ -164,7 +164,7 @@ def dataset_spec_split(path: Path, mode: str, overrides: list[str] | None = None
 
     from tlkit_pose.config import PoseDatasetSpec
 
-    ds: Any = load_spec(path, PoseDatasetSpec, overrides)  # type: ignore[arg-type]
+    ds: Any = load_spec(path, PoseDatasetSpec, overrides)
     key = "train_data" if mode == "train" else "test_data"
     split = getattr(ds, key)
     if split is None:

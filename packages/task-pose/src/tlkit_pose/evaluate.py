@@ -189,5 +189,6 @@ def run(ctx: CommandContext) -> EvaluationResult:
     paths = write_results(result, results_dir)
     artifacts.update((p.name, str(p)) for p in paths.values())
     ctx.console.print(f"Results: {paths['evaluation']}, {paths['results_csv']}")
-    status.write("SUCCESS", "Evaluation finished successfully.", kpi=result["kpi"])  # type: ignore[union-attr]
+    assert status is not None  # made for results_dir
+    status.write("SUCCESS", "Evaluation finished successfully.", kpi=result["kpi"])
     return EvaluationResult(kpi=result["kpi"], artifacts=artifacts, metrics=metrics)

@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -43,18 +45,24 @@ def center_crop_resize(image: np.ndarray, size: tuple[int, int], crop_fraction: 
     return resized[top : top + size[0], left : left + size[1]]
 
 
-def make_preprocess(mode: str, size: tuple[int, int] = (224, 224)) -> Callable[..., "object"]:
-    """preprocess(images) -> mx.nd.NDArray (N, 3, H, W): images are HxWx3 RGB arrays (one or a list)."""
-    normalize(np.zeros((1, 1, 1, 3), np.uint8), mode)  # fail now on an unknown mode
+@dataclass(frozen=True)
+class Preprocess:
+    """preprocess(images) -> mx.nd.NDArray (N, 3, H, W): images are HxWx3 RGB arrays (one or a list),
+    center-cropped and resized to `size` (H, W), normalized in the convention `mode`."""
 
-    def preprocess(images: np.ndarray | Sequence[np.ndarray]):
+    mode: str
+    size: tuple[int, int]
+
+    def __call__(self, images: np.ndarray | Sequence[np.ndarray]) -> Any:
         import mxnet as mx
 
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = [images]
-        batch = np.stack([center_crop_resize(np.asarray(im)[..., :3], size) for im in images])
-        return mx.nd.array(normalize(batch, mode))
+        batch = np.stack([center_crop_resize(np.asarray(im)[..., :3], self.size) for im in images])
+        return mx.nd.array(normalize(batch, self.mode))
 
-    preprocess.mode = mode  # type: ignore[attr-defined]
-    preprocess.size = size  # type: ignore[attr-defined]
-    return preprocess
+
+def make_preprocess(mode: str, size: tuple[int, int] = (224, 224)) -> Preprocess:
+    """The `Preprocess` of a convention and an input size."""
+    normalize(np.zeros((1, 1, 1, 3), np.uint8), mode)  # fail now on an unknown mode
+    return Preprocess(mode, size)

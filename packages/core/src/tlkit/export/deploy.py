@@ -169,9 +169,9 @@ def write_deepstream_config(
     explicit_int8 = meta.get("data_type") == "int8"  # a Q/DQ ONNX carries its own scales
     if data_type == "int8" and int8_calib_file and not explicit_int8:
         prop["int8-calib-file"] = rel(Path(int8_calib_file))
-    if classes:
-        labels = write_labels(meta, out_dir / labels_name, deepstream_classifier=net_type == 1)
-        prop["labelfile-path"] = rel(labels)  # type: ignore[arg-type]
+    labels = write_labels(meta, out_dir / labels_name, deepstream_classifier=net_type == 1)  # None: no classes
+    if labels is not None:
+        prop["labelfile-path"] = rel(labels)
     if net_type == 1:
         prop["classifier-threshold"] = classifier_threshold
     if secondary is not None:

@@ -18,6 +18,7 @@ import importlib.util
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from tlkit.errors import ChecksumError, ModelFileError, RegistryError, UnknownNameError
 from tlkit.io import file_digest, temp_file_beside
@@ -46,7 +47,7 @@ def _store() -> tuple[dict[str, str], str, str]:
         raise RegistryError("gluoncv is not installed: its model store is not available")
     path = Path(spec.origin).parent / "model_zoo" / "model_store.py"
     try:
-        found: dict[str, object] = {}
+        found: dict[str, Any] = {}  # ast.literal_eval's values
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                 key = node.targets[0].id
@@ -55,7 +56,7 @@ def _store() -> tuple[dict[str, str], str, str]:
                     found[key] = {n: c for c, n in ast.literal_eval(node.value.generators[0].iter)}
                 elif key in ("apache_repo_url", "_url_format"):
                     found[key] = ast.literal_eval(node.value)
-        return found["_model_sha1"], found["apache_repo_url"], found["_url_format"]  # type: ignore[return-value]
+        return found["_model_sha1"], found["apache_repo_url"], found["_url_format"]
     except (OSError, SyntaxError, ValueError, KeyError, AttributeError, IndexError):  # another layout: import it
         from gluoncv.model_zoo import model_store
 

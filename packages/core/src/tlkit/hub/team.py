@@ -72,7 +72,7 @@ def user_config() -> UserConfig:
     from tlkit.config import load_spec
 
     path = config_path()
-    return load_spec(path, UserConfig) if path.is_file() else UserConfig()  # type: ignore[arg-type, return-value]
+    return load_spec(path, UserConfig) if path.is_file() else UserConfig()
 
 
 def registry_location(flag: str | None = None) -> tuple[str, str]:
@@ -172,6 +172,12 @@ class Registry:
     def __repr__(self) -> str:
         return f"Registry({self.location})"
 
+    @property
+    def _folder(self) -> Path:
+        """The directory of a directory registry (the code that uses it has checked `not self.is_http`)."""
+        assert self.root is not None, f"{self.location}: an http(s) registry has no directory"
+        return self.root
+
     # -- reading ------------------------------------------------------------------------------------------------
 
     def _url(self, rel: str, base: str | None = None) -> str:
@@ -181,7 +187,7 @@ class Registry:
         """The parsed index.json (an empty index for a directory that has none yet)."""
         from tlkit.hub.download import read_url
 
-        where = self._url(INDEX) if self.is_http else str(self.root / INDEX)  # type: ignore[operator]
+        where = self._url(INDEX) if self.is_http else str(self._folder / INDEX)
         if self.is_http:
             try:
                 raw = read_url(where)
@@ -190,9 +196,9 @@ class Registry:
                     return _empty_index()
                 raise
         else:
-            path = self.root / INDEX  # type: ignore[operator]
+            path = self._folder / INDEX
             if not path.is_file():
-                if self.root.exists() and not self.root.is_dir():  # type: ignore[union-attr]
+                if self._folder.exists() and not self._folder.is_dir():
                     raise RegistryError(f"{self.root}: a team registry must be a directory or an http(s) URL")
                 return _empty_index()
             raw = path.read_bytes()
@@ -261,7 +267,7 @@ class Registry:
     def cached_path(self, entry: Entry) -> Path:
         """Where a file of this registry is on disk: in place for a directory, in the cache for HTTP."""
         if not self.is_http:
-            return self.root / entry.file  # type: ignore[operator]
+            return self._folder / entry.file
         from tlkit.weights import cache_dir
 
         site = hashlib.sha256(self.location.encode()).hexdigest()[:12]
@@ -320,16 +326,16 @@ class Registry:
         sha, size = file_digest(src), src.stat().st_size
         if self.is_http:
             return self._push_http(src, name, version, description, force, card, sha, size, now_utc())
-        with _locked(self.root / ".index.lock"):  # type: ignore[operator]
+        with _locked(self._folder / ".index.lock"):
             index = self.index()
             version = self._check_new(index, name, version, force)
             entry = Entry(name, version, f"{name}/{version}/{src.name}", sha, size, now_utc(), description)
-            dest = self.root / entry.file  # type: ignore[operator]
+            dest = self._folder / entry.file
             with open(src, "rb") as fin, atomic_write(dest, "wb") as fout:
                 shutil.copyfileobj(fin, fout, 1 << 20)
             entry.card = write_card_files(dest, card, sha).to_dict()
             self._add(index, entry)
-            atomic_write_text(self.root / INDEX, json.dumps(index, indent=2) + "\n")  # type: ignore[operator]
+            atomic_write_text(self._folder / INDEX, json.dumps(index, indent=2) + "\n")
         return entry
 
     def _check_new(self, index: dict[str, Any], name: str, version: str | None, force: bool) -> str:

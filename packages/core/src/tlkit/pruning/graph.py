@@ -43,7 +43,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -358,7 +358,7 @@ class _Graph:
             for lay in carriers:
                 self.fix(lay)
             return
-        out = self._unify(carriers)  # type: ignore[arg-type]
+        out = self._unify(cast(list[Layout], carriers))  # none is None: checked above
         self.layouts[(nid, 0)] = out
         for key, ax in params:
             self.add_slice(key, ax, out)
@@ -579,7 +579,7 @@ class _Graph:
                 for lay in in_layouts:
                     self.fix(lay)
                 return
-            self.layouts[(nid, 0)] = self._unify(in_layouts)  # type: ignore[arg-type]
+            self.layouts[(nid, 0)] = self._unify(cast(list[Layout], in_layouts))  # none is None: checked above
             return
         out: list[Segment] = []
         for e, lay in zip(data, in_layouts):
