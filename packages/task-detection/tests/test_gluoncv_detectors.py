@@ -61,12 +61,16 @@ def test_bad_arch_and_detector_names_list_the_choices(tmp_path):
     import pydantic
     from tlkit_detection.detectors import get
 
-    cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "ssd", "model_config.arch": "googlenet"})
-    with pytest.raises(SpecError, match=r"'googlenet' is not available for detector 'ssd'; choose one of: "
-                                        r"mobilenet_v1, resnet18, resnet50, vgg16, efficientnet_lite0"):
+    # neither a GluonCV preset nor a registered backbone (those: test_registered_backbone.py)
+    cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "ssd", "model_config.arch": "googlenet_v3"})
+    with pytest.raises(SpecError, match=r"'googlenet_v3' is not available for detector 'ssd': not one of GluonCV's "
+                                        r"mobilenet_v1, resnet18, resnet50, vgg16 \(resnet/vgg/darknet with "
+                                        r"model_config.n_layers.*nor a registered backbone \(.*efficientnet_lite0"):
         get(cfg.model.detector).build_meta(cfg, ["a"])
-    cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "yolov3", "model_config.arch": "resnet"})
-    with pytest.raises(SpecError, match="choose one of: darknet53, mobilenet_v1"):
+    cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "yolov3", "model_config.arch": "resnet",
+                                            "model_config.n_layers": 19})
+    with pytest.raises(SpecError, match="'resnet19' is not available for detector 'yolov3': not one of GluonCV's "
+                                        "darknet53, mobilenet_v1"):
         get(cfg.model.detector).build_meta(cfg, ["a"])
     cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "ssd", "model_config.arch": "vgg",
                                             "model_config.n_layers": 16})
