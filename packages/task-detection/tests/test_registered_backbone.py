@@ -6,7 +6,6 @@ that are neither a GluonCV preset nor registered, and backbones without a layer 
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +13,9 @@ import pytest
 from detection_synth import CLASSES, tiny_spec, write_synthetic_records
 from rich.console import Console
 
-from tlkit import hookimpl
 from tlkit.errors import SpecError
 from tlkit.testing import make_context
-from tlkit.testing.plugins import registered_plugin
+from tlkit.testing.plugins import architectures_plugin, registered_plugin
 from tlkit.types import ArchitectureSpec
 
 W, H = 64, 64  # network input (the synthetic frames are resized to it)
@@ -52,17 +50,10 @@ def own_forward(*, out_stride: int = 32, **_kw):
 
 
 def _plugin():
-    plugin = types.SimpleNamespace()
-
-    @hookimpl
-    def tlkit_register_architectures():
-        return [
-            ArchitectureSpec("tinydet", build=tinydet, summary="toy backbone for the detection tests"),
-            ArchitectureSpec("ownfwd", build=own_forward, summary="backbone with its own forward"),
-        ]
-
-    plugin.tlkit_register_architectures = tlkit_register_architectures
-    return plugin
+    return architectures_plugin(
+        ArchitectureSpec("tinydet", build=tinydet, summary="toy backbone for the detection tests"),
+        ArchitectureSpec("ownfwd", build=own_forward, summary="backbone with its own forward"),
+    )
 
 
 @pytest.fixture

@@ -52,7 +52,7 @@ class GluonCVArch:
     steps: tuple[int, ...] = ()
     features: Any = None  # SSD: base network output names
     filters: tuple[int, ...] | None = None
-    preprocess: str = "torch"
+    preprocess: str = "torch"  # a tlkit backbone's own default_preprocess instead (`preprocess_mode`)
     min_input: int = 32
     tlkit: bool = False  # a backbone of tlkit's registry (`base` is its name), not a GluonCV base network
 
@@ -368,13 +368,15 @@ class GluonCVDetector(Detector):
         if self.tlkit_arch is None:
             raise SpecError(f"model_config.arch {name!r}: {self.name} takes only GluonCV's "
                             f"{', '.join(a.backbone for a in self.archs)}")
-        from tlkit.backbones import build_backbone
-
-        preprocess = build_backbone(name).default_preprocess
-        return dataclasses.replace(self.tlkit_arch, backbone=name, base=name, preprocess=preprocess, tlkit=True)
+        return dataclasses.replace(self.tlkit_arch, backbone=name, base=name, tlkit=True)
 
     def preprocess_mode(self, cfg: Any) -> str:
-        return self.arch(cfg.model.arch, cfg.model.n_layers).preprocess
+        a = self.arch(cfg.model.arch, cfg.model.n_layers)
+        if a.tlkit:  # what the backbone's pretrained weights expect
+            from tlkit.backbones import build_backbone
+
+            return build_backbone(a.base).default_preprocess
+        return a.preprocess
 
     # -- building --------------------------------------------------------------------------------------------
 

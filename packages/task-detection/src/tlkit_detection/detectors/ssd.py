@@ -54,7 +54,7 @@ class SSD(GluonCVDetector):
 
         sizes = scaled(a.sizes, scale)
         if a.tlkit:
-            return get_ssd(None, a.base_size, _tlkit_backbone_features(a.base, a.filters, self.label), None, sizes,
+            return get_ssd(None, a.base_size, _tlkit_backbone_features(a.base, a.filters or (), self.label), None, sizes,
                            _RATIOS, list(a.steps), classes, "", pretrained=False, pretrained_base=False, root=root,
                            prefix=PREFIX)
         if a.features == "vgg16_atrous_300":
