@@ -499,9 +499,15 @@ class GluonCVDetector(Detector):
         from tlkit.weights import resolve_weights
 
         name = uri[len("gluoncv://") :]
-        if name == a.base or (a.tlkit and gluoncv_store.kind(name) == "classification"):
+        if a.tlkit and gluoncv_store.kind(name) == "classification":
+            from tlkit.weights import gluoncv_weight_map
+
+            gluoncv_weight_map(name, a.base)  # another backbone's weights: refused before any download
             resolve_weights(uri)
-            return True  # a tlkit backbone: gluoncv_weight_map refuses another backbone's weights
+            return True
+        if name == a.base:
+            resolve_weights(uri)
+            return True
         if gluoncv_store.kind(name) == "classification":
             raise SpecError(
                 f"train_config.pretrained_model_path {uri}: {self.name} on {a.backbone} starts from its base network "
