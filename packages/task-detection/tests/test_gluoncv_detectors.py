@@ -91,26 +91,13 @@ def test_imagenet_base_weights_are_never_downloaded(tmp_path, monkeypatch):
     assert _pretrained_base_tag("mobilenet1.0", True) == "efbb2ca3"  # gluoncv then loads it by tag, offline
 
 
-def test_gluoncv_base_network_uri_is_the_imagenet_start(tmp_path, monkeypatch):
+def test_gluoncv_base_network_uri_is_the_imagenet_start(tmp_path, gluoncv_classifier):
     """`pretrained_model_path: gluoncv://mobilenet1.0` for SSD on mobilenet_v1: GluonCV's pretrained_base from
     $MXNET_HOME/models (present here: nothing is downloaded); another classifier is refused clearly."""
     import mxnet as mx
-    from gluoncv import model_zoo
-    from tlkit.hub import gluoncv_store
-    from tlkit.io import file_digest
     from tlkit_detection.detectors import get
 
-    monkeypatch.setenv("MXNET_HOME", str(tmp_path))
-    monkeypatch.setenv("TLKIT_OFFLINE", "1")
-    base = model_zoo.get_model("mobilenet1.0", pretrained=False)
-    base.initialize(mx.init.Xavier())
-    base(mx.nd.zeros((1, 3, 64, 64)))
-    (tmp_path / "models").mkdir()
-    base.save_parameters(str(tmp_path / "models" / "m.params"))
-    # GluonCV checks the file against the hash in its name: publish this file's sha1 for the test
-    sha1 = file_digest(tmp_path / "models" / "m.params", "sha1")
-    monkeypatch.setitem(gluoncv_store.sha1_table(), "mobilenet1.0", sha1)
-    (tmp_path / "models" / "m.params").rename(gluoncv_store.local_path("mobilenet1.0"))
+    base = gluoncv_classifier("mobilenet1.0")
     cfg = tiny_spec(tmp_path / "none.json", **{**SSD, "train_config.pretrained_model_path": "gluoncv://mobilenet1.0"})
     built = get("ssd").build_for_training(cfg, ["dog", "cat"], [mx.cpu()])
     want = base.features[0].weight.data().asnumpy()

@@ -225,29 +225,16 @@ def test_unknown_and_untappable_backbones_are_refused(with_tinydet, tmp_path):
             get(detector).build_net(get(detector).build_meta(cfg, ["a"])["build"])
 
 
-def test_gluoncv_classifier_weights_load_into_a_tlkit_backbone(tmp_path, monkeypatch):
+def test_gluoncv_classifier_weights_load_into_a_tlkit_backbone(tmp_path, gluoncv_classifier):
     """`pretrained_model_path: gluoncv://mobilenetv2_1.0` for YOLOv3 on tlkit's mobilenet_v2: GluonCV's classifier
     (from $MXNET_HOME/models, nothing downloaded) fills the backbone stages; another backbone's weights are refused
     before any download."""
     import mxnet as mx
-    from gluoncv import model_zoo
 
     from tlkit.errors import ModelFileError
-    from tlkit.hub import gluoncv_store
-    from tlkit.io import file_digest
     from tlkit_detection.detectors import get
 
-    monkeypatch.setenv("MXNET_HOME", str(tmp_path))
-    monkeypatch.setenv("TLKIT_OFFLINE", "1")
-    base = model_zoo.get_model("mobilenetv2_1.0", pretrained=False)
-    base.initialize(mx.init.Xavier())
-    base(mx.nd.zeros((1, 3, 64, 64)))
-    (tmp_path / "models").mkdir()
-    base.save_parameters(str(tmp_path / "models" / "m.params"))
-    monkeypatch.setitem(
-        gluoncv_store.sha1_table(), "mobilenetv2_1.0", file_digest(tmp_path / "models" / "m.params", "sha1")
-    )
-    (tmp_path / "models" / "m.params").rename(gluoncv_store.local_path("mobilenetv2_1.0"))
+    base = gluoncv_classifier("mobilenetv2_1.0")
     over = {
         "model_config.detector": "yolov3",
         "model_config.arch": "mobilenet_v2",
