@@ -222,7 +222,11 @@ class ModelConfig(SpecModel):
         "efficientnet_lite0, resnet 34; `tlkit plugins`); see the README's GluonCV section; detectors of other "
         "packages by their name (tlkit_detection.detectors)",
     )
-    arch: str = Field("resnet", description="backbone: resnet (10/18/34/50), vgg16, googlenet, mobilenet_v1, mobilenet_v2, efficientnet_lite0, or another registered one (`tlkit plugins`)")
+    arch: str = Field(
+        "resnet",
+        description="backbone: resnet (10/18/34/50), vgg16, googlenet, mobilenet_v1, mobilenet_v2, efficientnet_lite0, "
+        "or another registered one (`tlkit plugins`)",
+    )
     n_layers: Optional[int] = Field(18, description="depth for families with several (resnet 10/18/34/50, vgg 16); ignored by the others")
     use_batch_norm: bool = Field(True, description="batch normalization after convolutions (backbones that support both)")
     use_pooling: bool = Field(False, description="max-pool after the stem instead of a strided convolution (TLT DetectNet_v2 default: false)")

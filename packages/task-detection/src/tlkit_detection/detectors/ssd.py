@@ -1,8 +1,8 @@
 """GluonCV's SSD (`model_config.detector: ssd`): the network (GluonCV's `SSD` block on its base networks, or on a
-backbone of tlkit's registry: its features at strides 8, 16, 32 + three extra stride-2 layers), GluonCV's `SSDDefaultTrainTransform` steps with its `SSDTargetGenerator` (see `SSDTargets`)
-and its `SSDMultiBoxLoss` (softmax cross-entropy with 3:1 hard negative mining + smooth L1, normalised by the
-positive anchors). Augmentation uses Python's and numpy's RNGs, which the engine reseeds every epoch, so runs
-repeat. Shared GluonCV parts (meta, weights, pruned graphs, NMS): `detectors.gluoncv`.
+backbone of tlkit's registry: its features at strides 8, 16, 32 + three extra stride-2 layers), GluonCV's
+`SSDDefaultTrainTransform` steps with its `SSDTargetGenerator` (see `SSDTargets`) and its `SSDMultiBoxLoss`
+(softmax cross-entropy with 3:1 hard negative mining + smooth L1, normalised by the positive anchors).
+Augmentation uses Python's and numpy's RNGs, which the engine reseeds every epoch, so runs repeat. Shared GluonCV parts (meta, weights, pruned graphs, NMS): `detectors.gluoncv`.
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ class SSD(GluonCVDetector):
 
         sizes = scaled(a.sizes, scale)
         if a.tlkit:
-            return get_ssd(None, a.base_size, _tlkit_backbone_features(a.base, a.filters or (), self.label), None, sizes,
-                           _RATIOS, list(a.steps), classes, "", pretrained=False, pretrained_base=False, root=root,
-                           prefix=PREFIX)
+            features = _tlkit_backbone_features(a.base, a.filters or (), self.label)
+            return get_ssd(None, a.base_size, features, None, sizes, _RATIOS, list(a.steps), classes, "",
+                           pretrained=False, pretrained_base=False, root=root, prefix=PREFIX)
         if a.features == "vgg16_atrous_300":
             from gluoncv.model_zoo.ssd.vgg_atrous import vgg16_atrous_300 as features
         else:

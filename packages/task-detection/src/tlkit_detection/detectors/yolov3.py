@@ -1,8 +1,8 @@
 """GluonCV's YOLOv3 (`model_config.detector: yolov3`): GluonCV's `YOLOV3` block (its training forward made to
 return the raw predictions, `TrainableYOLOV3`) on GluonCV's darknet53 / mobilenet1.0 or on the stride 8, 16 and 32
-stages of a backbone of tlkit's registry (`BackboneStage`), `YOLO3DefaultTrainTransform` with its prefetched targets, then
-in the loss its dynamic target merge and `YOLOV3Loss` (frames without objects are left out of its training
-batches). Shared GluonCV parts (meta, weights, pruned graphs, NMS): `detectors.gluoncv`.
+stages of a backbone of tlkit's registry (`BackboneStage`), `YOLO3DefaultTrainTransform` with its prefetched
+targets, then in the loss its dynamic target merge and `YOLOV3Loss` (frames without objects are left out of its
+training batches). Shared GluonCV parts (meta, weights, pruned graphs, NMS): `detectors.gluoncv`.
 """
 
 from __future__ import annotations
