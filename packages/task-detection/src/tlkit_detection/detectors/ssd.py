@@ -2,7 +2,8 @@
 backbone of tlkit's registry: its features at strides 8, 16, 32 + three extra stride-2 layers), GluonCV's
 `SSDDefaultTrainTransform` steps with its `SSDTargetGenerator` (see `SSDTargets`) and its `SSDMultiBoxLoss`
 (softmax cross-entropy with 3:1 hard negative mining + smooth L1, normalised by the positive anchors).
-Augmentation uses Python's and numpy's RNGs, which the engine reseeds every epoch, so runs repeat. Shared GluonCV parts (meta, weights, pruned graphs, NMS): `detectors.gluoncv`.
+Augmentation uses Python's and numpy's RNGs, which the engine reseeds every epoch, so runs repeat. Shared GluonCV
+parts (meta, weights, pruned graphs, NMS): `detectors.gluoncv`.
 """
 
 from __future__ import annotations
