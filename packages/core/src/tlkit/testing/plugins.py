@@ -1,6 +1,6 @@
 """Plugins in tests: install plugin distributions into a private directory (real installs: pip, entry points,
 dist-info, kept out of the environment; run `tlkit` with PYTHONPATH=<target> to see them), or register a plugin
-object in this process (`registered_plugin`).
+object in this process (`registered_plugin`; `architectures_plugin(spec, ...)` makes one that registers backbones).
 """
 
 from __future__ import annotations
@@ -52,3 +52,17 @@ def registered_plugin(plugin: Any, name: str = "test-plugin", *, entry_points: b
         yield registry_mod._REGISTRY
     finally:
         registry_mod._REGISTRY = saved
+
+
+def architectures_plugin(*specs: Any) -> Any:
+    """A plugin object whose `tlkit_register_architectures` hook returns `specs` (tlkit.types.ArchitectureSpec):
+    a third-party backbone for `registered_plugin(architectures_plugin(ArchitectureSpec("mynet", build=...)))`."""
+    import types
+
+    from tlkit import hookimpl
+
+    @hookimpl
+    def tlkit_register_architectures():
+        return list(specs)
+
+    return types.SimpleNamespace(tlkit_register_architectures=tlkit_register_architectures)
