@@ -255,6 +255,51 @@ def test_export_command_writes_onnx_and_configs(tlk_model, tmp_path):
         run(export_context("detection", model=tlk, options=options))
 
 
+@pytest.fixture
+def npz_exporter(monkeypatch):
+    """A registry with a plugin exporter `npz` (the parameters as a numpy archive) that records its calls."""
+    import types
+
+    import tlkit.registry as registry_mod
+    from tlkit import hookimpl
+    from tlkit.plugins import make_plugin_manager
+    from tlkit.types import ExporterSpec
+
+    calls = []
+
+    def to_npz(model, output, options):
+        calls.append((model, output, options))
+        arrays = {k.replace(":", "_"): v.asnumpy() for k, v in model_io.load_model(model).params.items()}
+        np.savez(output, **arrays)
+        return output
+
+    plugin = types.ModuleType("npz_plugin")
+    plugin.tlkit_register_exporters = hookimpl(lambda: [ExporterSpec("npz", export=to_npz, suffix=".npz")])
+    pm, loaded = make_plugin_manager(entry_points=False)
+    pm.register(plugin, name="npz")
+    monkeypatch.setattr(registry_mod, "_REGISTRY", registry_mod.Registry(pm, loaded))
+    return calls
+
+
+def test_export_format_runs_the_registered_exporter(tlk_model, tmp_path, npz_exporter):
+    from tlkit.export.command import run
+
+    _, tlk = tlk_model
+    outputs = run(export_context(model=tlk, results_dir=tmp_path, options={"format": "npz", "static_batch_size": 2}))
+    (model, output, options), = npz_exporter
+    # the default name takes the exporter's suffix; every export flag arrives, with its default when not given
+    assert output == tmp_path / "m.npz" and outputs == {"output": str(output), "format": "npz"}
+    assert options["static_batch_size"] == 2 and options["data_type"] == "fp32" and options["format"] == "npz"
+    assert sorted(np.load(output)) == sorted(k.replace(":", "_") for k in model_io.load_model(tlk).params)
+    with pytest.raises(TlkitError, match="--gen_ds_config: deployment configs describe an ONNX model; --format npz writes .npz"):
+        run(export_context(model=tlk, output=tmp_path / "x", options={"format": "npz", "gen_ds_config": True}))
+    assert len(npz_exporter) == 1 and not (tmp_path / "x.npz").exists()
+    with pytest.raises(TlkitError, match=r"unknown exporter 'nzp'; did you mean 'npz'\? Installed exporters: npz, onnx\."):
+        run(export_context(model=tlk, output=tmp_path / "y", options={"format": "nzp"}))
+    # without --format: core's ONNX
+    assert run(export_context(model=tlk, output=tmp_path / "m", options={}))["onnx"] == str(tmp_path / "m.onnx")
+
+
 def test_core_registers_exporter_and_engine_backends():
     from tlkit.registry import get_registry
 
