@@ -75,3 +75,39 @@ def test_run_needs_annotations_and_cli_works(tmp_path, synthetic_set):
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "cli").glob("coco-train-fold-000-of-001-shard-*-of-00003.rec"))) == 3
     assert "Wrote" in r.stdout
+
+
+def test_dataset_convert_reads_through_the_registered_dataset_format(tmp_path, synthetic_set, monkeypatch):
+    """The -a file is read by the pose dataset format --input_format names (coco_keypoints by default); an
+    unknown name is refused with the installed pose formats."""
+    import types
+
+    import tlkit.registry as registry_mod
+    from tlkit import hookimpl
+    from tlkit.plugins import make_plugin_manager
+    from tlkit.types import DatasetFormatSpec
+    from tlkit_pose import plugin as pose_plugin
+
+    seen = []
+
+    def spy(source, options):
+        seen.append((source, options))
+        return load_coco_keypoints(source)
+
+    extra = types.ModuleType("spy_formats")
+    extra.tlkit_register_dataset_formats = hookimpl(lambda: [DatasetFormatSpec("spy_keypoints", "pose", spy)])
+    pm, loaded = make_plugin_manager(entry_points=False)
+    pm.register(pose_plugin, name="pose")
+    pm.register(extra, name="spy")
+    monkeypatch.setattr(registry_mod, "_REGISTRY", registry_mod.Registry(pm, loaded))
+
+    def convert_with(fmt, out):
+        return run(make_context("pose", "dataset_convert", output=tmp_path / out / "p",
+                                options={"annotations": synthetic_set, "input_format": fmt, "strict": False}))
+
+    default = convert_with("coco_keypoints", "default")
+    assert convert_with("spy_keypoints", "spy")["num_records"] == default["num_records"] > 0
+    assert seen == [(Path(synthetic_set), {"strict": False})]
+    with pytest.raises(TlkitError, match=r"unknown pose dataset format 'coco'\. Installed pose dataset formats: "
+                                         r"coco_keypoints, spy_keypoints\."):
+        convert_with("coco", "x")

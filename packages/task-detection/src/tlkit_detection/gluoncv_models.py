@@ -339,43 +339,65 @@ def _initialize(net: Any, ctx: list[Any]) -> None:
 
 
 def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: Any = None) -> Any:
-    """The GluonCV detector `train` starts from (see the module doc for the pretrained weights)."""
-    import mxnet as mx
-    from tlkit.transfer import BuiltModel, describe_load, set_bn_momentum
+    """The GluonCV detector `train` starts from (`tlkit.transfer.build_for_training`; see the module doc for the
+    pretrained weights)."""
+    from tlkit.transfer import build_for_training as build_network
 
-    m, tc = cfg.model, cfg.train_config
-    if tc.load_graph:
-        return _load_graph_model(cfg, classes, ctx, console)
-    meta = build_meta(cfg, classes)
-    a = arch_for(m.detector, m.arch, m.n_layers)
-    uri = str(tc.pretrained_model_path or "")
-    imagenet = uri == "imagenet" or _is_store_base(uri, a)
-    tag = _pretrained_base_tag(a.base, imagenet) if imagenet and a.backbone != "efficientnet_lite0" else False
-    mx.random.seed(tc.random_seed)
-    net = build_net(meta["build"], pretrained_base=tag)
-    meta["prune_exclude"] = head_names(net)
-    _initialize(net, ctx)
-    with mx.autograd.train_mode():  # materialise deferred shapes (predictors) before loading
-        net(mx.nd.zeros((1, *meta["input_shape"]), ctx=ctx[0]))
-    if imagenet and a.backbone == "efficientnet_lite0":
-        from tlkit.weights import load_pretrained
+    return build_network(_builder_class()(cfg, classes), ctx, console)
 
-        report = load_pretrained(net.features.backbone, "imagenet", arch=a.base)
-        if console is not None:
-            console.print(describe_load(report))
-    elif imagenet:
-        if console is not None:
-            console.print(f"pretrained weights: ImageNet {a.base} (gluoncv tag {tag})")
-    elif uri:
-        load_detector_weights(net, uri, classes, list(m.pretrained_classes), console)
-    if m.batch_norm_momentum is not None:  # GluonCV's own 0.9; EfficientNet's 0.99 lags on small data
-        set_bn_momentum(net, m.batch_norm_momentum)
-    frozen: tuple[str, ...] = ()
-    if m.freeze_blocks:
-        if a.backbone != "efficientnet_lite0":  # GluonCV bases are one traced graph without blocks
-            raise SpecError(f"model_config.freeze_blocks: supported for ssd efficientnet_lite0, not {meta['arch']}")
-        frozen = tuple("features.backbone." + p for p in net.features.backbone.freeze_prefixes(m.freeze_blocks))
-    return BuiltModel(net, meta, frozen)
+
+def _builder_class() -> type:
+    from tlkit.transfer import ModelBuilder, describe_load
+
+    class GluonCVBuilder(ModelBuilder):
+        """SSD / YOLOv3's part of `tlkit.transfer.build_for_training`: GluonCV's ImageNet bases load while the
+        network is built; the backbone (freeze_blocks) is a tlkit Backbone only for efficientnet_lite0."""
+
+        task = "detection"
+        backbone_path = "features.backbone"
+
+        def build(self) -> tuple[Any, dict[str, Any]]:
+            m, uri = self.cfg.model, str(self.cfg.train_config.pretrained_model_path or "")
+            meta = build_meta(self.cfg, self.classes)
+            self.arch = a = arch_for(m.detector, m.arch, m.n_layers)
+            self.imagenet = uri == "imagenet" or _is_store_base(uri, a)
+            tag = _pretrained_base_tag(a.base, self.imagenet) if self.imagenet and a.backbone != "efficientnet_lite0" else False
+            net = build_net(meta["build"], pretrained_base=tag)
+            meta["prune_exclude"] = head_names(net)
+            self.tag = tag
+            return net, meta
+
+        def initialize(self, net: Any, meta: dict[str, Any], ctx: list[Any]) -> None:
+            import mxnet as mx
+
+            _initialize(net, ctx)
+            with mx.autograd.train_mode():  # materialise deferred shapes (predictors) before loading
+                net(mx.nd.zeros((1, *meta["input_shape"]), ctx=ctx[0]))
+
+        def load_pretrained(self, net: Any, meta: dict[str, Any], uri: str, console: Any) -> Any:
+            a, report = self.arch, None
+            if self.imagenet and a.backbone == "efficientnet_lite0":
+                from tlkit.weights import load_pretrained
+
+                report = load_pretrained(net.features.backbone, "imagenet", arch=a.base)
+                if console is not None:
+                    console.print(describe_load(report))
+            elif self.imagenet:
+                if console is not None:
+                    console.print(f"pretrained weights: ImageNet {a.base} (gluoncv tag {self.tag})")
+            else:
+                report = load_detector_weights(net, uri, self.classes, list(self.cfg.model.pretrained_classes), console)
+            return report
+
+        def load_graph(self, ctx: list[Any], console: Any) -> Any:
+            from tlkit_detection.model import load_detector_graph
+
+            return load_detector_graph(self.cfg, self.classes, ctx, console)
+
+        def finish_graph(self, built: Any, ctx: list[Any]) -> Any:
+            return retrainable_graph(built, self.cfg, self.classes, ctx)
+
+    return GluonCVBuilder
 
 
 def _is_store_base(uri: str, a: GluonCVArch) -> bool:
@@ -457,15 +479,8 @@ def _known_classes(path: Any, n: int) -> list[str]:
 # -- retraining a pruned graph ---------------------------------------------------------------------------------
 
 
-def _load_graph_model(cfg: Any, classes: list[str], ctx: list[Any], console: Any) -> Any:
-    """`load_graph: true`: the pruned detector graph of pretrained_model_path, ready to train."""
-    from tlkit.transfer import set_bn_momentum
-    from tlkit_detection.model import load_detector_graph
-
-    m = cfg.model
-    built = load_detector_graph(cfg, classes, ctx, console)
-    if m.batch_norm_momentum is not None:
-        set_bn_momentum(built.net, m.batch_norm_momentum)
+def retrainable_graph(built: Any, cfg: Any, classes: list[str], ctx: list[Any]) -> Any:
+    """`load_graph: true`: the loaded pruned detector graph, with this spec's NMS settings, ready to train."""
     built.meta["postprocessing"] = {n: nms_params(cfg.postprocessing_config.for_class(n)) for n in classes}
     built.meta["export_nms"] = export_nms_record(built.meta["postprocessing"])
     built.net = _retrainable_graph_class()(built.net, built.meta, ctx)
