@@ -126,12 +126,13 @@ class WeightFormatSpec:
 @dataclass(frozen=True)
 class DatasetFormatSpec:
     """A dataset format a task reads (`kitti`, `voc`, `coco`, `coco_keypoints`, ...): the task's `dataset_convert`
-    picks it by name (`--input_format NAME`, or the spec section that names it) and converts what it reads.
+    picks it by name (`--input_format NAME`, or the spec section / mode that names it) and converts what it reads.
 
     `load(source: Path, options: dict[str, Any]) -> the task's samples`: `source` is the dataset the user named (a
     folder or a file), `options` the format's settings (the task documents the keys it passes; ignore the
     others). What it returns is the task's sample type, documented by the task (detection: `(list[Sample],
-    ConvertReport)` of `tlkit_detection.convert`; pose: `(list[CocoImage], CocoReport)` of `tlkit_pose.coco`).
+    ConvertReport)` of `tlkit_detection.convert`; classification: `(Iterable[LabeledImage], Counter)` of
+    `tlkit_classification.dataset_convert`; pose: a `CocoKeypoints` of `tlkit_pose.coco`); docs/plugin-guide.md.
     """
 
     name: str
