@@ -258,11 +258,7 @@ def test_export_command_writes_onnx_and_configs(tlk_model, tmp_path):
 @pytest.fixture
 def npz_exporter(monkeypatch):
     """A registry with a plugin exporter `npz` (the parameters as a numpy archive) that records its calls."""
-    import types
-
-    import tlkit.registry as registry_mod
-    from tlkit import hookimpl
-    from tlkit.plugins import make_plugin_manager
+    from tlkit.testing.plugins import plugin, use_plugins
     from tlkit.types import ExporterSpec
 
     calls = []
@@ -273,11 +269,7 @@ def npz_exporter(monkeypatch):
         np.savez(output, **arrays)
         return output
 
-    plugin = types.ModuleType("npz_plugin")
-    plugin.tlkit_register_exporters = hookimpl(lambda: [ExporterSpec("npz", export=to_npz, suffix=".npz")])
-    pm, loaded = make_plugin_manager(entry_points=False)
-    pm.register(plugin, name="npz")
-    monkeypatch.setattr(registry_mod, "_REGISTRY", registry_mod.Registry(pm, loaded))
+    use_plugins(monkeypatch, npz=plugin(tlkit_register_exporters=lambda: [ExporterSpec("npz", export=to_npz, suffix=".npz")]))
     return calls
 
 

@@ -274,11 +274,7 @@ def test_symbolic_graph_of_matches_export_and_falls_back():
 def spy_pruner(monkeypatch):
     """A registry with a plugin pruner `spy` (classification models only) that records its calls and keeps
     every other filter of each layer it may prune."""
-    import types
-
-    import tlkit.registry as registry_mod
-    from tlkit import hookimpl
-    from tlkit.plugins import make_plugin_manager
+    from tlkit.testing.plugins import plugin, use_plugins
     from tlkit.types import PrunerSpec
 
     calls = []
@@ -289,11 +285,8 @@ def spy_pruner(monkeypatch):
         calls.append(options)
         return prune_symbol(symbol_json, params, {**options, "target_ratio": 0.5, "pruning_granularity": 1})
 
-    plugin = types.ModuleType("spy_plugin")
-    plugin.tlkit_register_pruners = hookimpl(lambda: [PrunerSpec("spy", prune=prune, tasks=frozenset({"classification"}))])
-    pm, loaded = make_plugin_manager(entry_points=False)
-    pm.register(plugin, name="spy")
-    monkeypatch.setattr(registry_mod, "_REGISTRY", registry_mod.Registry(pm, loaded))
+    spy = PrunerSpec("spy", prune=prune, tasks=frozenset({"classification"}))
+    use_plugins(monkeypatch, spy=plugin(tlkit_register_pruners=lambda: [spy]))
     return calls
 
 

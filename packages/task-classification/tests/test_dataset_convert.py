@@ -146,11 +146,7 @@ def test_voc_folder_names_and_a_fixed_split_from_lists(tmp_path, make_ctx):
 def test_input_format_reads_with_a_registered_format_and_unknown_ones_are_refused(tmp_path, make_ctx, monkeypatch):
     """dataset_convert --input_format NAME: the classification dataset format NAME (here a plugin's: a CSV of
     image,label) yields LabeledImages that become class folders, split by --ratios like VOC's."""
-    import types
-
-    import tlkit.registry as registry_mod
-    from tlkit import hookimpl
-    from tlkit.plugins import make_plugin_manager
+    from tlkit.testing.plugins import plugin, use_plugins
     from tlkit.types import DatasetFormatSpec
     from tlkit_classification import plugin as classification_plugin
     from tlkit_classification.dataset_convert import LabeledImage, run
@@ -159,12 +155,9 @@ def test_input_format_reads_with_a_registered_format_and_unknown_ones_are_refuse
         rows = [ln.split(",") for ln in source.read_text().split()]
         return iter([LabeledImage(label, name, source.parent / name) for name, label in rows]), Counter()
 
-    extra = types.ModuleType("csv_format")
-    extra.tlkit_register_dataset_formats = hookimpl(lambda: [DatasetFormatSpec("labels_csv", "classification", read_csv)])
-    pm, loaded = make_plugin_manager(entry_points=False)
-    pm.register(classification_plugin, name="classification")
-    pm.register(extra, name="csv")
-    monkeypatch.setattr(registry_mod, "_REGISTRY", registry_mod.Registry(pm, loaded))
+    csv_format = DatasetFormatSpec("labels_csv", "classification", read_csv)
+    use_plugins(monkeypatch, classification=classification_plugin,
+                csv=plugin(tlkit_register_dataset_formats=lambda: [csv_format]))
 
     src = tmp_path / "flat"
     src.mkdir()

@@ -80,11 +80,7 @@ def test_run_needs_annotations_and_cli_works(tmp_path, synthetic_set):
 def test_dataset_convert_reads_through_the_registered_dataset_format(tmp_path, synthetic_set, monkeypatch):
     """The -a file is read by the pose dataset format --input_format names (coco_keypoints by default); an
     unknown name is refused with the installed pose formats."""
-    import types
-
-    import tlkit.registry as registry_mod
-    from tlkit import hookimpl
-    from tlkit.plugins import make_plugin_manager
+    from tlkit.testing.plugins import plugin, use_plugins
     from tlkit.types import DatasetFormatSpec
     from tlkit_pose import plugin as pose_plugin
 
@@ -94,12 +90,8 @@ def test_dataset_convert_reads_through_the_registered_dataset_format(tmp_path, s
         seen.append((source, options))
         return load_coco_keypoints(source)
 
-    extra = types.ModuleType("spy_formats")
-    extra.tlkit_register_dataset_formats = hookimpl(lambda: [DatasetFormatSpec("spy_keypoints", "pose", spy)])
-    pm, loaded = make_plugin_manager(entry_points=False)
-    pm.register(pose_plugin, name="pose")
-    pm.register(extra, name="spy")
-    monkeypatch.setattr(registry_mod, "_REGISTRY", registry_mod.Registry(pm, loaded))
+    spy_format = DatasetFormatSpec("spy_keypoints", "pose", spy)
+    use_plugins(monkeypatch, pose=pose_plugin, spy=plugin(tlkit_register_dataset_formats=lambda: [spy_format]))
 
     def convert_with(fmt, out):
         return run(make_context("pose", "dataset_convert", output=tmp_path / out / "p",

@@ -30,3 +30,26 @@ def run_tlkit(args: list[str], pythonpath: Path | None = None, env: dict | None 
     return subprocess.run([sys.executable, "-m", "tlkit", *args], capture_output=True, text=True, env=full_env,
                           cwd=cwd, timeout=timeout)
 
+
+
+def plugin(**hooks):
+    """An in-process plugin object: each keyword a hook implementation, e.g.
+    `plugin(tlkit_register_pruners=lambda: [PrunerSpec("spy", prune=spy)])`."""
+    from types import SimpleNamespace
+
+    from tlkit import hookimpl
+
+    return SimpleNamespace(**{name: hookimpl(fn) for name, fn in hooks.items()})
+
+
+def use_plugins(monkeypatch, **plugins):
+    """Make the process-wide registry core's built-ins plus `plugins` (name=plugin object or module) for one test
+    (`monkeypatch` puts the previous one back); installed plugins are left out. Returns the registry."""
+    import tlkit.registry as registry_mod
+    from tlkit.plugins import make_plugin_manager
+
+    pm, loaded = make_plugin_manager(entry_points=False)
+    for name, obj in plugins.items():
+        pm.register(obj, name=name)
+    monkeypatch.setattr(registry_mod, "_REGISTRY", registry_mod.Registry(pm, loaded))
+    return registry_mod.get_registry()
