@@ -81,7 +81,7 @@ def test_a_detector_without_backbone_blocks_refuses_freeze_blocks():
 def test_freeze_blocks_freeze_the_backbone_blocks_named(task, key):
     import mxnet as mx
 
-    cfg, build = task({"freeze_blocks": [0, 1]})
+    _, build = task({"freeze_blocks": [0, 1]})
     built = build([mx.cpu()])
     backbone = built.net.backbone
     want = tuple("backbone." + p for p in backbone.freeze_prefixes([0, 1]))

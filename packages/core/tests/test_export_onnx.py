@@ -6,7 +6,6 @@ import numpy as np
 import onnx
 import pytest
 from mxnet.gluon import nn
-
 from tlkit import model_io
 from tlkit.errors import DataError, ModelFileError, SpecError, TlkitError
 from tlkit.export.onnx_export import ExportError, export_onnx, read_onnx_metadata
@@ -278,7 +277,8 @@ def test_export_format_runs_the_registered_exporter(tlk_model, tmp_path, npz_exp
 
     _, tlk = tlk_model
     outputs = run(export_context(model=tlk, results_dir=tmp_path, options={"format": "npz", "static_batch_size": 2}))
-    (model, output, options), = npz_exporter
+    ((model, output, options),) = npz_exporter
+    assert model == tlk
     # the default name takes the exporter's suffix; every export flag arrives, with its default when not given
     assert output == tmp_path / "m.npz" and outputs == {"output": str(output), "format": "npz"}
     assert options["static_batch_size"] == 2 and options["data_type"] == "fp32" and options["format"] == "npz"
@@ -303,7 +303,6 @@ def test_core_registers_exporter_and_engine_backends():
 
 def test_export_command_int8_from_images_and_tensorfile(tlk_model, tmp_path):
     import cv2
-
     from tlkit.export.calibration import read_trt_cache, write_tensorfile
     from tlkit.export.command import run
     from tlkit.export.preprocess import preprocess

@@ -6,7 +6,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from tlkit.errors import DataError, TlkitError
 from tlkit.testing import make_context
 from tlkit.testing.plugins import run_tlkit

@@ -16,9 +16,10 @@ from __future__ import annotations
 import shutil
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 from tlkit.context import print_warning
@@ -327,9 +328,9 @@ def voc_to_folders(
     skipped_images: SkippedImages | None = None,
 ) -> dict[str, Any]:
     """Pascal VOC -> `<out>/<class>/*.jpg` (see `read_voc`). Returns counts per class and what was skipped."""
-    options = dict(voc_label=mode, image_set=image_set, min_size=min_size, include_difficult=include_difficult,
-                   margin=margin, image_dir_name=image_dir_name, annotation_dir_name=annotation_dir_name,
-                   skipped_images=skipped_images)
+    options = {"voc_label": mode, "image_set": image_set, "min_size": min_size, "include_difficult": include_difficult,
+               "margin": margin, "image_dir_name": image_dir_name, "annotation_dir_name": annotation_dir_name,
+               "skipped_images": skipped_images}
     items, skipped = read_voc(voc_root, options)
     return write_class_folders(items, skipped, Path(out), voc_root)
 
