@@ -154,8 +154,8 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
     maker = TargetMaker(cfg, classes, built.meta["preprocessing"], train_ds.input_size)
     loss = DetectNetLoss.from_config(cfg, classes)
     node = world()  # multi-node training: batches are global, each node decodes and trains its slice
-    bs = tc.batch_size_per_gpu * len(ctx_list) * node.size
-    drop_last = len(train_ds) >= 2 * bs or node.distributed
+    bs = node.global_batch(tc.batch_size_per_gpu, len(ctx_list))
+    drop_last = node.drop_last(len(train_ds), bs)
     steps = steps_per_epoch(len(train_ds), bs, drop_last)
     workers = max(1, loader_workers(tc.n_workers))
 
