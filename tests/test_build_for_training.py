@@ -60,6 +60,7 @@ WITH_BLOCKS = [(classification, "model_config"), (detectnet, "model_config"), (p
 @pytest.mark.parametrize("task,key", WITH_BLOCKS, ids=lambda v: getattr(v, "__name__", v))
 def test_a_block_the_backbone_lacks_is_refused_naming_the_key(task, key):
     import mxnet as mx
+
     from tlkit.errors import SpecError
 
     _, build = task({"freeze_blocks": [0, 42]})
@@ -70,6 +71,7 @@ def test_a_block_the_backbone_lacks_is_refused_naming_the_key(task, key):
 
 def test_a_detector_without_backbone_blocks_refuses_freeze_blocks():
     import mxnet as mx
+
     from tlkit.errors import SpecError
 
     _, build = ssd({"freeze_blocks": [1]})

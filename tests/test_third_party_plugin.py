@@ -60,6 +60,7 @@ def test_plugin_pruner_and_exporter_run_from_the_cli(example_plugin_dir, tmp_pat
     import mxnet as mx
     import numpy as np
     from mxnet.gluon import nn
+
     from tlkit import model_io
 
     net = nn.HybridSequential()

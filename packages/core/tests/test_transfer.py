@@ -10,6 +10,7 @@ import pytest
 from mxnet.gluon import nn
 from pydantic import Field
 from rich.console import Console
+
 from tlkit.backbones import Backbone
 from tlkit.config import SpecModel, TaskConfig
 from tlkit.errors import SpecError
