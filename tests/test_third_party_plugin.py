@@ -110,9 +110,15 @@ def test_plugin_dataset_format_is_read_by_dataset_convert(example_plugin_dir, tm
     assert [ln.split()[0] for ln in a] == ["car", "person"]
     assert [float(v) for v in a[0].split()[4:8]] == [1, 2, 30, 20]
     assert (out / "labels" / "b.txt").read_text().split()[0] == "car"
+    # the default output: RecordIO folds, split by the default partition
+    r = run_tlkit(["detection", "dataset_convert", "--input_format", "box_csv", "-i", str(tmp_path / "boxes.csv"),
+                   "-o", str(tmp_path / "rec" / "boxes")], example_plugin_dir)
+    assert r.returncode == 0, r.stderr[-2000:]
+    manifest = json.loads((tmp_path / "rec" / "boxes.json").read_text())
+    assert manifest["classes"] == ["car", "person"] and sum(manifest["frames_per_fold"]) == 2
 
     r = run_tlkit(["detection", "dataset_convert", "--input_format", "box_cvs", "-i", str(tmp_path / "boxes.csv"),
-                   "-o", str(tmp_path / "rec")], example_plugin_dir)
+                   "-o", str(tmp_path / "rec2")], example_plugin_dir)
     assert r.returncode != 0
     assert ("unknown detection dataset format 'box_cvs'; did you mean 'box_csv'? Installed detection dataset "
             "formats: box_csv, coco, kitti, voc.") in r.stderr

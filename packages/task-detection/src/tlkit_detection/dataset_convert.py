@@ -96,19 +96,16 @@ def read_source(
     return samples, report, None, src, folds
 
 
-def read_input(name: str, source: Path | None, spec: Path | None, overrides: list[str] | None) -> tuple[
+def read_input(name: str, source: Path | None, spec: Path | None) -> tuple[
         list[Sample], ConvertReport, None, PartitionConfig, None]:
-    """`--input_format NAME -i SOURCE`: read SOURCE with the registered dataset format NAME (any plugin's), split
-    into folds and shards as the key=value overrides of the partition keys say (num_shards=2 ...; default: the
-    PartitionConfig defaults)."""
+    """`--input_format NAME -i SOURCE`: read SOURCE with the registered dataset format NAME (any plugin's); RecordIO
+    output is split as PartitionConfig's defaults say (random: 14% validation fold, 10 shards per fold)."""
     if source is None:
         raise TlkitError(f"--input_format {name}: -i/--input (the dataset to read) is required")
     if spec is not None:
         raise TlkitError(f"--input_format {name} reads -i {source}; drop -d {spec} (a spec names its own source)")
-    load = dataset_format(name)
-    partition = load_spec(None, PartitionConfig, overrides)  # type: ignore[arg-type]
-    samples, report = load(Path(source), {"classes": None})
-    return samples, report, None, partition, None
+    samples, report = dataset_format(name)(Path(source), {"classes": None})
+    return samples, report, None, PartitionConfig(), None
 
 
 def infer_extension(image_dir: Path) -> str | None:
@@ -127,7 +124,7 @@ def run(ctx) -> dict:
         raise TlkitError("tlkit detection dataset_convert: -o/--output is required (records prefix, folder or .json)")
     if ctx.option("input_format"):
         samples, report, ext, src, folds = read_input(ctx.option("input_format"), ctx.option("input"),
-                                                      ctx.option("dataset_export_spec"), ctx.overrides)
+                                                      ctx.option("dataset_export_spec"))
     else:
         cfg, base = load_export_config(ctx.option("dataset_export_spec"), ctx.overrides, ctx.spec)
         samples, report, ext, src, folds = read_source(cfg, base)
