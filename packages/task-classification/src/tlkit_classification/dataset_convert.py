@@ -338,7 +338,7 @@ def voc_to_folders(
 # -- command -------------------------------------------------------------------------------------------
 
 
-def _print_voc(ctx: Any, res: dict[str, Any], title: str) -> None:
+def _print_class_counts(ctx: Any, res: dict[str, Any], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
@@ -377,13 +377,13 @@ def run(ctx: Any) -> int:
                 raise TlkitError("--train_list/--val_list/--test_list fix the split: drop --ratios and --image_set")
             for split, name in lists.items():
                 res = to_class_folders(fmt, src, out / split, {**read, "image_set": name})
-                _print_voc(ctx, res, f"{split} ({name}): {what}")
+                _print_class_counts(ctx, res, f"{split} ({name}): {what}")
             if unreadable:
                 print_warning(ctx.console, unreadable.summary())
             ctx.console.print(f"wrote {', '.join(str(out / s) for s in lists)}")
             return 0
         res = to_class_folders(fmt, src, out / "all" if ratios else out, read)
-        _print_voc(ctx, res, what)
+        _print_class_counts(ctx, res, what)
         if unreadable:
             print_warning(ctx.console, unreadable.summary())
         if not ratios:

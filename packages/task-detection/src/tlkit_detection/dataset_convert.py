@@ -126,6 +126,9 @@ def run(ctx) -> dict:
         samples, report, ext, src, folds = read_input(ctx.option("input_format"), ctx.option("input"),
                                                       ctx.option("dataset_export_spec"))
     else:
+        if ctx.option("input") is not None:
+            raise TlkitError(f"-i {ctx.option('input')}: give --input_format NAME to say how to read it "
+                             "(the -d spec names its own source)")
         cfg, base = load_export_config(ctx.option("dataset_export_spec"), ctx.overrides, ctx.spec)
         samples, report, ext, src, folds = read_source(cfg, base)
     ctx.console.print(f"Read {report.summary()}", markup=False, soft_wrap=True)
