@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from tlkit.context import print_warning
 from tlkit.errors import DataError, TlkitError
 from tlkit.images import IMAGE_EXTENSIONS, SkippedImages, image_problem

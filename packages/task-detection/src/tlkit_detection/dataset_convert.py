@@ -17,7 +17,6 @@ from tlkit.config import load_spec, read_spec_source, read_spec_text
 from tlkit.errors import SpecError, TlkitError
 from tlkit.images import IMAGE_EXTENSIONS
 from tlkit.io import atomic_write_text
-
 from tlkit_detection.config import (
     CocoSourceConfig,
     DatasetExportConfig,
