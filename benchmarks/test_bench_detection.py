@@ -211,7 +211,7 @@ def test_bench_detectnet_train_step(benchmark):
 def test_bench_detectnet_clustering(benchmark, algorithm):
     """Clustering of one image's heads (3 classes, 60x34 grid) from rasterized targets: DBSCAN vs NMS."""
     from tlkit_detection.clustering import ClusteringParams
-    from tlkit_detection.predict import postprocess
+    from tlkit_detection.detectors.detectnet_v2 import postprocess
     from tlkit_detection.rasterizer import rasterize
 
     f = _detectnet_frames(1)

@@ -32,14 +32,14 @@ def detectnet(model):
 
 
 def ssd(model):
+    from tlkit_detection import detectors
     from tlkit_detection.config import DetectionConfig
-    from tlkit_detection.gluoncv_models import build_for_training
 
     cfg = DetectionConfig.model_validate(
         {"model_config": {"detector": "ssd", "arch": "mobilenet_v1", **model},
          "train_config": {"pretrained_model_path": None},
          "augmentation_config": {"preprocessing": {"output_image_width": 128, "output_image_height": 96}}})
-    return cfg, lambda ctx: build_for_training(cfg, ["car"], ctx)
+    return cfg, lambda ctx: detectors.get("ssd").build_for_training(cfg, ["car"], ctx)
 
 
 def pose(model):

@@ -1,6 +1,7 @@
-"""A third-party plugin's backbone is picked up by an existing task (classification) through the real CLI:
-train with `model_config.arch=tinynet`, then prune and export the result; its pruner, exporter and detection
-dataset format are run by `prune --pruner`, `export --format` and `dataset_convert --input_format`."""
+"""A third-party plugin's backbone is picked up by the existing tasks: classification through the real CLI:
+train with `model_config.arch=tinynet`, then prune and export the result; it passes core's backbone check
+(`tlkit.testing.backbones`) and builds a pose network. Its pruner, exporter and detection dataset format are
+run by `prune --pruner`, `export --format` and `dataset_convert --input_format`."""
 
 import json
 import zipfile
@@ -122,3 +123,27 @@ def test_plugin_dataset_format_is_read_by_dataset_convert(example_plugin_dir, tm
     assert r.returncode != 0
     assert ("unknown detection dataset format 'box_cvs'; did you mean 'box_csv'? Installed detection dataset "
             "formats: box_csv, coco, kitti, voc.") in r.stderr
+
+
+def test_the_example_plugin_backbone_passes_core_backbone_check_and_builds_pose(example_plugin_dir, monkeypatch):
+    """The installed plugin's backbone, found through its entry point, runs the check core runs on its own."""
+    from tlkit.registry import get_registry, reset_registry
+    from tlkit.testing.backbones import check_backbone
+
+    monkeypatch.syspath_prepend(str(example_plugin_dir))
+    reset_registry()
+    try:
+        assert get_registry().architecture("tinynet").distribution == "tlkit-example-plugin"
+        bb = check_backbone("tinynet")
+        assert type(bb).__name__ == "TinyNet" and bb.block_names == [f"stage{i}" for i in range(5)]
+        # pose takes it too (at stride 8): heatmaps and PAFs at 1/8 of the input
+        import mxnet as mx
+
+        from tlkit_pose.model import build_net
+
+        net = build_net({"arch": "tinynet", "stages": 2, "stage_channels": 8, "stage_convs": 1})
+        net.initialize(mx.init.Xavier())
+        hm, paf = net(mx.nd.zeros((1, 3, 64, 96)))
+        assert hm.shape == (1, 19, 8, 12) and paf.shape == (1, 38, 8, 12)
+    finally:
+        reset_registry()  # the next get_registry() rediscovers without the plugin directory

@@ -91,3 +91,18 @@ def test_every_hook_is_documented_with_an_example_and_in_the_plugin_guide():
         assert "versionadded" in doc, name
         assert "Example" in doc or "Stops at first" in doc or name.startswith("tlkit_on_stage"), name
         assert f"`{name}`" in guide, f"docs/plugin-guide.md does not document {name}"
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_command_run_takes_a_typed_command_context(task):
+    """`run(ctx: CommandContext)`, so the type checker holds each command's body to the context's fields (the
+    annotation is a string: `from __future__ import annotations`, the class imported under TYPE_CHECKING)."""
+    from tlkit.lazy import resolve
+
+    for cmd in get_registry().task(task).commands:
+        fn = resolve(cmd.run)
+        params = list(inspect.signature(fn).parameters.values())
+        assert len(params) == 1, f"{task} {cmd.name}: {fn.__module__}.{fn.__name__} takes {params}"
+        assert params[0].annotation in ("CommandContext", "tlkit.context.CommandContext"), (
+            f"{task} {cmd.name}: {fn.__module__}.{fn.__name__}({params[0]}) is not typed `ctx: CommandContext`"
+        )

@@ -3,18 +3,18 @@ contract (out_channels, out_stride, freeze blocks), and the TLT options change t
 
 from __future__ import annotations
 
-import math
 import sys
 import types
 
 import mxnet as mx
-import numpy as np
 import pytest
 
 from tlkit import hookimpl
 from tlkit.backbones import Backbone, build_backbone
 from tlkit.errors import SpecError, UnknownNameError
 from tlkit.registry import get_registry
+from tlkit.testing.backbones import check_backbone
+from tlkit.testing.plugins import registered_plugin
 
 ARCHS = get_registry().backbone_names()
 SIZE = 64
@@ -34,61 +34,16 @@ def test_all_required_backbones_are_registered():
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_forward_backward_stride32(arch):
-    bb = _build(arch)
-    assert isinstance(bb, Backbone) and bb.out_stride == 32
-    assert bb.default_preprocess in ("caffe", "torch", "tf")
-    bb.hybridize()  # the symbol graph (export, pruning) must trace too
-    x = mx.nd.random.uniform(-1, 1, (2, 3, SIZE, SIZE))
-    with mx.autograd.record():
-        y = bb(x)
-        loss = (y * y).mean()
-    loss.backward()
-    assert y.shape == (2, bb.out_channels, SIZE // 32, SIZE // 32)
-    assert np.isfinite(y.asnumpy()).all()
-    params = bb._collect_params_with_prefix()
-    first = next(p for n, p in params.items() if n.endswith("weight"))
-    assert float(mx.nd.abs(first.grad()).sum().asscalar()) > 0, "no gradient reached the first layer"
+def test_backbone_contract(arch):
+    """The check a third-party architecture package runs too: forward/backward, strides 32/16/8 with the same
+    parameters, freeze blocks, pruning equivalence and ONNX export (tlkit.testing.backbones)."""
+    check_backbone(arch)
 
 
-@pytest.mark.parametrize("out_stride", [8, 16])
-@pytest.mark.parametrize("arch", ARCHS)
-def test_forward_reduced_stride(arch, out_stride):
-    bb = _build(arch, out_stride=out_stride)
-    y = bb(mx.nd.random.uniform(-1, 1, (1, 3, SIZE, SIZE)))
-    side = math.ceil(SIZE / out_stride)
-    assert bb.out_stride == out_stride
-    assert y.shape == (1, bb.out_channels, side, side)
-    assert np.isfinite(y.asnumpy()).all()
-
-
-def test_reduced_stride_keeps_every_parameter():
-    """Stride 8/16 only removes downsampling: same tensors, same shapes, so pretrained weights still apply."""
-    shapes = {}
-    for s in (32, 8):
-        bb = _build("efficientnet_lite0", out_stride=s)
-        bb(mx.nd.zeros((1, 3, SIZE, SIZE)))
-        shapes[s] = {n: p.shape for n, p in bb._collect_params_with_prefix().items()}
-    assert shapes[32] == shapes[8]
-
-
-@pytest.mark.parametrize("arch", ARCHS)
-def test_freeze_prefixes_match_real_parameters(arch):
-    bb = _build(arch)
-    bb(mx.nd.zeros((1, 3, SIZE, SIZE)))
-    names = list(bb._collect_params_with_prefix())
-    seen: set[str] = set()
-    for b in range(len(bb.block_names)):
-        prefixes = bb.freeze_prefixes([b])
-        covered = {n for n in names if n.startswith(tuple(prefixes))}
-        assert all(any(n.startswith(p) for n in names) for p in prefixes), prefixes
-        assert not covered & seen, f"block {b} overlaps an earlier block"
-        seen |= covered
-    assert seen == set(names), "the freeze blocks must cover every parameter"
-    if type(bb).freeze_prefixes is not Backbone.freeze_prefixes:
-        return  # a plugin's own implementation: range checking is its business
-    with pytest.raises(SpecError, match=rf"freeze_blocks: {len(bb.block_names)} is out of range for {arch}"):
-        bb.freeze_prefixes([len(bb.block_names)])
+def test_freeze_prefixes_out_of_range_is_a_spec_error():
+    bb = build_backbone("resnet18")
+    with pytest.raises(SpecError, match=r"freeze_blocks: 5 is out of range for resnet18 \(0..4: stem, "):
+        bb.freeze_prefixes([5])
 
 
 def test_tlt_arch_and_n_layers_resolve():
@@ -180,9 +135,7 @@ def tinynet(*, out_stride=32, use_batch_norm=True, **_):
 
 
 @pytest.fixture
-def registry_with_plugin(monkeypatch):
-    import tlkit.registry as registry_mod
-    from tlkit.plugins import make_plugin_manager
+def registry_with_plugin():
     from tlkit.types import ArchitectureSpec
 
     plugin = types.ModuleType("tiny_plugin")
@@ -192,18 +145,35 @@ def registry_with_plugin(monkeypatch):
         return [ArchitectureSpec("tinynet", build=f"{__name__}:tinynet")]
 
     plugin.tlkit_register_architectures = tlkit_register_architectures
-    pm, loaded = make_plugin_manager(entry_points=False)
-    pm.register(plugin, name="tiny")
-    monkeypatch.setattr(registry_mod, "_REGISTRY", registry_mod.Registry(pm, loaded))
-    return registry_mod.get_registry()
+    with registered_plugin(plugin, "tiny") as registry:
+        yield registry
 
 
-def test_plugin_backbone_builds_through_build_backbone(registry_with_plugin):
+def test_plugin_backbone_builds_and_passes_the_backbone_check(registry_with_plugin):
     assert "tinynet" in registry_with_plugin.backbone_names()
-    for s in (32, 16, 8):
-        bb = _build("tinynet", out_stride=s)
-        assert bb(mx.nd.zeros((1, 3, SIZE, SIZE))).shape == (1, 16, SIZE // s, SIZE // s)
-    assert bb.freeze_prefixes([0, 1]) == ["stem.", "stage1."]
+    bb = check_backbone("tinynet")
+    assert bb.out_channels == 16 and bb.freeze_prefixes([0, 1]) == ["stem.", "stage1."]
+
+
+def test_backbone_check_catches_broken_backbones():
+    def wrong_channels(**kw):
+        bb = tinynet(**kw)
+        bb.out_channels = 32
+        return bb
+
+    with pytest.raises(AssertionError, match=r"stride-32 features \(2, 16, 2, 2\), expected \(2, 32, 2, 2\)"):
+        check_backbone(wrong_channels, prune=False, export=False)
+
+    def drops_blocks(out_stride=32, **_):  # fewer layers at stride 16: weights trained at 32 would not load
+        from tlkit.backbones.base import conv_bn_act
+
+        n = {32: 4, 16: 3, 8: 2}[out_stride]
+        layers = [("stem", conv_bn_act(8, 3, 2, in_channels=3))]
+        layers += [(f"stage{i + 1}", conv_bn_act(16, 3, 2, in_channels=8 if i == 0 else 16)) for i in range(n)]
+        return Backbone("short", layers, [(name, 1, 2) for name, _ in layers], 16, out_stride=out_stride)
+
+    with pytest.raises(AssertionError, match=r"stride 16 changes the parameters .*stage4"):
+        check_backbone(drops_blocks, prune=False, export=False)
 
 
 def test_unknown_backbone_option_is_a_spec_error():

@@ -255,9 +255,9 @@ def test_export_command_writes_onnx_and_configs(tlk_model, tmp_path):
 
 
 @pytest.fixture
-def npz_exporter(monkeypatch):
+def npz_exporter():
     """A registry with a plugin exporter `npz` (the parameters as a numpy archive) that records its calls."""
-    from tlkit.testing.plugins import plugin, use_plugins
+    from tlkit.testing.plugins import plugin, registered_plugin
     from tlkit.types import ExporterSpec
 
     calls = []
@@ -268,8 +268,9 @@ def npz_exporter(monkeypatch):
         np.savez(output, **arrays)
         return output
 
-    use_plugins(monkeypatch, npz=plugin(tlkit_register_exporters=lambda: [ExporterSpec("npz", export=to_npz, suffix=".npz")]))
-    return calls
+    npz = ExporterSpec("npz", export=to_npz, suffix=".npz")
+    with registered_plugin(plugin(tlkit_register_exporters=lambda: [npz]), "npz"):
+        yield calls
 
 
 def test_export_format_runs_the_registered_exporter(tlk_model, tmp_path, npz_exporter):

@@ -271,10 +271,10 @@ def test_symbolic_graph_of_matches_export_and_falls_back():
 
 
 @pytest.fixture
-def spy_pruner(monkeypatch):
+def spy_pruner():
     """A registry with a plugin pruner `spy` (classification models only) that records its calls and keeps
     every other filter of each layer it may prune."""
-    from tlkit.testing.plugins import plugin, use_plugins
+    from tlkit.testing.plugins import plugin, registered_plugin
     from tlkit.types import PrunerSpec
 
     calls = []
@@ -286,8 +286,8 @@ def spy_pruner(monkeypatch):
         return prune_symbol(symbol_json, params, {**options, "target_ratio": 0.5, "pruning_granularity": 1})
 
     spy = PrunerSpec("spy", prune=prune, tasks=frozenset({"classification"}))
-    use_plugins(monkeypatch, spy=plugin(tlkit_register_pruners=lambda: [spy]))
-    return calls
+    with registered_plugin(plugin(tlkit_register_pruners=lambda: [spy]), "spy"):
+        yield calls
 
 
 def test_prune_runs_the_pruner_named_by_pruner(graph_model, tmp_path, spy_pruner):

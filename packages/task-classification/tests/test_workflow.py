@@ -135,4 +135,4 @@ def test_qat_fine_tune_exports_int8_without_calibration(run, shapes, tmp_path):
     assert meta["kind"] == "graph" and meta["qat"]["activations_quantized"] >= 10  # every conv/dense input
     onnx = assert_qat_export_reproduces(out["model"], out_dir=tmp_path)
     ev = evaluate.run(ctx("evaluate", cfg, results_dir=tmp_path / "eval", model=onnx))
-    assert ev["accuracy"] == pytest.approx(out["validation_accuracy"], abs=1 / 12 + 1e-9)  # 12 images: 1 may flip
+    assert ev.kpi["accuracy"] == pytest.approx(out["validation_accuracy"], abs=1 / 12 + 1e-9)  # 12 images: 1 may flip

@@ -24,10 +24,12 @@ def _ctx(command, **kw):
 
 def _build(detector, arch, classes, size=(128, 96)):
     import mxnet as mx
-    from tlkit_detection.gluoncv_models import _initialize, build_net
+    from tlkit_detection.detectors import get
+    from tlkit_detection.detectors.gluoncv import initialize
 
-    net = build_net({"detector": detector, "backbone": arch, "classes": list(classes), "input_size": list(size)})
-    _initialize(net, [mx.cpu()])
+    net = get(detector).build_net({"detector": detector, "backbone": arch, "classes": list(classes),
+                                   "input_size": list(size)})
+    initialize(net, [mx.cpu()])
     return net
 
 
@@ -57,25 +59,25 @@ def test_each_arch_builds_for_the_users_classes(detector, arch, size, n_anchors)
 
 def test_bad_arch_and_detector_names_list_the_choices(tmp_path):
     import pydantic
-    from tlkit_detection.gluoncv_models import build_meta
+    from tlkit_detection.detectors import get
 
     cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "ssd", "model_config.arch": "googlenet"})
     with pytest.raises(SpecError, match=r"'googlenet' is not available for detector 'ssd'; choose one of: "
                                         r"mobilenet_v1, resnet18, resnet50, vgg16, efficientnet_lite0"):
-        build_meta(cfg, ["a"])
+        get(cfg.model.detector).build_meta(cfg, ["a"])
     cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "yolov3", "model_config.arch": "resnet"})
     with pytest.raises(SpecError, match="choose one of: darknet53, mobilenet_v1"):
-        build_meta(cfg, ["a"])
+        get(cfg.model.detector).build_meta(cfg, ["a"])
     cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "ssd", "model_config.arch": "vgg",
                                             "model_config.n_layers": 16})
     with pytest.raises(SpecError, match="at least 264 px"):
-        build_meta(cfg, ["a"])
+        get(cfg.model.detector).build_meta(cfg, ["a"])
     with pytest.raises(pydantic.ValidationError, match="detectnet_v2', 'ssd' or 'yolov3'"):
         tiny_spec(tmp_path / "m.json", **{"model_config.detector": "faster_rcnn"})
 
 
 def test_imagenet_base_weights_are_never_downloaded(tmp_path, monkeypatch):
-    from tlkit_detection.gluoncv_models import _pretrained_base_tag
+    from tlkit_detection.detectors.gluoncv import _pretrained_base_tag
 
     monkeypatch.setenv("MXNET_HOME", str(tmp_path))
     with pytest.raises(ModelFileError, match=r"ImageNet weights of mobilenet1.0 not found: expected .*mobilenet1.0-<hash>"):
@@ -92,7 +94,7 @@ def test_gluoncv_base_network_uri_is_the_imagenet_start(tmp_path, monkeypatch):
     from gluoncv import model_zoo
     from tlkit.hub import gluoncv_store
     from tlkit.io import file_digest
-    from tlkit_detection.gluoncv_models import build_for_training
+    from tlkit_detection.detectors import get
 
     monkeypatch.setenv("MXNET_HOME", str(tmp_path))
     monkeypatch.setenv("TLKIT_OFFLINE", "1")
@@ -106,14 +108,14 @@ def test_gluoncv_base_network_uri_is_the_imagenet_start(tmp_path, monkeypatch):
     monkeypatch.setitem(gluoncv_store.sha1_table(), "mobilenet1.0", sha1)
     (tmp_path / "models" / "m.params").rename(gluoncv_store.local_path("mobilenet1.0"))
     cfg = tiny_spec(tmp_path / "none.json", **{**SSD, "train_config.pretrained_model_path": "gluoncv://mobilenet1.0"})
-    built = build_for_training(cfg, ["dog", "cat"], [mx.cpu()])
+    built = get("ssd").build_for_training(cfg, ["dog", "cat"], [mx.cpu()])
     want = base.features[0].weight.data().asnumpy()
     first = [p.data().asnumpy() for p in built.net.features.collect_params().values() if p.shape == want.shape]
     np.testing.assert_array_equal(first[0], want)
     cfg.train_config.pretrained_model_path = "gluoncv://resnet50_v1"
     with pytest.raises(SpecError, match=r"gluoncv://resnet50_v1: ssd on mobilenet_v1 starts from its base network "
                                         r"gluoncv://mobilenet1.0 or from a detector"):
-        build_for_training(cfg, ["dog", "cat"], [mx.cpu()])
+        get("ssd").build_for_training(cfg, ["dog", "cat"], [mx.cpu()])
 
 
 def _file_and_new_net(detector, tmp_path):
@@ -130,10 +132,10 @@ def _file_and_new_net(detector, tmp_path):
 
 
 def test_pretrained_detector_file_resets_class_heads_reusing_matches(tmp_path):
-    from tlkit_detection.gluoncv_models import load_detector_weights
+    from tlkit_detection.detectors import get
 
     src, net, path = _file_and_new_net("ssd", tmp_path)
-    load_detector_weights(net, str(path), ["dog", "cat"], ["person", "car", "dog"])
+    get("ssd").load_detector_weights(net, str(path), ["dog", "cat"], ["person", "car", "dog"])
     assert net.classes == ["dog", "cat"]
     # backbone and box heads equal the file's; the class head row block of 'dog' moved to position 1
     a = src.features.collect_params()
@@ -150,15 +152,14 @@ def test_pretrained_detector_file_resets_class_heads_reusing_matches(tmp_path):
     np.testing.assert_array_equal(w_new[:, 1], w_src[:, 3])  # dog (file class 2 -> slot 3)
     assert not np.array_equal(w_new[:, 2], w_src[:, 1])  # cat is new
     with pytest.raises(SpecError, match="lists 2 classes"):
-        load_detector_weights(net, str(path), ["dog", "cat"], ["person", "car"])
+        get("ssd").load_detector_weights(net, str(path), ["dog", "cat"], ["person", "car"])
 
 
 def test_pretrained_yolov3_file_reuses_the_matching_class(tmp_path):
-
-    from tlkit_detection.gluoncv_models import load_detector_weights
+    from tlkit_detection.detectors import get
 
     src, net, path = _file_and_new_net("yolov3", tmp_path)
-    load_detector_weights(net, str(path), ["dog", "cat"], ["person", "car", "dog"])
+    get("yolov3").load_detector_weights(net, str(path), ["dog", "cat"], ["person", "car", "dog"])
     # per anchor: 4 box + 1 objectness + classes; box/objectness rows kept, 'dog' (file class 2) -> class 0
     w_src = src.yolo_outputs[0].prediction.weight.data().asnumpy().reshape(3, 8, -1)
     w_new = net.yolo_outputs[0].prediction.weight.data().asnumpy().reshape(3, 7, -1)
@@ -230,7 +231,7 @@ def test_onnx_matches_mxnet_before_nms(trained, tmp_path):
 
 
 def test_postprocess_nms_per_class_and_scaling():
-    from tlkit_detection.gluoncv_models import postprocess_gluoncv
+    from tlkit_detection.detectors.gluoncv import postprocess_gluoncv
 
     ids = np.array([[[0], [0], [1], [-1]]], np.float32)
     scores = np.array([[[0.9], [0.8], [0.7], [0.95]]], np.float32)
@@ -286,7 +287,7 @@ def test_prune_keeps_the_heads_and_the_pruned_graph_retrains(trained, tmp_path):
     from tlkit.model_io import load_net, read_meta
     from tlkit.pruning.command import prune_model_file
     from tlkit_detection.evaluate import run as eval_run
-    from tlkit_detection.gluoncv_models import _retrainable_graph_class
+    from tlkit_detection.detectors.gluoncv import _retrainable_graph_class
     from tlkit_detection.model import count_params
     from tlkit_detection.predict import load_detector
     from tlkit_detection.train import run as train_run
@@ -334,10 +335,11 @@ def test_prune_keeps_the_heads_and_the_pruned_graph_retrains(trained, tmp_path):
 
 def test_ssd_teacher_gives_training_outputs_and_the_distillation_losses_compare_them(trained):
     import mxnet as mx
-    from tlkit_detection.gluoncv_models import teacher_training_graph
-    from tlkit_detection.gluoncv_train import ssd_distill_loss, yolo_distill_loss
+    from tlkit_detection.detectors import get
+    from tlkit_detection.detectors.ssd import ssd_distill_loss
+    from tlkit_detection.detectors.yolov3 import yolo_distill_loss
 
-    teacher = teacher_training_graph(trained["model"], [mx.cpu()])
+    teacher = get("ssd").load_teacher(trained["model"], [mx.cpu()])
     cls_preds, box_preds, anchors = teacher(mx.nd.random.uniform(shape=(2, 3, 96, 128)))
     assert cls_preds.shape == (2, anchors.shape[1], len(CLASSES) + 1) and box_preds.shape[2] == 4
     same = ssd_distill_loss((cls_preds, box_preds, anchors), (cls_preds, box_preds, anchors), 2.0).asnumpy()

@@ -10,7 +10,8 @@ import pytest
 from tlkit_detection.clustering import ClusteringParams
 from tlkit_detection.kitti import FrameArrays
 from tlkit_detection.metrics import evaluate_ap
-from tlkit_detection.predict import postprocess, to_frame
+from tlkit_detection.detectors.detectnet_v2 import postprocess
+from tlkit_detection.predict import to_frame
 from tlkit_detection.rasterizer import ClassRasterParams, rasterize
 
 CLASSES = ["speck", "cell", "big"]

@@ -294,6 +294,10 @@ def test_command_errors(trained, tmp_path):
 
     with pytest.raises(TlkitError, match="give the experiment spec with -e"):
         eval_run(_ctx("evaluate", model=trained["model"]))
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("model_config: {arch: resnet, n_layers: 10}\n")
+    with pytest.raises(TlkitError, match="bare.yaml: sets no dataset_config"):  # -e given: the spec is named
+        eval_run(_ctx("evaluate", model=trained["model"], spec=bare))
     one = write_synthetic_kitti(tmp_path / "one", n=1, seed=1) / "images"
     with pytest.raises(ModelFileError, match="model file not found"):
         infer_run(_ctx("inference", model=tmp_path / "nope.tlk", results_dir=tmp_path, options={"image_dir": one}))

@@ -76,12 +76,11 @@ def test_run_needs_annotations_and_cli_works(tmp_path, synthetic_set):
     assert "Wrote" in r.stdout
 
 
-def test_dataset_convert_reads_through_the_registered_dataset_format(tmp_path, synthetic_set, monkeypatch):
+def test_dataset_convert_reads_through_the_registered_dataset_format(tmp_path, synthetic_set):
     """The -a file is read by the pose dataset format --input_format names (coco_keypoints by default); an
     unknown name is refused with the installed pose formats."""
-    from tlkit.testing.plugins import plugin, use_plugins
+    from tlkit.testing.plugins import plugin, registered_plugin
     from tlkit.types import DatasetFormatSpec
-    from tlkit_pose import plugin as pose_plugin
 
     seen = []
 
@@ -90,15 +89,14 @@ def test_dataset_convert_reads_through_the_registered_dataset_format(tmp_path, s
         return load_coco_keypoints(source)
 
     spy_format = DatasetFormatSpec("spy_keypoints", "pose", spy)
-    use_plugins(monkeypatch, pose=pose_plugin, spy=plugin(tlkit_register_dataset_formats=lambda: [spy_format]))
+    with registered_plugin(plugin(tlkit_register_dataset_formats=lambda: [spy_format]), "spy"):
+        def convert_with(fmt, out):
+            return run(make_context("pose", "dataset_convert", output=tmp_path / out / "p",
+                                    options={"annotations": synthetic_set, "input_format": fmt, "strict": False}))
 
-    def convert_with(fmt, out):
-        return run(make_context("pose", "dataset_convert", output=tmp_path / out / "p",
-                                options={"annotations": synthetic_set, "input_format": fmt, "strict": False}))
-
-    default = convert_with("coco_keypoints", "default")
-    assert convert_with("spy_keypoints", "spy")["num_records"] == default["num_records"] > 0
-    assert seen == [(Path(synthetic_set), {"strict": False})]
-    with pytest.raises(TlkitError, match=r"unknown pose dataset format 'coco'\. Installed pose dataset formats: "
-                                         r"coco_keypoints, spy_keypoints\."):
-        convert_with("coco", "x")
+        default = convert_with("coco_keypoints", "default")
+        assert convert_with("spy_keypoints", "spy")["num_records"] == default["num_records"] > 0
+        assert seen == [(Path(synthetic_set), {"strict": False})]
+        with pytest.raises(TlkitError, match=r"unknown pose dataset format 'coco'\. Installed pose dataset formats: "
+                                             r"coco_keypoints, spy_keypoints\."):
+            convert_with("coco", "x")

@@ -25,10 +25,13 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlkit.errors import SpecError, TlkitError
 from tlkit.io import atomic_write, atomic_write_text
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 STATE = "compress.json"
 
@@ -108,7 +111,7 @@ def _step_config(cfg: Any, model: Path, epochs: int, teacher: Path | None) -> An
     return cfg.model_copy(update={"train_config": tc})
 
 
-def run(ctx: Any) -> dict[str, Any]:
+def run(ctx: CommandContext) -> dict[str, Any]:
     """The generic `tlkit <task> compress` command (options: tlkit.cli.options.COMPRESS_OPTIONS)."""
     from tlkit.cli.options import COMPRESS_OPTIONS, with_defaults
     from tlkit.lazy import resolve

@@ -8,12 +8,15 @@ by core's shared writer (`tlkit.export.calibration.write_tensorfile`), which exp
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlkit.errors import SpecError, TlkitError
 
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
-def run(ctx: Any) -> dict[str, Any]:
+
+def run(ctx: CommandContext) -> dict[str, Any]:
     from tlkit_classification.data import Pipeline, batches, open_image_folder
     from tlkit_classification.model import _preprocessing
 

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from tlkit.context import print_warning
 from tlkit.errors import DataError, TlkitError
 from tlkit.images import IMAGE_EXTENSIONS, SkippedImages, image_problem
 from tlkit.io import atomic_write_bytes, make_dir
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 SPLITS = ("train", "val", "test")
 
@@ -339,7 +342,7 @@ def voc_to_folders(
 # -- command -------------------------------------------------------------------------------------------
 
 
-def _print_class_counts(ctx: Any, res: dict[str, Any], title: str) -> None:
+def _print_class_counts(ctx: CommandContext, res: dict[str, Any], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
@@ -352,7 +355,7 @@ def _print_class_counts(ctx: Any, res: dict[str, Any], title: str) -> None:
         ctx.console.print("skipped: " + ", ".join(f"{k} {v}" for k, v in res["skipped"].items()))
 
 
-def run(ctx: Any) -> int:
+def run(ctx: CommandContext) -> int:
     from rich.table import Table
 
     opts = ctx.options

@@ -23,11 +23,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tlkit.errors import DataError
 from tlkit.io import atomic_write, atomic_write_text
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 ARCH = "efficientnet_lite0"
 # compress's recipe for this data, chosen on the demo's validation split (seed 42, ratio 0.55, 5 retrain epochs
@@ -372,7 +375,7 @@ def _cpu() -> Any:
     return mx.cpu()
 
 
-def run(ctx: Any) -> dict[str, Any]:
+def run(ctx: CommandContext) -> dict[str, Any]:
     results_dir = ctx.require_results_dir()
     opts = ctx.options
     summary = run_demo(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tlkit.errors import SpecError, TlkitError
@@ -14,6 +14,9 @@ from tlkit.types import EvaluationResult
 
 from tlkit_classification.data import ImageFolder, Pipeline, batches, open_image_folder
 from tlkit_classification.runner import Runner, load_runner
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 
 def eval_pipeline(meta: dict[str, Any], center_crop: bool | None = None) -> Pipeline:
@@ -167,7 +170,7 @@ def eval_data_path(cfg: Any) -> str:
     )
 
 
-def run(ctx: Any) -> EvaluationResult:
+def run(ctx: CommandContext) -> EvaluationResult:
     """Print TLT's report; with -r also write evaluation.json / .txt, confusion_matrix.png and status.json.
     kpi: accuracy, top_k_accuracy, loss; metrics: the whole report (per class, confusion matrix, ...)."""
     cfg = ctx.spec

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tlkit.errors import TlkitError
@@ -17,6 +17,9 @@ from tlkit.io import atomic_write_text
 from tlkit_classification.data import read_image
 from tlkit_classification.evaluate import eval_pipeline
 from tlkit_classification.runner import Runner, load_runner, softmax
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 
 def classify(runner: Runner, images: list[Path], batch_size: int = 16, top_k: int = 1, center_crop: bool | None = None,
@@ -62,7 +65,7 @@ def write_csv(results: list[dict[str, Any]], path: Path, top_k: int = 1) -> Path
     return path
 
 
-def run(ctx: Any) -> dict[str, Any]:
+def run(ctx: CommandContext) -> dict[str, Any]:
     model = ctx.model or (ctx.spec.eval_config.model_path if ctx.spec is not None else None)
     if not model:
         raise TlkitError("inference: -m/--model is required (a .tlk or .onnx classification model)")

@@ -8,7 +8,7 @@ one on other classes is refused (`--restart` starts over, keeping the old run's 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tlkit.errors import DataError
@@ -16,6 +16,9 @@ from tlkit.threads import loader_workers
 
 from tlkit_classification.data import ImageFolder, Pipeline, batches, classmap_text, open_image_folder, steps_per_epoch
 from tlkit_classification.evaluate import eval_pipeline
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 
 def soft_cross_entropy(outputs: Any, label: Any) -> Any:
@@ -176,7 +179,7 @@ def train_model(
     return train(job, cfg.train_config, results_dir, ctx_list, console, use_amp)
 
 
-def run(ctx: Any) -> dict[str, Any]:
+def run(ctx: CommandContext) -> dict[str, Any]:
     results_dir = ctx.require_results_dir()
     classes = None
     if ctx.options.get("classmap"):

@@ -5,16 +5,19 @@ training preprocessing and augmentation off, into TLT's HDF5 tensorfile (core's 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlkit.errors import TlkitError
 
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
-def run(ctx: Any) -> dict[str, Any]:
+
+def run(ctx: CommandContext) -> dict[str, Any]:
     from tlkit.export.calibration import tensorfile_info, write_tensorfile
 
+    from tlkit_detection import detectors
     from tlkit_detection.data import TargetMaker, batches, dataset_for
-    from tlkit_detection.model import backbone_preprocess
 
     cfg = ctx.spec
     if ctx.output is None:
@@ -25,7 +28,7 @@ def run(ctx: Any) -> dict[str, Any]:
         pre = read_meta(ctx.model)["preprocessing"]
     else:
         m = cfg.model
-        pre = {"mode": m.preprocess_mode if m.preprocess_mode != "auto" else backbone_preprocess(m.arch, m.n_layers)}
+        pre = {"mode": m.preprocess_mode if m.preprocess_mode != "auto" else detectors.get(m.detector).preprocess_mode(cfg)}
     split = "validation" if ctx.option("use_validation_set") else "training"
     ds = dataset_for(cfg, split)
     maker = TargetMaker(cfg, ds.classes, pre, ds.input_size)

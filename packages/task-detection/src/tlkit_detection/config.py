@@ -215,10 +215,11 @@ class BboxRasterizerConfig(SpecModel):
 class ModelConfig(SpecModel):
     """DetectNet_v2: a backbone at stride 16 + a 1x1 coverage head (C, sigmoid) and a 1x1 bbox head (4C)."""
 
-    detector: Literal["detectnet_v2", "ssd", "yolov3"] = Field(
+    detector: str = Field(
         "detectnet_v2",
         description="the detector: detectnet_v2, or GluonCV's ssd (arch mobilenet_v1, resnet 18/50, vgg 16, "
-        "efficientnet_lite0) or yolov3 (arch darknet 53, mobilenet_v1); see the README's GluonCV section",
+        "efficientnet_lite0) or yolov3 (arch darknet 53, mobilenet_v1); see the README's GluonCV section; "
+        "detectors of other packages by their name (tlkit_detection.detectors)",
     )
     arch: str = Field("resnet", description="backbone: resnet (10/18/34/50), vgg16, googlenet, mobilenet_v1, mobilenet_v2, efficientnet_lite0")
     n_layers: Optional[int] = Field(18, description="depth for families with several (resnet 10/18/34/50, vgg 16); ignored by the others")
@@ -241,6 +242,19 @@ class ModelConfig(SpecModel):
         description="ssd/yolov3: class names of a GluonCV detector file in train_config.pretrained_model_path, "
         "in its order; heads of matching classes are reused (default: VOC/COCO names when the file name says so)",
     )
+
+    @field_validator("detector")
+    @classmethod
+    def _registered_detector(cls, v: str) -> str:
+        from tlkit.errors import did_you_mean
+
+        from tlkit_detection.detectors import names
+
+        known = names()
+        if v not in known:
+            listed = ", ".join(repr(n) for n in known[:-1]) + f" or {known[-1]!r}" if len(known) > 1 else repr(known[0])
+            raise ValueError(f"Input should be {listed}{did_you_mean(v, known)}")
+        return v
 
 
 class PreprocessingConfig(SpecModel):

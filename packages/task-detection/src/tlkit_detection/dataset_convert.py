@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlkit.config import load_spec, read_spec_source, read_spec_text
 from tlkit.errors import SpecError, TlkitError
@@ -28,6 +28,9 @@ from tlkit_detection.config import (
 from tlkit_detection.convert import ConvertReport, Sample, write_coco, write_kitti
 
 TASK = "detection"
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 OUTPUT_FORMATS = ("recordio", "kitti", "coco")
 
@@ -115,7 +118,7 @@ def infer_extension(image_dir: Path) -> str | None:
     return found.pop().lstrip(".") if len(found) == 1 else None
 
 
-def run(ctx) -> dict:
+def run(ctx: CommandContext) -> dict:
     fmt = ctx.option("output_format")
     if fmt not in OUTPUT_FORMATS:
         raise TlkitError(f"--output_format: {fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")

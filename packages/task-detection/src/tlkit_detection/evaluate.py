@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,9 @@ from tlkit_detection.metrics import (
     save_pr_curves,
 )
 
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
+
 
 def map_frame(objects: list[KittiObject], mapping: dict[str, str]) -> FrameArrays:
     """Lower-case class names, apply the target class mapping (dropping unmapped classes when one is given)."""
@@ -50,7 +54,7 @@ def map_frame(objects: list[KittiObject], mapping: dict[str, str]) -> FrameArray
     return to_arrays(kept)
 
 
-def run(ctx) -> EvaluationResult:
+def run(ctx: CommandContext) -> EvaluationResult:
     if ctx.model is not None:
         return run_model(ctx)
     pred_dir, label_dir = ctx.option("predictions"), ctx.option("labels")
@@ -105,7 +109,7 @@ def run(ctx) -> EvaluationResult:
     return _save(ctx, result, outputs)
 
 
-def _coco(ctx, spec: DetectionConfig, gt: dict, preds: dict, classes: list[str], outputs: dict) -> None:
+def _coco(ctx: CommandContext, spec: DetectionConfig, gt: dict, preds: dict, classes: list[str], outputs: dict) -> None:
     """COCO AP through pycocotools, printed and added to `outputs` (evaluation_config.coco_metrics)."""
     if not spec.evaluation_config.coco_metrics:
         return
@@ -115,7 +119,7 @@ def _coco(ctx, spec: DetectionConfig, gt: dict, preds: dict, classes: list[str],
     outputs["coco"] = coco.to_dict()
 
 
-def _save(ctx, result, outputs: dict) -> EvaluationResult:
+def _save(ctx: CommandContext, result, outputs: dict) -> EvaluationResult:
     """With -r: evaluation.json, the PR curves and status.json. The result, in evaluate's one shape."""
     kpi = {"mean average precision": outputs["mean_average_precision"]}  # TLT's key, as status.json has it
     artifacts = {}
@@ -135,17 +139,22 @@ def _save(ctx, result, outputs: dict) -> EvaluationResult:
     return EvaluationResult(kpi=kpi, artifacts=artifacts, metrics=metrics)
 
 
-def run_model(ctx) -> EvaluationResult:
+def run_model(ctx: CommandContext) -> EvaluationResult:
     """evaluate -m: the model on the validation (or training) split of the spec's dataset."""
     from tlkit_detection.data import TargetMaker
     from tlkit_detection.predict import load_detector
     from tlkit_detection.train import evaluate_dataset
 
     # without -e the CLI hands over the default spec, which sets no dataset_config
-    if not isinstance(ctx.spec, DetectionConfig) or "dataset_config" not in ctx.spec.model_fields_set:
+    scored = isinstance(ctx.spec, DetectionConfig) and "dataset_config" in ctx.spec.model_fields_set
+    if not scored and ctx.spec_path is None:
         raise TlkitError("tlkit detection evaluate -m: give the experiment spec with -e (its dataset_config says what to score)")
     spec: DetectionConfig = ctx.spec
-    det = load_detector(ctx.model, spec)
+    assert ctx.model is not None  # run() calls this for -m only
+    det = load_detector(ctx.model, spec)  # the model's own problems first (a missing file, an engine without a GPU)
+    if not scored:
+        raise TlkitError(f"{ctx.spec_path}: sets no dataset_config; evaluate -m scores the model on its "
+                         "validation_data_source (or validation_fold / data_sources)")
     classes = det.classes
     split = "training" if ctx.option("use_training_set") else "validation"
     ds = _dataset_at(spec, split, classes, det.input_size)

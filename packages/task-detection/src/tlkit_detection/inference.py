@@ -26,7 +26,7 @@ import io
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from tlkit_detection.clustering import Detection
 from tlkit_detection.kitti import KittiObject, write_label
 from tlkit_detection.metrics import coco_detections
 from tlkit_detection.predict import to_frame
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
             (240, 50, 230), (210, 245, 60), (250, 190, 190), (0, 128, 128)]
@@ -243,7 +246,7 @@ def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: 
     return {"video": str(out_path), "frames": len(frames_out), "detections_json": str(det_path)}
 
 
-def run(ctx: Any) -> dict[str, Any]:
+def run(ctx: CommandContext) -> dict[str, Any]:
     from tlkit_detection.config import DetectionConfig
     from tlkit_detection.predict import load_detector, spec_postprocessing
 

@@ -52,7 +52,7 @@ def tlkit_register_tasks():
         name=TASK,
         summary="2D object detection (TLT DetectNet_v2 parity): convert, train, evaluate, infer, prune, export.",
         config_model=f"{_PKG}.config:DetectionConfig",
-        build_model=f"{_PKG}.gluoncv_models:build_any_from_meta",  # DetectNet_v2 or GluonCV SSD/YOLOv3
+        build_model=f"{_PKG}.detectors:build_from_meta",  # by the model file's detector
         dataset_spec_model=f"{_PKG}.config:DatasetExportConfig",
         train_job=f"{_PKG}.train:build_job",
         commands=(

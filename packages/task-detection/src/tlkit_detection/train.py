@@ -1,4 +1,5 @@
-"""`tlkit detection train -e spec.yaml -r results`: train DetectNet_v2 (or retrain a pruned graph).
+"""`tlkit detection train -e spec.yaml -r results`: train the spec's detector (`model_config.detector`, through
+the `detectors` interface), or retrain a pruned graph.
 
 Writes, into the results dir: the resolved spec, weights/model_epoch_NNN.tlk checkpoints and
 weights/model.tlk (through tlkit.training), status.json, training.csv. Validation (every
@@ -11,19 +12,23 @@ and the validation cost.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tlkit_detection.data import Dataset, TargetMaker, batches, dataset_for, dropped_by_mapping, steps_per_epoch
 
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
+
 
 def evaluate_dataset(detector: Any, ds: Dataset, maker: TargetMaker, cfg: Any, batch_size: int,
-                     loss: Any = None, net: Any = None, ctx: Any = None) -> dict[str, Any]:
-    """Detections for every frame of `ds`, scored with per-class AP (evaluation_config). Returns
+                     cost: Any = None, net: Any = None, ctx: Any = None) -> dict[str, Any]:
+    """Detections for every frame of `ds`, scored with per-class AP (evaluation_config). With `cost(outputs,
+    frames)` (and the `net` on `ctx`), also the mean validation cost from the same forward pass. Returns
     {"result": APResult, "predictions": {frame: FrameArrays}, "ground_truth": ..., "cost": float | None}."""
     from tlkit_detection.metrics import BoxFilter, evaluate_ap
-    from tlkit_detection.predict import to_frame
+    from tlkit_detection.predict import output_list, to_frame
 
     ev = cfg.evaluation_config
     classes = ds.classes
@@ -31,20 +36,16 @@ def evaluate_dataset(detector: Any, ds: Dataset, maker: TargetMaker, cfg: Any, b
     cost_sum, n = 0.0, 0
     for x, idx in batches(ds, maker, batch_size, with_targets=False):
         frames = [ds.frames[i] for i in idx]
-        if loss is not None and net is not None:  # validation cost from the same forward pass
+        sizes = [f.orig_size for f in frames]
+        if cost is not None:
             import mxnet as mx
 
             out = net(mx.nd.array(x, ctx=ctx))
-            tg = [maker.targets(f.boxes, f.classes) for f in frames]
-            label = tuple(mx.nd.array(np.stack([getattr(t, k) for t in tg]), ctx=ctx) for k in ("cov", "bbox", "cov_norm"))
-            cost_sum += float(loss(out, label).sum().asscalar())
+            cost_sum += cost(out, frames)
             n += len(frames)
-            from tlkit_detection.predict import postprocess
-
-            dets = postprocess(out[0].asnumpy(), out[1].asnumpy(), classes, ds.input_size, detector.params,
-                               [f.orig_size for f in frames])
+            dets = detector.decode([o.asnumpy() for o in output_list(out)], sizes)
         else:
-            dets = detector.run_batch(x, [f.orig_size for f in frames])
+            dets = detector.run_batch(x, sizes)
         for f, d in zip(frames, dets):
             preds[f.frame_id] = to_frame(d)
             gts[f.frame_id] = f.ground_truth(classes)
@@ -130,73 +131,71 @@ def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], 
 
 
 def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) -> Any:
-    """The TrainJob `train` runs, DetectNet_v2 or GluonCV (TaskSpec.train_job: `prune -e` and `compress` too)."""
-    if cfg.model.detector != "detectnet_v2":  # GluonCV SSD / YOLOv3
-        from tlkit_detection.gluoncv_train import build_job as gluoncv_job
-
-        return gluoncv_job(cfg, results_dir, console, ctx_list)
+    """The TrainJob `train` runs for the spec's detector (TaskSpec.train_job: `prune -e` and `compress` too)."""
     from tlkit.config import resolved_spec_text
     from tlkit.distributed import world
-    from tlkit.threads import loader_workers
     from tlkit.training import TrainJob
 
-    from tlkit_detection.loss import DetectNetLoss
-    from tlkit_detection.model import build_for_training, count_params
+    from tlkit_detection import detectors
+    from tlkit_detection.model import count_params
     from tlkit_detection.predict import net_detector
 
-    results_dir = Path(results_dir)
+    detector = detectors.get(cfg.model.detector)
     tc, ev = cfg.train_config, cfg.evaluation_config
-    train_ds, val_ds = training_datasets(cfg, results_dir, console)
+    train_ds, val_ds = training_datasets(cfg, Path(results_dir), console)
     classes = train_ds.classes
-    built = build_for_training(cfg, classes, ctx_list, console)
-    console.print(f"model: DetectNet_v2 {built.meta['arch']}, {count_params(built.net):,} parameters, "
-                  f"input {tuple(built.meta['input_shape'])}")
-    maker = TargetMaker(cfg, classes, built.meta["preprocessing"], train_ds.input_size)
-    loss = DetectNetLoss.from_config(cfg, classes)
+    built = detector.build_for_training(cfg, classes, ctx_list, console)
+    meta = built.meta
+    console.print(f"model: {detector.title} {meta['arch']}, {count_params(built.net):,} parameters, "
+                  f"input {tuple(meta['input_shape'])}")
+    parts = detector.training(cfg, built, train_ds, ctx_list, console)
     node = world()  # multi-node training: batches are global, each node decodes and trains its slice
     bs = node.global_batch(tc.batch_size_per_gpu, len(ctx_list))
-    drop_last = node.drop_last(len(train_ds), bs)
-    steps = steps_per_epoch(len(train_ds), bs, drop_last)
-    workers = max(1, loader_workers(tc.n_workers))
+    drop_last = node.drop_last(parts.n_frames, bs)
 
     def train_data(epoch: int):
-        return batches(train_ds, maker, bs, aug=cfg.augmentation_config, epoch=epoch, seed=tc.random_seed,
-                       shuffle=True, drop_last=drop_last, workers=workers, shard=node)
+        return parts.batches(bs, epoch=epoch, seed=tc.random_seed, drop_last=drop_last, shard=node)
 
     validate = None
     if val_ds is not None:
-        params = cfg.postprocessing_config.params(classes)
+        maker = TargetMaker(cfg, classes, meta["preprocessing"], val_ds.input_size)
+        params = detector.postprocessing(meta, cfg)
 
         def validate(net: Any, ctx: list[Any]) -> dict[str, float]:
-            det = net_detector(net, built.meta, ctx[0], params)
-            out = evaluate_dataset(det, val_ds, maker, cfg, bs, loss=loss, net=net, ctx=ctx[0])
+            # a hybridized net keeps the graph of the mode it was traced in: when the training graph gives
+            # other outputs, trace the inference graph here and the training one again afterwards
+            if detector.retrace_to_validate:
+                net._clear_cached_op()
+            try:
+                out = evaluate_dataset(net_detector(net, meta, ctx[0], params, detector), val_ds, maker, cfg, bs,
+                                       cost=parts.validation_cost, net=net, ctx=ctx[0])
+            finally:
+                if detector.retrace_to_validate:
+                    net._clear_cached_op()
             r = out["result"]
-            metrics = {"mean average precision": float(r.mean_ap), "validation cost": float(out["cost"])}
+            metrics = {"mean average precision": float(r.mean_ap)}
+            if out["cost"] is not None:
+                metrics["validation cost"] = float(out["cost"])
             metrics.update({f"AP {c}": float(r.classes[c].ap) for c in classes})
             return metrics
-
-    def on_epoch_end(epoch: int, row: dict) -> None:
-        w = loss.update_weights()
-        if w is not None:
-            console.print("cost auto-weighting: " + ", ".join(
-                f"{c} cov {w[i, 0]:.3f} bbox {w[i, 1]:.3f}" for i, c in enumerate(classes)))
 
     _, first_validation = ev.training_validation(tc)  # TLT's first_validation_epoch, when the spec sets it
     return TrainJob(
         net=built.net,
         train_data=train_data,
-        steps_per_epoch=steps,
-        loss=loss,
-        meta=built.meta,
+        steps_per_epoch=steps_per_epoch(parts.n_frames, bs, drop_last),
+        loss=parts.loss,
+        meta=meta,
         validate=validate,
         kpi="mean average precision" if validate is not None else None,
         frozen=built.frozen,
         freeze_bn=cfg.model.freeze_bn,
-        save_as_graph=built.save_as_graph,
-        on_epoch_end=on_epoch_end,
-        get_task_state=loss.get_state,  # auto-weighted objective weights: checkpointed, restored on resume
-        set_task_state=loss.set_state,
-        distill_loss=loss.distill,
+        save_as_graph=parts.save_as_graph,
+        on_epoch_end=parts.on_epoch_end,
+        get_task_state=parts.get_state,
+        set_task_state=parts.set_state,
+        distill_loss=parts.distill_loss,
+        load_teacher=parts.load_teacher,
         datasets=card_datasets(cfg, train_ds, val_ds),
         first_validation_epoch=first_validation,
         run_files={"experiment_spec.yaml": resolved_spec_text(cfg)},  # written once the engine accepts the dir
@@ -204,7 +203,7 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
     )
 
 
-def run(ctx: Any) -> dict[str, Any]:
+def run(ctx: CommandContext) -> dict[str, Any]:
     results_dir = ctx.require_results_dir()
     res = train_model(ctx.spec, results_dir, ctx.console, ctx.contexts(), use_amp=ctx.use_amp)
     ctx.console.print(f"model: {res.model_path}")

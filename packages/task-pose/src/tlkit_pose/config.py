@@ -130,12 +130,15 @@ class InferenceConfig(SpecModel):
 class ModelConfig(SpecModel):
     """The BodyPoseNet network (TLT BpNetLiteModel): a backbone at stride 8, an initial stage and refinement stages."""
 
-    arch: Literal["vgg19", "resnet18", "mobilenet_v2"] = Field("vgg19", description="backbone (TLT: vgg19); run at the model stride (8)")
+    arch: str = Field(
+        "vgg19", description="backbone (TLT: vgg19, resnet18, mobilenet_v2; or any registered one, see `tlkit plugins`); "
+        "run at the model stride (8)"
+    )
     backbone_blocks: Optional[int] = Field(
         None, ge=1, description="keep only the first N freeze-able backbone blocks (0 = stem); null = all. "
         "vgg19 5 = through conv4_4, 512 channels (TLT stops at conv4_2); resnet18 3 = through layer2, 128 channels"
     )
-    use_batch_norm: bool = Field(True, description="batch norm in the backbone (vgg19 only; resnet/mobilenet always have it)")
+    use_batch_norm: bool = Field(True, description="batch norm in the backbone (vgg19 only; the other backbones keep their own)")
     stages: int = Field(3, ge=2, le=7, description="total stages: the initial one plus stages - 1 refinement stages (TLT: 2..7)")
     stage_channels: int = Field(128, ge=8, description="width of the stage convolutions (TLT lite model: 128)")
     stage_convs: int = Field(3, ge=1, description="3x3 convolutions per stage before its 1x1 layers")
@@ -143,6 +146,17 @@ class ModelConfig(SpecModel):
     refinement_lr_mult: float = Field(4.0, gt=0, description="learning-rate multiplier of the refinement stages' parameters")
     freeze_blocks: list[int] = Field(default_factory=list, description="backbone blocks (0 = stem) whose weights are not trained")
     freeze_bn: bool = Field(False, description="batch norm layers use their running statistics and are not trained")
+
+    @field_validator("arch")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from tlkit.backbones import arch_name
+        from tlkit.errors import UnknownNameError
+
+        try:
+            return arch_name(v, task="pose")
+        except UnknownNameError as err:
+            raise ValueError(str(err)) from None
 
 
 class PoseConfig(TaskConfig):

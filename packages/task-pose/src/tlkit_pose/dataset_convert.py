@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from tlkit.io import atomic_write_text, make_dir
 from tlkit.recordfile import record_writer
 
 from tlkit_pose.coco import CocoImage, CocoKeypoints, loss_mask
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 
 def _part(data: bytes) -> bytes:
@@ -179,7 +182,7 @@ def dataset_format(name: str) -> Any:
     return resolve(get_registry().dataset_format("pose", name).load)
 
 
-def run(ctx) -> dict[str, Any]:
+def run(ctx: CommandContext) -> dict[str, Any]:
     """`tlkit pose dataset_convert`."""
     spec = ctx.spec
     mode = ctx.option("mode")

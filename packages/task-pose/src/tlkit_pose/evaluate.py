@@ -15,11 +15,14 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlkit.errors import DataError, TlkitError
 from tlkit.io import atomic_write, atomic_write_text
 from tlkit.types import EvaluationResult
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 # COCOeval.stats order for 'keypoints' -> TLT's KPI names.
 KPI_NAMES = (
@@ -133,7 +136,7 @@ def write_results(result: dict[str, Any], results_dir: str | Path) -> dict[str, 
     return {"evaluation": js, "results_csv": table}
 
 
-def _model_predictions(ctx, annotations: Any, image_root: Any) -> list[dict]:
+def _model_predictions(ctx: CommandContext, annotations: Any, image_root: Any) -> list[dict]:
     """Run the -m model (.tlk or .onnx) on every image of `annotations` -> COCO keypoint results."""
     from tlkit_pose.predict import PosePredictor, coco_images, predict_coco, spec_inference
 
@@ -142,7 +145,7 @@ def _model_predictions(ctx, annotations: Any, image_root: Any) -> list[dict]:
     return predict_coco(predictor, items)
 
 
-def run(ctx) -> EvaluationResult:
+def run(ctx: CommandContext) -> EvaluationResult:
     """`tlkit pose evaluate`: score --predictions, or run the model -m on the annotations' images first.
     kpi: the ten COCO keypoint AP/AR numbers (KPI_NAMES)."""
     from tlkit.training.status import StatusLogger

@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlkit.errors import SpecError, TlkitError
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 
 def sdk_compatible_model(model: Path, output: Path, ratio: int = 4) -> Path:
@@ -40,7 +43,7 @@ def sdk_compatible_model(model: Path, output: Path, ratio: int = 4) -> Path:
     return save_net(output, wrapped, meta, as_graph=True)
 
 
-def run(ctx: Any) -> dict[str, Any]:
+def run(ctx: CommandContext) -> dict[str, Any]:
     from tlkit.export.command import run as core_run
 
     if not ctx.option("sdk_compatible_model"):

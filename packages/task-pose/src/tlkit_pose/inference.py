@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from tlkit.io import atomic_write_text
 
 from tlkit_pose.postprocess import Person, to_coco_results
 from tlkit_pose.skeleton import LIMBS
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 # one colour per limb (BGR), OpenPose-like rainbow
 _COLORS = [tuple(int(c) for c in np.array(__import__("colorsys").hsv_to_rgb(i / len(LIMBS), 1.0, 1.0))[::-1] * 255) for i in range(len(LIMBS))]
@@ -115,7 +118,7 @@ def infer_video(predictor: Any, video: Path, out_dir: Path) -> dict[str, Any]:
     return {"video": str(out_path), "frames": frame_i, "detections": str(det), "people": len(results)}
 
 
-def run(ctx: Any) -> dict[str, Any]:
+def run(ctx: CommandContext) -> dict[str, Any]:
     from tlkit_pose.predict import PosePredictor, spec_inference
 
     if ctx.model is None:

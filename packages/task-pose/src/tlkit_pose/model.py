@@ -149,6 +149,8 @@ def bilinear_kernel(k: int) -> np.ndarray:
 def _truncate(backbone: Any, blocks: int) -> None:
     """Keep only the first `blocks` freeze-able blocks of a tlkit Backbone (their layers and parameters)."""
     n = len(backbone.block_names)
+    if not backbone._block_spans:  # a plugin's Backbone subclass with its own forward: no layer list to cut
+        raise SpecError(f"model.backbone_blocks: {backbone.arch} builds its own forward; it cannot be truncated (use null)")
     if blocks > n:
         raise SpecError(f"model.backbone_blocks: {backbone.arch} has {n} blocks ({', '.join(backbone.block_names)}), got {blocks}")
     hi = backbone._block_spans[blocks - 1][1]

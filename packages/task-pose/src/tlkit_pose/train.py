@@ -9,10 +9,13 @@ Writes the resolved spec, weights/*.tlk, status.json, training.csv (tlkit.traini
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlkit.context import print_warning
 from tlkit.errors import DataError
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 
 def pose_loss(outputs: Any, label: Any) -> Any:
@@ -130,7 +133,7 @@ def card_dataset(cfg: Any, samples: list) -> Any:
                                   format="records" if dl.train_records else "coco", count_unit="people")
 
 
-def run(ctx: Any) -> dict[str, Any]:
+def run(ctx: CommandContext) -> dict[str, Any]:
     """`tlkit pose train -e spec.yaml -r results`."""
     res = train_model(ctx.spec, ctx.require_results_dir(), ctx.console, ctx.contexts(), use_amp=ctx.use_amp)
     ctx.console.print(f"model: {res.model_path}")

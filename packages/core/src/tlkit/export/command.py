@@ -9,10 +9,13 @@ Every task lists this command with `tlkit.cli.options.EXPORT_OPTIONS`::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlkit.cli.options import EXPORT_OPTIONS, with_defaults
 from tlkit.errors import SpecError, TlkitError
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 
 def export_with_options(model: Any, output: Path, options: dict[str, Any]) -> Path:
@@ -86,7 +89,7 @@ def exporter_for(name: str | None, task: str | None) -> tuple[Any, Any]:
     return spec, resolve(spec.export)
 
 
-def run(ctx: Any) -> dict[str, Any]:
+def run(ctx: CommandContext) -> dict[str, Any]:
     """Export ctx.model with the exporter --format names (default onnx) to ctx.output (default: MODEL with the
     exporter's suffix), plus, for ONNX, the asked-for deployment configs."""
     if ctx.model is None:
@@ -118,7 +121,7 @@ def run(ctx: Any) -> dict[str, Any]:
     return _onnx_outputs(ctx, model, path, info, opts)
 
 
-def _onnx_outputs(ctx: Any, model: Path, path: Path, info: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
+def _onnx_outputs(ctx: CommandContext, model: Path, path: Path, info: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
     """Report an exported ONNX file and write the deployment configs the flags ask for."""
     from tlkit.export.onnx_export import read_onnx_metadata
 

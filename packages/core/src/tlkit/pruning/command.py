@@ -17,11 +17,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlkit.errors import ModelFileError, TlkitError
 from tlkit.model_card import write_card_files
 from tlkit.pruning.report import PruneReport
+
+if TYPE_CHECKING:
+    from tlkit.context import CommandContext
 
 # CLI option name (tlkit.cli.options.PRUNE_OPTIONS) -> prune_graph keyword
 _OPTION_KEYS = {
@@ -138,12 +141,12 @@ def pruned_card(parent_meta: dict[str, Any], parent: Path, report: PruneReport) 
     return card
 
 
-def _output_path(ctx: Any) -> Path:
+def _output_path(ctx: CommandContext, model: Path) -> Path:
     if ctx.output is not None:
         out = Path(ctx.output)
         return out if out.suffix else out.with_suffix(".tlk")
     if ctx.results_dir is not None:
-        return Path(ctx.results_dir) / f"{Path(ctx.model).stem}_pruned.tlk"
+        return Path(ctx.results_dir) / f"{model.stem}_pruned.tlk"
     raise TlkitError(f"tlkit {ctx.task} prune: -o/--output (the pruned model file) is required")
 
 
@@ -151,12 +154,12 @@ def _mb(path: Path) -> float:
     return path.stat().st_size / (1024 * 1024)
 
 
-def run(ctx: Any) -> None:
+def run(ctx: CommandContext) -> None:
     """The generic `tlkit <task> prune` command (options: tlkit.cli.options.PRUNE_OPTIONS)."""
     if ctx.model is None:
         raise TlkitError(f"tlkit {ctx.task} prune: -m/--model (the model file to prune) is required")
     model = Path(ctx.model)
-    output = _output_path(ctx)
+    output = _output_path(ctx, model)
     status = None
     if ctx.results_dir is not None:
         from tlkit.training.status import StatusLogger

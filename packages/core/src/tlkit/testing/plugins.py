@@ -1,15 +1,17 @@
-"""Install plugin distributions into a private directory, for tests of plugin discovery.
-
-Real installs (pip, entry points, dist-info), kept out of the environment: run `tlkit` with
-PYTHONPATH=<target> to see them.
+"""Plugins in tests: install plugin distributions into a private directory (real installs: pip, entry points,
+dist-info, kept out of the environment; run `tlkit` with PYTHONPATH=<target> to see them), or register a plugin
+object in this process (`registered_plugin`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def install_plugins(sources: list[Path], target: Path) -> Path:
@@ -31,9 +33,28 @@ def run_tlkit(args: list[str], pythonpath: Path | None = None, env: dict | None 
                           cwd=cwd, timeout=timeout)
 
 
+@contextlib.contextmanager
+def registered_plugin(plugin: Any, name: str = "test-plugin", *, entry_points: bool = True) -> Iterator[Any]:
+    """Register `plugin` (a module or object with `@hookimpl` functions) in this process, on top of core's
+    built-ins and (with `entry_points`) the installed plugins, as if its distribution were installed; yields the
+    process-wide registry that `get_registry()` then returns, and restores the previous one on exit."""
+    import tlkit.registry as registry_mod
+    from tlkit.plugins import LoadedPlugin, _register, make_plugin_manager
 
-def plugin(**hooks):
-    """An in-process plugin object: each keyword a hook implementation, e.g.
+    pm, loaded = make_plugin_manager(entry_points=entry_points)
+    _register(pm, plugin, name)
+    module = getattr(plugin, "__name__", type(plugin).__name__)
+    loaded.append(LoadedPlugin(name, "(in-process test plugin)", "0", module, plugin))
+    saved = registry_mod._REGISTRY
+    registry_mod._REGISTRY = registry_mod.Registry(pm, loaded)
+    try:
+        yield registry_mod._REGISTRY
+    finally:
+        registry_mod._REGISTRY = saved
+
+
+def plugin(**hooks: Any) -> Any:
+    """An in-process plugin object for `registered_plugin`: each keyword a hook implementation, e.g.
     `plugin(tlkit_register_pruners=lambda: [PrunerSpec("spy", prune=spy)])`."""
     from types import SimpleNamespace
 
@@ -41,15 +62,3 @@ def plugin(**hooks):
 
     return SimpleNamespace(**{name: hookimpl(fn) for name, fn in hooks.items()})
 
-
-def use_plugins(monkeypatch, **plugins):
-    """Make the process-wide registry core's built-ins plus `plugins` (name=plugin object or module) for one test
-    (`monkeypatch` puts the previous one back); installed plugins are left out. Returns the registry."""
-    import tlkit.registry as registry_mod
-    from tlkit.plugins import make_plugin_manager
-
-    pm, loaded = make_plugin_manager(entry_points=False)
-    for name, obj in plugins.items():
-        pm.register(obj, name=name)
-    monkeypatch.setattr(registry_mod, "_REGISTRY", registry_mod.Registry(pm, loaded))
-    return registry_mod.get_registry()
