@@ -32,7 +32,7 @@ bench-torch: dev $(TORCH_VENV)/bin/python  ## ResNet-18 pruning vs Torch-Pruning
 acceptance: dev  ## long acceptance runs on ../shared/data; numbers saved under benchmarks/acceptance/
 	$(BIN)/python -m pytest benchmarks/acceptance -q -s
 
-docs: dev  ## regenerate docs/spec-reference.md from the pydantic spec models
+docs: dev  ## regenerate docs/spec-reference.md and docs/model-file.md from the pydantic models
 	$(BIN)/python scripts/gen_spec_reference.py
 
 clean:

@@ -9,18 +9,10 @@ from mxnet.gluon import nn
 from onnx import helper, numpy_helper
 
 from tlkit.errors import DataError, SpecError, TlkitError
-from tlkit.export.calibration import (
-    amax_to_hex,
-    compute_ranges,
-    quantize_qdq,
-    read_tensorfile,
-    read_trt_cache,
-    tensorfile_info,
-    TensorFileWriter,
-    trt_version_number,
-    write_tensorfile,
-    write_trt_cache,
-)
+from tlkit.export.qdq import quantize_qdq
+from tlkit.export.ranges import compute_ranges
+from tlkit.export.tensorfile import TensorFileWriter, read_tensorfile, tensorfile_info, write_tensorfile
+from tlkit.export.trt_cache import amax_to_hex, read_trt_cache, trt_version_number, write_trt_cache
 from tlkit.export.onnx_export import export_onnx, read_onnx_metadata
 from tlkit.export.runners import OnnxRuntimeRunner
 
@@ -236,7 +228,7 @@ def test_quantize_with_foreign_ranges_is_refused(tmp_path):
 
 def test_entropy_search_finds_the_exhaustive_minimum():
     """The vectorized search lands where the plain one-candidate-at-a-time KL says the minimum is."""
-    from tlkit.export.calibration import _entropy_amax, _kl_for_threshold
+    from tlkit.export.ranges import _entropy_amax, _kl_for_threshold
 
     rs = np.random.RandomState(0)
     for data in (rs.laplace(0, 0.1, 50000), np.maximum(rs.randn(50000), 0), rs.standard_t(3, 50000)):
@@ -251,7 +243,7 @@ def test_entropy_search_finds_the_exhaustive_minimum():
 def test_tao_cal_json_and_dict_batches(tmp_path):
     import json
 
-    from tlkit.export.calibration import save_ranges_json
+    from tlkit.export.ranges import save_ranges_json
 
     path = save_ranges_json({"input": 1.5, "conv": 3.0}, tmp_path / "cal.json")
     assert json.loads(path.read_text()) == {"tensor_scales": {"input": 1.5, "conv": 3.0}}
@@ -384,7 +376,7 @@ def test_onnxruntime_layout_fuses_every_conv(tmp_path):
 
 def test_output_head_nodes_are_the_last_weighted_layers_and_what_follows(tmp_path):
     _, _, _, fp32 = structured_setup(tmp_path)  # conv-bn-relu, conv-relu, pool, dense
-    from tlkit.export.calibration import output_head_nodes
+    from tlkit.export.qdq import output_head_nodes
 
     model = onnx.load(str(fp32))
     heads = output_head_nodes(model)
@@ -452,3 +444,14 @@ def test_trt_cache_leaves_out_the_heads(tmp_path):
     export_onnx(net, tmp_path / "q2.onnx", meta=meta, data_type="int8", cal_batches=[x], calibration_method="entropy",
                 cal_cache_file=tmp_path / "all.bin", quantize_output_heads=True)
     assert gemm_out in set(read_trt_cache(tmp_path / "all.bin"))
+
+
+def test_calibration_module_still_exports_its_parts():
+    """tlkit.export.calibration was split into tensorfile / ranges / trt_cache / qdq; old imports keep working."""
+    import tlkit.export.calibration as cal
+    from tlkit.export import qdq, ranges, tensorfile, trt_cache
+
+    parts = {n: getattr(m, n) for m in (qdq, ranges, tensorfile, trt_cache) for n in dir(m) if not n.startswith("_")}
+    assert set(cal.__all__) - {"quantize_with_calibration", "batches_from_images"} <= set(parts)
+    for name in cal.__all__:
+        assert getattr(cal, name) is parts.get(name, getattr(cal, name)), name

@@ -304,9 +304,11 @@ def test_core_registers_exporter_and_engine_backends():
 
 def test_export_command_int8_from_images_and_tensorfile(tlk_model, tmp_path):
     import cv2
-    from tlkit.export.calibration import read_trt_cache, write_tensorfile
+
     from tlkit.export.command import run
     from tlkit.export.preprocess import preprocess
+    from tlkit.export.tensorfile import write_tensorfile
+    from tlkit.export.trt_cache import read_trt_cache
 
     _, tlk = tlk_model
     rs = np.random.RandomState(0)

@@ -102,7 +102,7 @@ def quiet():
 def test_training_with_qat_then_int8_export_uses_the_learned_ranges(tmp_path):
     import onnx
     import onnxruntime as ort
-    from tlkit.export.calibration import read_trt_cache
+    from tlkit.export.trt_cache import read_trt_cache
     from tlkit.export.onnx_export import export_onnx, read_onnx_metadata
 
     res = train(make_job(net=make_net(dropout=0.0)), make_cfg(enable_qat=True), tmp_path / "r", console=quiet())

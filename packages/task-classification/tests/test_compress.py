@@ -45,7 +45,15 @@ def test_retrain_starts_with_bn_reestimation_and_reports_it(trained, shapes):
     res = train_model(cfg, r / "retrain", Console(quiet=True), [__import__("mxnet").cpu()])
     stages = [row.get("stage") for row in res.history]
     assert stages[:2] == ["pruned", "bn_reestimated"] and stages[2] is None
-    assert all(0 <= row["validation_accuracy"] <= 1 for row in res.history)
+    # validation before training is the pruned model file's accuracy on the validation set, as evaluate says
+    from tlkit_classification.data import open_image_folder
+    from tlkit_classification.evaluate import evaluate_model
+    from tlkit_classification.runner import load_runner
+
+    from tlkit.model_io import read_meta
+
+    val = open_image_folder(shapes / "val", classes=read_meta(pruned)["classes"])
+    assert res.history[0]["validation_accuracy"] == pytest.approx(evaluate_model(load_runner(pruned), val)["accuracy"])
     csv_text = (r / "retrain" / "training.csv").read_text()
     assert "stage" in csv_text.splitlines()[0] and "bn_reestimated" in csv_text
     # the retrain recipe: a one-epoch warm-up to lr_config's rate times lr_scale (constant 0.01 x 0.5)

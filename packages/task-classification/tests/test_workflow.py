@@ -110,6 +110,9 @@ def test_prune_and_retrain_keep_the_smaller_graph(run):
     retrained = Path(run["retrain"]["model"])
     meta = read_meta(retrained)
     assert meta["kind"] == "graph" and meta["classes"] == ["circle", "square", "triangle"]
+    from tlkit.types import ModelMeta
+
+    assert set(meta) <= set(ModelMeta.model_fields), set(meta) - set(ModelMeta.model_fields)  # every key documented
     assert n_params(retrained) == pruned
     # the retrained graph evaluates to what its training validated (same images, pipeline and weights)
     assert run["eval2"].kpi["accuracy"] == pytest.approx(run["retrain"]["validation_accuracy"])

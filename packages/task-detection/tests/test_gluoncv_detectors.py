@@ -324,6 +324,9 @@ def test_prune_keeps_the_heads_and_the_pruned_graph_retrains(trained, tmp_path):
     assert "teacher_s" in (tmp_path / "r" / "training.csv").read_text().splitlines()[0]  # distilled from the unpruned
     retrained = read_meta(out["model"])
     assert retrained["kind"] == "graph" and retrained["detector"] == "ssd"
+    from tlkit.types import ModelMeta
+
+    assert set(retrained) <= set(ModelMeta.model_fields), set(retrained) - set(ModelMeta.model_fields)  # every key documented
     assert retrained["prune_exclude"] == meta["prune_exclude"]  # prunable again
     after, _ = load_net(out["model"])
     assert count_params(after) == count_params(graph) == report.params_after

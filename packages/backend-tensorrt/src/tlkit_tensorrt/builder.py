@@ -292,67 +292,21 @@ def build_engine(
 ) -> Path:
     """Build a TensorRT engine from `onnx_path` and write it (with its JSON header) to `engine_path`."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    if data_type not in DATA_TYPES:
-        raise SpecError(f"-t {data_type!r} is not one of {', '.join(DATA_TYPES)}")
-    if int(workspace) <= 0:
-        raise SpecError(f"-w {workspace}: the workspace must be a positive number of bytes")
-    if int(max_batch) <= 0 or int(calib_batch) <= 0:
-        raise SpecError(f"-m {max_batch} / -b {calib_batch}: batch sizes must be positive")
+    _check_build_options(data_type, workspace, max_batch, calib_batch)
     given = parse_profiles(profiles)
     api = load_api(module)
-    trt = api.trt
-
-    from tlkit.export.onnx_export import read_metadata_props
-
-    model = _load_onnx(onnx_path)
-    meta = read_metadata_props(model)
-    notes: list[str] = []
     cal = Path(cal_cache_file) if cal_cache_file else None
-    plan = _choose_precision(api, model, data_type, cal, notes)
-    if plan["convert_fp16"]:
-        from tlkit.export.onnx_export import to_fp16
-
-        model = to_fp16(model)
-    folded = fold_int32_dequantize(model) if plan["qdq"] else 0
-    if folded:
-        notes.append(f"folded {folded} int32 bias DequantizeLinear node(s) into float constants (TensorRT has no int32 DQ)")
+    notes: list[str] = []
+    model, meta, plan = _prepare_onnx(api, onnx_path, data_type, cal, notes)
 
     t0 = time.perf_counter()
     logger = _make_logger(api, verbose)
-    builder = trt.Builder(logger)
-    network = builder.create_network(api.network_flags(plan["qdq"]))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(model.SerializeToString(), str(onnx_path)):
-        errs = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise TensorRTError(f"{onnx_path}: {api.label} cannot parse the ONNX: {_first_error(errs + logger.errors)}")
-
+    builder, network = _parse_network(api, logger, model, onnx_path, plan["qdq"])
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
     outputs = [network.get_output(i) for i in range(network.num_outputs)]
     resolved = resolve_profiles([(t.name, tuple(int(d) for d in t.shape)) for t in inputs], given, int(max_batch))
-
-    config = builder.create_builder_config()
-    api.set_workspace(config, int(workspace))
-    if resolved:
-        prof = builder.create_optimization_profile()
-        for p in resolved:
-            prof.set_shape(p.name, p.min, p.opt, p.max)
-        config.add_optimization_profile(prof)
-    flags: list[str] = []
-    if not api.strongly_typed_only:
-        if data_type == "fp16" or (data_type == "int8" and not plan["qdq"]):
-            flags.append(api.set_flag(config, "FP16") or "")  # int8 calibration: fp16 where int8 has no kernel
-        if data_type == "int8" and (api.major < 10 or not plan["qdq"]):
-            flags.append(api.set_flag(config, "INT8") or "")
-        if plan["calibration_cache"] is not None:
-            config.int8_calibrator = api.cache_calibrator(plan["calibration_cache"], int(calib_batch))
-            if resolved and hasattr(config, "set_calibration_profile"):
-                config.set_calibration_profile(prof)
-        if strict_types:
-            flags.append(api.set_flag(config, "OBEY_PRECISION_CONSTRAINTS", "STRICT_TYPES") or "")
-    elif strict_types:
-        notes.append(f"-s: {api.label} is strongly typed, precision constraints are always obeyed")
-    flags = [f for f in flags if f]
-
+    config, flags = _builder_config(api, builder, plan, resolved, data_type=data_type, workspace=workspace,
+                                    calib_batch=calib_batch, strict_types=strict_types, notes=notes)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise TensorRTError(f"{onnx_path}: {api.label} could not build the engine: {_first_error(logger.errors)}")
@@ -387,6 +341,78 @@ def build_engine(
         },
     }
     return write_engine(engine_path, header, serialized)
+
+
+# -- the phases of build_engine ---------------------------------------------------------------------
+
+
+def _check_build_options(data_type: str, workspace: int, max_batch: int, calib_batch: int) -> None:
+    if data_type not in DATA_TYPES:
+        raise SpecError(f"-t {data_type!r} is not one of {', '.join(DATA_TYPES)}")
+    if int(workspace) <= 0:
+        raise SpecError(f"-w {workspace}: the workspace must be a positive number of bytes")
+    if int(max_batch) <= 0 or int(calib_batch) <= 0:
+        raise SpecError(f"-m {max_batch} / -b {calib_batch}: batch sizes must be positive")
+
+
+def _prepare_onnx(api: TrtApi, onnx_path: Path, data_type: str, cal: Path | None,
+                  notes: list[str]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(the ONNX as TensorRT gets it, its tlkit metadata, the precision plan): FP16 weights converted and int32
+    bias DequantizeLinear nodes folded where the plan needs it."""
+    from tlkit.export.onnx_export import read_metadata_props
+
+    model = _load_onnx(onnx_path)
+    meta = read_metadata_props(model)
+    plan = _choose_precision(api, model, data_type, cal, notes)
+    if plan["convert_fp16"]:
+        from tlkit.export.onnx_export import to_fp16
+
+        model = to_fp16(model)
+    folded = fold_int32_dequantize(model) if plan["qdq"] else 0
+    if folded:
+        notes.append(f"folded {folded} int32 bias DequantizeLinear node(s) into float constants (TensorRT has no int32 DQ)")
+    return model, meta, plan
+
+
+def _parse_network(api: TrtApi, logger: Any, model: Any, onnx_path: Path, qdq: bool) -> tuple[Any, Any]:
+    """(builder, network) with the ONNX parsed into the network; a parse failure is a TensorRTError."""
+    trt = api.trt
+    builder = trt.Builder(logger)
+    network = builder.create_network(api.network_flags(qdq))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(model.SerializeToString(), str(onnx_path)):
+        errs = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise TensorRTError(f"{onnx_path}: {api.label} cannot parse the ONNX: {_first_error(errs + logger.errors)}")
+    return builder, network
+
+
+def _builder_config(api: TrtApi, builder: Any, plan: dict[str, Any], resolved: list[Profile], *, data_type: str,
+                    workspace: int, calib_batch: int, strict_types: bool, notes: list[str]) -> tuple[Any, list[str]]:
+    """The builder config: workspace, the optimization profile, precision flags and the INT8 calibrator.
+    Returns (config, the builder flags set)."""
+    config = builder.create_builder_config()
+    api.set_workspace(config, int(workspace))
+    prof = None
+    if resolved:
+        prof = builder.create_optimization_profile()
+        for p in resolved:
+            prof.set_shape(p.name, p.min, p.opt, p.max)
+        config.add_optimization_profile(prof)
+    flags: list[str] = []
+    if not api.strongly_typed_only:
+        if data_type == "fp16" or (data_type == "int8" and not plan["qdq"]):
+            flags.append(api.set_flag(config, "FP16") or "")  # int8 calibration: fp16 where int8 has no kernel
+        if data_type == "int8" and (api.major < 10 or not plan["qdq"]):
+            flags.append(api.set_flag(config, "INT8") or "")
+        if plan["calibration_cache"] is not None:
+            config.int8_calibrator = api.cache_calibrator(plan["calibration_cache"], int(calib_batch))
+            if prof is not None and hasattr(config, "set_calibration_profile"):
+                config.set_calibration_profile(prof)
+        if strict_types:
+            flags.append(api.set_flag(config, "OBEY_PRECISION_CONSTRAINTS", "STRICT_TYPES") or "")
+    elif strict_types:
+        notes.append(f"-s: {api.label} is strongly typed, precision constraints are always obeyed")
+    return config, [f for f in flags if f]
 
 
 def build_with_options(onnx_path: Any, output: Any, options: dict[str, Any]) -> Path:

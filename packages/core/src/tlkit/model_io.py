@@ -1,9 +1,9 @@
 """The tlkit model file (`.tlk`): one zip that every command reads and writes.
 
 Members:
-- ``meta.json``: ``{"format": "tlkit-model", "format_version": 1, "kind": "gluon"|"graph", "task", "arch",
-  "classes", "input_shape": [C, H, W], "input_layout": "NCHW", "preprocessing": {...}, "build": {...},
-  "epoch", "tlkit_version", ...}``. Tasks may add keys.
+- ``meta.json``: the `tlkit.types.ModelMeta` record (``{"format": "tlkit-model", "format_version": 1,
+  "kind": "gluon"|"graph", "task", "arch", "classes", "input_shape": [C, H, W], ...}``; every key is documented
+  there). `save_model` and `read_meta` are the one place it is written and read, both checking it.
 - ``params.nd``: MXNet ``nd.save`` of a dict of arrays.
   * kind "gluon": structural parameter names (``features.0.weight``, as `save_parameters` writes);
     the network is rebuilt by the task's ``TaskSpec.build_model(meta)``.
@@ -30,9 +30,8 @@ from typing import Any
 from tlkit import __version__
 from tlkit.errors import ModelFileError
 from tlkit.io import atomic_write
+from tlkit.model_meta import FORMAT, FORMAT_VERSION, ModelMeta
 
-FORMAT = "tlkit-model"
-FORMAT_VERSION = 1
 SUFFIX = ".tlk"
 
 
@@ -46,7 +45,12 @@ class ModelFile:
 
     @property
     def kind(self) -> str:
-        return self.meta.get("kind", "gluon")
+        return self.info.kind
+
+    @property
+    def info(self) -> ModelMeta:
+        """The typed view of `meta`."""
+        return ModelMeta.of(self.meta)
 
 
 def _nd_to_bytes(arrays: dict[str, Any]) -> bytes:
@@ -60,10 +64,12 @@ def _nd_to_bytes(arrays: dict[str, Any]) -> bytes:
 
 
 def save_model(path: str | os.PathLike, model: ModelFile) -> Path:
-    """Write `model` to `path` atomically. Returns the path."""
+    """Write `model` to `path` atomically. Returns the path. The meta is checked (`ModelMeta`) and stamped with
+    this tlkit's format and version, whatever the meta it came from said (a re-saved old file is current)."""
     path = Path(path)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "tlkit_version": __version__, **model.meta}
-    meta.setdefault("kind", "gluon")
+    meta = {"kind": "gluon", **model.meta, "format": FORMAT, "format_version": FORMAT_VERSION,
+            "tlkit_version": __version__}
+    meta = ModelMeta.from_dict(meta, f"{path} (writing)").to_dict()
     if meta["kind"] == "graph" and not model.symbol_json:
         raise ValueError("a 'graph' model file needs symbol_json")
     with atomic_write(path, "wb") as fh:
@@ -88,7 +94,9 @@ def is_model_file(path: str | os.PathLike) -> bool:
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """Only the metadata (cheap: no MXNet import)."""
+    """Only the metadata (cheap: no MXNet import), checked against `ModelMeta`: a bad value is a ModelFileError
+    naming the file and the key. Returned as the plain dict the file holds (`read_model_meta` for the typed
+    record)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
@@ -97,13 +105,21 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
             meta = json.loads(zf.read("meta.json"))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as err:
         raise ModelFileError(f"{path}: not a tlkit model file (.tlk) or corrupt: {err}") from None
-    if meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: meta.json has format {meta.get('format')!r}, expected {FORMAT!r}")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ModelFileError(f"{path}: meta.json has format {got!r}, expected {FORMAT!r}")
+    version = meta.get("format_version", 0)
+    if isinstance(version, int) and version > FORMAT_VERSION:  # checked first: a newer record may not validate
         raise ModelFileError(
             f"{path}: written by a newer tlkit (format_version {meta['format_version']}); upgrade tlkit-core"
         )
+    ModelMeta.from_dict(meta, str(path))
     return meta
+
+
+def read_model_meta(path: str | os.PathLike) -> ModelMeta:
+    """The typed `ModelMeta` of a model file."""
+    return ModelMeta.of(read_meta(path))
 
 
 def load_model(path: str | os.PathLike) -> ModelFile:
@@ -244,7 +260,7 @@ def load_net(path: str | os.PathLike, ctx: Any = None) -> tuple[Any, dict[str, A
     from tlkit.lazy import resolve
     from tlkit.registry import get_registry
 
-    task = get_registry().task(mf.meta.get("task", "?"))
+    task = get_registry().task(mf.info.task or "?")
     if task.build_model is None:
         raise ModelFileError(f"{path}: task {task.name!r} cannot rebuild gluon models (no build_model)")
     net = resolve(task.build_model)(mf.meta)

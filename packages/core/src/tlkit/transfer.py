@@ -145,12 +145,12 @@ def build_for_training(builder: ModelBuilder, ctx: list[Any], console: Any = Non
 
 def load_task_pretrained(net: Any, uri: str, *, arch: str, console: Any = None) -> Any:
     """Filtered load of `uri` into `net` (see the module doc). Prints the report; errors if nothing matched."""
-    from tlkit.model_io import is_model_file, read_meta
+    from tlkit.model_io import is_model_file, read_model_meta
     from tlkit.weights import load_pretrained, resolve_weights
 
     path = resolve_weights(uri, arch=arch)
     if is_model_file(path):
-        if read_meta(path).get("kind") == "graph":
+        if read_model_meta(path).kind == "graph":
             raise ModelFileError(f"{path}: holds a graph (pruned) model; set train_config.load_graph: true to retrain it")
         report = load_pretrained(net, path, arch=arch)
     else:
@@ -188,23 +188,23 @@ def load_graph_for_retraining(
     console: Any = None,
 ) -> BuiltModel:
     """A pruned (graph) model file as a trainable SymbolBlock, after checking it fits this training run."""
-    from tlkit.model_io import load_net, read_meta
+    from tlkit.model_io import load_net, read_model_meta
 
     if not path:
         raise SpecError("train_config.load_graph: true needs train_config.pretrained_model_path (a pruned .tlk)")
     p = Path(path)
-    meta = read_meta(p)
-    if meta.get("kind") != "graph":
-        raise SpecError(f"train_config.load_graph: true but {p} is not a graph (pruned) model file (kind {meta.get('kind')!r})")
-    if meta.get("task") != task:
-        raise SpecError(f"train_config.load_graph: {p} is a {meta.get('task')!r} model, not a {task} model")
-    if classes is not None and list(meta.get("classes") or []) != list(classes):
+    info = read_model_meta(p)
+    if info.kind != "graph":
+        raise SpecError(f"train_config.load_graph: true but {p} is not a graph (pruned) model file (kind {info.kind!r})")
+    if info.task != task:
+        raise SpecError(f"train_config.load_graph: {p} is a {info.task!r} model, not a {task} model")
+    if classes is not None and info.classes != list(classes):
         raise SpecError(
-            f"train_config.load_graph: {p} was trained on classes {meta.get('classes')}, the dataset has {classes}; "
+            f"train_config.load_graph: {p} was trained on classes {info.classes}, the dataset has {classes}; "
             "a pruned graph cannot change its head, prune a model trained on these classes"
         )
-    if input_shape is not None and list(meta.get("input_shape") or []) != list(input_shape):
-        raise SpecError(f"train_config.load_graph: {p} takes input {meta.get('input_shape')}, the spec asks for {list(input_shape)}")
+    if input_shape is not None and (info.input_shape or []) != list(input_shape):
+        raise SpecError(f"train_config.load_graph: {p} takes input {info.input_shape}, the spec asks for {list(input_shape)}")
     net, meta = load_net(p, ctx[0])
     if len(ctx) > 1:
         net.collect_params().reset_ctx(ctx)

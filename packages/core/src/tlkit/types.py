@@ -3,6 +3,9 @@
 Callables may be given as "module:attr" strings; the core resolves them on first use (`tlkit.lazy`), so a
 plugin's entry-point module imports nothing heavy. Evolution rule: fields are only ever added, with
 defaults (see `tlkit.hookspecs`).
+
+`ModelMeta`, the record in a model file's meta.json, is defined in `tlkit.model_meta` and importable from here
+(loaded on first use: it needs pydantic, which this module's importers should not pay for).
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+if TYPE_CHECKING:  # for type checkers; at run time ModelMeta is loaded on first use (__getattr__ below)
+    from tlkit.model_meta import ModelMeta  # noqa: F401
 
 Ref = Union[str, Callable[..., Any]]  # a callable, or "module:attr" resolved lazily
 
@@ -82,8 +88,8 @@ class TaskSpec:
     config_model: Ref  # a pydantic model class (subclass of tlkit.config.TaskConfig)
     commands: tuple[CommandSpec, ...]
     default_spec: Ref | None = None  # callable returning commented YAML text; None = generated
-    # build_model(meta: dict) -> an uninitialised gluon HybridBlock, rebuilt from a model file's meta
-    # (tlkit.model_io.load_net calls it for "gluon" model files of this task).
+    # build_model(meta: dict) -> an uninitialised gluon HybridBlock, rebuilt from a model file's meta (the dict form
+    # of `ModelMeta`, its "build" key; tlkit.model_io.load_net calls it for "gluon" model files of this task).
     build_model: Ref | None = None
     # the model of `dataset_convert -d`'s spec (read like -e: YAML or TLT's format), for `tlkit spec validate/import`
     dataset_spec_model: Ref | None = None
@@ -239,3 +245,11 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kpi": dict(self.kpi), "artifacts": dict(self.artifacts), "metrics": dict(self.metrics)}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ModelMeta":  # lazily: pydantic is not imported by `import tlkit.types`
+        from tlkit.model_meta import ModelMeta
+
+        return ModelMeta
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,7 @@ augmentation) into TLT's HDF5 tensorfile for int8 calibration.
 
 Format (TLT `tensorfile.py`): file attrs `count` (batches) and `shape` (of every batch); batch i is group
 `_tensorfile_array_key__<i>` holding dataset `_tensorfile_array_key_` (N, C, H, W float32, gzip). Written
-by core's shared writer (`tlkit.export.calibration.write_tensorfile`), which export's int8 path reads.
+by core's shared writer (`tlkit.export.tensorfile.write_tensorfile`), which export's int8 path reads.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def run(ctx: CommandContext) -> dict[str, Any]:
         raise TlkitError(f"{ds.root}: {len(ds)} images, fewer than one batch of {bs} (train_config.batch_size_per_gpu)")
     n = n_full if max_batches < 0 else min(max_batches, n_full)
     gen = batches(ds, pipe, bs, shuffle=True, seed=cfg.train_config.random_seed, drop_last=True)
-    from tlkit.export.calibration import tensorfile_info, write_tensorfile
+    from tlkit.export.tensorfile import tensorfile_info, write_tensorfile
 
     write_tensorfile(out, (x for _, (x, _y) in zip(range(n), gen)))
     count, shape = tensorfile_info(out)

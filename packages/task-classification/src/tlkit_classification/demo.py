@@ -18,9 +18,11 @@ with `tlkit classification <command> -e DIR/spec_*.yaml ...`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,149 +220,200 @@ def run_demo(
     """Run every stage; returns the summary dict also written to summary.json. `devices`: MXNet contexts
     to train on (default CPU)."""
     from rich.console import Console
-    from rich.table import Table
-    from tlkit.config import save_resolved_spec
-    from tlkit.export.command import run as export_run
-    from tlkit.compress import markdown_table
-    from tlkit.compress import run as compress_run
 
-    from tlkit_classification.data import open_image_folder
-    from tlkit_classification.evaluate import evaluate_model
-    from tlkit_classification.inference import classify, write_csv
-    from tlkit_classification.runner import load_runner
-    from tlkit_classification.train import train_model
-
-    console = console or Console(highlight=False)
-    R = Path(results_dir)
-    R.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    times: dict[str, float] = {}
-
-    def lap(name: str, start: float) -> None:
-        times[name] = time.perf_counter() - start
-
-    size = image_size or (48 if quick else 64)
     epochs = epochs or (1 if quick else 5)
-    retrain_epochs = epochs  # per compress step: the pruned net starts close to the fine-tuned one
-    steps = 1 if quick else 2
-    batch = 16
+    demo = _Demo(
+        root=Path(results_dir),
+        console=console or Console(highlight=False),
+        quick=quick,
+        size=image_size or (48 if quick else 64),
+        epochs=epochs,
+        retrain_epochs=epochs,  # per compress step: the pruned net starts close to the fine-tuned one
+        steps=1 if quick else 2,
+        seed=seed,
+        target_ratio=target_ratio,
+        devices=devices or [_cpu()],
+    )
+    demo.root.mkdir(parents=True, exist_ok=True)
+    with demo.lap("data"):
+        splits, data_desc = demo.data(data)
+    finetuned, test = demo.finetune(splits)
+    pruned, state = demo.compress(splits, finetuned, test)
+    rows = [finetuned, pruned]
+    with demo.lap("export + onnxruntime"):
+        demo.export_and_measure(rows, test)
+    demo.times["total"] = time.perf_counter() - t0
+    return demo.summarize(rows, splits, test, data_desc, state)
 
-    # 1. data
-    t = time.perf_counter()
-    if data is not None:
-        data = Path(data)
-        if not data.is_dir():
-            raise DataError(f"--data {data}: directory not found")
-        splits = _splits(data, R / "data", seed, console)
-        data_desc = str(data)
-    else:
+
+@dataclass
+class _Demo:
+    """The demo's settings, and its phases as methods (run_demo runs them in order)."""
+
+    root: Path
+    console: Any
+    quick: bool
+    size: int
+    epochs: int
+    retrain_epochs: int
+    steps: int
+    seed: int
+    target_ratio: float
+    devices: list[Any]
+    batch: int = 16
+    times: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def lap(self, name: str) -> Iterator[None]:
+        """Time a phase into `times` (a failed phase records nothing)."""
+        start = time.perf_counter()
+        yield
+        self.times[name] = time.perf_counter() - start
+
+    def data(self, data: str | Path | None) -> tuple[dict[str, Path], str]:
+        """1. the train/val/test class folders: from `--data`, else generated. Returns (splits, description)."""
+        R = self.root
+        if data is not None:
+            data = Path(data)
+            if not data.is_dir():
+                raise DataError(f"--data {data}: directory not found")
+            return _splits(data, R / "data", self.seed, self.console), str(data)
         from tlkit_classification.demo_data import make_photo_dataset
 
-        counts = {"train": 10, "val": 4, "test": 4} if quick else {"train": 60, "val": 20, "test": 20}
-        console.print(f"generating the demo dataset (real-photo textures from scikit-image) in {R / 'data'}")
-        splits = make_photo_dataset(R / "data", counts, size=max(size, 64) if quick else 96, seed=seed)
-        data_desc = "generated: texture patches of scikit-image sample photos (see tlkit_classification.demo_data)"
-    lap("data", t)
+        counts = {"train": 10, "val": 4, "test": 4} if self.quick else {"train": 60, "val": 20, "test": 20}
+        self.console.print(f"generating the demo dataset (real-photo textures from scikit-image) in {R / 'data'}")
+        splits = make_photo_dataset(R / "data", counts, size=max(self.size, 64) if self.quick else 96, seed=self.seed)
+        return splits, "generated: texture patches of scikit-image sample photos (see tlkit_classification.demo_data)"
 
-    # 2. fine-tune the pretrained EfficientNet-Lite0, evaluate on test
-    console.rule("fine-tune ImageNet EfficientNet-Lite0")
-    t = time.perf_counter()
-    cfg = _spec(splits, size, epochs, 0.02, batch, pretrained_model_path="imagenet", random_seed=seed)
-    save_resolved_spec(cfg, R, "spec_finetune.yaml")
-    devices = devices or [_cpu()]
-    res = train_model(cfg, R / "finetune", console, devices)
-    lap("fine-tune", t)
-    test = open_image_folder(splits["test"], classes=read_classes(R / "finetune"), max_side=int(size / 0.875 * 1.25))
-    t = time.perf_counter()
-    finetuned = Row("fine-tuned", Path(res.model_path))
-    m = evaluate_model(load_runner(finetuned.model), test, out_dir=R / "finetune" / "test_eval")
-    finetuned.accuracy = m["accuracy"]
-    lap("evaluate", t)
+    def finetune(self, splits: dict[str, Path]) -> tuple[Row, Any]:
+        """2. fine-tune the pretrained EfficientNet-Lite0, evaluate on test. Returns (its row, the test set)."""
+        from tlkit.config import save_resolved_spec
 
-    # 3. compress: prune in steps -> retrain each (BN re-estimation, distillation from the fine-tuned model) ->
-    #    keep the smallest within 1 point of the fine-tuned model on val -> evaluate on test
-    console.rule("compress: prune -> retrain, in steps")
-    t = time.perf_counter()
-    cfg2 = _spec(splits, size, retrain_epochs, 0.02, batch, random_seed=seed, **{"retrain_config.lr_scale": RETRAIN_LR_SCALE})
-    save_resolved_spec(cfg2, R, "spec_compress.yaml")
-    compress_opts = {"max_accuracy_drop": 1.0, "target_ratio": target_ratio, "steps": steps,
-                     "retrain_epochs": retrain_epochs, "min_num_filters": 8, "allocation": ALLOCATION}
-    comp = compress_run(_ctx("compress", console, spec=cfg2, results_dir=R / "compress", model=finetuned.model,
-                             options=compress_opts))
-    lap("compress", t)
-    state = json.loads((R / "compress" / "compress.json").read_text())
-    kept = comp.get("model")
-    if kept is None:  # nothing within the budget on val: show the first step, flagged in the report
-        kept = state["steps"][1]["model"]
-    pruned_path = R / "pruned.tlk"
-    shutil.copyfile(kept, pruned_path)
-    pruned = Row("pruned+retrained", pruned_path)
-    m2 = evaluate_model(load_runner(pruned.model), test, out_dir=R / "compress" / "test_eval")
-    pruned.accuracy = m2["accuracy"]
+        from tlkit_classification.data import open_image_folder
+        from tlkit_classification.evaluate import evaluate_model
+        from tlkit_classification.runner import load_runner
+        from tlkit_classification.train import train_model
 
-    # 4. export both to ONNX; evaluate and classify with onnxruntime; latency
-    console.rule("export to ONNX, run in onnxruntime")
-    t = time.perf_counter()
-    rows = [finetuned, pruned]
-    for row, onnx_name in ((finetuned, "finetune.onnx"), (pruned, "pruned.onnx")):
-        export_run(_ctx("export", console, results_dir=R, model=row.model, output=R / onnx_name))
-        onnx = R / onnx_name
-        ort = load_runner(onnx)
-        row.onnx_accuracy = evaluate_model(ort, test)["accuracy"]
-        mx_runner = load_runner(row.model)
-        shape = mx_runner.input_shape
-        row.mxnet_ms = _latency_ms(mx_runner.logits, shape)
-        row.ort_ms = _latency_ms(ort.logits, shape)
-        row.params = _params(row.model)
-        row.size_mb = row.model.stat().st_size / 2**20
-        row.onnx_size_mb = onnx.stat().st_size / 2**20
-        if row is pruned:
-            images = [p for p, _ in test.samples]
-            write_csv(classify(ort, images, batch_size=32), R / "result.csv")
-    lap("export + onnxruntime", t)
-    total = time.perf_counter() - t0
-    times["total"] = total
+        R, size = self.root, self.size
+        self.console.rule("fine-tune ImageNet EfficientNet-Lite0")
+        with self.lap("fine-tune"):
+            cfg = _spec(splits, size, self.epochs, 0.02, self.batch, pretrained_model_path="imagenet",
+                        random_seed=self.seed)
+            save_resolved_spec(cfg, R, "spec_finetune.yaml")
+            res = train_model(cfg, R / "finetune", self.console, self.devices)
+        test = open_image_folder(splits["test"], classes=read_classes(R / "finetune"), max_side=int(size / 0.875 * 1.25))
+        with self.lap("evaluate"):
+            finetuned = Row("fine-tuned", Path(res.model_path))
+            m = evaluate_model(load_runner(finetuned.model), test, out_dir=R / "finetune" / "test_eval")
+            finetuned.accuracy = m["accuracy"]
+        return finetuned, test
 
-    # 5. summary
-    table = Table(title=f"tlkit classification demo ({total:.0f} s)")
-    for col in ("model", "test acc", "ONNX acc", "params", ".tlk MB", ".onnx MB", "MXNet ms", "ORT ms"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for r in rows:
-        table.add_row(r.name, f"{r.accuracy:.4f}", f"{r.onnx_accuracy:.4f}", f"{r.params:,}", f"{r.size_mb:.2f}",
-                      f"{r.onnx_size_mb:.2f}", f"{r.mxnet_ms:.1f}", f"{r.ort_ms:.1f}")
-    console.rule("summary")
-    console.print(table)
-    info = {
-        "data": data_desc,
-        "classes": test.classes,
-        "n": {s: len(open_image_folder(splits[s], classes=test.classes)) for s in ("train", "val", "test")},
-        "size": size,
-        "epochs": epochs,
-        "retrain_epochs": retrain_epochs,
-        "target_ratio": target_ratio,
-        "prune_ratio": pruned.params / max(finetuned.params, 1),
-        "compress": {
-            "steps": steps,
-            "kept_step": state.get("kept_step"),
-            "last_step_dir": f"compress/step_{len(state['steps']) - 1}",
-            "table": markdown_table(state),
-            "per_step": [{k: st.get(k) for k in ("step", "params", "kpi_after_prune", "kpi_after_bn", "kpi_value", "drop_points")}
-                         for st in state["steps"]],
-        },
-        "total_s": total,
-        "times": times,
-    }
-    _plot_summary(rows, R / "summary.png")
-    _report_md(rows, info, R / "report.md")
-    summary = {
-        **info,
-        "models": [
-            {k: (str(v) if isinstance(v, Path) else v) for k, v in r.__dict__.items() if k != "extra"} for r in rows
-        ],
-    }
-    atomic_write_text(R / "summary.json", json.dumps(summary, indent=2) + "\n")
-    console.print(f"report: {R / 'report.md'}")
-    return summary
+    def compress(self, splits: dict[str, Path], finetuned: Row, test: Any) -> tuple[Row, dict[str, Any]]:
+        """3. compress: prune in steps -> retrain each (BN re-estimation, distillation from the fine-tuned model) ->
+        keep the smallest within 1 point of the fine-tuned model on val -> evaluate on test. Returns (its row,
+        compress.json)."""
+        from tlkit.compress import run as compress_run
+        from tlkit.config import save_resolved_spec
+
+        from tlkit_classification.evaluate import evaluate_model
+        from tlkit_classification.runner import load_runner
+
+        R = self.root
+        self.console.rule("compress: prune -> retrain, in steps")
+        with self.lap("compress"):
+            cfg2 = _spec(splits, self.size, self.retrain_epochs, 0.02, self.batch, random_seed=self.seed,
+                         **{"retrain_config.lr_scale": RETRAIN_LR_SCALE})
+            save_resolved_spec(cfg2, R, "spec_compress.yaml")
+            compress_opts = {"max_accuracy_drop": 1.0, "target_ratio": self.target_ratio, "steps": self.steps,
+                             "retrain_epochs": self.retrain_epochs, "min_num_filters": 8, "allocation": ALLOCATION}
+            comp = compress_run(_ctx("compress", self.console, spec=cfg2, results_dir=R / "compress",
+                                     model=finetuned.model, options=compress_opts))
+        state = json.loads((R / "compress" / "compress.json").read_text())
+        kept = comp.get("model")
+        if kept is None:  # nothing within the budget on val: show the first step, flagged in the report
+            kept = state["steps"][1]["model"]
+        pruned_path = R / "pruned.tlk"
+        shutil.copyfile(kept, pruned_path)
+        pruned = Row("pruned+retrained", pruned_path)
+        pruned.accuracy = evaluate_model(load_runner(pruned.model), test, out_dir=R / "compress" / "test_eval")["accuracy"]
+        return pruned, state
+
+    def export_and_measure(self, rows: list[Row], test: Any) -> None:
+        """4. export each model to ONNX; evaluate in onnxruntime, latency and sizes; classify the test split with
+        the last (pruned) one into result.csv."""
+        from tlkit.export.command import run as export_run
+
+        from tlkit_classification.evaluate import evaluate_model
+        from tlkit_classification.inference import classify, write_csv
+        from tlkit_classification.runner import load_runner
+
+        R = self.root
+        self.console.rule("export to ONNX, run in onnxruntime")
+        for row, onnx_name in zip(rows, ("finetune.onnx", "pruned.onnx")):
+            export_run(_ctx("export", self.console, results_dir=R, model=row.model, output=R / onnx_name))
+            onnx = R / onnx_name
+            ort = load_runner(onnx)
+            row.onnx_accuracy = evaluate_model(ort, test)["accuracy"]
+            mx_runner = load_runner(row.model)
+            shape = mx_runner.input_shape
+            row.mxnet_ms = _latency_ms(mx_runner.logits, shape)
+            row.ort_ms = _latency_ms(ort.logits, shape)
+            row.params = _params(row.model)
+            row.size_mb = row.model.stat().st_size / 2**20
+            row.onnx_size_mb = onnx.stat().st_size / 2**20
+        images = [p for p, _ in test.samples]
+        write_csv(classify(ort, images, batch_size=32), R / "result.csv")
+
+    def summarize(self, rows: list[Row], splits: dict[str, Path], test: Any, data_desc: str,
+                  state: dict[str, Any]) -> dict[str, Any]:
+        """5. the summary table, summary.png, report.md and summary.json. Returns the summary."""
+        from rich.table import Table
+        from tlkit.compress import markdown_table
+
+        from tlkit_classification.data import open_image_folder
+
+        R, total = self.root, self.times["total"]
+        finetuned, pruned = rows
+        table = Table(title=f"tlkit classification demo ({total:.0f} s)")
+        for col in ("model", "test acc", "ONNX acc", "params", ".tlk MB", ".onnx MB", "MXNet ms", "ORT ms"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for r in rows:
+            table.add_row(r.name, f"{r.accuracy:.4f}", f"{r.onnx_accuracy:.4f}", f"{r.params:,}", f"{r.size_mb:.2f}",
+                          f"{r.onnx_size_mb:.2f}", f"{r.mxnet_ms:.1f}", f"{r.ort_ms:.1f}")
+        self.console.rule("summary")
+        self.console.print(table)
+        info = {
+            "data": data_desc,
+            "classes": test.classes,
+            "n": {s: len(open_image_folder(splits[s], classes=test.classes)) for s in ("train", "val", "test")},
+            "size": self.size,
+            "epochs": self.epochs,
+            "retrain_epochs": self.retrain_epochs,
+            "target_ratio": self.target_ratio,
+            "prune_ratio": pruned.params / max(finetuned.params, 1),
+            "compress": {
+                "steps": self.steps,
+                "kept_step": state.get("kept_step"),
+                "last_step_dir": f"compress/step_{len(state['steps']) - 1}",
+                "table": markdown_table(state),
+                "per_step": [{k: st.get(k) for k in ("step", "params", "kpi_after_prune", "kpi_after_bn", "kpi_value", "drop_points")}
+                             for st in state["steps"]],
+            },
+            "total_s": total,
+            "times": self.times,
+        }
+        _plot_summary(rows, R / "summary.png")
+        _report_md(rows, info, R / "report.md")
+        summary = {
+            **info,
+            "models": [
+                {k: (str(v) if isinstance(v, Path) else v) for k, v in r.__dict__.items() if k != "extra"} for r in rows
+            ],
+        }
+        atomic_write_text(R / "summary.json", json.dumps(summary, indent=2) + "\n")
+        self.console.print(f"report: {R / 'report.md'}")
+        return summary
 
 
 def read_classes(train_dir: Path) -> list[str]:

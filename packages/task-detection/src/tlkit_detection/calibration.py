@@ -14,8 +14,7 @@ if TYPE_CHECKING:
 
 
 def run(ctx: CommandContext) -> dict[str, Any]:
-    from tlkit.export.calibration import tensorfile_info, write_tensorfile
-
+    from tlkit.export.tensorfile import tensorfile_info, write_tensorfile
     from tlkit_detection import detectors
     from tlkit_detection.data import TargetMaker, batches, dataset_for
 

@@ -25,7 +25,8 @@ def export_with_options(model: Any, output: Path, options: dict[str, Any]) -> Pa
 
 
 def _calibration_batches(model: Path, options: dict[str, Any]) -> list | None:
-    from tlkit.export.calibration import batches_from_images, read_tensorfile
+    from tlkit.export.calibration import batches_from_images
+    from tlkit.export.tensorfile import read_tensorfile
 
     n = int(options["batches"])
     if options.get("cal_data_file"):

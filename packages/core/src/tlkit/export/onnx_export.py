@@ -221,7 +221,7 @@ def export_onnx(
     graph calibrated on `cal_batches` (NCHW float32 arrays, already preprocessed), or on the ranges
     in an existing TensorRT `cal_cache_file` (imported when it exists and no batches are given; written
     when batches are given). `qdq_format`: "tensorrt" (symmetric int8 activations) or "onnxruntime"
-    (uint8 activations, fast on x86 CPUs; see `tlkit.export.calibration.quantize_qdq`). The output heads stay
+    (uint8 activations, fast on x86 CPUs; see `tlkit.export.qdq.quantize_qdq`). The output heads stay
     float in the int8 graph and the cache unless `quantize_output_heads`.
 
     A QAT model (meta["qat"], `tlkit.qat`) exports its float graph (fake quantization stripped); as "int8" it

@@ -99,14 +99,14 @@ def prune_model_file(model_path: str | os.PathLike, output_path: str | os.PathLi
             f"to -nf filters; give a threshold in [0, 1), or --target_ratio"
         )
     mf = load_model(model_path)
-    meta = dict(mf.meta)
-    if "input_shape" not in meta:
+    meta, info = dict(mf.meta), mf.info
+    if info.input_shape is None:
         raise ModelFileError(f"{model_path}: meta.json has no 'input_shape' [C, H, W]; cannot trace the graph")
-    if meta.get("qat"):  # TLT's order: train, prune, retrain (with QAT); fake-quant nodes are not prunable
+    if info.qat:  # TLT's order: train, prune, retrain (with QAT); fake-quant nodes are not prunable
         raise ModelFileError(f"{model_path}: a quantization-aware-trained model; prune the float model it was trained "
                              "from, then retrain the pruned one with train_config.enable_qat: true")
-    input_shape = tuple(int(v) for v in meta["input_shape"])
-    prune = pruner_for(pruner, meta.get("task"))
+    input_shape = tuple(info.input_shape)
+    prune = pruner_for(pruner, info.task)
     if mf.kind == "graph":
         if not mf.symbol_json:
             raise ModelFileError(f"{model_path}: a 'graph' model file without symbol.json")
@@ -117,7 +117,7 @@ def prune_model_file(model_path: str | os.PathLike, output_path: str | os.PathLi
 
     # task-marked heads: names that are not in this graph are skipped (the user's -el names are checked)
     nodes = _node_names(symbol_json)
-    heads = [n for n in meta.get("prune_exclude", []) if n in nodes or f"{n}_fwd" in nodes]
+    heads = [n for n in info.prune_exclude if n in nodes or f"{n}_fwd" in nodes]
     excluded = [*prune_kwargs({"excluded_layers": options.get("excluded_layers") or ()}).get("excluded_layers", []), *heads]
     result = prune(symbol_json, params, {**options, "input_shape": input_shape, "excluded_layers": excluded})
 

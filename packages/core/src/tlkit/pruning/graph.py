@@ -883,16 +883,10 @@ def prune_graph(
     `_fwd`; "a,b" lists work): a Convolution/FullyConnected keeps all its outputs, as do the layers it is
     equalized with; any other node keeps all the channels it reads.
     """
-    import mxnet as mx
-
     threshold = 0.1 if threshold is None else threshold  # TLT's CLI default
     targets = {"target_ratio": target_ratio, "target_flops": target_flops, "target_macs": target_macs}
     _check_options(threshold, granularity, min_filters, normalizer, equalization, allocation, min_channel_ratio, targets)
-    try:
-        g = json.loads(symbol_json)
-        g["nodes"], g["heads"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise PruneError(f"not an MXNet symbol graph: {err}") from None
+    g = _parse_graph(symbol_json)
     input_shape = tuple(int(v) for v in input_shape)
     shapes = _infer_shapes(symbol_json, g, params, input_shape)
     graph = _Graph(g, params, shapes, _resolve_excluded(g, excluded_layers))
@@ -902,22 +896,69 @@ def prune_graph(
 
     level = float(threshold)
     if any(v is not None for v in targets.values()):
-        params_total, flops_total = pruner.param_count({}), pruner.flops({})
-        max_params = _as_fraction(target_ratio, params_total)
-        # MACs and FLOPs differ by the factor 2 only: one FLOPs budget
-        flops_budgets = [f for f in (_as_fraction(target_flops, flops_total), _as_fraction(target_macs, flops_total / 2))
-                         if f is not None]
-        max_flops = min(flops_budgets) if flops_budgets else None
-
-        def within(counts: dict[int, int]) -> bool:
-            if max_params is not None and pruner.param_count(counts) > max_params * params_total:
-                return False
-            return max_flops is None or pruner.flops(counts) <= max_flops * flops_total
-
-        level = _search_level(pruner, within)
+        level = _level_for_targets(pruner, target_ratio, target_flops, target_macs)
     keeps = pruner.keeps(pruner.counts(level))
+    _check_not_blocked(graph, pruner, keeps)
+    new_params, input_masks, new_shapes = _cut_params(graph, pruner, keeps)
+    new_json = _rewrite_graph(g, graph, pruner, keeps, new_shapes)
 
-    blocked = []  # a pruned channel must never reach an op we do not understand
+    options = {
+        "threshold": level,  # the allocation's level: a threshold, or the kept fraction for uniform
+        "allocation": allocation,
+        "granularity": int(granularity),
+        "min_filters": int(min_filters),
+        "min_channel_ratio": float(min_channel_ratio),
+        "normalizer": normalizer,
+        "equalization": equalization,
+        "excluded_layers": sorted(graph.excluded),
+        **targets,
+    }
+    new_shapes_all = _infer_shapes(new_json, g, new_params, input_shape) if keeps else shapes
+    report = PruneReport(
+        layers=_layer_rows(graph, pruner, keeps, g),
+        params_before=sum(math.prod(v.shape) for v in params.values()),
+        params_after=sum(math.prod(v.shape) for v in new_params.values()),
+        flops_before=_flops(json.loads(symbol_json), shapes),
+        flops_after=_flops(g, new_shapes_all),
+        threshold=level,
+        options=options,
+    )
+    return PruneResult(new_json, new_params, report, input_masks)
+
+
+# -- the phases of prune_graph ----------------------------------------------------------------------
+
+
+def _parse_graph(symbol_json: str) -> dict[str, Any]:
+    try:
+        g = json.loads(symbol_json)
+        g["nodes"], g["heads"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise PruneError(f"not an MXNet symbol graph: {err}") from None
+    return g
+
+
+def _level_for_targets(pruner: _Pruner, target_ratio: float | None, target_flops: float | None,
+                       target_macs: float | None) -> float:
+    """The lightest pruning level of the pruner's allocation that reaches every given target."""
+    params_total, flops_total = pruner.param_count({}), pruner.flops({})
+    max_params = _as_fraction(target_ratio, params_total)
+    # MACs and FLOPs differ by the factor 2 only: one FLOPs budget
+    flops_budgets = [f for f in (_as_fraction(target_flops, flops_total), _as_fraction(target_macs, flops_total / 2))
+                     if f is not None]
+    max_flops = min(flops_budgets) if flops_budgets else None
+
+    def within(counts: dict[int, int]) -> bool:
+        if max_params is not None and pruner.param_count(counts) > max_params * params_total:
+            return False
+        return max_flops is None or pruner.flops(counts) <= max_flops * flops_total
+
+    return _search_level(pruner, within)
+
+
+def _check_not_blocked(graph: _Graph, pruner: _Pruner, keeps: Any) -> None:
+    """A pruned channel must never reach an op the pruner does not understand: PruneError naming them."""
+    blocked = []
     for b in graph.blockers:
         hit = [s for lay in b.layouts for s, _, _ in lay if pruner.root_of[s] in keeps]
         if hit:
@@ -931,8 +972,14 @@ def prune_graph(
             f"read with `-el {names}` (or exclude the pruned layers)"
         )
 
-    # rewrite the parameters
-    new_params: dict[str, Any] = dict(params)
+
+def _cut_params(
+    graph: _Graph, pruner: _Pruner, keeps: Any
+) -> tuple[dict[str, Any], dict[str, tuple[int, np.ndarray, int]], dict[str, tuple]]:
+    """(the parameters with the pruned channels cut out, the input masks, {weight name: new shape})."""
+    import mxnet as mx
+
+    new_params: dict[str, Any] = dict(graph.params)
     input_masks: dict[str, tuple[int, np.ndarray, int]] = {}
     new_shapes: dict[str, tuple] = {}
     for key, slices in graph.slices.items():
@@ -955,8 +1002,11 @@ def prune_graph(
         # zero-copy: the fresh numpy slice becomes the NDArray's buffer
         new_params[key] = mx.nd.from_numpy(np.ascontiguousarray(arr), zero_copy=True)
         new_shapes[key[4:]] = arr.shape
+    return new_params, input_masks, new_shapes
 
-    # rewrite the graph
+
+def _rewrite_graph(g: dict[str, Any], graph: _Graph, pruner: _Pruner, keeps: Any, new_shapes: dict[str, tuple]) -> str:
+    """The symbol JSON with the new channel counts (node attributes and declared parameter shapes); edits `g`."""
     for nid, attr, lay in graph.attr_updates:
         idx = pruner.expand(lay, keeps)
         if idx is not None:
@@ -964,8 +1014,11 @@ def prune_graph(
     for node in g["nodes"]:
         if node["op"] == "null" and node["name"] in new_shapes and "__shape__" in node.get("attrs", {}):
             node["attrs"]["__shape__"] = str(tuple(int(v) for v in new_shapes[node["name"]]))
-    new_json = json.dumps(g)
+    return json.dumps(g)
 
+
+def _layer_rows(graph: _Graph, pruner: _Pruner, keeps: Any, g: dict[str, Any]) -> list[LayerRow]:
+    """The report's row of every weighted layer: filters before and after."""
     rows = []
     for nid, lay in graph.weighted:
         node = g["nodes"][nid]
@@ -973,24 +1026,4 @@ def prune_graph(
         idx = pruner.expand(lay, keeps)
         fixed = not lay or all(pruner.root_of[s] not in pruner.merged for s, _, _ in lay)
         rows.append(LayerRow(node["name"], node["op"], before, before if idx is None else len(idx), fixed))
-    new_shapes_all = _infer_shapes(new_json, g, new_params, input_shape) if keeps else shapes
-    report = PruneReport(
-        layers=rows,
-        params_before=sum(math.prod(v.shape) for v in params.values()),
-        params_after=sum(math.prod(v.shape) for v in new_params.values()),
-        flops_before=_flops(json.loads(symbol_json), shapes),
-        flops_after=_flops(g, new_shapes_all),
-        threshold=level,
-        options={
-            "threshold": level,  # the allocation's level: a threshold, or the kept fraction for uniform
-            "allocation": allocation,
-            "granularity": int(granularity),
-            "min_filters": int(min_filters),
-            "min_channel_ratio": float(min_channel_ratio),
-            "normalizer": normalizer,
-            "equalization": equalization,
-            "excluded_layers": sorted(graph.excluded),
-            **targets,
-        },
-    )
-    return PruneResult(new_json, new_params, report, input_masks)
+    return rows

@@ -316,6 +316,23 @@ class _Engine:
     # -- the run --------------------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
+        qat_points = self._prepare()
+        loaded = self._load_checkpoint()
+        state = loaded.state if loaded is not None else {}
+        start_epoch = loaded.epoch if loaded is not None else 0
+        if qat_points and loaded is None:
+            self._calibrate_qat(qat_points)
+        self.job.net.hybridize()
+        self.trainer = self._build_trainer(start_epoch, loaded)
+        stopped_early = self._restore_progress(state)
+        self._start(loaded, start_epoch)
+        epochs_done, stopped_early = self._train_epochs(start_epoch, loaded, stopped_early)
+        return self._finish(epochs_done, stopped_early, loaded)
+
+    # -- the phases of run ----------------------------------------------------------------------------
+
+    def _prepare(self) -> list:
+        """Devices, AMP, QAT, the schedule, trainable parameters, the teacher and loss. Returns the QAT points."""
         import mxnet as mx
 
         cfg, job = self.cfg, self.job
@@ -324,53 +341,60 @@ class _Engine:
         if self.use_amp:
             self._init_amp()
         qat_points = self._prepare_qat() if cfg.enable_qat else []
-        n_epochs = cfg.n_epochs
-        self.schedule = self._scaled(make_schedule(cfg.lr_config, job.steps_per_epoch, n_epochs))
+        self.schedule = self._scaled(make_schedule(cfg.lr_config, job.steps_per_epoch, cfg.n_epochs))
         if cfg.load_graph:  # a pruned model: warm-up and a lower peak (tlkit.training.retrain)
             self.schedule = retrain.retrain_schedule(self.schedule, cfg.retrain_config, job.steps_per_epoch)
         self._setup_params()
         job.net.collect_params().reset_ctx(self.ctx)
         self.teacher = distill.load_teacher(job, cfg.distillation, self.ctx, self.console)
         self.loss = distill.distilled_loss(job, cfg.distillation) if self.teacher else job.loss
+        return qat_points
 
+    def _load_checkpoint(self) -> Any:
+        """The newest checkpoint of the results dir, checked against this job and loaded into the net (or None)."""
+        job = self.job
         loaded = ck.latest_checkpoint(self.weights_dir, warn=lambda m: self.console.print(f"[yellow]warning:[/] {m}"))
         self._check_same_checkpoint(loaded)
-        start_epoch, state = 0, {}
-        if loaded is not None:
-            ck.check_same_classes(loaded, job.meta, self.results_dir)
-            ck.load_params_into(job.net, loaded.model, self.ctx, source=str(loaded.path))
-            saved = loaded.state.get("trainable")
-            if saved is not None and saved != [n for n, _ in self.trainable]:
-                raise ck.CheckpointMismatch(
-                    f"{loaded.path}: the checkpoint trained {len(saved)} parameters, this job trains "
-                    f"{len(self.trainable)} (frozen layers or freeze_bn changed?); {ck.RESTART_HINT}"
-                )
-            start_epoch, state = loaded.epoch, loaded.state
-            self.history = list(state.get("history", []))
-            if job.set_task_state is not None and "task_state" in state:
-                job.set_task_state(state["task_state"])
+        if loaded is None:
+            return None
+        ck.check_same_classes(loaded, job.meta, self.results_dir)
+        ck.load_params_into(job.net, loaded.model, self.ctx, source=str(loaded.path))
+        saved = loaded.state.get("trainable")
+        if saved is not None and saved != [n for n, _ in self.trainable]:
+            raise ck.CheckpointMismatch(
+                f"{loaded.path}: the checkpoint trained {len(saved)} parameters, this job trains "
+                f"{len(self.trainable)} (frozen layers or freeze_bn changed?); {ck.RESTART_HINT}"
+            )
+        self.history = list(loaded.state.get("history", []))
+        if job.set_task_state is not None and "task_state" in loaded.state:
+            job.set_task_state(loaded.state["task_state"])
+        return loaded
 
-        if qat_points and loaded is None:
-            self._calibrate_qat(qat_points)
-        job.net.hybridize()
-        trainer = self._make_trainer(self.schedule(start_epoch * job.steps_per_epoch))
+    def _build_trainer(self, start_epoch: int, loaded: Any) -> Any:
+        """The optimizer at the schedule's rate for `start_epoch`, with a checkpoint's optimizer and RNG state."""
+        trainer = self._make_trainer(self.schedule(start_epoch * self.job.steps_per_epoch))
         if self.amp_dtype == "float16":  # dynamic loss scaling (TLT's cost_scaling); bfloat16 needs none
             from mxnet.contrib import amp
 
             amp.init_trainer(trainer)
         if loaded is not None:
             ck.load_trainer_states(trainer, loaded.model.trainer_states, str(loaded.path))
-            ck.set_rng_state(state.get("rng", {}))
-        self.trainer = trainer
+            ck.set_rng_state(loaded.state.get("rng", {}))
+        return trainer
 
-        es = cfg.early_stopping
+    def _restore_progress(self, state: dict) -> bool:
+        """Early-stopping and best-KPI bookkeeping (a checkpoint's, or fresh). Returns whether it had stopped early."""
+        es = self.cfg.early_stopping
         self.monitor, self.monitor_mode = es.monitor, es.mode
         self.es_best: float | None = state.get("es_best")
         self.es_bad: int = int(state.get("es_bad", 0))
         self.kpi_best: float | None = state.get("kpi_best")
-        stopped_early = bool(state.get("stopped_early", False))
         self.last_metrics: dict = dict(state.get("last_metrics", {}))
+        return bool(state.get("stopped_early", False))
 
+    def _start(self, loaded: Any, start_epoch: int) -> None:
+        """STARTED in status.json, the run's files, BN re-estimation of a retrain, TensorBoard."""
+        cfg, job, n_epochs = self.cfg, self.job, self.cfg.n_epochs
         if loaded is not None:
             rel = loaded.path.relative_to(self.results_dir)
             msg = f"Resuming from checkpoint {rel} (epoch {loaded.epoch} of {n_epochs})"
@@ -390,6 +414,9 @@ class _Engine:
         if self.writer:
             self._open_tensorboard()
 
+    def _train_epochs(self, start_epoch: int, loaded: Any, stopped_early: bool) -> tuple[int, bool]:
+        """The epoch loop: train, validate, early stopping, checkpoints. Returns (epochs done, stopped early)."""
+        cfg, job, n_epochs = self.cfg, self.job, self.cfg.n_epochs
         epoch_times: list[float] = []
         last_ckpt_epoch = start_epoch if loaded is not None else None
         for epoch in range(start_epoch, n_epochs):
@@ -422,7 +449,10 @@ class _Engine:
         epochs_done = self.history[-1]["epoch"] if self.history else start_epoch
         if last_ckpt_epoch != epochs_done and epochs_done > 0:
             self._save_checkpoint(epochs_done, stopped_early)
+        return epochs_done, stopped_early
 
+    def _finish(self, epochs_done: int, stopped_early: bool, loaded: Any) -> TrainResult:
+        """The final model (with its card), CSV and curves, SUCCESS in status.json."""
         final_metrics = {"loss": self.history[-1]["loss"]} if self.history else {}
         final_metrics.update(self.last_metrics)
         model_path = self._save_final(epochs_done, final_metrics, stopped_early)
@@ -436,7 +466,7 @@ class _Engine:
             "SUCCESS",
             "Training finished successfully." + (" (stopped early)" if stopped_early else ""),
             epoch=epochs_done,
-            max_epoch=n_epochs,
+            max_epoch=self.cfg.n_epochs,
             kpi=kpi,
         )
         if self.writer:
