@@ -61,12 +61,16 @@ def test_bad_arch_and_detector_names_list_the_choices(tmp_path):
     import pydantic
     from tlkit_detection.detectors import get
 
-    cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "ssd", "model_config.arch": "googlenet"})
-    with pytest.raises(SpecError, match=r"'googlenet' is not available for detector 'ssd'; choose one of: "
-                                        r"mobilenet_v1, resnet18, resnet50, vgg16, efficientnet_lite0"):
+    # neither a GluonCV preset nor a registered backbone (those: test_registered_backbone.py)
+    cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "ssd", "model_config.arch": "googlenet_v3"})
+    with pytest.raises(SpecError, match=r"'googlenet_v3' is not available for detector 'ssd': not one of GluonCV's "
+                                        r"mobilenet_v1, resnet18, resnet50, vgg16 \(resnet/vgg/darknet with "
+                                        r"model_config.n_layers.*nor a registered backbone \(.*efficientnet_lite0"):
         get(cfg.model.detector).build_meta(cfg, ["a"])
-    cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "yolov3", "model_config.arch": "resnet"})
-    with pytest.raises(SpecError, match="choose one of: darknet53, mobilenet_v1"):
+    cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "yolov3", "model_config.arch": "resnet",
+                                            "model_config.n_layers": 19})
+    with pytest.raises(SpecError, match="'resnet19' is not available for detector 'yolov3': not one of GluonCV's "
+                                        "darknet53, mobilenet_v1"):
         get(cfg.model.detector).build_meta(cfg, ["a"])
     cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "ssd", "model_config.arch": "vgg",
                                             "model_config.n_layers": 16})
@@ -87,26 +91,13 @@ def test_imagenet_base_weights_are_never_downloaded(tmp_path, monkeypatch):
     assert _pretrained_base_tag("mobilenet1.0", True) == "efbb2ca3"  # gluoncv then loads it by tag, offline
 
 
-def test_gluoncv_base_network_uri_is_the_imagenet_start(tmp_path, monkeypatch):
+def test_gluoncv_base_network_uri_is_the_imagenet_start(tmp_path, gluoncv_classifier):
     """`pretrained_model_path: gluoncv://mobilenet1.0` for SSD on mobilenet_v1: GluonCV's pretrained_base from
     $MXNET_HOME/models (present here: nothing is downloaded); another classifier is refused clearly."""
     import mxnet as mx
-    from gluoncv import model_zoo
-    from tlkit.hub import gluoncv_store
-    from tlkit.io import file_digest
     from tlkit_detection.detectors import get
 
-    monkeypatch.setenv("MXNET_HOME", str(tmp_path))
-    monkeypatch.setenv("TLKIT_OFFLINE", "1")
-    base = model_zoo.get_model("mobilenet1.0", pretrained=False)
-    base.initialize(mx.init.Xavier())
-    base(mx.nd.zeros((1, 3, 64, 64)))
-    (tmp_path / "models").mkdir()
-    base.save_parameters(str(tmp_path / "models" / "m.params"))
-    # GluonCV checks the file against the hash in its name: publish this file's sha1 for the test
-    sha1 = file_digest(tmp_path / "models" / "m.params", "sha1")
-    monkeypatch.setitem(gluoncv_store.sha1_table(), "mobilenet1.0", sha1)
-    (tmp_path / "models" / "m.params").rename(gluoncv_store.local_path("mobilenet1.0"))
+    base = gluoncv_classifier("mobilenet1.0")
     cfg = tiny_spec(tmp_path / "none.json", **{**SSD, "train_config.pretrained_model_path": "gluoncv://mobilenet1.0"})
     built = get("ssd").build_for_training(cfg, ["dog", "cat"], [mx.cpu()])
     want = base.features[0].weight.data().asnumpy()

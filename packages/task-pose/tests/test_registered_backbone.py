@@ -3,14 +3,11 @@ name, a tiny model trains on it, and the model file rebuilds through the registr
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
 from rich.console import Console
 
-from tlkit import hookimpl
-from tlkit.testing.plugins import registered_plugin
+from tlkit.testing.plugins import architectures_plugin, registered_plugin
 from tlkit.types import ArchitectureSpec
 
 S = 64
@@ -28,14 +25,7 @@ def tinypose(*, out_stride: int = 32, use_batch_norm: bool = True):
 
 
 def _plugin():
-    plugin = types.SimpleNamespace()
-
-    @hookimpl
-    def tlkit_register_architectures():
-        return [ArchitectureSpec("tinypose", build=tinypose, summary="toy backbone for the pose tests")]
-
-    plugin.tlkit_register_architectures = tlkit_register_architectures
-    return plugin
+    return architectures_plugin(ArchitectureSpec("tinypose", build=tinypose, summary="toy backbone for the pose tests"))
 
 
 @pytest.fixture

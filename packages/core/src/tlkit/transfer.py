@@ -76,6 +76,14 @@ class ModelBuilder:
             block = getattr(block, attr, None)
         return block if hasattr(block, "block_names") and hasattr(block, "freeze_prefixes") else None
 
+    def frozen_prefix(self, prefix: str) -> str:
+        """How a parameter-name prefix of the backbone reads in the whole network."""
+        return f"{self.backbone_path}.{prefix}"
+
+    def no_blocks_hint(self) -> str:
+        """Said after "<arch> has no freeze-able backbone blocks" (e.g. which architectures have them)."""
+        return ""
+
     def finish_graph(self, built: BuiltModel, ctx: list[Any]) -> BuiltModel:
         """The loaded pruned graph made ready to train (after batch_norm_momentum is set on it): e.g. wrapped."""
         return built
@@ -99,13 +107,13 @@ def freeze_prefixes(builder: ModelBuilder, net: Any, blocks: list[int], arch: st
     key = f"{section_name(builder.cfg)}.freeze_blocks"
     backbone = builder.backbone(net)
     if backbone is None:
-        raise SpecError(f"{key}: {arch} has no freeze-able backbone blocks; remove {key}")
+        raise SpecError(f"{key}: {arch} has no freeze-able backbone blocks{builder.no_blocks_hint()}; remove {key}")
     names = list(backbone.block_names)
     bad = [b for b in blocks if not 0 <= int(b) < len(names)]
     if bad:
         raise SpecError(f"{key}: block {bad[0]} is out of range for {arch}, whose backbone has blocks "
                         f"0..{len(names) - 1} ({', '.join(f'{i} {n}' for i, n in enumerate(names))})")
-    return tuple(f"{builder.backbone_path}.{p}" for p in backbone.freeze_prefixes([int(b) for b in blocks]))
+    return tuple(builder.frozen_prefix(p) for p in backbone.freeze_prefixes([int(b) for b in blocks]))
 
 
 def build_for_training(builder: ModelBuilder, ctx: list[Any], console: Any = None) -> BuiltModel:

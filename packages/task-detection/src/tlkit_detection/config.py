@@ -217,11 +217,16 @@ class ModelConfig(SpecModel):
 
     detector: str = Field(
         "detectnet_v2",
-        description="the detector: detectnet_v2, or GluonCV's ssd (arch mobilenet_v1, resnet 18/50, vgg 16, "
-        "efficientnet_lite0) or yolov3 (arch darknet 53, mobilenet_v1); see the README's GluonCV section; "
-        "detectors of other packages by their name (tlkit_detection.detectors)",
+        description="the detector: detectnet_v2, or GluonCV's ssd (GluonCV's arch mobilenet_v1, resnet 18/50, vgg 16) "
+        "or yolov3 (GluonCV's darknet 53, mobilenet_v1), both also on any registered backbone (e.g. "
+        "efficientnet_lite0, resnet 34; `tlkit plugins`); see the README's GluonCV section; detectors of other "
+        "packages by their name (tlkit_detection.detectors)",
     )
-    arch: str = Field("resnet", description="backbone: resnet (10/18/34/50), vgg16, googlenet, mobilenet_v1, mobilenet_v2, efficientnet_lite0")
+    arch: str = Field(
+        "resnet",
+        description="backbone: resnet (10/18/34/50), vgg16, googlenet, mobilenet_v1, mobilenet_v2, efficientnet_lite0, "
+        "or another registered one (`tlkit plugins`)",
+    )
     n_layers: Optional[int] = Field(18, description="depth for families with several (resnet 10/18/34/50, vgg 16); ignored by the others")
     use_batch_norm: bool = Field(True, description="batch normalization after convolutions (backbones that support both)")
     use_pooling: bool = Field(False, description="max-pool after the stem instead of a strided convolution (TLT DetectNet_v2 default: false)")

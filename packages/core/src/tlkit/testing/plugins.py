@@ -1,6 +1,6 @@
 """Plugins in tests: install plugin distributions into a private directory (real installs: pip, entry points,
 dist-info, kept out of the environment; run `tlkit` with PYTHONPATH=<target> to see them), or register a plugin
-object in this process (`registered_plugin`).
+object in this process (`registered_plugin`; `architectures_plugin(spec, ...)` makes one that registers backbones).
 """
 
 from __future__ import annotations
@@ -62,3 +62,8 @@ def plugin(**hooks: Any) -> Any:
 
     return SimpleNamespace(**{name: hookimpl(fn) for name, fn in hooks.items()})
 
+
+def architectures_plugin(*specs: Any) -> Any:
+    """A plugin object whose `tlkit_register_architectures` hook returns `specs` (tlkit.types.ArchitectureSpec):
+    a third-party backbone for `registered_plugin(architectures_plugin(ArchitectureSpec("mynet", build=...)))`."""
+    return plugin(tlkit_register_architectures=lambda: list(specs))

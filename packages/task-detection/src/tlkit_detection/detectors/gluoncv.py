@@ -3,10 +3,14 @@
 another GluonCV detector (Faster R-CNN, CenterNet) is one more such module.
 
 The network is GluonCV's own block, built for the user's classes and the spec's input size (anchor sizes scale
-with the input's shorter side from GluonCV's presets), never downloading: base networks get
-`pretrained_base=False`; ImageNet weights (`pretrained_model_path: imagenet`) come from a local file
-(`$MXNET_HOME/models/<base>-<hash>.params`, GluonCV's own cache layout, which `gluoncv://<base>` fills through
-tlkit's model store pull, or core's offline backbone weights for `efficientnet_lite0`).
+with the input's shorter side from GluonCV's presets), never downloading. `model_config.arch` is one of the
+detector's GluonCV presets (`archs`: GluonCV's base networks, `pretrained_base=False`; ImageNet weights
+(`pretrained_model_path: imagenet`) come from a local file, `$MXNET_HOME/models/<base>-<hash>.params`, GluonCV's
+own cache layout, which `gluoncv://<base>` fills through tlkit's model store pull), or else any backbone of
+tlkit's registry (core's and plugins' `tlkit.backbones`, e.g. resnet34, efficientnet_lite0): the detector then
+takes that backbone's features at strides 8, 16 and 32 (`backbone_taps`) with the detector's `tlkit_arch`
+preset, loads its named weight sets (`imagenet`) or `gluoncv://` classifier weights into the backbone, and
+`model_config.freeze_blocks` freezes its blocks.
 `train_config.pretrained_model_path` may name a GluonCV detector `.params` (e.g. a VOC or COCO model, also as
 `gluoncv://ssd_512_resnet50_v1_voc`) or a tlkit detector `.tlk`: it loads by structural name except the class
 heads and anchors, then the class heads are reset for the user's classes, reusing the rows of classes whose
@@ -23,7 +27,7 @@ reads); `postprocess_nms_outputs` turns those into the same detections.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +52,9 @@ class GluonCVArch:
     steps: tuple[int, ...] = ()
     features: Any = None  # SSD: base network output names
     filters: tuple[int, ...] | None = None
-    preprocess: str = "torch"
+    preprocess: str = "torch"  # a tlkit backbone's own default_preprocess instead (`preprocess_mode`)
     min_input: int = 32
+    tlkit: bool = False  # a backbone of tlkit's registry (`base` is its name), not a GluonCV base network
 
 
 def backbone_key(arch: str, n_layers: int | None) -> str:
@@ -57,6 +62,34 @@ def backbone_key(arch: str, n_layers: int | None) -> str:
     if arch in ("resnet", "vgg", "darknet") and n_layers is not None:
         return f"{arch}{n_layers}"
     return arch
+
+
+TAP_STRIDES = (8, 16, 32)  # where a detector on a tlkit backbone takes its features
+
+
+def backbone_taps(backbone: Any, label: str) -> list[int]:
+    """Indices in `backbone`'s layer list of the last layer at each stride of TAP_STRIDES (found by shape
+    inference on a 256 px input, no weights needed); SpecError naming model_config.arch when the backbone
+    cannot give them (a Backbone subclass with its own forward has no layer list to tap)."""
+    import mxnet as mx
+
+    arch = backbone.arch
+    if not backbone._layer_names:
+        raise SpecError(f"model_config.arch {arch!r}: {label} needs the backbone's features at strides "
+                        f"{', '.join(map(str, TAP_STRIDES))}, but {arch} builds its own forward (a Backbone without "
+                        "`layers`); register it in the layer-list form of tlkit.backbones.Backbone")
+    x, outs = mx.sym.var("data"), []
+    for name in backbone._layer_names:
+        x = backbone._children[name](x)
+        outs.append(x)
+    _, shapes, _ = mx.sym.Group(outs).infer_shape_partial(data=(1, 3, 256, 256))
+    last = {256 // s[2]: i for i, s in enumerate(shapes) if s and s[2]}
+    missing = [s for s in TAP_STRIDES if s not in last]
+    if missing:
+        raise SpecError(f"model_config.arch {arch!r}: {label} needs the backbone's features at strides "
+                        f"{', '.join(map(str, TAP_STRIDES))}; no layer of {arch} is at stride "
+                        f"{', '.join(map(str, missing))} (its layers reach strides {sorted(last)})")
+    return [last[s] for s in TAP_STRIDES]
 
 
 def scaled(values: Any, scale: float) -> list[float]:
@@ -144,11 +177,10 @@ def _builder_class() -> type:
     from tlkit.transfer import ModelBuilder, describe_load
 
     class GluonCVBuilder(ModelBuilder):
-        """A GluonCV detector's part of `tlkit.transfer.build_for_training`: ImageNet bases load while the network
-        is built; the backbone (freeze_blocks) is a tlkit Backbone only for efficientnet_lite0."""
+        """A GluonCV detector's part of `tlkit.transfer.build_for_training`: GluonCV's ImageNet bases load while
+        the network is built; freeze_blocks and named pretrained sets apply to tlkit backbones (`a.tlkit`)."""
 
         task = "detection"
-        backbone_path = "features.backbone"
 
         def __init__(self, detector: GluonCVDetector, cfg: Any, classes: list[str]):
             super().__init__(cfg, classes)
@@ -159,7 +191,7 @@ def _builder_class() -> type:
             meta = d.build_meta(self.cfg, self.classes)
             self.arch = a = d.arch(m.arch, m.n_layers)
             self.imagenet = uri == "imagenet" or d._is_store_base(uri, a)
-            self.tag = _pretrained_base_tag(a.base, self.imagenet) if self.imagenet and a.backbone != "efficientnet_lite0" else False
+            self.tag = _pretrained_base_tag(a.base, self.imagenet) if self.imagenet and not a.tlkit else False
             net = d.build_net(meta["build"], pretrained_base=self.tag)
             meta["prune_exclude"] = d.head_names(net)
             return net, meta
@@ -173,12 +205,14 @@ def _builder_class() -> type:
 
         def load_pretrained(self, net: Any, meta: dict[str, Any], uri: str, console: Any) -> Any:
             a, report = self.arch, None
-            if self.imagenet and a.backbone == "efficientnet_lite0":
+            if self.imagenet and a.tlkit:  # the registry's named set (imagenet) or a gluoncv:// classifier
                 from tlkit.weights import load_pretrained
 
-                report = load_pretrained(net.features.backbone, "imagenet", arch=a.base)
+                report = load_pretrained(self.detector.tlkit_backbone(net)[0], uri, arch=a.base)
                 if console is not None:
                     console.print(describe_load(report))
+                if not report.loaded:
+                    raise ModelFileError(f"train_config.pretrained_model_path {uri}: no tensor matched backbone {a.base}")
             elif self.imagenet:
                 if console is not None:
                     console.print(f"pretrained weights: ImageNet {a.base} (gluoncv tag {self.tag})")
@@ -186,6 +220,19 @@ def _builder_class() -> type:
                 report = self.detector.load_detector_weights(net, uri, self.classes, list(self.cfg.model.pretrained_classes),
                                                              console)
             return report
+
+        def backbone(self, net: Any) -> Any:
+            if not self.arch.tlkit:  # GluonCV bases are one traced graph without blocks
+                return None
+            backbone, self.in_net = self.detector.tlkit_backbone(net)
+            return backbone
+
+        def frozen_prefix(self, prefix: str) -> str:
+            return self.in_net(prefix)
+
+        def no_blocks_hint(self) -> str:
+            gluoncv = ", ".join(x.backbone for x in self.detector.archs)
+            return f" (GluonCV's {gluoncv} are one traced graph; tlkit backbones have blocks)"
 
         def load_graph(self, ctx: list[Any], console: Any) -> Any:
             from tlkit_detection.model import load_detector_graph
@@ -330,13 +377,14 @@ def target_batches(ds: Any, targets: Any, order: Any, batch_size: int, drop_last
 
 
 class GluonCVDetector(Detector):
-    """A GluonCV detector. Subclasses set `name`, `archs`, `gluoncv_name` and `label`, and implement `network`,
-    `head_names`, `file_class_count`, `training_outputs` and `training`."""
+    """A GluonCV detector. Subclasses set `name`, `archs`, `tlkit_arch`, `gluoncv_name` and `label`, and implement
+    `network`, `tlkit_backbone`, `head_names`, `file_class_count`, `training_outputs` and `training`."""
 
     title = "GluonCV"
     output_names = tuple(OUTPUT_NAMES)
     retrace_to_validate = True  # SSD's training branch returns raw predictions: trace inference to validate
-    archs: tuple[GluonCVArch, ...] = ()
+    archs: tuple[GluonCVArch, ...] = ()  # GluonCV's presets, by model_config.arch (+ n_layers)
+    tlkit_arch: GluonCVArch | None = None  # the preset for every other (registered tlkit) backbone
     gluoncv_name = ""  # GluonCV's model-zoo prefix (ssd, yolo3), for error messages
     label = ""  # how errors name it (SSD, YOLOv3)
     class_head = ""  # parameter name of the first class head in a detector weight file
@@ -345,6 +393,11 @@ class GluonCVDetector(Detector):
 
     def network(self, a: GluonCVArch, classes: list[str], scale: float, pretrained_base: str | bool, root: str) -> Any:
         """GluonCV's block for `a` and the user's classes, its anchors scaled by `scale`."""
+        raise NotImplementedError
+
+    def tlkit_backbone(self, net: Any) -> tuple[Any, Callable[[str], str]]:
+        """The tlkit Backbone inside `net` (built on a `tlkit_arch`), and how a parameter-name prefix of the
+        backbone reads in `net` (freeze_blocks)."""
         raise NotImplementedError
 
     def head_names(self, net: Any) -> list[str]:
@@ -366,18 +419,37 @@ class GluonCVDetector(Detector):
     # -- architectures ---------------------------------------------------------------------------------------
 
     def arch(self, arch: str, n_layers: int | None) -> GluonCVArch:
+        """The preset of model_config (arch, n_layers): GluonCV's own for its base networks, else `tlkit_arch`
+        for a backbone of tlkit's registry (its preprocessing the backbone's own)."""
+        import dataclasses
+
+        from tlkit.backbones import arch_name
+        from tlkit.errors import UnknownNameError
+
         key = backbone_key(arch, n_layers)
         found = next((a for a in self.archs if a.backbone == key), None)
-        if found is None:
-            choices = ", ".join(a.backbone for a in self.archs)
+        if found is not None:
+            return found
+        try:
+            name = arch_name(arch, n_layers, task="detection")
+        except UnknownNameError as e:
             raise SpecError(
-                f"model_config.arch {key!r} is not available for detector {self.name!r}; choose one of: {choices} "
-                "(resnet/vgg/darknet with model_config.n_layers, e.g. arch: resnet, n_layers: 50)"
-            )
-        return found
+                f"model_config.arch {key!r} is not available for detector {self.name!r}: not one of GluonCV's "
+                f"{', '.join(a.backbone for a in self.archs)} (resnet/vgg/darknet with model_config.n_layers, e.g. "
+                f"arch: resnet, n_layers: 50), nor a registered backbone ({', '.join(e.known)}; see `tlkit plugins`)"
+            ) from None
+        if self.tlkit_arch is None:
+            raise SpecError(f"model_config.arch {name!r}: {self.name} takes only GluonCV's "
+                            f"{', '.join(a.backbone for a in self.archs)}")
+        return dataclasses.replace(self.tlkit_arch, backbone=name, base=name, tlkit=True)
 
     def preprocess_mode(self, cfg: Any) -> str:
-        return self.arch(cfg.model.arch, cfg.model.n_layers).preprocess
+        a = self.arch(cfg.model.arch, cfg.model.n_layers)
+        if a.tlkit:  # what the backbone's pretrained weights expect
+            from tlkit.backbones import build_backbone
+
+            return build_backbone(a.base).default_preprocess
+        return a.preprocess
 
     # -- building --------------------------------------------------------------------------------------------
 
@@ -449,13 +521,20 @@ class GluonCVDetector(Detector):
 
     def _is_store_base(self, uri: str, a: GluonCVArch) -> bool:
         """True for `gluoncv://<a.base>` (the ImageNet base network: pulled into $MXNET_HOME/models like
-        GluonCV's `pretrained_base`); another GluonCV classifier is refused, detectors load as detector files."""
+        GluonCV's `pretrained_base`), and for a tlkit backbone any GluonCV classifier (whose weights must fit
+        it); another GluonCV classifier is refused, detectors load as detector files."""
         if not uri.startswith("gluoncv://"):
             return False
         from tlkit.hub import gluoncv_store
         from tlkit.weights import resolve_weights
 
         name = uri[len("gluoncv://") :]
+        if a.tlkit and gluoncv_store.kind(name) == "classification":
+            from tlkit.weights import gluoncv_weight_map
+
+            gluoncv_weight_map(name, a.base)  # another backbone's weights: refused before any download
+            resolve_weights(uri)
+            return True
         if name == a.base:
             resolve_weights(uri)
             return True

@@ -1,8 +1,9 @@
-"""GluonCV's SSD (`model_config.detector: ssd`): the network (GluonCV's `SSD` block, or SSD heads on tlkit's
-EfficientNet-Lite0), GluonCV's `SSDDefaultTrainTransform` steps with its `SSDTargetGenerator` (see `SSDTargets`)
-and its `SSDMultiBoxLoss` (softmax cross-entropy with 3:1 hard negative mining + smooth L1, normalised by the
-positive anchors). Augmentation uses Python's and numpy's RNGs, which the engine reseeds every epoch, so runs
-repeat. Shared GluonCV parts (meta, weights, pruned graphs, NMS): `detectors.gluoncv`.
+"""GluonCV's SSD (`model_config.detector: ssd`): the network (GluonCV's `SSD` block on its base networks, or on a
+backbone of tlkit's registry: its features at strides 8, 16, 32 + three extra stride-2 layers), GluonCV's
+`SSDDefaultTrainTransform` steps with its `SSDTargetGenerator` (see `SSDTargets`) and its `SSDMultiBoxLoss`
+(softmax cross-entropy with 3:1 hard negative mining + smooth L1, normalised by the positive anchors).
+Augmentation uses Python's and numpy's RNGs, which the engine reseeds every epoch, so runs repeat. Shared GluonCV
+parts (meta, weights, pruned graphs, NMS): `detectors.gluoncv`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from tlkit.errors import SpecError
 
 from tlkit_detection.data import epoch_order
 from tlkit_detection.detectors.base import Training
-from tlkit_detection.detectors.gluoncv import PREFIX, GluonCVArch, GluonCVDetector, scaled, target_batches
+from tlkit_detection.detectors.gluoncv import (
+    PREFIX,
+    GluonCVArch,
+    GluonCVDetector,
+    backbone_taps,
+    scaled,
+    target_batches,
+)
 
 _RATIOS = [[1, 2, 0.5]] + [[1, 2, 0.5, 3, 1.0 / 3]] * 3 + [[1, 2, 0.5]] * 2
 _SIZES_512 = (51.2, 102.4, 189.4, 276.4, 363.52, 450.6, 492)
@@ -36,19 +44,20 @@ class SSD(GluonCVDetector):
                     (512, 512, 256, 256)),
         GluonCVArch("vgg16", "vgg16_atrous", 300, (21, 45, 99, 153, 207, 261, 315), (8, 16, 32, 64, 100, 300),
                     "vgg16_atrous_300", None, min_input=264),
-        # tlkit's EfficientNet-Lite0 (ImageNet weights ship offline) with SSD heads at strides 8..256;
-        # anchors from 5 % to 90 % of the input (small objects need the stride-8 map)
-        GluonCVArch("efficientnet_lite0", "efficientnet_lite0", 320, (16, 48, 96, 144, 192, 240, 288),
-                    (8, 16, 32, 64, 128, 256), None, (512, 256, 256), preprocess="tf"),
     )
+    # any backbone of tlkit's registry (e.g. efficientnet_lite0, whose ImageNet weights ship offline): SSD heads
+    # at strides 8..256; anchors from 5 % to 90 % of the input (small objects need the stride-8 map)
+    tlkit_arch = GluonCVArch("", "", 320, (16, 48, 96, 144, 192, 240, 288), (8, 16, 32, 64, 128, 256), None,
+                             (512, 256, 256))
 
     def network(self, a: GluonCVArch, classes: list[str], scale: float, pretrained_base: str | bool, root: str) -> Any:
         from gluoncv.model_zoo.ssd.ssd import get_ssd
 
         sizes = scaled(a.sizes, scale)
-        if a.backbone == "efficientnet_lite0":
-            return get_ssd(None, a.base_size, _tlkit_backbone_features(a.base, a.filters), None, sizes, _RATIOS,
-                           list(a.steps), classes, "", pretrained=False, pretrained_base=False, root=root, prefix=PREFIX)
+        if a.tlkit:
+            features = _tlkit_backbone_features(a.base, a.filters or (), self.label)
+            return get_ssd(None, a.base_size, features, None, sizes, _RATIOS, list(a.steps), classes, "",
+                           pretrained=False, pretrained_base=False, root=root, prefix=PREFIX)
         if a.features == "vgg16_atrous_300":
             from gluoncv.model_zoo.ssd.vgg_atrous import vgg16_atrous_300 as features
         else:
@@ -56,6 +65,9 @@ class SSD(GluonCVDetector):
         return get_ssd(a.base, a.base_size, features, list(a.filters) if a.filters else None, sizes, _RATIOS,
                        list(a.steps), classes, "", pretrained=False, pretrained_base=pretrained_base, root=root,
                        prefix=PREFIX)
+
+    def tlkit_backbone(self, net: Any) -> tuple[Any, Any]:
+        return net.features.backbone, lambda prefix: "features.backbone." + prefix
 
     def head_names(self, net: Any) -> list[str]:
         return [p.predictor.name for p in list(net.class_predictors) + list(net.box_predictors)]
@@ -78,10 +90,9 @@ class SSD(GluonCVDetector):
                         load_teacher=self.load_teacher)
 
 
-def _tlkit_backbone_features(arch: str, filters: tuple[int, ...]):
-    """A features factory for gluoncv's SSD: tlkit backbone outputs at strides 8, 16, 32 + extra stride-2
-    layers (1x1 reduce, 3x3 stride 2, BN, ReLU), as GluonCV's FeatureExpander appends them."""
-    import mxnet as mx
+def _tlkit_backbone_features(arch: str, filters: tuple[int, ...], label: str):
+    """A features factory for gluoncv's SSD: a tlkit backbone's outputs at strides 8, 16, 32 (`backbone_taps`)
+    + extra stride-2 layers (1x1 reduce, 3x3 stride 2, BN, ReLU), as GluonCV's FeatureExpander appends them."""
     from mxnet.gluon import nn
     from tlkit.backbones import build_backbone
 
@@ -96,17 +107,7 @@ def _tlkit_backbone_features(arch: str, filters: tuple[int, ...]):
                     seq.add(nn.Conv2D(f // 2, 1, use_bias=False), nn.BatchNorm(), nn.Activation("relu"),
                             nn.Conv2D(f, 3, 2, 1, use_bias=False), nn.BatchNorm(), nn.Activation("relu"))
                     self.extras.add(seq)
-            # the last layer at each of strides 8, 16, 32: found by shape inference on a 256 px input
-            x, outs = mx.sym.var("data"), []
-            for name in self.backbone._layer_names:
-                x = self.backbone._children[name](x)
-                outs.append(x)
-            _, shapes, _ = mx.sym.Group(outs).infer_shape_partial(data=(1, 3, 256, 256))
-            last = {256 // s[2]: i for i, s in enumerate(shapes)}
-            missing = [s for s in (8, 16, 32) if s not in last]
-            if missing:
-                raise SpecError(f"{arch}: no layer at stride {missing[0]}, cannot feed SSD")
-            self._taps = {last[8], last[16], last[32]}
+            self._taps = set(backbone_taps(self.backbone, label))
 
         def hybrid_forward(self, F: Any, x: Any) -> Any:
             outs = []

@@ -1,7 +1,8 @@
 """GluonCV's YOLOv3 (`model_config.detector: yolov3`): GluonCV's `YOLOV3` block (its training forward made to
-return the raw predictions, `TrainableYOLOV3`), `YOLO3DefaultTrainTransform` with its prefetched targets, then
-in the loss its dynamic target merge and `YOLOV3Loss` (frames without objects are left out of its training
-batches). Shared GluonCV parts (meta, weights, pruned graphs, NMS): `detectors.gluoncv`.
+return the raw predictions, `TrainableYOLOV3`) on GluonCV's darknet53 / mobilenet1.0 or on the stride 8, 16 and 32
+stages of a backbone of tlkit's registry (`BackboneStage`), `YOLO3DefaultTrainTransform` with its prefetched
+targets, then in the loss its dynamic target merge and `YOLOV3Loss` (frames without objects are left out of its
+training batches). Shared GluonCV parts (meta, weights, pruned graphs, NMS): `detectors.gluoncv`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tlkit_detection.detectors.gluoncv import (
     PREFIX,
     GluonCVArch,
     GluonCVDetector,
+    backbone_taps,
     initialize,
     scaled,
     target_batches,
@@ -33,9 +35,14 @@ class YOLOv3(GluonCVDetector):
     label = "YOLOv3"
     class_head = "yolo_outputs.0.prediction.weight"
     archs = (GluonCVArch("darknet53", "darknet53", 416), GluonCVArch("mobilenet_v1", "mobilenet1.0", 416))
+    tlkit_arch = GluonCVArch("", "", 416)  # any backbone of tlkit's registry, GluonCV's anchors at 416 px
 
     def network(self, a: GluonCVArch, classes: list[str], scale: float, pretrained_base: str | bool, root: str) -> Any:
         return _yolov3(a, classes, scale, pretrained_base, root)
+
+    def tlkit_backbone(self, net: Any) -> tuple[Any, Any]:
+        stage_of = {name: k for k, stage in enumerate(net.stages) for name in stage.layer_names}
+        return net.stages[0].backbone, lambda prefix: f"stages.{stage_of[prefix.removesuffix('.')]}.{prefix}"
 
     def head_names(self, net: Any) -> list[str]:
         return [o.prediction.name for o in net.yolo_outputs]
@@ -102,7 +109,9 @@ def _yolo_class():
 
 def _yolov3(a: GluonCVArch, classes: list[str], scale: float, pretrained_base: str | bool, root: str) -> Any:
     anchors = [scaled(x, scale) for x in _ANCHORS]
-    if a.backbone == "darknet53":
+    if a.tlkit:
+        stages = _tlkit_stages(a.base)
+    elif a.backbone == "darknet53":
         from gluoncv.model_zoo.yolo.darknet import darknet53
 
         base = darknet53(pretrained=pretrained_base, root=root)
@@ -114,6 +123,39 @@ def _yolov3(a: GluonCVArch, classes: list[str], scale: float, pretrained_base: s
         stages = [base.features[:33], base.features[33:69], base.features[69:-2]]
     return _yolo_class()(stages, [512, 256, 128], anchors, [8, 16, 32], classes=classes, prefix=PREFIX)
 
+
+def _tlkit_stages(arch: str) -> list[Any]:
+    """The three stages YOLOv3 routes from: a tlkit backbone's layers up to its last layer at stride 8, 16, 32."""
+    from tlkit.backbones import build_backbone
+
+    backbone = build_backbone(arch, out_stride=32)
+    t8, t16, t32 = backbone_taps(backbone, YOLOv3.label)
+    names = backbone._layer_names
+    return [_stage_class()(backbone, names[lo:hi]) for lo, hi in ((0, t8 + 1), (t8 + 1, t16 + 1), (t16 + 1, t32 + 1))]
+
+
+@functools.cache  # one class (MXNet imported on first use only)
+def _stage_class():
+    from mxnet.gluon import HybridBlock
+
+    class BackboneStage(HybridBlock):
+        """Consecutive layers of a tlkit Backbone, under their structural names (stages.K.<layer name>.*); the
+        Backbone itself is kept outside the block tree (`backbone`), so its weight loaders and freeze_prefixes
+        work on the same parameters."""
+
+        def __init__(self, backbone: Any, layer_names: list[str]):
+            super().__init__()
+            self.__dict__["backbone"] = backbone  # not a child: its parameters belong to the stages
+            self.layer_names = list(layer_names)
+            for name in self.layer_names:
+                self.register_child(backbone._children[name], name)
+
+        def hybrid_forward(self, F: Any, x: Any) -> Any:
+            for name in self.layer_names:
+                x = self._children[name](x)
+            return x
+
+    return BackboneStage
 
 
 def _consumers(nodes: list[dict]) -> dict[int, list[int]]:
