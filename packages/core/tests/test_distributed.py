@@ -216,6 +216,14 @@ def test_shard_is_this_nodes_slice_of_a_global_batch():
         World(rank=0, size=2).shard(batch[:1])
 
 
+def test_global_batch_and_the_one_drop_last_rule():
+    assert World().global_batch(8, 2) == 16 and World(size=3).global_batch(8, 2) == 48
+    alone, nodes = World(), World(rank=1, size=2)
+    # alone: the last partial batch is dropped only when there are two full batches or more
+    assert [alone.drop_last(n, 8) for n in (7, 8, 15, 16, 17)] == [False, False, False, True, True]
+    assert all(nodes.drop_last(n, 8) for n in (7, 8, 15, 16, 17))  # every node takes its equal part
+
+
 def test_launch_arguments_are_checked():
     from tlkit.distributed import launch
 

@@ -6,7 +6,6 @@ import numpy as np
 import onnx
 import pytest
 from mxnet.gluon import nn
-
 from tlkit import model_io
 from tlkit.errors import DataError, ModelFileError, SpecError, TlkitError
 from tlkit.export.onnx_export import ExportError, export_onnx, read_onnx_metadata
@@ -253,6 +252,45 @@ def test_export_command_writes_onnx_and_configs(tlk_model, tmp_path):
         run(export_context(options=options))
     with pytest.raises(TlkitError, match="a 'classification' model; export it with `tlkit classification export`"):
         run(export_context("detection", model=tlk, options=options))
+
+
+@pytest.fixture
+def npz_exporter():
+    """A registry with a plugin exporter `npz` (the parameters as a numpy archive) that records its calls."""
+    from tlkit.testing.plugins import plugin, registered_plugin
+    from tlkit.types import ExporterSpec
+
+    calls = []
+
+    def to_npz(model, output, options):
+        calls.append((model, output, options))
+        arrays = {k.replace(":", "_"): v.asnumpy() for k, v in model_io.load_model(model).params.items()}
+        np.savez(output, **arrays)
+        return output
+
+    npz = ExporterSpec("npz", export=to_npz, suffix=".npz")
+    with registered_plugin(plugin(tlkit_register_exporters=lambda: [npz]), "npz"):
+        yield calls
+
+
+def test_export_format_runs_the_registered_exporter(tlk_model, tmp_path, npz_exporter):
+    from tlkit.export.command import run
+
+    _, tlk = tlk_model
+    outputs = run(export_context(model=tlk, results_dir=tmp_path, options={"format": "npz", "static_batch_size": 2}))
+    ((model, output, options),) = npz_exporter
+    assert model == tlk
+    # the default name takes the exporter's suffix; every export flag arrives, with its default when not given
+    assert output == tmp_path / "m.npz" and outputs == {"output": str(output), "format": "npz"}
+    assert options["static_batch_size"] == 2 and options["data_type"] == "fp32" and options["format"] == "npz"
+    assert sorted(np.load(output)) == sorted(k.replace(":", "_") for k in model_io.load_model(tlk).params)
+    with pytest.raises(TlkitError, match="--gen_ds_config: deployment configs describe an ONNX model; --format npz writes .npz"):
+        run(export_context(model=tlk, output=tmp_path / "x", options={"format": "npz", "gen_ds_config": True}))
+    assert len(npz_exporter) == 1 and not (tmp_path / "x.npz").exists()
+    with pytest.raises(TlkitError, match=r"unknown exporter 'nzp'; did you mean 'npz'\? Installed exporters: npz, onnx\."):
+        run(export_context(model=tlk, output=tmp_path / "y", options={"format": "nzp"}))
+    # without --format: core's ONNX
+    assert run(export_context(model=tlk, output=tmp_path / "m", options={}))["onnx"] == str(tmp_path / "m.onnx")
 
 
 def test_core_registers_exporter_and_engine_backends():

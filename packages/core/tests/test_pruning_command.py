@@ -99,6 +99,11 @@ def test_gluon_model_file_is_rebuilt_by_its_task(tmp_path, monkeypatch):
             assert name == "tinytask"
             return TaskSpec(name, "tiny", config_model=object, commands=(), build_model=build_model)
 
+        def pruner(self, name):
+            from tlkit.pruning.catalog import PRUNERS
+
+            return PRUNERS[0]
+
     monkeypatch.setattr("tlkit.registry.get_registry", lambda: FakeRegistry())
     report = prune_model_file(path, tmp_path / "g_pruned.tlk", pruning_threshold=0.5, pruning_granularity=1)
     assert report.ratio < 1
@@ -229,16 +234,21 @@ def test_catalog_is_light_and_registered():
         "print(PRUNERS[0].name, PRUNERS[0].prune)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "l2 tlkit.pruning.command:prune_net"
+    assert out.strip() == "l2 tlkit.pruning.command:prune_symbol"
 
 
-def test_prune_net_entry_point():
+def test_pruner_entry_point_prunes_a_graph_and_prune_net_a_network():
     from tlkit.lazy import resolve
     from tlkit.pruning.catalog import PRUNERS
+    from tlkit.pruning.command import prune_net
 
     net = small_net()
-    pruned, report = resolve(PRUNERS[0].prune)(net, {"input_shape": (3, 16, 16), "pruning_threshold": 0.5})
-    assert report.ratio < 1 and pruned(mx.nd.zeros((1, 3, 16, 16))).shape == (1, 4)
+    options = {"input_shape": (3, 16, 16), "pruning_threshold": 0.5}
+    result = resolve(PRUNERS[0].prune)(*model_io.graph_of(net, (3, 16, 16)), options)
+    block = model_io.symbol_block(result.symbol_json, result.params)
+    assert result.report.ratio < 1 and block(mx.nd.zeros((1, 3, 16, 16))).shape == (1, 4)
+    pruned, report = prune_net(net, options)
+    assert report.summary() == result.report.summary() and pruned(mx.nd.zeros((1, 3, 16, 16))).shape == (1, 4)
 
 
 def test_symbolic_graph_of_matches_export_and_falls_back():
@@ -258,3 +268,52 @@ def test_symbolic_graph_of_matches_export_and_falls_back():
     lazy.initialize()
     sym, params = model_io.graph_of(lazy, (3, 8, 8))
     assert len(params) == 4 and "Convolution" in sym
+
+
+@pytest.fixture
+def spy_pruner():
+    """A registry with a plugin pruner `spy` (classification models only) that records its calls and keeps
+    every other filter of each layer it may prune."""
+    from tlkit.testing.plugins import plugin, registered_plugin
+    from tlkit.types import PrunerSpec
+
+    calls = []
+
+    def prune(symbol_json, params, options):
+        from tlkit.pruning.command import prune_symbol
+
+        calls.append(options)
+        return prune_symbol(symbol_json, params, {**options, "target_ratio": 0.5, "pruning_granularity": 1})
+
+    spy = PrunerSpec("spy", prune=prune, tasks=frozenset({"classification"}))
+    with registered_plugin(plugin(tlkit_register_pruners=lambda: [spy]), "spy"):
+        yield calls
+
+
+def test_prune_runs_the_pruner_named_by_pruner(graph_model, tmp_path, spy_pruner):
+    path, _ = graph_model
+    first = conv_nodes(model_io.load_model(path).symbol_json)[0]
+    ctx, buf = make_ctx(path, tmp_path / "s.tlk", None, pruner="spy", excluded_layers=(first,))
+    run(ctx)
+    (options,) = spy_pruner
+    assert options["input_shape"] == (3, 16, 16) and options["excluded_layers"] == [first]
+    meta = model_io.read_meta(tmp_path / "s.tlk")
+    assert meta["kind"] == "graph" and meta["pruning"]["pruning_ratio"] == pytest.approx(0.5, abs=0.1)
+    assert f"Pruning ratio (pruned model / original model): {meta['pruning']['pruning_ratio']}" in buf.getvalue()
+    # the default is still core's l2 (TLT's threshold pruning), not the plugin's
+    ctx, _ = make_ctx(path, tmp_path / "d.tlk", None, pruning_threshold=0.5, pruning_granularity=1, min_num_filters=1)
+    run(ctx)
+    assert len(spy_pruner) == 1 and model_io.read_meta(tmp_path / "d.tlk")["pruning"]["threshold"] == 0.5
+
+
+def test_unknown_or_foreign_pruner_is_refused_naming_the_installed_ones(graph_model, tmp_path, spy_pruner):
+    path, _ = graph_model
+    ctx, _ = make_ctx(path, tmp_path / "u.tlk", None, pruner="spyy")
+    with pytest.raises(TlkitError, match=r"unknown pruner 'spyy'; did you mean 'spy'\? Installed pruners: l2, spy\."):
+        run(ctx)
+    detection = model_io.save_net(tmp_path / "det.tlk", small_net(), {"task": "detection", "input_shape": [3, 16, 16]},
+                                  as_graph=True)
+    ctx, _ = make_ctx(detection, tmp_path / "v.tlk", None, pruner="spy")
+    with pytest.raises(TlkitError, match="--pruner spy: prunes classification models, not 'detection' ones"):
+        run(ctx)
+    assert not (tmp_path / "u.tlk").exists() and not (tmp_path / "v.tlk").exists() and not spy_pruner

@@ -1,5 +1,6 @@
 """dataset_convert: stratified split, and Pascal VOC to class folders (crop / dominant object)."""
 
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -140,3 +141,37 @@ def test_voc_folder_names_and_a_fixed_split_from_lists(tmp_path, make_ctx):
     with pytest.raises(TlkitError, match="fix the split: drop --ratios"):
         run(make_ctx("dataset_convert", output=tmp_path / "o2", mode="voc", input=tmp_path / "voc", ratios="0.5,0.5",
                      image_dir_name="images", annotation_dir_name="xml", train_list="train"))
+
+
+def test_input_format_reads_with_a_registered_format_and_unknown_ones_are_refused(tmp_path, make_ctx):
+    """dataset_convert --input_format NAME: the classification dataset format NAME (here a plugin's: a CSV of
+    image,label) yields LabeledImages that become class folders, split by --ratios like VOC's."""
+    from tlkit.testing.plugins import plugin, registered_plugin
+    from tlkit.types import DatasetFormatSpec
+    from tlkit_classification.dataset_convert import LabeledImage, run
+
+    def read_csv(source, options):
+        rows = [ln.split(",") for ln in source.read_text().split()]
+        return iter([LabeledImage(label, name, source.parent / name) for name, label in rows]), Counter()
+
+    csv_format = DatasetFormatSpec("labels_csv", "classification", read_csv)
+    with registered_plugin(plugin(tlkit_register_dataset_formats=lambda: [csv_format]), "csv"):
+        src = tmp_path / "flat"
+        src.mkdir()
+        lines = []
+        for i in range(6):
+            cv2.imwrite(str(src / f"{i}.png"), np.full((8, 8, 3), 40 * i, np.uint8))
+            lines.append(f"{i}.png,{'even' if i % 2 == 0 else 'odd'}")
+        (src / "labels.csv").write_text("\n".join(lines))
+        assert run(make_ctx("dataset_convert", output=tmp_path / "out", input=src / "labels.csv",
+                            input_format="labels_csv", ratios="0.67,0.33,0")) == 0
+
+        def images(d: Path) -> set[str]:
+            return {"/".join(p.relative_to(d).parts) for p in d.rglob("*.png")}
+
+        train, val = images(tmp_path / "out" / "train"), images(tmp_path / "out" / "val")
+        assert train | val == {"even/0.png", "even/2.png", "even/4.png", "odd/1.png", "odd/3.png", "odd/5.png"}
+        assert len(val) == 2 and not train & val and not (tmp_path / "out" / "all").exists()
+        with pytest.raises(TlkitError, match=r"unknown classification dataset format 'csv'\. Installed classification "
+                                             r"dataset formats: labels_csv, voc\."):
+            run(make_ctx("dataset_convert", output=tmp_path / "o", input=src / "labels.csv", input_format="csv"))

@@ -132,3 +132,43 @@ def test_bccd_zero_size_boxes_are_reported(shared_data):
         for o in s.objects:
             per_class[o.type] = per_class.get(o.type, 0) + 1
     assert per_class == {"RBC": 4155 - 2, "WBC": 372, "Platelets": 361}
+
+
+def test_dataset_convert_reads_through_registered_dataset_formats(tmp_path, write_image):
+    """The -d spec's voc_config is read by the registered `voc` format; --input_format NAME -i SOURCE by any
+    registered detection format (here a stand-in plugin's), with clear errors for the flags that do not fit."""
+    from tlkit.errors import TlkitError
+    from tlkit.testing import make_context
+    from tlkit.testing.plugins import plugin, registered_plugin
+    from tlkit.types import DatasetFormatSpec
+    from tlkit_detection.dataset_convert import run
+
+    calls = []
+
+    def spy(source, options):
+        calls.append((source, options))
+        return read_voc(source, classes=options["classes"])
+
+    spy_format = DatasetFormatSpec("spy_voc", "detection", spy)
+    make_voc(tmp_path / "voc", write_image)
+
+    def convert(out, **options):
+        return run(make_context("detection", "dataset_convert", output=tmp_path / out,
+                                options={"output_format": "kitti", **options}))
+
+    spec = tmp_path / "export.yaml"
+    spec.write_text(f"voc_config:\n  root_directory_path: {tmp_path / 'voc'}\n")
+    with registered_plugin(plugin(tlkit_register_dataset_formats=lambda: [spy_format]), "spy"):
+        builtin = convert("builtin", dataset_export_spec=spec)
+        plugged = convert("plugged", input_format="spy_voc", input=tmp_path / "voc")
+        with pytest.raises(TlkitError, match=r"unknown detection dataset format 'spy'; did you mean 'spy_voc'\?"):
+            convert("x", input_format="spy", input=tmp_path / "voc")
+    assert calls == [(tmp_path / "voc", {"classes": None})]
+    assert plugged["report"] == builtin["report"] and builtin["report"]["images"] == 4
+    assert read_label(tmp_path / "plugged" / "labels" / "a.txt") == read_label(tmp_path / "builtin" / "labels" / "a.txt")
+    with pytest.raises(TlkitError, match="--input_format spy_voc: -i/--input .* is required"):
+        convert("x", input_format="spy_voc")
+    with pytest.raises(TlkitError, match="drop -d"):
+        convert("x", input_format="spy_voc", input=tmp_path / "voc", dataset_export_spec=spec)
+    with pytest.raises(TlkitError, match="give --input_format NAME"):
+        convert("x", input=tmp_path / "voc", dataset_export_spec=spec)

@@ -6,7 +6,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from tlkit.errors import DataError, TlkitError
 from tlkit.testing import make_context
 from tlkit.testing.plugins import run_tlkit
@@ -75,3 +74,29 @@ def test_run_needs_annotations_and_cli_works(tmp_path, synthetic_set):
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "cli").glob("coco-train-fold-000-of-001-shard-*-of-00003.rec"))) == 3
     assert "Wrote" in r.stdout
+
+
+def test_dataset_convert_reads_through_the_registered_dataset_format(tmp_path, synthetic_set):
+    """The -a file is read by the pose dataset format --input_format names (coco_keypoints by default); an
+    unknown name is refused with the installed pose formats."""
+    from tlkit.testing.plugins import plugin, registered_plugin
+    from tlkit.types import DatasetFormatSpec
+
+    seen = []
+
+    def spy(source, options):
+        seen.append((source, options))
+        return load_coco_keypoints(source)
+
+    spy_format = DatasetFormatSpec("spy_keypoints", "pose", spy)
+    with registered_plugin(plugin(tlkit_register_dataset_formats=lambda: [spy_format]), "spy"):
+        def convert_with(fmt, out):
+            return run(make_context("pose", "dataset_convert", output=tmp_path / out / "p",
+                                    options={"annotations": synthetic_set, "input_format": fmt, "strict": False}))
+
+        default = convert_with("coco_keypoints", "default")
+        assert convert_with("spy_keypoints", "spy")["num_records"] == default["num_records"] > 0
+        assert seen == [(Path(synthetic_set), {"strict": False})]
+        with pytest.raises(TlkitError, match=r"unknown pose dataset format 'coco'\. Installed pose dataset formats: "
+                                             r"coco_keypoints, spy_keypoints\."):
+            convert_with("coco", "x")

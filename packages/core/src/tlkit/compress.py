@@ -186,7 +186,7 @@ def run(ctx: CommandContext) -> dict[str, Any]:
         console.rule(f"step {k}/{len(ratios)}: prune to {ratio:.3g} of the original parameters, retrain {epochs} epochs")
         status.write("RUNNING", f"step {k}: pruning {src.name} to ratio {ratio:.4g}")
         relative = min(1.0, ratio * base["params"] / prev["params"])
-        report = prune_model_file(src, pruned, target_ratio=relative, **prune_opts)
+        report = prune_model_file(src, pruned, pruner=option["pruner"], target_ratio=relative, **prune_opts)
         step_cfg = _step_config(ctx.spec, pruned, epochs, teacher)
         job = build_job(step_cfg, d / "retrain", console, devices)
         t = time.perf_counter()

@@ -85,6 +85,16 @@ class World:
     def is_writer(self) -> bool:
         return self.rank == 0
 
+    def global_batch(self, batch_size_per_gpu: int, n_devices: int) -> int:
+        """The batch of one training step: batch_size_per_gpu on every device of every node."""
+        return batch_size_per_gpu * n_devices * self.size
+
+    def drop_last(self, n: int, batch_size: int) -> bool:
+        """Whether an epoch of `n` samples leaves out its last, partial batch: when there are two full batches or
+        more (a tiny last batch gives noisy batch-norm statistics), and always across nodes (each node takes an
+        equal part of every batch). Every task's training uses this rule."""
+        return n >= 2 * batch_size or self.distributed
+
     def part(self, n: int) -> slice:
         """This node's slice of a global batch of `n` samples: the rank-th of `size` equal, contiguous parts."""
         per = n // self.size

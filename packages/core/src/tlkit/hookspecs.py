@@ -74,7 +74,8 @@ def tlkit_register_tasks() -> Iterable[TaskSpec]:
 
 @hookspec
 def tlkit_register_dataset_formats() -> Iterable[DatasetFormatSpec]:
-    """Register dataset formats a task can read (`kitti`, `voc`, `coco`, `image_folder`, ...).
+    """Register dataset formats a task's `dataset_convert` can read (`kitti`, `voc`, `coco`, ...), picked by
+    `--input_format NAME`: `load(source: Path, options: dict) -> the task's samples` (see `DatasetFormatSpec`).
 
     Example::
 
@@ -146,7 +147,8 @@ def tlkit_resolve_pretrained(uri: str, cache_dir: Path) -> Path | None:
 
 @hookspec
 def tlkit_register_pruners() -> Iterable[PrunerSpec]:
-    """Register pruning methods (core ships TLT-style structured L2 channel pruning as `l2`).
+    """Register pruning methods, run by `<task> prune --pruner NAME` (core ships TLT-style structured L2 channel
+    pruning as `l2`, the default): `prune(symbol_json, params, options) -> result` (see `PrunerSpec`).
 
     Example::
 
@@ -161,13 +163,14 @@ def tlkit_register_pruners() -> Iterable[PrunerSpec]:
 
 @hookspec
 def tlkit_register_exporters() -> Iterable[ExporterSpec]:
-    """Register exporters (core ships `onnx`).
+    """Register exporters, run by `<task> export --format NAME` (core ships `onnx`, the default):
+    `export(model: Path, output: Path, options: dict) -> Path` (see `ExporterSpec`).
 
     Example::
 
         @hookimpl
         def tlkit_register_exporters():
-            yield ExporterSpec(name="tflite", export="pkg.export:to_tflite")
+            yield ExporterSpec(name="tflite", export="pkg.export:to_tflite", suffix=".tflite")
 
     .. versionadded:: 0.1
     """

@@ -134,6 +134,13 @@ class Registry:
             raise UnknownNameError(kind[:-1].replace("_", " "), name, items)
         return items[name]
 
+    def dataset_format(self, task: str, name: str) -> DatasetFormatSpec:
+        """The dataset format `name` of `task`; unknown: an error naming the task's installed formats."""
+        formats = self.dataset_formats()
+        if (task, name) not in formats:
+            raise UnknownNameError(f"{task} dataset format", name, [n for (t, n) in formats if t == task])
+        return formats[(task, name)]
+
     def pruner(self, name: str) -> PrunerSpec:
         return self._named("pruners", name)
 

@@ -6,6 +6,8 @@ Tasks put their backbone under the structural prefix ``backbone.``, so one polic
   ``backbone.*`` carries over into a detector; anything else (ImageNet `.pth`/`.params`, "imagenet") loads into
   the backbone through the architecture's weight map. A pruned (graph) file is refused with the fix.
 - `load_graph_for_retraining`: a pruned model file, checked against the task, classes and input shape.
+- `build_for_training(builder, ctx_list, console)`: the network every task's `train` starts from, the same steps
+  and checks for every task; a task supplies a `ModelBuilder` (its network, meta and what differs).
 - `set_bn_momentum`, `count_params`.
 """
 
@@ -30,6 +32,123 @@ class BuiltModel:
     frozen: tuple[str, ...] = ()
     save_as_graph: bool = False
     load_report: Any = None
+
+
+class ModelBuilder:
+    """What a task tells `build_for_training`: its network and meta, and the steps that differ from the defaults.
+
+    The spec `cfg` has `model` (the network section: `freeze_blocks`, optional `batch_norm_momentum`) and
+    `train_config` (`load_graph`, `pretrained_model_path`, `random_seed`). Override `build` (required) and any of the
+    other hooks; each default says what most tasks do.
+    """
+
+    task: str = ""
+    # where the tlkit Backbone sits in the network (attribute path): `freeze_blocks` names its blocks
+    backbone_path: str = "backbone"
+
+    def __init__(self, cfg: Any, classes: list[str] | None = None):
+        self.cfg, self.classes = cfg, classes
+
+    def build(self) -> tuple[Any, dict[str, Any]]:
+        """(the uninitialised network, the model file's meta: "arch", "input_shape", "build", ...)."""
+        raise NotImplementedError
+
+    def initialize(self, net: Any, meta: dict[str, Any], ctx: list[Any]) -> None:
+        """Initialise the parameters and materialise deferred shapes (before weights are loaded)."""
+        import mxnet as mx
+
+        net.initialize(mx.init.Xavier(magnitude=2.0), ctx=ctx)
+        net(mx.nd.zeros((1, *meta["input_shape"]), ctx=ctx[0]))
+
+    def load_pretrained(self, net: Any, meta: dict[str, Any], uri: str, console: Any) -> Any:
+        """Load train_config.pretrained_model_path; returns the load report."""
+        return load_task_pretrained(net, uri, arch=meta["arch"], console=console)
+
+    def load_graph(self, ctx: list[Any], console: Any) -> BuiltModel:
+        """train_config.load_graph: true: the pruned graph of pretrained_model_path, checked against the spec."""
+        return load_graph_for_retraining(self.cfg.train_config.pretrained_model_path, task=self.task, ctx=ctx,
+                                         classes=self.classes, console=console)
+
+    def backbone(self, net: Any) -> Any:
+        """The network's tlkit Backbone (None: it has none, so freeze_blocks cannot apply)."""
+        block = net
+        for attr in self.backbone_path.split("."):
+            block = getattr(block, attr, None)
+        return block if hasattr(block, "block_names") and hasattr(block, "freeze_prefixes") else None
+
+    def frozen_prefix(self, prefix: str) -> str:
+        """How a parameter-name prefix of the backbone reads in the whole network."""
+        return f"{self.backbone_path}.{prefix}"
+
+    def no_blocks_hint(self) -> str:
+        """Said after "<arch> has no freeze-able backbone blocks" (e.g. which architectures have them)."""
+        return ""
+
+    def finish_graph(self, built: BuiltModel, ctx: list[Any]) -> BuiltModel:
+        """The loaded pruned graph made ready to train (after batch_norm_momentum is set on it): e.g. wrapped."""
+        return built
+
+    def finish(self, net: Any, meta: dict[str, Any]) -> None:
+        """Last task-specific settings on a built (not a pruned-graph) network: lr multipliers, which outputs
+        train, ..."""
+
+
+def section_name(cfg: Any, field: str = "model") -> str:
+    """The spec key of a config section as users write it (`model_config` where the field has that alias)."""
+    info = type(cfg).model_fields.get(field)
+    return (info.alias if info is not None and info.alias else field)
+
+
+def freeze_prefixes(builder: ModelBuilder, net: Any, blocks: list[int], arch: str) -> tuple[str, ...]:
+    """Parameter-name prefixes of `blocks` of the network's backbone; a block the backbone does not have (or a
+    network without freeze-able blocks) is a SpecError naming the spec key and the blocks there are."""
+    if not blocks:
+        return ()
+    key = f"{section_name(builder.cfg)}.freeze_blocks"
+    backbone = builder.backbone(net)
+    if backbone is None:
+        raise SpecError(f"{key}: {arch} has no freeze-able backbone blocks{builder.no_blocks_hint()}; remove {key}")
+    names = list(backbone.block_names)
+    bad = [b for b in blocks if not 0 <= int(b) < len(names)]
+    if bad:
+        raise SpecError(f"{key}: block {bad[0]} is out of range for {arch}, whose backbone has blocks "
+                        f"0..{len(names) - 1} ({', '.join(f'{i} {n}' for i, n in enumerate(names))})")
+    return tuple(builder.frozen_prefix(p) for p in backbone.freeze_prefixes([int(b) for b in blocks]))
+
+
+def build_for_training(builder: ModelBuilder, ctx: list[Any], console: Any = None) -> BuiltModel:
+    """The network `train` starts from, the same way for every task.
+
+    - `train_config.load_graph: true`: the pruned graph of pretrained_model_path (`builder.load_graph`), retrained
+      whole (freeze_blocks does not apply to a graph: said so).
+    - otherwise: the task's network (`builder.build`), `freeze_blocks` checked against its backbone's blocks before
+      anything heavy, initialised from `train_config.random_seed`, pretrained_model_path loaded (and reported).
+    The model section's `batch_norm_momentum`, when set, applies to both; then `builder.finish_graph` /
+    `builder.finish` make the last task-specific settings.
+    """
+    import mxnet as mx
+
+    m, tc = builder.cfg.model, builder.cfg.train_config
+    momentum = getattr(m, "batch_norm_momentum", None)
+    if tc.load_graph:
+        built = builder.load_graph(ctx, console)
+        if m.freeze_blocks and console is not None:
+            console.print(f"{section_name(builder.cfg)}.freeze_blocks: not applied to a pruned graph (it has no "
+                          "blocks); every layer trains")
+        if momentum is not None:
+            set_bn_momentum(built.net, momentum)
+        return builder.finish_graph(built, ctx)
+    mx.random.seed(tc.random_seed)
+    net, meta = builder.build()
+    frozen = freeze_prefixes(builder, net, list(m.freeze_blocks), str(meta.get("arch")))
+    builder.initialize(net, meta, ctx)
+    report = None
+    if tc.pretrained_model_path:
+        report = builder.load_pretrained(net, meta, str(tc.pretrained_model_path), console)
+    if momentum is not None:
+        set_bn_momentum(net, momentum)
+    builder.finish(net, meta)
+    return BuiltModel(net, meta, frozen, load_report=report)
 
 
 def load_task_pretrained(net: Any, uri: str, *, arch: str, console: Any = None) -> Any:
@@ -105,28 +224,33 @@ def load_graph_for_retraining(
 
 def set_bn_momentum(net: Any, momentum: float) -> int:
     """Set the running-statistics momentum of every BatchNorm (a training-time setting: not saved), on a
-    Gluon network or a SymbolBlock (pruned graph). Returns how many layers were set."""
+    Gluon network, a SymbolBlock (pruned graph) or a network holding SymbolBlocks (GluonCV's SSD feature
+    extractors). Returns how many layers were set."""
     import json
 
     import mxnet as mx
     from mxnet import gluon
 
-    if isinstance(net, gluon.SymbolBlock):
-        inputs, out = net._cached_graph
+    def in_graph(block: Any) -> int:
+        inputs, out = block._cached_graph
         graph = json.loads(out.tojson())
-        n = 0
-        for node in graph["nodes"]:
-            if node["op"] == "BatchNorm":
-                node.setdefault("attrs", {})["momentum"] = str(momentum)
-                n += 1
-        net._cached_graph = (inputs, mx.sym.load_json(json.dumps(graph)))
-        net._clear_cached_op()
-        return n
-    layers: list[Any] = []
-    net.apply(lambda b: layers.append(b) if isinstance(b, gluon.nn.BatchNorm) else None)
-    for b in layers:
-        b._kwargs["momentum"] = momentum
-    return len(layers)
+        bns = [node for node in graph["nodes"] if node["op"] == "BatchNorm"]
+        for node in bns:
+            node.setdefault("attrs", {})["momentum"] = str(momentum)
+        block._cached_graph = (inputs, mx.sym.load_json(json.dumps(graph)))
+        block._clear_cached_op()
+        return len(bns)
+
+    blocks: list[Any] = []
+    net.apply(blocks.append)
+    n = 0
+    for b in blocks:
+        if isinstance(b, gluon.SymbolBlock) and b._cached_graph:
+            n += in_graph(b)
+        elif isinstance(b, gluon.nn.BatchNorm):
+            b._kwargs["momentum"] = momentum
+            n += 1
+    return n
 
 
 def count_params(net: Any) -> int:

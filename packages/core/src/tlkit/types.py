@@ -131,7 +131,15 @@ class WeightFormatSpec:
 
 @dataclass(frozen=True)
 class DatasetFormatSpec:
-    """A dataset format a task reads or converts (`kitti`, `voc`, `coco`, `image_folder`, ...)."""
+    """A dataset format a task reads (`kitti`, `voc`, `coco`, `coco_keypoints`, ...): the task's `dataset_convert`
+    picks it by name (`--input_format NAME`, or the spec section / mode that names it) and converts what it reads.
+
+    `load(source: Path, options: dict[str, Any]) -> the task's samples`: `source` is the dataset the user named (a
+    folder or a file), `options` the format's settings (the task documents the keys it passes; ignore the
+    others). What it returns is the task's sample type, documented by the task (detection: `(list[Sample],
+    ConvertReport)` of `tlkit_detection.convert`; classification: `(Iterable[LabeledImage], Counter)` of
+    `tlkit_classification.dataset_convert`; pose: a `CocoKeypoints` of `tlkit_pose.coco`); docs/plugin-guide.md.
+    """
 
     name: str
     task: str
@@ -142,7 +150,16 @@ class DatasetFormatSpec:
 
 @dataclass(frozen=True)
 class PrunerSpec:
-    """A pruning method. `prune(model, options) -> (pruned_model, report)`; tasks=None: any task."""
+    """A pruning method, run by `tlkit <task> prune --pruner NAME` (and `compress`).
+
+    `prune(symbol_json: str, params: dict[str, mx.nd.NDArray], options: dict[str, Any]) -> result` prunes an
+    MXNet symbol graph (what a model file stores; params named "arg:x" / "aux:x"). `options` holds the prune
+    command's flags by OptionSpec name (PRUNE_OPTIONS: `pruning_threshold`, `target_ratio`, ...), `input_shape`
+    (C, H, W) and `excluded_layers` (the user's -el names plus the task's heads: layers whose outputs must keep
+    their size). `result` has `.symbol_json`, `.params` (same naming) and `.report`, a
+    `tlkit.pruning.PruneReport` (the command prints its table and totals): `tlkit.pruning.PruneResult`.
+    tasks=None: any task.
+    """
 
     name: str
     prune: Ref
@@ -153,13 +170,20 @@ class PrunerSpec:
 
 @dataclass(frozen=True)
 class ExporterSpec:
-    """An exporter (`onnx`, ...). `export(model, output: Path, options) -> Path`."""
+    """An exporter, run by `tlkit <task> export --format NAME` (core ships `onnx`, the default).
+
+    `export(model: Path, output: Path, options: dict[str, Any]) -> Path` writes `model` (a .tlk file) to `output`
+    and returns the path written. `options` holds the export command's flags by OptionSpec name (EXPORT_OPTIONS,
+    every one present: a flag not given has its default). `suffix` is the ending of the default output name
+    (MODEL + suffix without -o). tasks=None: any task. DeepStream / Triton configs are written for ONNX outputs.
+    """
 
     name: str
     export: Ref
     tasks: frozenset[str] | None = None
     summary: str = ""
     distribution: str | None = None
+    suffix: str = ""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 - ``--mode split``: split one ``<dir>/<class>/<image>`` set into ``<out>/{train,val,test}/<class>/`` by
   ratios, stratified (each class split by the same ratios) and reproducible (``--seed``).
-- ``--mode voc``: Pascal VOC (``Annotations/*.xml`` + ``JPEGImages/``, or the folders ``--annotation_dir_name``
+- ``--mode voc`` (the registered ``voc`` dataset format; ``--input_format NAME`` reads with any registered
+  classification format, e.g. a plugin's, the same way): Pascal VOC (``Annotations/*.xml`` + ``JPEGImages/``, or the folders ``--annotation_dir_name``
   / ``--image_dir_name`` name) to ``<out>/<class>/``, either one crop per object (``--voc_label crop``) or each
   whole image labelled by its largest object (``--voc_label dominant``). Degenerate boxes (zero width/height,
   outside the image) are skipped and counted. With ``--ratios`` the result is then split as above; with
@@ -15,11 +16,13 @@ from __future__ import annotations
 import shutil
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from tlkit.context import print_warning
 from tlkit.errors import DataError, TlkitError
 from tlkit.images import IMAGE_EXTENSIONS, SkippedImages, image_problem
@@ -200,29 +203,26 @@ def image_list(voc_root: Path, name: str) -> tuple[Path, list[str]]:
     return list_file, [ln.split()[0] for ln in list_file.read_text().splitlines() if ln.strip()]
 
 
-def voc_to_folders(
-    voc_root: str | Path,
-    out: str | Path,
-    *,
-    mode: str = "crop",
-    image_set: str | None = None,
-    min_size: int = 4,
-    include_difficult: bool = False,
-    margin: float = 0.0,
-    image_dir_name: str = "JPEGImages",
-    annotation_dir_name: str = "Annotations",
-    skipped_images: SkippedImages | None = None,
-) -> dict[str, Any]:
-    """Pascal VOC -> `<out>/<class>/*.jpg`. Returns counts per class and what was skipped. Unreadable images
-    are listed in `skipped_images` (without it, the first one is a DataError).
+@dataclass(frozen=True)
+class LabeledImage:
+    """What a classification dataset format yields: one image for `<out>/<label>/<name>`."""
 
-    `image_set`: only the ids of that list (see `image_list`); the folder names are configurable."""
-    import cv2
+    label: str
+    name: str
+    image: Path | bytes  # an image file (copied as is), or encoded image bytes (e.g. a crop)
 
-    from tlkit_classification.data import read_image
 
-    voc_root, out = Path(voc_root), Path(out)
-    ann_dir, img_dir = voc_root / annotation_dir_name, voc_root / image_dir_name
+def read_voc(source: str | Path, options: dict[str, Any]) -> tuple[Iterator[LabeledImage], Counter]:
+    """The registered `voc` dataset format (DatasetFormatSpec.load): Pascal VOC at `source` as LabeledImages, one
+    crop per object (options["voc_label"] = "crop", the default) or each image under its largest object
+    ("dominant"). Other options (CLI names): image_set, min_size (4), include_difficult, margin, image_dir_name,
+    annotation_dir_name, skipped_images (a SkippedImages for unreadable images; without it the first is a
+    DataError). The folders and lists are checked now; the returned Counter of skipped objects/images fills in as
+    the images are read."""
+    voc_root = Path(source)
+    mode = options.get("voc_label") or "crop"
+    ann_dir = voc_root / (options.get("annotation_dir_name") or "Annotations")
+    img_dir = voc_root / (options.get("image_dir_name") or "JPEGImages")
     for d, flag in ((ann_dir, "--annotation_dir_name"), (img_dir, "--image_dir_name")):
         if not d.is_dir():
             present = sorted(p.name for p in voc_root.iterdir() if p.is_dir()) if voc_root.is_dir() else []
@@ -232,8 +232,8 @@ def voc_to_folders(
             )
     if mode not in ("crop", "dominant"):
         raise TlkitError(f"--voc_label {mode!r}: expected crop or dominant")
-    if image_set:
-        list_file, ids = image_list(voc_root, image_set)
+    if options.get("image_set"):
+        list_file, ids = image_list(voc_root, options["image_set"])
         xmls = [ann_dir / f"{i}.xml" for i in ids]
         missing = [x for x in xmls if not x.is_file()]
         if missing:
@@ -242,14 +242,24 @@ def voc_to_folders(
         xmls = sorted(ann_dir.glob("*.xml"))
     if not xmls:
         raise DataError(f"{ann_dir}: no annotation files (*.xml)")
+    skipped: Counter = Counter()
+    unreadable = options.get("skipped_images")
+    unreadable = unreadable if unreadable is not None else SkippedImages(strict=True)
+    return _voc_images(xmls, img_dir, mode, options, skipped, unreadable), skipped
 
-    counts: Counter[str] = Counter()
-    skipped: Counter[str] = Counter()
-    unreadable = skipped_images if skipped_images is not None else SkippedImages(strict=True)
+
+def _voc_images(xmls: list[Path], img_dir: Path, mode: str, options: dict[str, Any], skipped: Counter,
+                unreadable: SkippedImages) -> Iterator[LabeledImage]:
+    import cv2
+
+    from tlkit_classification.data import read_image
+
+    min_size = int(options["min_size"]) if options.get("min_size") is not None else 4
+    margin = float(options.get("margin") or 0.0)
     for xml in xmls:
         rec = parse_voc_xml(xml, img_dir)
         skipped["degenerate_box"] += rec.skipped
-        objs = [o for o in rec.objects if include_difficult or not o.difficult]
+        objs = [o for o in rec.objects if options.get("include_difficult") or not o.difficult]
         skipped["difficult"] += len(rec.objects) - len(objs)
         if not objs:
             skipped["image_without_objects"] += 1
@@ -261,8 +271,7 @@ def voc_to_folders(
                 skipped["unreadable_image"] += 1
                 continue
             best = max(objs, key=lambda o: (o.box[2] - o.box[0]) * (o.box[3] - o.box[1]))
-            _place(rec.image, out / best.name / rec.image.name, link=False)
-            counts[best.name] += 1
+            yield LabeledImage(best.name, rec.image.name, rec.image)
             continue
         img = read_image(rec.image)
         if img is None:
@@ -281,17 +290,59 @@ def voc_to_folders(
             ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 95])
             if not ok:
                 raise DataError(f"{rec.image}: could not encode crop {k}")
-            atomic_write_bytes(out / o.name / f"{rec.image.stem}_{k:03d}.jpg", buf.tobytes())
-            counts[o.name] += 1
+            yield LabeledImage(o.name, f"{rec.image.stem}_{k:03d}.jpg", buf.tobytes())
+
+
+def to_class_folders(name: str, source: str | Path, out: str | Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Read `source` with the registered classification dataset format `name` and write `<out>/<class>/` folders.
+    Returns {"classes": {class: images}, "skipped": {what: count}}."""
+    from tlkit.lazy import resolve
+    from tlkit.registry import get_registry
+
+    load = resolve(get_registry().dataset_format("classification", name).load)
+    items, skipped = load(Path(source), options)
+    return write_class_folders(items, skipped, Path(out), source)
+
+
+def write_class_folders(items: Iterable[LabeledImage], skipped: Counter, out: Path, source: Any) -> dict[str, Any]:
+    counts: Counter[str] = Counter()
+    for item in items:
+        dst = out / item.label / item.name
+        if isinstance(item.image, bytes):
+            atomic_write_bytes(dst, item.image)
+        else:
+            _place(Path(item.image), dst, link=False)
+        counts[item.label] += 1
     if not counts:
-        raise DataError(f"{voc_root}: no usable objects (skipped: {dict(skipped)})")
+        raise DataError(f"{source}: no usable objects (skipped: {dict(skipped)})")
     return {"classes": dict(sorted(counts.items())), "skipped": {k: v for k, v in skipped.items() if v}}
+
+
+def voc_to_folders(
+    voc_root: str | Path,
+    out: str | Path,
+    *,
+    mode: str = "crop",
+    image_set: str | None = None,
+    min_size: int = 4,
+    include_difficult: bool = False,
+    margin: float = 0.0,
+    image_dir_name: str = "JPEGImages",
+    annotation_dir_name: str = "Annotations",
+    skipped_images: SkippedImages | None = None,
+) -> dict[str, Any]:
+    """Pascal VOC -> `<out>/<class>/*.jpg` (see `read_voc`). Returns counts per class and what was skipped."""
+    options = {"voc_label": mode, "image_set": image_set, "min_size": min_size, "include_difficult": include_difficult,
+               "margin": margin, "image_dir_name": image_dir_name, "annotation_dir_name": annotation_dir_name,
+               "skipped_images": skipped_images}
+    items, skipped = read_voc(voc_root, options)
+    return write_class_folders(items, skipped, Path(out), voc_root)
 
 
 # -- command -------------------------------------------------------------------------------------------
 
 
-def _print_voc(ctx: CommandContext, res: dict[str, Any], title: str) -> None:
+def _print_class_counts(ctx: CommandContext, res: dict[str, Any], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
@@ -319,24 +370,24 @@ def run(ctx: CommandContext) -> int:
     ratios = parse_ratios(opts["ratios"]) if opts.get("ratios") else None
     seed = int(ctx.option("seed"))
     unreadable = SkippedImages()
-    if mode == "voc":
-        voc = dict(mode=ctx.option("voc_label"), min_size=int(ctx.option("min_size")),
-                   include_difficult=bool(ctx.option("include_difficult")),
-                   image_dir_name=ctx.option("image_dir_name"),
-                   annotation_dir_name=ctx.option("annotation_dir_name"), skipped_images=unreadable)
+    # --mode voc is the registered `voc` format; --input_format names any registered classification format
+    fmt = ctx.option("input_format") or ("voc" if mode == "voc" else None)
+    if fmt:
+        what = f"VOC -> class folders ({ctx.option('voc_label')})" if fmt == "voc" else f"{fmt} -> class folders"
+        read = {**opts, "skipped_images": unreadable}  # every flag by name: a format takes the ones it knows
         lists = {s: opts.get(f"{s}_list") for s in SPLITS if opts.get(f"{s}_list")}
         if lists:  # a fixed split: each listed split converted on its own
             if ratios or opts.get("image_set"):
                 raise TlkitError("--train_list/--val_list/--test_list fix the split: drop --ratios and --image_set")
             for split, name in lists.items():
-                res = voc_to_folders(src, out / split, image_set=name, **voc)
-                _print_voc(ctx, res, f"{split} ({name}): VOC -> class folders ({voc['mode']})")
+                res = to_class_folders(fmt, src, out / split, {**read, "image_set": name})
+                _print_class_counts(ctx, res, f"{split} ({name}): {what}")
             if unreadable:
                 print_warning(ctx.console, unreadable.summary())
             ctx.console.print(f"wrote {', '.join(str(out / s) for s in lists)}")
             return 0
-        res = voc_to_folders(src, out / "all" if ratios else out, image_set=opts.get("image_set"), **voc)
-        _print_voc(ctx, res, f"VOC -> class folders ({voc['mode']})")
+        res = to_class_folders(fmt, src, out / "all" if ratios else out, read)
+        _print_class_counts(ctx, res, what)
         if unreadable:
             print_warning(ctx.console, unreadable.summary())
         if not ratios:
@@ -362,6 +413,6 @@ def run(ctx: CommandContext) -> int:
         if missing:
             print_warning(ctx.console, f"too few images for the {split} split: no {', '.join(missing)} in it")
     ctx.console.print(f"wrote {', '.join(str(out / s) for s in SPLITS if sum(counts[s].values()))}")
-    if mode == "voc":
+    if fmt:
         shutil.rmtree(out / "all")
     return 0

@@ -11,12 +11,13 @@ from typing import Any
 from tlkit.errors import ModelFileError, SpecError
 from tlkit.transfer import (  # noqa: F401 - count_params/set_bn_momentum are part of this module's API
     BuiltModel,
+    ModelBuilder,
     count_params,
     describe_load,
-    load_graph_for_retraining,
     load_task_pretrained,
     set_bn_momentum,
 )
+from tlkit.transfer import build_for_training as build_network
 
 TASK = "classification"
 HEAD_PREFIX = "cls_"
@@ -122,58 +123,39 @@ def _preprocessing(cfg: Any, backbone_default: Any) -> dict[str, Any]:
     )
 
 
-def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: Any = None) -> BuiltModel:
-    """The network `train` starts from, initialised, with pretrained weights loaded and reported.
+class ClassificationBuilder(ModelBuilder):
+    """The classifier's part of `tlkit.transfer.build_for_training`."""
 
-    - `train_config.load_graph: true`: the graph (.tlk of kind "graph", e.g. pruned) of
-      pretrained_model_path, as a SymbolBlock; its classes must match the dataset's.
-    - otherwise: backbone + head built from model_config; pretrained_model_path (a path or a named set
-      such as "imagenet") loaded by a filtered load (tensors whose shape differs, e.g. another class
-      count's head, stay new), with the loaded/new report printed.
-    """
-    import mxnet as mx
+    task = TASK
 
-    m, tc = cfg.model, cfg.train_config
-    pretrained = tc.pretrained_model_path
-    if tc.load_graph:
-        return _load_graph_model(cfg, classes, ctx, console)
-    if m.retain_head and len(classes) != 1000:
-        raise SpecError(
-            f"model_config.retain_head: true keeps the 1000-class ImageNet head, but the dataset has {len(classes)} classes"
-        )
-    build = build_meta(cfg, classes, {})["build"]
-    net = build_net(build)
-    backbone = getattr(net, "backbone", None)
-    pre = _preprocessing(cfg, getattr(backbone, "default_preprocess", None))
-    meta = build_meta(cfg, classes, pre)
-    mx.random.seed(tc.random_seed)
-    net.initialize(mx.init.Xavier(magnitude=2.0), ctx=ctx)
-    net(mx.nd.zeros((1, *m.input_shape), ctx=ctx[0]))  # materialise deferred shapes before loading
-    report = None
-    if pretrained:
+    def build(self) -> tuple[Any, dict[str, Any]]:
+        cfg, classes, m = self.cfg, self.classes or [], self.cfg.model
+        if m.retain_head and len(classes) != 1000:
+            raise SpecError(f"model_config.retain_head: true keeps the 1000-class ImageNet head, but the dataset has "
+                            f"{len(classes)} classes")
+        net = build_net(build_meta(cfg, classes, {})["build"])
+        pre = _preprocessing(cfg, getattr(getattr(net, "backbone", None), "default_preprocess", None))
+        return net, build_meta(cfg, classes, pre)
+
+    def load_pretrained(self, net: Any, meta: dict[str, Any], uri: str, console: Any) -> Any:
         from tlkit.backbones import arch_name
 
-        report = load_task_pretrained(net, pretrained, arch=arch_name(m.arch, m.n_layers, TASK), console=None)
+        m = self.cfg.model
+        report = load_task_pretrained(net, uri, arch=arch_name(m.arch, m.n_layers, TASK), console=None)
         if m.retain_head:  # the head already holds ImageNet's weights (imagenet_classifier), it is not new
             report.new = [n for n in report.new if not n.startswith("output.")]
         if console is not None:
             console.print(describe_load(report))
             if m.retain_head:
                 console.print("  classifier head: ImageNet's 1000 classes (model_config.retain_head)")
-    if m.batch_norm_momentum is not None:
-        set_bn_momentum(net, m.batch_norm_momentum)
-    frozen: tuple[str, ...] = ()
-    if m.freeze_blocks:
-        if backbone is None or not hasattr(backbone, "freeze_prefixes"):
-            raise SpecError(f"model_config.freeze_blocks: architecture {m.arch!r} has no freezable blocks")
-        frozen = tuple("backbone." + p for p in backbone.freeze_prefixes(m.freeze_blocks))
-    return BuiltModel(net, meta, frozen, save_as_graph=False, load_report=report)
+        return report
 
 
-def _load_graph_model(cfg: Any, classes: list[str], ctx: list[Any], console: Any) -> BuiltModel:
-    built = load_graph_for_retraining(
-        cfg.train_config.pretrained_model_path, task=TASK, ctx=ctx, classes=classes, console=console
-    )
-    if cfg.model.batch_norm_momentum is not None:
-        set_bn_momentum(built.net, cfg.model.batch_norm_momentum)
-    return built
+def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: Any = None) -> BuiltModel:
+    """The network `train` starts from (`tlkit.transfer.build_for_training`): with `train_config.load_graph: true`
+    the pruned graph of pretrained_model_path (its classes must match the dataset's); otherwise backbone + head
+    from model_config with pretrained_model_path (a path or a named set such as "imagenet") loaded by a filtered
+    load (tensors whose shape differs, e.g. another class count's head, stay new) and reported."""
+    return build_network(ClassificationBuilder(cfg, classes), ctx, console)
+
+

@@ -39,6 +39,9 @@ DATASET_CONVERT_OPTIONS = (
       for s in ("train", "val", "test")),
     OptionSpec("min_size", ("--min_size",), int, 4, "voc crop: skip objects smaller than this (pixels)", min=0),
     OptionSpec("include_difficult", ("--include_difficult",), bool, False, "voc: also use objects marked difficult"),
+    OptionSpec("input_format", ("--input_format",), str, None,
+               "read --input with this registered classification dataset format (`tlkit plugins` lists them) "
+               "into class folders, like --mode voc"),
 )
 DEMO_OPTIONS = (
     OptionSpec("data", ("--data",), Path, None, "a class-folder dataset to use instead of the generated one"),
@@ -76,5 +79,5 @@ def tlkit_register_tasks():
 
 @hookimpl
 def tlkit_register_dataset_formats():
-    yield DatasetFormatSpec("image_folder", TASK, f"{_PKG}.data:open_image_folder", "one sub-folder of images per class")
-    yield DatasetFormatSpec("voc", TASK, f"{_PKG}.dataset_convert:voc_to_folders", "Pascal VOC, converted to class folders (crop or dominant object)")
+    # classification's own format, class folders, is what dataset_convert writes (and --mode split splits)
+    yield DatasetFormatSpec("voc", TASK, f"{_PKG}.dataset_convert:read_voc", "Pascal VOC, converted to class folders (crop or dominant object)")

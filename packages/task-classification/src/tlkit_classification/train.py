@@ -134,9 +134,8 @@ def build_job(
     console.print(f"model: {cfg.model.arch}, {count_params(built.net):,} parameters, input {tuple(built.meta['input_shape'])}")
     pipe = train_pipeline(cfg, built.meta)
     node = world()  # multi-node training: batches are global, each node decodes and trains its slice
-    bs = tc.batch_size_per_gpu * len(ctx_list) * node.size
-    # avoid a tiny last batch (noisy BN statistics) when data allows; nodes must all take full batches
-    drop_last = len(train_ds) >= 2 * bs or node.distributed
+    bs = node.global_batch(tc.batch_size_per_gpu, len(ctx_list))
+    drop_last = node.drop_last(len(train_ds), bs)
     steps = steps_per_epoch(len(train_ds), bs, drop_last)
     workers = max(1, loader_workers(tc.n_workers))
 

@@ -315,6 +315,29 @@ def read_coco(annotation_file: str | Path, image_dir: str | Path, classes: Seque
     return samples, report
 
 
+# -- the registered dataset formats (DatasetFormatSpec.load): one signature, `load(source, options)` --------------
+# `options` are the keys of the -d spec's kitti_config / voc_config / coco_config section plus `classes` (keep only
+# these; None = all); a key not given takes the section's default. Each returns `(samples, report)`.
+
+
+def load_kitti(source: str | Path, options: dict) -> tuple[list[Sample], ConvertReport]:
+    """`kitti`: `source` is the KITTI root folder."""
+    return read_kitti(source, options.get("image_dir_name") or "images", options.get("label_dir_name") or "labels",
+                      options.get("image_extension"), options.get("classes"))
+
+
+def load_voc(source: str | Path, options: dict) -> tuple[list[Sample], ConvertReport]:
+    """`voc`: `source` is the VOC root folder."""
+    return read_voc(source, options.get("image_set"), options.get("classes"), options.get("include_difficult", True),
+                    options.get("image_dir_name") or "JPEGImages", options.get("annotation_dir_name") or "Annotations")
+
+
+def load_coco(source: str | Path, options: dict) -> tuple[list[Sample], ConvertReport]:
+    """`coco`: `source` is the instances json; `image_directory_path` its image folder (default: the json's)."""
+    source = Path(source)
+    return read_coco(source, options.get("image_directory_path") or source.parent, options.get("classes"))
+
+
 def write_coco(samples: Sequence[Sample], out_json: str | Path, classes: Sequence[str] | None = None) -> Path:
     """COCO detection json; DontCare objects become crowd boxes of the first category."""
     names = list(classes) if classes else sorted({o.type for s in samples for o in s.objects if o.type.lower() != "dontcare"})

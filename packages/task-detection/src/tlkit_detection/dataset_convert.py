@@ -22,17 +22,12 @@ from tlkit_detection.config import (
     DatasetExportConfig,
     DetectionConfig,
     KittiSourceConfig,
+    PartitionConfig,
     VocSourceConfig,
 )
-from tlkit_detection.convert import (
-    ConvertReport,
-    Sample,
-    read_coco,
-    read_kitti,
-    read_voc,
-    write_coco,
-    write_kitti,
-)
+from tlkit_detection.convert import ConvertReport, Sample, write_coco, write_kitti
+
+TASK = "detection"
 
 if TYPE_CHECKING:
     from tlkit.context import CommandContext
@@ -58,11 +53,20 @@ def load_export_config(path: Path | None, overrides: list[str] | None = None, sp
     return cfg, path.parent
 
 
+def dataset_format(name: str) -> Any:
+    """The `load(source, options) -> (samples, report)` of the registered detection dataset format `name`."""
+    from tlkit.lazy import resolve
+    from tlkit.registry import get_registry
+
+    return resolve(get_registry().dataset_format(TASK, name).load)
+
+
 def read_source(
     cfg: DatasetExportConfig, base: Path
 ) -> tuple[list[Sample], ConvertReport, str | None, Any, list | None]:
     """(samples, report, image extension, the source config with absolute list paths, folds): `folds` (frame
-    ids per fold) when the source fixes them (a list of COCO files: one fold per file, as TLT), else None."""
+    ids per fold) when the source fixes them (a list of COCO files: one fold per file, as TLT), else None.
+    The spec's section names the dataset format that reads it (kitti_config: `kitti`, ...)."""
     src = cfg.source()
     if src is None:
         raise SpecError("dataset export spec: give exactly one of kitti_config, voc_config, coco_config")
@@ -71,26 +75,39 @@ def read_source(
     # list and sequence files are relative to the spec's folder, like every path in it
     src = src.model_copy(update={k: str(rel(v)) for k in ("kitti_sequence_to_frames_file", "val_list", "train_list")
                                  if (v := getattr(src, k))})
+    options = {**src.model_dump(), "classes": classes}
     if isinstance(src, KittiSourceConfig):
         ext = src.image_extension or infer_extension(rel(src.root_directory_path) / src.image_dir_name)
-        samples, report = read_kitti(rel(src.root_directory_path), src.image_dir_name, src.label_dir_name, ext, classes)
+        samples, report = dataset_format("kitti")(rel(src.root_directory_path), {**options, "image_extension": ext})
         return samples, report, ext, src, None
     if isinstance(src, VocSourceConfig):
-        samples, report = read_voc(rel(src.root_directory_path), src.image_set, classes, src.include_difficult,
-                                   src.image_dir_name, src.annotation_dir_name)
+        samples, report = dataset_format("voc")(rel(src.root_directory_path), options)
         return samples, report, None, src, None
     assert isinstance(src, CocoSourceConfig)
     files, dirs = src.annotation_file, src.image_directory_path
+    load_coco = dataset_format("coco")
     if not isinstance(files, list):
-        samples, report = read_coco(rel(files), rel(dirs), classes)
+        samples, report = load_coco(rel(files), {**options, "image_directory_path": rel(dirs)})
         return samples, report, None, src, None
     samples, report, folds = [], ConvertReport(), []
     for f, d in zip(files, dirs if isinstance(dirs, list) else [dirs] * len(files)):
-        part, rep = read_coco(rel(f), rel(d), classes)
+        part, rep = load_coco(rel(f), {**options, "image_directory_path": rel(d)})
         samples += part
         folds.append([s.frame_id for s in part])
         report.merge(rep)
     return samples, report, None, src, folds
+
+
+def read_input(name: str, source: Path | None, spec: Path | None) -> tuple[
+        list[Sample], ConvertReport, None, PartitionConfig, None]:
+    """`--input_format NAME -i SOURCE`: read SOURCE with the registered dataset format NAME (any plugin's); RecordIO
+    output is split as PartitionConfig's defaults say (random: 14% validation fold, 10 shards per fold)."""
+    if source is None:
+        raise TlkitError(f"--input_format {name}: -i/--input (the dataset to read) is required")
+    if spec is not None:
+        raise TlkitError(f"--input_format {name} reads -i {source}; drop -d {spec} (a spec names its own source)")
+    samples, report = dataset_format(name)(Path(source), {"classes": None})
+    return samples, report, None, PartitionConfig(), None
 
 
 def infer_extension(image_dir: Path) -> str | None:
@@ -107,8 +124,15 @@ def run(ctx: CommandContext) -> dict:
         raise TlkitError(f"--output_format: {fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
     if ctx.output is None:
         raise TlkitError("tlkit detection dataset_convert: -o/--output is required (records prefix, folder or .json)")
-    cfg, base = load_export_config(ctx.option("dataset_export_spec"), ctx.overrides, ctx.spec)
-    samples, report, ext, src, folds = read_source(cfg, base)
+    if ctx.option("input_format"):
+        samples, report, ext, src, folds = read_input(ctx.option("input_format"), ctx.option("input"),
+                                                      ctx.option("dataset_export_spec"))
+    else:
+        if ctx.option("input") is not None:
+            raise TlkitError(f"-i {ctx.option('input')}: give --input_format NAME to say how to read it "
+                             "(the -d spec names its own source)")
+        cfg, base = load_export_config(ctx.option("dataset_export_spec"), ctx.overrides, ctx.spec)
+        samples, report, ext, src, folds = read_source(cfg, base)
     ctx.console.print(f"Read {report.summary()}", markup=False, soft_wrap=True)
     out = Path(ctx.output)
     if fmt == "recordio":

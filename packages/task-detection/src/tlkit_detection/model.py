@@ -15,11 +15,13 @@ from typing import Any
 from tlkit.errors import ModelFileError, SpecError
 from tlkit.transfer import (  # noqa: F401 - count_params/set_bn_momentum are part of this module's API
     BuiltModel,
+    ModelBuilder,
     count_params,
     load_graph_for_retraining,
     load_task_pretrained,
     set_bn_momentum,
 )
+from tlkit.transfer import build_for_training as build_network
 
 TASK = "detection"
 STRIDE = 16
@@ -155,35 +157,38 @@ def deepstream_meta(cfg: Any, classes: list[str]) -> dict[str, Any]:
     }
 
 
+class DetectNetBuilder(ModelBuilder):
+    """DetectNet_v2's part of `tlkit.transfer.build_for_training`."""
+
+    task = TASK
+
+    def build(self) -> tuple[Any, dict[str, Any]]:
+        m = self.cfg.model
+        mode = m.preprocess_mode if m.preprocess_mode != "auto" else backbone_preprocess(m.arch, m.n_layers)
+        meta = build_meta(self.cfg, self.classes or [], mode)
+        return build_net(meta["build"]), meta
+
+    def initialize(self, net: Any, meta: dict[str, Any], ctx: list[Any]) -> None:
+        import mxnet as mx
+
+        super().initialize(net, meta, ctx)
+        # coverage starts low everywhere (most cells are background): bias = logit(0.01), a stable start
+        net.output_cov.bias.set_data(mx.nd.full(net.output_cov.bias.shape, -4.6, ctx=ctx[0]))
+
+    def load_graph(self, ctx: list[Any], console: Any) -> BuiltModel:
+        built = load_detector_graph(self.cfg, self.classes or [], ctx, console)
+        # the clustering and DeepStream settings come from this spec, not from the pruned file
+        built.meta["postprocessing"] = {n: self.cfg.postprocessing_config.for_class(n).model_dump() for n in self.classes or []}
+        built.meta["deepstream"] = deepstream_meta(self.cfg, self.classes or [])
+        return built
+
+
 def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: Any = None) -> BuiltModel:
-    """The network `train` starts from: initialised, pretrained weights loaded (and reported).
-
-    `train_config.load_graph: true` retrains the graph (.tlk of kind "graph", e.g. pruned) of
-    pretrained_model_path; its classes must match. Otherwise pretrained_model_path (a path or a named set
-    such as "imagenet") is loaded with a filtered load: a tlkit detection model by structural name,
-    anything else into the backbone through the architecture's weight map.
-    """
-    import mxnet as mx
-
-    m, tc = cfg.model, cfg.train_config
-    if tc.load_graph:
-        return _load_graph_model(cfg, classes, ctx, console)
-    mode = m.preprocess_mode if m.preprocess_mode != "auto" else backbone_preprocess(m.arch, m.n_layers)
-    meta = build_meta(cfg, classes, mode)
-    net = build_net(meta["build"])
-    mx.random.seed(tc.random_seed)
-    net.initialize(mx.init.Xavier(magnitude=2.0), ctx=ctx)
-    net(mx.nd.zeros((1, *meta["input_shape"]), ctx=ctx[0]))  # materialise deferred shapes before loading
-    # coverage starts low everywhere (most cells are background): bias = logit(0.01), a stable start
-    net.output_cov.bias.set_data(mx.nd.full(net.output_cov.bias.shape, -4.6, ctx=ctx[0]))
-    if tc.pretrained_model_path:
-        load_task_pretrained(net, tc.pretrained_model_path, arch=meta["arch"], console=console)
-    if m.batch_norm_momentum is not None:
-        set_bn_momentum(net, m.batch_norm_momentum)
-    frozen: tuple[str, ...] = ()
-    if m.freeze_blocks:
-        frozen = tuple("backbone." + p for p in net.backbone.freeze_prefixes(m.freeze_blocks))
-    return BuiltModel(net, meta, frozen)
+    """The network `train` starts from (`tlkit.transfer.build_for_training`): with `train_config.load_graph: true`
+    the pruned graph of pretrained_model_path (its classes must match); otherwise pretrained_model_path (a path or
+    a named set such as "imagenet") loaded with a filtered load: a tlkit detection model by structural name,
+    anything else into the backbone through the architecture's weight map."""
+    return build_network(DetectNetBuilder(cfg, classes), ctx, console)
 
 
 def load_detector_graph(cfg: Any, classes: list[str], ctx: list[Any], console: Any) -> BuiltModel:
@@ -196,16 +201,4 @@ def load_detector_graph(cfg: Any, classes: list[str], ctx: list[Any], console: A
     if found != cfg.model.detector:
         raise SpecError(f"train_config.load_graph: {cfg.train_config.pretrained_model_path} is a {found} graph, "
                         f"the spec's model_config.detector is {cfg.model.detector!r}")
-    if cfg.model.freeze_blocks and console is not None:
-        console.print("model_config.freeze_blocks: not applied to a pruned graph (it has no blocks); every layer trains")
-    return built
-
-
-def _load_graph_model(cfg: Any, classes: list[str], ctx: list[Any], console: Any) -> BuiltModel:
-    built = load_detector_graph(cfg, classes, ctx, console)
-    # the clustering and DeepStream settings come from this spec, not from the pruned file
-    built.meta["postprocessing"] = {n: cfg.postprocessing_config.for_class(n).model_dump() for n in classes}
-    built.meta["deepstream"] = deepstream_meta(cfg, classes)
-    if cfg.model.batch_norm_momentum is not None:
-        set_bn_momentum(built.net, cfg.model.batch_norm_momentum)
     return built

@@ -27,6 +27,9 @@ DATASET_CONVERT_OPTIONS = (
         choices=("recordio", "kitti", "coco"),
     ),
     OptionSpec("copy_images", ("--copy_images",), bool, False, "kitti output: copy images instead of symlinking them"),
+    OptionSpec("input_format", ("--input_format",), str, None,
+               "convert -i with this registered dataset format (`tlkit plugins` lists them) instead of a -d spec"),
+    OptionSpec("input", ("-i", "--input"), Path, None, "--input_format: the dataset (folder or file) to read"),
 )
 # the batch size defaults to the spec's inference_config.batch_size (TLT's inferencer_config.batch_size)
 INFER_OPTIONS = (
@@ -76,6 +79,6 @@ def tlkit_register_tasks():
 
 @hookimpl
 def tlkit_register_dataset_formats():
-    yield DatasetFormatSpec("kitti", TASK, f"{_PKG}.convert:read_kitti", "KITTI images/ + labels/ text files")
-    yield DatasetFormatSpec("voc", TASK, f"{_PKG}.convert:read_voc", "Pascal VOC Annotations/ + JPEGImages/")
-    yield DatasetFormatSpec("coco", TASK, f"{_PKG}.convert:read_coco", "COCO detection json + image folder")
+    yield DatasetFormatSpec("kitti", TASK, f"{_PKG}.convert:load_kitti", "KITTI images/ + labels/ text files")
+    yield DatasetFormatSpec("voc", TASK, f"{_PKG}.convert:load_voc", "Pascal VOC Annotations/ + JPEGImages/")
+    yield DatasetFormatSpec("coco", TASK, f"{_PKG}.convert:load_coco", "COCO detection json + image folder")

@@ -150,8 +150,8 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
                   f"input {tuple(meta['input_shape'])}")
     parts = detector.training(cfg, built, train_ds, ctx_list, console)
     node = world()  # multi-node training: batches are global, each node decodes and trains its slice
-    bs = tc.batch_size_per_gpu * len(ctx_list) * node.size
-    drop_last = parts.n_frames >= 2 * bs or node.distributed
+    bs = node.global_batch(tc.batch_size_per_gpu, len(ctx_list))
+    drop_last = node.drop_last(parts.n_frames, bs)
 
     def train_data(epoch: int):
         return parts.batches(bs, epoch=epoch, seed=tc.random_seed, drop_last=drop_last, shard=node)

@@ -79,6 +79,12 @@ def load_coco_keypoints(path: str | Path, strict: bool = False) -> CocoKeypoints
     return parse_coco_keypoints(read_json(path, "COCO keypoints file"), path, strict)
 
 
+def read_coco_keypoints(source: str | Path, options: dict) -> CocoKeypoints:
+    """The registered `coco_keypoints` dataset format (DatasetFormatSpec.load): `source` is the json; `options`:
+    `strict` (fail on the first label problem instead of counting it)."""
+    return load_coco_keypoints(source, strict=bool(options.get("strict")))
+
+
 def parse_coco_keypoints(data: Any, path: str | Path = "<annotations>", strict: bool = False) -> CocoKeypoints:
     """Check an already loaded COCO keypoints dict (see `load_coco_keypoints`); `path` names it in messages."""
     path = Path(path)

@@ -26,7 +26,7 @@ from tlkit.images import image_problem
 from tlkit.io import atomic_write_text, make_dir
 from tlkit.recordfile import record_writer
 
-from tlkit_pose.coco import CocoImage, CocoKeypoints, load_coco_keypoints, loss_mask
+from tlkit_pose.coco import CocoImage, CocoKeypoints, loss_mask
 
 if TYPE_CHECKING:
     from tlkit.context import CommandContext
@@ -175,6 +175,14 @@ def dataset_spec_split(path: Path, mode: str, overrides: list[str] | None = None
     return root / split.annotation_root_dir_path, images
 
 
+def dataset_format(name: str) -> Any:
+    """The `load(source, options) -> CocoKeypoints` of the registered pose dataset format `name`."""
+    from tlkit.lazy import resolve
+    from tlkit.registry import get_registry
+
+    return resolve(get_registry().dataset_format("pose", name).load)
+
+
 def run(ctx: CommandContext) -> dict[str, Any]:
     """`tlkit pose dataset_convert`."""
     spec = ctx.spec
@@ -191,7 +199,7 @@ def run(ctx: CommandContext) -> dict[str, Any]:
     if ann is None:
         raise TlkitError(f"tlkit pose dataset_convert: give -a/--annotations COCO.json (or dataloader.{'train' if mode == 'train' else 'val'}_annotations in the spec)")
     strict = ctx.option("strict") or (dl is not None and not dl.skip_bad_labels)
-    ds = load_coco_keypoints(ann, strict=strict)
+    ds = dataset_format(ctx.option("input_format"))(Path(ann), {"strict": strict})
     for line in ds.problem_report():
         ctx.console.print(f"label problem: {line}", markup=False)
     if ctx.output is not None:

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import ModelFileError, SpecError
-from tlkit.transfer import BuiltModel, count_params, load_graph_for_retraining, load_task_pretrained  # noqa: F401
+from tlkit.transfer import BuiltModel, ModelBuilder, count_params, load_graph_for_retraining, load_task_pretrained  # noqa: F401
+from tlkit.transfer import build_for_training as build_network
 
 from tlkit_pose.skeleton import NUM_HEATMAP_CHANNELS, NUM_PAF_CHANNELS
 
@@ -256,41 +257,31 @@ def build_meta(cfg: Any) -> dict[str, Any]:
     }
 
 
-def initialize(net: Any, ctx: Any, seed: int = 0) -> None:
-    import mxnet as mx
+class PoseBuilder(ModelBuilder):
+    """BodyPoseNet's part of `tlkit.transfer.build_for_training`."""
 
-    mx.random.seed(seed)
-    net.initialize(mx.init.Xavier(magnitude=2.0), ctx=ctx)
+    task = TASK
+
+    def build(self) -> tuple[Any, dict[str, Any]]:
+        meta = build_meta(self.cfg)
+        return build_net(meta["build"]), meta
+
+    def load_graph(self, ctx: list[Any], console: Any) -> BuiltModel:
+        # the retrained graph computes the loss on its last stage only
+        return load_graph_for_retraining(self.cfg.train_config.pretrained_model_path, task=TASK, ctx=ctx,
+                                         input_shape=build_meta(self.cfg)["input_shape"], console=console)
+
+    def finish(self, net: Any, meta: dict[str, Any]) -> None:
+        m = self.cfg.model
+        if m.use_stagewise_lr_multipliers:
+            apply_lr_multipliers(net, m.refinement_lr_mult)
+        # every stage's outputs are supervised (TLT); a QAT graph, like a pruned one, is saved as the graph it trains,
+        # so it trains the inference outputs (the last stage's)
+        set_all_stages(net, not self.cfg.train_config.enable_qat)
 
 
 def build_for_training(cfg: Any, ctx: list[Any], console: Any = None) -> BuiltModel:
-    """The network `train` starts from: built from cfg.model (pretrained backbone weights or a pose .tlk
-    loaded from train_config.pretrained_model_path), or a pruned graph with load_graph: true."""
-    import mxnet as mx
-
-    tc, m = cfg.train_config, cfg.model
-    if tc.load_graph:
-        return _load_graph(cfg, ctx, console)
-    meta = build_meta(cfg)
-    net = build_net(meta["build"])
-    initialize(net, ctx, tc.random_seed)
-    net(mx.nd.zeros((1, *meta["input_shape"]), ctx=ctx[0]))
-    if tc.pretrained_model_path:
-        load_task_pretrained(net, tc.pretrained_model_path, arch=m.arch, console=console)
-    if m.use_stagewise_lr_multipliers:
-        apply_lr_multipliers(net, m.refinement_lr_mult)
-    frozen: tuple[str, ...] = ()
-    if m.freeze_blocks:
-        frozen = tuple("backbone." + p for p in net.backbone.freeze_prefixes(m.freeze_blocks))
-    # every stage's outputs are supervised (TLT); a QAT graph, like a pruned one, is saved as the graph it trains,
-    # so it trains the inference outputs (the last stage's)
-    set_all_stages(net, not tc.enable_qat)
-    return BuiltModel(net, meta, frozen)
-
-
-def _load_graph(cfg: Any, ctx: list[Any], console: Any) -> BuiltModel:
-    # the retrained graph computes the loss on its last stage only
-    return load_graph_for_retraining(
-        cfg.train_config.pretrained_model_path, task=TASK, ctx=ctx, input_shape=build_meta(cfg)["input_shape"],
-        console=console,
-    )
+    """The network `train` starts from (`tlkit.transfer.build_for_training`): built from cfg.model (pretrained
+    backbone weights or a pose .tlk loaded from train_config.pretrained_model_path), or a pruned graph with
+    load_graph: true."""
+    return build_network(PoseBuilder(cfg), ctx, console)

@@ -31,6 +31,8 @@ DATASET_CONVERT_OPTIONS = (
     OptionSpec("generate_masks", ("--generate_masks",), bool, False, "store loss masks: crowd regions and people without keypoints masked out"),
     OptionSpec("check_files", ("--check_files",), bool, False, "accepted for old command lines: every image is now always decoded and its size checked against the json (skipped and reported if wrong)"),
     OptionSpec("strict", ("--strict",), bool, False, "fail on the first bad annotation instead of counting and skipping it"),
+    OptionSpec("input_format", ("--input_format",), str, "coco_keypoints",
+               "the registered pose dataset format that reads -a (`tlkit plugins` lists them)"),
 )
 EVALUATE_OPTIONS = (
     OptionSpec("predictions", ("--predictions",), Path, None, "COCO keypoint results json to score (a list of {image_id, keypoints, score}); or give -m MODEL"),
@@ -83,4 +85,4 @@ def tlkit_register_tasks():
 
 @hookimpl
 def tlkit_register_dataset_formats():
-    yield DatasetFormatSpec("coco_keypoints", TASK, f"{_PKG}.coco:load_coco_keypoints", "COCO person keypoints json (17 keypoints), label problems counted")
+    yield DatasetFormatSpec("coco_keypoints", TASK, f"{_PKG}.coco:read_coco_keypoints", "COCO person keypoints json (17 keypoints), label problems counted")

@@ -96,8 +96,8 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *,
         f"{count_params(built.net):,} parameters, input {tuple(built.meta['input_shape'])}"
     )
     node = world()  # multi-node training: batches are global, each node makes and trains its slice
-    bs = tc.batch_size_per_gpu * len(ctx_list) * node.size
-    drop_last = len(samples) >= bs or node.distributed
+    bs = node.global_batch(tc.batch_size_per_gpu, len(ctx_list))
+    drop_last = node.drop_last(len(samples), bs)
     steps = data.steps_per_epoch(len(samples), bs, drop_last)
     pre = built.meta["preprocessing"]
 

@@ -28,6 +28,8 @@ def with_defaults(specs: Iterable[OptionSpec], given: Mapping[str, Any]) -> dict
     return out
 
 PRUNE_OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("pruner", ("--pruner",), str, "l2",
+               "the pruning method: a registered pruner (`tlkit plugins` lists them); l2 = TLT's filter-norm pruning"),
     OptionSpec("normalizer", ("-n", "--normalizer"), str, "max", "per-layer norm normalizer", choices=("max", "L2")),
     OptionSpec(
         "equalization_criterion",
@@ -104,7 +106,7 @@ COMPRESS_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("max_latency_ms", ("--max_latency_ms",), float, None, "also require at most this onnxruntime batch-1 latency (ms)"),
     OptionSpec("no_distillation", ("--no_distillation",), bool, False, "retrain without distillation from the trained model"),
     OptionSpec("no_latency", ("--no_latency",), bool, False, "do not export and time each step in onnxruntime"),
-    *(o for o in PRUNE_OPTIONS if o.name in ("allocation", "min_channel_ratio", "pruning_granularity", "min_num_filters",
+    *(o for o in PRUNE_OPTIONS if o.name in ("pruner", "allocation", "min_channel_ratio", "pruning_granularity", "min_num_filters",
                                              "normalizer", "equalization_criterion", "excluded_layers")),
 )
 
@@ -122,6 +124,8 @@ SECONDARY_FILTERS: tuple[OptionSpec, ...] = (
 )
 
 EXPORT_OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("format", ("--format",), str, "onnx",
+               "the exporter: a registered export format (`tlkit plugins` lists them); onnx writes ONNX"),
     OptionSpec(
         "opset", ("--opset", "--target_opset"), int, None, "ONNX opset to stamp (default: the exporter's)", min=7
     ),

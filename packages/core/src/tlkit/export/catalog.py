@@ -7,6 +7,7 @@ EXPORTERS: tuple[ExporterSpec, ...] = (
         name="onnx",
         export="tlkit.export.command:export_with_options",
         summary="ONNX (dynamic batch, embedded metadata); fp32, fp16 or int8 Q/DQ",
+        suffix=".onnx",
     ),
 )
 

@@ -73,10 +73,26 @@ def _export(model: Path, output: Path, options: dict[str, Any]) -> tuple[Path, d
     return path, {"cal_cache_file": cache if data_type == "int8" else None}
 
 
-def run(ctx: CommandContext) -> dict[str, Any]:
-    """Export ctx.model to ONNX at ctx.output (default: MODEL with .onnx), plus the asked-for configs."""
-    from tlkit.export.onnx_export import read_onnx_metadata
+DEFAULT_FORMAT = "onnx"
+_ONNX_ONLY = ("gen_ds_config", "gen_triton_repo")  # deployment configs describe an ONNX model
 
+
+def exporter_for(name: str | None, task: str | None) -> tuple[Any, Any]:
+    """(ExporterSpec, its export callable) of the registered exporter `name` (None: `onnx`), after checking it
+    exports `task`'s models; an unknown name is an error naming the installed exporters."""
+    from tlkit.lazy import resolve
+    from tlkit.registry import get_registry
+
+    spec = get_registry().exporter(name or DEFAULT_FORMAT)
+    if spec.tasks is not None and task is not None and task not in spec.tasks:
+        raise TlkitError(f"--format {spec.name}: exports {', '.join(sorted(spec.tasks))} models, not {task!r} ones "
+                         f"(from {spec.distribution})")
+    return spec, resolve(spec.export)
+
+
+def run(ctx: CommandContext) -> dict[str, Any]:
+    """Export ctx.model with the exporter --format names (default onnx) to ctx.output (default: MODEL with the
+    exporter's suffix), plus, for ONNX, the asked-for deployment configs."""
     if ctx.model is None:
         raise TlkitError(f"tlkit {ctx.task} export: -m/--model (a .tlk model file) is required")
     model = Path(ctx.model)
@@ -87,11 +103,29 @@ def run(ctx: CommandContext) -> dict[str, Any]:
     model_task = read_meta(model).get("task")
     if model_task and ctx.task and model_task != ctx.task:
         raise TlkitError(f"{model}: a {model_task!r} model; export it with `tlkit {model_task} export`")
-    output = Path(ctx.output) if ctx.output else (ctx.results_dir or model.parent) / (model.stem + ".onnx")
-    if output.suffix.lower() != ".onnx":
-        output = output.with_name(output.name + ".onnx")
     opts = with_defaults(EXPORT_OPTIONS, ctx.options)
-    path, info = _export(model, output, opts)
+    spec, export = exporter_for(opts["format"], model_task or ctx.task)
+    output = Path(ctx.output) if ctx.output else (ctx.results_dir or model.parent) / (model.stem + spec.suffix)
+    if spec.suffix and output.suffix.lower() != spec.suffix:
+        output = output.with_name(output.name + spec.suffix)
+    asked = [f"--{name}" for name in _ONNX_ONLY if opts.get(name)]
+    if asked and spec.suffix != ".onnx":
+        raise TlkitError(f"{' and '.join(asked)}: deployment configs describe an ONNX model; --format {spec.name} "
+                         f"writes {spec.suffix or 'another format'}")
+    if export is export_with_options:  # core's ONNX exporter: it also reports the int8 calibration cache it wrote
+        path, info = _export(model, output, opts)
+    else:
+        path, info = Path(export(model, output, opts)), {}
+    if path.suffix.lower() != ".onnx":
+        ctx.console.print(f"Exported {model} -> {path} ({spec.name})")
+        return {"output": str(path), "format": spec.name}
+    return _onnx_outputs(ctx, model, path, info, opts)
+
+
+def _onnx_outputs(ctx: CommandContext, model: Path, path: Path, info: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
+    """Report an exported ONNX file and write the deployment configs the flags ask for."""
+    from tlkit.export.onnx_export import read_onnx_metadata
+
     meta = read_onnx_metadata(path)
     outputs: dict[str, Any] = {"onnx": str(path), "data_type": meta.get("data_type")}
     batch = meta.get("batch")

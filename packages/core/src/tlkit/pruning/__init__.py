@@ -19,6 +19,7 @@ _EXPORTS = {
     "LayerRow": "tlkit.pruning.report",
     "prune_model_file": "tlkit.pruning.command",
     "prune_net": "tlkit.pruning.command",
+    "prune_symbol": "tlkit.pruning.command",
     "run": "tlkit.pruning.command",
 }
 
@@ -30,6 +31,7 @@ __all__ = [
     "prune_graph",
     "prune_model_file",
     "prune_net",
+    "prune_symbol",
     "retained_idx",
     "run",
 ]

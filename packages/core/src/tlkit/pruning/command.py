@@ -61,14 +61,31 @@ def _node_names(symbol_json: str) -> set[str]:
     return {n["name"] for n in json.loads(symbol_json)["nodes"] if n["op"] != "null"}
 
 
-def prune_model_file(model_path: str | os.PathLike, output_path: str | os.PathLike, **options: Any) -> PruneReport:
-    """Prune a `.tlk` model file and write the pruned "graph"-kind model file atomically.
+DEFAULT_PRUNER = "l2"
 
-    `options` are `prune_graph` keywords (or the CLI's PRUNE_OPTIONS names). The task's heads listed in the
-    file's ``meta["prune_exclude"]`` are never pruned. Returns the report.
+
+def pruner_for(name: str | None, task: str | None) -> Any:
+    """The registered pruner `name` (None: core's) as a callable, after checking it prunes `task`'s models;
+    an unknown name is an error naming the installed pruners."""
+    from tlkit.lazy import resolve
+    from tlkit.registry import get_registry
+
+    spec = get_registry().pruner(name or DEFAULT_PRUNER)
+    if spec.tasks is not None and task is not None and task not in spec.tasks:
+        raise TlkitError(f"--pruner {spec.name}: prunes {', '.join(sorted(spec.tasks))} models, not {task!r} ones "
+                         f"(from {spec.distribution})")
+    return resolve(spec.prune)
+
+
+def prune_model_file(model_path: str | os.PathLike, output_path: str | os.PathLike, *, pruner: str | None = None,
+                     **options: Any) -> PruneReport:
+    """Prune a `.tlk` model file with the registered pruner `pruner` (None: core's `l2`) and write the pruned
+    "graph"-kind model file atomically.
+
+    `options` are the CLI's PRUNE_OPTIONS names (or, for core's pruner, `prune_graph` keywords). The task's heads
+    listed in the file's ``meta["prune_exclude"]`` are never pruned. Returns the report.
     """
     from tlkit.model_io import ModelFile, graph_of, load_model, load_net, save_model
-    from tlkit.pruning.graph import prune_graph
 
     model_path, output_path = Path(model_path), Path(output_path)
     if output_path.resolve() == model_path.resolve():
@@ -89,6 +106,7 @@ def prune_model_file(model_path: str | os.PathLike, output_path: str | os.PathLi
         raise ModelFileError(f"{model_path}: a quantization-aware-trained model; prune the float model it was trained "
                              "from, then retrain the pruned one with train_config.enable_qat: true")
     input_shape = tuple(info.input_shape)
+    prune = pruner_for(pruner, info.task)
     if mf.kind == "graph":
         if not mf.symbol_json:
             raise ModelFileError(f"{model_path}: a 'graph' model file without symbol.json")
@@ -97,12 +115,11 @@ def prune_model_file(model_path: str | os.PathLike, output_path: str | os.PathLi
         net, _ = load_net(model_path)
         symbol_json, params = graph_of(net, input_shape)
 
-    kwargs = prune_kwargs(options)
     # task-marked heads: names that are not in this graph are skipped (the user's -el names are checked)
     nodes = _node_names(symbol_json)
     heads = [n for n in info.prune_exclude if n in nodes or f"{n}_fwd" in nodes]
-    kwargs["excluded_layers"] = [*kwargs.get("excluded_layers", []), *heads]
-    result = prune_graph(symbol_json, params, input_shape=input_shape, **kwargs)
+    excluded = [*prune_kwargs({"excluded_layers": options.get("excluded_layers") or ()}).get("excluded_layers", []), *heads]
+    result = prune(symbol_json, params, {**options, "input_shape": input_shape, "excluded_layers": excluded})
 
     meta.update(kind="graph", pruned=True, pruning=result.report.summary(), pruned_from=str(model_path))
     meta.pop("epoch", None)
@@ -150,7 +167,7 @@ def run(ctx: CommandContext) -> None:
         status = StatusLogger(ctx.results_dir)
         status.write("STARTED", f"Pruning {model}")
     try:
-        report = prune_model_file(model, output, **ctx.options)
+        report = prune_model_file(model, output, **ctx.options)  # --pruner arrives as the `pruner` keyword
     except TlkitError as err:
         if status:
             status.write("FAILURE", str(err), verbosity="ERROR")
@@ -200,17 +217,25 @@ def run(ctx: CommandContext) -> None:
         )
 
 
+def prune_symbol(symbol_json: str, params: dict[str, Any], options: dict[str, Any]) -> Any:
+    """Core's `l2` pruner (the PrunerSpec entry point): `prune_graph` with `options` given as PRUNE_OPTIONS names
+    (or prune_graph keywords) plus ``input_shape`` (C, H, W). Returns its PruneResult."""
+    from tlkit.pruning.graph import prune_graph
+
+    if "input_shape" not in options:
+        raise TlkitError("pruning a graph needs options['input_shape'] = (C, H, W)")
+    input_shape = tuple(int(v) for v in options["input_shape"])
+    return prune_graph(symbol_json, params, input_shape=input_shape, **prune_kwargs(options))
+
+
 def prune_net(net: Any, options: dict[str, Any]) -> tuple[Any, PruneReport]:
-    """The PrunerSpec entry point: prune an initialised Gluon network; returns (SymbolBlock, report).
+    """Prune an initialised Gluon network with core's pruner; returns (SymbolBlock, report).
 
     `options` needs ``input_shape`` (C, H, W) and takes prune_graph keywords or PRUNE_OPTIONS names.
     """
     from tlkit.model_io import graph_of, symbol_block
-    from tlkit.pruning.graph import prune_graph
 
     if "input_shape" not in options:
         raise TlkitError("pruning a network needs options['input_shape'] = (C, H, W)")
-    input_shape = tuple(int(v) for v in options["input_shape"])
-    symbol_json, params = graph_of(net, input_shape)
-    result = prune_graph(symbol_json, params, input_shape=input_shape, **prune_kwargs(options))
+    result = prune_symbol(*graph_of(net, tuple(int(v) for v in options["input_shape"])), options)
     return symbol_block(result.symbol_json, result.params), result.report

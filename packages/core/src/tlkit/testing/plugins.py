@@ -33,7 +33,6 @@ def run_tlkit(args: list[str], pythonpath: Path | None = None, env: dict | None 
                           cwd=cwd, timeout=timeout)
 
 
-
 @contextlib.contextmanager
 def registered_plugin(plugin: Any, name: str = "test-plugin", *, entry_points: bool = True) -> Iterator[Any]:
     """Register `plugin` (a module or object with `@hookimpl` functions) in this process, on top of core's
@@ -54,15 +53,17 @@ def registered_plugin(plugin: Any, name: str = "test-plugin", *, entry_points: b
         registry_mod._REGISTRY = saved
 
 
-def architectures_plugin(*specs: Any) -> Any:
-    """A plugin object whose `tlkit_register_architectures` hook returns `specs` (tlkit.types.ArchitectureSpec):
-    a third-party backbone for `registered_plugin(architectures_plugin(ArchitectureSpec("mynet", build=...)))`."""
-    import types
+def plugin(**hooks: Any) -> Any:
+    """An in-process plugin object for `registered_plugin`: each keyword a hook implementation, e.g.
+    `plugin(tlkit_register_pruners=lambda: [PrunerSpec("spy", prune=spy)])`."""
+    from types import SimpleNamespace
 
     from tlkit import hookimpl
 
-    @hookimpl
-    def tlkit_register_architectures():
-        return list(specs)
+    return SimpleNamespace(**{name: hookimpl(fn) for name, fn in hooks.items()})
 
-    return types.SimpleNamespace(tlkit_register_architectures=tlkit_register_architectures)
+
+def architectures_plugin(*specs: Any) -> Any:
+    """A plugin object whose `tlkit_register_architectures` hook returns `specs` (tlkit.types.ArchitectureSpec):
+    a third-party backbone for `registered_plugin(architectures_plugin(ArchitectureSpec("mynet", build=...)))`."""
+    return plugin(tlkit_register_architectures=lambda: list(specs))

@@ -172,6 +172,80 @@ def _known_classes(path: Any, n: int) -> list[str]:
 # -- retraining a pruned graph ---------------------------------------------------------------------------------
 
 
+@functools.cache  # one class (the hooks' base is imported on first use only)
+def _builder_class() -> type:
+    from tlkit.transfer import ModelBuilder, describe_load
+
+    class GluonCVBuilder(ModelBuilder):
+        """A GluonCV detector's part of `tlkit.transfer.build_for_training`: GluonCV's ImageNet bases load while
+        the network is built; freeze_blocks and named pretrained sets apply to tlkit backbones (`a.tlkit`)."""
+
+        task = "detection"
+        classes: list[str]  # a detector is always built for its classes
+
+        def __init__(self, detector: GluonCVDetector, cfg: Any, classes: list[str]):
+            super().__init__(cfg, classes)
+            self.detector = detector
+
+        def build(self) -> tuple[Any, dict[str, Any]]:
+            d, m, uri = self.detector, self.cfg.model, str(self.cfg.train_config.pretrained_model_path or "")
+            meta = d.build_meta(self.cfg, self.classes)
+            self.arch = a = d.arch(m.arch, m.n_layers)
+            self.imagenet = uri == "imagenet" or d._is_store_base(uri, a)
+            self.tag = _pretrained_base_tag(a.base, self.imagenet) if self.imagenet and not a.tlkit else False
+            net = d.build_net(meta["build"], pretrained_base=self.tag)
+            meta["prune_exclude"] = d.head_names(net)
+            return net, meta
+
+        def initialize(self, net: Any, meta: dict[str, Any], ctx: list[Any]) -> None:
+            import mxnet as mx
+
+            initialize(net, ctx)
+            with mx.autograd.train_mode():  # materialise deferred shapes (predictors) before loading
+                net(mx.nd.zeros((1, *meta["input_shape"]), ctx=ctx[0]))
+
+        def load_pretrained(self, net: Any, meta: dict[str, Any], uri: str, console: Any) -> Any:
+            a, report = self.arch, None
+            if self.imagenet and a.tlkit:  # the registry's named set (imagenet) or a gluoncv:// classifier
+                from tlkit.weights import load_pretrained
+
+                report = load_pretrained(self.detector.tlkit_backbone(net)[0], uri, arch=a.base)
+                if console is not None:
+                    console.print(describe_load(report))
+                if not report.loaded:
+                    raise ModelFileError(f"train_config.pretrained_model_path {uri}: no tensor matched backbone {a.base}")
+            elif self.imagenet:
+                if console is not None:
+                    console.print(f"pretrained weights: ImageNet {a.base} (gluoncv tag {self.tag})")
+            else:
+                report = self.detector.load_detector_weights(net, uri, self.classes, list(self.cfg.model.pretrained_classes),
+                                                             console)
+            return report
+
+        def backbone(self, net: Any) -> Any:
+            if not self.arch.tlkit:  # GluonCV bases are one traced graph without blocks
+                return None
+            backbone, self.in_net = self.detector.tlkit_backbone(net)
+            return backbone
+
+        def frozen_prefix(self, prefix: str) -> str:
+            return self.in_net(prefix)
+
+        def no_blocks_hint(self) -> str:
+            gluoncv = ", ".join(x.backbone for x in self.detector.archs)
+            return f" (GluonCV's {gluoncv} are one traced graph; tlkit backbones have blocks)"
+
+        def load_graph(self, ctx: list[Any], console: Any) -> Any:
+            from tlkit_detection.model import load_detector_graph
+
+            return load_detector_graph(self.cfg, self.classes, ctx, console)
+
+        def finish_graph(self, built: Any, ctx: list[Any]) -> Any:
+            return self.detector.retrainable_graph(built, self.cfg, self.classes, ctx)
+
+    return GluonCVBuilder
+
+
 @functools.cache  # one class (MXNet imported on first use only)
 def _retrainable_graph_class():
     import mxnet as mx
@@ -431,57 +505,14 @@ class GluonCVDetector(Detector):
         return {n: nms_params(cfg.postprocessing_config.for_class(n)) for n in classes}
 
     def build_for_training(self, cfg: Any, classes: list[str], ctx: list[Any], console: Any = None) -> Any:
-        """The GluonCV detector `train` starts from (see the module doc for the pretrained weights)."""
-        import mxnet as mx
-        from tlkit.transfer import BuiltModel, describe_load, set_bn_momentum
+        """The GluonCV detector `train` starts from (`tlkit.transfer.build_for_training`; see the module doc for the
+        pretrained weights)."""
+        from tlkit.transfer import build_for_training
 
-        m, tc = cfg.model, cfg.train_config
-        if tc.load_graph:
-            return self._load_graph_model(cfg, classes, ctx, console)
-        meta = self.build_meta(cfg, classes)
-        a = self.arch(m.arch, m.n_layers)
-        uri = str(tc.pretrained_model_path or "")
-        imagenet = uri == "imagenet" or self._is_store_base(uri, a)
-        tag = _pretrained_base_tag(a.base, imagenet) if imagenet and not a.tlkit else False
-        mx.random.seed(tc.random_seed)
-        net = self.build_net(meta["build"], pretrained_base=tag)
-        meta["prune_exclude"] = self.head_names(net)
-        initialize(net, ctx)
-        with mx.autograd.train_mode():  # materialise deferred shapes (predictors) before loading
-            net(mx.nd.zeros((1, *meta["input_shape"]), ctx=ctx[0]))
-        if imagenet and a.tlkit:  # the registry's named set (imagenet) or a gluoncv:// classifier, into the backbone
-            from tlkit.weights import load_pretrained
+        return build_for_training(_builder_class()(self, cfg, classes), ctx, console)
 
-            report = load_pretrained(self.tlkit_backbone(net)[0], uri, arch=a.base)
-            if console is not None:
-                console.print(describe_load(report))
-            if not report.loaded:
-                raise ModelFileError(f"train_config.pretrained_model_path {uri}: no tensor matched backbone {a.base}")
-        elif imagenet:
-            if console is not None:
-                console.print(f"pretrained weights: ImageNet {a.base} (gluoncv tag {tag})")
-        elif uri:
-            self.load_detector_weights(net, uri, classes, list(m.pretrained_classes), console)
-        if m.batch_norm_momentum is not None:  # GluonCV's own 0.9; EfficientNet's 0.99 lags on small data
-            set_bn_momentum(net, m.batch_norm_momentum)
-        frozen: tuple[str, ...] = ()
-        if m.freeze_blocks:
-            if not a.tlkit:  # GluonCV bases are one traced graph without blocks
-                raise SpecError(f"model_config.freeze_blocks: supported on tlkit backbones (not GluonCV's "
-                                f"{', '.join(x.backbone for x in self.archs)}), not {meta['arch']}")
-            backbone, in_net = self.tlkit_backbone(net)
-            frozen = tuple(in_net(p) for p in backbone.freeze_prefixes(m.freeze_blocks))
-        return BuiltModel(net, meta, frozen)
-
-    def _load_graph_model(self, cfg: Any, classes: list[str], ctx: list[Any], console: Any) -> Any:
-        """`load_graph: true`: the pruned detector graph of pretrained_model_path, ready to train."""
-        from tlkit.transfer import set_bn_momentum
-        from tlkit_detection.model import load_detector_graph
-
-        m = cfg.model
-        built = load_detector_graph(cfg, classes, ctx, console)
-        if m.batch_norm_momentum is not None:
-            set_bn_momentum(built.net, m.batch_norm_momentum)
+    def retrainable_graph(self, built: Any, cfg: Any, classes: list[str], ctx: list[Any]) -> Any:
+        """`load_graph: true`: the loaded pruned detector graph, with this spec's NMS settings, ready to train."""
         built.meta["postprocessing"] = self.postprocessing_record(cfg, classes)
         built.meta["export_nms"] = export_nms_record(built.meta["postprocessing"])
         built.net = _retrainable_graph_class()(built.net, built.meta, ctx)
