@@ -52,6 +52,7 @@ def requests():
 def main() -> None:
     import mxnet as mx
     from mxnet import autograd, gluon
+
     from tlkit_classification.model import build_for_training
 
     kind, arch = sys.argv[1], sys.argv[2]
@@ -82,6 +83,7 @@ def main() -> None:
         return
 
     from rich.console import Console
+
     from tlkit.training import TrainJob, train
     from tlkit_classification.train import soft_cross_entropy
 

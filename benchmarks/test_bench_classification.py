@@ -115,8 +115,8 @@ def tlkit_train(arch: str, size: int, x_np: np.ndarray, y_np: np.ndarray, result
     The stamp is taken when the engine pulls a batch: after the previous step is queued and the loss
     before it read (the engine reads losses one step late)."""
     from rich.console import Console
-    from tlkit.training import TrainJob, train
 
+    from tlkit.training import TrainJob, train
     from tlkit_classification.model import build_for_training
     from tlkit_classification.train import soft_cross_entropy
 
@@ -130,8 +130,14 @@ def tlkit_train(arch: str, size: int, x_np: np.ndarray, y_np: np.ndarray, result
             stamps.append(time.perf_counter())
             yield x_np, onehot
 
-    job = TrainJob(net=built.net, train_data=data, steps_per_epoch=WARMUP + ITERS + 1, loss=soft_cross_entropy,
-                   meta=built.meta, frozen=built.frozen)
+    job = TrainJob(
+        net=built.net,
+        train_data=data,
+        steps_per_epoch=WARMUP + ITERS + 1,
+        loss=soft_cross_entropy,
+        meta=built.meta,
+        frozen=built.frozen,
+    )
     t0 = time.perf_counter()
     res = train(job, cfg.train_config, results, [mx.cpu()], Console(file=io.StringIO()))
     end = time.perf_counter() - t0
@@ -148,7 +154,7 @@ def test_train_throughput_vs_gluoncv(benchmark, tmp_path, arch, size):
     def pair():
         r = next(rounds)
         before = load()
-        for side in (("base", "tlkit") if r % 2 == 0 else ("tlkit", "base")):
+        for side in ("base", "tlkit") if r % 2 == 0 else ("tlkit", "base"):
             if side == "base":
                 out["base"].append(baseline_loop(arch, x_np, y_np))
             else:
@@ -160,16 +166,25 @@ def test_train_throughput_vs_gluoncv(benchmark, tmp_path, arch, size):
     benchmark.pedantic(pair, rounds=ROUNDS, iterations=1)
     (b_mean, b_med), (t_mean, t_med) = rates(out["base"]), rates(out["tlkit"])
     TRAIN_RATE[(arch, size)] = t_mean
-    benchmark.extra_info.update({
-        "arch": arch, "input": size, "batch": BATCH, "rounds": ROUNDS, "warmup_iters": WARMUP,
-        "measured_iters_per_round": ITERS,
-        "baseline": f"gluoncv {GLUONCV_NAME[arch]}, hybridized, gluon.Trainer sgd",
-        "gluoncv_img_per_s": b_mean, "tlkit_img_per_s": t_mean, "ratio": t_mean / b_mean,
-        "gluoncv_median_iter_img_per_s": b_med, "tlkit_median_iter_img_per_s": t_med,
-        "ratio_median_iter": t_med / b_med,
-        "tlkit_train_call_s": out["train_call_s"],  # the whole train() call: also checkpoint/model writes
-        "loadavg_before_after": out["load"],
-    })
+    benchmark.extra_info.update(
+        {
+            "arch": arch,
+            "input": size,
+            "batch": BATCH,
+            "rounds": ROUNDS,
+            "warmup_iters": WARMUP,
+            "measured_iters_per_round": ITERS,
+            "baseline": f"gluoncv {GLUONCV_NAME[arch]}, hybridized, gluon.Trainer sgd",
+            "gluoncv_img_per_s": b_mean,
+            "tlkit_img_per_s": t_mean,
+            "ratio": t_mean / b_mean,
+            "gluoncv_median_iter_img_per_s": b_med,
+            "tlkit_median_iter_img_per_s": t_med,
+            "ratio_median_iter": t_med / b_med,
+            "tlkit_train_call_s": out["train_call_s"],  # the whole train() call: also checkpoint/model writes
+            "loadavg_before_after": out["load"],
+        }
+    )
     assert t_mean > 0 and b_mean > 0
 
 
@@ -193,17 +208,24 @@ def test_pipeline_throughput(benchmark, jpeg_folder, size, cache):
 
     def epoch():
         n = 0
-        for x, y in batches(ds, pipe, BATCH, epoch=next(epochs), shuffle=True, drop_last=True,
-                            workers=tc.n_workers, as_nd=True):
+        for x, _ in batches(
+            ds, pipe, BATCH, epoch=next(epochs), shuffle=True, drop_last=True, workers=tc.n_workers, as_nd=True
+        ):
             x.wait_to_read()
             n += x.shape[0]
         return n
 
     n = benchmark.pedantic(epoch, rounds=3, iterations=1, warmup_rounds=1)
     rate = n / benchmark.stats.stats.mean
-    info = {"input": size, "images_per_epoch": n, "decoded_cache": cache, "workers": tc.n_workers,
-            "augmentation": "random-resized crop, flip, colour jitter, normalize", "pipeline_img_per_s": rate,
-            "loadavg_before_after": [before, load()]}
+    info = {
+        "input": size,
+        "images_per_epoch": n,
+        "decoded_cache": cache,
+        "workers": tc.n_workers,
+        "augmentation": "random-resized crop, flip, colour jitter, normalize",
+        "pipeline_img_per_s": rate,
+        "loadavg_before_after": [before, load()],
+    }
     consumers = {f"{a}@{s}": r for (a, s), r in TRAIN_RATE.items() if s == size}
     if consumers:
         info["training_consumes_img_per_s"] = consumers
@@ -220,7 +242,6 @@ def resnet18_224(tmp_path_factory):
     """(hybridized net, {engine: onnxruntime runner}) of the task's resnet18 net at 224 px."""
     from tlkit.export import export_onnx
     from tlkit.export.runners import OnnxRuntimeRunner
-
     from tlkit_classification.model import build_meta, build_net
 
     cfg = spec("resnet18", 224)
@@ -247,18 +268,28 @@ def test_resnet18_latency(benchmark, resnet18_224, engine, batch):
     net, orts = resnet18_224
     x = np.random.default_rng(1).normal(0, 1, (batch, 3, 224, 224)).astype(np.float32)
     if engine == "mxnet":
+
         def infer():
             return net(mx.nd.array(x)).asnumpy()
     else:
+
         def infer():
             return orts[engine].run(x)[0]
+
     before = load()
     rounds = 10 if batch == 1 else 4
     out = benchmark.pedantic(infer, rounds=rounds, iterations=1, warmup_rounds=2)
     mean = benchmark.stats.stats.mean
-    benchmark.extra_info.update({
-        "model": "resnet18 (tlkit classification net)", "input": 224, "batch": batch, "engine": engine,
-        "latency_ms_mean": mean * 1e3, "latency_ms_median": benchmark.stats.stats.median * 1e3,
-        "img_per_s": batch / mean, "loadavg_before_after": [before, load()],
-    })
+    benchmark.extra_info.update(
+        {
+            "model": "resnet18 (tlkit classification net)",
+            "input": 224,
+            "batch": batch,
+            "engine": engine,
+            "latency_ms_mean": mean * 1e3,
+            "latency_ms_median": benchmark.stats.stats.median * 1e3,
+            "img_per_s": batch / mean,
+            "loadavg_before_after": [before, load()],
+        }
+    )
     assert out.shape == (batch, N_CLASSES)

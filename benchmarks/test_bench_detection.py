@@ -32,15 +32,22 @@ def synthetic_kitti(n: int = N_IMAGES, seed: int = 0):
     rng = np.random.default_rng(seed)
     gt, pred = {}, {}
     for i in range(n):
-        counts = {"Car": rng.poisson(4), "Pedestrian": rng.poisson(0.6), "Cyclist": rng.poisson(0.2),
-                  "Van": rng.poisson(0.4), "DontCare": rng.poisson(0.6)}
+        counts = {
+            "Car": rng.poisson(4),
+            "Pedestrian": rng.poisson(0.6),
+            "Cyclist": rng.poisson(0.2),
+            "Van": rng.poisson(0.4),
+            "DontCare": rng.poisson(0.6),
+        }
         types = [t for t, k in counts.items() for _ in range(k)]
         m = len(types)
         h = rng.uniform(15, 200, m)
         w = h * rng.uniform(0.4, 2.5, m)
         x1, y1 = rng.uniform(0, W - w), rng.uniform(0, H - np.minimum(h, H - 1))
         boxes = np.stack([x1, y1, np.minimum(x1 + w, W), np.minimum(y1 + h, H)], 1)
-        gt[f"{i:06d}"] = make_frame(types, boxes, occluded=rng.integers(0, 3, m), truncated=rng.choice([0.0, 0.2, 0.45, 0.7], m))
+        gt[f"{i:06d}"] = make_frame(
+            types, boxes, occluded=rng.integers(0, 3, m), truncated=rng.choice([0.0, 0.2, 0.45, 0.7], m)
+        )
         # detections: 85% of the real objects, jittered; plus ~1.5 false positives per image
         real = [j for j, t in enumerate(types) if t in CLASSES and rng.random() < 0.85]
         jitter = rng.normal(0, 0.05, (len(real), 4)) * np.repeat(h[real, None], 4, 1)
@@ -64,7 +71,12 @@ def kitti_scale():
 
 @pytest.fixture(scope="module")
 def kitti_scale_lower(kitti_scale):
-    lower = lambda d: {k: make_frame([t.lower() for t in f.types], f.boxes, f.occluded, f.truncated, f.scores) for k, f in d.items()}  # noqa: E731
+    def lower(d):
+        return {
+            k: make_frame([t.lower() for t in f.types], f.boxes, f.occluded, f.truncated, f.scores)
+            for k, f in d.items()
+        }
+
     return tuple(lower(d) for d in kitti_scale)
 
 
@@ -72,19 +84,29 @@ def kitti_scale_lower(kitti_scale):
 def test_bench_per_class_ap(benchmark, kitti_scale_lower, matching):
     gt_l, pred_l = kitti_scale_lower
     result = benchmark.pedantic(
-        evaluate_ap, args=(gt_l, pred_l, ["car", "pedestrian", "cyclist"], {"car": 0.7, "pedestrian": 0.5, "cyclist": 0.5}),
-        kwargs={"matching": matching}, rounds=3, iterations=1,
+        evaluate_ap,
+        args=(gt_l, pred_l, ["car", "pedestrian", "cyclist"], {"car": 0.7, "pedestrian": 0.5, "cyclist": 0.5}),
+        kwargs={"matching": matching},
+        rounds=3,
+        iterations=1,
     )
-    benchmark.extra_info.update({"images": N_IMAGES, "mAP": result.mean_ap * 100,
-                                 "gt_boxes": sum(c.num_gt for c in result.classes.values()),
-                                 "predictions": sum(c.num_pred for c in result.classes.values())})
+    benchmark.extra_info.update(
+        {
+            "images": N_IMAGES,
+            "mAP": result.mean_ap * 100,
+            "gt_boxes": sum(c.num_gt for c in result.classes.values()),
+            "predictions": sum(c.num_pred for c in result.classes.values()),
+        }
+    )
     assert 0 < result.mean_ap < 1
 
 
 def test_bench_coco_ap(benchmark, kitti_scale_lower):
     """pycocotools' COCOeval (10 IoU thresholds, 3 size ranges) on the same frames, as `evaluate` runs it."""
     gt_l, pred_l = kitti_scale_lower
-    result = benchmark.pedantic(evaluate_coco, args=(gt_l, pred_l, ["car", "pedestrian", "cyclist"]), rounds=2, iterations=1)
+    result = benchmark.pedantic(
+        evaluate_coco, args=(gt_l, pred_l, ["car", "pedestrian", "cyclist"]), rounds=2, iterations=1
+    )
     benchmark.extra_info.update({"images": N_IMAGES, **result.metrics})
     assert 0 < result.metrics["AP"] < result.metrics["AP50"] < 100
 
@@ -92,7 +114,9 @@ def test_bench_coco_ap(benchmark, kitti_scale_lower):
 def test_bench_kitti_difficulty_ap(benchmark, kitti_scale):
     gt, pred = kitti_scale
     result = benchmark.pedantic(evaluate_kitti, args=(gt, pred, CLASSES), rounds=3, iterations=1)
-    benchmark.extra_info.update({"images": N_IMAGES, "moderate_AP40": {c: result.classes[c]["moderate"]["AP40"] for c in CLASSES}})
+    benchmark.extra_info.update(
+        {"images": N_IMAGES, "moderate_AP40": {c: result.classes[c]["moderate"]["AP40"] for c in CLASSES}}
+    )
     assert all(0 < result.classes[c]["moderate"]["AP40"] < 100 for c in CLASSES)
 
 
@@ -106,16 +130,38 @@ def test_bench_kitti_devkit_reference(benchmark, kitti_scale, tmp_path):
     labels, results = tmp_path / "label_2", tmp_path / "data"
     for k in gt:
         g, p = gt[k], pred[k]
-        write_label(labels / f"{k}.txt", [KittiObject(str(t), tuple(b), truncated=float(tr), occluded=int(o))
-                                           for t, b, tr, o in zip(g.types, g.boxes, g.truncated, g.occluded)])
-        write_label(results / f"{k}.txt", [KittiObject(str(t), tuple(b), score=float(s)) for t, b, s in zip(p.types, p.boxes, p.scores)])
-    reference = benchmark.pedantic(kitti_devkit.run, args=(exe, labels, results, N_IMAGES, tmp_path / "out"), rounds=1, iterations=1)
-    ours = evaluate_kitti({k: to_arrays(v) for k, v in read_label_dir(labels).items()},
-                          {k: to_arrays(v) for k, v in read_prediction_dir(results)[0].items()}, CLASSES)
-    worst = max(abs(ours.classes[c][d][m] - reference[c.lower()][m][i])
-                for c in CLASSES for i, d in enumerate(DIFFICULTIES) for m in ("AP11", "AP40"))
-    benchmark.extra_info.update({"images": N_IMAGES, "max_abs_difference_to_tlkit": worst,
-                                 "moderate_AP40": {c: reference[c.lower()]["AP40"][1] for c in CLASSES}})
+        write_label(
+            labels / f"{k}.txt",
+            [
+                KittiObject(str(t), tuple(b), truncated=float(tr), occluded=int(o))
+                for t, b, tr, o in zip(g.types, g.boxes, g.truncated, g.occluded)
+            ],
+        )
+        write_label(
+            results / f"{k}.txt",
+            [KittiObject(str(t), tuple(b), score=float(s)) for t, b, s in zip(p.types, p.boxes, p.scores)],
+        )
+    reference = benchmark.pedantic(
+        kitti_devkit.run, args=(exe, labels, results, N_IMAGES, tmp_path / "out"), rounds=1, iterations=1
+    )
+    ours = evaluate_kitti(
+        {k: to_arrays(v) for k, v in read_label_dir(labels).items()},
+        {k: to_arrays(v) for k, v in read_prediction_dir(results)[0].items()},
+        CLASSES,
+    )
+    worst = max(
+        abs(ours.classes[c][d][m] - reference[c.lower()][m][i])
+        for c in CLASSES
+        for i, d in enumerate(DIFFICULTIES)
+        for m in ("AP11", "AP40")
+    )
+    benchmark.extra_info.update(
+        {
+            "images": N_IMAGES,
+            "max_abs_difference_to_tlkit": worst,
+            "moderate_AP40": {c: reference[c.lower()]["AP40"][1] for c in CLASSES},
+        }
+    )
     assert worst < 1e-6
 
 
@@ -137,7 +183,9 @@ def test_bench_convert_bccd_to_records(benchmark, tmp_path):
         return write_records(samples, tmp_path / "bccd", cfg, report)
 
     manifest = benchmark.pedantic(convert, rounds=3, iterations=1, warmup_rounds=1)  # warm-up: MXNet import, file cache
-    benchmark.extra_info.update({"images": sum(manifest["frames_per_fold"]), "objects": sum(manifest["object_counts"].values())})
+    benchmark.extra_info.update(
+        {"images": sum(manifest["frames_per_fold"]), "objects": sum(manifest["object_counts"].values())}
+    )
     assert manifest["report"]["problems"]["zero_size_box"] == 2
 
 
@@ -167,10 +215,20 @@ def test_bench_detectnet_training_batch(benchmark):
     from tlkit_detection.config import DetectionConfig
     from tlkit_detection.data import TargetMaker, batches
 
-    cfg = DetectionConfig.model_validate({"augmentation_config": {
-        "spatial_augmentation": {"hflip_probability": 0.5, "zoom_min": 0.8, "zoom_max": 1.2, "translate_max_x": 16,
-                                 "translate_max_y": 16},
-        "color_augmentation": {"hue_rotation_max": 20, "saturation_shift_max": 0.2, "contrast_scale_max": 0.2}}})
+    cfg = DetectionConfig.model_validate(
+        {
+            "augmentation_config": {
+                "spatial_augmentation": {
+                    "hflip_probability": 0.5,
+                    "zoom_min": 0.8,
+                    "zoom_max": 1.2,
+                    "translate_max_x": 16,
+                    "translate_max_y": 16,
+                },
+                "color_augmentation": {"hue_rotation_max": 20, "saturation_shift_max": 0.2, "contrast_scale_max": 0.2},
+            }
+        }
+    )
     ds = _detectnet_frames()
     maker = TargetMaker(cfg, ds.classes, {"mode": "torch"}, ds.input_size)
     x, (cov, _, _) = benchmark(lambda: next(batches(ds, maker, 8, aug=cfg.augmentation_config, seed=1)))
@@ -182,6 +240,7 @@ def test_bench_detectnet_train_step(benchmark):
     one forward + backward + Adam update of DetectNet_v2 ResNet-18 on a batch of 8 at 960x544."""
     import mxnet as mx
     from mxnet import autograd, gluon
+
     from tlkit_detection.config import DetectionConfig
     from tlkit_detection.data import TargetMaker, batches
     from tlkit_detection.loss import DetectNetLoss

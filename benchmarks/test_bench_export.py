@@ -41,8 +41,9 @@ def build(name):
 def test_export_time(benchmark, tmp_path, arch):
     net = build(arch)
     meta = {"task": "classification", "arch": arch, "input_shape": [3, SIZE, SIZE]}
-    path = benchmark.pedantic(export_onnx, args=(net, tmp_path / f"{arch}.onnx"), kwargs={"meta": meta},
-                              rounds=2, iterations=1)
+    path = benchmark.pedantic(
+        export_onnx, args=(net, tmp_path / f"{arch}.onnx"), kwargs={"meta": meta}, rounds=2, iterations=1
+    )
     benchmark.extra_info.update(arch=arch, input=SIZE, onnx_bytes=os.path.getsize(path))
 
 
@@ -66,13 +67,15 @@ def _bodyposenet():
     return net, meta
 
 
-@pytest.mark.parametrize("name, task", [("detectnet_v2_resnet18", "tlkit_detection"),
-                                        ("bodyposenet_vgg19", "tlkit_pose")])
+@pytest.mark.parametrize(
+    "name, task", [("detectnet_v2_resnet18", "tlkit_detection"), ("bodyposenet_vgg19", "tlkit_pose")]
+)
 def test_export_time_task_models(benchmark, tmp_path, name, task):
     pytest.importorskip(task)
     net, meta = (_detectnet_v2 if task == "tlkit_detection" else _bodyposenet)()
-    path = benchmark.pedantic(export_onnx, args=(net, tmp_path / f"{name}.onnx"), kwargs={"meta": meta},
-                              rounds=2, iterations=1)
+    path = benchmark.pedantic(
+        export_onnx, args=(net, tmp_path / f"{name}.onnx"), kwargs={"meta": meta}, rounds=2, iterations=1
+    )
     benchmark.extra_info.update(arch=name, input=meta["input_shape"], onnx_bytes=os.path.getsize(path))
 
 
@@ -97,8 +100,11 @@ def resnet18_models(tmp_path_factory):
     rs = np.random.RandomState(0)
     cal = [rs.uniform(-2, 2, (4, 3, SIZE, SIZE)).astype(np.float32) for _ in range(2)]
     ranges = compute_ranges(fp32, cal, "max")
-    return {"fp32": fp32, "int8": quantize_qdq(fp32, ranges, d / "int8.onnx"),
-            "int8_onnxruntime": quantize_qdq(fp32, ranges, d / "int8_ort.onnx", qdq_format="onnxruntime")}
+    return {
+        "fp32": fp32,
+        "int8": quantize_qdq(fp32, ranges, d / "int8.onnx"),
+        "int8_onnxruntime": quantize_qdq(fp32, ranges, d / "int8_ort.onnx", qdq_format="onnxruntime"),
+    }
 
 
 @pytest.mark.parametrize("batch", [1, 16])
@@ -118,8 +124,15 @@ def test_onnxruntime_latency_resnet18(benchmark, resnet18_models, tmp_path, prec
         return res
 
     out = benchmark.pedantic(timed, rounds=5 if batch == 16 else 20, iterations=1)
-    info = {"model": "resnet18_v1", "input": SIZE, "batch": batch, "precision": precision, "threads": 1,
-            "cpu_ms_median": float(np.median(cpu_ms)), "onnx_bytes": os.path.getsize(resnet18_models[precision])}
+    info = {
+        "model": "resnet18_v1",
+        "input": SIZE,
+        "batch": batch,
+        "precision": precision,
+        "threads": 1,
+        "cpu_ms_median": float(np.median(cpu_ms)),
+        "onnx_bytes": os.path.getsize(resnet18_models[precision]),
+    }
     if precision != "fp32":
         ref = OnnxRuntimeRunner(resnet18_models["fp32"]).run(x)[0]
         info["max_rel_error_vs_fp32"] = float(np.abs(out[0] - ref).max() / np.abs(ref).max())
@@ -133,6 +146,5 @@ def test_calibration_time_resnet18(benchmark, resnet18_models, method):
     """compute_ranges over 2 batches of 8 images at 224 px (every activation of resnet18)."""
     rs = np.random.RandomState(2)
     batches = [rs.uniform(-2, 2, (8, 3, SIZE, SIZE)).astype(np.float32) for _ in range(2)]
-    ranges = benchmark.pedantic(compute_ranges, args=(resnet18_models["fp32"], batches, method), rounds=1,
-                                iterations=1)
+    ranges = benchmark.pedantic(compute_ranges, args=(resnet18_models["fp32"], batches, method), rounds=1, iterations=1)
     benchmark.extra_info.update(model="resnet18_v1", input=SIZE, images=16, method=method, tensors=len(ranges))

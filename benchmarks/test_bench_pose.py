@@ -87,8 +87,15 @@ def bpnet_onnx(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bpnet")
     net = build_net(BPNET)
     net.initialize(mx.init.Xavier())
-    meta = {"task": "pose", "arch": "vgg19", "input_shape": list(BPNET_INPUT), "build": BPNET, "preprocessing": preprocessing(),
-            "output_names": ["heatmap_out", "paf_out"], "prune_exclude": head_nodes(3)}
+    meta = {
+        "task": "pose",
+        "arch": "vgg19",
+        "input_shape": list(BPNET_INPUT),
+        "build": BPNET,
+        "preprocessing": preprocessing(),
+        "output_names": ["heatmap_out", "paf_out"],
+        "prune_exclude": head_nodes(3),
+    }
     tlk = save_net(tmp / "bpnet.tlk", net, meta)
     report = prune_model_file(tlk, tmp / "bpnet_pruned.tlk", target_ratio=0.3)
     return {
@@ -106,5 +113,12 @@ def test_bpnet_inference_fps_onnxruntime(benchmark, bpnet_onnx, variant):
     x = np.random.default_rng(0).uniform(-0.5, 0.5, (1, *BPNET_INPUT)).astype(np.float32)
     hm, paf = benchmark.pedantic(runner.run, args=(x,), rounds=10, warmup_rounds=2)
     assert hm.shape == (1, 19, 36, 48) and paf.shape == (1, 38, 36, 48)
-    benchmark.extra_info.update(variant=variant, params=params, input="288x384", batch=1, backend="onnxruntime CPU",
-                                fps=round(1.0 / benchmark.stats.stats.mean, 2), model=str(BPNET))
+    benchmark.extra_info.update(
+        variant=variant,
+        params=params,
+        input="288x384",
+        batch=1,
+        backend="onnxruntime CPU",
+        fps=round(1.0 / benchmark.stats.stats.mean, 2),
+        model=str(BPNET),
+    )

@@ -23,9 +23,9 @@ mx = pytest.importorskip("mxnet")
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from tlkit.model_io import graph_of
-from tlkit.pruning.graph import prune_graph
-from tlkit.testing.pruning import randomize_params
+from tlkit.model_io import graph_of  # noqa: E402 (after the importorskips)
+from tlkit.pruning.graph import prune_graph  # noqa: E402 (after the importorskips)
+from tlkit.testing.pruning import randomize_params  # noqa: E402 (after the importorskips)
 
 SIZE = 224
 SHAPE = (3, SIZE, SIZE)
@@ -188,18 +188,33 @@ def versus_torch(graphs, tmp_path_factory):
     out = {"tlkit_unpruned": {"onnx": export_onnx(sym, params, d / "tlkit_unpruned.onnx"), "params": None}}
     for alloc in ("threshold", "uniform", "global"):
         res = prune_graph(sym, params, input_shape=SHAPE, target_ratio=0.1, allocation=alloc)
-        out[f"tlkit_{alloc}"] = {"onnx": export_onnx(res.symbol_json, res.params, d / f"tlkit_{alloc}.onnx"),
-                                 "params": res.report.params_after, "macs": res.report.flops_after // 2,
-                                 "params_before": res.report.params_before, "macs_before": res.report.flops_before // 2}
+        out[f"tlkit_{alloc}"] = {
+            "onnx": export_onnx(res.symbol_json, res.params, d / f"tlkit_{alloc}.onnx"),
+            "params": res.report.params_after,
+            "macs": res.report.flops_after // 2,
+            "params_before": res.report.params_before,
+            "macs_before": res.report.flops_before // 2,
+        }
     target = out["tlkit_global"]["params"]
-    proc = subprocess.run([str(TORCH_VENV), str(PEER_SCRIPT), str(target), str(d / "torch"), str(SIZE)],
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [str(TORCH_VENV), str(PEER_SCRIPT), str(target), str(d / "torch"), str(SIZE)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     info = json.loads((d / "torch" / "torch_pruning.json").read_text())
-    out["torch_unpruned"] = {"onnx": str(d / "torch" / "torch_unpruned.onnx"), "params": info["params_before"],
-                             "macs": info["macs_before"]}
-    out["torch_pruned"] = {"onnx": str(d / "torch" / "torch_pruned.onnx"), "params": info["params"],
-                           "macs": info["macs"], "info": info}
+    out["torch_unpruned"] = {
+        "onnx": str(d / "torch" / "torch_unpruned.onnx"),
+        "params": info["params_before"],
+        "macs": info["macs_before"],
+    }
+    out["torch_pruned"] = {
+        "onnx": str(d / "torch" / "torch_pruned.onnx"),
+        "params": info["params"],
+        "macs": info["macs"],
+        "info": info,
+    }
     return out
 
 
@@ -216,7 +231,13 @@ def test_resnet18_speedup_vs_torch_pruning(benchmark, versus_torch):
     benchmark.pedantic(sessions["tlkit_global"].run, args=(None, {"data": x}), rounds=20, iterations=1)
     speedup = {name: lat["tlkit_unpruned"] / lat[name] for name in ("tlkit_threshold", "tlkit_uniform", "tlkit_global")}
     speedup["torch_pruned"] = lat["torch_unpruned"] / lat["torch_pruned"]
-    note(benchmark, input=SIZE, ort_threads=ORT_THREADS, latency_ms=lat, speedup=speedup,
-         models={k: {kk: vv for kk, vv in v.items() if kk != "onnx"} for k, v in versus_torch.items()})
+    note(
+        benchmark,
+        input=SIZE,
+        ort_threads=ORT_THREADS,
+        latency_ms=lat,
+        speedup=speedup,
+        models={k: {kk: vv for kk, vv in v.items() if kk != "onnx"} for k, v in versus_torch.items()},
+    )
     # same parameter budget: the peer is pruned to at most tlkit's count
     assert versus_torch["torch_pruned"]["params"] <= versus_torch["tlkit_global"]["params"]

@@ -26,9 +26,9 @@ try:
 except TensorRTError as err:  # no TensorRT flavour installed
     pytest.skip(str(err), allow_module_level=True)
 
+from tlkit.export.engine_file import read_engine_metadata  # noqa: E402
 from tlkit.export.onnx_export import export_onnx  # noqa: E402
 from tlkit_tensorrt.builder import build_engine  # noqa: E402
-from tlkit.export.engine_file import read_engine_metadata  # noqa: E402
 
 SIZE = 224
 ARCHS = ["resnet18_v1", "mobilenetv2_1.0", "resnet50_v1"]
@@ -70,8 +70,9 @@ def onnx_models(tmp_path_factory):
         out[arch] = export_onnx(net, d / f"{arch}.onnx", meta=meta)
         if arch == "resnet18_v1":
             cal = [np.random.RandomState(i).uniform(-2, 2, (4, 3, SIZE, SIZE)).astype(np.float32) for i in range(2)]
-            out["resnet18_v1-int8"] = export_onnx(net, d / "resnet18_int8.onnx", meta=meta, data_type="int8",
-                                                  cal_batches=cal, calibration_method="max")
+            out["resnet18_v1-int8"] = export_onnx(
+                net, d / "resnet18_int8.onnx", meta=meta, data_type="int8", cal_batches=cal, calibration_method="max"
+            )
     for name in TASK_MODELS:
         built = _task_model(name)
         if built is None:
@@ -79,8 +80,9 @@ def onnx_models(tmp_path_factory):
         net, meta = built
         out[name] = export_onnx(net, d / f"{name}.onnx", meta=meta)
         cal = [np.random.RandomState(0).uniform(-1, 1, (2, *meta["input_shape"])).astype(np.float32)]
-        out[f"{name}-int8"] = export_onnx(net, d / f"{name}_int8.onnx", meta=meta, data_type="int8", cal_batches=cal,
-                                          calibration_method="max")
+        out[f"{name}-int8"] = export_onnx(
+            net, d / f"{name}_int8.onnx", meta=meta, data_type="int8", cal_batches=cal, calibration_method="max"
+        )
     return out
 
 
@@ -104,9 +106,16 @@ def test_engine_build_time(benchmark, onnx_models, tmp_path, arch, precision):
     path = benchmark.pedantic(build, rounds=3, iterations=1)
     e = read_engine_metadata(path)["engine"]
     benchmark.extra_info.update(
-        arch=arch, input=read_engine_metadata(path)["model"]["input_shape"], precision=precision,
+        arch=arch,
+        input=read_engine_metadata(path)["model"]["input_shape"],
+        precision=precision,
         trt=f"{e['trt']['flavour']} {e['trt']['version']}",
-        engine_bytes=e["engine_bytes"], onnx_bytes=os.path.getsize(src), builder_seconds=e["build_seconds"],
-        cpu_seconds_median=float(np.median(cpu)), profile=e["profiles"][0], notes=e["notes"],
-        weights_bytes=e.get("weights_bytes"), fallbacks=e.get("fallbacks"),
+        engine_bytes=e["engine_bytes"],
+        onnx_bytes=os.path.getsize(src),
+        builder_seconds=e["build_seconds"],
+        cpu_seconds_median=float(np.median(cpu)),
+        profile=e["profiles"][0],
+        notes=e["notes"],
+        weights_bytes=e.get("weights_bytes"),
+        fallbacks=e.get("fallbacks"),
     )

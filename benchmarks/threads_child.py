@@ -41,6 +41,7 @@ def loader(arch: str, size: int, images: Path, results: Path) -> dict:
     """img/s of one epoch of `classification train` reading JPEGs with its thread-pool loader (workers 2)."""
     import mxnet as mx
     from rich.console import Console
+
     from tlkit_classification.train import train_model
 
     mod = bench_module()

@@ -1,5 +1,6 @@
 """The test command: each package's own tests in a venv holding only tlkit-core and that package
-(proving it installs and works alone), then the cross-package tests in one full environment.
+(proving it installs and works alone), then the cross-package tests in one full environment, then the
+quality gate (ruff lint, ruff format --check, mypy; configured in the root pyproject.toml).
 
     python scripts/test_packages.py            # everything (what CI runs)
     python scripts/test_packages.py core task-classification   # only these packages' isolated runs
@@ -41,6 +42,20 @@ def pytest(py: Path, paths: list[str], label: str) -> bool:
     return ok
 
 
+def lint(py: Path) -> bool:
+    """The quality gate over every package: ruff's lint rules, ruff's formatting, mypy."""
+    t = time.time()
+    print("\n=== lint: ruff check, ruff format --check, mypy", flush=True)
+    ok = True
+    for cmd in (["-m", "ruff", "check", "."], ["-m", "ruff", "format", "--check", "."], ["-m", "mypy"]):
+        rc = subprocess.run([str(py), *cmd], cwd=ROOT).returncode
+        if rc:
+            print(f"--- {' '.join(cmd[1:])}: exit {rc}", flush=True)
+        ok = ok and rc == 0
+    print(f"=== lint: {'ok' if ok else 'FAILED'} in {time.time() - t:.0f}s", flush=True)
+    return ok
+
+
 def main(argv: list[str]) -> int:
     selected = argv or PACKAGES
     results = {}
@@ -51,6 +66,7 @@ def main(argv: list[str]) -> int:
     if not argv:
         py = make_venv(ROOT / ".venv", PACKAGES)
         results["integration"] = pytest(py, ["tests"], "integration")
+        results["lint"] = lint(py)
     print("\nsummary: " + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in results.items()))
     # a run that failed without a counted test failure (a crash, an install error) still counts as one
     failed = max(COUNTS["failed"] + COUNTS["error"], sum(not ok for ok in results.values()))

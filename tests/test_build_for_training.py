@@ -16,8 +16,11 @@ def classification(model):
     from tlkit_classification.model import build_for_training
 
     cfg = ClassificationConfig.model_validate(
-        {"model_config": {"arch": "resnet", "n_layers": 10, "input_image_size": "3,32,32", **model},
-         "train_config": {"pretrained_model_path": None}})
+        {
+            "model_config": {"arch": "resnet", "n_layers": 10, "input_image_size": "3,32,32", **model},
+            "train_config": {"pretrained_model_path": None},
+        }
+    )
     return cfg, lambda ctx: build_for_training(cfg, ["a", "b"], ctx)
 
 
@@ -26,8 +29,12 @@ def detectnet(model):
     from tlkit_detection.model import build_for_training
 
     cfg = DetectionConfig.model_validate(
-        {"model_config": {"arch": "resnet", "n_layers": 10, **model}, "train_config": {"pretrained_model_path": None},
-         "augmentation_config": {"preprocessing": {"output_image_width": 64, "output_image_height": 48}}})
+        {
+            "model_config": {"arch": "resnet", "n_layers": 10, **model},
+            "train_config": {"pretrained_model_path": None},
+            "augmentation_config": {"preprocessing": {"output_image_width": 64, "output_image_height": 48}},
+        }
+    )
     return cfg, lambda ctx: build_for_training(cfg, ["car"], ctx)
 
 
@@ -36,9 +43,12 @@ def ssd(model):
     from tlkit_detection.config import DetectionConfig
 
     cfg = DetectionConfig.model_validate(
-        {"model_config": {"detector": "ssd", "arch": "mobilenet_v1", **model},
-         "train_config": {"pretrained_model_path": None},
-         "augmentation_config": {"preprocessing": {"output_image_width": 128, "output_image_height": 96}}})
+        {
+            "model_config": {"detector": "ssd", "arch": "mobilenet_v1", **model},
+            "train_config": {"pretrained_model_path": None},
+            "augmentation_config": {"preprocessing": {"output_image_width": 128, "output_image_height": 96}},
+        }
+    )
     return cfg, lambda ctx: detectors.get("ssd").build_for_training(cfg, ["car"], ctx)
 
 
@@ -47,9 +57,13 @@ def pose(model):
     from tlkit_pose.model import build_for_training
 
     cfg = PoseConfig.model_validate(
-        {"dataloader": {"image_dims": [48, 64, 3]}, "pose_config": {"target_shape": [6, 8]},
-         "model": {"arch": "resnet18", "stages": 2, "stage_channels": 8, **model},
-         "train_config": {"pretrained_model_path": None}})
+        {
+            "dataloader": {"image_dims": [48, 64, 3]},
+            "pose_config": {"target_shape": [6, 8]},
+            "model": {"arch": "resnet18", "stages": 2, "stage_channels": 8, **model},
+            "train_config": {"pretrained_model_path": None},
+        }
+    )
     return cfg, lambda ctx: build_for_training(cfg, ctx)
 
 
@@ -64,8 +78,11 @@ def test_a_block_the_backbone_lacks_is_refused_naming_the_key(task, key):
     from tlkit.errors import SpecError
 
     _, build = task({"freeze_blocks": [0, 42]})
-    with pytest.raises(SpecError, match=rf"^{key}\.freeze_blocks: block 42 is out of range for \S+, whose backbone "
-                                        rf"has blocks 0\.\.\d+ \(0 \w+, 1 \w+"):
+    with pytest.raises(
+        SpecError,
+        match=rf"^{key}\.freeze_blocks: block 42 is out of range for \S+, whose backbone "
+        rf"has blocks 0\.\.\d+ \(0 \w+, 1 \w+",
+    ):
         build([mx.cpu()])
 
 
@@ -108,7 +125,9 @@ def test_batch_norm_momentum_is_set_on_every_batch_norm(task):
             momenta.append(block._kwargs["momentum"])
         elif isinstance(block, SymbolBlock):  # GluonCV's SSD feature extractor: BatchNorms inside its graph
             graph = json.loads(block._cached_graph[1].tojson())
-            momenta.extend(float(n.get("attrs", {}).get("momentum", 0.9)) for n in graph["nodes"] if n["op"] == "BatchNorm")
+            momenta.extend(
+                float(n.get("attrs", {}).get("momentum", 0.9)) for n in graph["nodes"] if n["op"] == "BatchNorm"
+            )
 
     net.apply(collect)
     assert momenta and set(momenta) == {0.7}

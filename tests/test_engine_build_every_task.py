@@ -52,36 +52,51 @@ def ok(capsys, *args) -> str:
 
 def _classification(path):
     import mxnet as mx
+
     from tlkit.config import load_spec
     from tlkit_classification.config import ClassificationConfig
     from tlkit_classification.model import build_for_training
 
-    cfg = load_spec(None, ClassificationConfig, ["model_config.arch=resnet", "model_config.n_layers=10",
-                                                 "model_config.input_image_size=3,32,32"])
+    cfg = load_spec(
+        None,
+        ClassificationConfig,
+        ["model_config.arch=resnet", "model_config.n_layers=10", "model_config.input_image_size=3,32,32"],
+    )
     return build_for_training(cfg, ["a", "b", "c"], [mx.cpu()])
 
 
 def _detection(path):
     import mxnet as mx
+
     from tlkit_detection.config import DetectionConfig
     from tlkit_detection.model import build_for_training
 
-    cfg = DetectionConfig.model_validate({
-        "dataset_config": {"data_sources": [{"records_path": str(path.parent / "none.json")}], "validation_fold": 0},
-        "model_config": {"arch": "resnet", "n_layers": 10},
-        "augmentation_config": {"preprocessing": {"output_image_width": 64, "output_image_height": 48}},
-    })
+    cfg = DetectionConfig.model_validate(
+        {
+            "dataset_config": {
+                "data_sources": [{"records_path": str(path.parent / "none.json")}],
+                "validation_fold": 0,
+            },
+            "model_config": {"arch": "resnet", "n_layers": 10},
+            "augmentation_config": {"preprocessing": {"output_image_width": 64, "output_image_height": 48}},
+        }
+    )
     return build_for_training(cfg, ["car", "person"], [mx.cpu()])
 
 
 def _pose(path):
     import mxnet as mx
+
     from tlkit_pose.config import PoseConfig
     from tlkit_pose.model import build_meta, build_net
 
-    cfg = PoseConfig.model_validate({"dataloader": {"image_dims": [48, 64, 3]}, "pose_config": {"target_shape": [6, 8]},
-                                     "model": {"arch": "mobilenet_v2", "backbone_blocks": 3, "stages": 2,
-                                               "stage_channels": 8}})
+    cfg = PoseConfig.model_validate(
+        {
+            "dataloader": {"image_dims": [48, 64, 3]},
+            "pose_config": {"target_shape": [6, 8]},
+            "model": {"arch": "mobilenet_v2", "backbone_blocks": 3, "stages": 2, "stage_channels": 8},
+        }
+    )
     meta = build_meta(cfg)
     mx.random.seed(0)
     net = build_net(meta["build"])
@@ -99,6 +114,7 @@ CASES = [("classification", ()), ("detection", ()), ("pose", ()), ("pose", ("--s
 def tlk_models(tmp_path_factory):
     """{task: (path of the .tlk, its meta)}, plus a folder of calibration images."""
     import cv2
+
     from tlkit.model_io import save_net
 
     d = tmp_path_factory.mktemp("every-task")
@@ -126,23 +142,40 @@ def test_engines_from_every_task(capsys, tmp_path, tlk_models, task, flags):
     engines = {}
     for precision in PRECISIONS:
         onnx_path = tmp_path / f"{precision}.onnx"
-        cal = (["--cal_image_dir", tlk_models["cal_images"], "--batches", 2, "--batch_size", 2]
-               if precision == "int8" else [])
+        cal = (
+            ["--cal_image_dir", tlk_models["cal_images"], "--batches", 2, "--batch_size", 2]
+            if precision == "int8"
+            else []
+        )
         ok(capsys, task, "export", "-m", model, "-o", onnx_path, "--data_type", precision, *flags, *cal)
         onnx_meta = read_onnx_metadata(onnx_path)
         assert onnx_meta["task"] == task and onnx_meta["data_type"] == precision
         c, h, w = onnx_meta["input_shape"]
         assert [c, h, w] == list(meta["input_shape"])
         profile = f"input,1x{c}x{h}x{w},2x{c}x{h}x{w},{MAX_BATCH}x{c}x{h}x{w}"
-        header = json.loads(ok(capsys, "tensorrt", "convert", onnx_path, "-t", precision, "-p", profile,
-                               "-e", tmp_path / f"{precision}.engine", "--json"))
+        header = json.loads(
+            ok(
+                capsys,
+                "tensorrt",
+                "convert",
+                onnx_path,
+                "-t",
+                precision,
+                "-p",
+                profile,
+                "-e",
+                tmp_path / f"{precision}.engine",
+                "--json",
+            )
+        )
         e = header["engine"]
         assert header["model"]["task"] == task and header["model"]["output_names"] == onnx_meta["output_names"]
         assert e["precision"] == precision and e["qdq"] is (precision == "int8")
         assert [i["name"] for i in e["inputs"]] == ["input"] and e["inputs"][0]["shape"] == [-1, c, h, w]
         assert [o["name"] for o in e["outputs"]] == onnx_meta["output_names"]
-        assert e["profiles"] == [{"name": "input", "min": [1, c, h, w], "opt": [2, c, h, w],
-                                  "max": [MAX_BATCH, c, h, w]}]
+        assert e["profiles"] == [
+            {"name": "input", "min": [1, c, h, w], "opt": [2, c, h, w], "max": [MAX_BATCH, c, h, w]}
+        ]
         assert e["fallbacks"] == [], e["warnings"]
         assert e["weights_bytes"], "the builder did not report its weights memory"
         engines[precision] = e
@@ -169,9 +202,13 @@ def test_engine_without_gpu_is_one_clear_error(capsys, tmp_path, tlk_models, tas
     ok(capsys, "tensorrt", "convert", tmp_path / "m.onnx", "-e", engine, "-m", 2)
     images = tlk_models["cal_images"]
     spec = tmp_path / "spec.yaml"  # what evaluate needs to get as far as loading the model
-    spec.write_text({"classification": f"dataset_config: {{val_dataset_path: {images}}}\n",
-                     "detection": "model_config: {arch: resnet, n_layers: 10}\n",
-                     "pose": "model: {arch: mobilenet_v2}\n"}[task])
+    spec.write_text(
+        {
+            "classification": f"dataset_config: {{val_dataset_path: {images}}}\n",
+            "detection": "model_config: {arch: resnet, n_layers: 10}\n",
+            "pose": "model: {arch: mobilenet_v2}\n",
+        }[task]
+    )
     evaluate = ("evaluate", "-e", spec, "-r", tmp_path / "eval", "-m", engine)
     if task == "pose":
         evaluate += ("--annotations", tmp_path / "person_keypoints.json", "--image_root", images)
@@ -188,6 +225,7 @@ def test_int8_engine_from_a_qat_model(capsys, tmp_path, tlk_models, task):
     """Quantization-aware training's export: `export --data_type int8` with no calibration data (the learned
     ranges), then `tensorrt convert -t int8` builds an int8 engine from it, as from a calibrated export."""
     import mxnet as mx
+
     from tlkit.export.calibration import read_trt_cache
     from tlkit.model_io import load_net, save_net
     from tlkit.qat import calibrate_qat, prepare_qat, qat_meta
@@ -208,8 +246,21 @@ def test_int8_engine_from_a_qat_model(capsys, tmp_path, tlk_models, task):
     for precision, path in (("int8", onnx_path), ("fp32", tmp_path / "fp32.onnx")):
         if precision == "fp32":
             ok(capsys, task, "export", "-m", qat_model, "-o", path)
-        header = json.loads(ok(capsys, "tensorrt", "convert", path, "-t", precision, "-p", profile,
-                               "-e", tmp_path / f"{precision}.engine", "--json"))
+        header = json.loads(
+            ok(
+                capsys,
+                "tensorrt",
+                "convert",
+                path,
+                "-t",
+                precision,
+                "-p",
+                profile,
+                "-e",
+                tmp_path / f"{precision}.engine",
+                "--json",
+            )
+        )
         engines[precision] = header["engine"]
     e = engines["int8"]
     assert e["precision"] == "int8" and e["qdq"] is True and e["fallbacks"] == [], e["warnings"]

@@ -163,6 +163,7 @@ class Assets:
     @cached_property
     def det_model(self) -> Path:
         import mxnet as mx
+
         from tlkit.model_io import save_net
         from tlkit_detection.config import DetectionConfig
         from tlkit_detection.model import build_for_training
@@ -180,6 +181,7 @@ class Assets:
     @cached_property
     def pose_model(self) -> Path:
         import mxnet as mx
+
         from tlkit.model_io import save_net
         from tlkit_pose.config import PoseConfig
         from tlkit_pose.model import build_meta, build_net

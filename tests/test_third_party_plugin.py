@@ -7,6 +7,7 @@ import json
 import zipfile
 
 import pytest
+
 from tlkit.testing.plugins import run_tlkit
 
 
@@ -33,8 +34,9 @@ def test_classification_trains_prunes_and_exports_a_plugin_backbone(example_plug
     ]
     spec = tmp_path / "spec.yaml"
     spec.write_text("model_config:\n  arch: tinynet\n")
-    r = run_tlkit(["classification", "train", "-e", str(spec), "-r", str(out), "--gpus", "0", *overrides],
-                  example_plugin_dir)
+    r = run_tlkit(
+        ["classification", "train", "-e", str(spec), "-r", str(out), "--gpus", "0", *overrides], example_plugin_dir
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     model = out / "weights" / "model.tlk"
     meta = json.loads(zipfile.ZipFile(model).read("meta.json"))
@@ -43,14 +45,18 @@ def test_classification_trains_prunes_and_exports_a_plugin_backbone(example_plug
     assert status[-1]["status"] == "SUCCESS"
 
     pruned = tmp_path / "pruned.tlk"
-    r = run_tlkit(["classification", "prune", "-m", str(model), "-o", str(pruned), "-pth", "0.5", "-pg", "2", "-nf", "2"],
-                  example_plugin_dir)
+    r = run_tlkit(
+        ["classification", "prune", "-m", str(model), "-o", str(pruned), "-pth", "0.5", "-pg", "2", "-nf", "2"],
+        example_plugin_dir,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Pruning ratio (pruned model / original model):" in r.stdout
 
     onnx_path = tmp_path / "m.onnx"
-    r = run_tlkit(["classification", "export", "-m", str(pruned), "-o", str(onnx_path), "-r", str(tmp_path / "exp")],
-                  example_plugin_dir)
+    r = run_tlkit(
+        ["classification", "export", "-m", str(pruned), "-o", str(onnx_path), "-r", str(tmp_path / "exp")],
+        example_plugin_dir,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert onnx_path.stat().st_size > 0
 
@@ -65,30 +71,47 @@ def test_plugin_pruner_and_exporter_run_from_the_cli(example_plugin_dir, tmp_pat
     from tlkit import model_io
 
     net = nn.HybridSequential()
-    net.add(nn.Conv2D(16, 3, padding=1), nn.BatchNorm(), nn.Activation("relu"), nn.Conv2D(16, 3, padding=1),
-            nn.Activation("relu"), nn.GlobalAvgPool2D(), nn.Dense(3))
+    net.add(
+        nn.Conv2D(16, 3, padding=1),
+        nn.BatchNorm(),
+        nn.Activation("relu"),
+        nn.Conv2D(16, 3, padding=1),
+        nn.Activation("relu"),
+        nn.GlobalAvgPool2D(),
+        nn.Dense(3),
+    )
     net.initialize(mx.init.Xavier())
-    model = model_io.save_net(tmp_path / "m.tlk", net, {"task": "classification", "input_shape": [3, 16, 16],
-                                                        "classes": ["a", "b", "c"]}, as_graph=True)
+    model = model_io.save_net(
+        tmp_path / "m.tlk",
+        net,
+        {"task": "classification", "input_shape": [3, 16, 16], "classes": ["a", "b", "c"]},
+        as_graph=True,
+    )
     pruned = tmp_path / "halved.tlk"
-    r = run_tlkit(["classification", "prune", "-m", str(model), "-o", str(pruned), "--pruner", "halve"],
-                  example_plugin_dir)
+    r = run_tlkit(
+        ["classification", "prune", "-m", str(model), "-o", str(pruned), "--pruner", "halve"], example_plugin_dir
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "example pruner: halving the parameters" in r.stdout
     ratio = model_io.read_meta(pruned)["pruning"]["pruning_ratio"]
     assert 0.3 < ratio <= 0.5 and f"Pruning ratio (pruned model / original model): {ratio}" in r.stdout
 
-    r = run_tlkit(["classification", "export", "-m", str(pruned), "-r", str(tmp_path), "--format", "npz"],
-                  example_plugin_dir)
+    r = run_tlkit(
+        ["classification", "export", "-m", str(pruned), "-r", str(tmp_path), "--format", "npz"], example_plugin_dir
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     arrays = np.load(tmp_path / "halved.npz")  # the default name takes the exporter's suffix
     params = model_io.load_model(pruned).params
     assert sorted(arrays) == sorted(k.replace(":", "_") for k in params)
     np.testing.assert_array_equal(arrays["arg_" + net[0].weight.name], params["arg:" + net[0].weight.name].asnumpy())
 
-    r = run_tlkit(["classification", "prune", "-m", str(model), "-o", str(tmp_path / "x.tlk"), "--pruner", "halfe"],
-                  example_plugin_dir)
-    assert r.returncode != 0 and "unknown pruner 'halfe'; did you mean 'halve'? Installed pruners: halve, l2." in r.stderr
+    r = run_tlkit(
+        ["classification", "prune", "-m", str(model), "-o", str(tmp_path / "x.tlk"), "--pruner", "halfe"],
+        example_plugin_dir,
+    )
+    assert (
+        r.returncode != 0 and "unknown pruner 'halfe'; did you mean 'halve'? Installed pruners: halve, l2." in r.stderr
+    )
     r = run_tlkit(["classification", "export", "-m", str(pruned), "--format", "tflite"], example_plugin_dir)
     assert r.returncode != 0 and "unknown exporter 'tflite'. Installed exporters: npz, onnx." in r.stderr
 
@@ -101,28 +124,66 @@ def test_plugin_dataset_format_is_read_by_dataset_convert(example_plugin_dir, tm
 
     for name in ("a", "b"):
         cv2.imwrite(str(tmp_path / f"{name}.png"), np.full((40, 60, 3), 128, np.uint8))
-    (tmp_path / "boxes.csv").write_text("image,class,x1,y1,x2,y2\na.png,car,1,2,30,20\na.png,person,5,5,9,30\n"
-                                         "b.png,car,10,10,50,35\n")
+    (tmp_path / "boxes.csv").write_text(
+        "image,class,x1,y1,x2,y2\na.png,car,1,2,30,20\na.png,person,5,5,9,30\nb.png,car,10,10,50,35\n"
+    )
     out = tmp_path / "kitti"
-    r = run_tlkit(["detection", "dataset_convert", "--input_format", "box_csv", "-i", str(tmp_path / "boxes.csv"),
-                   "--output_format", "kitti", "-o", str(out)], example_plugin_dir)
+    r = run_tlkit(
+        [
+            "detection",
+            "dataset_convert",
+            "--input_format",
+            "box_csv",
+            "-i",
+            str(tmp_path / "boxes.csv"),
+            "--output_format",
+            "kitti",
+            "-o",
+            str(out),
+        ],
+        example_plugin_dir,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     a = (out / "labels" / "a.txt").read_text().splitlines()
     assert [ln.split()[0] for ln in a] == ["car", "person"]
     assert [float(v) for v in a[0].split()[4:8]] == [1, 2, 30, 20]
     assert (out / "labels" / "b.txt").read_text().split()[0] == "car"
     # the default output: RecordIO folds, split by the default partition
-    r = run_tlkit(["detection", "dataset_convert", "--input_format", "box_csv", "-i", str(tmp_path / "boxes.csv"),
-                   "-o", str(tmp_path / "rec" / "boxes")], example_plugin_dir)
+    r = run_tlkit(
+        [
+            "detection",
+            "dataset_convert",
+            "--input_format",
+            "box_csv",
+            "-i",
+            str(tmp_path / "boxes.csv"),
+            "-o",
+            str(tmp_path / "rec" / "boxes"),
+        ],
+        example_plugin_dir,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     manifest = json.loads((tmp_path / "rec" / "boxes.json").read_text())
     assert manifest["classes"] == ["car", "person"] and sum(manifest["frames_per_fold"]) == 2
 
-    r = run_tlkit(["detection", "dataset_convert", "--input_format", "box_cvs", "-i", str(tmp_path / "boxes.csv"),
-                   "-o", str(tmp_path / "rec2")], example_plugin_dir)
+    r = run_tlkit(
+        [
+            "detection",
+            "dataset_convert",
+            "--input_format",
+            "box_cvs",
+            "-i",
+            str(tmp_path / "boxes.csv"),
+            "-o",
+            str(tmp_path / "rec2"),
+        ],
+        example_plugin_dir,
+    )
     assert r.returncode != 0
-    assert ("unknown detection dataset format 'box_cvs'; did you mean 'box_csv'? Installed detection dataset "
-            "formats: box_csv, coco, kitti, voc.") in r.stderr
+    assert (
+        "unknown detection dataset format 'box_cvs'; did you mean 'box_csv'? Installed detection dataset "
+        "formats: box_csv, coco, kitti, voc."
+    ) in r.stderr
 
 
 def test_the_example_plugin_backbone_passes_core_backbone_check_and_builds_pose(example_plugin_dir, monkeypatch):

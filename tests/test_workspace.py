@@ -22,8 +22,13 @@ def test_all_workspace_plugins_load_without_problems():
     r = run_tlkit(["plugins", "--json"])
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
     infos = {p["name"]: p for p in json.loads(r.stdout)}
-    for name, dist in [("core", "tlkit-core"), ("classification", "tlkit-classification"),
-                       ("detection", "tlkit-detection"), ("pose", "tlkit-pose"), ("tensorrt", "tlkit-tensorrt")]:
+    for name, dist in [
+        ("core", "tlkit-core"),
+        ("classification", "tlkit-classification"),
+        ("detection", "tlkit-detection"),
+        ("pose", "tlkit-pose"),
+        ("tensorrt", "tlkit-tensorrt"),
+    ]:
         assert infos[name]["status"] == "ok" and infos[name]["distribution"] == dist
 
 
@@ -32,8 +37,11 @@ def test_task_packages_never_import_each_other():
     for src in (ROOT / "packages").glob("*/src/tlkit_*/**/*.py"):
         own = src.relative_to(ROOT / "packages").parts[2]
         for node in ast.walk(ast.parse(src.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             for n in names:
                 top = n.split(".")[0]
                 assert not (top in pkgs and top != own), f"{src} imports {n}: task packages must not import each other"
@@ -51,8 +59,9 @@ def test_every_task_command_help_fits_80_columns_with_every_flag_whole(task):
     import re
 
     import typer
-    from tlkit.cli.app import _COMMON, build_app
     from typer.testing import CliRunner
+
+    from tlkit.cli.app import _COMMON, build_app
 
     app, runner = build_app(), CliRunner()
     commands = get_registry().task(task).commands
@@ -70,15 +79,21 @@ def test_plugins_lists_every_plugin_at_80_columns():
     r = run_tlkit(["plugins"], env={"COLUMNS": "80"})
     assert r.returncode == 0, r.stderr
     assert max(map(len, r.stdout.splitlines())) <= 80
-    for name, dist in [("core", "tlkit-core"), ("classification", "tlkit-classification"),
-                       ("detection", "tlkit-detection"), ("pose", "tlkit-pose"), ("tensorrt", "tlkit-tensorrt")]:
+    for name, dist in [
+        ("core", "tlkit-core"),
+        ("classification", "tlkit-classification"),
+        ("detection", "tlkit-detection"),
+        ("pose", "tlkit-pose"),
+        ("tensorrt", "tlkit-tensorrt"),
+    ]:
         assert any(line.startswith(f"{name}  {dist} ") and line.endswith("  ok") for line in r.stdout.splitlines())
     assert "    tasks: classification" in r.stdout.splitlines()
 
 
 def test_spec_reference_doc_is_up_to_date():
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_spec_reference.py"), "--check"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_spec_reference.py"), "--check"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
 
 

@@ -82,6 +82,7 @@ def classifier_spec(split: Path, *extra: str):
 def train_models(work: Path) -> dict:
     """Train (or reuse, when `work` already holds them) the detector and the crop classifier."""
     from rich.console import Console
+
     from tlkit.context import CommandContext
     from tlkit_classification.dataset_convert import split_folder, voc_to_folders
     from tlkit_classification.train import run as cls_train
@@ -179,8 +180,8 @@ def test_bccd_detector_classifier_cascade(tmp_path):
     from tlkit.context import CommandContext
     from tlkit.export.command import run as export_run
     from tlkit.export.deepstream_app import write_deepstream_app
-    from tlkit_classification.evaluate import run as cls_eval
     from tlkit_classification.dataset_convert import parse_voc_xml
+    from tlkit_classification.evaluate import run as cls_eval
     from tlkit_detection.evaluate import run as det_eval
     from tlkit_detection.inference import run as infer_run
 

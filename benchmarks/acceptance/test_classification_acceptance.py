@@ -65,10 +65,17 @@ def spec(split: Path, *extra: str, recipe: Path = RECIPE):
     from tlkit_classification.config import ClassificationConfig
 
     epochs = RETRAIN_EPOCHS if recipe == RETRAIN_RECIPE else EPOCHS
-    return load_spec(recipe, ClassificationConfig, [
-        f"dataset_config.train_dataset_path={split / 'train'}", f"dataset_config.val_dataset_path={split / 'val'}",
-        f"model_config.input_image_size=3,{SIZE},{SIZE}", f"train_config.n_epochs={epochs}", *extra,
-    ])
+    return load_spec(
+        recipe,
+        ClassificationConfig,
+        [
+            f"dataset_config.train_dataset_path={split / 'train'}",
+            f"dataset_config.val_dataset_path={split / 'val'}",
+            f"model_config.input_image_size=3,{SIZE},{SIZE}",
+            f"train_config.n_epochs={epochs}",
+            *extra,
+        ],
+    )
 
 
 def latency_ms(runner, iters: int = 30) -> float:
@@ -132,8 +139,13 @@ def val_curve(result) -> list[dict]:
 
 def retrain_spec(split: Path, pruned: Path, *extra: str):
     """The retrain recipe with this pruned model (the recipe's distillation teacher is set by the caller or off)."""
-    return spec(split, f"train_config.pretrained_model_path={pruned}", "train_config.distillation.teacher=null",
-                *extra, recipe=RETRAIN_RECIPE)
+    return spec(
+        split,
+        f"train_config.pretrained_model_path={pruned}",
+        "train_config.distillation.teacher=null",
+        *extra,
+        recipe=RETRAIN_RECIPE,
+    )
 
 
 @pytest.mark.slow
@@ -142,6 +154,7 @@ def test_sign_language_digits(tmp_path):
         pytest.skip(f"{DATA} not present")
     import mxnet as mx
     from rich.console import Console
+
     from tlkit.pruning.command import prune_model_file
     from tlkit.training.retrain import reestimate_model_file
     from tlkit_classification.data import open_image_folder
@@ -183,9 +196,14 @@ def test_sign_language_digits(tmp_path):
     pruned = tmp_path / "pruned.tlk"
     t = time.perf_counter()
     report = prune_model_file(finetuned, pruned, target_ratio=PRUNE_TARGET, allocation=ALLOCATION, min_filters=8)
-    out["pruning"] = {"prune_s": time.perf_counter() - t, "ratio": report.ratio, "flops_ratio": report.flops_ratio,
-                      "params_before": report.params_before, "params_after": report.params_after,
-                      "raw": {"val_top1": evaluate(pruned, val)["top1"], "test_top1": evaluate(pruned, test)["top1"]}}
+    out["pruning"] = {
+        "prune_s": time.perf_counter() - t,
+        "ratio": report.ratio,
+        "flops_ratio": report.flops_ratio,
+        "params_before": report.params_before,
+        "params_after": report.params_after,
+        "raw": {"val_top1": evaluate(pruned, val)["top1"], "test_top1": evaluate(pruned, test)["top1"]},
+    }
     bn = tmp_path / "pruned_bn.tlk"
     bn.write_bytes(pruned.read_bytes())
     reestimate_model_file("classification", spec(split), bn, tmp_path / "bn", console, [mx.cpu()])
@@ -196,28 +214,35 @@ def test_sign_language_digits(tmp_path):
         t, c = time.perf_counter(), cpu_s()
         res = train_model(retrain_spec(split, pruned, *extra), tmp_path / name, console, [mx.cpu()])
         model = Path(res.model_path)
-        out[f"pruned_{name}"] = measure(f"pruned_{name}", model, res, time.perf_counter() - t, test, tmp_path,
-                                        train_cpu_s=cpu_s() - c)
+        out[f"pruned_{name}"] = measure(
+            f"pruned_{name}", model, res, time.perf_counter() - t, test, tmp_path, train_cpu_s=cpu_s() - c
+        )
         out[f"pruned_{name}"]["val_curve"] = val_curve(res)
         out[f"pruned_{name}"].pop("history")
         # the epoch chosen on val (weights/model_best.tlk), reported on test
         scored = [r for r in res.history if not r.get("stage") and "validation_accuracy" in r]
         chosen = max(scored, key=lambda r: r["validation_accuracy"])
-        out[f"pruned_{name}"]["best_on_val"] = {"epoch": chosen["epoch"], "val_top1": chosen["validation_accuracy"],
-                                                "top1": evaluate(Path(res.best_model_path), test)["top1"]}
+        out[f"pruned_{name}"]["best_on_val"] = {
+            "epoch": chosen["epoch"],
+            "val_top1": chosen["validation_accuracy"],
+            "top1": evaluate(Path(res.best_model_path), test)["top1"],
+        }
     best = out["pruned_distilled"]
     out["param_ratio"] = best["params"] / out["finetuned"]["params"]
     out["top1_drop_points"] = {k: 100 * (out["finetuned"]["top1"] - out[f"pruned_{k}"]["top1"]) for k in runs}
     out["top1_drop_points_best_on_val"] = {
-        k: 100 * (out["finetuned"]["top1"] - out[f"pruned_{k}"]["best_on_val"]["top1"]) for k in runs}
-    out["latency_speedup_onnxruntime_b1"] = out["finetuned"]["latency_ms_onnxruntime_b1"] / best["latency_ms_onnxruntime_b1"]
+        k: 100 * (out["finetuned"]["top1"] - out[f"pruned_{k}"]["best_on_val"]["top1"]) for k in runs
+    }
+    out["latency_speedup_onnxruntime_b1"] = (
+        out["finetuned"]["latency_ms_onnxruntime_b1"] / best["latency_ms_onnxruntime_b1"]
+    )
     out["targets"] = {
         "finetuned_top1_ge_0.99": out["finetuned"]["top1"] >= TARGET_ACC,
         "finetuned_train_le_1200_cpu_s (10 min x 2 cores)": not (train_cpu > 2 * BUDGET_S),
         "param_ratio_le_0.1": out["param_ratio"] <= PRUNE_TARGET,
         "retrain_epochs_le_8": RETRAIN_EPOCHS <= 8,
-        "pruned_top1_within_1_point (distilled, epoch chosen on val)":
-            out["top1_drop_points_best_on_val"]["distilled"] <= 100 * MAX_DROP,
+        "pruned_top1_within_1_point (distilled, epoch chosen on val)": out["top1_drop_points_best_on_val"]["distilled"]
+        <= 100 * MAX_DROP,
     }
     OUT.write_text(json.dumps(out, indent=2) + "\n")
     console.print_json(json.dumps({k: v for k, v in out.items() if not k.startswith(("finetuned", "pruned_"))}))
@@ -235,6 +260,7 @@ def test_retrain_default_on_a_small_subset(tmp_path):
         pytest.skip(f"{DATA} not present")
     import mxnet as mx
     from rich.console import Console
+
     from tlkit.pruning.command import prune_model_file
     from tlkit_classification.data import open_image_folder
     from tlkit_classification.dataset_convert import split_folder
@@ -255,9 +281,15 @@ def test_retrain_default_on_a_small_subset(tmp_path):
     pruned = tmp_path / "pruned.tlk"
     prune_model_file(finetuned, pruned, target_ratio=PRUNE_TARGET, allocation=ALLOCATION, min_filters=8)
     old_recipe = ["train_config.retrain_config={bn_reestimation_images: 0, lr_scale: 1.0, warmup_epochs: 0}"]
-    recipes = {"default": [], "default_distilled": [f"train_config.distillation.teacher={finetuned}"], "old": old_recipe}
-    result = {"data": "30 images per class of the training split (300), val and test splits as above",
-              "finetuned_test_top1": evaluate(finetuned, test)["top1"]}
+    recipes = {
+        "default": [],
+        "default_distilled": [f"train_config.distillation.teacher={finetuned}"],
+        "old": old_recipe,
+    }
+    result = {
+        "data": "30 images per class of the training split (300), val and test splits as above",
+        "finetuned_test_top1": evaluate(finetuned, test)["top1"],
+    }
     for name, extra in recipes.items():
         r = train_model(retrain_spec(small, pruned, *extra), tmp_path / name, console, [mx.cpu()])
         result[name] = {"test_top1": evaluate(Path(r.model_path), test)["top1"], "val_curve": val_curve(r)}

@@ -54,20 +54,28 @@ def recipe(path: Path, train: Path, test: Path, *extra: str):
     size = os.environ.get("TLKIT_SSD_SIZE" if ssd else "TLKIT_DET_SIZE")
     if size:
         w, h = size.split("x")
-        env += [f"augmentation_config.preprocessing.output_image_width={w}",
-                f"augmentation_config.preprocessing.output_image_height={h}"]
-    epochs_var = ("TLKIT_SSD_EPOCHS" if ssd else "TLKIT_DET_RETRAIN_EPOCHS" if path == RETRAIN_RECIPE
-                  else "TLKIT_DET_EPOCHS")
+        env += [
+            f"augmentation_config.preprocessing.output_image_width={w}",
+            f"augmentation_config.preprocessing.output_image_height={h}",
+        ]
+    epochs_var = (
+        "TLKIT_SSD_EPOCHS" if ssd else "TLKIT_DET_RETRAIN_EPOCHS" if path == RETRAIN_RECIPE else "TLKIT_DET_EPOCHS"
+    )
     epochs = os.environ.get(epochs_var)
     if epochs:  # validate (on test) only after the last epoch: the number reported is the final model's
         env += [f"train_config.n_epochs={epochs}", f"train_config.validation_period={epochs}"]
     if os.environ.get("TLKIT_DET_BATCH") and not ssd:
         env.append(f"train_config.batch_size_per_gpu={os.environ['TLKIT_DET_BATCH']}")
-    return load_spec(path, DetectionConfig, [
-        f"dataset_config.data_sources=[{{records_path: {train}}}]",
-        f"dataset_config.validation_data_source={{records_path: {test}}}",
-        *env, *extra,
-    ])
+    return load_spec(
+        path,
+        DetectionConfig,
+        [
+            f"dataset_config.data_sources=[{{records_path: {train}}}]",
+            f"dataset_config.validation_data_source={{records_path: {test}}}",
+            *env,
+            *extra,
+        ],
+    )
 
 
 def input_size(cfg) -> tuple[int, int]:
@@ -98,8 +106,11 @@ def measure(name: str, model: Path, cfg, work: Path, train_s: float) -> dict:
 
     onnx = work / f"{name}.onnx"
     export_run(CommandContext(task="detection", command="export", model=model, output=onnx))
-    res = eval_run(CommandContext(task="detection", command="evaluate", spec=cfg, model=model,
-                                  results_dir=work / f"eval_{name}", options={}))
+    res = eval_run(
+        CommandContext(
+            task="detection", command="evaluate", spec=cfg, model=model, results_dir=work / f"eval_{name}", options={}
+        )
+    )
     res_onnx = eval_run(CommandContext(task="detection", command="evaluate", spec=cfg, model=onnx, options={}))
     net, _ = load_net(model)
     return {
@@ -124,6 +135,7 @@ def cpu_s() -> float:
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is absent")
 def test_bccd_detectnet_v2(tmp_path):
     from rich.console import Console
+
     from tlkit.context import CommandContext
     from tlkit.pruning.command import prune_model_file
     from tlkit_detection.train import run as train_run
@@ -140,8 +152,11 @@ def test_bccd_detectnet_v2(tmp_path):
     if reuse:
         out = {"model": reuse}
     else:
-        out = train_run(CommandContext(task="detection", command="train", spec=cfg, results_dir=work / "train",
-                                       gpus=0, console=console))
+        out = train_run(
+            CommandContext(
+                task="detection", command="train", spec=cfg, results_dir=work / "train", gpus=0, console=console
+            )
+        )
     train_s, train_cpu = time.time() - t, cpu_s() - c
     load_train = os.getloadavg()
     base = measure("unpruned", Path(out["model"]), cfg, work, train_s)
@@ -152,11 +167,19 @@ def test_bccd_detectnet_v2(tmp_path):
 
     pruned = work / "pruned.tlk"
     report = prune_model_file(out["model"], pruned, target_ratio=PRUNE_TARGET, min_filters=8, allocation=ALLOCATION)
-    rcfg = recipe(RETRAIN_RECIPE, manifests["trainval"], manifests["test"],
-                  f"train_config.pretrained_model_path={pruned}", f"train_config.distillation.teacher={out['model']}")
+    rcfg = recipe(
+        RETRAIN_RECIPE,
+        manifests["trainval"],
+        manifests["test"],
+        f"train_config.pretrained_model_path={pruned}",
+        f"train_config.distillation.teacher={out['model']}",
+    )
     t, c = time.time(), cpu_s()
-    rout = train_run(CommandContext(task="detection", command="train", spec=rcfg, results_dir=work / "retrain",
-                                    gpus=0, console=console))
+    rout = train_run(
+        CommandContext(
+            task="detection", command="train", spec=rcfg, results_dir=work / "retrain", gpus=0, console=console
+        )
+    )
     retrain_s, retrain_cpu = time.time() - t, cpu_s() - c
     after = measure("pruned_retrained", Path(rout["model"]), rcfg, work, retrain_s)
     after["train_cpu_s"] = round(retrain_cpu, 1)
@@ -166,28 +189,44 @@ def test_bccd_detectnet_v2(tmp_path):
     result = {
         "dataset": "BCCD (Pascal VOC, 364 images): official split, trained on trainval, reported on test",
         "split": split,
-        "recipe": {"file": str(RECIPE.relative_to(EXAMPLES.parents[1])),
-                   "retrain_file": str(RETRAIN_RECIPE.relative_to(EXAMPLES.parents[1])),
-                   "arch": "efficientnet_lite0 (ImageNet)", "input": list(input_size(cfg)),
-                   "epochs": cfg.train_config.n_epochs, "retrain_epochs": rcfg.train_config.n_epochs,
-                   "retrain": "the training schedule under tlkit's default retrain_config (BN re-estimation on 512 "
-                              "images, a 1-epoch warm-up), distillation from the unpruned model, every layer trained",
-                   "allocation": ALLOCATION,
-                   "batch": cfg.train_config.batch_size_per_gpu,
-                   "clustering": cfg.postprocessing_config.default.clustering_algorithm,
-                   "coverage_foreground_weight": cfg.cost_function_config.default.coverage_foreground_weight,
-                   "bbox_min_radius": cfg.bbox_rasterizer_config.default.bbox_min_radius},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS")},
-                    "load_average_1_5_15": {"train_start": load_start, "train_end": load_train,
-                                            "end": os.getloadavg()}},
+        "recipe": {
+            "file": str(RECIPE.relative_to(EXAMPLES.parents[1])),
+            "retrain_file": str(RETRAIN_RECIPE.relative_to(EXAMPLES.parents[1])),
+            "arch": "efficientnet_lite0 (ImageNet)",
+            "input": list(input_size(cfg)),
+            "epochs": cfg.train_config.n_epochs,
+            "retrain_epochs": rcfg.train_config.n_epochs,
+            "retrain": "the training schedule under tlkit's default retrain_config (BN re-estimation on 512 "
+            "images, a 1-epoch warm-up), distillation from the unpruned model, every layer trained",
+            "allocation": ALLOCATION,
+            "batch": cfg.train_config.batch_size_per_gpu,
+            "clustering": cfg.postprocessing_config.default.clustering_algorithm,
+            "coverage_foreground_weight": cfg.cost_function_config.default.coverage_foreground_weight,
+            "bbox_min_radius": cfg.bbox_rasterizer_config.default.bbox_min_radius,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS")},
+            "load_average_1_5_15": {"train_start": load_start, "train_end": load_train, "end": os.getloadavg()},
+        },
         "note": "the machine is shared: wall times include other processes; train_cpu_s is this process's CPU time",
         "unpruned": base,
-        "pruning": {"target_ratio": PRUNE_TARGET, "ratio": report.ratio, "flops_ratio": report.flops_ratio,
-                    "params_before": report.params_before, "params_after": report.params_after},
+        "pruning": {
+            "target_ratio": PRUNE_TARGET,
+            "ratio": report.ratio,
+            "flops_ratio": report.flops_ratio,
+            "params_before": report.params_before,
+            "params_after": report.params_after,
+        },
         "pruned_retrained": after,
-        "targets": {"mAP@0.5": TARGET_MAP, "budget_s": BUDGET_S, "param_ratio_le": PRUNE_TARGET, "max_drop_points": 1,
-                    "retrain_epochs_le": 8},
+        "targets": {
+            "mAP@0.5": TARGET_MAP,
+            "budget_s": BUDGET_S,
+            "param_ratio_le": PRUNE_TARGET,
+            "max_drop_points": 1,
+            "retrain_epochs_le": 8,
+        },
     }
     OUT.write_text(json.dumps(result, indent=1))
     console.print(json.dumps(result, indent=1))
@@ -210,10 +249,15 @@ def bccd_records(work: Path, image_sets=("trainval", "test")) -> dict[str, Path]
     manifests = {}
     for image_set in image_sets:
         prefix = work / "records" / image_set
-        convert_run(CommandContext(task="detection", command="dataset_convert", output=prefix,
-                                   overrides=[f"voc_config.root_directory_path={DATA}",
-                                              f"voc_config.image_set={image_set}"],
-                                   options={"dataset_export_spec": EXPORT_SPEC, "output_format": "recordio"}))
+        convert_run(
+            CommandContext(
+                task="detection",
+                command="dataset_convert",
+                output=prefix,
+                overrides=[f"voc_config.root_directory_path={DATA}", f"voc_config.image_set={image_set}"],
+                options={"dataset_export_spec": EXPORT_SPEC, "output_format": "recordio"},
+            )
+        )
         manifests[image_set] = Path(f"{prefix}.json")
     return manifests
 
@@ -221,6 +265,7 @@ def bccd_records(work: Path, image_sets=("trainval", "test")) -> dict[str, Path]
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is absent")
 def test_bccd_gluoncv_ssd(tmp_path):
     from rich.console import Console
+
     from tlkit.context import CommandContext
     from tlkit_detection.train import run as train_run
 
@@ -229,27 +274,36 @@ def test_bccd_gluoncv_ssd(tmp_path):
     cfg = recipe(SSD_RECIPE, manifests["trainval"], manifests["test"])
     load_start = os.getloadavg()
     t, c = time.time(), time.process_time()
-    out = train_run(CommandContext(task="detection", command="train", spec=cfg, results_dir=tmp_path / "train",
-                                   gpus=0, console=console))
+    out = train_run(
+        CommandContext(
+            task="detection", command="train", spec=cfg, results_dir=tmp_path / "train", gpus=0, console=console
+        )
+    )
     train_s, train_cpu = time.time() - t, time.process_time() - c
     load_end = os.getloadavg()
     res = measure("ssd", Path(out["model"]), cfg, tmp_path, train_s)
     res["train_cpu_s"] = round(train_cpu, 1)
     result = {
         "dataset": "BCCD (Pascal VOC, 364 images): trained on ImageSets/Main/trainval.txt (292), reported on "
-                   "test.txt (72), the DetectNet_v2 split; recipe chosen on train.txt / val.txt, never on test",
-        "recipe": {"detector": "GluonCV SSD (gluoncv.model_zoo.ssd.SSD, SSDDefaultTrainTransform, SSDMultiBoxLoss)",
-                   "backbone": "efficientnet_lite0 (tlkit; ImageNet weights shipped offline; GluonCV's mobilenet1.0 / "
-                               "resnet50_v1 ImageNet files are absent and never downloaded), freeze_blocks [0, 1, 2]",
-                   "file": str(SSD_RECIPE.relative_to(EXAMPLES.parents[1])),
-                   "input": list(input_size(cfg)), "epochs": cfg.train_config.n_epochs,
-                   "batch": cfg.train_config.batch_size_per_gpu,
-                   "augmentation": "colour distortion, SSD constrained random crop, flip 0.5 (no random expand)",
-                   "optimizer": "adam 1e-3, soft start 0.1, annealing 0.6, L2 5e-5",
-                   "post": "per-class NMS IoU 0.45, confidence 0.01, top 400 per class, 100 per image"},
-        "conditions": {"threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS")},
-                       "loadavg_start": load_start, "loadavg_end": load_end,
-                       "note": "2 shared cores; other engineers' training runs at the same time"},
+        "test.txt (72), the DetectNet_v2 split; recipe chosen on train.txt / val.txt, never on test",
+        "recipe": {
+            "detector": "GluonCV SSD (gluoncv.model_zoo.ssd.SSD, SSDDefaultTrainTransform, SSDMultiBoxLoss)",
+            "backbone": "efficientnet_lite0 (tlkit; ImageNet weights shipped offline; GluonCV's mobilenet1.0 / "
+            "resnet50_v1 ImageNet files are absent and never downloaded), freeze_blocks [0, 1, 2]",
+            "file": str(SSD_RECIPE.relative_to(EXAMPLES.parents[1])),
+            "input": list(input_size(cfg)),
+            "epochs": cfg.train_config.n_epochs,
+            "batch": cfg.train_config.batch_size_per_gpu,
+            "augmentation": "colour distortion, SSD constrained random crop, flip 0.5 (no random expand)",
+            "optimizer": "adam 1e-3, soft start 0.1, annealing 0.6, L2 5e-5",
+            "post": "per-class NMS IoU 0.45, confidence 0.01, top 400 per class, 100 per image",
+        },
+        "conditions": {
+            "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS")},
+            "loadavg_start": load_start,
+            "loadavg_end": load_end,
+            "note": "2 shared cores; other engineers' training runs at the same time",
+        },
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "ssd": res,
         "targets": {"budget_s": BUDGET_S},

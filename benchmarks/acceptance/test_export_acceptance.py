@@ -40,8 +40,9 @@ MAX_DROP = 0.01
 def cli(*args) -> float:
     """Run `tlkit classification ARGS` (the installed CLI); returns its wall time in seconds."""
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "tlkit", "classification", *map(str, args)], capture_output=True,
-                       text=True, check=False)
+    p = subprocess.run(
+        [sys.executable, "-m", "tlkit", "classification", *map(str, args)], capture_output=True, text=True, check=False
+    )
     assert p.returncode == 0, f"tlkit classification {' '.join(map(str, args))}:\n{p.stdout}\n{p.stderr}"
     return time.perf_counter() - t
 
@@ -101,14 +102,41 @@ def test_int8_beside_fp32(tmp_path):
         wall["train"] = cli("train", "-e", spec_file, "-r", tmp_path / "train")
         model = tmp_path / "train" / "weights" / "model_best.tlk"
     cal, cache = tmp_path / "cal.h5", tmp_path / "cal.bin"
-    wall["calibration_tensorfile"] = cli("calibration_tensorfile", "-e", spec_file, "-r", tmp_path / "cal", "-m", model,
-                                         "-o", cal, "--max_batches", CAL_BATCHES)
+    wall["calibration_tensorfile"] = cli(
+        "calibration_tensorfile",
+        "-e",
+        spec_file,
+        "-r",
+        tmp_path / "cal",
+        "-m",
+        model,
+        "-o",
+        cal,
+        "--max_batches",
+        CAL_BATCHES,
+    )
     onnx = {p: tmp_path / f"{p}.onnx" for p in ("fp32", "int8", "int8_onnxruntime")}
     wall["export_fp32"] = cli("export", "-m", model, "-o", onnx["fp32"], "--data_type", "fp32")
     for p, fmt in (("int8", "tensorrt"), ("int8_onnxruntime", "onnxruntime")):
-        wall[f"export_{p}"] = cli("export", "-m", model, "-o", onnx[p], "--data_type", "int8", "--cal_data_file", cal,
-                                  "--batches", CAL_BATCHES, "--calibration_method", CAL_METHOD, "--qdq_format", fmt,
-                                  "--cal_cache_file", cache)
+        wall[f"export_{p}"] = cli(
+            "export",
+            "-m",
+            model,
+            "-o",
+            onnx[p],
+            "--data_type",
+            "int8",
+            "--cal_data_file",
+            cal,
+            "--batches",
+            CAL_BATCHES,
+            "--calibration_method",
+            CAL_METHOD,
+            "--qdq_format",
+            fmt,
+            "--cal_cache_file",
+            cache,
+        )
     evals = {}
     for p, path in onnx.items():
         wall[f"evaluate_{p}"] = cli("evaluate", "-e", spec_file, "-r", tmp_path / f"eval_{p}", "-m", path)
@@ -118,38 +146,62 @@ def test_int8_beside_fp32(tmp_path):
     out = {
         "dataset": "sign-language-digits (10 classes)",
         "split": {s: sum(c.values()) for s, c in counts.items()},
-        "model": {"arch": "efficientnet_lite0", "input_size": SIZE, "epochs": EPOCHS,
-                  "source": str(model) if os.environ.get("TLKIT_EXPORT_MODEL") else "fine-tuned here (CLI train)"},
-        "calibration": {"method": CAL_METHOD, "batches": CAL_BATCHES, "batch_size": 32, "images": 32 * CAL_BATCHES,
-                        "source": "training split, training preprocessing, augmentation off (calibration_tensorfile)",
-                        "weights": "per-channel symmetric int8; 7-bit for GEMM-backed convs/FC (onnxruntime x86 "
-                                   "without VNNI saturates at 8), 8-bit for depthwise convs",
-                        "activations": "per tensor, scale amax/127 (int8) or amax/255 (uint8 [0, amax]); "
-                                       "see qdq_formats",
-                        "trt_cache_lines": len(cache.read_text().splitlines()) - 1},
+        "model": {
+            "arch": "efficientnet_lite0",
+            "input_size": SIZE,
+            "epochs": EPOCHS,
+            "source": str(model) if os.environ.get("TLKIT_EXPORT_MODEL") else "fine-tuned here (CLI train)",
+        },
+        "calibration": {
+            "method": CAL_METHOD,
+            "batches": CAL_BATCHES,
+            "batch_size": 32,
+            "images": 32 * CAL_BATCHES,
+            "source": "training split, training preprocessing, augmentation off (calibration_tensorfile)",
+            "weights": "per-channel symmetric int8; 7-bit for GEMM-backed convs/FC (onnxruntime x86 "
+            "without VNNI saturates at 8), 8-bit for depthwise convs",
+            "activations": "per tensor, scale amax/127 (int8) or amax/255 (uint8 [0, amax]); see qdq_formats",
+            "trt_cache_lines": len(cache.read_text().splitlines()) - 1,
+        },
         **{p: {"top1": e["accuracy"], "loss": e["loss"], "n_images": e["n_images"]} for p, e in evals.items()},
-        "qdq_formats": {"int8": "tensorrt: symmetric int8 activations (what TensorRT builds)",
-                        "int8_onnxruntime": "onnxruntime: uint8 activations, [0, amax] where never negative"},
+        "qdq_formats": {
+            "int8": "tensorrt: symmetric int8 activations (what TensorRT builds)",
+            "int8_onnxruntime": "onnxruntime: uint8 activations, [0, amax] where never negative",
+        },
         "top1_drop": drop,
         "onnx_mb": {p: path.stat().st_size / 2**20 for p, path in onnx.items()},
-        "latency_onnxruntime_1_thread": {p: {b: {k: v for k, v in r.items() if k != "optimized_ops"}
-                                             for b, r in d.items()} for p, d in lat.items()},
-        "speedup_vs_fp32_cpu_time": {p: {b: lat["fp32"][b]["cpu_ms"] / lat[p][b]["cpu_ms"] for b in ("b1", "b16")}
-                                     for p in ("int8", "int8_onnxruntime")},
+        "latency_onnxruntime_1_thread": {
+            p: {b: {k: v for k, v in r.items() if k != "optimized_ops"} for b, r in d.items()} for p, d in lat.items()
+        },
+        "speedup_vs_fp32_cpu_time": {
+            p: {b: lat["fp32"][b]["cpu_ms"] / lat[p][b]["cpu_ms"] for b in ("b1", "b16")}
+            for p in ("int8", "int8_onnxruntime")
+        },
         "onnxruntime_optimized_ops": {p: lat[p]["b1"]["optimized_ops"] for p in onnx},
-        "convs_fused": {p: {"QLinearConv": lat[p]["b1"]["optimized_ops"].get("QLinearConv", 0),
-                            "float_Conv_left": lat[p]["b1"]["optimized_ops"].get("Conv", 0)}
-                        for p in ("int8", "int8_onnxruntime")},
+        "convs_fused": {
+            p: {
+                "QLinearConv": lat[p]["b1"]["optimized_ops"].get("QLinearConv", 0),
+                "float_Conv_left": lat[p]["b1"]["optimized_ops"].get("Conv", 0),
+            }
+            for p in ("int8", "int8_onnxruntime")
+        },
         "wall_s": wall,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, onnxruntime "
-                   f"{__import__('onnxruntime').__version__}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, onnxruntime {__import__('onnxruntime').__version__}",
         "load_average_at_end": os.getloadavg()[0],
         "targets": {f"{p}_top1_drop_le_1_point": d <= MAX_DROP for p, d in drop.items()},
     }
     OUT.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps({k: out[k] for k in ("fp32", "int8", "int8_onnxruntime", "top1_drop", "speedup_vs_fp32_cpu_time",
-                                          "convs_fused")}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: out[k]
+                for k in ("fp32", "int8", "int8_onnxruntime", "top1_drop", "speedup_vs_fp32_cpu_time", "convs_fused")
+            },
+            indent=2,
+        )
+    )
     assert {e["n_images"] for e in evals.values()} == {out["split"]["val"]}
     for p, d in drop.items():
-        assert d <= MAX_DROP, (f"{p} top-1 {evals[p]['accuracy']:.4f} is {100 * d:.2f} points below "
-                               f"fp32 {evals['fp32']['accuracy']:.4f}")
+        assert d <= MAX_DROP, (
+            f"{p} top-1 {evals[p]['accuracy']:.4f} is {100 * d:.2f} points below fp32 {evals['fp32']['accuracy']:.4f}"
+        )

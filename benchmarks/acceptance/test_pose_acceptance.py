@@ -50,11 +50,15 @@ def recipe(tmp_path: Path):
     env = [f"train_config.n_epochs={EPOCHS}"] if EPOCHS else []
     if INPUT:
         shift = 8 * INPUT / 96  # +-8 px at 96 px input
-        env += [f"dataloader.image_dims=[{INPUT}, {INPUT}, 3]",
-                f"pose_config.target_shape=[{INPUT // 8}, {INPUT // 8}]",
-                f"augmentation_config.translate_max_x={shift}", f"augmentation_config.translate_max_y={shift}"]
-    cfg = load_spec(RECIPE, PoseConfig,
-                    [f"dataloader.train_annotations={train}", f"dataloader.val_annotations={val}", *env])
+        env += [
+            f"dataloader.image_dims=[{INPUT}, {INPUT}, 3]",
+            f"pose_config.target_shape=[{INPUT // 8}, {INPUT // 8}]",
+            f"augmentation_config.translate_max_x={shift}",
+            f"augmentation_config.translate_max_y={shift}",
+        ]
+    cfg = load_spec(
+        RECIPE, PoseConfig, [f"dataloader.train_annotations={train}", f"dataloader.val_annotations={val}", *env]
+    )
     return train, val, test, cfg
 
 
@@ -86,11 +90,25 @@ def test_synthetic_pose_reaches_ap(tmp_path):
     onnx = tmp_path / "bpnet.onnx"
     export_run(CommandContext(task="pose", command="export", model=best, output=onnx, console=console))
     kpi = {}
-    runs = (("tlk", best, None), ("onnx", onnx, None), ("final_tlk", res.model_path, None), ("tlk_multiscale", best, [1.0, 1.5]))
+    runs = (
+        ("tlk", best, None),
+        ("onnx", onnx, None),
+        ("final_tlk", res.model_path, None),
+        ("tlk_multiscale", best, [1.0, 1.5]),
+    )
     for name, model, scales in runs:
         spec = PoseConfig.model_validate({"inference": {"scales": scales}}) if scales else None
-        out = evaluate_run(CommandContext(task="pose", command="evaluate", model=model, spec=spec, results_dir=tmp_path / f"eval_{name}",
-                                          console=console, options={"annotations": test}))
+        out = evaluate_run(
+            CommandContext(
+                task="pose",
+                command="evaluate",
+                model=model,
+                spec=spec,
+                results_dir=tmp_path / f"eval_{name}",
+                console=console,
+                options={"annotations": test},
+            )
+        )
         kpi[name] = out.kpi
     # the ceiling: ground truth rendered at stride 8 in the model's input (the image fitted x INPUT/IMG)
     oracle_params = InferenceConfig(scales=[input_size / IMG])
@@ -106,7 +124,9 @@ def test_synthetic_pose_reaches_ap(tmp_path):
         "best_model": str(best.name),
         "epochs": cfg.train_config.n_epochs,
         "model": cfg.model.model_dump(),
-        "recipe": {k: cfg.model_dump(mode="json")[k] for k in ("augmentation_config", "label_processor_config", "train_config")},
+        "recipe": {
+            k: cfg.model_dump(mode="json")[k] for k in ("augmentation_config", "label_processor_config", "train_config")
+        },
         "train_s": round(train_s, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average at start {load0:.1f}, at the end of training {load1:.1f}",
         "history": res.history,
@@ -152,31 +172,54 @@ def test_synthetic_pose_pruned_keeps_ap(tmp_path):
         base = res.best_model_path or res.model_path
 
     def test_ap(model: Path, name: str) -> dict:
-        out = evaluate_run(CommandContext(task="pose", command="evaluate", model=model, results_dir=tmp_path / f"eval_{name}",
-                                          console=console, options={"annotations": test}))
+        out = evaluate_run(
+            CommandContext(
+                task="pose",
+                command="evaluate",
+                model=model,
+                results_dir=tmp_path / f"eval_{name}",
+                console=console,
+                options={"annotations": test},
+            )
+        )
         return out.kpi
 
     pruned = tmp_path / "pruned.tlk"
     report = prune_model_file(base, pruned, target_ratio=PRUNE_TARGET, min_filters=8)
-    tc = {**cfg.train_config.model_dump(), "pretrained_model_path": str(pruned), "load_graph": True,
-          "n_epochs": RETRAIN_EPOCHS, "validation_period": RETRAIN_EPOCHS,
-          "distillation": {"teacher": str(base), "weight": 0.5, "temperature": 2.0}}
+    tc = {
+        **cfg.train_config.model_dump(),
+        "pretrained_model_path": str(pruned),
+        "load_graph": True,
+        "n_epochs": RETRAIN_EPOCHS,
+        "validation_period": RETRAIN_EPOCHS,
+        "distillation": {"teacher": str(base), "weight": 0.5, "temperature": 2.0},
+    }
     rcfg = cfg.model_copy(update={"train_config": type(cfg.train_config).model_validate(tc)})
     t = time.perf_counter()
     rres = train_model(rcfg, tmp_path / "retrain", console, [mx.cpu()])
     retrain_s = time.perf_counter() - t
-    kpi = {"unpruned": test_ap(base, "unpruned"), "pruned_raw": test_ap(pruned, "raw"),
-           "pruned_retrained": test_ap(Path(rres.model_path), "retrained")}
+    kpi = {
+        "unpruned": test_ap(base, "unpruned"),
+        "pruned_raw": test_ap(pruned, "raw"),
+        "pruned_retrained": test_ap(Path(rres.model_path), "retrained"),
+    }
     ap = {k: v["AP_0.50:0.95_all"] for k, v in kpi.items()}
     result = {
         "task": "pose (BodyPoseNet) on synthetic people: the acceptance recipe's model, pruned and retrained",
         "unpruned_model": "reused: " + reuse if reuse else "trained here",
-        "pruning": {"target_ratio": PRUNE_TARGET, "ratio": report.ratio, "flops_ratio": report.flops_ratio,
-                    "params_before": report.params_before, "params_after": report.params_after},
+        "pruning": {
+            "target_ratio": PRUNE_TARGET,
+            "ratio": report.ratio,
+            "flops_ratio": report.flops_ratio,
+            "params_before": report.params_before,
+            "params_after": report.params_after,
+        },
         "retrain_epochs": RETRAIN_EPOCHS,
         "retrain": "default retrain_config (BN re-estimation, 1 warm-up epoch, the spec's peak rate) + distillation weight 0.5",
         "retrain_s": round(retrain_s, 1),
-        "val_history": [{k: r[k] for k in ("epoch", "stage", "AP", "loss", "teacher_s") if k in r} for r in rres.history],
+        "val_history": [
+            {k: r[k] for k in ("epoch", "stage", "AP", "loss", "teacher_s") if k in r} for r in rres.history
+        ],
         "test_AP": ap,
         "test_kpi": kpi,
         "ap_drop": ap["unpruned"] - ap["pruned_retrained"],

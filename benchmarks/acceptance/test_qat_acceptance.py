@@ -263,6 +263,7 @@ def test_bccd_detectnet_v2_qat_retrain(tmp_path):
     if not BCCD.is_dir():
         pytest.skip(f"{BCCD} not present")
     from rich.console import Console
+
     from tlkit.context import CommandContext
     from tlkit.export.command import run as export_run
     from tlkit.model_io import read_meta

@@ -72,16 +72,25 @@ def model(seed=0):
 def pruned(ratio, size):
     m = model()
     x = torch.randn(1, 3, size, size)
-    pruner = tp.pruner.MagnitudePruner(m, x, importance=tp.importance.MagnitudeImportance(p=2),
-                                       pruning_ratio=ratio, round_to=8, ignored_layers=[m.fc])
+    pruner = tp.pruner.MagnitudePruner(
+        m, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio, round_to=8, ignored_layers=[m.fc]
+    )
     pruner.step()
     macs, params = tp.utils.count_ops_and_params(m, x)
     return m, int(params), int(macs)
 
 
 def export(m, path, size):
-    torch.onnx.export(m, torch.randn(1, 3, size, size), str(path), input_names=["data"], output_names=["out"],
-                      dynamic_axes={"data": {0: "batch"}, "out": {0: "batch"}}, opset_version=13, dynamo=False)
+    torch.onnx.export(
+        m,
+        torch.randn(1, 3, size, size),
+        str(path),
+        input_names=["data"],
+        output_names=["out"],
+        dynamic_axes={"data": {0: "batch"}, "out": {0: "batch"}},
+        opset_version=13,
+        dynamo=False,
+    )
 
 
 def main():
@@ -101,8 +110,16 @@ def main():
     m, params, macs = pruned(hi, size)
     export(base, out / "torch_unpruned.onnx", size)
     export(m, out / "torch_pruned.onnx", size)
-    info = {"torch": torch.__version__, "torch_pruning": tp.__version__, "pruning_ratio": hi, "round_to": 8,
-            "params_before": int(params0), "macs_before": int(macs0), "params": params, "macs": macs}
+    info = {
+        "torch": torch.__version__,
+        "torch_pruning": tp.__version__,
+        "pruning_ratio": hi,
+        "round_to": 8,
+        "params_before": int(params0),
+        "macs_before": int(macs0),
+        "params": params,
+        "macs": macs,
+    }
     (out / "torch_pruning.json").write_text(json.dumps(info, indent=1))
     print(json.dumps(info))
 

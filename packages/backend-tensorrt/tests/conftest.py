@@ -39,8 +39,14 @@ def trt_api():
 
 
 def _meta(arch, **extra):
-    return {"task": "classification", "arch": arch, "classes": CLASSES, "input_shape": list(SHAPE),
-            "preprocessing": {"mode": "caffe"}, **extra}
+    return {
+        "task": "classification",
+        "arch": arch,
+        "classes": CLASSES,
+        "input_shape": list(SHAPE),
+        "preprocessing": {"mode": "caffe"},
+        **extra,
+    }
 
 
 def _gluoncv(name):
@@ -59,8 +65,9 @@ def _tiny():
 
     mx.random.seed(0)
     net = nn.HybridSequential()
-    net.add(nn.Conv2D(8, 3, padding=1), nn.BatchNorm(), nn.Activation("relu"), nn.GlobalAvgPool2D(),
-            nn.Dense(len(CLASSES)))
+    net.add(
+        nn.Conv2D(8, 3, padding=1), nn.BatchNorm(), nn.Activation("relu"), nn.GlobalAvgPool2D(), nn.Dense(len(CLASSES))
+    )
     net.initialize(mx.init.Xavier())
     return net
 
@@ -100,15 +107,26 @@ def models(tmp_path_factory):
     out = {
         "resnet18": export_onnx(_gluoncv("resnet18_v1"), d / "resnet18.onnx", meta=_meta("resnet18_v1")),
         "mobilenetv2": export_onnx(_gluoncv("mobilenetv2_1.0"), d / "mobilenetv2.onnx", meta=_meta("mobilenetv2_1.0")),
-        "two_heads": export_onnx(_two_heads(), d / "two_heads.onnx",
-                                 meta={**_meta("two_heads", task="detection"), "output_names": ["output_cov", "output_bbox"]}),
+        "two_heads": export_onnx(
+            _two_heads(),
+            d / "two_heads.onnx",
+            meta={**_meta("two_heads", task="detection"), "output_names": ["output_cov", "output_bbox"]},
+        ),
     }
     tiny = _tiny()
     out["tiny"] = export_onnx(tiny, d / "tiny.onnx", meta=_meta("tiny"))
     cal = [np.random.RandomState(i).uniform(-1, 1, (4, *SHAPE)).astype(np.float32) for i in range(2)]
-    out["tiny_int8"] = export_onnx(tiny, d / "tiny_int8.onnx", meta=_meta("tiny"), data_type="int8",
-                                   cal_batches=cal, calibration_method="max")
-    out["tiny_int8_ort"] = export_onnx(tiny, d / "tiny_int8_ort.onnx", meta=_meta("tiny"), data_type="int8",
-                                       cal_batches=cal, calibration_method="max", qdq_format="onnxruntime")
+    out["tiny_int8"] = export_onnx(
+        tiny, d / "tiny_int8.onnx", meta=_meta("tiny"), data_type="int8", cal_batches=cal, calibration_method="max"
+    )
+    out["tiny_int8_ort"] = export_onnx(
+        tiny,
+        d / "tiny_int8_ort.onnx",
+        meta=_meta("tiny"),
+        data_type="int8",
+        cal_batches=cal,
+        calibration_method="max",
+        qdq_format="onnxruntime",
+    )
     out["tiny_fp16"] = export_onnx(tiny, d / "tiny_fp16.onnx", meta=_meta("tiny"), data_type="fp16")
     return out

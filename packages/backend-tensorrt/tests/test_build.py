@@ -10,11 +10,10 @@ import onnx
 import pytest
 
 from tlkit.errors import ModelFileError, SpecError
-from tlkit.export.onnx_export import read_onnx_metadata
-from tlkit_tensorrt.api import TensorRTError
-from tlkit.export.onnx_export import raw_initializers
-from tlkit_tensorrt.builder import build_engine, build_with_options, fold_int32_dequantize, is_qdq
 from tlkit.export.engine_file import MAGIC, read_engine, read_engine_metadata
+from tlkit.export.onnx_export import raw_initializers, read_onnx_metadata
+from tlkit_tensorrt.api import TensorRTError
+from tlkit_tensorrt.builder import build_engine, build_with_options, fold_int32_dequantize, is_qdq
 
 SHAPE = (3, 32, 32)  # as in conftest.py (test modules cannot import it under --import-mode=importlib)
 CLASSES = ["cat", "dog", "bird", "fish", "frog"]
@@ -34,8 +33,13 @@ def _int32_dequantized(model):
 
 def test_fp32_resnet18_engine_and_header(trt_api, models, tmp_path):
     onnx_path = models["resnet18"]
-    path = build_engine(onnx_path, tmp_path / "r18.engine", data_type="fp32",
-                        profiles=["input,1x3x32x32,4x3x32x32,8x3x32x32"], workspace=1 << 28)
+    path = build_engine(
+        onnx_path,
+        tmp_path / "r18.engine",
+        data_type="fp32",
+        profiles=["input,1x3x32x32,4x3x32x32,8x3x32x32"],
+        workspace=1 << 28,
+    )
     assert path.read_bytes()[:8] == MAGIC
     h = read_engine_metadata(path)
     assert h["model"] == read_onnx_metadata(onnx_path)  # the ONNX's tlkit metadata, unchanged
@@ -72,7 +76,9 @@ def test_two_output_net_keeps_output_names_and_shapes(trt_api, models, tmp_path)
     h = read_engine_metadata(path)
     assert h["model"]["output_names"] == ["output_cov", "output_bbox"]
     assert [(o["name"], o["shape"]) for o in h["engine"]["outputs"]] == [
-        ("output_cov", [-1, 4, 16, 16]), ("output_bbox", [-1, 16, 16, 16])]
+        ("output_cov", [-1, 4, 16, 16]),
+        ("output_bbox", [-1, 16, 16, 16]),
+    ]
     assert h["engine"]["profiles"][0]["max"] == [4, 3, 32, 32]
 
 
@@ -118,8 +124,12 @@ def test_folding_int32_biases_keeps_the_graph_output(models):
     x = np.random.RandomState(3).uniform(-1, 1, (3, *SHAPE)).astype(np.float32)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # reference Q/DQ semantics
-    ref = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    got = ort.InferenceSession(folded.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    ref = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(
+        None, {"input": x}
+    )[0]
+    got = ort.InferenceSession(folded.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(
+        None, {"input": x}
+    )[0]
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6 * float(np.abs(ref).max()))
 
 
@@ -178,8 +188,12 @@ def test_unparsable_graph_names_the_problem(trt_api, tmp_path):
 
     # a custom-domain op TensorRT has no importer (or plugin) for
     node = helper.make_node("NoSuchOp", ["input"], ["output"], domain="tlkit.test")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 4, 4])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 4, 4])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("tlkit.test", 1)])
     p = tmp_path / "custom.onnx"
     p.write_bytes(model.SerializeToString())
@@ -205,9 +219,30 @@ def test_convert_cli(trt_api, models, tmp_path):
     from tlkit.testing.plugins import run_tlkit
 
     engine, plan = tmp_path / "cli.engine", tmp_path / "model.plan"
-    r = run_tlkit(["tensorrt", "convert", str(models["two_heads"]), "-t", "fp16", "-e", str(engine), "-m", "4",
-                   "-b", "2", "-w", str(1 << 27), "-s", "-k", "nvidia_tlt", "-p", "input,1x3x32x32,2x3x32x32,4x3x32x32",
-                   "--plan", str(plan)])
+    r = run_tlkit(
+        [
+            "tensorrt",
+            "convert",
+            str(models["two_heads"]),
+            "-t",
+            "fp16",
+            "-e",
+            str(engine),
+            "-m",
+            "4",
+            "-b",
+            "2",
+            "-w",
+            str(1 << 27),
+            "-s",
+            "-k",
+            "nvidia_tlt",
+            "-p",
+            "input,1x3x32x32,2x3x32x32,4x3x32x32",
+            "--plan",
+            str(plan),
+        ]
+    )
     assert r.returncode == 0, r.stderr
     assert f"Built {engine}" in r.stdout and "fp16" in r.stdout
     header, blob = read_engine(engine)
@@ -218,7 +253,9 @@ def test_convert_cli(trt_api, models, tmp_path):
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout) == header
 
-    bad = run_tlkit(["tensorrt", "convert", str(models["tiny"]), "-e", str(tmp_path / "y.engine"), "-p", "input,1x3x32"])
+    bad = run_tlkit(
+        ["tensorrt", "convert", str(models["tiny"]), "-e", str(tmp_path / "y.engine"), "-p", "input,1x3x32"]
+    )
     assert bad.returncode != 0
     assert bad.stderr.strip().startswith("error: -p 'input,1x3x32': expected <input_name>")
     assert "Traceback" not in bad.stderr and not (tmp_path / "y.engine").exists()

@@ -9,7 +9,12 @@ from tlkit_tensorrt.builder import Profile, parse_dims, parse_profile, parse_pro
 def test_parse_profile_values():
     p = parse_profile("input_1,1x3x544x960,8x3x544x960,16x3x544x960")
     assert p == Profile("input_1", (1, 3, 544, 960), (8, 3, 544, 960), (16, 3, 544, 960))
-    assert p.as_dict() == {"name": "input_1", "min": [1, 3, 544, 960], "opt": [8, 3, 544, 960], "max": [16, 3, 544, 960]}
+    assert p.as_dict() == {
+        "name": "input_1",
+        "min": [1, 3, 544, 960],
+        "opt": [8, 3, 544, 960],
+        "max": [16, 3, 544, 960],
+    }
     assert parse_profile(" input , 1X3X8X8 ,2x3x8x8, 4x3x8x8").opt == (2, 3, 8, 8)  # spaces, upper-case X
     assert parse_dims("1x3x224x224") == (1, 3, 224, 224)
 
@@ -48,7 +53,11 @@ def test_default_profile_for_dynamic_batch_and_static_inputs():
 @pytest.mark.parametrize(
     "inputs, profile, message",
     [
-        ([("input", (-1, 3, 32, 32))], "data,1x3x32x32,1x3x32x32,2x3x32x32", "the network has no input 'data' (its inputs: input)"),
+        (
+            [("input", (-1, 3, 32, 32))],
+            "data,1x3x32x32,1x3x32x32,2x3x32x32",
+            "the network has no input 'data' (its inputs: input)",
+        ),
         ([("input", (-1, 3, 32, 32))], "input,1x3x32,1x3x32,2x3x32", "shapes have 3 dims, the input has 4 (?x3x32x32)"),
         ([("input", (-1, 3, 32, 32))], "input,1x3x64x64,1x3x64x64,2x3x64x64", "dim 2 of the input is fixed at 32"),
         ([("input", (-1, 3, -1, -1))], None, "dynamic dims beyond the batch (?x3x?x?): give -p input,MIN,OPT,MAX"),

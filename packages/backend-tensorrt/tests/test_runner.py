@@ -14,8 +14,10 @@ SHAPE = (3, 32, 32)
 
 def test_rtx_gpu_support_by_compute_capability():
     msg = rtx_unsupported({"name": "NVIDIA H100 80GB HBM3", "compute_capability": (9, 0)})
-    assert msg == ("TensorRT-RTX engines do not run on NVIDIA H100 80GB HBM3 (compute capability 9.0); "
-                   "use full TensorRT (pip install tensorrt) on this GPU")
+    assert msg == (
+        "TensorRT-RTX engines do not run on NVIDIA H100 80GB HBM3 (compute capability 9.0); "
+        "use full TensorRT (pip install tensorrt) on this GPU"
+    )
     assert "compute capability 8.0" in rtx_unsupported({"name": "A100", "compute_capability": (8, 0)})
     for cc in [(7, 5), (8, 6), (8, 9), (12, 0)]:
         assert rtx_unsupported({"name": "RTX", "compute_capability": cc}) is None
@@ -65,8 +67,9 @@ def _close(got, ref, rel):
 def test_engine_matches_onnxruntime(models, tmp_path, name, data_type, rel):
     from tlkit.export.runners import load_runner
 
-    engine = build_engine(models[name], tmp_path / "m.engine", data_type=data_type,
-                          profiles=["input,1x3x32x32,2x3x32x32,4x3x32x32"])
+    engine = build_engine(
+        models[name], tmp_path / "m.engine", data_type=data_type, profiles=["input,1x3x32x32,2x3x32x32,4x3x32x32"]
+    )
     runner = load_runner(engine)
     assert runner.metadata["data_type"] == data_type and runner.metadata["classes"]
     assert runner.input_shape == SHAPE
@@ -80,8 +83,8 @@ def test_engine_matches_onnxruntime(models, tmp_path, name, data_type, rel):
 
 @pytest.mark.gpu
 def test_two_outputs_in_onnx_order_and_bare_plan(models, tmp_path):
-    from tlkit.export.runners import load_runner
     from tlkit.export.engine_file import write_plan
+    from tlkit.export.runners import load_runner
 
     engine = build_engine(models["two_heads"], tmp_path / "two.engine", max_batch=4)
     runner = load_runner(engine)

@@ -27,9 +27,23 @@ def _build(arch: str, **kw) -> Backbone:
 
 
 def test_all_required_backbones_are_registered():
-    required = {"resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "vgg16", "vgg19", "mobilenet_v1",
-                "mobilenet_v2", "googlenet", "darknet19", "darknet53", "efficientnet_lite0",
-                "efficientnet_lite1", "efficientnet_lite2"}
+    required = {
+        "resnet10",
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "vgg16",
+        "vgg19",
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "googlenet",
+        "darknet19",
+        "darknet53",
+        "efficientnet_lite0",
+        "efficientnet_lite1",
+        "efficientnet_lite2",
+    }
     assert required <= set(ARCHS)
 
 
@@ -99,8 +113,12 @@ def test_use_batch_norm_false_gives_biased_convs_without_bn(arch):
 
 @pytest.mark.parametrize(
     "arch,gluoncv_name,kw",
-    [("resnet18", "resnet18_v1", {}), ("vgg16", "vgg16_bn", {}), ("vgg16", "vgg16", {"use_batch_norm": False}),
-     ("darknet53", "darknet53", {})],
+    [
+        ("resnet18", "resnet18_v1", {}),
+        ("vgg16", "vgg16_bn", {}),
+        ("vgg16", "vgg16", {"use_batch_norm": False}),
+        ("darknet53", "darknet53", {}),
+    ],
 )
 def test_parameter_names_match_gluoncv(arch, gluoncv_name, kw):
     """Our own builds mirror GluonCV's layouts, so GluonCV .params files load by name."""
@@ -177,8 +195,11 @@ def test_backbone_check_catches_broken_backbones():
 
 
 def test_unknown_backbone_option_is_a_spec_error():
-    with pytest.raises(SpecError, match=r"resnet18: unknown backbone option 'use_polling' \(did you mean "
-                                        r"'use_pooling'\?\); it accepts: out_stride, use_batch_norm"):
+    with pytest.raises(
+        SpecError,
+        match=r"resnet18: unknown backbone option 'use_polling' \(did you mean "
+        r"'use_pooling'\?\); it accepts: out_stride, use_batch_norm",
+    ):
         build_backbone("resnet18", use_polling=False)
     build_backbone("mobilenet_v2", use_pooling=False, all_projections=True)  # TLT options it has no use for
 
@@ -200,7 +221,9 @@ def test_catalog_and_weights_modules_do_not_import_mxnet():
     """They are on the CLI's help path (`tlkit --help`, `tlkit plugins`)."""
     import subprocess
 
-    code = ("import sys, tlkit.backbones, tlkit.backbones.catalog, tlkit.weights, tlkit._builtin; "
-            "tlkit._builtin.tlkit_register_architectures(); "
-            "assert 'mxnet' not in sys.modules and 'gluoncv' not in sys.modules, 'heavy import'")
+    code = (
+        "import sys, tlkit.backbones, tlkit.backbones.catalog, tlkit.weights, tlkit._builtin; "
+        "tlkit._builtin.tlkit_register_architectures(); "
+        "assert 'mxnet' not in sys.modules and 'gluoncv' not in sys.modules, 'heavy import'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

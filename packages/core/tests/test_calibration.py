@@ -9,12 +9,12 @@ from mxnet.gluon import nn
 from onnx import helper, numpy_helper
 
 from tlkit.errors import DataError, SpecError, TlkitError
+from tlkit.export.onnx_export import export_onnx, read_onnx_metadata
 from tlkit.export.qdq import quantize_qdq
 from tlkit.export.ranges import compute_ranges
+from tlkit.export.runners import OnnxRuntimeRunner
 from tlkit.export.tensorfile import TensorFileWriter, read_tensorfile, tensorfile_info, write_tensorfile
 from tlkit.export.trt_cache import amax_to_hex, read_trt_cache, trt_version_number, write_trt_cache
-from tlkit.export.onnx_export import export_onnx, read_onnx_metadata
-from tlkit.export.runners import OnnxRuntimeRunner
 
 SHAPE = (3, 32, 32)
 
@@ -48,7 +48,8 @@ def test_tensorfile_written_by_plain_h5py_reads_back(tmp_path):
         db.attrs["shape"] = data.shape
         for i in range(2):
             db.create_group(f"_tensorfile_array_key__{i}").create_dataset(
-                "_tensorfile_array_key_", data=data + i, compression="gzip")
+                "_tensorfile_array_key_", data=data + i, compression="gzip"
+            )
     back = list(read_tensorfile(path))
     np.testing.assert_array_equal(back[1], data + 1)
 
@@ -162,8 +163,15 @@ def structured_setup(tmp_path):
     """A small conv net and smooth (image-like) inputs: int8 should track fp32 closely."""
     mx.random.seed(0)
     net = nn.HybridSequential()
-    net.add(nn.Conv2D(16, 3, padding=1), nn.BatchNorm(), nn.Activation("relu"),
-            nn.Conv2D(32, 3, strides=2, padding=1), nn.Activation("relu"), nn.GlobalAvgPool2D(), nn.Dense(10))
+    net.add(
+        nn.Conv2D(16, 3, padding=1),
+        nn.BatchNorm(),
+        nn.Activation("relu"),
+        nn.Conv2D(32, 3, strides=2, padding=1),
+        nn.Activation("relu"),
+        nn.GlobalAvgPool2D(),
+        nn.Dense(10),
+    )
     net.initialize(mx.init.Xavier())
     rs = np.random.RandomState(0)
     x = np.kron(rs.uniform(0, 1, (8, 3, 4, 4)), np.ones((1, 1, 8, 8))).astype(np.float32)
@@ -200,16 +208,26 @@ def test_qdq_onnx_runs_and_tracks_fp32(tmp_path):
 def test_int8_export_writes_cache_and_imports_it(tmp_path):
     net, x, meta, fp32 = structured_setup(tmp_path)
     cache = tmp_path / "cal.bin"
-    q1 = export_onnx(net, tmp_path / "a.onnx", meta=meta, data_type="int8", cal_batches=[x],
-                     calibration_method="max", cal_cache_file=cache)
+    q1 = export_onnx(
+        net,
+        tmp_path / "a.onnx",
+        meta=meta,
+        data_type="int8",
+        cal_batches=[x],
+        calibration_method="max",
+        cal_cache_file=cache,
+    )
     ranges = read_trt_cache(cache)
     assert ranges["input"] == pytest.approx(float(np.abs(x).max()), rel=1e-6)
     # a second export imports the cache (no calibration data) and gets the same scales
     q2 = export_onnx(net, tmp_path / "b.onnx", meta=meta, data_type="int8", cal_cache_file=cache)
 
     def scales(p):
-        return {t.name: numpy_helper.to_array(t).tolist() for t in onnx.load(str(p)).graph.initializer
-                if t.name.endswith("_scale")}
+        return {
+            t.name: numpy_helper.to_array(t).tolist()
+            for t in onnx.load(str(p)).graph.initializer
+            if t.name.endswith("_scale")
+        }
 
     s1, s2 = scales(q1), scales(q2)
     assert s1.keys() == s2.keys()
@@ -265,8 +283,16 @@ def trained_net_onnx(tmp_path_factory):
     def rgb(im):
         return np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im[..., :3]
 
-    photos = [skdata.chelsea(), skdata.coffee(), skdata.rocket(), skdata.stereo_motorcycle()[0],
-              rgb(skdata.camera()), skdata.astronaut(), rgb(skdata.coins()), rgb(skdata.brick())]
+    photos = [
+        skdata.chelsea(),
+        skdata.coffee(),
+        skdata.rocket(),
+        skdata.stereo_motorcycle()[0],
+        rgb(skdata.camera()),
+        skdata.astronaut(),
+        rgb(skdata.coins()),
+        rgb(skdata.brick()),
+    ]
     x = np.concatenate([preprocess(p).asnumpy() for p in photos])
     path = export_onnx(net, tmp_path_factory.mktemp("eff") / "fp32.onnx", input_shape=(3, 224, 224))
     return path, x, OnnxRuntimeRunner(path).run(x)[0]
@@ -290,6 +316,7 @@ def test_int8_of_a_trained_net_keeps_its_predictions(trained_net_onnx, tmp_path,
 
 def _mbconv_onnx(path):
     """conv-BN-ReLU6, depthwise conv-BN-ReLU6, 1x1 conv, pool, dense: the MobileNet/EfficientNet-Lite pattern."""
+
     class Net(nn.HybridBlock):
         def __init__(self):
             super().__init__()
@@ -433,16 +460,31 @@ def test_int8_keeps_output_heads_float_unless_asked(tmp_path):
 def test_trt_cache_leaves_out_the_heads(tmp_path):
     net, x, meta, fp32 = structured_setup(tmp_path)
     cache = tmp_path / "cal.bin"
-    export_onnx(net, tmp_path / "q.onnx", meta=meta, data_type="int8", cal_batches=[x], calibration_method="entropy",
-                cal_cache_file=cache)
+    export_onnx(
+        net,
+        tmp_path / "q.onnx",
+        meta=meta,
+        data_type="int8",
+        cal_batches=[x],
+        calibration_method="entropy",
+        cal_cache_file=cache,
+    )
     model = onnx.load(str(fp32))
     gemm_out = next(n.output[0] for n in model.graph.node if n.op_type == "Gemm")
     pool_out = next(n.output[0] for n in model.graph.node if n.op_type == "GlobalAveragePool")
     names = set(read_trt_cache(cache))
     assert "input" in names and pool_out in names  # the head's input keeps its range
     assert gemm_out not in names and "output" not in names  # TensorRT keeps the head's output in float
-    export_onnx(net, tmp_path / "q2.onnx", meta=meta, data_type="int8", cal_batches=[x], calibration_method="entropy",
-                cal_cache_file=tmp_path / "all.bin", quantize_output_heads=True)
+    export_onnx(
+        net,
+        tmp_path / "q2.onnx",
+        meta=meta,
+        data_type="int8",
+        cal_batches=[x],
+        calibration_method="entropy",
+        cal_cache_file=tmp_path / "all.bin",
+        quantize_output_heads=True,
+    )
     assert gemm_out in set(read_trt_cache(tmp_path / "all.bin"))
 
 

@@ -23,7 +23,20 @@ def test_help_does_not_import_mxnet():
 def test_expand_multi_values():
     argv = ["t", "prune", "-el", "a", "b", "-m", "x", "--gpu_index", "0", "1", "k=v"]
     assert expand_multi_values(argv, {"-el", "--gpu_index"}) == [
-        "t", "prune", "-el", "a", "-el", "b", "-m", "x", "--gpu_index", "0", "--gpu_index", "1", "k=v"]
+        "t",
+        "prune",
+        "-el",
+        "a",
+        "-el",
+        "b",
+        "-m",
+        "x",
+        "--gpu_index",
+        "0",
+        "--gpu_index",
+        "1",
+        "k=v",
+    ]
 
 
 def test_spec_validate_reports_missing_file(tmp_path):

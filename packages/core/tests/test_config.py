@@ -64,7 +64,10 @@ def test_overrides_apply_and_are_blamed(tmp_path):
     p = write(tmp_path, "train_config:\n  n_epochs: 3\n")
     cfg = load_spec(p, TaskConfig, ["train_config.n_epochs=7", "train_config.optimizer.type=rmsprop"])
     assert cfg.train_config.n_epochs == 7 and cfg.train_config.optimizer.type == "rmsprop"
-    with pytest.raises(SpecError, match=r"override 'train_config.n_epochz=1': train_config.n_epochz: unknown key \(did you mean 'n_epochs'\?\)"):
+    with pytest.raises(
+        SpecError,
+        match=r"override 'train_config.n_epochz=1': train_config.n_epochz: unknown key \(did you mean 'n_epochs'\?\)",
+    ):
         load_spec(p, TaskConfig, ["train_config.n_epochz=1"])
     with pytest.raises(SpecError, match="expected key=value"):
         load_spec(p, TaskConfig, ["train_config.n_epochs"])
@@ -86,8 +89,12 @@ def test_resolved_spec_round_trips(tmp_path):
 
 def test_reference_markdown_lists_every_key():
     md = spec_reference_markdown(TaskConfig, "Shared")
-    for key in ("train_config.n_epochs", "train_config.optimizer.momentum", "train_config.lr_config.annealing_points",
-                "train_config.early_stopping.patience"):
+    for key in (
+        "train_config.n_epochs",
+        "train_config.optimizer.momentum",
+        "train_config.lr_config.annealing_points",
+        "train_config.early_stopping.patience",
+    ):
         assert f"`{key}`" in md
 
 

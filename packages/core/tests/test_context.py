@@ -4,6 +4,7 @@
 from pathlib import Path
 
 import pytest
+
 from tlkit.cli.options import EXPORT_OPTIONS, with_defaults
 from tlkit.context import CommandContext
 from tlkit.errors import TlkitError

@@ -10,7 +10,6 @@ from mxnet.gluon import nn
 from tlkit.errors import ModelFileError, SpecError
 from tlkit.export.deploy import write_deepstream_config, write_triton_repo
 from tlkit.export.onnx_export import export_onnx, read_onnx_metadata
-from tlkit.testing.export import parse_triton_config
 from tlkit.export.preprocess import (
     from_deepstream,
     normalize,
@@ -18,6 +17,7 @@ from tlkit.export.preprocess import (
     preprocessing_params,
     to_deepstream,
 )
+from tlkit.testing.export import parse_triton_config
 
 SHAPE = (3, 32, 32)
 CLASSES = ["cat", "dog", "bird"]
@@ -31,8 +31,9 @@ def test_normalize_modes():
     caffe = normalize(px, "caffe")
     np.testing.assert_allclose(caffe[0, 0], [30 - 103.939, 20 - 116.779, 10 - 123.68], rtol=1e-6)  # BGR
     torch = normalize(px, "torch")
-    np.testing.assert_allclose(torch[0, 0], (np.array([10, 20, 30]) / 255 - [0.485, 0.456, 0.406])
-                               / np.array([0.229, 0.224, 0.225]), rtol=1e-5)
+    np.testing.assert_allclose(
+        torch[0, 0], (np.array([10, 20, 30]) / 255 - [0.485, 0.456, 0.406]) / np.array([0.229, 0.224, 0.225]), rtol=1e-5
+    )
     np.testing.assert_allclose(normalize(px, "tf")[0, 0], [10 / 127.5 - 1, 20 / 127.5 - 1, 30 / 127.5 - 1], rtol=1e-6)
     # a custom mean is given in RGB order and reordered for caffe's BGR
     np.testing.assert_allclose(normalize(px, "caffe", mean=[1, 2, 3])[0, 0], [27, 18, 9])
@@ -89,8 +90,13 @@ def tiny_net():
 
 @pytest.fixture(scope="module")
 def classifier_onnx(tmp_path_factory):
-    meta = {"task": "classification", "arch": "tiny", "classes": CLASSES, "input_shape": list(SHAPE),
-            "preprocessing": {"mode": "caffe"}}
+    meta = {
+        "task": "classification",
+        "arch": "tiny",
+        "classes": CLASSES,
+        "input_shape": list(SHAPE),
+        "preprocessing": {"mode": "caffe"},
+    }
     return export_onnx(tiny_net(), tmp_path_factory.mktemp("cls") / "cls.onnx", meta=meta)
 
 
@@ -121,11 +127,18 @@ def test_deepstream_classifier_config_is_complete(classifier_onnx, tmp_path):
 
 def test_deepstream_detector_config_from_task_meta(tmp_path):
     net = tiny_net()
-    meta = {"task": "detection", "classes": ["car", "person"], "input_shape": list(SHAPE),
-            "preprocessing": {"mode": "tf"}, "output_names": ["output_cov"],
-            "deepstream": {"properties": {"cluster-mode": 3, "parse-bbox-func-name": "NvDsInferParseCustom"},
-                           "class_attrs_all": {"pre-cluster-threshold": 0.3},
-                           "class_attrs": {"1": {"pre-cluster-threshold": 0.6, "topk": 20}}}}
+    meta = {
+        "task": "detection",
+        "classes": ["car", "person"],
+        "input_shape": list(SHAPE),
+        "preprocessing": {"mode": "tf"},
+        "output_names": ["output_cov"],
+        "deepstream": {
+            "properties": {"cluster-mode": 3, "parse-bbox-func-name": "NvDsInferParseCustom"},
+            "class_attrs_all": {"pre-cluster-threshold": 0.3},
+            "class_attrs": {"1": {"pre-cluster-threshold": 0.6, "topk": 20}},
+        },
+    }
     onnx_path = export_onnx(net, tmp_path / "det.onnx", meta=meta)
     cal = tmp_path / "cal.bin"
     cal.write_text("TRT-10000-EntropyCalibration2\n")
@@ -174,8 +187,13 @@ def test_triton_onnx_repo_matches_the_model(classifier_onnx, tmp_path):
     assert [i.name for i in cfg.input] == ["input"]
     inp = cfg.input[0]
     assert inp.data_type == 11 and list(inp.dims) == md["input_shape"]  # TYPE_FP32, batch dim left out
-    assert cls.DESCRIPTOR.fields_by_name["input"].message_type.enum_types_by_name["Format"].values_by_number[
-        inp.format].name == "FORMAT_NCHW"
+    assert (
+        cls.DESCRIPTOR.fields_by_name["input"]
+        .message_type.enum_types_by_name["Format"]
+        .values_by_number[inp.format]
+        .name
+        == "FORMAT_NCHW"
+    )
     assert [o.name for o in cfg.output] == md["output_names"] == ["output"]
     assert list(cfg.output[0].dims) == [len(CLASSES)] and cfg.output[0].data_type == 11
     assert cfg.output[0].label_filename == "labels.txt"
@@ -229,8 +247,15 @@ def test_resolve_preprocessing_keeps_task_keys():
 def test_deepstream_for_qdq_onnx_uses_explicit_quantization(tmp_path):
     meta = {"task": "classification", "classes": CLASSES, "input_shape": list(SHAPE)}
     x = np.random.RandomState(0).uniform(0, 1, (2, *SHAPE)).astype(np.float32)
-    q = export_onnx(tiny_net(), tmp_path / "q.onnx", meta=meta, data_type="int8", cal_batches=[x],
-                    calibration_method="max", cal_cache_file=tmp_path / "cal.bin")
+    q = export_onnx(
+        tiny_net(),
+        tmp_path / "q.onnx",
+        meta=meta,
+        data_type="int8",
+        cal_batches=[x],
+        calibration_method="max",
+        cal_cache_file=tmp_path / "cal.bin",
+    )
     cfg = write_deepstream_config(q, None, tmp_path, int8_calib_file=tmp_path / "cal.bin")
     p = read_ds(cfg)["property"]
     assert p["network-mode"] == "1" and "int8-calib-file" not in p

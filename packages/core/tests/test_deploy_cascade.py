@@ -12,6 +12,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 from mxnet.gluon import nn
+
 from tlkit.errors import SpecError
 from tlkit.export.cascade import SecondaryClassifier, nvinfer_object_rect
 from tlkit.export.deepstream_app import write_deepstream_app

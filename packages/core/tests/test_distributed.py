@@ -22,6 +22,7 @@ import pytest
 
 mx = pytest.importorskip("mxnet")
 from mxnet import gluon  # noqa: E402
+
 from tlkit.distributed import DistributedError, World, parse_master, world  # noqa: E402
 from tlkit.errors import SpecError  # noqa: E402
 
@@ -97,6 +98,7 @@ def weights(net) -> dict[str, np.ndarray]:
 def worker(rank: int, master: str, results: str, out: str, epochs: int, sharded: bool) -> None:
     """One node (run in its own process by the test)."""
     from rich.console import Console
+
     from tlkit.distributed import session
     from tlkit.training import train
 
@@ -165,6 +167,7 @@ def reference(tmp_path: Path, epochs: int) -> dict[str, np.ndarray]:
     import io
 
     from rich.console import Console
+
     from tlkit.training import train
 
     job = make_job(LOCAL_BATCH * NODES, sharded=False)

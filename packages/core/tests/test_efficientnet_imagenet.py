@@ -132,10 +132,20 @@ def test_fine_tune_start_loads_the_whole_backbone_and_leaves_a_new_head():
 # -- an independent reference: Lite0 in plain numpy, straight from the .pth tensors ------------------------
 
 # lukemelas/TF block strings (repeats, kernel, stride, expand ratio, in, out) of Lite0; Lite1/2 scale them
-LITE0_BLOCKS = ["r1_k3_s11_e1_i32_o16", "r2_k3_s22_e6_i16_o24", "r2_k5_s22_e6_i24_o40", "r3_k3_s22_e6_i40_o80",
-                "r3_k5_s11_e6_i80_o112", "r4_k5_s22_e6_i112_o192", "r1_k3_s11_e6_i192_o320"]
-REPEATS = {"efficientnet_lite0": [1, 2, 2, 3, 3, 4, 1], "efficientnet_lite1": [1, 3, 3, 4, 4, 5, 1],
-           "efficientnet_lite2": [1, 3, 3, 4, 4, 5, 1]}
+LITE0_BLOCKS = [
+    "r1_k3_s11_e1_i32_o16",
+    "r2_k3_s22_e6_i16_o24",
+    "r2_k5_s22_e6_i24_o40",
+    "r3_k3_s22_e6_i40_o80",
+    "r3_k5_s11_e6_i80_o112",
+    "r4_k5_s22_e6_i112_o192",
+    "r1_k3_s11_e6_i192_o320",
+]
+REPEATS = {
+    "efficientnet_lite0": [1, 2, 2, 3, 3, 4, 1],
+    "efficientnet_lite1": [1, 3, 3, 4, 4, 5, 1],
+    "efficientnet_lite2": [1, 3, 3, 4, 4, 5, 1],
+}
 
 
 def _tf_same_conv(x, w, stride=1, depthwise=False):
@@ -169,8 +179,9 @@ def _reference_logits(w, x, arch="efficientnet_lite0"):
             p, inp = f"_blocks.{i}", y
             if f"{p}._expand_conv.weight" in w:
                 y = relu6(bn(_tf_same_conv(y, w[f"{p}._expand_conv.weight"]), f"{p}._bn0"))
-            y = relu6(bn(_tf_same_conv(y, w[f"{p}._depthwise_conv.weight"], stride if r == 0 else 1, True),
-                         f"{p}._bn1"))
+            y = relu6(
+                bn(_tf_same_conv(y, w[f"{p}._depthwise_conv.weight"], stride if r == 0 else 1, True), f"{p}._bn1")
+            )
             y = bn(_tf_same_conv(y, w[f"{p}._project_conv.weight"]), f"{p}._bn2")
             if y.shape == inp.shape and (stride == 1 or r > 0):
                 y = y + inp

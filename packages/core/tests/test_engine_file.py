@@ -16,7 +16,7 @@ def test_round_trip_and_layout(tmp_path):
     data = path.read_bytes()
     assert data[:8] == MAGIC
     (n,) = struct.unpack("<Q", data[8:16])
-    assert data[16 + n:] == PLAN
+    assert data[16 + n :] == PLAN
     meta = read_engine_metadata(path)
     assert meta["format"] == "tlkit-tensorrt-engine"
     assert meta["model"] == header["model"] and meta["engine"] == header["engine"]

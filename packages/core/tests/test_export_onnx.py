@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 from mxnet.gluon import nn
+
 from tlkit import model_io
 from tlkit.errors import DataError, ModelFileError, SpecError, TlkitError
 from tlkit.export.onnx_export import ExportError, export_onnx, read_onnx_metadata
@@ -284,10 +285,14 @@ def test_export_format_runs_the_registered_exporter(tlk_model, tmp_path, npz_exp
     assert output == tmp_path / "m.npz" and outputs == {"output": str(output), "format": "npz"}
     assert options["static_batch_size"] == 2 and options["data_type"] == "fp32" and options["format"] == "npz"
     assert sorted(np.load(output)) == sorted(k.replace(":", "_") for k in model_io.load_model(tlk).params)
-    with pytest.raises(TlkitError, match="--gen_ds_config: deployment configs describe an ONNX model; --format npz writes .npz"):
+    with pytest.raises(
+        TlkitError, match="--gen_ds_config: deployment configs describe an ONNX model; --format npz writes .npz"
+    ):
         run(export_context(model=tlk, output=tmp_path / "x", options={"format": "npz", "gen_ds_config": True}))
     assert len(npz_exporter) == 1 and not (tmp_path / "x.npz").exists()
-    with pytest.raises(TlkitError, match=r"unknown exporter 'nzp'; did you mean 'npz'\? Installed exporters: npz, onnx\."):
+    with pytest.raises(
+        TlkitError, match=r"unknown exporter 'nzp'; did you mean 'npz'\? Installed exporters: npz, onnx\."
+    ):
         run(export_context(model=tlk, output=tmp_path / "y", options={"format": "nzp"}))
     # without --format: core's ONNX
     assert run(export_context(model=tlk, output=tmp_path / "m", options={}))["onnx"] == str(tmp_path / "m.onnx")
@@ -318,8 +323,13 @@ def test_export_command_int8_from_images_and_tensorfile(tlk_model, tmp_path):
         img = np.kron(rs.randint(0, 255, (5, 5, 3)), np.ones((8, 8, 1))).astype(np.uint8)
         cv2.imwrite(str(tmp_path / "cal" / "sub" / f"{i}.png"), img[:, :, ::-1])
         images.append(img)
-    opts = {"data_type": "int8", "cal_image_dir": tmp_path / "cal", "batches": 2, "batch_size": 3,
-            "calibration_method": "max"}
+    opts = {
+        "data_type": "int8",
+        "cal_image_dir": tmp_path / "cal",
+        "batches": 2,
+        "batch_size": 3,
+        "calibration_method": "max",
+    }
     out = run(export_context(model=tlk, output=tmp_path / "a.onnx", options=opts))
     assert out["data_type"] == "int8" and out["cal_cache_file"] == str(tmp_path / "cal.bin")
     ranges = read_trt_cache(tmp_path / "cal.bin")
@@ -328,8 +338,12 @@ def test_export_command_int8_from_images_and_tensorfile(tlk_model, tmp_path):
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(tmp_path / "a.onnx")).graph.node}
     # the same batches through a TLT tensorfile give the same ranges
     tf = write_tensorfile(tmp_path / "cal.tensorfile", [preprocess(images[:3], META), preprocess(images[3:], META)])
-    opts = {"data_type": "int8", "cal_data_file": tf, "cal_cache_file": tmp_path / "cal2.bin",
-            "calibration_method": "max"}
+    opts = {
+        "data_type": "int8",
+        "cal_data_file": tf,
+        "cal_cache_file": tmp_path / "cal2.bin",
+        "calibration_method": "max",
+    }
     run(export_context(model=tlk, output=tmp_path / "b.onnx", options=opts))
     again = read_trt_cache(tmp_path / "cal2.bin")
     assert again.keys() == ranges.keys()
@@ -348,7 +362,8 @@ def test_runner_on_a_foreign_onnx_file(tmp_path):
     from onnx import helper
 
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 2, 4, 4])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 2, 4, 4])],
     )

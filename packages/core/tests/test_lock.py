@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+
 from tlkit.errors import ResultsDirError
 from tlkit.training.lock import LOCK_NAME, read_holder, results_dir_lock
 

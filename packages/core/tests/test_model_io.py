@@ -80,12 +80,24 @@ def test_model_meta_round_trip_keeps_every_key(tmp_path):
     from tlkit import __version__
     from tlkit.types import ModelMeta
 
-    meta = {"task": "t", "arch": "a", "classes": ["cat", "dog"], "input_shape": [3, 8, 8],
-            "preprocessing": {"mode": "caffe"}, "prune_exclude": ["head"], "plugin_key": {"x": [1, 2]}}
+    meta = {
+        "task": "t",
+        "arch": "a",
+        "classes": ["cat", "dog"],
+        "input_shape": [3, 8, 8],
+        "preprocessing": {"mode": "caffe"},
+        "prune_exclude": ["head"],
+        "plugin_key": {"x": [1, 2]},
+    }
     path = model_io.save_model(tmp_path / "m.tlk", model_io.ModelFile(meta, {"w": mx.nd.ones((2,))}))
     raw = model_io.read_meta(path)
-    assert raw == {**meta, "kind": "gluon", "format": "tlkit-model", "format_version": model_io.FORMAT_VERSION,
-                   "tlkit_version": __version__}
+    assert raw == {
+        **meta,
+        "kind": "gluon",
+        "format": "tlkit-model",
+        "format_version": model_io.FORMAT_VERSION,
+        "tlkit_version": __version__,
+    }
     info = model_io.read_model_meta(path)
     assert isinstance(info, ModelMeta)
     assert (info.task, info.classes, info.input_shape, info.prune_exclude) == ("t", ["cat", "dog"], [3, 8, 8], ["head"])
@@ -116,12 +128,15 @@ def test_newer_version_is_refused(tmp_path):
         model_io.read_meta(path)
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("input_shape", [3, 8], r"key 'input_shape': expected \[C, H, W\], three positive integers \(got \[3, 8\]\)"),
-    ("kind", "onnx", r"key 'kind': Input should be 'gluon' or 'graph'"),
-    ("classes", "cat", r"key 'classes': Input should be a valid list \(got 'cat'\)"),
-    ("prune_exclude", ["head", 3], r"key 'prune_exclude\.1': Input should be a valid string"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("input_shape", [3, 8], r"key 'input_shape': expected \[C, H, W\], three positive integers \(got \[3, 8\]\)"),
+        ("kind", "onnx", r"key 'kind': Input should be 'gluon' or 'graph'"),
+        ("classes", "cat", r"key 'classes': Input should be a valid list \(got 'cat'\)"),
+        ("prune_exclude", ["head", 3], r"key 'prune_exclude\.1': Input should be a valid string"),
+    ],
+)
 def test_bad_meta_names_the_file_and_key(tmp_path, key, value, message):
     path = _write_raw(tmp_path / "bad.tlk", {"format": "tlkit-model", "format_version": 1, key: value})
     with pytest.raises(ModelFileError, match=r"bad.tlk: meta.json " + message):

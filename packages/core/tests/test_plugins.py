@@ -68,8 +68,11 @@ def test_third_party_task_runs_with_spec_overrides_options_and_stage_hooks(plugi
     spec = tmp_path / "spec.yaml"
     spec.write_text("counting_config:\n  target: 5\n")
     out = tmp_path / "res"
-    r = run_tlkit(["counting", "count", "-e", str(spec), "-r", str(out), "--step", "2", "counting_config.target=7"],
-                  plugin_dir, env={"TLKIT_DISABLE_PLUGINS": "broken,typo,old"})
+    r = run_tlkit(
+        ["counting", "count", "-e", str(spec), "-r", str(out), "--step", "2", "counting_config.target=7"],
+        plugin_dir,
+        env={"TLKIT_DISABLE_PLUGINS": "broken,typo,old"},
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "count.json").read_text()) == [1, 3, 5, 7]
     events = [json.loads(x)["event"] for x in (out / "stage_events.jsonl").read_text().splitlines()]

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+
 from tlkit.config import read_spec_source, sniff_format
 from tlkit.errors import SpecError
 from tlkit.prototext import looks_like_prototext, parse

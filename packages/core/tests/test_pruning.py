@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from gluoncv.model_zoo import get_model
 from mxnet.gluon import nn
+
 from tlkit.model_io import graph_of, symbol_block
 from tlkit.pruning.graph import (
     PruneError,
@@ -457,8 +458,10 @@ def test_uniform_keeps_the_same_fraction_of_every_layer(resnet_graph):
 
 def test_global_allocation_buys_the_fewest_macs_at_a_parameter_count(resnet_graph):
     sym, params = resnet_graph
-    reps = {a: prune_graph(sym, params, input_shape=(3, 64, 64), target_ratio=0.1, allocation=a).report
-            for a in ("threshold", "uniform", "global")}
+    reps = {
+        a: prune_graph(sym, params, input_shape=(3, 64, 64), target_ratio=0.1, allocation=a).report
+        for a in ("threshold", "uniform", "global")
+    }
     assert all(r.ratio <= 0.1 for r in reps.values())
     assert reps["global"].flops_after < 0.8 * min(reps["threshold"].flops_after, reps["uniform"].flops_after)
     # the first (highest-resolution) layers give up the most channels
@@ -469,8 +472,15 @@ def test_global_allocation_buys_the_fewest_macs_at_a_parameter_count(resnet_grap
 def test_every_layer_keeps_its_floor_and_multiples_of_the_granularity(resnet_graph):
     sym, params = resnet_graph
     for alloc in ("threshold", "global"):
-        res = prune_graph(sym, params, input_shape=(3, 64, 64), target_ratio=0.001, allocation=alloc,
-                          min_filters=1, min_channel_ratio=0.25)
+        res = prune_graph(
+            sym,
+            params,
+            input_shape=(3, 64, 64),
+            target_ratio=0.001,
+            allocation=alloc,
+            min_filters=1,
+            min_channel_ratio=0.25,
+        )
         for r in res.report.layers:
             assert r.channels_after >= r.channels_before // 4, (alloc, r)
             assert r.channels_after % 8 == 0 or r.channels_after == r.channels_before
@@ -500,6 +510,7 @@ def test_flops_and_macs_targets(resnet_graph, alloc):
 
 @pytest.mark.parametrize("alloc", ["uniform", "global"])
 def test_other_allocations_stay_exact(alloc):
-    res = assert_prune_equivalent(zoo("mobilenetv2_0.25"), (3, 32, 32), target_ratio=0.5, allocation=alloc,
-                                  granularity=1, min_filters=1)
+    res = assert_prune_equivalent(
+        zoo("mobilenetv2_0.25"), (3, 32, 32), target_ratio=0.5, allocation=alloc, granularity=1, min_filters=1
+    )
     assert res.report.ratio <= 0.5

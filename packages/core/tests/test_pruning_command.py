@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from mxnet.gluon import nn
 from rich.console import Console
+
 from tlkit import model_io
 from tlkit.context import CommandContext
 from tlkit.errors import ModelFileError, TlkitError
@@ -198,12 +199,19 @@ def test_threshold_that_cuts_everything_is_refused_or_warned(graph_model, tmp_pa
         run(ctx)
     assert not (tmp_path / "a.tlk").exists()
     ctx, buf = make_ctx(  # TLT's floor alone (-nf), without tlkit's per-layer --min_channel_ratio
-        path, tmp_path / "b.tlk", None, pruning_threshold=0.999, pruning_granularity=1, min_num_filters=2,
+        path,
+        tmp_path / "b.tlk",
+        None,
+        pruning_threshold=0.999,
+        pruning_granularity=1,
+        min_num_filters=2,
         min_channel_ratio=0.0,
     )
     run(ctx)
     assert "warning: every prunable layer" in buf.getvalue() and "minimum of 2 filters" in buf.getvalue()
-    ctx, buf = make_ctx(path, tmp_path / "b2.tlk", None, pruning_threshold=0.999, pruning_granularity=1, min_num_filters=2)
+    ctx, buf = make_ctx(
+        path, tmp_path / "b2.tlk", None, pruning_threshold=0.999, pruning_granularity=1, min_num_filters=2
+    )
     run(ctx)  # with the default 1/8 floor the 32-channel layers keep 4, the 16-channel one 2
     assert "minimum of floor (-nf / --min_channel_ratio: 2-4 filters)" in buf.getvalue().replace("\n", " ")
     ctx, buf = make_ctx(path, tmp_path / "c.tlk", None, pruning_threshold=0.3, pruning_granularity=1, min_num_filters=1)
@@ -311,8 +319,9 @@ def test_unknown_or_foreign_pruner_is_refused_naming_the_installed_ones(graph_mo
     ctx, _ = make_ctx(path, tmp_path / "u.tlk", None, pruner="spyy")
     with pytest.raises(TlkitError, match=r"unknown pruner 'spyy'; did you mean 'spy'\? Installed pruners: l2, spy\."):
         run(ctx)
-    detection = model_io.save_net(tmp_path / "det.tlk", small_net(), {"task": "detection", "input_shape": [3, 16, 16]},
-                                  as_graph=True)
+    detection = model_io.save_net(
+        tmp_path / "det.tlk", small_net(), {"task": "detection", "input_shape": [3, 16, 16]}, as_graph=True
+    )
     ctx, _ = make_ctx(detection, tmp_path / "v.tlk", None, pruner="spy")
     with pytest.raises(TlkitError, match="--pruner spy: prunes classification models, not 'detection' ones"):
         run(ctx)

@@ -17,6 +17,7 @@ from rich.console import Console  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))  # the engine tests' tiny net and job (--import-mode=importlib)
 from test_training import make_cfg, make_job, make_net  # noqa: E402
+
 from tlkit import qat  # noqa: E402
 from tlkit.errors import SpecError  # noqa: E402
 from tlkit.model_io import load_net, read_meta  # noqa: E402
@@ -102,8 +103,9 @@ def quiet():
 def test_training_with_qat_then_int8_export_uses_the_learned_ranges(tmp_path):
     import onnx
     import onnxruntime as ort
-    from tlkit.export.trt_cache import read_trt_cache
+
     from tlkit.export.onnx_export import export_onnx, read_onnx_metadata
+    from tlkit.export.trt_cache import read_trt_cache
 
     res = train(make_job(net=make_net(dropout=0.0)), make_cfg(enable_qat=True), tmp_path / "r", console=quiet())
     meta = read_meta(res.model_path)

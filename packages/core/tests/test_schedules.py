@@ -3,6 +3,7 @@
 import math
 
 import pytest
+
 from tlkit.config import LRConfig
 from tlkit.errors import SpecError
 from tlkit.training.schedules import make_schedule
@@ -79,9 +80,7 @@ def test_soft_anneal_matches_tlt_formula():
 def test_soft_start_annealing_matches_tlt_formula():
     # TLT SoftStartAnnealingLearningRateScheduler: exp ramp min -> max, hold, exp decay -> min
     lo, hi = 5e-6, 5e-4
-    f = sched(
-        type="soft_start_annealing", learning_rate=hi, min_learning_rate=lo, soft_start=0.2, annealing=0.6
-    )
+    f = sched(type="soft_start_annealing", learning_rate=hi, min_learning_rate=lo, soft_start=0.2, annealing=0.6)
     assert f(0) == pytest.approx(lo)
     assert f(10) == pytest.approx(math.sqrt(lo * hi))  # t = 0.5 on a log scale: the geometric mean
     assert f(20) == pytest.approx(hi)

@@ -6,6 +6,7 @@ from typing import ClassVar
 import pytest
 import yaml
 from pydantic import Field
+
 from tlkit.config import SpecModel, TaskConfig, read_spec
 from tlkit.errors import SpecError
 from tlkit.spec_aliases import (

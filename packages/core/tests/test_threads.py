@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+
 from tlkit.errors import SpecError
 from tlkit.testing.plugins import run_tlkit
 from tlkit.threads import available_cores, cgroup_cpu_limit, configure_threads, loader_workers

@@ -563,8 +563,13 @@ print(json.dumps([h["loss"] for h in res.history]))
 def _amp_run(tmp_path, gpu: bool) -> tuple[list[float], str]:
     """An AMP training in its own process (amp.init patches MXNet's operators for the whole process)."""
     script = AMP_SCRIPT.format(tests=str(Path(__file__).parent), gpu=gpu, out=str(tmp_path / "amp"))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
@@ -599,9 +604,16 @@ def test_two_cpu_contexts_data_parallel(tmp_path):
 def test_resume_with_another_network_is_refused(tmp_path):
     train(make_job(), make_cfg(n_epochs=1), tmp_path)
     other = gluon.nn.HybridSequential()
-    other.add(gluon.nn.Conv2D(4, 3, padding=1), gluon.nn.BatchNorm(), gluon.nn.Activation("relu"),
-              gluon.nn.Conv2D(8, 3, padding=1, strides=2), gluon.nn.Activation("relu"),
-              gluon.nn.GlobalAvgPool2D(), gluon.nn.Dropout(0.2), gluon.nn.Dense(N_CLASSES))
+    other.add(
+        gluon.nn.Conv2D(4, 3, padding=1),
+        gluon.nn.BatchNorm(),
+        gluon.nn.Activation("relu"),
+        gluon.nn.Conv2D(8, 3, padding=1, strides=2),
+        gluon.nn.Activation("relu"),
+        gluon.nn.GlobalAvgPool2D(),
+        gluon.nn.Dropout(0.2),
+        gluon.nn.Dense(N_CLASSES),
+    )
     other.initialize()
     with pytest.raises(ModelFileError, match=r"model_epoch_001.tlk: parameter '0.weight' has shape \(8, 3, 3, 3\)"):
         train(make_job(net=other), make_cfg(n_epochs=2), tmp_path)
@@ -625,6 +637,7 @@ def test_progress_bar_on_a_terminal_and_plain_lines_otherwise():
     import io
 
     from rich.console import Console
+
     from tlkit.training.progress import EpochProgress
 
     tty = io.StringIO()

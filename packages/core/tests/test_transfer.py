@@ -36,8 +36,13 @@ def backbone() -> Backbone:
         block.add(nn.Conv2D(c, 3, strides=s, padding=1), nn.BatchNorm(), nn.Activation("relu"))
         return block
 
-    return Backbone("toy", [("stem", conv(4, 2)), ("stage1", conv(8, 2)), ("stage2", conv(8, 2))],
-                    [("stem", 1, 2), ("stage1", 1, 2), ("stage2", 1, 2)], 8, out_stride=8)
+    return Backbone(
+        "toy",
+        [("stem", conv(4, 2)), ("stage1", conv(8, 2)), ("stage2", conv(8, 2))],
+        [("stem", 1, 2), ("stage1", 1, 2), ("stage2", 1, 2)],
+        8,
+        out_stride=8,
+    )
 
 
 class Net(nn.HybridBlock):
@@ -87,7 +92,9 @@ def test_freeze_blocks_map_to_backbone_prefixes_and_momentum_and_finish_apply():
 def test_the_seed_fixes_the_initial_weights():
     a = build_for_training(ToyBuilder(cfg()), [mx.cpu()]).net
     b = build_for_training(ToyBuilder(cfg()), [mx.cpu()]).net
-    for (_, pa), (_, pb) in zip(sorted(a._collect_params_with_prefix().items()), sorted(b._collect_params_with_prefix().items())):
+    for (_, pa), (_, pb) in zip(
+        sorted(a._collect_params_with_prefix().items()), sorted(b._collect_params_with_prefix().items())
+    ):
         np.testing.assert_array_equal(pa.data().asnumpy(), pb.data().asnumpy())
 
 
@@ -95,15 +102,20 @@ def test_a_block_the_backbone_lacks_is_refused_naming_the_key_before_anything_he
     builder = ToyBuilder(cfg(freeze_blocks=[1, 3]))
     with pytest.raises(SpecError) as err:
         build_for_training(builder, [mx.cpu()])
-    assert str(err.value) == ("model_config.freeze_blocks: block 3 is out of range for toy, whose backbone has blocks "
-                              "0..2 (0 stem, 1 stage1, 2 stage2)")
+    assert str(err.value) == (
+        "model_config.freeze_blocks: block 3 is out of range for toy, whose backbone has blocks "
+        "0..2 (0 stem, 1 stage1, 2 stage2)"
+    )
     assert builder.calls == ["build"]  # refused before initialising or loading weights
 
     class NoBackbone(ToyBuilder):
         backbone_path = "features.backbone"
 
-    with pytest.raises(SpecError, match=r"^model_config.freeze_blocks: toy has no freeze-able backbone blocks; "
-                                        r"remove model_config.freeze_blocks$"):
+    with pytest.raises(
+        SpecError,
+        match=r"^model_config.freeze_blocks: toy has no freeze-able backbone blocks; "
+        r"remove model_config.freeze_blocks$",
+    ):
         build_for_training(NoBackbone(cfg(freeze_blocks=[0])), [mx.cpu()])
 
 

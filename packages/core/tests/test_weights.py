@@ -26,8 +26,12 @@ from tlkit.weights import LoadReport, load_pretrained, load_weight_file, resolve
 # -- writing .pth files the way torch.save does, without torch -------------------------------------------
 
 MAGIC = 0x1950A86A20F9469CFC6C
-_NP_TO_STORAGE = {np.dtype(np.float32): "FloatStorage", np.dtype(np.float16): "HalfStorage",
-                  np.dtype(np.int64): "LongStorage", np.dtype(np.uint8): "ByteStorage"}
+_NP_TO_STORAGE = {
+    np.dtype(np.float32): "FloatStorage",
+    np.dtype(np.float16): "HalfStorage",
+    np.dtype(np.int64): "LongStorage",
+    np.dtype(np.uint8): "ByteStorage",
+}
 
 
 class _Storage:
@@ -235,8 +239,11 @@ def test_missing_and_unknown_files(tmp_path):
         load_weight_file(tmp_path / "nope.pth")
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    with pytest.raises(ModelFileError, match=r"notes.txt: unrecognised weights format; expected one of: "
-                                             r"tlkit, mxnet-params, pytorch-pth"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"notes.txt: unrecognised weights format; expected one of: "
+        r"tlkit, mxnet-params, pytorch-pth",
+    ):
         load_weight_file(text)
     keras = tmp_path / "resnet_18.hdf5"  # a TLT/TAO pretrained model
     keras.write_bytes(b"\x89HDF\r\n\x1a\n")
@@ -260,8 +267,10 @@ def _classifier(classes: int, seed: int) -> ImageNetClassifier:
 def test_filtered_load_skips_shape_mismatch_and_lists_new(tmp_path):
     src = _classifier(5, seed=1)
     src.save_parameters(str(tmp_path / "src.params"))
-    mx.nd.save(str(tmp_path / "extra.params"), {**{n: p.data() for n, p in src._collect_params_with_prefix().items()},
-                                                "unused.weight": mx.nd.ones(3)})
+    mx.nd.save(
+        str(tmp_path / "extra.params"),
+        {**{n: p.data() for n, p in src._collect_params_with_prefix().items()}, "unused.weight": mx.nd.ones(3)},
+    )
     dst = _classifier(3, seed=2)
     report = load_pretrained(dst, str(tmp_path / "extra.params"))
     head = ["output.weight", "output.bias"]
@@ -290,11 +299,14 @@ def test_prefix_and_weight_map_place_backbone_weights(tmp_path):
     mx.nd.save(str(tmp_path / "f.params"), {"x/" + n: p.data() for n, p in bb._collect_params_with_prefix().items()})
     net = _classifier(4, seed=3)
     report = load_pretrained(
-        net, str(tmp_path / "f.params"), prefix="backbone.",
+        net,
+        str(tmp_path / "f.params"),
+        prefix="backbone.",
         weight_map=lambda n: None if n.startswith("x/features.1.") else n[2:],
     )
     assert set(report.new) == {"output.weight", "output.bias"} | {
-        f"backbone.features.1.{k}" for k in ("gamma", "beta", "running_mean", "running_var")}
+        f"backbone.features.1.{k}" for k in ("gamma", "beta", "running_mean", "running_var")
+    }
     assert {r for _, r in report.skipped} == {"not used by this network (weight map)"}
     np.testing.assert_array_equal(
         net._collect_params_with_prefix()["backbone.features.0.weight"].data().asnumpy(),
@@ -325,8 +337,11 @@ def test_resolve_local_and_named(tmp_path):
     assert resolve_weights(str(f)) == f
     lite = resolve_weights("imagenet", arch="efficientnet_lite0")
     assert lite.name == "efficientnet-lite0-57934424.pth" and lite.is_file()
-    with pytest.raises(ModelFileError, match=r"imagenet: weights file not found \(resnet18 knows no pretrained "
-                                             r"set 'imagenet'\)"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"imagenet: weights file not found \(resnet18 knows no pretrained "
+        r"set 'imagenet'\)",
+    ):
         resolve_weights("imagenet", arch="resnet18")
 
 
@@ -383,6 +398,9 @@ def test_gluoncv_v1b_weights_fill_the_v1_layout_resnet18(tmp_path, monkeypatch):
     assert sorted(n for n, _ in report.skipped) == ["fc.bias", "fc.weight"]
     want = ref.layer4(ref.layer3(ref.layer2(ref.layer1(ref.maxpool(ref.relu(ref.bn1(ref.conv1(x))))))))
     np.testing.assert_allclose(bb(x).asnumpy(), want.asnumpy(), rtol=1e-5, atol=1e-5)
-    with pytest.raises(ModelFileError, match=r"gluoncv://resnet18_v1b holds resnet18 ImageNet weights, the network's "
-                       r"backbone is resnet34; use gluoncv://resnet34_v1, gluoncv://resnet34_v1b"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"gluoncv://resnet18_v1b holds resnet18 ImageNet weights, the network's "
+        r"backbone is resnet34; use gluoncv://resnet34_v1, gluoncv://resnet34_v1b",
+    ):
         load_pretrained(build_backbone("resnet", n_layers=34), "gluoncv://resnet18_v1b")

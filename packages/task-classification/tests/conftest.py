@@ -36,11 +36,18 @@ def shapes(tmp_path_factory):
 
 def _make_ctx(command, spec=None, results_dir=None, model=None, output=None, **options):
     from rich.console import Console
+
     from tlkit.testing import make_context
 
     return make_context(
-        "classification", command, spec=spec, results_dir=results_dir, model=model, output=output,
-        options=options, console=Console(width=120, highlight=False),
+        "classification",
+        command,
+        spec=spec,
+        results_dir=results_dir,
+        model=model,
+        output=output,
+        options=options,
+        console=Console(width=120, highlight=False),
     )
 
 

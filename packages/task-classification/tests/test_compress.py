@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 from tiny_recipe import ctx, spec
+
 from tlkit.errors import SpecError
 from tlkit.model_io import load_model
 
@@ -40,17 +41,21 @@ def test_retrain_starts_with_bn_reestimation_and_reports_it(trained, shapes):
     from tlkit_classification.train import train_model
 
     r, model, pruned = trained
-    cfg = spec(shapes, f"train_config.pretrained_model_path={pruned}", "train_config.load_graph=true",
-               "train_config.n_epochs=1", "train_config.retrain_config.lr_scale=0.5")
+    cfg = spec(
+        shapes,
+        f"train_config.pretrained_model_path={pruned}",
+        "train_config.load_graph=true",
+        "train_config.n_epochs=1",
+        "train_config.retrain_config.lr_scale=0.5",
+    )
     res = train_model(cfg, r / "retrain", Console(quiet=True), [__import__("mxnet").cpu()])
     stages = [row.get("stage") for row in res.history]
     assert stages[:2] == ["pruned", "bn_reestimated"] and stages[2] is None
     # validation before training is the pruned model file's accuracy on the validation set, as evaluate says
+    from tlkit.model_io import read_meta
     from tlkit_classification.data import open_image_folder
     from tlkit_classification.evaluate import evaluate_model
     from tlkit_classification.runner import load_runner
-
-    from tlkit.model_io import read_meta
 
     val = open_image_folder(shapes / "val", classes=read_meta(pruned)["classes"])
     assert res.history[0]["validation_accuracy"] == pytest.approx(evaluate_model(load_runner(pruned), val)["accuracy"])
@@ -63,6 +68,7 @@ def test_retrain_starts_with_bn_reestimation_and_reports_it(trained, shapes):
 def test_reestimate_bn_measures_the_data_statistics():
     import mxnet as mx
     from mxnet.gluon import nn
+
     from tlkit.training.retrain import reestimate_bn
 
     net = nn.HybridSequential()
@@ -83,26 +89,37 @@ def test_reestimate_bn_measures_the_data_statistics():
 
 def test_distillation_reports_the_teacher_and_checks_it(trained, shapes):
     import mxnet as mx
+
     from tlkit_classification.train import train_model
 
     r, model, pruned = trained
-    cfg = spec(shapes, f"train_config.pretrained_model_path={pruned}", "train_config.load_graph=true",
-               "train_config.n_epochs=1", f"train_config.distillation.teacher={model}",
-               "train_config.distillation.temperature=4")
+    cfg = spec(
+        shapes,
+        f"train_config.pretrained_model_path={pruned}",
+        "train_config.load_graph=true",
+        "train_config.n_epochs=1",
+        f"train_config.distillation.teacher={model}",
+        "train_config.distillation.temperature=4",
+    )
     res = train_model(cfg, r / "distill", Console(quiet=True), [mx.cpu()])
     row = res.history[-1]
     assert row["teacher_s"] > 0 and 0 < row["teacher_share"] < 1 and row["teacher_ms_per_step"] > 0
     status = [json.loads(line) for line in (r / "distill" / "status.json").read_text().splitlines()]
     assert any("teacher_s" in s for s in status)
     # a teacher of another task (or other classes) is refused by name
-    bad = spec(shapes, f"train_config.pretrained_model_path={pruned}", "train_config.load_graph=true",
-               f"train_config.distillation.teacher={r / 'missing.tlk'}")
+    bad = spec(
+        shapes,
+        f"train_config.pretrained_model_path={pruned}",
+        "train_config.load_graph=true",
+        f"train_config.distillation.teacher={r / 'missing.tlk'}",
+    )
     with pytest.raises(Exception, match="missing.tlk"):
         train_model(bad, r / "bad", Console(quiet=True), [mx.cpu()])
 
 
 def test_soft_label_kl_is_zero_for_equal_logits_and_scales_with_t2():
     import mxnet as mx
+
     from tlkit.training.distill import soft_label_kl
 
     a = mx.nd.array([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]])
@@ -124,14 +141,30 @@ def test_prune_with_spec_reestimates_bn_in_the_file(trained, shapes):
     out = r / "pruned_bn.tlk"
     spec_file = r / "spec.yaml"  # `prune -e spec.yaml`, as the CLI passes it
     spec_file.write_text(spec_to_yaml(spec(shapes)))
-    prune_run(ctx("prune", spec(shapes), spec_path=spec_file, results_dir=r / "p", model=model, output=out,
-                  options={"target_ratio": 0.3, "allocation": "uniform", "min_num_filters": 8}))
+    prune_run(
+        ctx(
+            "prune",
+            spec(shapes),
+            spec_path=spec_file,
+            results_dir=r / "p",
+            model=model,
+            output=out,
+            options={"target_ratio": 0.3, "allocation": "uniform", "min_num_filters": 8},
+        )
+    )
     mf = load_model(out)
     rows = mf.meta["bn_reestimation"]["validation"]
     assert [x["stage"] for x in rows] == ["pruned", "bn_reestimated"]
     plain = r / "pruned_plain.tlk"
-    prune_run(ctx("prune", results_dir=r / "p2", model=model, output=plain,
-                  options={"target_ratio": 0.3, "allocation": "uniform", "min_num_filters": 8}))
+    prune_run(
+        ctx(
+            "prune",
+            results_dir=r / "p2",
+            model=model,
+            output=plain,
+            options={"target_ratio": 0.3, "allocation": "uniform", "min_num_filters": 8},
+        )
+    )
     ref = load_model(plain).params
     # each prune rebuilds the gluon net, so layer names carry other counters: compare in layer order
     means = list(zip(ordered(ref, "running_mean"), ordered(mf.params, "running_mean")))
@@ -145,8 +178,14 @@ def test_compress_keeps_the_smallest_within_budget_and_resumes(trained, shapes):
 
     r, model, _ = trained
     d = r / "c"
-    opts = {"max_accuracy_drop": 100.0, "target_ratio": 0.25, "steps": 2, "retrain_epochs": 1,
-            "allocation": "uniform", "min_num_filters": 8}
+    opts = {
+        "max_accuracy_drop": 100.0,
+        "target_ratio": 0.25,
+        "steps": 2,
+        "retrain_epochs": 1,
+        "allocation": "uniform",
+        "min_num_filters": 8,
+    }
     out = compress_run(ctx("compress", spec(shapes), results_dir=d, model=model, options=dict(opts)))
     state = json.loads((d / "compress.json").read_text())
     steps = state["steps"]
@@ -164,8 +203,15 @@ def test_compress_keeps_the_smallest_within_budget_and_resumes(trained, shapes):
     assert again["kept_step"] == 2
     assert (d / "step_1" / "retrain" / "weights" / "model.tlk").stat().st_mtime == mtime
     # a budget nothing meets: the loop stops after the first step over it and keeps nothing
-    tight = compress_run(ctx("compress", spec(shapes), results_dir=r / "tight", model=model,
-                             options={**opts, "max_accuracy_drop": -100.0, "no_latency": True}))
+    tight = compress_run(
+        ctx(
+            "compress",
+            spec(shapes),
+            results_dir=r / "tight",
+            model=model,
+            options={**opts, "max_accuracy_drop": -100.0, "no_latency": True},
+        )
+    )
     assert tight["kept_step"] is None
     assert len(json.loads((r / "tight" / "compress.json").read_text())["steps"]) == 2
 
@@ -184,8 +230,24 @@ def test_prune_and_compress_through_the_cli(trained, tmp_path):
 
     r, model, _ = trained
     out = tmp_path / "p.tlk"
-    p = run_tlkit(["classification", "prune", "-m", str(model), "-o", str(out), "--allocation", "global",
-                   "--target_macs", "0.4", "--min_channel_ratio", "0.25", "-nf", "8"])
+    p = run_tlkit(
+        [
+            "classification",
+            "prune",
+            "-m",
+            str(model),
+            "-o",
+            str(out),
+            "--allocation",
+            "global",
+            "--target_macs",
+            "0.4",
+            "--min_channel_ratio",
+            "0.25",
+            "-nf",
+            "8",
+        ]
+    )
     assert p.returncode == 0, p.stderr
     summary = load_model(out).meta["pruning"]
     assert summary["flops_after"] <= 0.4 * summary["flops_before"]
@@ -194,5 +256,12 @@ def test_prune_and_compress_through_the_cli(trained, tmp_path):
     assert p.returncode != 0 and "uniform" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     p = run_tlkit(["classification", "compress", "--help"])
     assert p.returncode == 0
-    for flag in ("--max_accuracy_drop", "--target_ratio", "--steps", "--retrain_epochs", "--no_distillation", "--allocation"):
+    for flag in (
+        "--max_accuracy_drop",
+        "--target_ratio",
+        "--steps",
+        "--retrain_epochs",
+        "--no_distillation",
+        "--allocation",
+    ):
         assert flag in p.stdout, flag

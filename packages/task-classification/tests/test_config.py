@@ -1,6 +1,7 @@
 """The spec: TLT's keys, model_config spelled as in TLT, errors with key path and line."""
 
 import pytest
+
 from tlkit.config import load_spec, save_resolved_spec
 from tlkit.errors import SpecError
 from tlkit_classification.config import ClassificationConfig, parse_image_size

@@ -17,7 +17,15 @@ def test_registered_commands_and_formats():
     reg = get_registry()
     task = reg.task("classification")
     assert [c.name for c in task.commands] == [
-        "train", "evaluate", "inference", "prune", "compress", "export", "calibration_tensorfile", "dataset_convert", "demo",
+        "train",
+        "evaluate",
+        "inference",
+        "prune",
+        "compress",
+        "export",
+        "calibration_tensorfile",
+        "dataset_convert",
+        "demo",
     ]
     formats = reg.dataset_formats()
     assert [n for (t, n) in formats if t == "classification"] == ["voc"]

@@ -5,6 +5,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+
 from tlkit.errors import DataError
 from tlkit_classification.data import (
     Pipeline,
@@ -37,7 +38,9 @@ def test_caffe_image_mean_override_is_rgb_keys():
 
 def test_torch_and_tf_modes():
     t = normalize(PIXEL[None], preprocessing_for("torch"))[0, :, 0, 0]
-    np.testing.assert_allclose(t, (np.array([10, 20, 30]) / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225], rtol=1e-5)
+    np.testing.assert_allclose(
+        t, (np.array([10, 20, 30]) / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225], rtol=1e-5
+    )
     f = normalize(PIXEL[None], preprocessing_for("tf"))[0, :, 0, 0]
     np.testing.assert_allclose(f, np.array([10, 20, 30]) / 127.5 - 1, rtol=1e-6)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from tlkit.errors import DataError, TlkitError
 from tlkit_classification.data import open_image_folder
 from tlkit_classification.dataset_convert import parse_ratios, split_folder, voc_to_folders
@@ -56,11 +57,15 @@ def write_voc(root: Path) -> None:
     }
     for name, boxes in objs.items():
         img = np.zeros((40, 60, 3), np.uint8)
-        xml = [f"<annotation><filename>{name}.jpg</filename><size><width>60</width><height>40</height><depth>3</depth></size>"]
+        xml = [
+            f"<annotation><filename>{name}.jpg</filename><size><width>60</width><height>40</height><depth>3</depth></size>"
+        ]
         for cls, (x0, y0, x1, y1), diff in boxes:
             img[y0 - 1 : y1, x0 - 1 : x1] = (0, 0, 255) if cls == "cat" else (255, 0, 0)
-            xml.append(f"<object><name>{cls}</name><difficult>{diff}</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
-                       f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")
+            xml.append(
+                f"<object><name>{cls}</name><difficult>{diff}</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+                f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+            )
         xml.append("</annotation>")
         cv2.imwrite(str(root / "JPEGImages" / f"{name}.jpg"), img)
         (root / "Annotations" / f"{name}.xml").write_text("".join(xml))
@@ -101,8 +106,15 @@ def test_voc_errors(tmp_path):
 
 def test_command_voc_then_split(tmp_path, make_ctx):
     write_voc(tmp_path / "voc")
-    ctx = make_ctx("dataset_convert", output=tmp_path / "out", mode="voc", input=tmp_path / "voc",
-                   voc_label="crop", ratios="0.5,0.5", seed=1)
+    ctx = make_ctx(
+        "dataset_convert",
+        output=tmp_path / "out",
+        mode="voc",
+        input=tmp_path / "voc",
+        voc_label="crop",
+        ratios="0.5,0.5",
+        seed=1,
+    )
     assert ctx.options["mode"] == "voc"
     from tlkit_classification.dataset_convert import run
 
@@ -132,15 +144,35 @@ def test_voc_folder_names_and_a_fixed_split_from_lists(tmp_path, make_ctx):
     folders = r"\(set --annotation_dir_name; its folders: \['ImageSets', 'images', 'xml'\]\)"
     with pytest.raises(DataError, match=r"no Annotations/ directory " + folders):
         voc_to_folders(tmp_path / "voc", tmp_path / "out")
-    ctx = make_ctx("dataset_convert", output=tmp_path / "out", mode="voc", input=tmp_path / "voc", voc_label="dominant",
-                   image_dir_name="images", annotation_dir_name="xml",
-                   train_list="train", val_list=str(tmp_path / "val_ids.txt"))  # an ImageSets/Main name, and a file
+    ctx = make_ctx(
+        "dataset_convert",
+        output=tmp_path / "out",
+        mode="voc",
+        input=tmp_path / "voc",
+        voc_label="dominant",
+        image_dir_name="images",
+        annotation_dir_name="xml",
+        train_list="train",
+        val_list=str(tmp_path / "val_ids.txt"),
+    )  # an ImageSets/Main name, and a file
     assert run(ctx) == 0
     assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.jpg")) == [
-        "train/cat/img1.jpg", "val/dog/img2.jpg"]
+        "train/cat/img1.jpg",
+        "val/dog/img2.jpg",
+    ]
     with pytest.raises(TlkitError, match="fix the split: drop --ratios"):
-        run(make_ctx("dataset_convert", output=tmp_path / "o2", mode="voc", input=tmp_path / "voc", ratios="0.5,0.5",
-                     image_dir_name="images", annotation_dir_name="xml", train_list="train"))
+        run(
+            make_ctx(
+                "dataset_convert",
+                output=tmp_path / "o2",
+                mode="voc",
+                input=tmp_path / "voc",
+                ratios="0.5,0.5",
+                image_dir_name="images",
+                annotation_dir_name="xml",
+                train_list="train",
+            )
+        )
 
 
 def test_input_format_reads_with_a_registered_format_and_unknown_ones_are_refused(tmp_path, make_ctx):
@@ -163,8 +195,18 @@ def test_input_format_reads_with_a_registered_format_and_unknown_ones_are_refuse
             cv2.imwrite(str(src / f"{i}.png"), np.full((8, 8, 3), 40 * i, np.uint8))
             lines.append(f"{i}.png,{'even' if i % 2 == 0 else 'odd'}")
         (src / "labels.csv").write_text("\n".join(lines))
-        assert run(make_ctx("dataset_convert", output=tmp_path / "out", input=src / "labels.csv",
-                            input_format="labels_csv", ratios="0.67,0.33,0")) == 0
+        assert (
+            run(
+                make_ctx(
+                    "dataset_convert",
+                    output=tmp_path / "out",
+                    input=src / "labels.csv",
+                    input_format="labels_csv",
+                    ratios="0.67,0.33,0",
+                )
+            )
+            == 0
+        )
 
         def images(d: Path) -> set[str]:
             return {"/".join(p.relative_to(d).parts) for p in d.rglob("*.png")}
@@ -172,6 +214,9 @@ def test_input_format_reads_with_a_registered_format_and_unknown_ones_are_refuse
         train, val = images(tmp_path / "out" / "train"), images(tmp_path / "out" / "val")
         assert train | val == {"even/0.png", "even/2.png", "even/4.png", "odd/1.png", "odd/3.png", "odd/5.png"}
         assert len(val) == 2 and not train & val and not (tmp_path / "out" / "all").exists()
-        with pytest.raises(TlkitError, match=r"unknown classification dataset format 'csv'\. Installed classification "
-                                             r"dataset formats: labels_csv, voc\."):
+        with pytest.raises(
+            TlkitError,
+            match=r"unknown classification dataset format 'csv'\. Installed classification "
+            r"dataset formats: labels_csv, voc\.",
+        ):
             run(make_ctx("dataset_convert", output=tmp_path / "o", input=src / "labels.csv", input_format="csv"))

@@ -34,6 +34,11 @@ def test_demo_quick(tmp_path, make_ctx):
     report = (tmp_path / "report.md").read_text()
     assert f"{fine['params']:,}" in report and f"{pruned['params']:,}" in report
     assert "Compress steps" in report and "after BN" in report
-    for png in ("summary.png", "finetune/training_curves.png", "compress/test_eval/confusion_matrix.png",
-                "compress/compress.png", "compress/step_1/retrain/training_curves.png"):
+    for png in (
+        "summary.png",
+        "finetune/training_curves.png",
+        "compress/test_eval/confusion_matrix.png",
+        "compress/compress.png",
+        "compress/step_1/retrain/training_curves.png",
+    ):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG", png

@@ -5,6 +5,7 @@ import pickle
 import zipfile
 
 import pytest
+
 from tlkit.errors import DataError, ModelFileError, SpecError, TlkitError
 
 
@@ -79,7 +80,9 @@ def test_pretrained_weights_of_another_architecture(shapes, tmp_path, spec_for, 
     from tlkit.backbones.efficientnet import imagenet_weights_path
     from tlkit_classification.train import run
 
-    cfg = spec_for(shapes, "model_config.arch=resnet18", f"train_config.pretrained_model_path={imagenet_weights_path()}")
+    cfg = spec_for(
+        shapes, "model_config.arch=resnet18", f"train_config.pretrained_model_path={imagenet_weights_path()}"
+    )
     with pytest.raises(ModelFileError, match=r"no tensor matched the network \(resnet18\)") as e:
         run(make_ctx("train", cfg, results_dir=tmp_path / "r"))
     one_line(e)
@@ -118,8 +121,11 @@ def test_inference_on_a_non_image(tmp_path, make_ctx):
     with pytest.raises(ModelFileError, match=r"m\.tlk: not a tlkit model file") as e:
         run(make_ctx("inference", results_dir=tmp_path, model=model, image=note))
     one_line(e)
-    with pytest.raises(TlkitError, match=r"give exactly one of -i/--image, -d/--image_dir \(an image, a folder of "
-                                         r"images or a \.txt list of images\)$"):  # classification reads no video
+    with pytest.raises(
+        TlkitError,
+        match=r"give exactly one of -i/--image, -d/--image_dir \(an image, a folder of "
+        r"images or a \.txt list of images\)$",
+    ):  # classification reads no video
         run(make_ctx("inference", results_dir=tmp_path, model=model, image=note, image_dir=tmp_path))
 
 

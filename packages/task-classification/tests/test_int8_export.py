@@ -10,6 +10,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+
 from tlkit.testing.plugins import run_tlkit
 
 SPEC = """\
@@ -52,8 +53,19 @@ def exported(tmp_path_factory, shapes30):
     model = d / "train" / "weights" / "model.tlk"
     cli("calibration_tensorfile", "-e", spec, "-m", model, "-o", d / "cal.h5", "--max_batches", -1)
     cli("export", "-m", model, "-o", d / "fp32.onnx", "--data_type", "fp32")
-    cli("export", "-m", model, "-o", d / "int8.onnx", "--data_type", "int8", "--cal_data_file", d / "cal.h5",
-        "--cal_cache_file", d / "cal.bin")
+    cli(
+        "export",
+        "-m",
+        model,
+        "-o",
+        d / "int8.onnx",
+        "--data_type",
+        "int8",
+        "--cal_data_file",
+        d / "cal.h5",
+        "--cal_cache_file",
+        d / "cal.bin",
+    )
     out = {"dir": d}
     for p in ("fp32", "int8"):
         cli("evaluate", "-e", spec, "-r", d / f"eval_{p}", "-m", d / f"{p}.onnx")
@@ -104,8 +116,19 @@ def _labels(d, model, images):
 def test_int8_agrees_with_fp32_for_every_calibration_method(exported, agreement_images, method, tmp_path):
     d = exported["dir"]
     q = tmp_path / f"{method}.onnx"
-    cli("export", "-m", d / "train" / "weights" / "model.tlk", "-o", q, "--data_type", "int8",
-        "--cal_data_file", d / "cal.h5", "--calibration_method", method)
+    cli(
+        "export",
+        "-m",
+        d / "train" / "weights" / "model.tlk",
+        "-o",
+        q,
+        "--data_type",
+        "int8",
+        "--cal_data_file",
+        d / "cal.h5",
+        "--calibration_method",
+        method,
+    )
     fp32 = _labels(tmp_path / "fp32", d / "fp32.onnx", agreement_images)
     int8 = _labels(tmp_path / "int8", q, agreement_images)
     assert len(fp32) == 120 and fp32.keys() == int8.keys()

@@ -3,6 +3,7 @@ meta, and the pruning equivalence check on the classification network."""
 
 import numpy as np
 import pytest
+
 from tlkit.registry import get_registry
 
 ARCHS = get_registry().backbone_names("classification")
@@ -17,6 +18,7 @@ def tiny_build(arch, n_classes=3):
 def test_forward_backward_every_architecture(arch):
     import mxnet as mx
     from mxnet import autograd
+
     from tlkit_classification.model import build_from_meta
 
     net = build_from_meta({"build": tiny_build(arch)})
@@ -67,6 +69,7 @@ def test_pruned_classification_net_equals_masked_original(arch):
 def test_batch_norm_momentum_applies_to_gluon_and_graph_models(as_graph):
     """model_config.batch_norm_momentum: one training step moves the running statistics by (1 - momentum)."""
     import mxnet as mx
+
     from tlkit.model_io import graph_of, symbol_block
     from tlkit.transfer import set_bn_momentum
     from tlkit_classification.model import build_from_meta
@@ -95,6 +98,7 @@ def test_pretrained_mxnet_params_load_into_the_backbone(tmp_path):
     import mxnet as mx
     from gluoncv.model_zoo import get_model
     from rich.console import Console
+
     from tlkit.config import load_spec
     from tlkit_classification.config import ClassificationConfig
     from tlkit_classification.model import build_for_training
@@ -103,15 +107,22 @@ def test_pretrained_mxnet_params_load_into_the_backbone(tmp_path):
     src.initialize(mx.init.Xavier())
     src(mx.nd.zeros((1, 3, SIZE, SIZE)))
     src.save_parameters(str(tmp_path / "r18.params"))
-    cfg = load_spec(None, ClassificationConfig, [
-        "model_config.arch=resnet18", f"model_config.input_image_size=3,{SIZE},{SIZE}",
-        f"train_config.pretrained_model_path={tmp_path / 'r18.params'}",
-    ])
+    cfg = load_spec(
+        None,
+        ClassificationConfig,
+        [
+            "model_config.arch=resnet18",
+            f"model_config.input_image_size=3,{SIZE},{SIZE}",
+            f"train_config.pretrained_model_path={tmp_path / 'r18.params'}",
+        ],
+    )
     built = build_for_training(cfg, ["a", "b"], [mx.cpu()], Console(quiet=True))
     assert built.load_report.new == ["output.weight", "output.bias"]
     assert len(built.load_report.loaded) == 100  # every backbone tensor of resnet18_v1
     own = built.net._collect_params_with_prefix()
-    np.testing.assert_array_equal(own["backbone.features.0.weight"].data().asnumpy(), src.features[0].weight.data().asnumpy())
+    np.testing.assert_array_equal(
+        own["backbone.features.0.weight"].data().asnumpy(), src.features[0].weight.data().asnumpy()
+    )
 
 
 def test_retain_head_keeps_the_imagenet_classifier():
@@ -119,15 +130,21 @@ def test_retain_head_keeps_the_imagenet_classifier():
     import mxnet as mx
     import numpy as np
     import skimage.data
+
     from tlkit.backbones import imagenet_classifier
     from tlkit.config import load_spec
-
     from tlkit_classification.config import ClassificationConfig
     from tlkit_classification.model import build_for_training
 
-    cfg = load_spec(None, ClassificationConfig, [
-        "model_config.retain_head=true", "model_config.input_image_size=3,224,224",
-        "train_config.pretrained_model_path=imagenet"])
+    cfg = load_spec(
+        None,
+        ClassificationConfig,
+        [
+            "model_config.retain_head=true",
+            "model_config.input_image_size=3,224,224",
+            "train_config.pretrained_model_path=imagenet",
+        ],
+    )
     built = build_for_training(cfg, [f"c{i}" for i in range(1000)], [mx.cpu()])
     ref, preprocess = imagenet_classifier("efficientnet_lite0")
     x = preprocess([skimage.data.coffee()])
@@ -141,15 +158,14 @@ def test_retain_head_keeps_the_imagenet_classifier():
 def test_gluoncv_store_weights_start_the_backbone(tmp_path, monkeypatch, shapes, spec_for):
     """pretrained_model_path: gluoncv://resnet18_v1b (a file in $MXNET_HOME/models, nothing downloaded)."""
     import mxnet as mx
+
     from tlkit.testing.pretrained import place_gluoncv_file
     from tlkit_classification.model import build_for_training
 
     monkeypatch.setenv("MXNET_HOME", str(tmp_path))
     monkeypatch.setenv("TLKIT_OFFLINE", "1")
     ref = place_gluoncv_file("resnet18_v1b")
-    cfg = spec_for(
-        shapes, "model_config.arch=resnet18", "train_config.pretrained_model_path=gluoncv://resnet18_v1b"
-    )
+    cfg = spec_for(shapes, "model_config.arch=resnet18", "train_config.pretrained_model_path=gluoncv://resnet18_v1b")
     built = build_for_training(cfg, ["a", "b"], [mx.cpu()])
     assert len(built.load_report.loaded) == 100 and built.load_report.new == ["output.weight", "output.bias"]
     first_conv = built.net.backbone._children["features.0"].weight.data().asnumpy()

@@ -5,6 +5,7 @@ evaluate without -r prints and writes nothing."""
 from pathlib import Path
 
 import pytest
+
 from tlkit.config import read_spec
 from tlkit.errors import SpecError
 from tlkit.testing.plugins import run_tlkit

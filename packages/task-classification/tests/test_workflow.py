@@ -12,8 +12,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from tlkit.model_io import load_model, read_meta
 from tiny_recipe import ctx, spec
+
+from tlkit.model_io import load_model, read_meta
 
 
 def n_params(path):
@@ -33,12 +34,27 @@ def run(tmp_path_factory, shapes):
     out["train"] = train.run(ctx("train", cfg, results_dir=r / "train"))
     model = Path(out["train"]["model"])
     out["eval"] = evaluate.run(ctx("evaluate", cfg, results_dir=r / "eval", model=model))
-    out["infer"] = inference.run(ctx("inference", None, results_dir=r / "infer", model=model,
-                                     options={"image_dir": shapes / "val", "batch_size": 5, "top_k": 2}))
-    out["calib"] = calibration.run(ctx("calibration_tensorfile", cfg, model=model, output=r / "cal.tensorfile",
-                                       options={"max_batches": 2}))
-    prune_run(ctx("prune", results_dir=r, model=model, output=r / "pruned.tlk",
-                  options={"target_ratio": 0.5, "pruning_granularity": 8, "min_num_filters": 8}))
+    out["infer"] = inference.run(
+        ctx(
+            "inference",
+            None,
+            results_dir=r / "infer",
+            model=model,
+            options={"image_dir": shapes / "val", "batch_size": 5, "top_k": 2},
+        )
+    )
+    out["calib"] = calibration.run(
+        ctx("calibration_tensorfile", cfg, model=model, output=r / "cal.tensorfile", options={"max_batches": 2})
+    )
+    prune_run(
+        ctx(
+            "prune",
+            results_dir=r,
+            model=model,
+            output=r / "pruned.tlk",
+            options={"target_ratio": 0.5, "pruning_granularity": 8, "min_num_filters": 8},
+        )
+    )
     cfg2 = spec(shapes, f"train_config.pretrained_model_path={r / 'pruned.tlk'}", "train_config.load_graph=true")
     out["retrain"] = train.run(ctx("train", cfg2, results_dir=r / "retrain"))
     retrained = Path(out["retrain"]["model"])
@@ -71,7 +87,10 @@ def test_evaluate_reproduces_training_validation(run):
     status = json.loads((run["root"] / "eval" / "status.json").read_text().splitlines()[-1])
     assert status["kpi"] == pytest.approx(kpi) and set(kpi) == {"accuracy", "top_k_accuracy", "loss"}
     assert {n: Path(p).is_file() for n, p in run["eval"].artifacts.items()} == {
-        "evaluation.json": True, "evaluation.txt": True, "confusion_matrix.png": True}
+        "evaluation.json": True,
+        "evaluation.txt": True,
+        "confusion_matrix.png": True,
+    }
     e = json.loads((run["root"] / "eval" / "evaluation.json").read_text())
     assert run["eval"].metrics["confusion_matrix"] == e["confusion_matrix"]
     cm = np.array(e["confusion_matrix"])
@@ -131,8 +150,9 @@ def test_qat_fine_tune_exports_int8_without_calibration(run, shapes, tmp_path):
     from tlkit_classification import evaluate, train
 
     model = Path(run["train"]["model"])
-    cfg = spec(shapes, f"train_config.pretrained_model_path={model}", "train_config.enable_qat=true",
-               "train_config.n_epochs=1")
+    cfg = spec(
+        shapes, f"train_config.pretrained_model_path={model}", "train_config.enable_qat=true", "train_config.n_epochs=1"
+    )
     out = train.run(ctx("train", cfg, results_dir=tmp_path / "qat"))
     meta = read_meta(out["model"])
     assert meta["kind"] == "graph" and meta["qat"]["activations_quantized"] >= 10  # every conv/dense input

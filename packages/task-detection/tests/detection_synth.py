@@ -58,12 +58,21 @@ def tiny_spec(manifest: Path, **over):
             "preprocessing": {"output_image_width": 128, "output_image_height": 96},
             "spatial_augmentation": {"hflip_probability": 0.5},
         },
-        "postprocessing_config": {"default": {"minimum_bounding_box_height": 4, "dbscan_confidence_threshold": 0.05,
-                                              "coverage_threshold": 0.05}},
-        "train_config": {"batch_size_per_gpu": 4, "n_epochs": 1, "n_workers": 1,
-                         "optimizer": {"type": "adam"},
-                         "lr_config": {"type": "constant", "learning_rate": 1e-3},
-                         "reg_config": {"type": "none"}},
+        "postprocessing_config": {
+            "default": {
+                "minimum_bounding_box_height": 4,
+                "dbscan_confidence_threshold": 0.05,
+                "coverage_threshold": 0.05,
+            }
+        },
+        "train_config": {
+            "batch_size_per_gpu": 4,
+            "n_epochs": 1,
+            "n_workers": 1,
+            "optimizer": {"type": "adam"},
+            "lr_config": {"type": "constant", "learning_rate": 1e-3},
+            "reg_config": {"type": "none"},
+        },
     }
     for k, v in over.items():
         cur = data

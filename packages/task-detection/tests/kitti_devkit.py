@@ -24,7 +24,9 @@ def run(exe: Path, labels: Path, results: Path, n_frames: int, out: Path) -> dic
     """{class: {"AP11": [easy, moderate, hard], "AP40": [...]}} for the classes the devkit evaluated (car,
     pedestrian, cyclist: those with a detection at x1 >= 0) from frames 000000.txt .. n_frames - 1."""
     out.mkdir(exist_ok=True)
-    proc = subprocess.run([str(exe), str(labels), str(results), str(n_frames), str(out)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(exe), str(labels), str(results), str(n_frames), str(out)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"evaluate_object failed ({proc.returncode}): {proc.stderr[-2000:]}")
     aps = {}

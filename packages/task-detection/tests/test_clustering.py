@@ -25,7 +25,9 @@ def test_round_trip_recovers_ground_truth(algorithm):
     gt = np.array([[40, 50, 140, 200], [200, 30, 330, 120], [150, 140, 260, 250], [10, 180, 90, 250]], float)
     cls = np.array([0, 0, 1, 1])
     t = rasterize(gt, cls, 2, (384, 256), (24, 16))
-    dets = cluster_outputs(t.cov, t.bbox, ["car", "pedestrian"], (384, 256), ClusteringParams(clustering_algorithm=algorithm))
+    dets = cluster_outputs(
+        t.cov, t.bbox, ["car", "pedestrian"], (384, 256), ClusteringParams(clustering_algorithm=algorithm)
+    )
     got = {(d.class_name, tuple(np.round(d.bbox, 3))) for d in dets}
     want = {(["car", "pedestrian"][c], tuple(b)) for b, c in zip(gt, cls)}
     assert got == want

@@ -16,7 +16,14 @@ def test_every_spec_field_is_described():
     def walk(model, path):
         for name, f in model.model_fields.items():
             ann = f.annotation
-            sub = next((a for a in (getattr(ann, "__args__", None) or (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            sub = next(
+                (
+                    a
+                    for a in (getattr(ann, "__args__", None) or (ann,))
+                    if isinstance(a, type) and issubclass(a, BaseModel)
+                ),
+                None,
+            )
             if sub is not None:
                 walk(sub, f"{path}{name}.")
             elif not (model is DetectionConfig and name in TaskConfig.model_fields):
@@ -28,10 +35,17 @@ def test_every_spec_field_is_described():
 def test_spec_sections_feed_the_library():
     from tlkit_detection.config import DetectionConfig
 
-    cfg = DetectionConfig.model_validate({
-        "postprocessing_config": {"per_class": {"pedestrian": {"clustering_algorithm": "nms", "minimum_bounding_box_height": 8}}},
-        "bbox_rasterizer_config": {"default": {"cov_radius_x": 0.8}, "per_class": {"pedestrian": {"bbox_min_radius": 2}}},
-    })
+    cfg = DetectionConfig.model_validate(
+        {
+            "postprocessing_config": {
+                "per_class": {"pedestrian": {"clustering_algorithm": "nms", "minimum_bounding_box_height": 8}}
+            },
+            "bbox_rasterizer_config": {
+                "default": {"cov_radius_x": 0.8},
+                "per_class": {"pedestrian": {"bbox_min_radius": 2}},
+            },
+        }
+    )
     post = cfg.postprocessing_config.params(["car", "pedestrian"])
     assert post["car"].clustering_algorithm == "dbscan" and post["pedestrian"].clustering_algorithm == "nms"
     assert post["pedestrian"].minimum_bounding_box_height == 8

@@ -36,11 +36,20 @@ def make_voc(root, write_image):
 def test_voc_reports_every_problem_kind(tmp_path, write_image):
     samples, report = read_voc(make_voc(tmp_path / "voc", write_image), classes=["cat", "dog"])
     assert [s.frame_id for s in samples] == ["a", "b", "c", "d"]
-    assert dict(report.counts) == {"missing_label": 1, "unreadable_image": 1, "box_clipped": 1, "zero_size_box": 1, "unknown_class": 1}
+    assert dict(report.counts) == {
+        "missing_label": 1,
+        "unreadable_image": 1,
+        "box_clipped": 1,
+        "zero_size_box": 1,
+        "unknown_class": 1,
+    }
     assert report.unknown_classes == {"bird": 1}
     a = samples[0]
     assert (a.width, a.height) == (64, 48)
-    assert [(o.type, o.bbox, o.truncated) for o in a.objects] == [("cat", (1, 2, 30, 40), 0.0), ("dog", (10, 10, 64, 47), 1.0)]
+    assert [(o.type, o.bbox, o.truncated) for o in a.objects] == [
+        ("cat", (1, 2, 30, 40), 0.0),
+        ("dog", (10, 10, 64, 47), 1.0),
+    ]
     assert samples[1].objects == []
     assert report.objects == 3 and report.images == 4
     text = report.summary()
@@ -54,7 +63,9 @@ def test_voc_errors_name_the_file(tmp_path, write_image):
     (root / "Annotations" / "a.xml").write_text("<annotation><object>")
     with pytest.raises(DataError, match=r"a.xml:1: not valid XML"):
         read_voc(root)
-    (root / "Annotations" / "a.xml").write_text(VOC_XML.format(name="a", objects="<object><name>cat</name><bndbox><xmin>1</xmin></bndbox></object>"))
+    (root / "Annotations" / "a.xml").write_text(
+        VOC_XML.format(name="a", objects="<object><name>cat</name><bndbox><xmin>1</xmin></bndbox></object>")
+    )
     with pytest.raises(DataError, match=r"a.xml: object 1 \(cat\): bndbox needs numeric"):
         read_voc(root)
     with pytest.raises(DataError, match="not a Pascal VOC folder"):
@@ -78,7 +89,9 @@ def test_kitti_round_trip_and_coco_round_trip(tmp_path, write_image):
     assert data["annotations"][1]["bbox"] == [10.0, 10.0, 54.0, 37.0]
     again, report = read_coco(coco, out / "images")
     assert report.problems == 0
-    assert [[(o.type, o.bbox) for o in s.objects] for s in again] == [[(o.type, o.bbox) for o in s.objects] for s in back]
+    assert [[(o.type, o.bbox) for o in s.objects] for s in again] == [
+        [(o.type, o.bbox) for o in s.objects] for s in back
+    ]
 
 
 def test_kitti_missing_files_are_reported(tmp_path, write_image):
@@ -126,7 +139,10 @@ def test_bccd_zero_size_boxes_are_reported(shared_data):
     samples, report = read_voc(root)
     assert report.images == 364
     assert report.counts["zero_size_box"] == 2
-    assert {e.split("/")[-1].split(" ")[0] for e in report.examples["zero_size_box"]} == {"BloodImage_00338.xml", "BloodImage_00343.xml"}
+    assert {e.split("/")[-1].split(" ")[0] for e in report.examples["zero_size_box"]} == {
+        "BloodImage_00338.xml",
+        "BloodImage_00343.xml",
+    }
     per_class = {}
     for s in samples:
         for o in s.objects:
@@ -153,8 +169,11 @@ def test_dataset_convert_reads_through_registered_dataset_formats(tmp_path, writ
     make_voc(tmp_path / "voc", write_image)
 
     def convert(out, **options):
-        return run(make_context("detection", "dataset_convert", output=tmp_path / out,
-                                options={"output_format": "kitti", **options}))
+        return run(
+            make_context(
+                "detection", "dataset_convert", output=tmp_path / out, options={"output_format": "kitti", **options}
+            )
+        )
 
     spec = tmp_path / "export.yaml"
     spec.write_text(f"voc_config:\n  root_directory_path: {tmp_path / 'voc'}\n")
@@ -165,7 +184,9 @@ def test_dataset_convert_reads_through_registered_dataset_formats(tmp_path, writ
             convert("x", input_format="spy", input=tmp_path / "voc")
     assert calls == [(tmp_path / "voc", {"classes": None})]
     assert plugged["report"] == builtin["report"] and builtin["report"]["images"] == 4
-    assert read_label(tmp_path / "plugged" / "labels" / "a.txt") == read_label(tmp_path / "builtin" / "labels" / "a.txt")
+    assert read_label(tmp_path / "plugged" / "labels" / "a.txt") == read_label(
+        tmp_path / "builtin" / "labels" / "a.txt"
+    )
     with pytest.raises(TlkitError, match="--input_format spy_voc: -i/--input .* is required"):
         convert("x", input_format="spy_voc")
     with pytest.raises(TlkitError, match="drop -d"):

@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
+from detection_synth import tiny_spec, write_synthetic_records
 
 from tlkit.errors import DataError, SpecError
-
-from detection_synth import tiny_spec, write_synthetic_records
 
 
 @pytest.fixture(scope="module")
@@ -16,8 +15,13 @@ def manifest(tmp_path_factory):
 def test_splits_resize_frames_and_keep_source_boxes(manifest):
     from tlkit_detection.data import dataset_for
 
-    cfg = tiny_spec(manifest, **{"augmentation_config.preprocessing.output_image_width": 64,
-                                 "augmentation_config.preprocessing.output_image_height": 48})
+    cfg = tiny_spec(
+        manifest,
+        **{
+            "augmentation_config.preprocessing.output_image_width": 64,
+            "augmentation_config.preprocessing.output_image_height": 48,
+        },
+    )
     train, val = dataset_for(cfg, "training"), dataset_for(cfg, "validation")
     assert train.classes == ["blue", "red"] and len(train) == 6 and len(val) == 2
     assert not {f.frame_id for f in train.frames} & {f.frame_id for f in val.frames}
@@ -35,8 +39,17 @@ def test_hflip_zoom_translate_move_boxes_with_the_pixels():
     img = np.zeros((48, 64, 3), np.uint8)
     img[10:20, 20:30] = 255
     boxes = np.array([[20, 10, 30, 20]], np.float32)
-    aug = AugmentationConfig.model_validate({"spatial_augmentation": {
-        "hflip_probability": 1.0, "zoom_min": 1.5, "zoom_max": 1.5, "translate_max_x": 0, "translate_max_y": 0}})
+    aug = AugmentationConfig.model_validate(
+        {
+            "spatial_augmentation": {
+                "hflip_probability": 1.0,
+                "zoom_min": 1.5,
+                "zoom_max": 1.5,
+                "translate_max_x": 0,
+                "translate_max_y": 0,
+            }
+        }
+    )
     out, b, c = augment(img, boxes, np.array([1]), aug, np.random.default_rng(0))
     # flip: x -> 64 - x; zoom 1.5 about the centre (32, 24)
     exp = np.array([(64 - 30 - 32) * 1.5 + 32, (10 - 24) * 1.5 + 24, (64 - 20 - 32) * 1.5 + 32, (20 - 24) * 1.5 + 24])
@@ -53,13 +66,15 @@ def test_boxes_pushed_out_are_dropped_and_small_ones_filtered():
 
     img = np.zeros((48, 64, 3), np.uint8)
     boxes = np.array([[0, 0, 10, 10], [40, 20, 60, 40]], np.float32)
-    aug = AugmentationConfig.model_validate({"spatial_augmentation": {"hflip_probability": 0.0,
-                                             "translate_max_x": 0.0}})
+    aug = AugmentationConfig.model_validate(
+        {"spatial_augmentation": {"hflip_probability": 0.0, "translate_max_x": 0.0}}
+    )
     # no randomness asked: unchanged
     _, b, _ = augment(img, boxes, np.array([0, 1]), aug, np.random.default_rng(0))
     np.testing.assert_array_equal(b, boxes)
-    aug = AugmentationConfig.model_validate({"preprocessing": {"min_bbox_width": 12, "output_image_width": 64,
-                                                                "output_image_height": 48}})
+    aug = AugmentationConfig.model_validate(
+        {"preprocessing": {"min_bbox_width": 12, "output_image_width": 64, "output_image_height": 48}}
+    )
     aug.spatial_augmentation.hflip_probability = 0.0
     _, b, c = augment(img, boxes, np.array([0, 1]), aug, np.random.default_rng(0))
     assert list(c) == [1]
@@ -71,9 +86,12 @@ def test_color_augmentation_changes_pixels_not_boxes():
 
     img = np.random.default_rng(0).integers(0, 255, (16, 16, 3)).astype(np.uint8)
     boxes = np.array([[1, 1, 8, 8]], np.float32)
-    aug = AugmentationConfig.model_validate({"spatial_augmentation": {"hflip_probability": 0},
-                                             "color_augmentation": {"hue_rotation_max": 30, "saturation_shift_max": 0.3,
-                                                                    "contrast_scale_max": 0.3}})
+    aug = AugmentationConfig.model_validate(
+        {
+            "spatial_augmentation": {"hflip_probability": 0},
+            "color_augmentation": {"hue_rotation_max": 30, "saturation_shift_max": 0.3, "contrast_scale_max": 0.3},
+        }
+    )
     out, b, _ = augment(img, boxes, np.array([0]), aug, np.random.default_rng(1))
     np.testing.assert_array_equal(b, boxes)
     assert out.shape == img.shape and np.abs(out.astype(float) - img).mean() > 1.0
@@ -83,8 +101,13 @@ def test_color_augmentation_changes_pixels_not_boxes():
 def test_batches_are_deterministic_per_epoch_and_carry_targets(manifest):
     from tlkit_detection.data import TargetMaker, batches, dataset_for
 
-    cfg = tiny_spec(manifest, **{"augmentation_config.spatial_augmentation.zoom_min": 0.8,
-                                 "augmentation_config.spatial_augmentation.zoom_max": 1.2})
+    cfg = tiny_spec(
+        manifest,
+        **{
+            "augmentation_config.spatial_augmentation.zoom_min": 0.8,
+            "augmentation_config.spatial_augmentation.zoom_max": 1.2,
+        },
+    )
     ds = dataset_for(cfg, "training")
     maker = TargetMaker(cfg, ds.classes, {"mode": "torch"}, ds.input_size)
 
@@ -120,8 +143,15 @@ def test_source_weight_sets_how_often_a_source_is_drawn(manifest):
     from tlkit_detection.data import TargetMaker, batches, dataset_for
 
     def spec(w1, w2):
-        return tiny_spec(manifest, **{"dataset_config.data_sources": [
-            {"records_path": str(manifest), "source_weight": w1}, {"records_path": str(manifest), "source_weight": w2}]})
+        return tiny_spec(
+            manifest,
+            **{
+                "dataset_config.data_sources": [
+                    {"records_path": str(manifest), "source_weight": w1},
+                    {"records_path": str(manifest), "source_weight": w2},
+                ]
+            },
+        )
 
     equal = dataset_for(spec(2.0, 2.0), "training")
     assert len(equal) == 12 and equal.sample_weights is None  # equal weights: every frame once per epoch
@@ -130,8 +160,9 @@ def test_source_weight_sets_how_often_a_source_is_drawn(manifest):
     assert ds.sample_weights.tolist() == [1.0] * 6 + [3.0] * 6
     assert dataset_for(cfg, "validation").sample_weights is None
     maker = TargetMaker(cfg, ds.classes, {"mode": "torch"}, ds.input_size)
-    drawn = np.concatenate([idx for e in range(40) for _, idx in
-                            batches(ds, maker, 4, epoch=e, shuffle=True, with_targets=False)])
+    drawn = np.concatenate(
+        [idx for e in range(40) for _, idx in batches(ds, maker, 4, epoch=e, shuffle=True, with_targets=False)]
+    )
     assert drawn.size == 40 * 12
     assert 0.68 < np.mean(drawn >= 6) < 0.82  # 3:1 -> 75 % from the second source
     with pytest.raises(SpecError, match="source_weight 0"):

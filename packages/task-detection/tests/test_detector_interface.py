@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from detection_synth import CLASSES, tiny_spec, write_synthetic_kitti, write_synthetic_records
 from rich.console import Console
 
 from tlkit.errors import ModelFileError, SpecError
 from tlkit.testing import make_context
-
-from detection_synth import CLASSES, tiny_spec, write_synthetic_kitti, write_synthetic_records
 
 NAME = "whole_image"
 
@@ -50,16 +49,25 @@ def _fake_detector():
 
         def build_for_training(self, cfg, classes, ctx, console=None):
             import mxnet as mx
+
             from tlkit.transfer import BuiltModel
             from tlkit_detection.model import input_shape_of
 
             c, h, w = input_shape_of(cfg)
             post = {n: {"threshold": 0.0} for n in classes}  # every class, with its score
-            meta = {"task": "detection", "detector": self.name, "arch": "whole_image", "classes": list(classes),
-                    "input_shape": [c, h, w], "input_layout": "NCHW",
-                    "preprocessing": {"mode": "torch", "resize_interpolation": "bilinear"},
-                    "postprocessing": post, **self.export_outputs(post),
-                    "deepstream": self.deploy_config(cfg, classes), "build": {"n_classes": len(classes)}}
+            meta = {
+                "task": "detection",
+                "detector": self.name,
+                "arch": "whole_image",
+                "classes": list(classes),
+                "input_shape": [c, h, w],
+                "input_layout": "NCHW",
+                "preprocessing": {"mode": "torch", "resize_interpolation": "bilinear"},
+                "postprocessing": post,
+                **self.export_outputs(post),
+                "deepstream": self.deploy_config(cfg, classes),
+                "build": {"n_classes": len(classes)},
+            }
             net = self.build_from_meta(meta)
             mx.random.seed(cfg.train_config.random_seed)
             net.initialize(mx.init.Xavier(), ctx=ctx)
@@ -70,6 +78,7 @@ def _fake_detector():
 
         def training(self, cfg, built, train_ds, ctx, console):
             import mxnet as mx
+
             from tlkit.export.preprocess import normalize_with, resolve_preprocessing
 
             pre = resolve_preprocessing(built.meta)
@@ -99,9 +108,14 @@ def _fake_detector():
 
         def decode(self, outputs, classes, input_size, params, orig_sizes):
             (scores,) = outputs
-            return [[Detection(c, np.array([0.0, 0.0, w0, h0]), float(s[k]), float(s[k]), 1)
-                     for k, c in enumerate(classes) if s[k] >= params[c]["threshold"]]
-                    for s, (w0, h0) in zip(scores, orig_sizes)]
+            return [
+                [
+                    Detection(c, np.array([0.0, 0.0, w0, h0]), float(s[k]), float(s[k]), 1)
+                    for k, c in enumerate(classes)
+                    if s[k] >= params[c]["threshold"]
+                ]
+                for s, (w0, h0) in zip(scores, orig_sizes)
+            ]
 
         def deploy_config(self, cfg, classes):
             return {"network_type": 100, "properties": {"output-tensor-meta": 1}}
@@ -148,8 +162,7 @@ def test_a_registered_detector_trains_evaluates_exports_and_infers_through_the_c
     np.testing.assert_allclose(onnx_det.heads(x)[0], tlk_det.heads(x)[0], atol=1e-5)
 
     images = write_synthetic_kitti(tmp_path / "new", n=2, size=(160, 120), seed=3) / "images"
-    res = infer_run(_ctx("inference", model=onnx, results_dir=tmp_path / "inf",
-                         options={"image_dir": images}))
+    res = infer_run(_ctx("inference", model=onnx, results_dir=tmp_path / "inf", options={"image_dir": images}))
     labels = sorted((tmp_path / "inf" / "labels").glob("*.txt"))
     assert res["images"] == 2 and len(labels) == 2
     for p in labels:
@@ -171,6 +184,7 @@ def _preprocessed(path, meta):
 
 def test_registry_names_model_files_and_unknown_detectors(fake_detector, tmp_path):
     import pydantic
+
     from tlkit_detection import detectors
 
     assert detectors.names()[:3] == ["detectnet_v2", "ssd", "yolov3"] and NAME in detectors.names()
@@ -178,8 +192,9 @@ def test_registry_names_model_files_and_unknown_detectors(fake_detector, tmp_pat
     # older DetectNet_v2 files have no meta["detector"]; ONNX files are known by their outputs
     assert detectors.for_meta({"output_names": ["output_cov", "output_bbox"]}).name == "detectnet_v2"
     assert detectors.for_meta({}).name == "detectnet_v2"
-    assert detectors.for_meta({"output_names": ["num_detections", "detection_boxes", "detection_scores",
-                                                "detection_classes"]}).name in ("ssd", "yolov3")
+    assert detectors.for_meta(
+        {"output_names": ["num_detections", "detection_boxes", "detection_scores", "detection_classes"]}
+    ).name in ("ssd", "yolov3")
     assert detectors.for_meta({"output_names": ["presence"]}) is fake_detector
     with pytest.raises(ModelFileError, match="'centernet' detector: detector 'centernet' is not installed"):
         detectors.for_meta({"detector": "centernet"})
@@ -199,14 +214,23 @@ def test_calibration_without_a_model_normalizes_as_the_specs_detector(tmp_path):
     from tlkit_detection.data import dataset_for
 
     manifest = write_synthetic_records(tmp_path, n=8, val_split=25)
-    cfg = tiny_spec(manifest, **{"model_config.detector": "yolov3", "model_config.arch": "darknet",
-                                 "model_config.n_layers": 53, "train_config.batch_size_per_gpu": 2})
+    cfg = tiny_spec(
+        manifest,
+        **{
+            "model_config.detector": "yolov3",
+            "model_config.arch": "darknet",
+            "model_config.n_layers": 53,
+            "train_config.batch_size_per_gpu": 2,
+        },
+    )
     out = tmp_path / "cal.tensorfile"
     res = cal_run(_ctx("calibration_tensorfile", spec=cfg, output=out, options={"max_batches": 1}))
     assert res["count"] == 1
     batch = next(read_tensorfile(out))
     pre = resolve_preprocessing({"preprocessing": {"mode": "torch"}, "input_shape": [3, 96, 128]})
-    frames = {f.frame_id: normalize_with(f.image.astype(np.float32), pre).transpose(2, 0, 1)
-              for f in dataset_for(cfg, "training").frames}
+    frames = {
+        f.frame_id: normalize_with(f.image.astype(np.float32), pre).transpose(2, 0, 1)
+        for f in dataset_for(cfg, "training").frames
+    }
     for x in batch:  # each calibration input is one training frame, normalized in torch mode
         assert any(np.allclose(x, want, atol=1e-5) for want in frames.values())

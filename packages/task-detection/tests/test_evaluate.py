@@ -12,13 +12,21 @@ from tlkit_detection.config import DetectionConfig
 from tlkit_detection.evaluate import run
 
 GT = {
-    "000001": ["Car 0 0 0 0 0 100 100 0 0 0 0 0 0 0", "car 0 0 0 200 0 300 100 0 0 0 0 0 0 0", "DontCare -1 -1 0 400 0 450 50 0 0 0 0 0 0 0"],
+    "000001": [
+        "Car 0 0 0 0 0 100 100 0 0 0 0 0 0 0",
+        "car 0 0 0 200 0 300 100 0 0 0 0 0 0 0",
+        "DontCare -1 -1 0 400 0 450 50 0 0 0 0 0 0 0",
+    ],
     "000002": ["Pedestrian 0 0 0 10 10 40 90 0 0 0 0 0 0 0"],
 }
 PRED = {
     # p 0.9 TP, 0.8 FP, 0.7 TP, 0.6 duplicate -> car AP (11-point) = (6 + 5 * 2/3) / 11
-    "000001": ["Car 0 0 0 0 0 100 100 0 0 0 0 0 0 0 0.9", "Car 0 0 0 600 0 700 100 0 0 0 0 0 0 0 0.8",
-               "Car 0 0 0 200 0 300 100 0 0 0 0 0 0 0 0.7", "Car 0 0 0 0 0 100 100 0 0 0 0 0 0 0 0.6"],
+    "000001": [
+        "Car 0 0 0 0 0 100 100 0 0 0 0 0 0 0 0.9",
+        "Car 0 0 0 600 0 700 100 0 0 0 0 0 0 0 0.8",
+        "Car 0 0 0 200 0 300 100 0 0 0 0 0 0 0 0.7",
+        "Car 0 0 0 0 0 100 100 0 0 0 0 0 0 0 0.6",
+    ],
     "000002": ["Pedestrian 0 0 0 10 10 40 90 0 0 0 0 0 0 0 0.5"],
     "000003": ["Car 0 0 0 0 0 10 10 0 0 0 0 0 0 0 0.5"],
 }
@@ -34,7 +42,9 @@ def write_dirs(tmp_path):
 
 
 def ctx(tmp_path, spec=None, **kw):
-    preds, labels = write_dirs(tmp_path) if not (tmp_path / "labels").exists() else (tmp_path / "preds", tmp_path / "labels")
+    preds, labels = (
+        write_dirs(tmp_path) if not (tmp_path / "labels").exists() else (tmp_path / "preds", tmp_path / "labels")
+    )
     options = {"predictions": preds, "labels": labels, "kitti_difficulty": kw.pop("kitti", False)}
     return make_context("detection", "evaluate", spec=spec, options=options, **kw)
 
@@ -103,8 +113,15 @@ def test_prediction_files_from_other_tools_are_scored_with_their_problems_report
         out = run(c).metrics
     text = " ".join(cap.get().split())
     problems = out["prediction_files"]["problems"]
-    assert problems == {"too_few_fields": 1, "no_score": 1, "extra_fields": 1, "not_a_number": 1, "not_finite": 1,
-                        "degenerate_box": 1, "negative_coordinates": 1}
+    assert problems == {
+        "too_few_fields": 1,
+        "no_score": 1,
+        "extra_fields": 1,
+        "not_a_number": 1,
+        "not_finite": 1,
+        "degenerate_box": 1,
+        "negative_coordinates": 1,
+    }
     assert out["prediction_files"]["examples"]["degenerate_box"] == [f"{tmp_path / 'preds' / '000002.txt'}:3"]
     # the KITTI devkit scores the degenerate car (80 px tall as |y2 - y1|) as a false positive above every TP:
     # 2 GT -> thresholds 0.9 and 0.7, precision 1/2 and 2/4 (1 and 2/3 if it were ignored); AP11 = p[0] / 11
@@ -113,22 +130,30 @@ def test_prediction_files_from_other_tools_are_scored_with_their_problems_report
     assert out["average_precision"]["pedestrian"] == pytest.approx(100.0)
     # TLT's default evaluation_box_config (sizes >= 0) drops the degenerate car; the one outside the image is
     # a false positive ranked last, after recall 1: AP unchanged
-    assert out["num_predictions"]["car"] == 5 and out["average_precision"]["car"] == pytest.approx((6 + 5 * 2 / 3) / 11 * 100)
+    assert out["num_predictions"]["car"] == 5 and out["average_precision"]["car"] == pytest.approx(
+        (6 + 5 * 2 / 3) / 11 * 100
+    )
     # under the VOC devkit's rules nothing is filtered: the degenerate car is a false positive ranked first
     voc = run(ctx(tmp_path, spec=DetectionConfig.model_validate({"evaluation_config": {"matching": "voc"}}))).metrics
-    assert voc["num_predictions"]["car"] == 6 and voc["average_precision"]["car"] == pytest.approx((1 / 2 * 6 + 2 / 4 * 5) / 11 * 100)
+    assert voc["num_predictions"]["car"] == 6 and voc["average_precision"]["car"] == pytest.approx(
+        (1 / 2 * 6 + 2 / 4 * 5) / 11 * 100
+    )
 
 
 def test_prediction_files_without_any_usable_detection_are_an_error(tmp_path):
     c = ctx(tmp_path)
     for p in (tmp_path / "preds").glob("*.txt"):  # label files (15 fields) given as predictions
         p.write_text("Car 0 0 0 0 0 100 100 0 0 0 0 0 0 0\n")
-    with pytest.raises(DataError, match=r"no usable detection in 3 prediction file\(s\): 3 lines with 15 fields, no score"):
+    with pytest.raises(
+        DataError, match=r"no usable detection in 3 prediction file\(s\): 3 lines with 15 fields, no score"
+    ):
         run(c)
 
 
 def test_matching_convention_and_coco_metrics(tmp_path):
-    spec = DetectionConfig.model_validate({"evaluation_config": {"matching": "voc", "average_precision_mode": "INTEGRATE"}})
+    spec = DetectionConfig.model_validate(
+        {"evaluation_config": {"matching": "voc", "average_precision_mode": "INTEGRATE"}}
+    )
     out = run(ctx(tmp_path, spec=spec)).metrics
     assert out["matching"] == "voc" and out["average_precision_mode"] == "INTEGRATE"
     assert out["average_precision"]["car"] == pytest.approx((0.5 + 0.5 * 2 / 3) * 100)  # VOC2010 all-point

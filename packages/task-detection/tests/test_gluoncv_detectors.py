@@ -10,12 +10,17 @@ import numpy as np
 import pytest
 from detection_synth import CLASSES, tiny_spec, write_synthetic_kitti, write_synthetic_records
 from rich.console import Console
+
 from tlkit.errors import ModelFileError, SpecError
 from tlkit.testing import make_context
 
-SSD = {"model_config.detector": "ssd", "model_config.arch": "mobilenet_v1", "train_config.pretrained_model_path": None,
-       "train_config.optimizer": {"type": "sgd", "momentum": 0.9},
-       "train_config.lr_config": {"type": "constant", "learning_rate": 1e-3}}
+SSD = {
+    "model_config.detector": "ssd",
+    "model_config.arch": "mobilenet_v1",
+    "train_config.pretrained_model_path": None,
+    "train_config.optimizer": {"type": "sgd", "momentum": 0.9},
+    "train_config.lr_config": {"type": "constant", "learning_rate": 1e-3},
+}
 
 
 def _ctx(command, **kw):
@@ -24,23 +29,28 @@ def _ctx(command, **kw):
 
 def _build(detector, arch, classes, size=(128, 96)):
     import mxnet as mx
+
     from tlkit_detection.detectors import get
     from tlkit_detection.detectors.gluoncv import initialize
 
-    net = get(detector).build_net({"detector": detector, "backbone": arch, "classes": list(classes),
-                                   "input_size": list(size)})
+    net = get(detector).build_net(
+        {"detector": detector, "backbone": arch, "classes": list(classes), "input_size": list(size)}
+    )
     initialize(net, [mx.cpu()])
     return net
 
 
-@pytest.mark.parametrize("detector,arch,size,n_anchors", [
-    ("ssd", "mobilenet_v1", (128, 96), 302),  # stride 16..512 maps: 8x6, 4x3, 2x2, 1x1, 1x1, 1x1 (x4/6 anchors)
-    ("ssd", "resnet50", (128, 96), 302),
-    ("ssd", "efficientnet_lite0", (128, 96), 1160),  # strides 8..256: 16x12, 8x6, 4x3, 2x2, 1x1, 1x1
-    ("ssd", "vgg16", (272, 272), 7034),
-    ("yolov3", "darknet53", (128, 96), 756),  # 3 anchors on 16x12 + 8x6 + 4x3
-    ("yolov3", "mobilenet_v1", (128, 96), 756),
-])
+@pytest.mark.parametrize(
+    "detector,arch,size,n_anchors",
+    [
+        ("ssd", "mobilenet_v1", (128, 96), 302),  # stride 16..512 maps: 8x6, 4x3, 2x2, 1x1, 1x1, 1x1 (x4/6 anchors)
+        ("ssd", "resnet50", (128, 96), 302),
+        ("ssd", "efficientnet_lite0", (128, 96), 1160),  # strides 8..256: 16x12, 8x6, 4x3, 2x2, 1x1, 1x1
+        ("ssd", "vgg16", (272, 272), 7034),
+        ("yolov3", "darknet53", (128, 96), 756),  # 3 anchors on 16x12 + 8x6 + 4x3
+        ("yolov3", "mobilenet_v1", (128, 96), 756),
+    ],
+)
 def test_each_arch_builds_for_the_users_classes(detector, arch, size, n_anchors):
     import mxnet as mx
 
@@ -59,21 +69,30 @@ def test_each_arch_builds_for_the_users_classes(detector, arch, size, n_anchors)
 
 def test_bad_arch_and_detector_names_list_the_choices(tmp_path):
     import pydantic
+
     from tlkit_detection.detectors import get
 
     # neither a GluonCV preset nor a registered backbone (those: test_registered_backbone.py)
     cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "ssd", "model_config.arch": "googlenet_v3"})
-    with pytest.raises(SpecError, match=r"'googlenet_v3' is not available for detector 'ssd': not one of GluonCV's "
-                                        r"mobilenet_v1, resnet18, resnet50, vgg16 \(resnet/vgg/darknet with "
-                                        r"model_config.n_layers.*nor a registered backbone \(.*efficientnet_lite0"):
+    with pytest.raises(
+        SpecError,
+        match=r"'googlenet_v3' is not available for detector 'ssd': not one of GluonCV's "
+        r"mobilenet_v1, resnet18, resnet50, vgg16 \(resnet/vgg/darknet with "
+        r"model_config.n_layers.*nor a registered backbone \(.*efficientnet_lite0",
+    ):
         get(cfg.model.detector).build_meta(cfg, ["a"])
-    cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "yolov3", "model_config.arch": "resnet",
-                                            "model_config.n_layers": 19})
-    with pytest.raises(SpecError, match="'resnet19' is not available for detector 'yolov3': not one of GluonCV's "
-                                        "darknet53, mobilenet_v1"):
+    cfg = tiny_spec(
+        tmp_path / "m.json",
+        **{"model_config.detector": "yolov3", "model_config.arch": "resnet", "model_config.n_layers": 19},
+    )
+    with pytest.raises(
+        SpecError,
+        match="'resnet19' is not available for detector 'yolov3': not one of GluonCV's darknet53, mobilenet_v1",
+    ):
         get(cfg.model.detector).build_meta(cfg, ["a"])
-    cfg = tiny_spec(tmp_path / "m.json", **{"model_config.detector": "ssd", "model_config.arch": "vgg",
-                                            "model_config.n_layers": 16})
+    cfg = tiny_spec(
+        tmp_path / "m.json", **{"model_config.detector": "ssd", "model_config.arch": "vgg", "model_config.n_layers": 16}
+    )
     with pytest.raises(SpecError, match="at least 264 px"):
         get(cfg.model.detector).build_meta(cfg, ["a"])
     with pytest.raises(pydantic.ValidationError, match="detectnet_v2', 'ssd' or 'yolov3'"):
@@ -84,7 +103,9 @@ def test_imagenet_base_weights_are_never_downloaded(tmp_path, monkeypatch):
     from tlkit_detection.detectors.gluoncv import _pretrained_base_tag
 
     monkeypatch.setenv("MXNET_HOME", str(tmp_path))
-    with pytest.raises(ModelFileError, match=r"ImageNet weights of mobilenet1.0 not found: expected .*mobilenet1.0-<hash>"):
+    with pytest.raises(
+        ModelFileError, match=r"ImageNet weights of mobilenet1.0 not found: expected .*mobilenet1.0-<hash>"
+    ):
         _pretrained_base_tag("mobilenet1.0", True)
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "mobilenet1.0-efbb2ca3.params").write_bytes(b"")
@@ -95,6 +116,7 @@ def test_gluoncv_base_network_uri_is_the_imagenet_start(tmp_path, gluoncv_classi
     """`pretrained_model_path: gluoncv://mobilenet1.0` for SSD on mobilenet_v1: GluonCV's pretrained_base from
     $MXNET_HOME/models (present here: nothing is downloaded); another classifier is refused clearly."""
     import mxnet as mx
+
     from tlkit_detection.detectors import get
 
     base = gluoncv_classifier("mobilenet1.0")
@@ -104,8 +126,11 @@ def test_gluoncv_base_network_uri_is_the_imagenet_start(tmp_path, gluoncv_classi
     first = [p.data().asnumpy() for p in built.net.features.collect_params().values() if p.shape == want.shape]
     np.testing.assert_array_equal(first[0], want)
     cfg.train_config.pretrained_model_path = "gluoncv://resnet50_v1"
-    with pytest.raises(SpecError, match=r"gluoncv://resnet50_v1: ssd on mobilenet_v1 starts from its base network "
-                                        r"gluoncv://mobilenet1.0 or from a detector"):
+    with pytest.raises(
+        SpecError,
+        match=r"gluoncv://resnet50_v1: ssd on mobilenet_v1 starts from its base network "
+        r"gluoncv://mobilenet1.0 or from a detector",
+    ):
         get("ssd").build_for_training(cfg, ["dog", "cat"], [mx.cpu()])
 
 
@@ -131,10 +156,11 @@ def test_pretrained_detector_file_resets_class_heads_reusing_matches(tmp_path):
     # backbone and box heads equal the file's; the class head row block of 'dog' moved to position 1
     a = src.features.collect_params()
     b = net.features.collect_params()
-    for (ka, pa), (kb, pb) in zip(sorted(a.items()), sorted(b.items())):
+    for (_, pa), (_, pb) in zip(sorted(a.items()), sorted(b.items())):
         np.testing.assert_array_equal(pa.data().asnumpy(), pb.data().asnumpy())
-    np.testing.assert_array_equal(src.box_predictors[0].predictor.weight.data().asnumpy(),
-                                  net.box_predictors[0].predictor.weight.data().asnumpy())
+    np.testing.assert_array_equal(
+        src.box_predictors[0].predictor.weight.data().asnumpy(), net.box_predictors[0].predictor.weight.data().asnumpy()
+    )
     w_new = net.class_predictors[0].predictor.weight.data().asnumpy()
     n_anchor = w_new.shape[0] // 3
     w_src = src.class_predictors[0].predictor.weight.data().asnumpy().reshape(n_anchor, 4, -1)
@@ -227,8 +253,13 @@ def test_postprocess_nms_per_class_and_scaling():
     ids = np.array([[[0], [0], [1], [-1]]], np.float32)
     scores = np.array([[[0.9], [0.8], [0.7], [0.95]]], np.float32)
     boxes = np.array([[[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [50, 50, 60, 60]]], np.float32)
-    p = {"nms_iou_threshold": 0.45, "confidence_threshold": 0.01, "minimum_bounding_box_height": 0.0,
-         "top_k": 400, "max_detections": 100}
+    p = {
+        "nms_iou_threshold": 0.45,
+        "confidence_threshold": 0.01,
+        "minimum_bounding_box_height": 0.0,
+        "top_k": 400,
+        "max_detections": 100,
+    }
     (dets,) = postprocess_gluoncv(ids, scores, boxes, ["a", "b"], (100, 100), {"a": p, "b": p}, [(200, 50)])
     # the overlapping 'a' box is suppressed, 'b' is kept (NMS per class), id -1 is dropped; x2, y/2
     assert [(d.class_name, round(d.confidence, 2)) for d in dets] == [("a", 0.9), ("b", 0.7)]
@@ -275,10 +306,11 @@ def _retrain_spec(cfg, pruned, teacher=None):
 
 def test_prune_keeps_the_heads_and_the_pruned_graph_retrains(trained, tmp_path):
     import mxnet as mx
+
     from tlkit.model_io import load_net, read_meta
     from tlkit.pruning.command import prune_model_file
-    from tlkit_detection.evaluate import run as eval_run
     from tlkit_detection.detectors.gluoncv import _retrainable_graph_class
+    from tlkit_detection.evaluate import run as eval_run
     from tlkit_detection.model import count_params
     from tlkit_detection.predict import load_detector
     from tlkit_detection.train import run as train_run
@@ -309,26 +341,32 @@ def test_prune_keeps_the_heads_and_the_pruned_graph_retrains(trained, tmp_path):
     best = mx.nd.softmax(cls_preds, axis=-1)[0, :, 1:].asnumpy().max()
     np.testing.assert_allclose(scores.asnumpy().max(), best, rtol=1e-5)
 
-    out = train_run(_ctx("train", spec=_retrain_spec(trained["cfg"], pruned, teacher=trained["model"]),
-                         results_dir=tmp_path / "r"))
+    out = train_run(
+        _ctx("train", spec=_retrain_spec(trained["cfg"], pruned, teacher=trained["model"]), results_dir=tmp_path / "r")
+    )
     assert out["loss"] > 0
     assert "teacher_s" in (tmp_path / "r" / "training.csv").read_text().splitlines()[0]  # distilled from the unpruned
     retrained = read_meta(out["model"])
     assert retrained["kind"] == "graph" and retrained["detector"] == "ssd"
     from tlkit.types import ModelMeta
 
-    assert set(retrained) <= set(ModelMeta.model_fields), set(retrained) - set(ModelMeta.model_fields)  # every key documented
+    assert set(retrained) <= set(ModelMeta.model_fields), set(retrained) - set(
+        ModelMeta.model_fields
+    )  # every key documented
     assert retrained["prune_exclude"] == meta["prune_exclude"]  # prunable again
     after, _ = load_net(out["model"])
     assert count_params(after) == count_params(graph) == report.params_after
-    assert not np.allclose(after.collect_params()[meta["prune_exclude"][0] + "_weight"].data().asnumpy(),
-                           graph.collect_params()[meta["prune_exclude"][0] + "_weight"].data().asnumpy())
+    assert not np.allclose(
+        after.collect_params()[meta["prune_exclude"][0] + "_weight"].data().asnumpy(),
+        graph.collect_params()[meta["prune_exclude"][0] + "_weight"].data().asnumpy(),
+    )
     r = eval_run(_ctx("evaluate", spec=trained["cfg"], model=Path(out["model"]), options={}))
     assert r.kpi["mean average precision"] == pytest.approx(out["mean average precision"] * 100, abs=1e-6)
 
 
 def test_ssd_teacher_gives_training_outputs_and_the_distillation_losses_compare_them(trained):
     import mxnet as mx
+
     from tlkit_detection.detectors import get
     from tlkit_detection.detectors.ssd import ssd_distill_loss
     from tlkit_detection.detectors.yolov3 import yolo_distill_loss
@@ -354,5 +392,7 @@ def test_a_pruned_graph_retrains_only_as_its_own_detector(trained, tmp_path):
     prune_model_file(trained["model"], pruned, target_ratio=0.5, min_filters=8)
     cfg = _retrain_spec(trained["cfg"], pruned)
     cfg.model.detector = "detectnet_v2"
-    with pytest.raises(SpecError, match=r"pruned.tlk is a ssd graph, the spec's model_config.detector is 'detectnet_v2'"):
+    with pytest.raises(
+        SpecError, match=r"pruned.tlk is a ssd graph, the spec's model_config.detector is 'detectnet_v2'"
+    ):
         train_run(_ctx("train", spec=cfg, results_dir=tmp_path / "r"))

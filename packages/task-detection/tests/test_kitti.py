@@ -19,7 +19,11 @@ def test_parse_all_fields():
 
 
 def test_write_read_round_trip(tmp_path):
-    objs = [parse_line(LINE), KittiObject("Pedestrian", (1.0, 2.0, 30.5, 80.25), score=0.123456), KittiObject("DontCare", (0, 0, 5, 5))]
+    objs = [
+        parse_line(LINE),
+        KittiObject("Pedestrian", (1.0, 2.0, 30.5, 80.25), score=0.123456),
+        KittiObject("DontCare", (0, 0, 5, 5)),
+    ]
     write_label(tmp_path / "000001.txt", objs)
     back = read_label(tmp_path / "000001.txt")
     assert [o.type for o in back] == ["Car", "Pedestrian", "DontCare"]

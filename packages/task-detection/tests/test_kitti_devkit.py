@@ -8,10 +8,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import kitti_devkit
 import numpy as np
 import pytest
 
-import kitti_devkit
 from tlkit_detection.kitti import read_label_dir, read_prediction_dir, to_arrays
 from tlkit_detection.metrics import DIFFICULTIES, evaluate_kitti
 
@@ -19,7 +19,13 @@ CLASSES = ("Car", "Pedestrian", "Cyclist")
 W, H = 1242, 375
 GT_TYPES = ["Car", "Van", "Pedestrian", "Person_sitting", "Cyclist", "DontCare", "Truck", "Misc", "Tram"]
 GT_P = [0.34, 0.08, 0.15, 0.04, 0.1, 0.12, 0.07, 0.05, 0.05]
-SWAPS = {"Car": "Van", "Van": "Car", "Pedestrian": "Person_sitting", "Person_sitting": "Pedestrian", "Cyclist": "Pedestrian"}
+SWAPS = {
+    "Car": "Van",
+    "Van": "Car",
+    "Pedestrian": "Person_sitting",
+    "Person_sitting": "Pedestrian",
+    "Cyclist": "Pedestrian",
+}
 LIMIT_HEIGHTS = [24.99, 25.0, 25.01, 39.99, 40.0, 40.01, 40.99, 41.0]
 
 
@@ -33,7 +39,11 @@ def devkit(tmp_path_factory) -> Path:
 
 
 def _box(rng, height=None):
-    h = height if height is not None else float(rng.choice([rng.uniform(12, 140), rng.choice(LIMIT_HEIGHTS)], p=[0.85, 0.15]))
+    h = (
+        height
+        if height is not None
+        else float(rng.choice([rng.uniform(12, 140), rng.choice(LIMIT_HEIGHTS)], p=[0.85, 0.15]))
+    )
     w = h * rng.uniform(0.4, 2.5)
     x1, y1 = rng.uniform(-30, W - 20), rng.uniform(-10, H - 20)
     return [x1, y1, x1 + w, y1 + h]
@@ -54,7 +64,7 @@ def random_frames(rng: np.random.Generator, n: int, tie_scores: bool) -> list[tu
             trunc = float(rng.choice([0, 0, 0, 0.1, 0.15, 0.2, 0.3, 0.31, 0.45, 0.5, 0.6, 0.9]))
             gt.append((t, trunc, occ, box))
         no_dets = rng.random() < 0.05
-        for t, _, _, box in ([] if no_dets else gt):
+        for t, _, _, box in [] if no_dets else gt:
             if rng.random() > (0.35 if t == "DontCare" else 0.8):
                 continue
             for _ in range(1 + int(rng.random() < 0.15)):  # sometimes a duplicate
@@ -65,14 +75,23 @@ def random_frames(rng: np.random.Generator, n: int, tie_scores: bool) -> list[tu
                     cls = SWAPS.get(cls, str(rng.choice(CLASSES)))
                 dets.append([cls, b])
         for _ in range(0 if no_dets else rng.integers(0, 5)):  # false positives, some tiny
-            dets.append([str(rng.choice(CLASSES + ("Van",))), np.array(_box(rng, float(rng.uniform(5, 30)) if rng.random() < 0.3 else None))])
+            dets.append(
+                [
+                    str(rng.choice(CLASSES + ("Van",))),
+                    np.array(_box(rng, float(rng.uniform(5, 30)) if rng.random() < 0.3 else None)),
+                ]
+            )
         for d in dets:
             r = rng.random()
             if r < 0.04:  # degenerate: flipped in x and/or y
                 b = d[1]
                 d[1] = b[[2, 1, 0, 3]] if r < 0.015 else (b[[0, 3, 2, 1]] if r < 0.03 else b[[2, 3, 0, 1]])
             elif r < 0.08:  # out of the image
-                d[1] = d[1] + np.array([-1, 0, -1, 0]) * (d[1][0] + rng.uniform(1, 40)) if r < 0.06 else d[1] + [W - d[1][0] - 5, 0, W - d[1][0] - 5, 0]
+                d[1] = (
+                    d[1] + np.array([-1, 0, -1, 0]) * (d[1][0] + rng.uniform(1, 40))
+                    if r < 0.06
+                    else d[1] + [W - d[1][0] - 5, 0, W - d[1][0] - 5, 0]
+                )
         scores = np.round(rng.uniform(0, 1, len(dets)), 1 if tie_scores else 6)
         frames.append((gt, [(t, b, float(s)) for (t, b), s in zip(dets, scores)]))
     return frames
@@ -82,15 +101,23 @@ def write_frames(frames, labels: Path, results: Path) -> None:
     labels.mkdir()
     results.mkdir()
     for i, (gt, dets) in enumerate(frames):
-        (labels / f"{i:06d}.txt").write_text("".join(
-            f"{t} {trunc:.2f} {occ} -10 {b[0]:.2f} {b[1]:.2f} {b[2]:.2f} {b[3]:.2f} 1.5 1.6 3.9 1.0 1.5 20.0 0.1\n"
-            for t, trunc, occ, b in gt))
-        (results / f"{i:06d}.txt").write_text("".join(
-            f"{t} -1 -1 -10 {b[0]:.2f} {b[1]:.2f} {b[2]:.2f} {b[3]:.2f} -1 -1 -1 -1000 -1000 -1000 -10 {s:.6f}\n"
-            for t, b, s in dets))
+        (labels / f"{i:06d}.txt").write_text(
+            "".join(
+                f"{t} {trunc:.2f} {occ} -10 {b[0]:.2f} {b[1]:.2f} {b[2]:.2f} {b[3]:.2f} 1.5 1.6 3.9 1.0 1.5 20.0 0.1\n"
+                for t, trunc, occ, b in gt
+            )
+        )
+        (results / f"{i:06d}.txt").write_text(
+            "".join(
+                f"{t} -1 -1 -10 {b[0]:.2f} {b[1]:.2f} {b[2]:.2f} {b[3]:.2f} -1 -1 -1 -1000 -1000 -1000 -10 {s:.6f}\n"
+                for t, b, s in dets
+            )
+        )
 
 
-@pytest.mark.parametrize("seed, n_frames, tie_scores", [(0, 600, False), (1, 600, True), (2, 400, False), (3, 40, True), (4, 1200, False)])
+@pytest.mark.parametrize(
+    "seed, n_frames, tie_scores", [(0, 600, False), (1, 600, True), (2, 400, False), (3, 40, True), (4, 1200, False)]
+)
 def test_ap11_ap40_equal_the_devkit(devkit, tmp_path, seed, n_frames, tie_scores):
     frames = random_frames(np.random.default_rng(seed), n_frames, tie_scores)
     labels, results = tmp_path / "label_2", tmp_path / "data"

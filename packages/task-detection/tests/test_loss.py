@@ -40,8 +40,12 @@ def test_background_cell_gets_one_minus_foreground_weight_and_no_box_cost():
 def test_costs_average_over_cells_and_class_weights_scale_per_class():
     import mxnet as mx
 
-    loss = DetectNetLoss([ClassCost(class_weight=1.0, cov_weight=1, bbox_weight=0),
-                          ClassCost(class_weight=3.0, cov_weight=1, bbox_weight=0)])
+    loss = DetectNetLoss(
+        [
+            ClassCost(class_weight=1.0, cov_weight=1, bbox_weight=0),
+            ClassCost(class_weight=3.0, cov_weight=1, bbox_weight=0),
+        ]
+    )
     cov_p = np.full((2, 2, 2, 2), 0.5, np.float32)
     cov_t = np.zeros((2, 2, 2, 2), np.float32)
     cov_t[1, 1, 0, 0] = 1.0  # sample 1, class 1: one foreground cell of four
@@ -104,6 +108,7 @@ def test_autoweighting_updates_from_the_epochs_costs():
 def test_autoweight_state_round_trips_into_a_fresh_loss():
     """What a checkpoint saves (get_state) makes a fresh loss compute the same cost (resume is exact)."""
     from mxnet import autograd
+
     from tlkit.errors import ModelFileError
 
     out, lab = _one_cell(0.5, 0.0, [2, 0, 0, 0], [0, 0, 0, 0], 1.0)

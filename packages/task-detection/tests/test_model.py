@@ -6,8 +6,15 @@ import pytest
 from tlkit.errors import ModelFileError, SpecError
 
 BACKBONES = [
-    ("resnet", 10), ("resnet", 18), ("resnet", 34), ("resnet", 50), ("vgg", 16), ("googlenet", None),
-    ("mobilenet_v1", None), ("mobilenet_v2", None), ("efficientnet_lite0", None),
+    ("resnet", 10),
+    ("resnet", 18),
+    ("resnet", 34),
+    ("resnet", 50),
+    ("vgg", 16),
+    ("googlenet", None),
+    ("mobilenet_v1", None),
+    ("mobilenet_v2", None),
+    ("efficientnet_lite0", None),
 ]
 
 
@@ -34,11 +41,10 @@ def test_output_grid_is_ceil_of_input_over_16():
 
 def test_meta_names_heads_for_pruning_export_and_deepstream(tmp_path):
     import mxnet as mx
+    from detection_synth import tiny_spec
 
     from tlkit.model_io import graph_of, load_net, save_net
     from tlkit_detection.model import BBOX_NODE, COV_NODE, build_for_training
-
-    from detection_synth import tiny_spec
 
     cfg = tiny_spec(tmp_path / "none.json", **{"postprocessing_config.default.clustering_algorithm": "nms"})
     built = build_for_training(cfg, ["blue", "red"], [mx.cpu()])
@@ -62,9 +68,9 @@ def test_meta_names_heads_for_pruning_export_and_deepstream(tmp_path):
 
 
 def test_dbscan_spec_gives_deepstream_cluster_mode_1(tmp_path):
-    from tlkit_detection.model import deepstream_meta
-
     from detection_synth import tiny_spec
+
+    from tlkit_detection.model import deepstream_meta
 
     cfg = tiny_spec(tmp_path / "none.json")
     ds = deepstream_meta(cfg, ["blue", "red"])
@@ -112,14 +118,17 @@ def test_bn_momentum_is_set_on_gluon_nets_and_pruned_graphs():
 def test_gluoncv_store_weights_start_the_detectnet_backbone(tmp_path, monkeypatch):
     import mxnet as mx
     from detection_synth import tiny_spec
+
     from tlkit.testing.pretrained import place_gluoncv_file
     from tlkit_detection.model import build_for_training
 
     monkeypatch.setenv("MXNET_HOME", str(tmp_path))
     monkeypatch.setenv("TLKIT_OFFLINE", "1")
     ref = place_gluoncv_file("resnet18_v1b")
-    cfg = tiny_spec(tmp_path / "none.json", **{"model_config.n_layers": 18,
-                                               "train_config.pretrained_model_path": "gluoncv://resnet18_v1b"})
+    cfg = tiny_spec(
+        tmp_path / "none.json",
+        **{"model_config.n_layers": 18, "train_config.pretrained_model_path": "gluoncv://resnet18_v1b"},
+    )
     built = build_for_training(cfg, ["blue", "red"], [mx.cpu()])
     first_conv = built.net.backbone._children["features.0"].weight.data().asnumpy()
     np.testing.assert_array_equal(first_conv, ref.conv1.weight.data().asnumpy())

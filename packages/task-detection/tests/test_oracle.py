@@ -7,10 +7,11 @@ specks (smaller than one 16-px cell) and a few large cells, on 640x480 sources s
 
 import numpy as np
 import pytest
+
 from tlkit_detection.clustering import ClusteringParams
+from tlkit_detection.detectors.detectnet_v2 import postprocess
 from tlkit_detection.kitti import FrameArrays
 from tlkit_detection.metrics import evaluate_ap
-from tlkit_detection.detectors.detectnet_v2 import postprocess
 from tlkit_detection.predict import to_frame
 from tlkit_detection.rasterizer import ClassRasterParams, rasterize
 

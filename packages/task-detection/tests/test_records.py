@@ -42,13 +42,20 @@ def test_sequence_partition_keeps_sequences_together(tmp_path):
     frames = [f"s{s}_{i}" for s in range(5) for i in range(3)]
     seq_file = tmp_path / "seq.json"
     seq_file.write_text(json.dumps({f"s{s}": [f"s{s}_{i}" for i in range(3)] for s in range(5)}))
-    folds = partition_frames(frames, PartitionConfig(partition_mode="sequence", num_partitions=2, kitti_sequence_to_frames_file=str(seq_file)))
+    folds = partition_frames(
+        frames,
+        PartitionConfig(partition_mode="sequence", num_partitions=2, kitti_sequence_to_frames_file=str(seq_file)),
+    )
     assert sorted(len(f) for f in folds) == [6, 9]
     for fold in folds:
-        assert {f.split("_")[0] for f in fold}.isdisjoint({f.split("_")[0] for other in folds if other is not fold for f in other})
+        assert {f.split("_")[0] for f in fold}.isdisjoint(
+            {f.split("_")[0] for other in folds if other is not fold for f in other}
+        )
     seq_file.write_text(json.dumps({"s0": ["s0_0"]}))
     with pytest.raises(DataError, match="14 frames belong to no sequence"):
-        partition_frames(frames, PartitionConfig(partition_mode="sequence", kitti_sequence_to_frames_file=str(seq_file)))
+        partition_frames(
+            frames, PartitionConfig(partition_mode="sequence", kitti_sequence_to_frames_file=str(seq_file))
+        )
     single = partition_frames(frames, PartitionConfig(partition_mode="sequence", num_partitions=3))
     assert [len(f) for f in single] == [5, 5, 5]
 
@@ -61,13 +68,18 @@ def _ctx(tmp_path, **options):
 def test_convert_write_and_read_back(tmp_path, write_image):
     root = make_kitti(tmp_path / "data", write_image)
     spec = tmp_path / "export.yaml"
-    spec.write_text("kitti_config:\n  root_directory_path: data\n  image_extension: png\n  val_split: 34\n  num_shards: 2\n")
+    spec.write_text(
+        "kitti_config:\n  root_directory_path: data\n  image_extension: png\n  val_split: 34\n  num_shards: 2\n"
+    )
     out = tmp_path / "rec" / "train"
     result = convert_run(_ctx(tmp_path, output=out, dataset_export_spec=spec))
     manifest = json.loads(Path(result["manifest"]).read_text())
     assert manifest["frames_per_fold"] == [2, 4] and manifest["classes"] == sorted(OBJECTS)
     names = sorted(p.name for p in out.parent.iterdir())
-    assert "train-fold-000-of-002-shard-00000-of-00002.rec" in names and "train-fold-001-of-002-shard-00001-of-00002.idx" in names
+    assert (
+        "train-fold-000-of-002-shard-00000-of-00002.rec" in names
+        and "train-fold-001-of-002-shard-00001-of-00002.idx" in names
+    )
     assert len([n for n in names if n.endswith(".rec")]) == 4 and "train.json" in names
 
     reader = RecordReader(out, folds=[1])
@@ -75,16 +87,22 @@ def test_convert_write_and_read_back(tmp_path, write_image):
     assert len(samples) == len(reader) == 4 and [s.frame_id for s in samples] == reader.frame_ids
     for s in samples:
         i = int(s.frame_id)
-        np.testing.assert_array_equal(s.image, np.asarray(Image.open(root / "images" / f"{s.frame_id}.png").convert("RGB")))
+        np.testing.assert_array_equal(
+            s.image, np.asarray(Image.open(root / "images" / f"{s.frame_id}.png").convert("RGB"))
+        )
         assert [reader.classes[c] for c in s.classes] == [OBJECTS[i % 5], OBJECTS[(i + 1) % 5]]
         np.testing.assert_allclose(s.boxes, [[1 + i, 2, 20, 22], [1 + i, 2, 21, 21]], atol=1e-4)
 
-    mapped = RecordReader(f"{out}.json", target_class_mapping={"car": "vehicle", "VAN": "vehicle", "Pedestrian": "person"})
+    mapped = RecordReader(
+        f"{out}.json", target_class_mapping={"car": "vehicle", "VAN": "vehicle", "Pedestrian": "person"}
+    )
     assert mapped.classes == ["person", "vehicle"] and len(mapped) == 6
     seen = {}
     for s in mapped:
         i = int(s.frame_id)
-        want = [{"Car": "vehicle", "Van": "vehicle", "Pedestrian": "person"}.get(OBJECTS[(i + k) % 5]) for k in range(2)]
+        want = [
+            {"Car": "vehicle", "Van": "vehicle", "Pedestrian": "person"}.get(OBJECTS[(i + k) % 5]) for k in range(2)
+        ]
         assert [mapped.classes[c] for c in s.classes] == [w for w in want if w]
         assert len(s.boxes) == len(s.classes)
         seen[s.frame_id] = len(s.classes)
@@ -105,10 +123,15 @@ def test_convert_other_formats_and_errors(tmp_path, write_image):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("kitti_config:\n  root_directory_path: data\n  partition_mode: random\n  num_partitions: 3\n")
-    with pytest.raises(SpecError, match=r"bad.yaml:4: kitti_config.num_partitions: Value error, partition_mode 'random' makes exactly 2 folds"):
+    with pytest.raises(
+        SpecError,
+        match=r"bad.yaml:4: kitti_config.num_partitions: Value error, partition_mode 'random' makes exactly 2 folds",
+    ):
         convert_run(_ctx(tmp_path, output=tmp_path / "x", dataset_export_spec=bad))
     bad.write_text("kitti_config:\n  root_directory_path: data\n  val_splt: 3\n")
-    with pytest.raises(SpecError, match=r"bad.yaml:3: kitti_config.val_splt: unknown key \(did you mean 'val_split'\?\)"):
+    with pytest.raises(
+        SpecError, match=r"bad.yaml:3: kitti_config.val_splt: unknown key \(did you mean 'val_split'\?\)"
+    ):
         convert_run(_ctx(tmp_path, output=tmp_path / "x", dataset_export_spec=bad))
     bad.write_text("classes: []\n")
     with pytest.raises(SpecError, match="give exactly one of kitti_config, voc_config, coco_config"):
@@ -117,7 +140,9 @@ def test_convert_other_formats_and_errors(tmp_path, write_image):
 
 def test_bccd_converts_to_records(tmp_path, shared_data):
     spec = tmp_path / "bccd.yaml"
-    spec.write_text(f"voc_config:\n  root_directory_path: {shared_data / 'bccd-voc'}\n  image_set: val\n  num_shards: 1\n")
+    spec.write_text(
+        f"voc_config:\n  root_directory_path: {shared_data / 'bccd-voc'}\n  image_set: val\n  num_shards: 1\n"
+    )
     res = convert_run(_ctx(tmp_path, output=tmp_path / "bccd", dataset_export_spec=spec))
     assert res["report"]["problems"]["zero_size_box"] == 1  # BloodImage_00338 is in the val split
     reader = RecordReader(tmp_path / "bccd", folds=[0])
@@ -149,12 +174,14 @@ def test_records_read_with_mxnet_image_det_iter(tmp_path, write_image):
     spec.write_text("kitti_config:\n  root_directory_path: data\n  val_split: 0\n  num_shards: 1\n")
     convert_run(_ctx(tmp_path, output=tmp_path / "ds", dataset_export_spec=spec))
     name = str(tmp_path / "ds-fold-001-of-002-shard-00000-of-00001")
-    it = mx.io.ImageDetRecordIter(path_imgrec=name + ".rec", path_imgidx=name + ".idx", batch_size=2, data_shape=(3, 24, 32))
+    it = mx.io.ImageDetRecordIter(
+        path_imgrec=name + ".rec", path_imgidx=name + ".idx", batch_size=2, data_shape=(3, 24, 32)
+    )
     batch = next(iter(it))
     assert batch.data[0].shape == (2, 3, 24, 32)
     label = batch.label[0][0].asnumpy()
     # the iterator prepends its own header; our two 7-wide object rows end the label
-    objects = label[-2 * 7:].reshape(2, 7)
+    objects = label[-2 * 7 :].reshape(2, 7)
     manifest = json.loads((tmp_path / "ds.json").read_text())
     i = int(manifest["shards"][-1]["frames"][0])
     assert [manifest["classes"][int(c)] for c in objects[:, 0]] == [OBJECTS[i % 5], OBJECTS[(i + 1) % 5]]
@@ -166,7 +193,9 @@ def test_convert_falls_back_to_the_experiment_spec(tmp_path, write_image):
     from tlkit_detection.config import DetectionConfig
 
     root = make_kitti(tmp_path / "data", write_image, n=3)
-    spec = DetectionConfig.model_validate({"dataset_export_config": {"kitti_config": {"root_directory_path": str(root), "num_shards": 1}}})
+    spec = DetectionConfig.model_validate(
+        {"dataset_export_config": {"kitti_config": {"root_directory_path": str(root), "num_shards": 1}}}
+    )
     ctx = make_context("detection", "dataset_convert", spec=spec, output=tmp_path / "ds")
     assert json.loads(Path(convert_run(ctx)["manifest"]).read_text())["frames_per_fold"] == [0, 3]
     with pytest.raises(SpecError, match="-d/--dataset_export_spec is required"):

@@ -44,11 +44,22 @@ def random_set(rng: np.random.Generator, n_frames: int, difficult: bool = True):
         for _ in range(0 if rng.random() < 0.08 else rng.integers(1, 9)):
             w, h = rng.integers(4, 160, 2)
             x, y = rng.integers(0, 500), rng.integers(0, 375)
-            gt.append((str(rng.choice(CLASSES)), [int(x), int(y), int(x + w), int(y + h)], bool(difficult and rng.random() < 0.15)))
+            gt.append(
+                (
+                    str(rng.choice(CLASSES)),
+                    [int(x), int(y), int(x + w), int(y + h)],
+                    bool(difficult and rng.random() < 0.15),
+                )
+            )
         dets = []
         if rng.random() < 0.3:  # a prediction at exactly IoU 0.1, 0.3, 0.5 or 0.7
             w_pix, shift = (int(v) for v in EXACT_IOU[int(rng.integers(len(EXACT_IOU)))] * int(rng.integers(1, 5)))
-            x, y, h, c = int(rng.integers(0, 400)), int(rng.integers(0, 300)), int(rng.integers(5, 80)), str(rng.choice(CLASSES))
+            x, y, h, c = (
+                int(rng.integers(0, 400)),
+                int(rng.integers(0, 300)),
+                int(rng.integers(5, 80)),
+                str(rng.choice(CLASSES)),
+            )
             gt.append((c, [x, y, x + w_pix - 1, y + h], False))
             dets.append([c, np.array([x + shift, y, x + w_pix - 1 + shift, y + h], float)])
         for c, box, _ in gt:
@@ -69,7 +80,7 @@ def random_set(rng: np.random.Generator, n_frames: int, difficult: bool = True):
     scores = rng.permutation(scores)[:n]
     assert scores.size == n
     k = 0
-    for gt, dets in frames.values():
+    for _, dets in frames.values():
         for d in dets:
             d.append(float(scores[k]))
             k += 1
@@ -77,8 +88,14 @@ def random_set(rng: np.random.Generator, n_frames: int, difficult: bool = True):
 
 
 def tlkit_frames(frames):
-    gt = {k: make_frame([c for c, *_ in g], [b for _, b, _ in g], difficult=[d for *_, d in g]) for k, (g, _) in frames.items()}
-    pr = {k: make_frame([c for c, *_ in d], [b for _, b, _ in d], scores=[s for *_, s in d]) for k, (_, d) in frames.items()}
+    gt = {
+        k: make_frame([c for c, *_ in g], [b for _, b, _ in g], difficult=[d for *_, d in g])
+        for k, (g, _) in frames.items()
+    }
+    pr = {
+        k: make_frame([c for c, *_ in d], [b for _, b, _ in d], scores=[s for *_, s in d])
+        for k, (_, d) in frames.items()
+    }
     return gt, pr
 
 
@@ -98,7 +115,12 @@ def write_voc(frames, root: Path) -> tuple[str, str, Path]:
     imageset = root / "test.txt"
     imageset.write_text("".join(f"{k}\n" for k in frames))
     for c in CLASSES:
-        lines = [f"{k} {s!r} {b[0]!r} {b[1]!r} {b[2]!r} {b[3]!r}\n" for k, (_, dets) in frames.items() for t, b, s in dets if t == c]
+        lines = [
+            f"{k} {s!r} {b[0]!r} {b[1]!r} {b[2]!r} {b[3]!r}\n"
+            for k, (_, dets) in frames.items()
+            for t, b, s in dets
+            if t == c
+        ]
         (root / f"det_{c}.txt").write_text("".join(lines))
     return str(root / "det_{}.txt"), str(root / "Annotations" / "{}.xml"), imageset
 
@@ -118,7 +140,9 @@ def test_voc_matching_equals_voc_eval(voc_case, iou, mode, use_07_metric):
     gt, pr = tlkit_frames(frames)
     ours = evaluate_ap(gt, pr, CLASSES, iou, mode=mode, matching="voc")
     for c in CLASSES:
-        rec, prec, ap = voc_eval(detpath, annopath, str(imageset), c, str(root / "cache"), ovthresh=iou, use_07_metric=use_07_metric)
+        rec, prec, ap = voc_eval(
+            detpath, annopath, str(imageset), c, str(root / "cache"), ovthresh=iou, use_07_metric=use_07_metric
+        )
         got = ours.classes[c]
         assert got.num_gt == sum(1 for g, _ in frames.values() for t, _, d in g if t == c and not d)
         assert got.recall == pytest.approx(rec, abs=1e-12) and got.precision == pytest.approx(prec, abs=1e-12)
@@ -143,12 +167,16 @@ def tlt_metrics(frames, iou: dict[str, float], mode: int, box_configs: dict[str,
     compute_metrics = load_reference("tlt_compute_metrics")
     keys = sorted(frames)
     dets = OrderedDict(
-        (c, [[SimpleNamespace(bbox=list(b), confidence=s) for t, b, s in frames[k][1] if t == c] for k in keys]) for c in CLASSES
+        (c, [[SimpleNamespace(bbox=list(b), confidence=s) for t, b, s in frames[k][1] if t == c] for k in keys])
+        for c in CLASSES
     )
     gts = [[SimpleNamespace(bbox=list(b), class_name=t) for t, b, _ in frames[k][0]] for k in keys]
-    config = SimpleNamespace(minimum_detection_ground_truth_overlap=iou, average_precision_mode=mode,
-                             evaluation_box_configs=box_configs)
-    return compute_metrics.ComputeMetrics(dets, gts, 960, 544, list(CLASSES), config)(num_recall_points=11, ignore_neutral_boxes=False)
+    config = SimpleNamespace(
+        minimum_detection_ground_truth_overlap=iou, average_precision_mode=mode, evaluation_box_configs=box_configs
+    )
+    return compute_metrics.ComputeMetrics(dets, gts, 960, 544, list(CLASSES), config)(
+        num_recall_points=11, ignore_neutral_boxes=False
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -157,7 +185,11 @@ def test_tlt_matching_equals_tlt_compute_metrics(seed, mode):
     pytest.importorskip("tqdm")  # compute_metrics.py imports it
     frames = random_set(np.random.default_rng(seed), 300, difficult=False)
     iou = {"car": 0.7, "person": 0.5, "dog": 0.3}
-    filters = {"car": BoxFilter(), "person": BoxFilter(minimum_height=20, maximum_width=120), "dog": BoxFilter(minimum_width=10.5)}
+    filters = {
+        "car": BoxFilter(),
+        "person": BoxFilter(minimum_height=20, maximum_width=120),
+        "dog": BoxFilter(minimum_width=10.5),
+    }
     ref = tlt_metrics(frames, iou, {"sample": 0, "integrate": 1}[mode], filters)
     gt, pr = tlkit_frames(frames)
     ours = evaluate_ap(gt, pr, CLASSES, iou, mode=mode, box_filters=filters, matching="tlt")
@@ -184,10 +216,25 @@ def pycocotools_stats(frames, root: Path) -> np.ndarray:
     for i, k in enumerate(keys):
         gt, pred = frames[k]
         for c, (x1, y1, x2, y2), _ in gt:
-            anns.append({"id": len(anns) + 1, "image_id": 100 + i, "category_id": cat_id[c], "bbox": [x1, y1, x2 - x1, y2 - y1],
-                         "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": 100 + i,
+                    "category_id": cat_id[c],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
         for c, (x1, y1, x2, y2), s in pred:
-            dets.append({"image_id": 100 + i, "category_id": cat_id[c], "bbox": [x1, y1, max(x2 - x1, 0), max(y2 - y1, 0)], "score": s})
+            dets.append(
+                {
+                    "image_id": 100 + i,
+                    "category_id": cat_id[c],
+                    "bbox": [x1, y1, max(x2 - x1, 0), max(y2 - y1, 0)],
+                    "score": s,
+                }
+            )
     (root / "gt.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     (root / "dt.json").write_text(json.dumps(dets))
     gt = COCO(str(root / "gt.json"))

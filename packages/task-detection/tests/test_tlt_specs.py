@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tlkit.config import read_spec
 from tlkit.errors import DataError, SpecError
 from tlkit.testing import make_context

@@ -19,4 +19,6 @@ def synthetic_set(tmp_path_factory) -> Path:
     """8 generated images (256x320) with 1-4 people, some crowd regions and unannotated people."""
     from tlkit_pose.synthetic import generate_dataset
 
-    return generate_dataset(tmp_path_factory.mktemp("synthetic"), n_images=8, seed=7, size=(256, 320), crowd_prob=0.4, unlabeled_prob=0.15)
+    return generate_dataset(
+        tmp_path_factory.mktemp("synthetic"), n_images=8, seed=7, size=(256, 320), crowd_prob=0.4, unlabeled_prob=0.15
+    )

@@ -26,7 +26,18 @@ def _kps(n_labeled=17, x0=10.0):
 def _base():
     return {
         "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "keypoints": _kps(), "num_keypoints": 17, "bbox": [5, 5, 50, 60], "area": 900}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "keypoints": _kps(),
+                "num_keypoints": 17,
+                "bbox": [5, 5, 50, 60],
+                "area": 900,
+            }
+        ],
         "categories": [person_category()],
     }
 
@@ -46,9 +57,20 @@ def test_clean_file_reads_without_problems(tmp_path):
         ('{"images": [1,\n  oops]}', r"a.json:2: not valid JSON"),
         ("[1, 2]", "expected a COCO json object"),
         ('{"images": []}', "'annotations' is missing or not a list"),
-        (json.dumps({"images": [], "annotations": [], "categories": [{"id": 3, "name": "car"}]}), "no category named 'person'"),
-        (json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "person", "keypoints": ["a", "b"]}]}), "expected COCO's 17 in order: nose, left_eye"),
-        (json.dumps({"images": [{"id": 1, "file_name": "a", "width": 1, "height": 1}] * 2, "annotations": []}), r"images\[1\]: image id 1 appears twice"),
+        (
+            json.dumps({"images": [], "annotations": [], "categories": [{"id": 3, "name": "car"}]}),
+            "no category named 'person'",
+        ),
+        (
+            json.dumps(
+                {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person", "keypoints": ["a", "b"]}]}
+            ),
+            "expected COCO's 17 in order: nose, left_eye",
+        ),
+        (
+            json.dumps({"images": [{"id": 1, "file_name": "a", "width": 1, "height": 1}] * 2, "annotations": []}),
+            r"images\[1\]: image id 1 appears twice",
+        ),
     ],
 )
 def test_broken_files_are_data_errors_naming_file_and_reason(tmp_path, content, message):
@@ -91,8 +113,18 @@ def test_label_problems_are_counted_repaired_or_skipped(tmp_path):
 def _mask_image():
     im = CocoImage(1, "a.jpg", 40, 30)
     person = {"iscrowd": 0, "num_keypoints": 5, "segmentation": [[0, 0, 20, 0, 20, 30, 0, 30]], "bbox": [0, 0, 20, 30]}
-    crowd = {"iscrowd": 1, "num_keypoints": 0, "segmentation": None, "bbox": [10, 0, 20, 10]}  # no segmentation: its box
-    unlabeled = {"iscrowd": 0, "num_keypoints": 0, "segmentation": [[30, 20, 40, 20, 40, 30, 30, 30]], "bbox": [30, 20, 10, 10]}
+    crowd = {
+        "iscrowd": 1,
+        "num_keypoints": 0,
+        "segmentation": None,
+        "bbox": [10, 0, 20, 10],
+    }  # no segmentation: its box
+    unlabeled = {
+        "iscrowd": 0,
+        "num_keypoints": 0,
+        "segmentation": [[30, 20, 40, 20, 40, 30, 30, 30]],
+        "bbox": [30, 20, 10, 10],
+    }
     im.annotations = [person, crowd, unlabeled]
     return im
 

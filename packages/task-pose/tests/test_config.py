@@ -10,10 +10,23 @@ from tlkit_pose.config import InferenceConfig, PoseConfig
 def test_defaults_are_tlts():
     cfg = PoseConfig()
     assert cfg.stride == 8 and cfg.dataloader.image_dims == [256, 256, 3] and cfg.pose_config.target_shape == [32, 32]
-    assert cfg.label_processor_config.heatmap_gaussian_sigma == 7.0 and cfg.label_processor_config.paf_ortho_dist_thresh == 1.0
+    assert (
+        cfg.label_processor_config.heatmap_gaussian_sigma == 7.0
+        and cfg.label_processor_config.paf_ortho_dist_thresh == 1.0
+    )
     i = cfg.inference
-    assert (i.heatmap_threshold, i.paf_threshold, i.heatmap_gaussian_sigma, i.heatmap_gaussian_kernel) == (0.1, 0.05, 3.0, 5)
-    assert (i.line_integral_samples_num, i.line_integral_count_threshold, i.num_parts_thresh, i.overall_score_thresh) == (10, 0.8, 4, 0.4)
+    assert (i.heatmap_threshold, i.paf_threshold, i.heatmap_gaussian_sigma, i.heatmap_gaussian_kernel) == (
+        0.1,
+        0.05,
+        3.0,
+        5,
+    )
+    assert (
+        i.line_integral_samples_num,
+        i.line_integral_count_threshold,
+        i.num_parts_thresh,
+        i.overall_score_thresh,
+    ) == (10, 0.8, 4, 0.4)
 
 
 def test_every_field_is_described():
@@ -36,7 +49,9 @@ def test_stride_mismatch_and_bad_values_name_the_key(tmp_path):
     p.write_text("inference:\n  heatmap_gaussian_kernel: 4\n")
     with pytest.raises(SpecError, match=r"spec.yaml:2: inference.heatmap_gaussian_kernel: .*must be odd"):
         load_spec(p, PoseConfig)
-    with pytest.raises(SpecError, match=r"inference.heatmp_threshold: unknown key \(did you mean 'heatmap_threshold'\?\)"):
+    with pytest.raises(
+        SpecError, match=r"inference.heatmp_threshold: unknown key \(did you mean 'heatmap_threshold'\?\)"
+    ):
         load_spec(None, PoseConfig, ["inference.heatmp_threshold=0.2"])
     with pytest.raises(SpecError, match="non-empty list of positive scales"):
         load_spec(None, PoseConfig, ["inference.scales=[]"])

@@ -16,7 +16,15 @@ def test_only_working_commands_are_registered():
 
     reg = get_registry()
     task = reg.task("pose")
-    assert [c.name for c in task.commands] == ["train", "dataset_convert", "evaluate", "inference", "prune", "compress", "export"]
+    assert [c.name for c in task.commands] == [
+        "train",
+        "dataset_convert",
+        "evaluate",
+        "inference",
+        "prune",
+        "compress",
+        "export",
+    ]
     assert ("pose", "coco_keypoints") in reg.dataset_formats()
     ev = next(c for c in task.commands if c.name == "evaluate")
     assert {o.name for o in ev.options} == {"predictions", "annotations", "image_root", "batch_size"}

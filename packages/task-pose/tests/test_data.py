@@ -12,7 +12,9 @@ from tlkit.errors import DataError, SpecError
 def _cfg(**aug):
     from tlkit_pose.config import PoseConfig
 
-    return PoseConfig.model_validate({"dataloader": {"image_dims": [64, 64, 3]}, "pose_config": {"target_shape": [8, 8]}, "augmentation_config": aug})
+    return PoseConfig.model_validate(
+        {"dataloader": {"image_dims": [64, 64, 3]}, "pose_config": {"target_shape": [8, 8]}, "augmentation_config": aug}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +91,9 @@ def test_mask_follows_crowds(mem_samples):
     samples, coco = mem_samples
     crowd_images = {a["image_id"] for a in coco["annotations"] if a["iscrowd"]}
     s = next(x for x in samples if x.image_id in crowd_images)
-    cfg = _cfg(spatial_augmentation_mode="standard", rotate_deg_max=0, translate_max_x=0, translate_max_y=0, flip_lr_prob=0)
+    cfg = _cfg(
+        spatial_augmentation_mode="standard", rotate_deg_max=0, translate_max_x=0, translate_max_y=0, flip_lr_prob=0
+    )
     *_, mask = make_example(s, cfg, np.random.default_rng(0))
     assert mask.shape == (1, 8, 8) and mask.min() == 0.0 and mask.max() == 1.0
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from tlkit.errors import DataError, TlkitError
 from tlkit.testing import make_context
 from tlkit.testing.plugins import run_tlkit
@@ -37,7 +38,9 @@ def test_round_trip_with_masks_partitions_and_shards(tmp_path, synthetic_set):
     for r in recs:
         im = ds.images[r["image_id"]]
         assert r["record_label"] == im.id
-        np.testing.assert_array_equal(r["keypoints"], np.array([a["keypoints"] for a in im.annotations]).reshape(-1, 17, 3))
+        np.testing.assert_array_equal(
+            r["keypoints"], np.array([a["keypoints"] for a in im.annotations]).reshape(-1, 17, 3)
+        )
         np.testing.assert_array_equal(r["image"], cv2.imread(str(ds.image_path(im))))
         np.testing.assert_array_equal(r["mask"], loss_mask(im))
         assert r["iscrowd"] == [a["iscrowd"] for a in im.annotations]
@@ -64,13 +67,28 @@ def test_wrong_sizes_are_skipped_and_reported(tmp_path, synthetic_set):
     bad = synthetic_set.parent / "wrong_size.json"
     bad.write_text(json.dumps(data))
     m = convert(load_coco_keypoints(bad), tmp_path / "p")
-    assert len(m["skipped_images"]["size_mismatch"]) == 1 and "json says 321x256" in m["skipped_images"]["size_mismatch"][0]
+    assert (
+        len(m["skipped_images"]["size_mismatch"]) == 1
+        and "json says 321x256" in m["skipped_images"]["size_mismatch"][0]
+    )
 
 
 def test_run_needs_annotations_and_cli_works(tmp_path, synthetic_set):
     with pytest.raises(TlkitError, match="give -a/--annotations"):
         run(make_context("pose", "dataset_convert", results_dir=tmp_path, options={"mode": "train"}))
-    r = run_tlkit(["pose", "dataset_convert", "-a", str(synthetic_set), "-o", str(tmp_path / "cli" / "coco"), "-s", "3", "--generate_masks"])
+    r = run_tlkit(
+        [
+            "pose",
+            "dataset_convert",
+            "-a",
+            str(synthetic_set),
+            "-o",
+            str(tmp_path / "cli" / "coco"),
+            "-s",
+            "3",
+            "--generate_masks",
+        ]
+    )
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "cli").glob("coco-train-fold-000-of-001-shard-*-of-00003.rec"))) == 3
     assert "Wrote" in r.stdout
@@ -90,13 +108,23 @@ def test_dataset_convert_reads_through_the_registered_dataset_format(tmp_path, s
 
     spy_format = DatasetFormatSpec("spy_keypoints", "pose", spy)
     with registered_plugin(plugin(tlkit_register_dataset_formats=lambda: [spy_format]), "spy"):
+
         def convert_with(fmt, out):
-            return run(make_context("pose", "dataset_convert", output=tmp_path / out / "p",
-                                    options={"annotations": synthetic_set, "input_format": fmt, "strict": False}))
+            return run(
+                make_context(
+                    "pose",
+                    "dataset_convert",
+                    output=tmp_path / out / "p",
+                    options={"annotations": synthetic_set, "input_format": fmt, "strict": False},
+                )
+            )
 
         default = convert_with("coco_keypoints", "default")
         assert convert_with("spy_keypoints", "spy")["num_records"] == default["num_records"] > 0
         assert seen == [(Path(synthetic_set), {"strict": False})]
-        with pytest.raises(TlkitError, match=r"unknown pose dataset format 'coco'\. Installed pose dataset formats: "
-                                             r"coco_keypoints, spy_keypoints\."):
+        with pytest.raises(
+            TlkitError,
+            match=r"unknown pose dataset format 'coco'\. Installed pose dataset formats: "
+            r"coco_keypoints, spy_keypoints\.",
+        ):
             convert_with("coco", "x")

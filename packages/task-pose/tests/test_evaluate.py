@@ -58,11 +58,15 @@ def test_bad_predictions_are_clear_errors(tmp_path, synthetic_set, preds, messag
 def test_run_writes_kpis_status_and_table(tmp_path, synthetic_set):
     preds = tmp_path / "preds.json"
     preds.write_text(json.dumps(_gt_as_results(synthetic_set)))
-    ctx = make_context("pose", "evaluate", results_dir=tmp_path / "r", options={"predictions": preds, "annotations": synthetic_set})
+    ctx = make_context(
+        "pose", "evaluate", results_dir=tmp_path / "r", options={"predictions": preds, "annotations": synthetic_set}
+    )
     out = run(ctx)
     assert out.kpi["AP_0.50:0.95_all"] == pytest.approx(1.0)
-    assert out.artifacts == {"evaluation.json": str(tmp_path / "r" / "evaluation.json"),
-                             "results.csv": str(tmp_path / "r" / "results.csv")}  # scored a file: no detections.json
+    assert out.artifacts == {
+        "evaluation.json": str(tmp_path / "r" / "evaluation.json"),
+        "results.csv": str(tmp_path / "r" / "results.csv"),
+    }  # scored a file: no detections.json
     ev = json.loads((tmp_path / "r" / "evaluation.json").read_text())
     assert ev["kpi"]["AP_0.5"] == pytest.approx(1.0) and ev["num_predictions"] == len(_gt_as_results(synthetic_set))
     lines = [json.loads(x) for x in (tmp_path / "r" / "status.json").read_text().splitlines()]
@@ -76,10 +80,23 @@ def test_run_writes_kpis_status_and_table(tmp_path, synthetic_set):
 def test_cli_evaluate_and_its_error(tmp_path, synthetic_set):
     preds = tmp_path / "preds.json"
     preds.write_text(json.dumps(_gt_as_results(synthetic_set, shift=2.0)))
-    r = run_tlkit(["pose", "evaluate", "--predictions", str(preds), "-a", str(synthetic_set), "-r", str(tmp_path / "r")])
+    r = run_tlkit(
+        ["pose", "evaluate", "--predictions", str(preds), "-a", str(synthetic_set), "-r", str(tmp_path / "r")]
+    )
     assert r.returncode == 0, r.stderr
     assert "Average Recall     (AR) @[ IoU=0.50      | area=   all | maxDets= 20 ]" in r.stdout
-    r = run_tlkit(["pose", "evaluate", "--predictions", str(tmp_path / "missing.json"), "-a", str(synthetic_set), "-r", str(tmp_path / "r")])
+    r = run_tlkit(
+        [
+            "pose",
+            "evaluate",
+            "--predictions",
+            str(tmp_path / "missing.json"),
+            "-a",
+            str(synthetic_set),
+            "-r",
+            str(tmp_path / "r"),
+        ]
+    )
     assert r.returncode != 0 and "missing.json: predictions file not found" in (r.stdout + r.stderr)
     assert "Traceback" not in r.stderr
 

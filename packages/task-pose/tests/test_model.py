@@ -9,7 +9,9 @@ import pytest
 from tlkit.errors import DataError, SpecError
 
 
-@pytest.mark.parametrize("arch,blocks", [("vgg19", None), ("resnet18", None), ("mobilenet_v2", None), ("vgg19", 4), ("resnet18", 3)])
+@pytest.mark.parametrize(
+    "arch,blocks", [("vgg19", None), ("resnet18", None), ("mobilenet_v2", None), ("vgg19", 4), ("resnet18", 3)]
+)
 @pytest.mark.parametrize("stages", [2, 3])
 def test_output_shapes(arch, blocks, stages):
     import mxnet as mx
@@ -64,8 +66,13 @@ def test_build_meta_and_rebuild(tmp_path):
     from tlkit_pose.config import PoseConfig
     from tlkit_pose.model import build_meta, build_net
 
-    cfg = PoseConfig.model_validate({"dataloader": {"image_dims": [48, 64, 3]}, "pose_config": {"target_shape": [6, 8]},
-                                     "model": {"arch": "mobilenet_v2", "backbone_blocks": 3, "stages": 2, "stage_channels": 8}})
+    cfg = PoseConfig.model_validate(
+        {
+            "dataloader": {"image_dims": [48, 64, 3]},
+            "pose_config": {"target_shape": [6, 8]},
+            "model": {"arch": "mobilenet_v2", "backbone_blocks": 3, "stages": 2, "stage_channels": 8},
+        }
+    )
     meta = build_meta(cfg)
     assert meta["input_shape"] == [3, 48, 64] and meta["output_names"] == ["heatmap_out", "paf_out"]
     assert meta["preprocessing"]["mean"] == [128.0] * 3 and meta["preprocessing"]["std"] == [256.0] * 3
@@ -90,10 +97,14 @@ def test_spec_errors():
         PoseConfig.model_validate({"model": {"stages": 8}})
     with pytest.raises(ValidationError, match="arch"):
         PoseConfig.model_validate({"model": {"arch": "resnet50x"}})
-    cfg = PoseConfig.model_validate({"dataloader": {"image_dims": [64, 64, 1]}, "pose_config": {"target_shape": [8, 8]}})
+    cfg = PoseConfig.model_validate(
+        {"dataloader": {"image_dims": [64, 64, 1]}, "pose_config": {"target_shape": [8, 8]}}
+    )
     with pytest.raises(SpecError, match="3 channels"):
         build_meta(cfg)
-    cfg = PoseConfig.model_validate({"dataloader": {"image_dims": [64, 64, 3]}, "pose_config": {"target_shape": [16, 16]}})
+    cfg = PoseConfig.model_validate(
+        {"dataloader": {"image_dims": [64, 64, 3]}, "pose_config": {"target_shape": [16, 16]}}
+    )
     with pytest.raises(SpecError, match="stride 4"):
         build_meta(cfg)
 
@@ -146,6 +157,7 @@ def test_loss_ignores_errors_under_the_mask():
 
 def test_gluoncv_store_weights_start_the_pose_backbone(tmp_path, monkeypatch):
     import mxnet as mx
+
     from tlkit.testing.pretrained import place_gluoncv_file
     from tlkit_pose.config import PoseConfig
     from tlkit_pose.model import build_for_training
@@ -153,9 +165,14 @@ def test_gluoncv_store_weights_start_the_pose_backbone(tmp_path, monkeypatch):
     monkeypatch.setenv("MXNET_HOME", str(tmp_path))
     monkeypatch.setenv("TLKIT_OFFLINE", "1")
     ref = place_gluoncv_file("resnet18_v1b")
-    cfg = PoseConfig.model_validate({"dataloader": {"image_dims": [48, 64, 3]}, "pose_config": {"target_shape": [6, 8]},
-                                     "model": {"arch": "resnet18", "stages": 2, "stage_channels": 8},
-                                     "train_config": {"pretrained_model_path": "gluoncv://resnet18_v1b"}})
+    cfg = PoseConfig.model_validate(
+        {
+            "dataloader": {"image_dims": [48, 64, 3]},
+            "pose_config": {"target_shape": [6, 8]},
+            "model": {"arch": "resnet18", "stages": 2, "stage_channels": 8},
+            "train_config": {"pretrained_model_path": "gluoncv://resnet18_v1b"},
+        }
+    )
     built = build_for_training(cfg, [mx.cpu()])
     first_conv = built.net.backbone._children["features.0"].weight.data().asnumpy()
     np.testing.assert_array_equal(first_conv, ref.conv1.weight.data().asnumpy())

@@ -13,6 +13,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from tlkit_pose.config import InferenceConfig
 from tlkit_pose.postprocess import merge_multiscale
 from tlkit_pose.predict import PosePredictor, fit_input, predict_coco, tile_offsets
@@ -66,8 +67,12 @@ def scene():
 
 
 def _predictor(kps, scales, calls, batch_size=8):
-    meta = {"task": "pose", "input_shape": [3, NET_H, NET_W], "preprocessing": {"mode": "custom", "channel_order": "RGB", "mean": [128.0] * 3, "std": [256.0] * 3},
-            "postprocessing": {"stride": 8}}
+    meta = {
+        "task": "pose",
+        "input_shape": [3, NET_H, NET_W],
+        "preprocessing": {"mode": "custom", "channel_order": "RGB", "mean": [128.0] * 3, "std": [256.0] * 3},
+        "postprocessing": {"stride": 8},
+    }
     return PosePredictor(_oracle_forward(kps, calls), meta, InferenceConfig(scales=scales), batch_size=batch_size)
 
 
@@ -88,7 +93,9 @@ def test_single_scale_is_the_plain_fit_and_pad_path(scene):
     assert inp.image.shape == (NET_H, NET_W, 3)
     x = ((inp.image.astype(np.float32) - 128) / 256).transpose(2, 0, 1)[None]
     hm, paf = _oracle_forward(kps, [])(x)
-    want_hm, want_paf = merge_multiscale([(hm[0].transpose(1, 2, 0), paf[0].transpose(1, 2, 0))], [inp], (IMG_H, IMG_W), 8)
+    want_hm, want_paf = merge_multiscale(
+        [(hm[0].transpose(1, 2, 0), paf[0].transpose(1, 2, 0))], [inp], (IMG_H, IMG_W), 8
+    )
     np.testing.assert_array_equal(got_hm, want_hm)
     np.testing.assert_array_equal(got_paf, want_paf)
 

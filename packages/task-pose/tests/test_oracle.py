@@ -23,7 +23,9 @@ def test_oracle_on_synthetic_people(synthetic_set, scales):
 def test_oracle_on_real_coco_single_and_multi_scale(coco_mini):
     ds = load_coco_keypoints(coco_mini)
     single = evaluate_keypoints(coco_mini, oracle_results(ds, stride=8))["metrics"]
-    multi = evaluate_keypoints(coco_mini, oracle_results(ds, stride=8, params=InferenceConfig(scales=[0.5, 1.0, 1.5])))["metrics"]
+    multi = evaluate_keypoints(coco_mini, oracle_results(ds, stride=8, params=InferenceConfig(scales=[0.5, 1.0, 1.5])))[
+        "metrics"
+    ]
     assert single["AP"] >= 0.95, single
     assert multi["AP"] >= 0.95, multi
 

@@ -123,7 +123,13 @@ def test_multiscale_inputs_pad_to_the_stride_and_merge_back():
     assert ins[0].scaled_hw == (100, 140) and ins[0].factor == 2.0
     # a constant "model" averages to the same constant at image resolution
     ins = multiscale_inputs(img, (0.5, 1.0), stride=8)
-    outs = [(np.full((i.image.shape[0] // 8, i.image.shape[1] // 8, 19), 0.25, np.float32), np.full((i.image.shape[0] // 8, i.image.shape[1] // 8, 38), -0.5, np.float32)) for i in ins]
+    outs = [
+        (
+            np.full((i.image.shape[0] // 8, i.image.shape[1] // 8, 19), 0.25, np.float32),
+            np.full((i.image.shape[0] // 8, i.image.shape[1] // 8, 38), -0.5, np.float32),
+        )
+        for i in ins
+    ]
     hm, paf = merge_multiscale(outs, ins, (50, 70), stride=8)
     assert hm.shape == (50, 70, 19) and paf.shape == (50, 70, 38)
     np.testing.assert_allclose(hm, 0.25, atol=1e-5)
@@ -137,7 +143,9 @@ def test_predict_multiscale_calls_the_model_per_scale():
 
     def model(x):
         seen.append(x.shape)
-        return np.zeros((x.shape[0] // 8, x.shape[1] // 8, 19), np.float32), np.zeros((x.shape[0] // 8, x.shape[1] // 8, 38), np.float32)
+        return np.zeros((x.shape[0] // 8, x.shape[1] // 8, 19), np.float32), np.zeros(
+            (x.shape[0] // 8, x.shape[1] // 8, 38), np.float32
+        )
 
     hm, paf = predict_multiscale(np.zeros((64, 64, 3), np.uint8), model, InferenceConfig(scales=[1.0, 2.0]))
     assert seen == [(64, 64, 3), (128, 128, 3)] and hm.shape == (64, 64, 19)
@@ -162,7 +170,9 @@ def test_find_peaks_matches_a_direct_whole_image_reference():
     for j in range(18):
         for _ in range(3):
             cy, cx = rng.uniform(0, 90), rng.uniform(0, 120)
-            hm[..., j] = np.maximum(hm[..., j], rng.uniform(0.2, 1.0) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 6.0**2)))
+            hm[..., j] = np.maximum(
+                hm[..., j], rng.uniform(0.2, 1.0) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 6.0**2))
+            )
     k1 = cv2.getGaussianKernel(5, 3.0)[:, 0]
     ref = []
     for j in range(18):

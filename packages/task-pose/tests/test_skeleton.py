@@ -12,7 +12,10 @@ def test_topology_sizes_and_tlt_order():
     assert sk.PARTS[:2] == ("nose", "neck") and sk.PARTS[-1] == "left_ear"
     assert sk.LIMBS[0] == (1, 8)  # neck -> right hip first: limbs grow from the neck outwards
     # the last two limbs are the eye-ear edges that never start a person
-    assert [(sk.PARTS[a], sk.PARTS[b]) for a, b in sk.LIMBS[-2:]] == [("right_eye", "right_ear"), ("left_eye", "left_ear")]
+    assert [(sk.PARTS[a], sk.PARTS[b]) for a, b in sk.LIMBS[-2:]] == [
+        ("right_eye", "right_ear"),
+        ("left_eye", "left_ear"),
+    ]
     # every part is reachable from the neck
     seen, frontier = {1}, [1]
     while frontier:
@@ -26,7 +29,7 @@ def test_topology_sizes_and_tlt_order():
 
 def test_coco_to_parts_maps_by_name_and_builds_the_neck():
     coco = np.zeros((17, 3))
-    for i, name in enumerate(sk.COCO_KEYPOINTS):
+    for i, _ in enumerate(sk.COCO_KEYPOINTS):
         coco[i] = (10 + i, 100 + i, 2)
     coco[sk.COCO_KEYPOINTS.index("left_shoulder")] = (40, 60, 1)
     coco[sk.COCO_KEYPOINTS.index("right_shoulder")] = (20, 50, 2)

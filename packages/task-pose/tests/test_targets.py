@@ -45,7 +45,9 @@ def test_overlapping_people_combine_by_maximum():
 
 def test_paf_unit_vectors_inside_the_band_only():
     k = LIMBS.index((1, 8))  # neck -> right hip, vertical here
-    paf = render_pafs(_person({"neck": (27.5, 11.5), "right_hip": (27.5, 43.5)}), (64, 64), stride=8, ortho_dist_thresh=1.0)
+    paf = render_pafs(
+        _person({"neck": (27.5, 11.5), "right_hip": (27.5, 43.5)}), (64, 64), stride=8, ortho_dist_thresh=1.0
+    )
     vx, vy = paf[..., 2 * k], paf[..., 2 * k + 1]
     # column gx=3 is on the limb, gx=2 and 4 are 8 px away (= 1 stride: inside), gx=1 and 5 are 16 px away (outside)
     for gy in range(1, 6):

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tlkit.config import read_spec
 from tlkit.errors import SpecError
 from tlkit.testing.plugins import run_tlkit

@@ -21,13 +21,20 @@ S = 64
 def spec(tmp: Path, train: Path, val: Path, **model):
     from tlkit_pose.config import PoseConfig
 
-    return PoseConfig.model_validate({
-        "dataloader": {"train_annotations": str(train), "val_annotations": str(val), "image_dims": [S, S, 3]},
-        "pose_config": {"target_shape": [S // 8, S // 8]},
-        "model": {"arch": "resnet18", "backbone_blocks": 3, "stages": 2, "stage_channels": 16, **model},
-        "train_config": {"batch_size_per_gpu": 4, "n_epochs": 1, "optimizer": {"type": "adam"},
-                         "lr_config": {"type": "constant", "learning_rate": 1e-3}, "max_checkpoints_to_keep": 1},
-    })
+    return PoseConfig.model_validate(
+        {
+            "dataloader": {"train_annotations": str(train), "val_annotations": str(val), "image_dims": [S, S, 3]},
+            "pose_config": {"target_shape": [S // 8, S // 8]},
+            "model": {"arch": "resnet18", "backbone_blocks": 3, "stages": 2, "stage_channels": 16, **model},
+            "train_config": {
+                "batch_size_per_gpu": 4,
+                "n_epochs": 1,
+                "optimizer": {"type": "adam"},
+                "lr_config": {"type": "constant", "learning_rate": 1e-3},
+                "max_checkpoints_to_keep": 1,
+            },
+        }
+    )
 
 
 def ctx(command: str, console: Console, **kw) -> CommandContext:
@@ -77,9 +84,23 @@ def test_evaluate_tlk_and_onnx_agree(trained, tmp_path):
     out = export_run(ctx("export", c, model=model, output=tmp_path / "m.onnx", options={"gen_ds_config": True}))
     ds = (tmp_path / "nvinfer_config.txt").read_text()
     assert "network-type=100" in ds and "output-tensor-meta=1" in ds
-    assert "output-blob-names=heatmap_out;paf_out" in ds and "net-scale-factor=0.00390625" in ds and "offsets=128.0;128.0;128.0" in ds
-    ev_tlk = evaluate_run(ctx("evaluate", c, model=model, results_dir=tmp_path / "ev_tlk", options={"annotations": trained["val"]}))
-    ev_onnx = evaluate_run(ctx("evaluate", c, model=Path(out["onnx"]), results_dir=tmp_path / "ev_onnx", options={"annotations": trained["val"]}))
+    assert (
+        "output-blob-names=heatmap_out;paf_out" in ds
+        and "net-scale-factor=0.00390625" in ds
+        and "offsets=128.0;128.0;128.0" in ds
+    )
+    ev_tlk = evaluate_run(
+        ctx("evaluate", c, model=model, results_dir=tmp_path / "ev_tlk", options={"annotations": trained["val"]})
+    )
+    ev_onnx = evaluate_run(
+        ctx(
+            "evaluate",
+            c,
+            model=Path(out["onnx"]),
+            results_dir=tmp_path / "ev_onnx",
+            options={"annotations": trained["val"]},
+        )
+    )
     for k in ("AP_0.50:0.95_all", "AP_0.5"):
         assert abs(ev_tlk.kpi[k] - ev_onnx.kpi[k]) < 1e-6, (ev_tlk.kpi, ev_onnx.kpi)
     # training validated the same model on the same images with the same post-processing (the model's own)
@@ -165,7 +186,9 @@ def test_prune_keeps_heads_and_retrains(trained, tmp_path):
     # the last heads' biases are untouched
     for kind in ("heatmap", "paf"):
         name = f"bpnet_stage2_{kind}_bias"
-        np.testing.assert_array_equal(after.params[f"arg:{name}"].asnumpy(), before.params[f"stage2.{kind}.bias"].asnumpy())
+        np.testing.assert_array_equal(
+            after.params[f"arg:{name}"].asnumpy(), before.params[f"stage2.{kind}.bias"].asnumpy()
+        )
 
     cfg = trained["cfg"].model_copy(deep=True)
     cfg.train_config.pretrained_model_path = str(pruned)
@@ -212,7 +235,15 @@ def test_sdk_compatible_export(trained, tmp_path):
 
     c = Console(quiet=True)
     model = trained["res"].model_path
-    out = export_run(ctx("export", c, model=model, output=tmp_path / "sdk.onnx", options={"sdk_compatible_model": True, "upsample_ratio": 4}))
+    out = export_run(
+        ctx(
+            "export",
+            c,
+            model=model,
+            output=tmp_path / "sdk.onnx",
+            options={"sdk_compatible_model": True, "upsample_ratio": 4},
+        )
+    )
     r = OnnxRuntimeRunner(out["onnx"])
     x = np.random.default_rng(0).normal(0, 1, (2, 3, S, S)).astype(np.float32)
     hm, paf = r.run(x)
@@ -270,7 +301,9 @@ def test_evaluate_needs_model_or_predictions(tmp_path):
     from tlkit_pose.evaluate import run as evaluate_run
 
     with pytest.raises(TlkitError, match="give -m MODEL"):
-        evaluate_run(ctx("evaluate", Console(quiet=True), results_dir=tmp_path, options={"annotations": tmp_path / "a.json"}))
+        evaluate_run(
+            ctx("evaluate", Console(quiet=True), results_dir=tmp_path, options={"annotations": tmp_path / "a.json"})
+        )
 
 
 def test_int8_export_calibrated_from_images(trained, tmp_path):
@@ -279,8 +312,15 @@ def test_int8_export_calibrated_from_images(trained, tmp_path):
     from tlkit_pose.export import run as export_run
 
     images = trained["val"].parent / "images"
-    out = export_run(ctx("export", Console(quiet=True), model=trained["res"].model_path, output=tmp_path / "q.onnx",
-                         options={"data_type": "int8", "cal_image_dir": images, "batches": 1, "batch_size": 2}))
+    out = export_run(
+        ctx(
+            "export",
+            Console(quiet=True),
+            model=trained["res"].model_path,
+            output=tmp_path / "q.onnx",
+            options={"data_type": "int8", "cal_image_dir": images, "batches": 1, "batch_size": 2},
+        )
+    )
     assert read_onnx_metadata(out["onnx"])["data_type"] == "int8"
     assert Path(out["cal_cache_file"]).is_file()
     hm, paf = OnnxRuntimeRunner(out["onnx"]).run(np.zeros((1, 3, S, S), np.float32))
@@ -292,11 +332,15 @@ def test_cli_export_sdk_and_inference(trained, tmp_path):
 
     model = trained["res"].model_path
     onnx = tmp_path / "sdk.onnx"
-    r = run_tlkit(["pose", "export", "-m", str(model), "-o", str(onnx), "--sdk_compatible_model", "-u", "4", "--gen_ds_config"])
+    r = run_tlkit(
+        ["pose", "export", "-m", str(model), "-o", str(onnx), "--sdk_compatible_model", "-u", "4", "--gen_ds_config"]
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert onnx.is_file() and "network-type=100" in (tmp_path / "nvinfer_config.txt").read_text()
     images = trained["val"].parent / "images"
-    r = run_tlkit(["pose", "inference", "-m", str(onnx), "-d", str(images), "-r", str(tmp_path / "inf"), "--no_visualizations"])
+    r = run_tlkit(
+        ["pose", "inference", "-m", str(onnx), "-d", str(images), "-r", str(tmp_path / "inf"), "--no_visualizations"]
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "inf" / "detections.json").is_file() and not (tmp_path / "inf" / "images_annotated").exists()
     r = run_tlkit(["pose", "inference", "-m", str(onnx), "-r", str(tmp_path / "inf2")])
@@ -319,13 +363,24 @@ def test_evaluate_and_inference_apply_the_spec_scales(trained, tmp_path, monkeyp
     for name, scales in (("default", None), ("one", [1.0]), ("two", [0.5, 1.0])):
         cfg = PoseConfig.model_validate({"inference": {"scales": scales}} if scales else {})
         seen.clear()
-        out = evaluate_run(ctx("evaluate", c, model=model, spec=cfg, results_dir=tmp_path / name, options={"annotations": val}))
+        out = evaluate_run(
+            ctx("evaluate", c, model=model, spec=cfg, results_dir=tmp_path / name, options={"annotations": val})
+        )
         assert seen == (scales or [1.0]) * 3  # 3 validation images
         dets[name], kpi[name] = json.loads((tmp_path / name / "detections.json").read_text()), out.kpi
     assert dets["one"] == dets["default"] and kpi["one"] == kpi["default"]
     seen.clear()
     cfg = PoseConfig.model_validate({"inference": {"scales": [0.5, 1.0, 2.0]}})
-    res = infer_run(ctx("inference", c, model=model, spec=cfg, results_dir=tmp_path / "inf", options={"image_dir": val.parent / "images"}))
+    res = infer_run(
+        ctx(
+            "inference",
+            c,
+            model=model,
+            spec=cfg,
+            results_dir=tmp_path / "inf",
+            options={"image_dir": val.parent / "images"},
+        )
+    )
     assert res["images"] == 3 and seen == [0.5, 1.0, 2.0] * 3
 
 
@@ -344,7 +399,14 @@ def test_qat_from_scratch_exports_int8_without_calibration(trained, tmp_path):
     # the AP training reported is the QAT model file's (fake quantization included) on the same images
     from tlkit_pose.evaluate import run as evaluate_run
 
-    ev = evaluate_run(ctx("evaluate", Console(quiet=True), model=res.model_path, results_dir=tmp_path / "ev",
-                          options={"annotations": trained["val"]}))
+    ev = evaluate_run(
+        ctx(
+            "evaluate",
+            Console(quiet=True),
+            model=res.model_path,
+            results_dir=tmp_path / "ev",
+            options={"annotations": trained["val"]},
+        )
+    )
     assert ev.kpi["AP_0.50:0.95_all"] == pytest.approx(res.history[-1]["AP"])
     assert_qat_export_reproduces(res.model_path, out_dir=tmp_path)

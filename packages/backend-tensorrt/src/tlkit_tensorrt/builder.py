@@ -15,16 +15,16 @@ import hashlib
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from tlkit.errors import ModelFileError, SpecError
-
+from tlkit.export.engine_file import write_engine
 from tlkit_tensorrt import __version__
 from tlkit_tensorrt.api import TensorRTError, TrtApi, load_api
-from tlkit.export.engine_file import write_engine
 
 DATA_TYPES = ("fp32", "fp16", "int8")
 DEFAULT_ENGINE = "saved.engine"  # tao-converter's -e default
@@ -65,8 +65,10 @@ def parse_profile(text: str) -> Profile:
     where = f"-p {text!r}: "
     parts = [p.strip() for p in str(text).split(",")]
     if len(parts) != 4 or not parts[0]:
-        raise SpecError(f"{where}expected <input_name>,<min_shape>,<opt_shape>,<max_shape>, e.g. "
-                        "input,1x3x224x224,8x3x224x224,16x3x224x224")
+        raise SpecError(
+            f"{where}expected <input_name>,<min_shape>,<opt_shape>,<max_shape>, e.g. "
+            "input,1x3x224x224,8x3x224x224,16x3x224x224"
+        )
     name = parts[0]
     lo, opt, hi = (parse_dims(p, where) for p in parts[1:])
     if not len(lo) == len(opt) == len(hi):
@@ -95,20 +97,26 @@ def resolve_profiles(inputs: list[tuple[str, tuple[int, ...]]], given: list[Prof
             raise SpecError(f"-p {p.name}: the network has no input {p.name!r} (its inputs: {', '.join(by_name)})")
         shape = by_name[p.name]
         if len(p.min) != len(shape):
-            raise SpecError(f"-p {p.name}: shapes have {len(p.min)} dims, the input has {len(shape)} "
-                            f"({'x'.join(str(d) if d >= 0 else '?' for d in shape)})")
+            raise SpecError(
+                f"-p {p.name}: shapes have {len(p.min)} dims, the input has {len(shape)} "
+                f"({'x'.join(str(d) if d >= 0 else '?' for d in shape)})"
+            )
         for i, d in enumerate(shape):
             if d >= 0 and not p.min[i] == p.opt[i] == p.max[i] == d:
-                raise SpecError(f"-p {p.name}: dim {i} of the input is fixed at {d}, the profile gives "
-                                f"{p.min[i]}/{p.opt[i]}/{p.max[i]}")
+                raise SpecError(
+                    f"-p {p.name}: dim {i} of the input is fixed at {d}, the profile gives "
+                    f"{p.min[i]}/{p.opt[i]}/{p.max[i]}"
+                )
     out = list(given)
     named = {p.name for p in given}
     for name, shape in inputs:
         if name in named or all(d >= 0 for d in shape):
             continue
         if any(d < 0 for d in shape[1:]):
-            raise SpecError(f"input {name!r} has dynamic dims beyond the batch "
-                            f"({'x'.join(str(d) if d >= 0 else '?' for d in shape)}): give -p {name},MIN,OPT,MAX")
+            raise SpecError(
+                f"input {name!r} has dynamic dims beyond the batch "
+                f"({'x'.join(str(d) if d >= 0 else '?' for d in shape)}): give -p {name},MIN,OPT,MAX"
+            )
         rest = tuple(shape[1:])
         out.append(Profile(name, (1, *rest), (max_batch, *rest), (max_batch, *rest)))
     return out
@@ -123,7 +131,9 @@ def _load_onnx(path: Path) -> Any:
     try:
         return onnx.load(str(path))
     except Exception as err:  # protobuf DecodeError and friends
-        raise ModelFileError(f"{path}: not a valid ONNX file: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        raise ModelFileError(
+            f"{path}: not a valid ONNX file: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from None
 
 
 def is_qdq(model: Any) -> bool:
@@ -183,40 +193,58 @@ def fold_int32_dequantize(model: Any) -> int:
     return folded
 
 
-def _choose_precision(api: TrtApi, model: Any, data_type: str, cal_cache: Path | None, notes: list[str]) -> dict[str, Any]:
+def _choose_precision(
+    api: TrtApi, model: Any, data_type: str, cal_cache: Path | None, notes: list[str]
+) -> dict[str, Any]:
     """Check the precision request against the ONNX and the TensorRT flavour; say how to build it."""
     qdq, fp16 = is_qdq(model), is_fp16(model)
     if qdq and data_type != "int8":
-        raise SpecError(f"-t {data_type}: the ONNX is a Q/DQ (int8) graph; build it with -t int8 or export the model "
-                        f"again with --data_type {data_type}")
+        raise SpecError(
+            f"-t {data_type}: the ONNX is a Q/DQ (int8) graph; build it with -t int8 or export the model "
+            f"again with --data_type {data_type}"
+        )
     if fp16 and data_type == "fp32":
-        raise SpecError("-t fp32: the ONNX holds fp16 weights; export the model with --data_type fp32, or build with -t fp16")
+        raise SpecError(
+            "-t fp32: the ONNX holds fp16 weights; export the model with --data_type fp32, or build with -t fp16"
+        )
     if qdq and has_uint8_activations(model):
-        raise SpecError("the ONNX quantizes activations to uint8 (export --qdq_format onnxruntime, for onnxruntime on "
-                        "CPU); TensorRT takes only int8 with zero point 0: export again with --qdq_format tensorrt")
+        raise SpecError(
+            "the ONNX quantizes activations to uint8 (export --qdq_format onnxruntime, for onnxruntime on "
+            "CPU); TensorRT takes only int8 with zero point 0: export again with --qdq_format tensorrt"
+        )
     plan: dict[str, Any] = {"qdq": qdq, "onnx_fp16": fp16, "convert_fp16": False, "calibration_cache": None}
     if data_type == "fp16" and api.strongly_typed_only and not fp16:
         plan["convert_fp16"] = True
         notes.append(f"{api.label} is strongly typed: converted the fp32 ONNX to fp16 (inputs/outputs stay fp32)")
     if data_type == "int8" and not qdq:
         if api.strongly_typed_only:
-            why = ("calibration caches are not supported there (INT8 calibration was removed)" if cal_cache
-                   else "implicit INT8 calibration was removed")
+            why = (
+                "calibration caches are not supported there (INT8 calibration was removed)"
+                if cal_cache
+                else "implicit INT8 calibration was removed"
+            )
             raise TensorRTError(
                 f"-t int8 on {api.label} needs a Q/DQ ONNX: {why}. Export one with `tlkit <task> export -m MODEL.tlk "
                 "--data_type int8 --cal_cache_file CACHE` (imports an existing cache) or --cal_data_file/--cal_image_dir"
             )
         if cal_cache is None:
-            raise SpecError(f"-t int8: the ONNX has no Q/DQ nodes, so {api.label} needs a calibration cache (-c cal.bin); "
-                            "or export a Q/DQ ONNX with `tlkit <task> export --data_type int8`")
+            raise SpecError(
+                f"-t int8: the ONNX has no Q/DQ nodes, so {api.label} needs a calibration cache (-c cal.bin); "
+                "or export a Q/DQ ONNX with `tlkit <task> export --data_type int8`"
+            )
         if not cal_cache.is_file():
             raise ModelFileError(f"-c {cal_cache}: calibration cache not found")
         data = cal_cache.read_bytes()
         if not data.startswith(b"TRT-"):
-            raise ModelFileError(f"-c {cal_cache}: not a TensorRT calibration cache (first line should be TRT-<version>-<algorithm>)")
+            raise ModelFileError(
+                f"-c {cal_cache}: not a TensorRT calibration cache (first line should be TRT-<version>-<algorithm>)"
+            )
         plan["calibration_cache"] = data
     elif cal_cache is not None:
-        notes.append(f"ignored -c {cal_cache}: " + ("the ONNX already holds Q/DQ scales" if qdq else f"-t {data_type} does not calibrate"))
+        notes.append(
+            f"ignored -c {cal_cache}: "
+            + ("the ONNX already holds Q/DQ scales" if qdq else f"-t {data_type} does not calibrate")
+        )
     return plan
 
 
@@ -305,8 +333,17 @@ def build_engine(
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
     outputs = [network.get_output(i) for i in range(network.num_outputs)]
     resolved = resolve_profiles([(t.name, tuple(int(d) for d in t.shape)) for t in inputs], given, int(max_batch))
-    config, flags = _builder_config(api, builder, plan, resolved, data_type=data_type, workspace=workspace,
-                                    calib_batch=calib_batch, strict_types=strict_types, notes=notes)
+    config, flags = _builder_config(
+        api,
+        builder,
+        plan,
+        resolved,
+        data_type=data_type,
+        workspace=workspace,
+        calib_batch=calib_batch,
+        strict_types=strict_types,
+        notes=notes,
+    )
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise TensorRTError(f"{onnx_path}: {api.label} could not build the engine: {_first_error(logger.errors)}")
@@ -332,7 +369,7 @@ def build_engine(
             "source_onnx": str(onnx_path),
             "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
             "build_seconds": round(seconds, 3),
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "engine_bytes": int(serialized.nbytes),
             "weights_bytes": logger.weights_bytes,
             "warnings": logger.warnings,
@@ -355,8 +392,9 @@ def _check_build_options(data_type: str, workspace: int, max_batch: int, calib_b
         raise SpecError(f"-m {max_batch} / -b {calib_batch}: batch sizes must be positive")
 
 
-def _prepare_onnx(api: TrtApi, onnx_path: Path, data_type: str, cal: Path | None,
-                  notes: list[str]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+def _prepare_onnx(
+    api: TrtApi, onnx_path: Path, data_type: str, cal: Path | None, notes: list[str]
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """(the ONNX as TensorRT gets it, its tlkit metadata, the precision plan): FP16 weights converted and int32
     bias DequantizeLinear nodes folded where the plan needs it."""
     from tlkit.export.onnx_export import read_metadata_props
@@ -370,7 +408,9 @@ def _prepare_onnx(api: TrtApi, onnx_path: Path, data_type: str, cal: Path | None
         model = to_fp16(model)
     folded = fold_int32_dequantize(model) if plan["qdq"] else 0
     if folded:
-        notes.append(f"folded {folded} int32 bias DequantizeLinear node(s) into float constants (TensorRT has no int32 DQ)")
+        notes.append(
+            f"folded {folded} int32 bias DequantizeLinear node(s) into float constants (TensorRT has no int32 DQ)"
+        )
     return model, meta, plan
 
 
@@ -386,8 +426,18 @@ def _parse_network(api: TrtApi, logger: Any, model: Any, onnx_path: Path, qdq: b
     return builder, network
 
 
-def _builder_config(api: TrtApi, builder: Any, plan: dict[str, Any], resolved: list[Profile], *, data_type: str,
-                    workspace: int, calib_batch: int, strict_types: bool, notes: list[str]) -> tuple[Any, list[str]]:
+def _builder_config(
+    api: TrtApi,
+    builder: Any,
+    plan: dict[str, Any],
+    resolved: list[Profile],
+    *,
+    data_type: str,
+    workspace: int,
+    calib_batch: int,
+    strict_types: bool,
+    notes: list[str],
+) -> tuple[Any, list[str]]:
     """The builder config: workspace, the optimization profile, precision flags and the INT8 calibrator.
     Returns (config, the builder flags set)."""
     config = builder.create_builder_config()
@@ -418,6 +468,15 @@ def _builder_config(api: TrtApi, builder: Any, plan: dict[str, Any], resolved: l
 def build_with_options(onnx_path: Any, output: Any, options: dict[str, Any]) -> Path:
     """The EngineBackendSpec.build callable: `options` uses build_engine's keyword names; a missing (or None) one
     takes build_engine's own default."""
-    known = ("data_type", "profiles", "cal_cache_file", "workspace", "max_batch", "calib_batch", "strict_types",
-             "module", "verbose")
+    known = (
+        "data_type",
+        "profiles",
+        "cal_cache_file",
+        "workspace",
+        "max_batch",
+        "calib_batch",
+        "strict_types",
+        "module",
+        "verbose",
+    )
     return build_engine(onnx_path, output, **{k: options[k] for k in known if options.get(k) is not None})

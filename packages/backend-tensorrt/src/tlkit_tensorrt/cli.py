@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -23,12 +23,16 @@ app = typer.Typer(
 def convert(
     input_file: Path = typer.Argument(..., help="ONNX file (from `tlkit <task> export`)."),
     data_type: str = typer.Option("fp32", "-t", "--data_type", help="Engine precision: fp32, fp16 or int8."),
-    profiles: Optional[List[str]] = typer.Option(
-        None, "-p", "--profile",
+    profiles: Optional[list[str]] = typer.Option(
+        None,
+        "-p",
+        "--profile",
         help="Optimisation profile <input>,<min>,<opt>,<max>, e.g. input,1x3x224x224,8x3x224x224,16x3x224x224 "
-             "(repeat per input). Default for a dynamic batch: 1, max batch, max batch."),
+        "(repeat per input). Default for a dynamic batch: 1, max batch, max batch.",
+    ),
     cal_cache_file: Optional[Path] = typer.Option(
-        None, "-c", "--cal_cache_file", help="INT8 calibration cache, for an ONNX without Q/DQ (TensorRT <= 10)."),
+        None, "-c", "--cal_cache_file", help="INT8 calibration cache, for an ONNX without Q/DQ (TensorRT <= 10)."
+    ),
     workspace: int = typer.Option(1 << 30, "-w", "--max_workspace_size", help="Builder workspace in bytes."),
     engine_file: Path = typer.Option(Path("saved.engine"), "-e", "--engine_file", help="Output engine."),
     max_batch: int = typer.Option(16, "-m", "--max_batch_size", help="Largest batch of the default profile."),
@@ -41,12 +45,22 @@ def convert(
     as_json: bool = typer.Option(False, "--json", help="Print the engine header as JSON."),
 ) -> None:
     """Build a TensorRT engine from an ONNX file (the tao-converter equivalent)."""
-    from tlkit_tensorrt.builder import build_engine
     from tlkit.export.engine_file import read_engine_metadata, write_plan
+    from tlkit_tensorrt.builder import build_engine
 
-    path = build_engine(input_file, engine_file, data_type=data_type, profiles=profiles, cal_cache_file=cal_cache_file,
-                        workspace=workspace, max_batch=max_batch, calib_batch=calib_batch, strict_types=strict_types,
-                        module=module, verbose=verbose)
+    path = build_engine(
+        input_file,
+        engine_file,
+        data_type=data_type,
+        profiles=profiles,
+        cal_cache_file=cal_cache_file,
+        workspace=workspace,
+        max_batch=max_batch,
+        calib_batch=calib_batch,
+        strict_types=strict_types,
+        module=module,
+        verbose=verbose,
+    )
     header = read_engine_metadata(path)
     if plan is not None:
         write_plan(path, plan)
@@ -54,10 +68,16 @@ def convert(
         typer.echo(json.dumps(header, indent=2))
         return
     eng = header["engine"]
-    profs = ", ".join(f"{p['name']} {'/'.join('x'.join(map(str, p[k])) for k in ('min', 'opt', 'max'))}"
-                      for p in eng["profiles"]) or "static shapes"
-    typer.echo(f"Built {path} ({eng['trt']['flavour']} {eng['trt']['version']}, {eng['precision']}, {profs}) "
-               f"in {eng['build_seconds']:.2f} s, {eng['engine_bytes']} bytes")
+    profs = (
+        ", ".join(
+            f"{p['name']} {'/'.join('x'.join(map(str, p[k])) for k in ('min', 'opt', 'max'))}" for p in eng["profiles"]
+        )
+        or "static shapes"
+    )
+    typer.echo(
+        f"Built {path} ({eng['trt']['flavour']} {eng['trt']['version']}, {eng['precision']}, {profs}) "
+        f"in {eng['build_seconds']:.2f} s, {eng['engine_bytes']} bytes"
+    )
     for note in eng["notes"]:
         typer.echo(f"note: {note}")
     if plan is not None:
@@ -77,7 +97,6 @@ def bench_cmd(
 ) -> None:
     """Throughput and latency percentiles (p50/p90/p95/p99) of an engine, like trtexec."""
     from tlkit.io import atomic_write_text
-
     from tlkit_tensorrt.bench import bench, format_report
     from tlkit_tensorrt.builder import parse_dims
 
@@ -101,10 +120,14 @@ def info_cmd(
         typer.echo(json.dumps(header, indent=2))
         return
     model, eng = header.get("model") or {}, header["engine"]
-    typer.echo(f"{engine}: {eng['trt']['flavour']} {eng['trt']['version']}, {eng['precision']}, "
-               f"{eng['engine_bytes']} bytes, built {eng['built_at']} from {eng['source_onnx']}")
-    typer.echo(f"model: task {model.get('task')}, arch {model.get('arch')}, classes {len(model.get('classes') or [])}, "
-               f"input {model.get('input_shape')}")
+    typer.echo(
+        f"{engine}: {eng['trt']['flavour']} {eng['trt']['version']}, {eng['precision']}, "
+        f"{eng['engine_bytes']} bytes, built {eng['built_at']} from {eng['source_onnx']}"
+    )
+    typer.echo(
+        f"model: task {model.get('task')}, arch {model.get('arch')}, classes {len(model.get('classes') or [])}, "
+        f"input {model.get('input_shape')}"
+    )
     for t in eng["inputs"] + eng["outputs"]:
         kind = "input " if t in eng["inputs"] else "output"
         typer.echo(f"  {kind} {t['name']}: {'x'.join(str(d) if d >= 0 else '?' for d in t['shape'])} {t['dtype']}")

@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import DataError, ModelFileError
-from tlkit.export.runners import check_batch
-
-from tlkit_tensorrt.api import TensorRTError, TrtApi, load_api
 from tlkit.export.engine_file import read_engine
+from tlkit.export.runners import check_batch
+from tlkit_tensorrt.api import TensorRTError, TrtApi, load_api
 
 # GPUs TensorRT-RTX supports (tlt-reference.md §8: Turing 7.5, Ampere 8.6, Ada 8.9, Blackwell 12.0/12.1;
 # no data-centre 8.0/9.0/10.0).
@@ -49,16 +48,21 @@ def gpu_info(index: int = 0) -> dict[str, Any] | str:
     cuda.cuDeviceGetName(name, 256, dev)
     cuda.cuDeviceGetAttribute(ctypes.byref(major), _CU_ATTR_CC_MAJOR, dev)
     cuda.cuDeviceGetAttribute(ctypes.byref(minor), _CU_ATTR_CC_MINOR, dev)
-    return {"name": name.value.decode(errors="replace"), "compute_capability": (major.value, minor.value),
-            "count": count.value}
+    return {
+        "name": name.value.decode(errors="replace"),
+        "compute_capability": (major.value, minor.value),
+        "count": count.value,
+    }
 
 
 def rtx_unsupported(info: dict[str, Any]) -> str | None:
     cc = tuple(info["compute_capability"])
     if cc in RTX_COMPUTE_CAPABILITIES:
         return None
-    return (f"TensorRT-RTX engines do not run on {info['name']} (compute capability {cc[0]}.{cc[1]}); "
-            "use full TensorRT (pip install tensorrt) on this GPU")
+    return (
+        f"TensorRT-RTX engines do not run on {info['name']} (compute capability {cc[0]}.{cc[1]}); "
+        "use full TensorRT (pip install tensorrt) on this GPU"
+    )
 
 
 def available(device: int = 0) -> str | None:
@@ -115,8 +119,9 @@ class TensorRTRunner:
             self._runtime = trt.Runtime(self._logger)
             self.engine = self._runtime.deserialize_cuda_engine(blob)
             if self.engine is None:
-                raise ModelFileError(f"{self.path}: {self.api.label} cannot load the engine: "
-                                     f"{_first_error(self._logger.errors)}")
+                raise ModelFileError(
+                    f"{self.path}: {self.api.label} cannot load the engine: {_first_error(self._logger.errors)}"
+                )
             self.context = self.engine.create_execution_context()
             self.stream = cuda.Stream()
             self._tensor_api = hasattr(self.engine, "num_io_tensors")
@@ -144,8 +149,11 @@ class TensorRTRunner:
         if self._tensor_api:
             for i in range(e.num_io_tensors):
                 n = e.get_tensor_name(i)
-                io[n] = (e.get_tensor_mode(n) == trt.TensorIOMode.INPUT, trt.nptype(e.get_tensor_dtype(n)),
-                         tuple(e.get_tensor_shape(n)))
+                io[n] = (
+                    e.get_tensor_mode(n) == trt.TensorIOMode.INPUT,
+                    trt.nptype(e.get_tensor_dtype(n)),
+                    tuple(e.get_tensor_shape(n)),
+                )
         else:  # TensorRT < 8.5: bindings
             for i in range(e.num_bindings):
                 n = e.get_binding_name(i)
@@ -182,8 +190,10 @@ class TensorRTRunner:
         arr = check_batch(batch, self.input_shape, str(self.path))
         rng = self.batch_range()
         if rng and not rng[0] <= arr.shape[0] <= rng[1]:
-            raise DataError(f"{self.path}: batch {arr.shape[0]} is outside the engine's profile ({rng[0]}..{rng[1]}); "
-                            "rebuild it with -p input,MIN,OPT,MAX")
+            raise DataError(
+                f"{self.path}: batch {arr.shape[0]} is outside the engine's profile ({rng[0]}..{rng[1]}); "
+                "rebuild it with -p input,MIN,OPT,MAX"
+            )
         name = self.input_names[0]
         arr = np.ascontiguousarray(arr, dtype=self._io[name][1])
         cuda = self._cuda
@@ -220,7 +230,9 @@ class TensorRTRunner:
                 hosts[out] = host
             ok = ctx.execute_async_v2(bindings, self.stream.handle)
         if not ok:
-            raise TensorRTError(f"{self.path}: {self.api.label} failed to run the engine on a batch of shape {arr.shape}")
+            raise TensorRTError(
+                f"{self.path}: {self.api.label} failed to run the engine on a batch of shape {arr.shape}"
+            )
         for out, host in hosts.items():
             cuda.memcpy_dtoh_async(host, self._buffers[out][1], self.stream)
         self.stream.synchronize()

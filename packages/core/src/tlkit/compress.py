@@ -102,12 +102,14 @@ def _as_graph(model: Path, out: Path) -> Path:
 
 def _step_config(cfg: Any, model: Path, epochs: int, teacher: Path | None) -> Any:
     tc = cfg.train_config
-    tc = tc.model_copy(update={
-        "pretrained_model_path": str(model),
-        "load_graph": True,
-        "n_epochs": epochs,
-        "distillation": tc.distillation.model_copy(update={"teacher": str(teacher) if teacher else None}),
-    })
+    tc = tc.model_copy(
+        update={
+            "pretrained_model_path": str(model),
+            "load_graph": True,
+            "n_epochs": epochs,
+            "distillation": tc.distillation.model_copy(update={"teacher": str(teacher) if teacher else None}),
+        }
+    )
     return cfg.model_copy(update={"train_config": tc})
 
 
@@ -123,7 +125,9 @@ def run(ctx: CommandContext) -> dict[str, Any]:
     if ctx.model is None:
         raise TlkitError(f"tlkit {ctx.task} compress: -m/--model (the trained model to compress) is required")
     if ctx.spec is None:
-        raise TlkitError(f"tlkit {ctx.task} compress: -e/--experiment_spec (training and validation data, recipe) is required")
+        raise TlkitError(
+            f"tlkit {ctx.task} compress: -e/--experiment_spec (training and validation data, recipe) is required"
+        )
     task = get_registry().task(ctx.task)
     if task.train_job is None:
         raise TlkitError(f"tlkit {ctx.task} compress: task {ctx.task!r} cannot build a training job (no train_job)")
@@ -147,25 +151,44 @@ def run(ctx: CommandContext) -> dict[str, Any]:
     state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.is_file() else {}
     if state and state.get("model") != str(original.resolve()):
         raise TlkitError(f"{state_path}: a compress run of {state.get('model')}; use a new results dir for {original}")
-    state.update(model=str(original.resolve()), max_accuracy_drop=max_drop, ratios=ratios, retrain_epochs=epochs,
-                 distillation=teacher is not None, prune_options=prune_opts)
+    state.update(
+        model=str(original.resolve()),
+        max_accuracy_drop=max_drop,
+        ratios=ratios,
+        retrain_epochs=epochs,
+        distillation=teacher is not None,
+        prune_options=prune_opts,
+    )
     steps: list[dict] = state.setdefault("steps", [])
 
     def save_state() -> None:
         atomic_write_text(state_path, json.dumps(state, indent=1, default=str) + "\n")
 
-    status.write("STARTED", f"Compressing {original}: steps to parameter ratios {', '.join(f'{r:.3g}' for r in ratios)}")
+    status.write(
+        "STARTED", f"Compressing {original}: steps to parameter ratios {', '.join(f'{r:.3g}' for r in ratios)}"
+    )
     # -- step 0: the baseline
     if not steps:
         base_graph = _as_graph(original, R / "original_graph.tlk")
         job = build_job(_step_config(ctx.spec, base_graph, epochs, None), R / "step_0", console, devices)
         if job.validate is None or not job.kpi:
-            raise SpecError(f"tlkit {ctx.task} compress: the spec has no validation data; compress compares validation KPIs")
+            raise SpecError(
+                f"tlkit {ctx.task} compress: the spec has no validation data; compress compares validation KPIs"
+            )
         metrics = {k: float(v) for k, v in job.validate(job.net, devices).items()}
-        steps.append({"step": 0, "model": str(original), "target_ratio": 1.0, "params": _params(original),
-                      "kpi": job.kpi, "kpi_value": metrics[job.kpi], "metrics": metrics,
-                      "latency_ms": _latency(base_graph, R, console) if measure_latency else float("nan"),
-                      "within_budget": True})
+        steps.append(
+            {
+                "step": 0,
+                "model": str(original),
+                "target_ratio": 1.0,
+                "params": _params(original),
+                "kpi": job.kpi,
+                "kpi_value": metrics[job.kpi],
+                "metrics": metrics,
+                "latency_ms": _latency(base_graph, R, console) if measure_latency else float("nan"),
+                "within_budget": True,
+            }
+        )
         save_state()
         console.print(f"baseline: {job.kpi} {metrics[job.kpi]:.4f}, {steps[0]['params']:,} parameters")
     base = steps[0]
@@ -183,7 +206,9 @@ def run(ctx: CommandContext) -> dict[str, Any]:
         d = R / f"step_{k}"
         d.mkdir(parents=True, exist_ok=True)
         pruned = d / "pruned.tlk"
-        console.rule(f"step {k}/{len(ratios)}: prune to {ratio:.3g} of the original parameters, retrain {epochs} epochs")
+        console.rule(
+            f"step {k}/{len(ratios)}: prune to {ratio:.3g} of the original parameters, retrain {epochs} epochs"
+        )
         status.write("RUNNING", f"step {k}: pruning {src.name} to ratio {ratio:.4g}")
         relative = min(1.0, ratio * base["params"] / prev["params"])
         report = prune_model_file(src, pruned, pruner=option["pruner"], target_ratio=relative, **prune_opts)
@@ -198,9 +223,16 @@ def run(ctx: CommandContext) -> dict[str, Any]:
         value = float(best_row[kpi] if best_row else res.final_metrics[kpi])
         start = {r["stage"]: r.get(kpi) for r in res.history if r.get("stage")}
         rec = {
-            "step": k, "model": str(model), "pruned": str(pruned), "target_ratio": ratio,
-            "params": report.params_after, "flops_ratio": report.flops_ratio * prev.get("flops_ratio_total", 1.0),
-            "kpi": kpi, "kpi_value": value, "kpi_after_prune": start.get("pruned"), "kpi_after_bn": start.get("bn_reestimated"),
+            "step": k,
+            "model": str(model),
+            "pruned": str(pruned),
+            "target_ratio": ratio,
+            "params": report.params_after,
+            "flops_ratio": report.flops_ratio * prev.get("flops_ratio_total", 1.0),
+            "kpi": kpi,
+            "kpi_value": value,
+            "kpi_after_prune": start.get("pruned"),
+            "kpi_after_bn": start.get("bn_reestimated"),
             "metrics": {m: v for m, v in (best_row or res.final_metrics).items() if isinstance(v, float)},
             "best_epoch": best_row["epoch"] if best_row else res.epochs_run,
             "epochs": [{"epoch": r["epoch"], kpi: r.get(kpi)} for r in res.history if not r.get("stage")],
@@ -210,12 +242,15 @@ def run(ctx: CommandContext) -> dict[str, Any]:
         }
         rec["flops_ratio_total"] = rec["flops_ratio"]
         rec["drop_points"] = points(base["kpi_value"]) - points(value)
-        rec["within_budget"] = rec["drop_points"] <= max_drop and (max_latency is None or rec["latency_ms"] <= max_latency
-                                                                   or math.isnan(rec["latency_ms"]))
+        rec["within_budget"] = rec["drop_points"] <= max_drop and (
+            max_latency is None or rec["latency_ms"] <= max_latency or math.isnan(rec["latency_ms"])
+        )
         steps.append(rec)
         save_state()
-        console.print(f"step {k}: {rec['params']:,} parameters ({rec['params'] / base['params']:.3f}), {kpi} {value:.4f} "
-                      f"({rec['drop_points']:+.2f} points from the baseline){'' if rec['within_budget'] else ': over the budget'}")
+        console.print(
+            f"step {k}: {rec['params']:,} parameters ({rec['params'] / base['params']:.3f}), {kpi} {value:.4f} "
+            f"({rec['drop_points']:+.2f} points from the baseline){'' if rec['within_budget'] else ': over the budget'}"
+        )
         stop = not rec["within_budget"] and rec["drop_points"] > max_drop
 
     kept = [s for s in steps[1:] if s["within_budget"]]
@@ -233,9 +268,14 @@ def run(ctx: CommandContext) -> dict[str, Any]:
         console.print(msg)
         status.write("SUCCESS", msg, kpi={kpi: base["kpi_value"]})
         return {"kept_step": None, "report": str(R / "compress.md")}
-    console.print(f"kept step {best['step']}: {out} ({best['params']:,} parameters, {kpi} {best['kpi_value']:.4f}); report {R / 'compress.md'}")
-    status.write("SUCCESS", f"Compressed to {out}", kpi={kpi: best["kpi_value"], "param_count": best["params"],
-                                                          "pruning_ratio": best["params"] / base["params"]})
+    console.print(
+        f"kept step {best['step']}: {out} ({best['params']:,} parameters, {kpi} {best['kpi_value']:.4f}); report {R / 'compress.md'}"
+    )
+    status.write(
+        "SUCCESS",
+        f"Compressed to {out}",
+        kpi={kpi: best["kpi_value"], "param_count": best["params"], "pruning_ratio": best["params"] / base["params"]},
+    )
     return {"model": str(out), "kept_step": best["step"], "report": str(R / "compress.md"), kpi: best["kpi_value"]}
 
 
@@ -247,27 +287,41 @@ def _rows(state: dict) -> list[list[str]]:
     rows = []
     for s in state["steps"]:
         fmt = lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"  # noqa: E731
-        rows.append([
-            str(s["step"]),
-            f"{s['params']:,}",
-            f"{s['params'] / base['params']:.3f}",
-            "" if math.isnan(s.get("latency_ms", float("nan"))) else f"{s['latency_ms']:.2f}",
-            fmt(s.get("kpi_after_prune")),
-            fmt(s.get("kpi_after_bn")),
-            fmt(s["kpi_value"]),
-            f"{s.get('drop_points', 0.0):+.2f}",
-            ("kept" if s["step"] == state.get("kept_step") else ("yes" if s["within_budget"] else "no")),
-        ])
+        rows.append(
+            [
+                str(s["step"]),
+                f"{s['params']:,}",
+                f"{s['params'] / base['params']:.3f}",
+                "" if math.isnan(s.get("latency_ms", float("nan"))) else f"{s['latency_ms']:.2f}",
+                fmt(s.get("kpi_after_prune")),
+                fmt(s.get("kpi_after_bn")),
+                fmt(s["kpi_value"]),
+                f"{s.get('drop_points', 0.0):+.2f}",
+                ("kept" if s["step"] == state.get("kept_step") else ("yes" if s["within_budget"] else "no")),
+            ]
+        )
     return rows
 
 
-_HEAD = ["step", "parameters", "ratio", "ORT b1 ms", "after prune", "after BN", "after retrain", "drop (points)", "within budget"]
+_HEAD = [
+    "step",
+    "parameters",
+    "ratio",
+    "ORT b1 ms",
+    "after prune",
+    "after BN",
+    "after retrain",
+    "drop (points)",
+    "within budget",
+]
 
 
 def report_table(state: dict) -> Any:
     from rich.table import Table
 
-    t = Table(title=f"compress: validation {state['steps'][0]['kpi']} per step (budget {state['max_accuracy_drop']} points)")
+    t = Table(
+        title=f"compress: validation {state['steps'][0]['kpi']} per step (budget {state['max_accuracy_drop']} points)"
+    )
     for h in _HEAD:
         t.add_column(h, justify="left" if h == "step" else "right")
     for r in _rows(state):
@@ -277,8 +331,13 @@ def report_table(state: dict) -> Any:
 
 def markdown_table(state: dict) -> str:
     """The per-step table as Markdown."""
-    return "\n".join(["| " + " | ".join(_HEAD) + " |", "|" + "---|" * len(_HEAD),
-                      *["| " + " | ".join(r) + " |" for r in _rows(state)]])
+    return "\n".join(
+        [
+            "| " + " | ".join(_HEAD) + " |",
+            "|" + "---|" * len(_HEAD),
+            *["| " + " | ".join(r) + " |" for r in _rows(state)],
+        ]
+    )
 
 
 def write_report(state: dict, R: Path) -> None:
@@ -327,11 +386,15 @@ def _plot(state: dict, path: Path) -> None:
         ax = fig.add_subplot(1, 3, i + 1)
         ax.plot(x, vals, marker="o")
         if i == 2:
-            floor = (points(base["kpi_value"]) - state["max_accuracy_drop"]) / (100.0 if abs(base["kpi_value"]) <= 1 else 1.0)
+            floor = (points(base["kpi_value"]) - state["max_accuracy_drop"]) / (
+                100.0 if abs(base["kpi_value"]) <= 1 else 1.0
+            )
             ax.axhline(floor, color="red", linestyle="--", linewidth=1, label="budget")
             after_bn = [(s["step"], s["kpi_after_bn"]) for s in steps if s.get("kpi_after_bn") is not None]
             if after_bn:
-                ax.plot([p[0] for p in after_bn], [p[1] for p in after_bn], "x", color="gray", label="before retraining")
+                ax.plot(
+                    [p[0] for p in after_bn], [p[1] for p in after_bn], "x", color="gray", label="before retraining"
+                )
             ax.legend(fontsize=8)
         if state.get("kept_step") is not None:
             ax.axvline(state["kept_step"], color="green", alpha=0.3, linewidth=6)

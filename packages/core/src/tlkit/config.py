@@ -35,7 +35,11 @@ class SpecModel(BaseModel):
     # populate_by_name/serialize_by_alias: a task may spell a section `model_config` in YAML (pydantic reserves
     # that attribute) by declaring `model: ModelConfig = Field(..., alias="model_config")`.
     model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, protected_namespaces=(), populate_by_name=True, serialize_by_alias=True
+        extra="forbid",
+        validate_assignment=True,
+        protected_namespaces=(),
+        populate_by_name=True,
+        serialize_by_alias=True,
     )
     # TLT's key names for this spec (tlkit.spec_aliases.AliasTable), resolved by `read_spec`; None = none
     tlt_aliases: ClassVar[Any] = None
@@ -117,14 +121,22 @@ class RetrainConfig(SpecModel):
     """
 
     bn_reestimation_images: int = Field(
-        512, ge=0, description="re-estimate batch-norm statistics on this many training images before training (0 = off)"
+        512,
+        ge=0,
+        description="re-estimate batch-norm statistics on this many training images before training (0 = off)",
     )
     lr_scale: float = Field(
-        1.0, gt=0, le=1, description="the learning rates of lr_config are multiplied by this (lower it for a lightly pruned model)"
+        1.0,
+        gt=0,
+        le=1,
+        description="the learning rates of lr_config are multiplied by this (lower it for a lightly pruned model)",
     )
-    warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up from 0 over this many epochs, on top of lr_config's schedule")
+    warmup_epochs: float = Field(
+        1.0, ge=0, description="linear warm-up from 0 over this many epochs, on top of lr_config's schedule"
+    )
     validate_at_start: bool = Field(
-        True, description="validate before training (raw pruned model, then after the BN re-estimation): the history's epoch-0 rows"
+        True,
+        description="validate before training (raw pruned model, then after the BN re-estimation): the history's epoch-0 rows",
     )
 
 
@@ -137,7 +149,9 @@ class DistillationConfig(SpecModel):
     inference mode (no gradients); its time per step is reported.
     """
 
-    teacher: Optional[str] = Field(None, description="teacher model file (.tlk, same task and outputs); null = no distillation")
+    teacher: Optional[str] = Field(
+        None, description="teacher model file (.tlk, same task and outputs); null = no distillation"
+    )
     weight: float = Field(0.5, ge=0, le=1, description="share of the distillation loss in the total loss")
     temperature: float = Field(2.0, gt=0, description="softmax temperature (classification and class scores)")
 
@@ -158,8 +172,9 @@ class TrainConfig(SpecModel):
     grad_clip_norm: Optional[float] = Field(None, gt=0, description="clip the global gradient norm; null = off")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     pretrained_model_path: Optional[str] = Field(
-        None, description="weights to start from: a .tlk, MXNet .params or PyTorch .pth file, a named set (imagenet), "
-        "gluoncv://NAME (GluonCV's model store) or registry://NAME[:VERSION] (the team registry)"
+        None,
+        description="weights to start from: a .tlk, MXNet .params or PyTorch .pth file, a named set (imagenet), "
+        "gluoncv://NAME (GluonCV's model store) or registry://NAME[:VERSION] (the team registry)",
     )
     load_graph: bool = Field(False, description="use the graph of pretrained_model_path (pruned models)")
     retrain_config: RetrainConfig = Field(default_factory=RetrainConfig)
@@ -386,8 +401,15 @@ def read_spec(path: str | Path | None, model: type[BaseModel], overrides: list[s
         set_by_path(data, key, value)
         overridden[tuple(key.split("."))] = f"{key}={value}"
     table = getattr(model, "tlt_aliases", None)
-    resolved = resolve(data, src.lines, table, where=src.where, overridden=overridden,
-                       tlt_format=src.format == "prototext", base_dir=src.base_dir)
+    resolved = resolve(
+        data,
+        src.lines,
+        table,
+        where=src.where,
+        overridden=overridden,
+        tlt_format=src.format == "prototext",
+        base_dir=src.base_dir,
+    )
     try:
         cfg = model.model_validate(resolved.data)
     except ValidationError as err:
@@ -512,7 +534,15 @@ def _emit_md(model: type[BaseModel], value: BaseModel, prefix: str, out: list[st
         rows.append(f"| `{prefix}{name}` | `{tp}` | `{default}` | {f.description or ''} |")
     if rows:
         doc = (model.__doc__ or "").strip()
-        out += [f"### `{prefix.rstrip('.') or '(top level)'}`", "", doc, "",
-                "| key | type | default | meaning |", "|---|---|---|---|", *rows, ""]
+        out += [
+            f"### `{prefix.rstrip('.') or '(top level)'}`",
+            "",
+            doc,
+            "",
+            "| key | type | default | meaning |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+        ]
     for name, sub, v in subs:
         _emit_md(sub, v, f"{prefix}{name}.", out)

@@ -34,6 +34,7 @@ class ChecksumError(ModelFileError):
 class RegistryError(TlkitError):
     """A model registry (GluonCV's store, a team registry) cannot be read, written or reached."""
 
+
 class OutputError(TlkitError):
     """A file or folder could not be written (permissions, disk full, a file where a folder should be, ...).
     The message names the path and the reason; whatever was there before is left as it was."""

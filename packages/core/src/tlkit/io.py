@@ -143,6 +143,7 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
             h.update(chunk)
     return h.hexdigest()
 
+
 def read_json(path: str | os.PathLike, what: str = "file", hint: str = "") -> Any:
     """Parse a JSON file; missing, unreadable, not UTF-8 or invalid JSON is a DataError naming the file (and
     line). `what` says what the file is ('classmap file', ...); `hint` how to make a missing one."""

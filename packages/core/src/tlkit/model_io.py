@@ -67,8 +67,13 @@ def save_model(path: str | os.PathLike, model: ModelFile) -> Path:
     """Write `model` to `path` atomically. Returns the path. The meta is checked (`ModelMeta`) and stamped with
     this tlkit's format and version, whatever the meta it came from said (a re-saved old file is current)."""
     path = Path(path)
-    meta = {"kind": "gluon", **model.meta, "format": FORMAT, "format_version": FORMAT_VERSION,
-            "tlkit_version": __version__}
+    meta = {
+        "kind": "gluon",
+        **model.meta,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tlkit_version": __version__,
+    }
     meta = ModelMeta.from_dict(meta, f"{path} (writing)").to_dict()
     if meta["kind"] == "graph" and not model.symbol_json:
         raise ValueError("a 'graph' model file needs symbol_json")
@@ -134,9 +139,7 @@ def load_model(path: str | os.PathLike) -> ModelFile:
             symbol_json = zf.read("symbol.json").decode() if "symbol.json" in names else None
             states = zf.read("trainer.states") if "trainer.states" in names else None
             extra = {
-                n: zf.read(n)
-                for n in names
-                if n not in {"meta.json", "params.nd", "symbol.json", "trainer.states"}
+                n: zf.read(n) for n in names if n not in {"meta.json", "params.nd", "symbol.json", "trainer.states"}
             }
     except (zipfile.BadZipFile, KeyError, mx.base.MXNetError) as err:
         raise ModelFileError(f"{path}: corrupt tlkit model file: {err}") from None
@@ -150,9 +153,7 @@ def load_model(path: str | os.PathLike) -> ModelFile:
 
 def gluon_params(net: Any) -> dict[str, Any]:
     """Structural name -> NDArray (CPU copy), the names `save_parameters` uses."""
-    return {
-        name: p._reduce() for name, p in net._collect_params_with_prefix().items() if p._data is not None
-    }
+    return {name: p._reduce() for name, p in net._collect_params_with_prefix().items() if p._data is not None}
 
 
 def graph_of(net: Any, input_shape: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
@@ -183,8 +184,11 @@ def symbol_params(net: Any, sym: Any) -> dict[str, Any]:
     """CPU copies of the parameters of `net` that graph `sym` reads, named "arg:x" / "aux:x" as
     `HybridBlock.export` names them."""
     args, auxs = set(sym.list_arguments()), set(sym.list_auxiliary_states())
-    return {("arg:" if p.name in args else "aux:") + p.name: p._reduce()
-            for p in net.collect_params().values() if p.name in args or p.name in auxs}
+    return {
+        ("arg:" if p.name in args else "aux:") + p.name: p._reduce()
+        for p in net.collect_params().values()
+        if p.name in args or p.name in auxs
+    }
 
 
 def _exported_graph(net: Any, input_shape: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
@@ -212,7 +216,9 @@ def symbol_block(symbol_json: str, params: dict[str, Any], ctx: Any = None) -> A
     sym = mx.sym.load_json(symbol_json)
     input_names = [n for n in sym.list_inputs() if n == "data" or n.startswith("data")]
     inputs = [mx.sym.var(n) for n in (input_names[:1] or ["data"])]
-    with warnings.catch_warnings():  # "Cannot decide type for the following arguments": harmless, types come from params
+    with (
+        warnings.catch_warnings()
+    ):  # "Cannot decide type for the following arguments": harmless, types come from params
         warnings.simplefilter("ignore")
         net = gluon.SymbolBlock(sym, inputs)
     # names in the file are "arg:x" / "aux:x"; SymbolBlock params are "x"
@@ -281,4 +287,3 @@ def load_gluon_params(net: Any, params: dict[str, Any], ctx: Any, source: str = 
                 f"{source}: parameter {name!r} has shape {tuple(arr.shape)}, network expects {tuple(p.shape)}"
             )
         p._load_init(arr, ctx)
-

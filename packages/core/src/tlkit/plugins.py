@@ -81,9 +81,7 @@ def _unknown_hooks(plugin: Any) -> list[str]:
 def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
     unknown = _unknown_hooks(plugin)
     if unknown:
-        raise pluggy.PluginValidationError(
-            plugin, f"unknown hook {unknown[0]!r} (no such hook in tlkit.hookspecs)"
-        )
+        raise pluggy.PluginValidationError(plugin, f"unknown hook {unknown[0]!r} (no such hook in tlkit.hookspecs)")
     pm.register(plugin, name=name)
     try:
         pm.check_pending()

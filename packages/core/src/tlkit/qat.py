@@ -463,9 +463,9 @@ def qat_int8_onnx(
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from tlkit.export.onnx_export import read_metadata_props, set_metadata
     from tlkit.export.ranges import save_ranges_json
     from tlkit.export.trt_cache import write_trt_cache
-    from tlkit.export.onnx_export import read_metadata_props, set_metadata
     from tlkit.io import atomic_write_bytes
 
     if max(op.version for op in model.opset_import if op.domain in ("", "ai.onnx")) < 13:

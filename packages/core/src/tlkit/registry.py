@@ -166,8 +166,12 @@ class Registry:
                         info.registers[kind] = names
                 extra = [
                     h
-                    for h in ("tlkit_register_commands", "tlkit_on_stage_start", "tlkit_on_stage_end",
-                              "tlkit_resolve_pretrained")
+                    for h in (
+                        "tlkit_register_commands",
+                        "tlkit_on_stage_start",
+                        "tlkit_on_stage_end",
+                        "tlkit_resolve_pretrained",
+                    )
                     if hasattr(rec.plugin, h)
                 ]
                 if extra:

@@ -45,7 +45,7 @@ class Alias:
 
     tlt: str  # the TLT key path ('*' = a proto map's key)
     to: str | None  # the tlkit key path: absolute, or '.name' under the parent's tlkit path; None = not implemented
-    convert: Callable[[Any, "Resolution"], Any] | None = None  # value -> tlkit value (a dict fills a section; DROP)
+    convert: Callable[[Any, Resolution], Any] | None = None  # value -> tlkit value (a dict fills a section; DROP)
     also: Mapping[str, Any] = field(default_factory=dict)  # constants it implies ('.type': 'sgd' under `to`)
     note: str = ""  # why, for the warning or the `spec import` comment
     neutral: tuple = ()

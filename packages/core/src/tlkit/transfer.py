@@ -66,8 +66,9 @@ class ModelBuilder:
 
     def load_graph(self, ctx: list[Any], console: Any) -> BuiltModel:
         """train_config.load_graph: true: the pruned graph of pretrained_model_path, checked against the spec."""
-        return load_graph_for_retraining(self.cfg.train_config.pretrained_model_path, task=self.task, ctx=ctx,
-                                         classes=self.classes, console=console)
+        return load_graph_for_retraining(
+            self.cfg.train_config.pretrained_model_path, task=self.task, ctx=ctx, classes=self.classes, console=console
+        )
 
     def backbone(self, net: Any) -> Any:
         """The network's tlkit Backbone (None: it has none, so freeze_blocks cannot apply)."""
@@ -96,7 +97,7 @@ class ModelBuilder:
 def section_name(cfg: Any, field: str = "model") -> str:
     """The spec key of a config section as users write it (`model_config` where the field has that alias)."""
     info = type(cfg).model_fields.get(field)
-    return (info.alias if info is not None and info.alias else field)
+    return info.alias if info is not None and info.alias else field
 
 
 def freeze_prefixes(builder: ModelBuilder, net: Any, blocks: list[int], arch: str) -> tuple[str, ...]:
@@ -111,8 +112,10 @@ def freeze_prefixes(builder: ModelBuilder, net: Any, blocks: list[int], arch: st
     names = list(backbone.block_names)
     bad = [b for b in blocks if not 0 <= int(b) < len(names)]
     if bad:
-        raise SpecError(f"{key}: block {bad[0]} is out of range for {arch}, whose backbone has blocks "
-                        f"0..{len(names) - 1} ({', '.join(f'{i} {n}' for i, n in enumerate(names))})")
+        raise SpecError(
+            f"{key}: block {bad[0]} is out of range for {arch}, whose backbone has blocks "
+            f"0..{len(names) - 1} ({', '.join(f'{i} {n}' for i, n in enumerate(names))})"
+        )
     return tuple(builder.frozen_prefix(p) for p in backbone.freeze_prefixes([int(b) for b in blocks]))
 
 
@@ -133,8 +136,10 @@ def build_for_training(builder: ModelBuilder, ctx: list[Any], console: Any = Non
     if tc.load_graph:
         built = builder.load_graph(ctx, console)
         if m.freeze_blocks and console is not None:
-            console.print(f"{section_name(builder.cfg)}.freeze_blocks: not applied to a pruned graph (it has no "
-                          "blocks); every layer trains")
+            console.print(
+                f"{section_name(builder.cfg)}.freeze_blocks: not applied to a pruned graph (it has no "
+                "blocks); every layer trains"
+            )
         if momentum is not None:
             set_bn_momentum(built.net, momentum)
         return builder.finish_graph(built, ctx)
@@ -159,7 +164,9 @@ def load_task_pretrained(net: Any, uri: str, *, arch: str, console: Any = None) 
     path = resolve_weights(uri, arch=arch)
     if is_model_file(path):
         if read_model_meta(path).kind == "graph":
-            raise ModelFileError(f"{path}: holds a graph (pruned) model; set train_config.load_graph: true to retrain it")
+            raise ModelFileError(
+                f"{path}: holds a graph (pruned) model; set train_config.load_graph: true to retrain it"
+            )
         report = load_pretrained(net, path, arch=arch)
     else:
         report = load_pretrained(net, uri, prefix="backbone.", arch=arch)
@@ -203,7 +210,9 @@ def load_graph_for_retraining(
     p = Path(path)
     info = read_model_meta(p)
     if info.kind != "graph":
-        raise SpecError(f"train_config.load_graph: true but {p} is not a graph (pruned) model file (kind {info.kind!r})")
+        raise SpecError(
+            f"train_config.load_graph: true but {p} is not a graph (pruned) model file (kind {info.kind!r})"
+        )
     if info.task != task:
         raise SpecError(f"train_config.load_graph: {p} is a {info.task!r} model, not a {task} model")
     if classes is not None and info.classes != list(classes):
@@ -212,7 +221,9 @@ def load_graph_for_retraining(
             "a pruned graph cannot change its head, prune a model trained on these classes"
         )
     if input_shape is not None and (info.input_shape or []) != list(input_shape):
-        raise SpecError(f"train_config.load_graph: {p} takes input {info.input_shape}, the spec asks for {list(input_shape)}")
+        raise SpecError(
+            f"train_config.load_graph: {p} takes input {info.input_shape}, the spec asks for {list(input_shape)}"
+        )
     net, meta = load_net(p, ctx[0])
     if len(ctx) > 1:
         net.collect_params().reset_ctx(ctx)

@@ -11,9 +11,10 @@ defaults (see `tlkit.hookspecs`).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 if TYPE_CHECKING:  # for type checkers; at run time ModelMeta is loaded on first use (__getattr__ below)
     from tlkit.model_meta import ModelMeta  # noqa: F401
@@ -21,7 +22,7 @@ if TYPE_CHECKING:  # for type checkers; at run time ModelMeta is loaded on first
 Ref = Union[str, Callable[..., Any]]  # a callable, or "module:attr" resolved lazily
 
 
-class Stage(str, enum.Enum):
+class Stage(str, enum.Enum):  # noqa: UP042 (StrEnum would change str(Stage.x), which plugins may print)
     """Stages that fire `tlkit_on_stage_start` / `tlkit_on_stage_end`."""
 
     DATASET_CONVERT = "dataset_convert"

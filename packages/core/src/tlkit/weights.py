@@ -88,8 +88,11 @@ def load_weight_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if resolve(spec.sniff)(path):
             return resolve(spec.load)(path)
     # TLT/TAO's pretrained models are Keras files (.hdf5, or encrypted .tlt/.etlt) that tlkit cannot read
-    tlt = (" (a TLT/TAO Keras model: start from 'imagenet', gluoncv://<model>, MXNet .params or PyTorch .pth weights)"
-           if path.suffix.lower() in (".hdf5", ".h5", ".tlt", ".etlt") else "")
+    tlt = (
+        " (a TLT/TAO Keras model: start from 'imagenet', gluoncv://<model>, MXNet .params or PyTorch .pth weights)"
+        if path.suffix.lower() in (".hdf5", ".h5", ".tlt", ".etlt")
+        else ""
+    )
     raise ModelFileError(
         f"{path}: unrecognised weights format{tlt}; expected one of: {', '.join(formats) or '(none registered)'}"
     )

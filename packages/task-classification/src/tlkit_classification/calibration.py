@@ -37,10 +37,21 @@ def run(ctx: CommandContext) -> dict[str, Any]:
     else:
         auto = cfg.augmentation_config.preprocess_mode == "auto"
         pre = _preprocessing(cfg, _backbone_default(m.arch, m.n_layers) if auto else None)
-    ds = open_image_folder(path, extensions=cfg.dataset_config.image_extensions, strict=not cfg.dataset_config.skip_corrupt,
-                           channels=m.input_shape[0], max_side=int(max(m.input_shape[1:]) / 0.875 * 1.25), what="dataset")
-    pipe = Pipeline(m.input_shape, pre, interp=m.resize_interpolation_method, train=False,
-                    center_crop=bool(pre.get("center_crop", cfg.augmentation_config.enable_center_crop)))
+    ds = open_image_folder(
+        path,
+        extensions=cfg.dataset_config.image_extensions,
+        strict=not cfg.dataset_config.skip_corrupt,
+        channels=m.input_shape[0],
+        max_side=int(max(m.input_shape[1:]) / 0.875 * 1.25),
+        what="dataset",
+    )
+    pipe = Pipeline(
+        m.input_shape,
+        pre,
+        interp=m.resize_interpolation_method,
+        train=False,
+        center_crop=bool(pre.get("center_crop", cfg.augmentation_config.enable_center_crop)),
+    )
     bs = cfg.train_config.batch_size_per_gpu
     max_batches = int(ctx.option("max_batches"))
     n_full = len(ds) // bs

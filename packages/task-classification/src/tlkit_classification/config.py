@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
+
 from tlkit.config import SpecModel, TaskConfig, TrainConfig
 from tlkit.images import IMAGE_EXTENSIONS
 from tlkit.spec_aliases import AliasTable
-
 from tlkit_classification.tlt_spec import TLT_CLASSIFICATION
 
 
@@ -33,12 +33,23 @@ def parse_image_size(text: str) -> tuple[int, int, int]:
 class ModelConfig(SpecModel):
     """The network: a backbone (tlkit architecture) + global pooling + dropout + a dense classifier."""
 
-    arch: str = Field("efficientnet_lite0", description="backbone architecture (see `tlkit plugins`), e.g. resnet, efficientnet_lite0")
-    n_layers: int | None = Field(None, description="depth for families that have several (resnet 10/18/34/50, vgg 16/19); null = the family's default")
+    arch: str = Field(
+        "efficientnet_lite0", description="backbone architecture (see `tlkit plugins`), e.g. resnet, efficientnet_lite0"
+    )
+    n_layers: int | None = Field(
+        None,
+        description="depth for families that have several (resnet 10/18/34/50, vgg 16/19); null = the family's default",
+    )
     input_image_size: str = Field("3,224,224", description="network input 'C,H,W' (C is 3 or 1)")
-    resize_interpolation_method: Literal["bilinear", "bicubic"] = Field("bilinear", description="interpolation used to resize images to the input size")
-    retain_head: bool = Field(False, description="keep the pretrained ImageNet classifier head (1000 classes) instead of a new one")
-    use_batch_norm: bool = Field(True, description="batch normalization after convolutions (backbones that support both)")
+    resize_interpolation_method: Literal["bilinear", "bicubic"] = Field(
+        "bilinear", description="interpolation used to resize images to the input size"
+    )
+    retain_head: bool = Field(
+        False, description="keep the pretrained ImageNet classifier head (1000 classes) instead of a new one"
+    )
+    use_batch_norm: bool = Field(
+        True, description="batch normalization after convolutions (backbones that support both)"
+    )
     use_pooling: bool = Field(True, description="max-pool after the stem instead of a strided convolution (resnet/vgg)")
     all_projections: bool = Field(
         False,
@@ -46,7 +57,9 @@ class ModelConfig(SpecModel):
         "GluonCV ImageNet weights have no such layers (they start new)",
     )
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout rate before the classifier")
-    freeze_blocks: list[int] = Field(default_factory=list, description="backbone blocks (0 = stem) whose weights are not trained")
+    freeze_blocks: list[int] = Field(
+        default_factory=list, description="backbone blocks (0 = stem) whose weights are not trained"
+    )
     freeze_bn: bool = Field(False, description="keep batch-norm statistics and affine parameters fixed while training")
     batch_norm_momentum: float | None = Field(
         0.9,
@@ -72,9 +85,18 @@ class DatasetConfig(SpecModel):
 
     train_dataset_path: str | None = Field(None, description="training images: <dir>/<class>/<image>")
     val_dataset_path: str | None = Field(None, description="validation images, same layout; null = no validation")
-    test_dataset_path: str | None = Field(None, description="held-out test images, same layout (evaluate uses it if eval_config.eval_dataset_path is null)")
-    image_extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS), description="file endings counted as images (case-insensitive); other files are ignored")
-    skip_corrupt: bool = Field(True, description="skip (and report) images that cannot be decoded; false = fail on the first one (the --strict flag)")
+    test_dataset_path: str | None = Field(
+        None,
+        description="held-out test images, same layout (evaluate uses it if eval_config.eval_dataset_path is null)",
+    )
+    image_extensions: list[str] = Field(
+        default_factory=lambda: list(IMAGE_EXTENSIONS),
+        description="file endings counted as images (case-insensitive); other files are ignored",
+    )
+    skip_corrupt: bool = Field(
+        True,
+        description="skip (and report) images that cannot be decoded; false = fail on the first one (the --strict flag)",
+    )
     cache_images: bool = Field(True, description="keep decoded images in memory when they fit in cache_limit_mb")
     cache_limit_mb: int = Field(1024, ge=0, description="memory budget for the decoded-image cache")
 
@@ -99,10 +121,15 @@ class AugmentationConfig(SpecModel):
 
     enable_random_crop: bool = Field(True, description="random-resized crop (aspect 3/4-4/3) for training")
     random_crop_min_scale: float = Field(
-        0.3, gt=0, le=1, description="random crop: smallest crop area as a fraction of the image (larger keeps more context)"
+        0.3,
+        gt=0,
+        le=1,
+        description="random crop: smallest crop area as a fraction of the image (larger keeps more context)",
     )
     enable_center_crop: bool = Field(True, description="validation: resize to size/0.875 then center-crop")
-    enable_color_augmentation: bool = Field(False, description="random brightness, contrast and saturation for training")
+    enable_color_augmentation: bool = Field(
+        False, description="random brightness, contrast and saturation for training"
+    )
     disable_horizontal_flip: bool = Field(False, description="do not flip training images left-right")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="smooth one-hot targets by this amount")
     mixup_alpha: float = Field(0.0, ge=0, description="mixup Beta(alpha, alpha); 0 = off")
@@ -119,12 +146,16 @@ class AugmentationConfig(SpecModel):
 class EvalConfig(SpecModel):
     """`evaluate`: which data and model, and what to report."""
 
-    eval_dataset_path: str | None = Field(None, description="images to evaluate: <dir>/<class>/<image>; null = dataset_config test, then val path")
+    eval_dataset_path: str | None = Field(
+        None, description="images to evaluate: <dir>/<class>/<image>; null = dataset_config test, then val path"
+    )
     model_path: str | None = Field(None, description="model to evaluate (.tlk or .onnx); -m overrides it")
     top_k: int = Field(5, ge=1, description="report top-k accuracy (capped at the number of classes)")
     batch_size: int = Field(32, ge=1, description="evaluation batch size")
     n_workers: int = Field(2, ge=0, description="decoding threads")
-    enable_center_crop: bool = Field(True, description="resize to size/0.875 then center-crop (as validation in training)")
+    enable_center_crop: bool = Field(
+        True, description="resize to size/0.875 then center-crop (as validation in training)"
+    )
 
 
 class ClassificationConfig(TaskConfig):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from tlkit.errors import DataError
 from tlkit.images import IMAGE_EXTENSIONS
 from tlkit.io import atomic_write_text, read_json
@@ -51,8 +52,11 @@ def preprocessing_for(
         mode = backbone_default if isinstance(backbone_default, str) else "caffe"
         if isinstance(backbone_default, dict):  # {"mode": ..., "mean": ..., "std": ...}
             return preprocessing_params(
-                backbone_default.get("mode", "caffe"), backbone_default.get("mean"), backbone_default.get("std"),
-                channels, interpolation,
+                backbone_default.get("mode", "caffe"),
+                backbone_default.get("mean"),
+                backbone_default.get("std"),
+                channels,
+                interpolation,
             )
     mean = None
     if image_mean:
@@ -262,9 +266,7 @@ def open_image_folder(
     else:
         unknown = [c for c in found if c not in classes]
         if unknown:
-            raise DataError(
-                f"{root}: class folder {unknown[0]!r} is not in the model's classes ({', '.join(classes)})"
-            )
+            raise DataError(f"{root}: class folder {unknown[0]!r} is not in the model's classes ({', '.join(classes)})")
     exts = {e.lower() for e in extensions}
     files: list[tuple[Path, int]] = []
     ignored: list[Path] = []
@@ -341,7 +343,13 @@ class Pipeline:
         if self.train:
             assert rng is not None
             return train_transform(
-                img, self.size, rng, random_crop=self.random_crop, hflip=self.hflip, color=self.color, interp=self.interp,
+                img,
+                self.size,
+                rng,
+                random_crop=self.random_crop,
+                hflip=self.hflip,
+                color=self.color,
+                interp=self.interp,
                 scale=(self.crop_min_scale, 1.0),
             )
         return eval_transform(img, self.size, self.center_crop, self.interp)
@@ -382,8 +390,10 @@ def batches(
 
     def make(step: int) -> tuple[np.ndarray, np.ndarray]:
         idx = chunks[step] if shard is None else shard.shard(chunks[step])
-        imgs = [pipe.transform(ds.image(int(i)), np.random.default_rng([seed, epoch, int(i)]) if pipe.train else None)
-                for i in idx]
+        imgs = [
+            pipe.transform(ds.image(int(i)), np.random.default_rng([seed, epoch, int(i)]) if pipe.train else None)
+            for i in idx
+        ]
         x = pipe.preprocess(imgs)
         labels = ds.labels[idx]
         if not pipe.train:
@@ -432,7 +442,7 @@ def read_classmap(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     mapping = read_json(path, "classmap file")
     if not isinstance(mapping, dict) or not all(isinstance(v, int) for v in mapping.values()):
-        raise DataError(f"{path}: expected {{\"class_name\": index, ...}}")
+        raise DataError(f'{path}: expected {{"class_name": index, ...}}')
     if sorted(mapping.values()) != list(range(len(mapping))):
         raise DataError(f"{path}: class indices must be 0..{len(mapping) - 1} without gaps")
     return [name for name, _ in sorted(mapping.items(), key=lambda kv: kv[1])]

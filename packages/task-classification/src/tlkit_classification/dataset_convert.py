@@ -248,8 +248,9 @@ def read_voc(source: str | Path, options: dict[str, Any]) -> tuple[Iterator[Labe
     return _voc_images(xmls, img_dir, mode, options, skipped, unreadable), skipped
 
 
-def _voc_images(xmls: list[Path], img_dir: Path, mode: str, options: dict[str, Any], skipped: Counter,
-                unreadable: SkippedImages) -> Iterator[LabeledImage]:
+def _voc_images(
+    xmls: list[Path], img_dir: Path, mode: str, options: dict[str, Any], skipped: Counter, unreadable: SkippedImages
+) -> Iterator[LabeledImage]:
     import cv2
 
     from tlkit_classification.data import read_image
@@ -332,9 +333,16 @@ def voc_to_folders(
     skipped_images: SkippedImages | None = None,
 ) -> dict[str, Any]:
     """Pascal VOC -> `<out>/<class>/*.jpg` (see `read_voc`). Returns counts per class and what was skipped."""
-    options = {"voc_label": mode, "image_set": image_set, "min_size": min_size, "include_difficult": include_difficult,
-               "margin": margin, "image_dir_name": image_dir_name, "annotation_dir_name": annotation_dir_name,
-               "skipped_images": skipped_images}
+    options = {
+        "voc_label": mode,
+        "image_set": image_set,
+        "min_size": min_size,
+        "include_difficult": include_difficult,
+        "margin": margin,
+        "image_dir_name": image_dir_name,
+        "annotation_dir_name": annotation_dir_name,
+        "skipped_images": skipped_images,
+    }
     items, skipped = read_voc(voc_root, options)
     return write_class_folders(items, skipped, Path(out), voc_root)
 

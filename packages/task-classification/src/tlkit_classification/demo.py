@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from tlkit.errors import DataError
 from tlkit.io import atomic_write, atomic_write_text
 
@@ -74,7 +75,6 @@ def _splits(data: Path, work: Path, seed: int, console: Any) -> dict[str, Path]:
 
 def _spec(splits: dict[str, Path], size: int, epochs: int, lr: float, batch: int, **train_extra: Any) -> Any:
     from tlkit.config import load_spec
-
     from tlkit_classification.config import ClassificationConfig
 
     overrides = [
@@ -144,7 +144,9 @@ def _plot_summary(rows: list[Row], path: Path) -> Path:
         bars = ax.bar(names, vals, color=["#4C72B0", "#DD8452", "#55A868"][: len(rows)])
         ax.set_title(title, fontsize=10)
         for b, v in zip(bars, vals):
-            ax.annotate(fmt.format(v), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
+            ax.annotate(
+                fmt.format(v), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8
+            )
         ax.tick_params(axis="x", labelsize=8)
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=100)
@@ -177,7 +179,11 @@ def _report_md(rows: list[Row], info: dict[str, Any], path: Path) -> Path:
             f"| {r.name} | {r.accuracy:.4f} | {r.onnx_accuracy:.4f} | {r.params:,} | {r.size_mb:.2f} MB | "
             f"{r.onnx_size_mb:.2f} MB | {r.mxnet_ms:.1f} ms | {r.ort_ms:.1f} ms |"
         )
-    lines += ["", "Compress steps (validation accuracy right after pruning, after BN re-estimation, after retraining):", ""]
+    lines += [
+        "",
+        "Compress steps (validation accuracy right after pruning, after BN re-estimation, after retraining):",
+        "",
+    ]
     lines += [ln for ln in info["compress"]["table"].splitlines()]
     lines += ["", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in info["times"].items()]
@@ -289,7 +295,6 @@ class _Demo:
     def finetune(self, splits: dict[str, Path]) -> tuple[Row, Any]:
         """2. fine-tune the pretrained EfficientNet-Lite0, evaluate on test. Returns (its row, the test set)."""
         from tlkit.config import save_resolved_spec
-
         from tlkit_classification.data import open_image_folder
         from tlkit_classification.evaluate import evaluate_model
         from tlkit_classification.runner import load_runner
@@ -298,11 +303,14 @@ class _Demo:
         R, size = self.root, self.size
         self.console.rule("fine-tune ImageNet EfficientNet-Lite0")
         with self.lap("fine-tune"):
-            cfg = _spec(splits, size, self.epochs, 0.02, self.batch, pretrained_model_path="imagenet",
-                        random_seed=self.seed)
+            cfg = _spec(
+                splits, size, self.epochs, 0.02, self.batch, pretrained_model_path="imagenet", random_seed=self.seed
+            )
             save_resolved_spec(cfg, R, "spec_finetune.yaml")
             res = train_model(cfg, R / "finetune", self.console, self.devices)
-        test = open_image_folder(splits["test"], classes=read_classes(R / "finetune"), max_side=int(size / 0.875 * 1.25))
+        test = open_image_folder(
+            splits["test"], classes=read_classes(R / "finetune"), max_side=int(size / 0.875 * 1.25)
+        )
         with self.lap("evaluate"):
             finetuned = Row("fine-tuned", Path(res.model_path))
             m = evaluate_model(load_runner(finetuned.model), test, out_dir=R / "finetune" / "test_eval")
@@ -315,20 +323,40 @@ class _Demo:
         compress.json)."""
         from tlkit.compress import run as compress_run
         from tlkit.config import save_resolved_spec
-
         from tlkit_classification.evaluate import evaluate_model
         from tlkit_classification.runner import load_runner
 
         R = self.root
         self.console.rule("compress: prune -> retrain, in steps")
         with self.lap("compress"):
-            cfg2 = _spec(splits, self.size, self.retrain_epochs, 0.02, self.batch, random_seed=self.seed,
-                         **{"retrain_config.lr_scale": RETRAIN_LR_SCALE})
+            cfg2 = _spec(
+                splits,
+                self.size,
+                self.retrain_epochs,
+                0.02,
+                self.batch,
+                random_seed=self.seed,
+                **{"retrain_config.lr_scale": RETRAIN_LR_SCALE},
+            )
             save_resolved_spec(cfg2, R, "spec_compress.yaml")
-            compress_opts = {"max_accuracy_drop": 1.0, "target_ratio": self.target_ratio, "steps": self.steps,
-                             "retrain_epochs": self.retrain_epochs, "min_num_filters": 8, "allocation": ALLOCATION}
-            comp = compress_run(_ctx("compress", self.console, spec=cfg2, results_dir=R / "compress",
-                                     model=finetuned.model, options=compress_opts))
+            compress_opts = {
+                "max_accuracy_drop": 1.0,
+                "target_ratio": self.target_ratio,
+                "steps": self.steps,
+                "retrain_epochs": self.retrain_epochs,
+                "min_num_filters": 8,
+                "allocation": ALLOCATION,
+            }
+            comp = compress_run(
+                _ctx(
+                    "compress",
+                    self.console,
+                    spec=cfg2,
+                    results_dir=R / "compress",
+                    model=finetuned.model,
+                    options=compress_opts,
+                )
+            )
         state = json.loads((R / "compress" / "compress.json").read_text())
         kept = comp.get("model")
         if kept is None:  # nothing within the budget on val: show the first step, flagged in the report
@@ -336,14 +364,15 @@ class _Demo:
         pruned_path = R / "pruned.tlk"
         shutil.copyfile(kept, pruned_path)
         pruned = Row("pruned+retrained", pruned_path)
-        pruned.accuracy = evaluate_model(load_runner(pruned.model), test, out_dir=R / "compress" / "test_eval")["accuracy"]
+        pruned.accuracy = evaluate_model(load_runner(pruned.model), test, out_dir=R / "compress" / "test_eval")[
+            "accuracy"
+        ]
         return pruned, state
 
     def export_and_measure(self, rows: list[Row], test: Any) -> None:
         """4. export each model to ONNX; evaluate in onnxruntime, latency and sizes; classify the test split with
         the last (pruned) one into result.csv."""
         from tlkit.export.command import run as export_run
-
         from tlkit_classification.evaluate import evaluate_model
         from tlkit_classification.inference import classify, write_csv
         from tlkit_classification.runner import load_runner
@@ -365,12 +394,13 @@ class _Demo:
         images = [p for p, _ in test.samples]
         write_csv(classify(ort, images, batch_size=32), R / "result.csv")
 
-    def summarize(self, rows: list[Row], splits: dict[str, Path], test: Any, data_desc: str,
-                  state: dict[str, Any]) -> dict[str, Any]:
+    def summarize(
+        self, rows: list[Row], splits: dict[str, Path], test: Any, data_desc: str, state: dict[str, Any]
+    ) -> dict[str, Any]:
         """5. the summary table, summary.png, report.md and summary.json. Returns the summary."""
         from rich.table import Table
-        from tlkit.compress import markdown_table
 
+        from tlkit.compress import markdown_table
         from tlkit_classification.data import open_image_folder
 
         R, total = self.root, self.times["total"]
@@ -379,8 +409,16 @@ class _Demo:
         for col in ("model", "test acc", "ONNX acc", "params", ".tlk MB", ".onnx MB", "MXNet ms", "ORT ms"):
             table.add_column(col, justify="left" if col == "model" else "right")
         for r in rows:
-            table.add_row(r.name, f"{r.accuracy:.4f}", f"{r.onnx_accuracy:.4f}", f"{r.params:,}", f"{r.size_mb:.2f}",
-                          f"{r.onnx_size_mb:.2f}", f"{r.mxnet_ms:.1f}", f"{r.ort_ms:.1f}")
+            table.add_row(
+                r.name,
+                f"{r.accuracy:.4f}",
+                f"{r.onnx_accuracy:.4f}",
+                f"{r.params:,}",
+                f"{r.size_mb:.2f}",
+                f"{r.onnx_size_mb:.2f}",
+                f"{r.mxnet_ms:.1f}",
+                f"{r.ort_ms:.1f}",
+            )
         self.console.rule("summary")
         self.console.print(table)
         info = {
@@ -397,8 +435,13 @@ class _Demo:
                 "kept_step": state.get("kept_step"),
                 "last_step_dir": f"compress/step_{len(state['steps']) - 1}",
                 "table": markdown_table(state),
-                "per_step": [{k: st.get(k) for k in ("step", "params", "kpi_after_prune", "kpi_after_bn", "kpi_value", "drop_points")}
-                             for st in state["steps"]],
+                "per_step": [
+                    {
+                        k: st.get(k)
+                        for k in ("step", "params", "kpi_after_prune", "kpi_after_bn", "kpi_value", "drop_points")
+                    }
+                    for st in state["steps"]
+                ],
             },
             "total_s": total,
             "times": self.times,

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from tlkit.io import atomic_write_bytes
 
 PHOTOS = {

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from tlkit.errors import SpecError, TlkitError
 from tlkit.io import atomic_write, atomic_write_text
 from tlkit.types import EvaluationResult
-
 from tlkit_classification.data import ImageFolder, Pipeline, batches, open_image_folder
 from tlkit_classification.runner import Runner, load_runner
 
@@ -39,7 +39,9 @@ def eval_pipeline(meta: dict[str, Any], center_crop: bool | None = None) -> Pipe
     )
 
 
-def predict_dataset(run, ds: ImageFolder, pipe: Pipeline, batch_size: int, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def predict_dataset(
+    run, ds: ImageFolder, pipe: Pipeline, batch_size: int, workers: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
     """Logits (N, C) and labels (N,) over a dataset, in dataset order."""
     outs, labels = [], []
     for x, y in batches(ds, pipe, batch_size, workers=workers):
@@ -96,13 +98,21 @@ def report_text(m: dict[str, Any]) -> str:
     ]
     for c, row in zip(classes, m["confusion_matrix"]):
         lines.append(f"{c:<{width}}" + "".join(f"{v:>9}" for v in row))
-    lines += ["", "Classification Report", f"{'':<{width}}{'precision':>10}{'recall':>10}{'f1-score':>10}{'support':>10}"]
+    lines += [
+        "",
+        "Classification Report",
+        f"{'':<{width}}{'precision':>10}{'recall':>10}{'f1-score':>10}{'support':>10}",
+    ]
     for c in classes:
         r = m["per_class"][c]
-        lines.append(f"{c:<{width}}{r['precision']:>10.4f}{r['recall']:>10.4f}{r['f1-score']:>10.4f}{int(r['support']):>10}")
+        lines.append(
+            f"{c:<{width}}{r['precision']:>10.4f}{r['recall']:>10.4f}{r['f1-score']:>10.4f}{int(r['support']):>10}"
+        )
     for name in ("macro_avg", "weighted_avg"):
         r = m[name]
-        lines.append(f"{name.replace('_', ' '):<{width}}{r['precision']:>10.4f}{r['recall']:>10.4f}{r['f1-score']:>10.4f}{int(r['support']):>10}")
+        lines.append(
+            f"{name.replace('_', ' '):<{width}}{r['precision']:>10.4f}{r['recall']:>10.4f}{r['f1-score']:>10.4f}{int(r['support']):>10}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -126,8 +136,15 @@ def plot_confusion(m: dict[str, Any], path: Path, title: str = "Confusion matrix
     hi = cm.max() if cm.size else 0
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if cm[i, j] > hi / 2 else "black")
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if cm[i, j] > hi / 2 else "black",
+            )
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png")
     return path
@@ -163,7 +180,11 @@ def evaluate_model(
 
 
 def eval_data_path(cfg: Any) -> str:
-    for p in (cfg.eval_config.eval_dataset_path, cfg.dataset_config.test_dataset_path, cfg.dataset_config.val_dataset_path):
+    for p in (
+        cfg.eval_config.eval_dataset_path,
+        cfg.dataset_config.test_dataset_path,
+        cfg.dataset_config.val_dataset_path,
+    ):
         if p:
             return p
     raise SpecError(

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from tlkit.errors import TlkitError
 from tlkit.images import IMAGE_EXTENSIONS, SkippedImages, inference_source, read_batches, resolve_inputs
 from tlkit.io import atomic_write_text
-
 from tlkit_classification.data import read_image
 from tlkit_classification.evaluate import eval_pipeline
 from tlkit_classification.runner import Runner, load_runner, softmax
@@ -22,8 +22,14 @@ if TYPE_CHECKING:
     from tlkit.context import CommandContext
 
 
-def classify(runner: Runner, images: list[Path], batch_size: int = 16, top_k: int = 1, center_crop: bool | None = None,
-             skipped: SkippedImages | None = None) -> list[dict[str, Any]]:
+def classify(
+    runner: Runner,
+    images: list[Path],
+    batch_size: int = 16,
+    top_k: int = 1,
+    center_crop: bool | None = None,
+    skipped: SkippedImages | None = None,
+) -> list[dict[str, Any]]:
     """[{path, label, confidence, top_k: [(label, p), ...]}] in input order. Unreadable files are left out and
     listed in `skipped` (a DataError without it, or when it is strict)."""
     pipe = eval_pipeline(runner.meta, center_crop)
@@ -36,15 +42,19 @@ def classify(runner: Runner, images: list[Path], batch_size: int = 16, top_k: in
         x = pipe.preprocess([pipe.transform(img, None) for _, _, img in batch])
         probs = softmax(runner.logits(x))
         if probs.shape[1] != len(classes):
-            raise TlkitError(f"{runner.path}: model outputs {probs.shape[1]} classes, its class list has {len(classes)}")
+            raise TlkitError(
+                f"{runner.path}: model outputs {probs.shape[1]} classes, its class list has {len(classes)}"
+            )
         order = np.argsort(-probs, axis=1)[:, :k]
         for (_, p, _), row, idx in zip(batch, probs, order):
-            out.append({
-                "path": str(p),
-                "label": classes[idx[0]],
-                "confidence": float(row[idx[0]]),
-                "top_k": [(classes[j], float(row[j])) for j in idx],
-            })
+            out.append(
+                {
+                    "path": str(p),
+                    "label": classes[idx[0]],
+                    "confidence": float(row[idx[0]]),
+                    "top_k": [(classes[j], float(row[j])) for j in idx],
+                }
+            )
     return out
 
 
@@ -82,9 +92,13 @@ def run(ctx: CommandContext) -> dict[str, Any]:
     skipped.require_some(len(images), source)
     skipped.warn(ctx.console)
     out_dir = ctx.require_results_dir()
-    csv_path = write_csv(results, Path(ctx.output) if ctx.output else out_dir / "result.csv", max(1, min(top_k, len(runner.classes))))
+    csv_path = write_csv(
+        results, Path(ctx.output) if ctx.output else out_dir / "result.csv", max(1, min(top_k, len(runner.classes)))
+    )
     if len(images) == 1:
         r = results[0]
         ctx.console.print(f"{r['path']}: {r['label']} ({r['confidence']:.4f})")
-    ctx.console.print(f"classified {len(results)} image(s) with {runner.path.name} ({runner.backend}); wrote {csv_path}")
+    ctx.console.print(
+        f"classified {len(results)} image(s) with {runner.path.name} ({runner.backend}); wrote {csv_path}"
+    )
     return {"result_csv": str(csv_path), "n_images": len(results), "n_skipped": len(skipped)}

@@ -30,7 +30,9 @@ def _classification_net_class():
     class ClassificationNet(nn.HybridBlock):
         """backbone -> global average pool -> flatten -> dropout -> dense (logits)."""
 
-        def __init__(self, backbone: Any, n_classes: int, dropout: float = 0.0, prefix: str = HEAD_PREFIX, **kwargs: Any):
+        def __init__(
+            self, backbone: Any, n_classes: int, dropout: float = 0.0, prefix: str = HEAD_PREFIX, **kwargs: Any
+        ):
             # A fixed prefix: the head's graph node name is the same in every process, so the model file
             # can tell the pruner which layer must keep its size (meta["prune_exclude"]).
             super().__init__(prefix=prefix, **kwargs)
@@ -131,8 +133,10 @@ class ClassificationBuilder(ModelBuilder):
     def build(self) -> tuple[Any, dict[str, Any]]:
         cfg, classes, m = self.cfg, self.classes or [], self.cfg.model
         if m.retain_head and len(classes) != 1000:
-            raise SpecError(f"model_config.retain_head: true keeps the 1000-class ImageNet head, but the dataset has "
-                            f"{len(classes)} classes")
+            raise SpecError(
+                f"model_config.retain_head: true keeps the 1000-class ImageNet head, but the dataset has "
+                f"{len(classes)} classes"
+            )
         net = build_net(build_meta(cfg, classes, {})["build"])
         pre = _preprocessing(cfg, getattr(getattr(net, "backbone", None), "default_preprocess", None))
         return net, build_meta(cfg, classes, pre)
@@ -157,5 +161,3 @@ def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: An
     from model_config with pretrained_model_path (a path or a named set such as "imagenet") loaded by a filtered
     load (tensors whose shape differs, e.g. another class count's head, stay new) and reported."""
     return build_network(ClassificationBuilder(cfg, classes), ctx, console)
-
-

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from tlkit.errors import DataError
 from tlkit.threads import loader_workers
-
 from tlkit_classification.data import ImageFolder, Pipeline, batches, classmap_text, open_image_folder, steps_per_epoch
 from tlkit_classification.evaluate import eval_pipeline
 
@@ -28,7 +28,9 @@ def soft_cross_entropy(outputs: Any, label: Any) -> Any:
     return -(mx.nd.log_softmax(outputs, axis=-1) * label).sum(axis=1)
 
 
-def open_datasets(cfg: Any, strict: bool, console: Any = None, classes: list[str] | None = None) -> tuple[ImageFolder, ImageFolder | None]:
+def open_datasets(
+    cfg: Any, strict: bool, console: Any = None, classes: list[str] | None = None
+) -> tuple[ImageFolder, ImageFolder | None]:
     dc, m = cfg.dataset_config, cfg.model
     strict = strict or not dc.skip_corrupt
     common = dict(
@@ -40,10 +42,14 @@ def open_datasets(cfg: Any, strict: bool, console: Any = None, classes: list[str
         max_side=int(max(m.input_shape[1:]) / 0.875 * 1.25),  # enough for the crops, no more
         workers=max(1, loader_workers(cfg.train_config.n_workers)),
     )
-    train = open_image_folder(dc.train_dataset_path, classes=classes, what="dataset_config.train_dataset_path", **common)
+    train = open_image_folder(
+        dc.train_dataset_path, classes=classes, what="dataset_config.train_dataset_path", **common
+    )
     val = None
     if dc.val_dataset_path:
-        val = open_image_folder(dc.val_dataset_path, classes=train.classes, what="dataset_config.val_dataset_path", **common)
+        val = open_image_folder(
+            dc.val_dataset_path, classes=train.classes, what="dataset_config.val_dataset_path", **common
+        )
     for ds in (train, val):
         if ds is not None and ds.corrupt and console is not None:
             console.print(f"[yellow]warning:[/] {ds.problems()}")
@@ -58,8 +64,9 @@ def card_dataset(split: str, ds: ImageFolder) -> Any:
 
     counts = np.bincount(ds.labels, minlength=len(ds.classes)) if len(ds) else np.zeros(len(ds.classes), int)
     files = (p.relative_to(ds.root).as_posix() for p, _ in ds.samples)
-    return DatasetInfo.from_items(split, files, dict(zip(ds.classes, counts.tolist())), path=ds.root,
-                                  format="image_folder")
+    return DatasetInfo.from_items(
+        split, files, dict(zip(ds.classes, counts.tolist())), path=ds.root, format="image_folder"
+    )
 
 
 def train_pipeline(cfg: Any, meta: dict[str, Any]) -> Pipeline:
@@ -119,7 +126,6 @@ def build_job(
     from tlkit.config import resolved_spec_text
     from tlkit.distributed import world
     from tlkit.training import TrainJob
-
     from tlkit_classification.model import build_for_training, count_params
 
     results_dir = Path(results_dir)
@@ -131,7 +137,9 @@ def build_job(
         + (f"; val: {len(val_ds)} images" if val_ds is not None else "; no validation set")
     )
     built = build_for_training(cfg, train_ds.classes, ctx_list, console)
-    console.print(f"model: {cfg.model.arch}, {count_params(built.net):,} parameters, input {tuple(built.meta['input_shape'])}")
+    console.print(
+        f"model: {cfg.model.arch}, {count_params(built.net):,} parameters, input {tuple(built.meta['input_shape'])}"
+    )
     pipe = train_pipeline(cfg, built.meta)
     node = world()  # multi-node training: batches are global, each node decodes and trains its slice
     bs = node.global_batch(tc.batch_size_per_gpu, len(ctx_list))
@@ -140,8 +148,18 @@ def build_job(
     workers = max(1, loader_workers(tc.n_workers))
 
     def train_data(epoch: int):
-        return batches(train_ds, pipe, bs, epoch=epoch, seed=tc.random_seed, shuffle=True, drop_last=drop_last,
-                       workers=workers, as_nd=True, shard=node)
+        return batches(
+            train_ds,
+            pipe,
+            bs,
+            epoch=epoch,
+            seed=tc.random_seed,
+            shuffle=True,
+            drop_last=drop_last,
+            workers=workers,
+            as_nd=True,
+            shard=node,
+        )
 
     return TrainJob(
         net=built.net,

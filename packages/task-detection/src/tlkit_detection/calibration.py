@@ -27,14 +27,18 @@ def run(ctx: CommandContext) -> dict[str, Any]:
         pre = read_meta(ctx.model)["preprocessing"]
     else:
         m = cfg.model
-        pre = {"mode": m.preprocess_mode if m.preprocess_mode != "auto" else detectors.get(m.detector).preprocess_mode(cfg)}
+        pre = {
+            "mode": m.preprocess_mode if m.preprocess_mode != "auto" else detectors.get(m.detector).preprocess_mode(cfg)
+        }
     split = "validation" if ctx.option("use_validation_set") else "training"
     ds = dataset_for(cfg, split)
     maker = TargetMaker(cfg, ds.classes, pre, ds.input_size)
     bs = cfg.train_config.batch_size_per_gpu
     n_full = len(ds) // bs
     if n_full == 0:
-        raise TlkitError(f"the {split} split has {len(ds)} frames, fewer than one batch of {bs} (train_config.batch_size_per_gpu)")
+        raise TlkitError(
+            f"the {split} split has {len(ds)} frames, fewer than one batch of {bs} (train_config.batch_size_per_gpu)"
+        )
     max_batches = int(ctx.option("max_batches"))
     n = n_full if max_batches < 0 else min(max_batches, n_full)
     gen = batches(ds, maker, bs, shuffle=True, seed=cfg.train_config.random_seed, drop_last=True, with_targets=False)

@@ -14,8 +14,9 @@ from each cell's grid point divided by `scale` (see `tlkit_detection.rasterizer`
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -136,8 +137,10 @@ def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> n
 def _nms(boxes, covs, class_name, params) -> list[Detection]:
     ok = (covs >= params.nms_confidence_threshold) & (boxes[:, 3] - boxes[:, 1] > params.minimum_bounding_box_height)
     boxes, covs = boxes[ok], covs[ok]
-    return [Detection(class_name, boxes[i].copy(), float(covs[i]), float(covs[i]), 1)
-            for i in greedy_nms(boxes, covs, params.nms_iou_threshold)]
+    return [
+        Detection(class_name, boxes[i].copy(), float(covs[i]), float(covs[i]), 1)
+        for i in greedy_nms(boxes, covs, params.nms_iou_threshold)
+    ]
 
 
 def cluster_outputs(

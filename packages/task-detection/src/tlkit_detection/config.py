@@ -15,7 +15,6 @@ from tlkit.config import SpecModel, TaskConfig, TrainConfig
 from tlkit.spec_aliases import AliasTable
 from tlkit_detection.tlt_spec import TLT_DATASET_EXPORT, TLT_DETECTNET_V2
 
-
 # -- datasets ----------------------------------------------------------------------------------------------
 
 
@@ -25,7 +24,8 @@ class DataSource(SpecModel):
     records_path: str = Field("", description="manifest written by dataset_convert (<output>.json)")
     image_directory_path: str = Field("", description="image folder of the source dataset (for inference overlays)")
     source_weight: float = Field(
-        1.0, ge=0,
+        1.0,
+        ge=0,
         description="training sampling weight of this source's frames relative to other sources' (when the "
         "weights differ, an epoch draws as many frames as there are, with replacement, in these proportions)",
     )
@@ -42,7 +42,9 @@ class DatasetConfig(SpecModel):
         "(empty = keep every class as is)",
     )
     validation_fold: Optional[int] = Field(0, ge=0, description="fold of the converted data used for validation")
-    validation_data_source: Optional[DataSource] = Field(None, description="a separate validation set instead of a fold")
+    validation_data_source: Optional[DataSource] = Field(
+        None, description="a separate validation set instead of a fold"
+    )
 
 
 class PartitionConfig(SpecModel):
@@ -156,7 +158,9 @@ class ClusteringConfig(SpecModel):
     coverage_threshold: float = Field(0.005, ge=0, le=1, description="ignore grid cells with coverage at or below this")
     clustering_algorithm: Literal["dbscan", "nms"] = Field("dbscan", description="dbscan or nms")
     dbscan_eps: float = Field(0.13, gt=0, le=1, description="DBSCAN radius in 1 - IoU")
-    dbscan_min_samples: float = Field(0.05, ge=0, description="DBSCAN min total coverage of a core cell (as int, at least 1, like TLT)")
+    dbscan_min_samples: float = Field(
+        0.05, ge=0, description="DBSCAN min total coverage of a core cell (as int, at least 1, like TLT)"
+    )
     dbscan_confidence_threshold: float = Field(0.1, ge=0, description="drop clusters with a lower confidence")
     minimum_bounding_box_height: float = Field(20.0, ge=0, description="drop boxes this tall or less (pixels)")
     nms_iou_threshold: float = Field(0.2, ge=0, le=1, description="nms: suppress boxes overlapping more than this")
@@ -227,15 +231,27 @@ class ModelConfig(SpecModel):
         description="backbone: resnet (10/18/34/50), vgg16, googlenet, mobilenet_v1, mobilenet_v2, efficientnet_lite0, "
         "or another registered one (`tlkit plugins`)",
     )
-    n_layers: Optional[int] = Field(18, description="depth for families with several (resnet 10/18/34/50, vgg 16); ignored by the others")
-    use_batch_norm: bool = Field(True, description="batch normalization after convolutions (backbones that support both)")
-    use_pooling: bool = Field(False, description="max-pool after the stem instead of a strided convolution (TLT DetectNet_v2 default: false)")
-    all_projections: bool = Field(True, description="1x1 projection shortcuts in every residual block (resnet), which prunes better")
-    freeze_blocks: list[int] = Field(default_factory=list, description="backbone blocks (0 = stem) whose weights are not trained")
+    n_layers: Optional[int] = Field(
+        18, description="depth for families with several (resnet 10/18/34/50, vgg 16); ignored by the others"
+    )
+    use_batch_norm: bool = Field(
+        True, description="batch normalization after convolutions (backbones that support both)"
+    )
+    use_pooling: bool = Field(
+        False, description="max-pool after the stem instead of a strided convolution (TLT DetectNet_v2 default: false)"
+    )
+    all_projections: bool = Field(
+        True, description="1x1 projection shortcuts in every residual block (resnet), which prunes better"
+    )
+    freeze_blocks: list[int] = Field(
+        default_factory=list, description="backbone blocks (0 = stem) whose weights are not trained"
+    )
     freeze_bn: bool = Field(False, description="keep batch-norm statistics and affine parameters fixed while training")
     dropout_rate: float = Field(0.0, ge=0, lt=1, description="dropout on the backbone features before the heads")
     batch_norm_momentum: Optional[float] = Field(
-        0.9, gt=0, lt=1,
+        0.9,
+        gt=0,
+        lt=1,
         description="momentum of the batch-norm running statistics while training (TLT: 0.9); null = the "
         "backbone's own (EfficientNet: 0.99, whose statistics lag far behind on small datasets and after pruning)",
     )
@@ -252,7 +268,6 @@ class ModelConfig(SpecModel):
     @classmethod
     def _registered_detector(cls, v: str) -> str:
         from tlkit.errors import did_you_mean
-
         from tlkit_detection.detectors import names
 
         known = names()
@@ -268,8 +283,12 @@ class PreprocessingConfig(SpecModel):
     output_image_width: int = Field(960, ge=16, description="network input width (a multiple of 16)")
     output_image_height: int = Field(544, ge=16, description="network input height (a multiple of 16)")
     output_image_channel: Literal[3] = Field(3, description="3 (RGB)")
-    min_bbox_width: float = Field(1.0, ge=0, description="drop training boxes narrower than this after augmentation (pixels)")
-    min_bbox_height: float = Field(1.0, ge=0, description="drop training boxes lower than this after augmentation (pixels)")
+    min_bbox_width: float = Field(
+        1.0, ge=0, description="drop training boxes narrower than this after augmentation (pixels)"
+    )
+    min_bbox_height: float = Field(
+        1.0, ge=0, description="drop training boxes lower than this after augmentation (pixels)"
+    )
 
     @field_validator("output_image_width", "output_image_height")
     @classmethod
@@ -332,7 +351,9 @@ class CostFunctionConfig(SpecModel):
         False, description="re-weight the objectives each epoch: weight ∝ initial weight / mean cost (TLT)"
     )
     min_objective_weight: float = Field(1e-4, ge=0, description="auto-weighting: lower clamp of an objective weight")
-    max_objective_weight: float = Field(0.9999, gt=0, le=1, description="auto-weighting: upper clamp of an objective weight")
+    max_objective_weight: float = Field(
+        0.9999, gt=0, le=1, description="auto-weighting: upper clamp of an objective weight"
+    )
 
     def for_class(self, name: str) -> CostClassConfig:
         return self.per_class.get(name, self.default)
@@ -376,7 +397,9 @@ class EvaluationConfig(SpecModel):
     )
     num_recall_points: int = Field(11, ge=2, description="SAMPLE mode: recall points")
     evaluation_box_config: EvaluationBoxConfig = Field(default_factory=EvaluationBoxConfig)
-    per_class_box_config: dict[str, EvaluationBoxConfig] = Field(default_factory=dict, description="class -> box filter")
+    per_class_box_config: dict[str, EvaluationBoxConfig] = Field(
+        default_factory=dict, description="class -> box filter"
+    )
     kitti_difficulty: bool = Field(False, description="also report KITTI easy/moderate/hard AP11 and AP40")
     coco_metrics: bool = Field(
         True, description="evaluate also reports COCO mAP@[.5:.95], AP50, AP75 and small/medium/large AP (pycocotools)"
@@ -400,13 +423,15 @@ class InferenceConfig(SpecModel):
     """`inference` options (TLT bbox_handler_config)."""
 
     confidence_threshold: float = Field(
-        0.0, ge=0,
+        0.0,
+        ge=0,
         description="draw and write only boxes with at least this confidence (post-processing and the mAP "
         "evaluation are not affected; DBSCAN aggregate_cov confidences can exceed 1)",
     )
     kitti_dump: bool = Field(True, description="write KITTI label files (with confidences) under <results>/labels")
     coco_dump: bool = Field(
-        False, description="write <results>/detections_coco.json, COCO results (image_id, category_id, bbox x y w h, score)"
+        False,
+        description="write <results>/detections_coco.json, COCO results (image_id, category_id, bbox x y w h, score)",
     )
     csv_dump: bool = Field(
         False, description="write <results>/detections.csv: image, class, confidence, x1, y1, x2, y2 (pixels)"

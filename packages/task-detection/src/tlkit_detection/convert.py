@@ -20,9 +20,9 @@ import json
 import os
 import shutil
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from tlkit.errors import DataError
 from tlkit.images import IMAGE_EXTENSIONS, image_problem
@@ -64,7 +64,7 @@ class ConvertReport:
         if len(ex) < MAX_EXAMPLES:
             ex.append(where)
 
-    def merge(self, other: "ConvertReport") -> None:
+    def merge(self, other: ConvertReport) -> None:
         """Add another source's counts (several COCO files converted together)."""
         for kind, n in other.counts.items():
             self.counts[kind] += n
@@ -83,7 +83,11 @@ class ConvertReport:
         for kind, text in KINDS.items():
             n = self.counts.get(kind, 0)
             if n:
-                extra = f" ({', '.join(f'{k}: {v}' for k, v in self.unknown_classes.most_common())})" if kind == "unknown_class" else ""
+                extra = (
+                    f" ({', '.join(f'{k}: {v}' for k, v in self.unknown_classes.most_common())})"
+                    if kind == "unknown_class"
+                    else ""
+                )
                 lines.append(f"  {n} {text}{extra}; e.g. {'; '.join(self.examples[kind])}")
         return "\n".join(lines)
 
@@ -106,8 +110,14 @@ def image_size(path: Path, report: ConvertReport) -> tuple[int, int] | None:
     return size
 
 
-def sanitize(objects: Iterable[KittiObject], width: int, height: int, where: str, report: ConvertReport,
-             classes: Sequence[str] | None = None) -> list[KittiObject]:
+def sanitize(
+    objects: Iterable[KittiObject],
+    width: int,
+    height: int,
+    where: str,
+    report: ConvertReport,
+    classes: Sequence[str] | None = None,
+) -> list[KittiObject]:
     """Clip boxes to the image, drop zero-size boxes and unknown classes, counting each in `report`."""
     keep = []
     wanted = {c.lower() for c in classes} if classes else None
@@ -132,8 +142,13 @@ def sanitize(objects: Iterable[KittiObject], width: int, height: int, where: str
 # -- KITTI ------------------------------------------------------------------------------------------------
 
 
-def read_kitti(root: str | Path, image_dir_name: str = "images", label_dir_name: str = "labels",
-               image_extension: str | None = None, classes: Sequence[str] | None = None) -> tuple[list[Sample], ConvertReport]:
+def read_kitti(
+    root: str | Path,
+    image_dir_name: str = "images",
+    label_dir_name: str = "labels",
+    image_extension: str | None = None,
+    classes: Sequence[str] | None = None,
+) -> tuple[list[Sample], ConvertReport]:
     """A KITTI folder: `root/<image_dir_name>/<id><ext>` and `root/<label_dir_name>/<id>.txt`."""
     root = Path(root)
     image_dir, label_dir = root / image_dir_name, root / label_dir_name
@@ -191,9 +206,14 @@ def _norm_ext(ext: str) -> str:
 # -- Pascal VOC --------------------------------------------------------------------------------------------
 
 
-def read_voc(root: str | Path, image_set: str | None = None, classes: Sequence[str] | None = None,
-             include_difficult: bool = True, image_dir_name: str = "JPEGImages",
-             annotation_dir_name: str = "Annotations") -> tuple[list[Sample], ConvertReport]:
+def read_voc(
+    root: str | Path,
+    image_set: str | None = None,
+    classes: Sequence[str] | None = None,
+    include_difficult: bool = True,
+    image_dir_name: str = "JPEGImages",
+    annotation_dir_name: str = "Annotations",
+) -> tuple[list[Sample], ConvertReport]:
     """Pascal VOC: `Annotations/*.xml`, `JPEGImages/` (or the folder names given), optionally only the ids in
     ImageSets/Main/<image_set>.txt."""
     import xml.etree.ElementTree as ET
@@ -244,7 +264,9 @@ def read_voc(root: str | Path, image_set: str | None = None, classes: Sequence[s
             try:  # a missing bndbox or coordinate reads as "": ValueError
                 x1, y1, x2, y2 = (float(obj.findtext(f"bndbox/{k}", "")) for k in ("xmin", "ymin", "xmax", "ymax"))
             except ValueError:
-                raise DataError(f"{xml}: object {i} ({name or '?'}): bndbox needs numeric xmin, ymin, xmax, ymax") from None
+                raise DataError(
+                    f"{xml}: object {i} ({name or '?'}): bndbox needs numeric xmin, ymin, xmax, ymax"
+                ) from None
             if not name:
                 raise DataError(f"{xml}: object {i}: missing <name>")
             if x2 < x1 or y2 < y1:
@@ -267,7 +289,9 @@ def _find_image(img_dir: Path, frame: str) -> Path | None:
 # -- COCO ---------------------------------------------------------------------------------------------------
 
 
-def read_coco(annotation_file: str | Path, image_dir: str | Path, classes: Sequence[str] | None = None) -> tuple[list[Sample], ConvertReport]:
+def read_coco(
+    annotation_file: str | Path, image_dir: str | Path, classes: Sequence[str] | None = None
+) -> tuple[list[Sample], ConvertReport]:
     """COCO detection json (bbox = x, y, w, h); crowd boxes become KITTI DontCare regions."""
     annotation_file, image_dir = Path(annotation_file), Path(image_dir)
     data = read_json(annotation_file, "COCO annotation file")
@@ -310,7 +334,15 @@ def read_coco(annotation_file: str | Path, image_dir: str | Path, classes: Seque
             name = "DontCare" if a.get("iscrowd") else cats[a["category_id"]]
             objs.append(KittiObject(type=name, bbox=(x, y, x + w, y + h)))
         frame = Path(im["file_name"]).stem
-        samples.append(Sample(frame, img, size[0], size[1], sanitize(objs, *size, f"{annotation_file} image {im['file_name']}", report, classes)))
+        samples.append(
+            Sample(
+                frame,
+                img,
+                size[0],
+                size[1],
+                sanitize(objs, *size, f"{annotation_file} image {im['file_name']}", report, classes),
+            )
+        )
     report.images = len(samples)
     return samples, report
 
@@ -322,14 +354,25 @@ def read_coco(annotation_file: str | Path, image_dir: str | Path, classes: Seque
 
 def load_kitti(source: str | Path, options: dict) -> tuple[list[Sample], ConvertReport]:
     """`kitti`: `source` is the KITTI root folder."""
-    return read_kitti(source, options.get("image_dir_name") or "images", options.get("label_dir_name") or "labels",
-                      options.get("image_extension"), options.get("classes"))
+    return read_kitti(
+        source,
+        options.get("image_dir_name") or "images",
+        options.get("label_dir_name") or "labels",
+        options.get("image_extension"),
+        options.get("classes"),
+    )
 
 
 def load_voc(source: str | Path, options: dict) -> tuple[list[Sample], ConvertReport]:
     """`voc`: `source` is the VOC root folder."""
-    return read_voc(source, options.get("image_set"), options.get("classes"), options.get("include_difficult", True),
-                    options.get("image_dir_name") or "JPEGImages", options.get("annotation_dir_name") or "Annotations")
+    return read_voc(
+        source,
+        options.get("image_set"),
+        options.get("classes"),
+        options.get("include_difficult", True),
+        options.get("image_dir_name") or "JPEGImages",
+        options.get("annotation_dir_name") or "Annotations",
+    )
 
 
 def load_coco(source: str | Path, options: dict) -> tuple[list[Sample], ConvertReport]:
@@ -340,7 +383,11 @@ def load_coco(source: str | Path, options: dict) -> tuple[list[Sample], ConvertR
 
 def write_coco(samples: Sequence[Sample], out_json: str | Path, classes: Sequence[str] | None = None) -> Path:
     """COCO detection json; DontCare objects become crowd boxes of the first category."""
-    names = list(classes) if classes else sorted({o.type for s in samples for o in s.objects if o.type.lower() != "dontcare"})
+    names = (
+        list(classes)
+        if classes
+        else sorted({o.type for s in samples for o in s.objects if o.type.lower() != "dontcare"})
+    )
     cat_id = {n: i + 1 for i, n in enumerate(names)}
     images: list[dict] = []
     anns: list[dict] = []
@@ -351,10 +398,16 @@ def write_coco(samples: Sequence[Sample], out_json: str | Path, classes: Sequenc
             if (not crowd and o.type not in cat_id) or (crowd and not names):
                 continue
             x1, y1, x2, y2 = o.bbox
-            anns.append({
-                "id": len(anns) + 1, "image_id": img_id, "category_id": cat_id[names[0]] if crowd else cat_id[o.type],
-                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": int(crowd),
-            })
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": img_id,
+                    "category_id": cat_id[names[0]] if crowd else cat_id[o.type],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": int(crowd),
+                }
+            )
     data = {"images": images, "annotations": anns, "categories": [{"id": i, "name": n} for n, i in cat_id.items()]}
     atomic_write_text(out_json, json.dumps(data))
     return Path(out_json)

@@ -37,8 +37,13 @@ class Frame:
     def ground_truth(self, classes: Sequence[str]) -> FrameArrays:
         """This frame's objects in source pixels (for metrics)."""
         names = np.array([classes[c] for c in self.classes], dtype=object)
-        return FrameArrays(names, self.orig_boxes.astype(np.float64), self.truncated.astype(np.float64),
-                           self.occluded.astype(np.int64), np.ones(len(names)))
+        return FrameArrays(
+            names,
+            self.orig_boxes.astype(np.float64),
+            self.truncated.astype(np.float64),
+            self.occluded.astype(np.int64),
+            np.ones(len(names)),
+        )
 
 
 @dataclass
@@ -85,7 +90,11 @@ def open_readers(cfg: Any, split: str) -> list:
         raise SpecError("dataset_config.data_sources is empty: list at least one {records_path: <manifest.json>}")
     readers = []
     if split == "validation" and dc.validation_data_source is not None:
-        return [_source_reader(dc.validation_data_source.records_path, None, mapping, "dataset_config.validation_data_source")]
+        return [
+            _source_reader(
+                dc.validation_data_source.records_path, None, mapping, "dataset_config.validation_data_source"
+            )
+        ]
     for i, src in enumerate(dc.data_sources):
         what = f"dataset_config.data_sources[{i}]"
         probe = _source_reader(src.records_path, None, mapping, what)
@@ -142,8 +151,12 @@ def dropped_by_mapping(cfg: Any) -> dict[str, int]:
     return out
 
 
-def load_frames(readers: Sequence[Any], classes: Sequence[str], input_size: tuple[int, int],
-                source_weights: Sequence[float] | None = None) -> Dataset:
+def load_frames(
+    readers: Sequence[Any],
+    classes: Sequence[str],
+    input_size: tuple[int, int],
+    source_weights: Sequence[float] | None = None,
+) -> Dataset:
     """Read every frame, resized to `input_size` (width, height), classes re-indexed into `classes`.
 
     `source_weights` (one per reader): each frame's sampling weight, kept only when the weights differ."""
@@ -160,7 +173,9 @@ def load_frames(readers: Sequence[Any], classes: Sequence[str], input_size: tupl
             n = int(keep.sum())
             trunc = s.truncated[keep] if s.truncated is not None else np.zeros(n, np.float32)
             occl = s.occluded[keep] if s.occluded is not None else np.zeros(n, np.int64)
-            frames.append(Frame(img, boxes, cls[keep], s.frame_id, (w0, h0), s.boxes[keep].astype(np.float64), trunc, occl))
+            frames.append(
+                Frame(img, boxes, cls[keep], s.frame_id, (w0, h0), s.boxes[keep].astype(np.float64), trunc, occl)
+            )
         if source_weights is not None:
             weights += [float(source_weights[k])] * (len(frames) - n_before)
     if weights and sum(weights) <= 0:
@@ -200,8 +215,14 @@ def augment(
     if zoom != 1.0 or tx or ty:
         # zoom about the image centre, then shift: x' = z (x - W/2) + W/2 + tx
         m = np.array([[zoom, 0, (1 - zoom) * w / 2 + tx], [0, zoom, (1 - zoom) * h / 2 + ty]], np.float32)
-        image = cv2.warpAffine(np.ascontiguousarray(image), m, (w, h), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        image = cv2.warpAffine(
+            np.ascontiguousarray(image),
+            m,
+            (w, h),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(0, 0, 0),
+        )
         boxes = boxes * zoom + np.array([m[0, 2], m[1, 2], m[0, 2], m[1, 2]], np.float32)
     if len(boxes):
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
@@ -215,7 +236,9 @@ def augment(
         if col.hue_rotation_max > 0:
             hsv[..., 0] = (hsv[..., 0] + rng.uniform(-col.hue_rotation_max, col.hue_rotation_max)) % 360.0
         if col.saturation_shift_max > 0:
-            hsv[..., 1] = np.clip(hsv[..., 1] * (1 + rng.uniform(-col.saturation_shift_max, col.saturation_shift_max)), 0, 1)
+            hsv[..., 1] = np.clip(
+                hsv[..., 1] * (1 + rng.uniform(-col.saturation_shift_max, col.saturation_shift_max)), 0, 1
+            )
         image = np.clip(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255.0, 0, 255)
     if col.contrast_scale_max > 0:
         c = 1 + rng.uniform(-col.contrast_scale_max, col.contrast_scale_max)
@@ -232,7 +255,9 @@ class TargetMaker:
     def __init__(self, cfg: Any, classes: Sequence[str], preprocessing: dict[str, Any], input_size: tuple[int, int]):
         from tlkit.export.preprocess import resolve_preprocessing
 
-        self.pre = resolve_preprocessing({"preprocessing": preprocessing, "input_shape": [3, input_size[1], input_size[0]]})
+        self.pre = resolve_preprocessing(
+            {"preprocessing": preprocessing, "input_shape": [3, input_size[1], input_size[0]]}
+        )
         self.classes = list(classes)
         self.input_size = input_size
         from tlkit_detection.model import output_grid
@@ -248,7 +273,9 @@ class TargetMaker:
         return normalize_with(np.asarray(image, np.float32), self.pre).transpose(2, 0, 1)
 
     def targets(self, boxes: np.ndarray, classes: np.ndarray):
-        return rasterize(boxes, classes, len(self.classes), self.input_size, self.output_size, self.raster, self.deadzone)
+        return rasterize(
+            boxes, classes, len(self.classes), self.input_size, self.output_size, self.raster, self.deadzone
+        )
 
 
 def epoch_order(ds: Dataset, epoch: int, seed: int, frames: Sequence[int] | None = None) -> np.ndarray:

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 OUTPUT_FORMATS = ("recordio", "kitti", "coco")
 
 
-def load_export_config(path: Path | None, overrides: list[str] | None = None, spec: Any = None) -> tuple[DatasetExportConfig, Path]:
+def load_export_config(
+    path: Path | None, overrides: list[str] | None = None, spec: Any = None
+) -> tuple[DatasetExportConfig, Path]:
     """The export config from `-d` (or, without it, the -e spec's dataset_export_config) and its base folder."""
     if path is None:
         if spec is not None and isinstance(spec, DetectionConfig) and spec.dataset_export_config.source() is not None:
@@ -73,8 +75,13 @@ def read_source(
     classes = cfg.classes or None
     rel = lambda p: Path(p) if Path(p).is_absolute() else base / p  # noqa: E731
     # list and sequence files are relative to the spec's folder, like every path in it
-    src = src.model_copy(update={k: str(rel(v)) for k in ("kitti_sequence_to_frames_file", "val_list", "train_list")
-                                 if (v := getattr(src, k))})
+    src = src.model_copy(
+        update={
+            k: str(rel(v))
+            for k in ("kitti_sequence_to_frames_file", "val_list", "train_list")
+            if (v := getattr(src, k))
+        }
+    )
     options = {**src.model_dump(), "classes": classes}
     if isinstance(src, KittiSourceConfig):
         ext = src.image_extension or infer_extension(rel(src.root_directory_path) / src.image_dir_name)
@@ -98,8 +105,9 @@ def read_source(
     return samples, report, None, src, folds
 
 
-def read_input(name: str, source: Path | None, spec: Path | None) -> tuple[
-        list[Sample], ConvertReport, None, PartitionConfig, None]:
+def read_input(
+    name: str, source: Path | None, spec: Path | None
+) -> tuple[list[Sample], ConvertReport, None, PartitionConfig, None]:
     """`--input_format NAME -i SOURCE`: read SOURCE with the registered dataset format NAME (any plugin's); RecordIO
     output is split as PartitionConfig's defaults say (random: 14% validation fold, 10 shards per fold)."""
     if source is None:
@@ -125,12 +133,15 @@ def run(ctx: CommandContext) -> dict:
     if ctx.output is None:
         raise TlkitError("tlkit detection dataset_convert: -o/--output is required (records prefix, folder or .json)")
     if ctx.option("input_format"):
-        samples, report, ext, src, folds = read_input(ctx.option("input_format"), ctx.option("input"),
-                                                      ctx.option("dataset_export_spec"))
+        samples, report, ext, src, folds = read_input(
+            ctx.option("input_format"), ctx.option("input"), ctx.option("dataset_export_spec")
+        )
     else:
         if ctx.option("input") is not None:
-            raise TlkitError(f"-i {ctx.option('input')}: give --input_format NAME to say how to read it "
-                             "(the -d spec names its own source)")
+            raise TlkitError(
+                f"-i {ctx.option('input')}: give --input_format NAME to say how to read it "
+                "(the -d spec names its own source)"
+            )
         cfg, base = load_export_config(ctx.option("dataset_export_spec"), ctx.overrides, ctx.spec)
         samples, report, ext, src, folds = read_source(cfg, base)
     ctx.console.print(f"Read {report.summary()}", markup=False, soft_wrap=True)
@@ -142,8 +153,10 @@ def run(ctx: CommandContext) -> dict:
         per_fold = ", ".join(f"fold {i}: {n}" for i, n in enumerate(manifest["frames_per_fold"]))
         ctx.console.print(f"Wrote {len(manifest['shards'])} RecordIO shards ({per_fold} frames) and {out}.json")
         if manifest["frames_in_no_fold"]:
-            ctx.console.print(f"[yellow]{manifest['frames_in_no_fold']} frames are in neither train_list nor val_list "
-                              f"and were not written[/]")
+            ctx.console.print(
+                f"[yellow]{manifest['frames_in_no_fold']} frames are in neither train_list nor val_list "
+                f"and were not written[/]"
+            )
         return {"manifest": f"{out}.json", "report": report.to_dict()}
     if fmt == "kitti":
         write_kitti(samples, out, link_images=not ctx.option("copy_images"))

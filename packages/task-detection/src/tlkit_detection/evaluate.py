@@ -67,15 +67,21 @@ def run(ctx: CommandContext) -> EvaluationResult:
         raise DataError(f"{label_dir}: no KITTI label files (*.txt)")
     pred_raw, report = read_prediction_dir(pred_dir)
     if report.counts and not report.detections:  # e.g. label files (no score) given as predictions
-        raise DataError(f"{pred_dir}: no usable detection in {report.files} prediction file(s): {'; '.join(report.lines())}")
+        raise DataError(
+            f"{pred_dir}: no usable detection in {report.files} prediction file(s): {'; '.join(report.lines())}"
+        )
     for line in report.lines():
         ctx.console.print(f"[yellow]prediction files: {line}[/]")
     extra = sorted(set(pred_raw) - set(gt_raw))
     missing = sorted(set(gt_raw) - set(pred_raw))
     if extra:
-        ctx.console.print(f"[yellow]{len(extra)} prediction files have no label file and are ignored, e.g. {extra[:3]}[/]")
+        ctx.console.print(
+            f"[yellow]{len(extra)} prediction files have no label file and are ignored, e.g. {extra[:3]}[/]"
+        )
     if missing:
-        ctx.console.print(f"[yellow]{len(missing)} label files have no prediction file (scored as no detections), e.g. {missing[:3]}[/]")
+        ctx.console.print(
+            f"[yellow]{len(missing)} label files have no prediction file (scored as no detections), e.g. {missing[:3]}[/]"
+        )
     mapping = {k.lower(): v.lower() for k, v in spec.dataset_config.target_class_mapping.items()}
     gt = {k: map_frame(v, mapping) for k, v in gt_raw.items()}
     preds = {k: map_frame(v, mapping) for k, v in pred_raw.items() if k in gt_raw}
@@ -86,10 +92,17 @@ def run(ctx: CommandContext) -> EvaluationResult:
         classes = sorted({t for f in gt.values() for t in f.types} - {"dontcare"})
     if not classes:
         raise DataError(f"{label_dir}: no objects to evaluate")
-    filters = {c: BoxFilter(**(ev.per_class_box_config.get(c) or ev.evaluation_box_config).model_dump()) for c in classes}
+    filters = {
+        c: BoxFilter(**(ev.per_class_box_config.get(c) or ev.evaluation_box_config).model_dump()) for c in classes
+    }
     result = evaluate_ap(
-        gt, preds, classes, {c: thresholds.get(c, ev.default_overlap) for c in classes},
-        mode=ev.average_precision_mode.lower(), num_recall_points=ev.num_recall_points, box_filters=filters,
+        gt,
+        preds,
+        classes,
+        {c: thresholds.get(c, ev.default_overlap) for c in classes},
+        mode=ev.average_precision_mode.lower(),
+        num_recall_points=ev.num_recall_points,
+        box_filters=filters,
         matching=ev.matching,
     )
     ctx.console.print(format_ap_table(result))
@@ -148,13 +161,17 @@ def run_model(ctx: CommandContext) -> EvaluationResult:
     # without -e the CLI hands over the default spec, which sets no dataset_config
     scored = isinstance(ctx.spec, DetectionConfig) and "dataset_config" in ctx.spec.model_fields_set
     if not scored and ctx.spec_path is None:
-        raise TlkitError("tlkit detection evaluate -m: give the experiment spec with -e (its dataset_config says what to score)")
+        raise TlkitError(
+            "tlkit detection evaluate -m: give the experiment spec with -e (its dataset_config says what to score)"
+        )
     spec: DetectionConfig = ctx.spec
     assert ctx.model is not None  # run() calls this for -m only
     det = load_detector(ctx.model, spec)  # the model's own problems first (a missing file, an engine without a GPU)
     if not scored:
-        raise TlkitError(f"{ctx.spec_path}: sets no dataset_config; evaluate -m scores the model on its "
-                         "validation_data_source (or validation_fold / data_sources)")
+        raise TlkitError(
+            f"{ctx.spec_path}: sets no dataset_config; evaluate -m scores the model on its "
+            "validation_data_source (or validation_fold / data_sources)"
+        )
     classes = det.classes
     split = "training" if ctx.option("use_training_set") else "validation"
     ds = _dataset_at(spec, split, classes, det.input_size)
@@ -175,8 +192,12 @@ def run_model(ctx: CommandContext) -> EvaluationResult:
     _coco(ctx, spec, out["ground_truth"], out["predictions"], classes, outputs)
     if spec.evaluation_config.kitti_difficulty or ctx.option("kitti_difficulty"):
         thr = {k.lower(): v for k, v in spec.evaluation_config.minimum_detection_ground_truth_overlap.items()}
-        kitti = evaluate_kitti(out["ground_truth"], out["predictions"], classes,
-                               {c: thr[c.lower()] for c in classes if c.lower() in thr} or None)
+        kitti = evaluate_kitti(
+            out["ground_truth"],
+            out["predictions"],
+            classes,
+            {c: thr[c.lower()] for c in classes if c.lower() in thr} or None,
+        )
         ctx.console.print("\nKITTI difficulty levels (official devkit rules):")
         ctx.console.print(kitti.table())
         outputs["kitti"] = kitti.to_dict()
@@ -200,8 +221,13 @@ def inference_time(det, ds, maker, batch_size: int) -> dict:
         t = time.perf_counter()
         det.heads(x)
         times.append(time.perf_counter() - t)
-    return {"unit": "ms per image", "batch_size": batch_size, "median_ms": at_batch,
-            "median_ms_batch_1": float(np.median(times[1:]) * 1000), "frames_at_batch_1": len(inputs)}
+    return {
+        "unit": "ms per image",
+        "batch_size": batch_size,
+        "median_ms": at_batch,
+        "median_ms_batch_1": float(np.median(times[1:]) * 1000),
+        "frames_at_batch_1": len(inputs),
+    }
 
 
 def _dataset_at(spec: DetectionConfig, split: str, classes: list[str], input_size: tuple[int, int]):
@@ -210,7 +236,9 @@ def _dataset_at(spec: DetectionConfig, split: str, classes: list[str], input_siz
 
     readers = open_readers(spec, split)
     if not readers:
-        raise TlkitError("no validation data: set dataset_config.validation_fold or validation_data_source, or pass --use_training_set")
+        raise TlkitError(
+            "no validation data: set dataset_config.validation_fold or validation_data_source, or pass --use_training_set"
+        )
     missing = sorted(set(class_list(readers)) - set(classes))
     if missing:
         raise DataError(f"the dataset has classes {missing} that the model does not know (model classes: {classes})")

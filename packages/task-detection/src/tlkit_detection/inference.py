@@ -25,13 +25,22 @@ import csv
 import io
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tlkit.errors import DataError, TlkitError
-from tlkit.images import IMAGE_EXTENSIONS, Inputs, SkippedImages, inference_source, read_batches, read_rgb, resolve_inputs
+from tlkit.images import (
+    IMAGE_EXTENSIONS,
+    Inputs,
+    SkippedImages,
+    inference_source,
+    read_batches,
+    read_rgb,
+    resolve_inputs,
+)
 from tlkit.io import atomic_write, atomic_write_text, make_dir, temp_file_beside
 from tlkit_detection.clustering import Detection
 from tlkit_detection.kitti import KittiObject, write_label
@@ -41,19 +50,36 @@ from tlkit_detection.predict import to_frame
 if TYPE_CHECKING:
     from tlkit.context import CommandContext
 
-_PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-            (240, 50, 230), (210, 245, 60), (250, 190, 190), (0, 128, 128)]
+_PALETTE = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 190),
+    (0, 128, 128),
+]
 
 
-def draw(image: np.ndarray, dets: Sequence[Detection], classes: Sequence[str], linewidth: int = 2,
-         secondary: Sequence[Any] | None = None) -> np.ndarray:
+def draw(
+    image: np.ndarray,
+    dets: Sequence[Detection],
+    classes: Sequence[str],
+    linewidth: int = 2,
+    secondary: Sequence[Any] | None = None,
+) -> np.ndarray:
     """A copy of RGB `image` with the detections drawn (class colour, label and confidence; with `secondary`
     results, the secondary label and probability after a '|')."""
     import cv2
 
     out = np.ascontiguousarray(image.copy())
     for i, d in enumerate(dets):
-        color = _PALETTE[list(classes).index(d.class_name) % len(_PALETTE)] if d.class_name in classes else (255, 255, 0)
+        color = (
+            _PALETTE[list(classes).index(d.class_name) % len(_PALETTE)] if d.class_name in classes else (255, 255, 0)
+        )
         x1, y1, x2, y2 = (int(round(v)) for v in d.bbox)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, linewidth)
         text = f"{d.class_name} {d.confidence:.2f}"
@@ -70,10 +96,17 @@ def classify_objects(secondary: Any, image: np.ndarray, dets: Sequence[Detection
 
 
 def cascade_rows(name: str, dets: Sequence[Detection], results: Sequence[Any]) -> list[dict[str, Any]]:
-    return [{"image": name, "bbox": [round(float(v), 2) for v in d.bbox], "class": d.class_name,
-             "confidence": round(float(d.confidence), 4), "secondary_label": r.label,
-             "secondary_probability": None if r.probability is None else round(r.probability, 4)}
-            for d, r in zip(dets, results)]
+    return [
+        {
+            "image": name,
+            "bbox": [round(float(v), 2) for v in d.bbox],
+            "class": d.class_name,
+            "confidence": round(float(d.confidence), 4),
+            "secondary_label": r.label,
+            "secondary_probability": None if r.probability is None else round(r.probability, 4),
+        }
+        for d, r in zip(dets, results)
+    ]
 
 
 def write_cascade(out_dir: Path, rows: list[dict[str, Any]], latency: dict[str, Any]) -> dict[str, str]:
@@ -81,8 +114,16 @@ def write_cascade(out_dir: Path, rows: list[dict[str, Any]], latency: dict[str, 
     w = csv.writer(buf)
     w.writerow(["image", "x1", "y1", "x2", "y2", "class", "confidence", "secondary_label", "secondary_probability"])
     for r in rows:
-        w.writerow([r["image"], *r["bbox"], r["class"], r["confidence"], r["secondary_label"] or "",
-                    "" if r["secondary_probability"] is None else r["secondary_probability"]])
+        w.writerow(
+            [
+                r["image"],
+                *r["bbox"],
+                r["class"],
+                r["confidence"],
+                r["secondary_label"] or "",
+                "" if r["secondary_probability"] is None else r["secondary_probability"],
+            ]
+        )
     atomic_write_text(out_dir / "cascade.csv", buf.getvalue())
     atomic_write_text(out_dir / "cascade.json", json.dumps({"objects": rows, "latency_ms": latency}, indent=1))
     return {"cascade_csv": str(out_dir / "cascade.csv"), "cascade_json": str(out_dir / "cascade.json")}
@@ -91,11 +132,15 @@ def write_cascade(out_dir: Path, rows: list[dict[str, Any]], latency: dict[str, 
 def latency_ms(detector: Any, secondary: Any, frame_s: Sequence[float]) -> dict[str, Any]:
     """Median per-stage latency: detector forward per frame, classifier forward per crop, whole cascade per
     frame (read, preprocess, detect, post-process, crop, classify; drawing and writing excluded)."""
+
     def med(v: Sequence[float]) -> float | None:
         return round(float(np.median(v)) * 1000, 3) if len(v) else None
 
-    return {"detector_per_frame": med(detector.times), "classifier_per_crop": med(secondary.times),
-            "cascade_per_frame": med(frame_s)}
+    return {
+        "detector_per_frame": med(detector.times),
+        "classifier_per_crop": med(secondary.times),
+        "cascade_per_frame": med(frame_s),
+    }
 
 
 def _box(d: Detection) -> tuple[float, float, float, float]:
@@ -126,8 +171,15 @@ def coco_image_ids(paths: Sequence[Path]) -> dict[Path, int]:
     return {p: i + 1 for i, p in enumerate(paths)}
 
 
-def infer_images(detector: Any, inputs: Inputs | Sequence[Path], out_dir: Path, batch_size: int, cfg: Any,
-                 skipped: SkippedImages | None = None, secondary: Any = None) -> dict[str, Any]:
+def infer_images(
+    detector: Any,
+    inputs: Inputs | Sequence[Path],
+    out_dir: Path,
+    batch_size: int,
+    cfg: Any,
+    skipped: SkippedImages | None = None,
+    secondary: Any = None,
+) -> dict[str, Any]:
     """Unreadable images are left out and listed in `skipped` (without it, the first one is a DataError); when
     all are, a DataError and nothing written."""
     import time
@@ -159,9 +211,14 @@ def infer_images(detector: Any, inputs: Inputs | Sequence[Path], out_dir: Path, 
                 results = classify_objects(secondary, img, dets, detector.classes)
                 frame_s.append(time.perf_counter() - t)
                 cascade += cascade_rows(name, dets, results)
-                write_label(sec_dir / Path(name).with_suffix(".txt"), [
-                    KittiObject(type=r.label, bbox=_box(d), score=float(r.probability))
-                    for d, r in zip(dets, results) if r.label is not None])
+                write_label(
+                    sec_dir / Path(name).with_suffix(".txt"),
+                    [
+                        KittiObject(type=r.label, bbox=_box(d), score=float(r.probability))
+                        for d, r in zip(dets, results)
+                        if r.label is not None
+                    ],
+                )
             for d in dets:
                 counts[d.class_name] = counts.get(d.class_name, 0) + 1
                 rows.append([str(p), d.class_name, f"{d.confidence:.6f}", *(f"{float(v):.2f}" for v in d.bbox)])
@@ -172,19 +229,32 @@ def infer_images(detector: Any, inputs: Inputs | Sequence[Path], out_dir: Path, 
                 _write_png_or_jpg(img_dir / name, draw(img, dets, detector.classes, ic.overlay_linewidth, results))
         t = time.perf_counter()
     skipped.require_some(len(paths), inputs.source)
-    out: dict[str, Any] = {"images": len(done), "skipped": len(skipped), "detections": counts,
-           "labels_dir": str(lbl_dir) if ic.kitti_dump else None,
-           "images_dir": str(img_dir) if not ic.disable_overlay else None}
+    out: dict[str, Any] = {
+        "images": len(done),
+        "skipped": len(skipped),
+        "detections": counts,
+        "labels_dir": str(lbl_dir) if ic.kitti_dump else None,
+        "images_dir": str(img_dir) if not ic.disable_overlay else None,
+    }
     if ic.coco_dump:
         out["coco_json"] = str(out_dir / "detections_coco.json")
         atomic_write_text(out_dir / "detections_coco.json", json.dumps(coco))
-        atomic_write_text(out_dir / "detections_coco_ids.json", json.dumps(
-            {"categories": [{"id": i + 1, "name": c} for i, c in enumerate(detector.classes)],
-             "images": [{"id": image_ids[p], "file_name": inputs.name(p)} for p in done]}, indent=1))
+        atomic_write_text(
+            out_dir / "detections_coco_ids.json",
+            json.dumps(
+                {
+                    "categories": [{"id": i + 1, "name": c} for i, c in enumerate(detector.classes)],
+                    "images": [{"id": image_ids[p], "file_name": inputs.name(p)} for p in done],
+                },
+                indent=1,
+            ),
+        )
     if ic.csv_dump:
         out["csv"] = str(out_dir / "detections.csv")
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows([["image", "class", "confidence", "x1", "y1", "x2", "y2"], *rows])
+        csv.writer(buf, lineterminator="\n").writerows(
+            [["image", "class", "confidence", "x1", "y1", "x2", "y2"], *rows]
+        )
         atomic_write_text(out_dir / "detections.csv", buf.getvalue())
     if secondary is not None:
         out["latency_ms"] = latency_ms(detector, secondary, frame_s)
@@ -193,7 +263,9 @@ def infer_images(detector: Any, inputs: Inputs | Sequence[Path], out_dir: Path, 
     return out
 
 
-def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: Any, secondary: Any = None) -> dict[str, Any]:
+def infer_video(
+    detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: Any, secondary: Any = None
+) -> dict[str, Any]:
     """Annotate every frame of a video (cv2), writing an mp4 next to a per-frame detections json."""
     import os
 
@@ -219,12 +291,24 @@ def infer_video(detector: Any, path: Path, out_dir: Path, batch_size: int, cfg: 
                     h, w = img.shape[:2]
                     writer = cv2.VideoWriter(tmp, cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
                 results = classify_objects(secondary, img, dets, detector.classes) if secondary is not None else None
-                writer.write(draw(img, dets, detector.classes, cfg.inference_config.overlay_linewidth, results)[:, :, ::-1])
-                frames_out.append([{"class": d.class_name, "bbox": [float(v) for v in d.bbox],
-                                    "confidence": float(d.confidence),
-                                    **({"secondary_label": r.label, "secondary_probability": r.probability}
-                                       if results is not None else {})}
-                                   for d, r in zip(dets, results or [None] * len(dets))])
+                writer.write(
+                    draw(img, dets, detector.classes, cfg.inference_config.overlay_linewidth, results)[:, :, ::-1]
+                )
+                frames_out.append(
+                    [
+                        {
+                            "class": d.class_name,
+                            "bbox": [float(v) for v in d.bbox],
+                            "confidence": float(d.confidence),
+                            **(
+                                {"secondary_label": r.label, "secondary_probability": r.probability}
+                                if results is not None
+                                else {}
+                            ),
+                        }
+                        for d, r in zip(dets, results or [None] * len(dets))
+                    ]
+                )
             pending.clear()
 
         while True:
@@ -262,8 +346,10 @@ def run(ctx: CommandContext) -> dict[str, Any]:
     inputs = resolve_inputs(inference_source(ctx.options, "tlkit detection inference"))
     out_dir = ctx.require_results_dir()
     detector = load_detector(ctx.model, cfg)
-    ctx.console.print(f"post-processing: {'the spec' if spec_postprocessing(cfg) is not None else 'saved in ' + Path(ctx.model).name}"
-                      f" (min confidence to draw/write: {cfg.inference_config.confidence_threshold:g})")
+    ctx.console.print(
+        f"post-processing: {'the spec' if spec_postprocessing(cfg) is not None else 'saved in ' + Path(ctx.model).name}"
+        f" (min confidence to draw/write: {cfg.inference_config.confidence_threshold:g})"
+    )
     secondary = None
     if ctx.option("secondary"):
         from tlkit.export.cascade import load_secondary
@@ -277,8 +363,14 @@ def run(ctx: CommandContext) -> dict[str, Any]:
     skipped = SkippedImages(strict=bool(ctx.option("strict")))
     res = infer_images(detector, inputs, out_dir, bs, cfg, skipped, secondary)
     skipped.warn(ctx.console)
-    ctx.console.print(f"{res['images']} images: " + (", ".join(f"{k} {v}" for k, v in sorted(res["detections"].items())) or "no detections"))
+    ctx.console.print(
+        f"{res['images']} images: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(res["detections"].items())) or "no detections")
+    )
     if secondary is not None:
-        ctx.console.print("secondary labels: " + ", ".join(f"{k} {v}" for k, v in res["secondary_labels"].items())
-                          + f"; latency (ms, median): {res['latency_ms']}; {res['cascade_csv']}")
+        ctx.console.print(
+            "secondary labels: "
+            + ", ".join(f"{k} {v}" for k, v in res["secondary_labels"].items())
+            + f"; latency (ms, median): {res['latency_ms']}; {res['cascade_csv']}"
+        )
     return res

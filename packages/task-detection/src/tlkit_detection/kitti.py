@@ -15,9 +15,10 @@ in a `PredictionReport`, none is fatal.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -25,8 +26,22 @@ from tlkit.errors import DataError
 from tlkit.io import atomic_write_text
 
 FIELDS = (
-    "type", "truncated", "occluded", "alpha", "x1", "y1", "x2", "y2",
-    "height", "width", "length", "x", "y", "z", "rotation_y", "score",
+    "type",
+    "truncated",
+    "occluded",
+    "alpha",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "height",
+    "width",
+    "length",
+    "x",
+    "y",
+    "z",
+    "rotation_y",
+    "score",
 )
 LABEL_SUFFIX = ".txt"
 
@@ -53,9 +68,14 @@ class KittiObject:
 
     def to_line(self) -> str:
         vals = [
-            self.type, _num(self.truncated), str(int(self.occluded)), _num(self.alpha),
-            *(_num(v) for v in self.bbox), *(_num(v) for v in self.dimensions),
-            *(_num(v) for v in self.location), _num(self.rotation_y),
+            self.type,
+            _num(self.truncated),
+            str(int(self.occluded)),
+            _num(self.alpha),
+            *(_num(v) for v in self.bbox),
+            *(_num(v) for v in self.dimensions),
+            *(_num(v) for v in self.location),
+            _num(self.rotation_y),
         ]
         if self.score is not None:
             vals.append(_num(self.score, 6))
@@ -83,14 +103,21 @@ def parse_line(line: str, where: str = "<string>") -> KittiObject:
     if not all(np.isfinite(values)):
         bad = next(n for n, v in zip(FIELDS[1:], values) if not np.isfinite(v))
         raise DataError(f"{where}: field '{bad}' is not finite")
-    trunc, occ, alpha, x1, y1, x2, y2, h, w, l, x, y, z, ry = values[:14]
+    trunc, occ, alpha, x1, y1, x2, y2, h, w, l, x, y, z, ry = values[:14]  # noqa: E741 (KITTI's field names: l = length)
     if occ != int(occ):
         raise DataError(f"{where}: field 'occluded' must be an integer 0-3, got {parts[2]!r}")
     if x2 < x1 or y2 < y1:
         raise DataError(f"{where}: box has x2 < x1 or y2 < y1 ({x1} {y1} {x2} {y2})")
     return KittiObject(
-        type=parts[0], bbox=(x1, y1, x2, y2), truncated=trunc, occluded=int(occ), alpha=alpha,
-        dimensions=(h, w, l), location=(x, y, z), rotation_y=ry, score=values[14] if len(values) == 15 else None,
+        type=parts[0],
+        bbox=(x1, y1, x2, y2),
+        truncated=trunc,
+        occluded=int(occ),
+        alpha=alpha,
+        dimensions=(h, w, l),
+        location=(x, y, z),
+        rotation_y=ry,
+        score=values[14] if len(values) == 15 else None,
     )
 
 
@@ -157,12 +184,19 @@ class PredictionReport:
             ex.append(where)
 
     def lines(self) -> list[str]:
-        return [f"{self.counts[k]} {text}, e.g. {'; '.join(self.examples[k])}"
-                for k, text in PREDICTION_PROBLEMS.items() if self.counts.get(k)]
+        return [
+            f"{self.counts[k]} {text}, e.g. {'; '.join(self.examples[k])}"
+            for k, text in PREDICTION_PROBLEMS.items()
+            if self.counts.get(k)
+        ]
 
     def to_dict(self) -> dict:
-        return {"files": self.files, "detections": self.detections,
-                "problems": {k: self.counts.get(k, 0) for k in PREDICTION_PROBLEMS}, "examples": self.examples}
+        return {
+            "files": self.files,
+            "detections": self.detections,
+            "problems": {k: self.counts.get(k, 0) for k in PREDICTION_PROBLEMS},
+            "examples": self.examples,
+        }
 
 
 def parse_prediction_line(line: str, where: str, report: PredictionReport) -> Optional[KittiObject]:
@@ -185,14 +219,21 @@ def parse_prediction_line(line: str, where: str, report: PredictionReport) -> Op
     if not all(np.isfinite(values)):
         report.add("not_finite", where)
         return None
-    trunc, occ, alpha, x1, y1, x2, y2, h, w, l, x, y, z, ry, score = values
+    trunc, occ, alpha, x1, y1, x2, y2, h, w, l, x, y, z, ry, score = values  # noqa: E741 (KITTI's field names: l = length)
     if x2 < x1 or y2 < y1:
         report.add("degenerate_box", where)
     if x1 < 0 or y1 < 0:
         report.add("negative_coordinates", where)
     return KittiObject(
-        type=parts[0], bbox=(x1, y1, x2, y2), truncated=trunc, occluded=int(occ), alpha=alpha,
-        dimensions=(h, w, l), location=(x, y, z), rotation_y=ry, score=score,
+        type=parts[0],
+        bbox=(x1, y1, x2, y2),
+        truncated=trunc,
+        occluded=int(occ),
+        alpha=alpha,
+        dimensions=(h, w, l),
+        location=(x, y, z),
+        rotation_y=ry,
+        score=score,
     )
 
 
@@ -207,7 +248,11 @@ def read_prediction_dir(directory: str | Path) -> tuple[dict[str, list[KittiObje
             text = p.read_text()
         except (OSError, UnicodeDecodeError) as err:
             raise DataError(f"{p}: cannot read prediction file: {err}") from None
-        objs = [parse_prediction_line(line, f"{p}:{i}", report) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+        objs = [
+            parse_prediction_line(line, f"{p}:{i}", report)
+            for i, line in enumerate(text.splitlines(), 1)
+            if line.strip()
+        ]
         out[p.stem] = [o for o in objs if o is not None]
         report.files += 1
         report.detections += len(out[p.stem])

@@ -15,8 +15,9 @@ the objective over the epoch, normalised to sum to 1 and clamped to [min, max] o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

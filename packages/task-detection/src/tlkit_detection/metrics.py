@@ -18,14 +18,14 @@ tests/test_reference_tools.py, tests/test_kitti_devkit.py):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 
 from tlkit_detection.kitti import FrameArrays
-
 
 # -- boxes --------------------------------------------------------------------------------------------
 
@@ -68,8 +68,11 @@ class BoxFilter:
 
     def mask(self, boxes: np.ndarray) -> np.ndarray:
         w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        return (h >= self.minimum_height) & (w >= self.minimum_width) & (h <= self.maximum_height) & (
-            w <= self.maximum_width
+        return (
+            (h >= self.minimum_height)
+            & (w >= self.minimum_width)
+            & (h <= self.maximum_height)
+            & (w <= self.maximum_width)
         )
 
 
@@ -175,7 +178,11 @@ def pixel_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     iw = np.maximum(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + 1.0, 0.0)
     ih = np.maximum(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + 1.0, 0.0)
     inter = iw * ih
-    union = (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0) + (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0) - inter
+    union = (
+        (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
+        + (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0)
+        - inter
+    )
     return np.where((union > 0) & (inter > 0), inter / np.where(union > 0, union, 1.0), 0.0)
 
 
@@ -216,8 +223,12 @@ def evaluate_ap(
         )
         if matching == "voc" and flt == BoxFilter():
             flt = None  # the VOC devkit has no filter; TLT's default one drops boxes of negative size
-        gsel = np.flatnonzero((g_type == cls) & (flt is None or flt.mask(g_box))) if g_type.size else np.zeros(0, np.int64)
-        psel = np.flatnonzero((p_type == cls) & (flt is None or flt.mask(p_box))) if p_type.size else np.zeros(0, np.int64)
+        gsel = (
+            np.flatnonzero((g_type == cls) & (flt is None or flt.mask(g_box))) if g_type.size else np.zeros(0, np.int64)
+        )
+        psel = (
+            np.flatnonzero((p_type == cls) & (flt is None or flt.mask(p_box))) if p_type.size else np.zeros(0, np.int64)
+        )
         gsel = gsel[np.argsort(g_frame[gsel], kind="stable")]
         neutral = g_difficult[gsel] if matching == "voc" else np.zeros(gsel.size, bool)
         num_gt = int(gsel.size - neutral.sum())
@@ -263,9 +274,8 @@ def pretty_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
 def format_ap_table(result: APResult) -> str:
     """TLT's evaluation print: mean AP, then a class / AP (in %) table sorted by class."""
     rows = [(name, f"{c.ap * 100:.4f}") for name, c in sorted(result.classes.items())]
-    return (
-        f"Mean average_precision (in %): {result.mean_ap * 100:0.4f}\n\n"
-        + pretty_table(("class name", "average precision (in %)"), rows)
+    return f"Mean average_precision (in %): {result.mean_ap * 100:0.4f}\n\n" + pretty_table(
+        ("class name", "average precision (in %)"), rows
     )
 
 
@@ -284,8 +294,13 @@ def save_pr_curves(result: APResult, directory: str | Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
         if c.recall.size:
             ax.plot(c.recall, c.precision, drawstyle="steps-post")
-        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
-               title=f"{name}: AP {c.ap * 100:.2f}% (IoU {c.iou_threshold:g}, {result.mode})")
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1.02),
+            xlabel="recall",
+            ylabel="precision",
+            title=f"{name}: AP {c.ap * 100:.2f}% (IoU {c.iou_threshold:g}, {result.mode})",
+        )
         ax.grid(alpha=0.3)
         path = directory / f"pr_curve_{_safe(name)}.png"
         with atomic_write(path, "wb") as fh:
@@ -318,7 +333,10 @@ class KittiResult:
     def to_dict(self) -> dict:
         """JSON-ready: NaN (no ground truth at that difficulty) becomes None."""
         return {
-            c: {d: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()} for d, m in by.items()}
+            c: {
+                d: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
+                for d, m in by.items()
+            }
             for c, by in self.classes.items()
         }
 
@@ -416,7 +434,9 @@ def _batched_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def _kitti_ignores(c: _KittiChunk, gt_class: np.ndarray, det_class: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
+def _kitti_ignores(
+    c: _KittiChunk, gt_class: np.ndarray, det_class: np.ndarray, d: int
+) -> tuple[np.ndarray, np.ndarray]:
     """devkit cleanData: ignored_gt (0 count, 1 ignore, -1 other class) and ignored_det (same codes)."""
     hard = (c.gt_occ > MAX_OCCLUSION[d]) | (c.gt_trunc > MAX_TRUNCATION[d]) | (c.gt_height <= MIN_HEIGHT[d])
     ig_gt = np.where((gt_class == 1) & ~hard, 0, np.where((gt_class == 0) | ((gt_class == 1) & hard), 1, -1))
@@ -447,7 +467,7 @@ def _kitti_tp_scores(c: _KittiChunk, ig_gt, ig_det, min_overlap: float) -> tuple
 
 def _kitti_pr_counts(c: _KittiChunk, ig_gt, ig_det, min_overlap: float, thresholds: np.ndarray):
     """devkit computeStatistics with FP, for every threshold at once: (tp, fp, fn) arrays of shape (T,)."""
-    F, T = ig_gt.shape[0], thresholds.size
+    T = thresholds.size
     tp, fn = np.zeros(T, np.int64), np.zeros(T, np.int64)
     below = c.det_score[:, None, :] < thresholds[None, :, None]  # (F, T, D)
     assigned = np.zeros(below.shape, bool)
@@ -538,8 +558,15 @@ COCO_METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
 def coco_xywh(boxes: np.ndarray) -> np.ndarray:
     """x1 y1 x2 y2 -> COCO's x y w h; a degenerate box gets zero width or height (it overlaps nothing)."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    return np.stack([boxes[:, 0], boxes[:, 1], np.clip(boxes[:, 2] - boxes[:, 0], 0, None),
-                     np.clip(boxes[:, 3] - boxes[:, 1], 0, None)], axis=1)
+    return np.stack(
+        [
+            boxes[:, 0],
+            boxes[:, 1],
+            np.clip(boxes[:, 2] - boxes[:, 0], 0, None),
+            np.clip(boxes[:, 3] - boxes[:, 1], 0, None),
+        ],
+        axis=1,
+    )
 
 
 def coco_ground_truth(ground_truth: Mapping[str, FrameArrays], keys: Sequence[str], classes: Sequence[str]) -> dict:
@@ -551,13 +578,26 @@ def coco_ground_truth(ground_truth: Mapping[str, FrameArrays], keys: Sequence[st
         f = ground_truth[k]
         for t, (x, y, w, h) in zip(f.types, coco_xywh(f.boxes)):
             if t in cat:
-                anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cat[t], "bbox": [x, y, w, h],
-                             "area": w * h, "iscrowd": 0})
-    return {"images": [{"id": i + 1, "file_name": k} for i, k in enumerate(keys)], "annotations": anns,
-            "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)]}
+                anns.append(
+                    {
+                        "id": len(anns) + 1,
+                        "image_id": i + 1,
+                        "category_id": cat[t],
+                        "bbox": [x, y, w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                    }
+                )
+    return {
+        "images": [{"id": i + 1, "file_name": k} for i, k in enumerate(keys)],
+        "annotations": anns,
+        "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)],
+    }
 
 
-def coco_detections(predictions: Mapping[str, FrameArrays], image_ids: Mapping[str, int], classes: Sequence[str]) -> list[dict]:
+def coco_detections(
+    predictions: Mapping[str, FrameArrays], image_ids: Mapping[str, int], classes: Sequence[str]
+) -> list[dict]:
     """COCO results: [{image_id, category_id, bbox [x, y, w, h], score}] (category c + 1 is classes[c])."""
     cat = {c: i + 1 for i, c in enumerate(classes)}
     out = []
@@ -566,7 +606,14 @@ def coco_detections(predictions: Mapping[str, FrameArrays], image_ids: Mapping[s
             continue
         for t, box, s in zip(f.types, coco_xywh(f.boxes), f.scores):
             if t in cat:
-                out.append({"image_id": image_ids[k], "category_id": cat[t], "bbox": [float(v) for v in box], "score": float(s)})
+                out.append(
+                    {
+                        "image_id": image_ids[k],
+                        "category_id": cat[t],
+                        "bbox": [float(v) for v in box],
+                        "score": float(s),
+                    }
+                )
     return out
 
 

@@ -143,11 +143,19 @@ def deepstream_meta(cfg: Any, classes: list[str]) -> dict[str, Any]:
 
     def attrs(c: Any) -> dict[str, Any]:
         if c.clustering_algorithm == "dbscan":
-            return {"pre-cluster-threshold": c.coverage_threshold, "eps": c.dbscan_eps,
-                    "minBoxes": max(int(c.dbscan_min_samples), 1), "dbscan-min-score": c.dbscan_confidence_threshold,
-                    "detected-min-h": int(c.minimum_bounding_box_height)}
-        return {"pre-cluster-threshold": c.nms_confidence_threshold, "nms-iou-threshold": c.nms_iou_threshold,
-                "topk": 200, "detected-min-h": int(c.minimum_bounding_box_height)}
+            return {
+                "pre-cluster-threshold": c.coverage_threshold,
+                "eps": c.dbscan_eps,
+                "minBoxes": max(int(c.dbscan_min_samples), 1),
+                "dbscan-min-score": c.dbscan_confidence_threshold,
+                "detected-min-h": int(c.minimum_bounding_box_height),
+            }
+        return {
+            "pre-cluster-threshold": c.nms_confidence_threshold,
+            "nms-iou-threshold": c.nms_iou_threshold,
+            "topk": 200,
+            "detected-min-h": int(c.minimum_bounding_box_height),
+        }
 
     return {
         "network_type": 0,
@@ -178,7 +186,9 @@ class DetectNetBuilder(ModelBuilder):
     def load_graph(self, ctx: list[Any], console: Any) -> BuiltModel:
         built = load_detector_graph(self.cfg, self.classes or [], ctx, console)
         # the clustering and DeepStream settings come from this spec, not from the pruned file
-        built.meta["postprocessing"] = {n: self.cfg.postprocessing_config.for_class(n).model_dump() for n in self.classes or []}
+        built.meta["postprocessing"] = {
+            n: self.cfg.postprocessing_config.for_class(n).model_dump() for n in self.classes or []
+        }
         built.meta["deepstream"] = deepstream_meta(self.cfg, self.classes or [])
         return built
 
@@ -194,11 +204,17 @@ def build_for_training(cfg: Any, classes: list[str], ctx: list[Any], console: An
 def load_detector_graph(cfg: Any, classes: list[str], ctx: list[Any], console: Any) -> BuiltModel:
     """`load_graph: true`: the (pruned) graph of pretrained_model_path, checked against the spec's detector."""
     built = load_graph_for_retraining(
-        cfg.train_config.pretrained_model_path, task=TASK, ctx=ctx, classes=classes,
-        input_shape=list(input_shape_of(cfg)), console=console,
+        cfg.train_config.pretrained_model_path,
+        task=TASK,
+        ctx=ctx,
+        classes=classes,
+        input_shape=list(input_shape_of(cfg)),
+        console=console,
     )
     found = built.meta.get("detector", "detectnet_v2")
     if found != cfg.model.detector:
-        raise SpecError(f"train_config.load_graph: {cfg.train_config.pretrained_model_path} is a {found} graph, "
-                        f"the spec's model_config.detector is {cfg.model.detector!r}")
+        raise SpecError(
+            f"train_config.load_graph: {cfg.train_config.pretrained_model_path} is a {found} graph, "
+            f"the spec's model_config.detector is {cfg.model.detector!r}"
+        )
     return built

@@ -97,7 +97,6 @@ def net_detector(net: Any, meta: dict[str, Any], ctx: Any, params: dict[str, Any
 def load_detector(path: str | Path, spec: Any = None, ctx: Any = None) -> LoadedDetector:
     """A LoadedDetector for a .tlk or .onnx (or engine-backend) model file; its detector from the file's meta."""
     from tlkit.export.runners import load_runner
-
     from tlkit_detection import detectors
 
     path = Path(path)

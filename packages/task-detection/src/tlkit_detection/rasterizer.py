@@ -19,8 +19,8 @@ Follows TLT's `BboxRasterizer.bbox_from_rumpy_params` and its `rasterize_bbox` k
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 

@@ -21,9 +21,9 @@ import json
 import random
 import re
 from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -157,7 +157,9 @@ def write_records(
                     s = by_id[frame]
                     header = recordio.IRHeader(0, encode_label(s, class_index), i, 0)
                     writer.write_idx(i, recordio.pack(header, s.image_path.read_bytes()))
-            shards.append({"fold": fold, "shard": shard, "rec": rec.name, "idx": idx.name, "frames": [str(f) for f in chunk]})
+            shards.append(
+                {"fold": fold, "shard": shard, "rec": rec.name, "idx": idx.name, "frames": [str(f) for f in chunk]}
+            )
     counts: dict[str, int] = {}
     for s in samples:
         for o in s.objects:
@@ -235,8 +237,12 @@ class RecordReader:
     mapping every source class is its own target (DontCare regions included).
     """
 
-    def __init__(self, manifest: str | Path, folds: Sequence[int] | None = None,
-                 target_class_mapping: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        manifest: str | Path,
+        folds: Sequence[int] | None = None,
+        target_class_mapping: Mapping[str, str] | None = None,
+    ):
         self.manifest, self.root = load_manifest(manifest)
         self.source_classes: list[str] = self.manifest["classes"]
         n_folds = self.manifest["num_partitions"]

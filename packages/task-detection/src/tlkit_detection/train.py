@@ -22,8 +22,16 @@ if TYPE_CHECKING:
     from tlkit.context import CommandContext
 
 
-def evaluate_dataset(detector: Any, ds: Dataset, maker: TargetMaker, cfg: Any, batch_size: int,
-                     cost: Any = None, net: Any = None, ctx: Any = None) -> dict[str, Any]:
+def evaluate_dataset(
+    detector: Any,
+    ds: Dataset,
+    maker: TargetMaker,
+    cfg: Any,
+    batch_size: int,
+    cost: Any = None,
+    net: Any = None,
+    ctx: Any = None,
+) -> dict[str, Any]:
     """Detections for every frame of `ds`, scored with per-class AP (evaluation_config). With `cost(outputs,
     frames)` (and the `net` on `ctx`), also the mean validation cost from the same forward pass. Returns
     {"result": APResult, "predictions": {frame: FrameArrays}, "ground_truth": ..., "cost": float | None}."""
@@ -51,10 +59,17 @@ def evaluate_dataset(detector: Any, ds: Dataset, maker: TargetMaker, cfg: Any, b
             gts[f.frame_id] = f.ground_truth(classes)
     thresholds = {k.lower(): v for k, v in ev.minimum_detection_ground_truth_overlap.items()}
     lower = {c: c.lower() for c in classes}
-    filters = {c: BoxFilter(**(ev.per_class_box_config.get(c) or ev.evaluation_box_config).model_dump()) for c in classes}
+    filters = {
+        c: BoxFilter(**(ev.per_class_box_config.get(c) or ev.evaluation_box_config).model_dump()) for c in classes
+    }
     result = evaluate_ap(
-        gts, preds, classes, {c: thresholds.get(lower[c], ev.default_overlap) for c in classes},
-        mode=ev.average_precision_mode.lower(), num_recall_points=ev.num_recall_points, box_filters=filters,
+        gts,
+        preds,
+        classes,
+        {c: thresholds.get(lower[c], ev.default_overlap) for c in classes},
+        mode=ev.average_precision_mode.lower(),
+        num_recall_points=ev.num_recall_points,
+        box_filters=filters,
         matching=ev.matching,
     )
     return {"result": result, "predictions": preds, "ground_truth": gts, "cost": cost_sum / n if n else None}
@@ -107,8 +122,11 @@ def card_datasets(cfg: Any, train_ds: Dataset, val_ds: Dataset | None) -> list[A
     from tlkit.model_card import DatasetInfo
 
     dc = cfg.dataset_config
-    val_path = (dc.validation_data_source.records_path if dc.validation_data_source is not None
-                else f"fold {dc.validation_fold} of the training sources")
+    val_path = (
+        dc.validation_data_source.records_path
+        if dc.validation_data_source is not None
+        else f"fold {dc.validation_fold} of the training sources"
+    )
     train_path = ", ".join(s.records_path for s in dc.data_sources)
     out = []
     for split, ds, path in (("train", train_ds, train_path), ("validation", val_ds, val_path)):
@@ -116,8 +134,16 @@ def card_datasets(cfg: Any, train_ds: Dataset, val_ds: Dataset | None) -> list[A
             continue
         labels = np.concatenate([f.classes for f in ds.frames]).astype(np.int64)
         counts = dict(zip(ds.classes, np.bincount(labels, minlength=len(ds.classes)).tolist()))
-        out.append(DatasetInfo.from_items(split, (f.frame_id for f in ds.frames), counts, path=path,
-                                          format="dataset_convert records", count_unit="objects"))
+        out.append(
+            DatasetInfo.from_items(
+                split,
+                (f.frame_id for f in ds.frames),
+                counts,
+                path=path,
+                format="dataset_convert records",
+                count_unit="objects",
+            )
+        )
     return out
 
 
@@ -135,7 +161,6 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
     from tlkit.config import resolved_spec_text
     from tlkit.distributed import world
     from tlkit.training import TrainJob
-
     from tlkit_detection import detectors
     from tlkit_detection.model import count_params
     from tlkit_detection.predict import net_detector
@@ -146,8 +171,10 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
     classes = train_ds.classes
     built = detector.build_for_training(cfg, classes, ctx_list, console)
     meta = built.meta
-    console.print(f"model: {detector.title} {meta['arch']}, {count_params(built.net):,} parameters, "
-                  f"input {tuple(meta['input_shape'])}")
+    console.print(
+        f"model: {detector.title} {meta['arch']}, {count_params(built.net):,} parameters, "
+        f"input {tuple(meta['input_shape'])}"
+    )
     parts = detector.training(cfg, built, train_ds, ctx_list, console)
     node = world()  # multi-node training: batches are global, each node decodes and trains its slice
     bs = node.global_batch(tc.batch_size_per_gpu, len(ctx_list))
@@ -167,8 +194,16 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any]) ->
             if detector.retrace_to_validate:
                 net._clear_cached_op()
             try:
-                out = evaluate_dataset(net_detector(net, meta, ctx[0], params, detector), val_ds, maker, cfg, bs,
-                                       cost=parts.validation_cost, net=net, ctx=ctx[0])
+                out = evaluate_dataset(
+                    net_detector(net, meta, ctx[0], params, detector),
+                    val_ds,
+                    maker,
+                    cfg,
+                    bs,
+                    cost=parts.validation_cost,
+                    net=net,
+                    ctx=ctx[0],
+                )
             finally:
                 if detector.retrace_to_validate:
                     net._clear_cached_op()

@@ -89,7 +89,9 @@ def parse_coco_keypoints(data: Any, path: str | Path = "<annotations>", strict: 
     """Check an already loaded COCO keypoints dict (see `load_coco_keypoints`); `path` names it in messages."""
     path = Path(path)
     if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a COCO json object with 'images' and 'annotations', got a {type(data).__name__}")
+        raise DataError(
+            f"{path}: expected a COCO json object with 'images' and 'annotations', got a {type(data).__name__}"
+        )
     for key in ("images", "annotations"):
         if not isinstance(data.get(key), list):
             raise DataError(f"{path}: '{key}' is missing or not a list; expected a COCO keypoints file")
@@ -103,7 +105,9 @@ def parse_coco_keypoints(data: Any, path: str | Path = "<annotations>", strict: 
         ds.examples.setdefault(kind, where)
 
     for i, im in enumerate(data["images"]):
-        ok = isinstance(im, dict) and all(isinstance(im.get(k), int) and not isinstance(im.get(k), bool) for k in ("id", "width", "height"))
+        ok = isinstance(im, dict) and all(
+            isinstance(im.get(k), int) and not isinstance(im.get(k), bool) for k in ("id", "width", "height")
+        )
         if not ok or not isinstance(im.get("file_name"), str) or im["width"] <= 0 or im["height"] <= 0:
             problem("bad_image_entry", f"images[{i}]")
             continue
@@ -149,7 +153,9 @@ def _person_category(path: Path, cats: Any) -> int:
                     f"expected COCO's 17 in order: {', '.join(COCO_KEYPOINTS)}"
                 )
             return int(c.get("id", 1))
-    raise DataError(f"{path}: no category named 'person' in categories {[c.get('name') for c in cats if isinstance(c, dict)]}")
+    raise DataError(
+        f"{path}: no category named 'person' in categories {[c.get('name') for c in cats if isinstance(c, dict)]}"
+    )
 
 
 def _clean_annotation(ann: dict, image: CocoImage, where: str, problem) -> dict | None:
@@ -157,7 +163,11 @@ def _clean_annotation(ann: dict, image: CocoImage, where: str, problem) -> dict 
     kps = ann.get("keypoints")
     if kps is None and iscrowd:
         kps = [0] * (3 * NUM_COCO)  # crowd regions often carry no keypoints
-    if not isinstance(kps, list) or len(kps) != 3 * NUM_COCO or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in kps):
+    if (
+        not isinstance(kps, list)
+        or len(kps) != 3 * NUM_COCO
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in kps)
+    ):
         problem("bad_keypoints", where)
         return None
     k = np.array(kps, dtype=np.float64).reshape(NUM_COCO, 3)
@@ -175,7 +185,13 @@ def _clean_annotation(ann: dict, image: CocoImage, where: str, problem) -> dict 
     if ann.get("num_keypoints") is not None and ann.get("num_keypoints") != n and not outside.any():
         problem("num_keypoints_mismatch", where)
     bbox = ann.get("bbox")
-    good_bbox = isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox) and bbox[2] > 0 and bbox[3] > 0
+    good_bbox = (
+        isinstance(bbox, list)
+        and len(bbox) == 4
+        and all(isinstance(v, (int, float)) for v in bbox)
+        and bbox[2] > 0
+        and bbox[3] > 0
+    )
     if not good_bbox:
         problem("bad_bbox", where)
         bbox = _bbox_from(ann.get("segmentation"), k[labeled], image)
@@ -269,7 +285,11 @@ def to_coco_dict(ds: CocoKeypoints) -> dict:
     """The cleaned dataset as a COCO dict (what evaluation scores against)."""
     cats = ds.raw_categories or [{"id": ds.person_category_id, "name": "person", "keypoints": list(COCO_KEYPOINTS)}]
     return {
-        "images": [{"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height} for i in ds.images.values()],
-        "annotations": [{k: v for k, v in a.items() if v is not None} for i in ds.images.values() for a in i.annotations],
+        "images": [
+            {"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height} for i in ds.images.values()
+        ],
+        "annotations": [
+            {k: v for k, v in a.items() if v is not None} for i in ds.images.values() for a in i.annotations
+        ],
         "categories": cats,
     }

@@ -18,10 +18,10 @@ import functools
 import glob
 import math
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +29,6 @@ from tlkit.errors import DataError, SpecError
 from tlkit.images import read_bgr
 from tlkit.recordfile import RERUN, open_reader
 from tlkit.recordfile import read_record as read_record_bytes
-
 from tlkit_pose.skeleton import coco_to_parts, flip_keypoints
 from tlkit_pose.targets import mask_to_target, render_targets
 
@@ -75,7 +74,9 @@ def samples_from_coco(
             continue
         path = ds.image_path(im, image_root)
         if not path.is_file():
-            raise DataError(f"{annotations}: image {im.id} file {path} not found (set dataloader.train_images to the image folder)")
+            raise DataError(
+                f"{annotations}: image {im.id} file {path} not found (set dataloader.train_images to the image folder)"
+            )
         kps = np.array([a["keypoints"] for a in people], np.float64).reshape(-1, 17, 3)
         needs_mask = any(a["iscrowd"] or a["num_keypoints"] < min_keypoints_for_mask for a in im.annotations)
         mask = (lambda im=im: loss_mask(im, min_keypoints_for_mask)) if needs_mask else (lambda: None)
@@ -159,7 +160,14 @@ def _person_box(kps: np.ndarray) -> tuple[np.ndarray, float]:
     return (lo + hi) / 2.0, float(max(hi[1] - lo[1], (hi[0] - lo[0]) * 0.5, 1.0))
 
 
-def augment_params(sample: Sample, image_hw: tuple[int, int], out_hw: tuple[int, int], aug: Any, rng: np.random.Generator, train: bool = True) -> tuple[np.ndarray, bool]:
+def augment_params(
+    sample: Sample,
+    image_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    aug: Any,
+    rng: np.random.Generator,
+    train: bool = True,
+) -> tuple[np.ndarray, bool]:
     """The 2x3 affine (source pixel -> network input pixel) and the flip decision for one sample."""
     h, w = image_hw
     oh, ow = out_hw
@@ -174,7 +182,12 @@ def augment_params(sample: Sample, image_hw: tuple[int, int], out_hw: tuple[int,
         if aug.zoom_prob > 0 and rng.random() < aug.zoom_prob:
             scale *= rng.uniform(aug.zoom_ratio_min, aug.zoom_ratio_max)
         angle = rng.uniform(-aug.rotate_deg_max, aug.rotate_deg_max) if aug.rotate_deg_max > 0 else 0.0
-        shift = np.array([rng.uniform(-aug.translate_max_x, aug.translate_max_x), rng.uniform(-aug.translate_max_y, aug.translate_max_y)])
+        shift = np.array(
+            [
+                rng.uniform(-aug.translate_max_x, aug.translate_max_x),
+                rng.uniform(-aug.translate_max_y, aug.translate_max_y),
+            ]
+        )
         flip = bool(rng.random() < aug.flip_lr_prob)
     a = math.radians(angle)
     rot = scale * np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
@@ -185,14 +198,30 @@ def augment_params(sample: Sample, image_hw: tuple[int, int], out_hw: tuple[int,
     return m, flip
 
 
-def warp_sample(image: np.ndarray, keypoints: np.ndarray, mask: np.ndarray | None, m: np.ndarray, flip: bool, out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def warp_sample(
+    image: np.ndarray,
+    keypoints: np.ndarray,
+    mask: np.ndarray | None,
+    m: np.ndarray,
+    flip: bool,
+    out_hw: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Apply the affine (and flip): image (oh, ow, 3), COCO keypoints (P, 17, 3), mask (oh, ow) float 0/1."""
     import cv2
 
     oh, ow = out_hw
-    img = cv2.warpAffine(image, m, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 3)
+    img = cv2.warpAffine(
+        image, m, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 3
+    )
     if mask is not None:
-        msk = cv2.warpAffine(mask.astype(np.float32), m, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(1.0,))
+        msk = cv2.warpAffine(
+            mask.astype(np.float32),
+            m,
+            (ow, oh),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(1.0,),
+        )
         msk = (msk >= 0.5).astype(np.float32)
     else:
         msk = np.ones((oh, ow), np.float32)
@@ -206,7 +235,9 @@ def warp_sample(image: np.ndarray, keypoints: np.ndarray, mask: np.ndarray | Non
     return np.ascontiguousarray(img), kp, np.ascontiguousarray(msk)
 
 
-def make_example(sample: Sample, cfg: Any, rng: np.random.Generator, train: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def make_example(
+    sample: Sample, cfg: Any, rng: np.random.Generator, train: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One network example: RGB image (H, W, 3) uint8, heatmaps (19, Ht, Wt), PAFs (38, Ht, Wt), mask (1, Ht, Wt)."""
     h, w, _ = cfg.dataloader.image_dims
     stride, lp = cfg.stride, cfg.label_processor_config
@@ -214,7 +245,13 @@ def make_example(sample: Sample, cfg: Any, rng: np.random.Generator, train: bool
     mask = sample.mask()
     m, flip = augment_params(sample, (image.shape[0], image.shape[1]), (h, w), cfg.augmentation_config, rng, train)
     img, kp, msk = warp_sample(image, sample.keypoints, mask, m, flip, (h, w))
-    hm, paf = render_targets(coco_to_parts(kp) if kp.size else np.zeros((0, 18, 3)), (h, w), stride, lp.heatmap_gaussian_sigma, lp.paf_ortho_dist_thresh)
+    hm, paf = render_targets(
+        coco_to_parts(kp) if kp.size else np.zeros((0, 18, 3)),
+        (h, w),
+        stride,
+        lp.heatmap_gaussian_sigma,
+        lp.paf_ortho_dist_thresh,
+    )
     mt = mask_to_target(msk, stride)
     return img[:, :, ::-1], hm.transpose(2, 0, 1), paf.transpose(2, 0, 1), mt[None]
 
@@ -264,4 +301,6 @@ def open_train_samples(cfg: Any, warn: Callable[[str], object] | None = None) ->
         return samples_from_coco(
             dl.train_annotations, dl.train_images, dl.min_keypoints_for_mask, strict=not dl.skip_bad_labels, warn=warn
         )
-    raise SpecError("dataloader: set train_annotations (COCO keypoints json) or train_records (dataset_convert .rec glob) to train")
+    raise SpecError(
+        "dataloader: set train_annotations (COCO keypoints json) or train_records (dataset_convert .rec glob) to train"
+    )

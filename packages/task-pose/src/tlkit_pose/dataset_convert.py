@@ -25,7 +25,6 @@ from tlkit.errors import DataError, TlkitError
 from tlkit.images import image_problem
 from tlkit.io import atomic_write_text, make_dir
 from tlkit.recordfile import record_writer
-
 from tlkit_pose.coco import CocoImage, CocoKeypoints, loss_mask
 
 if TYPE_CHECKING:
@@ -74,7 +73,11 @@ def read_record(record: bytes, decode_image: bool = True) -> dict[str, Any]:
     meta = json.loads(parts[0])
     meta["image"] = cv2.imdecode(np.frombuffer(parts[1], np.uint8), cv2.IMREAD_COLOR) if decode_image else parts[1]
     meta["keypoints"] = np.array(meta["keypoints"], dtype=np.float64).reshape(-1, 17, 3)
-    meta["mask"] = (cv2.imdecode(np.frombuffer(parts[2], np.uint8), cv2.IMREAD_GRAYSCALE) > 0).astype(np.uint8) if parts[2] else None
+    meta["mask"] = (
+        (cv2.imdecode(np.frombuffer(parts[2], np.uint8), cv2.IMREAD_GRAYSCALE) > 0).astype(np.uint8)
+        if parts[2]
+        else None
+    )
     meta["record_label"] = float(header.label)
     return meta
 
@@ -99,7 +102,11 @@ def convert(
 
     if num_partitions < 1 or num_shards < 1:
         raise TlkitError(f"--num_partitions and --num_shards must be >= 1, got {num_partitions} and {num_shards}")
-    images = [im for _, im in sorted(ds.images.items()) if any(not a["iscrowd"] and a["num_keypoints"] > 0 for a in im.annotations)]
+    images = [
+        im
+        for _, im in sorted(ds.images.items())
+        if any(not a["iscrowd"] and a["num_keypoints"] > 0 for a in im.annotations)
+    ]
     if not images:
         raise DataError(f"{ds.path}: no image has a person with labeled keypoints; nothing to convert")
     if not any(ds.image_path(im, image_root).is_file() for im in images):  # before writing any shard
@@ -140,7 +147,9 @@ def convert(
             counts.append(n)
     if not sum(counts):
         first_skipped = next((v[0] for v in skipped.values() if v), "")
-        raise DataError(f"{ds.path}: none of the {len(images)} images could be used (first: {first_skipped}); check --image_root")
+        raise DataError(
+            f"{ds.path}: none of the {len(images)} images could be used (first: {first_skipped}); check --image_root"
+        )
     manifest = {
         "annotations": str(ds.path),
         "mode": mode,
@@ -150,7 +159,9 @@ def convert(
         "files": files,
         "records_per_file": counts,
         "num_records": int(sum(counts)),
-        "num_people": int(sum(sum(1 for a in im.annotations if not a["iscrowd"] and a["num_keypoints"] > 0) for im in images)),
+        "num_people": int(
+            sum(sum(1 for a in im.annotations if not a["iscrowd"] and a["num_keypoints"] > 0) for im in images)
+        ),
         "skipped_images": {k: v for k, v in skipped.items() if v},
         "label_problems": dict(ds.problems),
     }
@@ -161,7 +172,6 @@ def convert(
 def dataset_spec_split(path: Path, mode: str, overrides: list[str] | None = None) -> tuple[Path, Path | None]:
     """(annotations json, image folder) of `mode`'s split in a dataset spec (TLT's coco_spec.json)."""
     from tlkit.config import load_spec
-
     from tlkit_pose.config import PoseDatasetSpec
 
     ds: Any = load_spec(path, PoseDatasetSpec, overrides)
@@ -197,7 +207,9 @@ def run(ctx: CommandContext) -> dict[str, Any]:
         ann = dl.train_annotations if mode == "train" else dl.val_annotations
         root = root or (dl.train_images if mode == "train" else dl.val_images)
     if ann is None:
-        raise TlkitError(f"tlkit pose dataset_convert: give -a/--annotations COCO.json (or dataloader.{'train' if mode == 'train' else 'val'}_annotations in the spec)")
+        raise TlkitError(
+            f"tlkit pose dataset_convert: give -a/--annotations COCO.json (or dataloader.{'train' if mode == 'train' else 'val'}_annotations in the spec)"
+        )
     strict = ctx.option("strict") or (dl is not None and not dl.skip_bad_labels)
     ds = dataset_format(ctx.option("input_format"))(Path(ann), {"strict": strict})
     for line in ds.problem_report():
@@ -220,5 +232,8 @@ def run(ctx: CommandContext) -> dict[str, Any]:
     for kind, items in manifest["skipped_images"].items():
         more = " ..." if len(items) > 1 else ""
         ctx.console.print(f"skipped {len(items)} image(s), {kind}: {items[0]}{more}", markup=False, soft_wrap=True)
-    ctx.console.print(f"Wrote {manifest['num_records']} images ({manifest['num_people']} people) to {len(manifest['files'])} file(s): {manifest['files'][0]} ...", markup=False)
+    ctx.console.print(
+        f"Wrote {manifest['num_records']} images ({manifest['num_people']} people) to {len(manifest['files'])} file(s): {manifest['files'][0]} ...",
+        markup=False,
+    )
     return {"num_records": manifest["num_records"], "files": manifest["files"]}

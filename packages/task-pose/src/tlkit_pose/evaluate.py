@@ -77,7 +77,9 @@ def load_predictions(predictions: str | Path | list, image_ids: set[int] | None 
             raise DataError(f"{where}: entry {i}: expected an object with image_id, keypoints (51 numbers) and score")
         kp = r["keypoints"]
         if not isinstance(kp, list) or len(kp) != 51 or not all(isinstance(v, (int, float)) for v in kp):
-            raise DataError(f"{where}: entry {i} (image_id {r['image_id']}): keypoints must be 51 numbers (17 x [x, y, v]), got {len(kp) if isinstance(kp, list) else type(kp).__name__}")
+            raise DataError(
+                f"{where}: entry {i} (image_id {r['image_id']}): keypoints must be 51 numbers (17 x [x, y, v]), got {len(kp) if isinstance(kp, list) else type(kp).__name__}"
+            )
         if not isinstance(r["score"], (int, float)):
             raise DataError(f"{where}: entry {i}: score must be a number, got {r['score']!r}")
         if image_ids is not None and r["image_id"] not in image_ids:
@@ -85,7 +87,9 @@ def load_predictions(predictions: str | Path | list, image_ids: set[int] | None 
     return predictions
 
 
-def evaluate_keypoints(annotations: str | Path | dict, predictions: str | Path | list, verbose: bool = False) -> dict[str, Any]:
+def evaluate_keypoints(
+    annotations: str | Path | dict, predictions: str | Path | list, verbose: bool = False
+) -> dict[str, Any]:
     """Score keypoint results against COCO annotations.
 
     Returns {"kpi": {TLT name: value}, "metrics": {short name: value}, "summary": COCOeval's printed text,
@@ -158,9 +162,13 @@ def run(ctx: CommandContext) -> EvaluationResult:
         annotations = spec.dataloader.val_annotations
         image_root = image_root or spec.dataloader.val_images
     if predictions is None and ctx.model is None:
-        raise TlkitError("tlkit pose evaluate: give -m MODEL (.tlk or .onnx) to evaluate, or --predictions RESULTS.json (a COCO keypoint results list)")
+        raise TlkitError(
+            "tlkit pose evaluate: give -m MODEL (.tlk or .onnx) to evaluate, or --predictions RESULTS.json (a COCO keypoint results list)"
+        )
     if annotations is None:
-        raise TlkitError("tlkit pose evaluate: give --annotations COCO.json (or dataloader.val_annotations in the spec)")
+        raise TlkitError(
+            "tlkit pose evaluate: give --annotations COCO.json (or dataloader.val_annotations in the spec)"
+        )
     results_dir = ctx.results_dir  # None: print only, as TLT's evaluate without -r
     status = StatusLogger(results_dir) if results_dir is not None else None
     if status:

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 def sdk_compatible_model(model: Path, output: Path, ratio: int = 4) -> Path:
     """Write `output` (.tlk, graph kind): the model with its heatmap and PAF upsampled x`ratio` in-graph."""
     from tlkit.model_io import load_net, save_net
-
     from tlkit_pose.model import STRIDE, _classes
 
     if ratio < 2 or ratio % 2 or STRIDE % ratio:
@@ -36,7 +35,9 @@ def sdk_compatible_model(model: Path, output: Path, ratio: int = 4) -> Path:
     wrapped = Upsampled(net, ratio)
     wrapped.up_heatmap.initialize()
     wrapped.up_paf.initialize()
-    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "tlkit_version", "kind", "train_state")}
+    meta = {
+        k: v for k, v in meta.items() if k not in ("format", "format_version", "tlkit_version", "kind", "train_state")
+    }
     post = dict(meta.get("postprocessing") or {})
     post.update(stride=STRIDE // ratio, output_upsampling_factor=STRIDE // ratio)
     meta.update(postprocessing=post, sdk_compatible={"upsample_ratio": ratio}, source_model=str(model))

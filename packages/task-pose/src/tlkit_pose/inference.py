@@ -17,9 +17,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tlkit.errors import DataError, TlkitError
-from tlkit.images import IMAGE_EXTENSIONS, Inputs, SkippedImages, inference_source, read_batches, read_bgr, resolve_inputs
+from tlkit.images import (
+    IMAGE_EXTENSIONS,
+    Inputs,
+    SkippedImages,
+    inference_source,
+    read_batches,
+    read_bgr,
+    resolve_inputs,
+)
 from tlkit.io import atomic_write_text
-
 from tlkit_pose.postprocess import Person, to_coco_results
 from tlkit_pose.skeleton import LIMBS
 
@@ -27,7 +34,10 @@ if TYPE_CHECKING:
     from tlkit.context import CommandContext
 
 # one colour per limb (BGR), OpenPose-like rainbow
-_COLORS = [tuple(int(c) for c in np.array(__import__("colorsys").hsv_to_rgb(i / len(LIMBS), 1.0, 1.0))[::-1] * 255) for i in range(len(LIMBS))]
+_COLORS = [
+    tuple(int(c) for c in np.array(__import__("colorsys").hsv_to_rgb(i / len(LIMBS), 1.0, 1.0))[::-1] * 255)
+    for i in range(len(LIMBS))
+]
 
 
 def draw_people(image_bgr: np.ndarray, people: Sequence[Person]) -> np.ndarray:
@@ -48,8 +58,13 @@ def draw_people(image_bgr: np.ndarray, people: Sequence[Person]) -> np.ndarray:
     return out
 
 
-def infer_images(predictor: Any, inputs: Inputs | Sequence[Path], out_dir: Path, visualize: bool = True,
-                 skipped: SkippedImages | None = None) -> dict[str, Any]:
+def infer_images(
+    predictor: Any,
+    inputs: Inputs | Sequence[Path],
+    out_dir: Path,
+    visualize: bool = True,
+    skipped: SkippedImages | None = None,
+) -> dict[str, Any]:
     """Unreadable images are left out and listed in `skipped` (without it, the first one is a DataError; when all
     are, a DataError and no detections.json); the image_id of a result stays its position in the inputs."""
     import cv2
@@ -68,7 +83,9 @@ def infer_images(predictor: Any, inputs: Inputs | Sequence[Path], out_dir: Path,
             for r in to_coco_results(people, image_id):
                 results.append({**r, "file_name": str(f)})
             if visualize:
-                ok, buf = cv2.imencode(f.suffix if f.suffix.lower() in IMAGE_EXTENSIONS else ".png", draw_people(img, people))
+                ok, buf = cv2.imencode(
+                    f.suffix if f.suffix.lower() in IMAGE_EXTENSIONS else ".png", draw_people(img, people)
+                )
                 atomic_write_bytes(vis_dir / inputs.name(f), buf.tobytes())
     skipped.require_some(len(files), inputs.source)
     path = out_dir / "detections.json"
@@ -102,7 +119,9 @@ def infer_video(predictor: Any, video: Path, out_dir: Path) -> dict[str, Any]:
             people = predictor.people([frame])[0]
             results += to_coco_results(people, frame_i)
             if writer is None:
-                writer = cv2.VideoWriter(str(tmp_path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
+                writer = cv2.VideoWriter(
+                    str(tmp_path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0])
+                )
             writer.write(draw_people(frame, people))
             frame_i += 1
     finally:
@@ -134,5 +153,8 @@ def run(ctx: CommandContext) -> dict[str, Any]:
         visualize = not ctx.option("no_visualizations")
         res = infer_images(predictor, inputs, out_dir, visualize=visualize, skipped=skipped)
         skipped.warn(ctx.console)
-        ctx.console.print(f"{res['images']} image(s), {res['people']} people: {res['detections']}" + (f", overlays in {res['annotated_dir']}" if res["annotated_dir"] else ""))
+        ctx.console.print(
+            f"{res['images']} image(s), {res['people']} people: {res['detections']}"
+            + (f", overlays in {res['annotated_dir']}" if res["annotated_dir"] else "")
+        )
     return res

@@ -23,7 +23,6 @@ import numpy as np
 from tlkit.errors import ModelFileError, SpecError
 from tlkit.transfer import BuiltModel, ModelBuilder, count_params, load_graph_for_retraining, load_task_pretrained  # noqa: F401
 from tlkit.transfer import build_for_training as build_network
-
 from tlkit_pose.skeleton import NUM_HEATMAP_CHANNELS, NUM_PAF_CHANNELS
 
 TASK = "pose"
@@ -84,7 +83,15 @@ def _classes():
             return self.heatmap(f), self.paf(f)
 
     class BodyPoseNet(nn.HybridBlock):
-        def __init__(self, backbone: Any, feat_channels: int, stages: int = 3, channels: int = 128, n_convs: int = 3, **kwargs: Any):
+        def __init__(
+            self,
+            backbone: Any,
+            feat_channels: int,
+            stages: int = 3,
+            channels: int = 128,
+            n_convs: int = 3,
+            **kwargs: Any,
+        ):
             # fixed prefix: head node names are the same in every process (meta["prune_exclude"])
             super().__init__(prefix=PREFIX, **kwargs)
             self.n_stages = int(stages)
@@ -93,7 +100,9 @@ def _classes():
                 self.backbone = backbone
                 self.interface = nn.HybridSequential(prefix="interface_")
                 with self.interface.name_scope():
-                    self.interface.add(nn.Conv2D(channels, 3, padding=1, in_channels=feat_channels), nn.Activation("relu"))
+                    self.interface.add(
+                        nn.Conv2D(channels, 3, padding=1, in_channels=feat_channels), nn.Activation("relu")
+                    )
                 for s in range(1, self.n_stages + 1):
                     cin = channels if s == 1 else channels + NUM_HEATMAP_CHANNELS + NUM_PAF_CHANNELS
                     setattr(self, f"stage{s}", Stage(cin, channels, n_convs, prefix=f"stage{s}_"))
@@ -129,8 +138,17 @@ def _classes():
         import mxnet as mx
 
         k = 2 * r
-        layer = nn.Conv2DTranspose(c, k, strides=r, padding=r // 2, groups=c, use_bias=False, in_channels=c, prefix=prefix,
-                                   weight_initializer=mx.init.Constant(bilinear_kernel(k)[None, None].repeat(c, 0)))
+        layer = nn.Conv2DTranspose(
+            c,
+            k,
+            strides=r,
+            padding=r // 2,
+            groups=c,
+            use_bias=False,
+            in_channels=c,
+            prefix=prefix,
+            weight_initializer=mx.init.Constant(bilinear_kernel(k)[None, None].repeat(c, 0)),
+        )
         layer.weight.grad_req = "null"
         return layer
 
@@ -150,9 +168,13 @@ def _truncate(backbone: Any, blocks: int) -> None:
     """Keep only the first `blocks` freeze-able blocks of a tlkit Backbone (their layers and parameters)."""
     n = len(backbone.block_names)
     if not backbone._block_spans:  # a plugin's Backbone subclass with its own forward: no layer list to cut
-        raise SpecError(f"model.backbone_blocks: {backbone.arch} builds its own forward; it cannot be truncated (use null)")
+        raise SpecError(
+            f"model.backbone_blocks: {backbone.arch} builds its own forward; it cannot be truncated (use null)"
+        )
     if blocks > n:
-        raise SpecError(f"model.backbone_blocks: {backbone.arch} has {n} blocks ({', '.join(backbone.block_names)}), got {blocks}")
+        raise SpecError(
+            f"model.backbone_blocks: {backbone.arch} has {n} blocks ({', '.join(backbone.block_names)}), got {blocks}"
+        )
     hi = backbone._block_spans[blocks - 1][1]
     for name in backbone._layer_names[hi:]:
         del backbone._children[name]
@@ -188,7 +210,13 @@ def build_net(build: dict[str, Any]) -> Any:
             f"model.backbone_blocks {build.get('backbone_blocks')}: {arch} then has stride {stride}, the model needs {STRIDE}; keep more blocks"
         )
     _, BodyPoseNet, Upsampled = _classes()
-    net = BodyPoseNet(backbone, feat, int(build.get("stages", 3)), int(build.get("stage_channels", 128)), int(build.get("stage_convs", 3)))
+    net = BodyPoseNet(
+        backbone,
+        feat,
+        int(build.get("stages", 3)),
+        int(build.get("stage_channels", 128)),
+        int(build.get("stage_convs", 3)),
+    )
     if build.get("upsample_ratio"):
         return Upsampled(net, int(build["upsample_ratio"]))
     return net
@@ -232,7 +260,9 @@ def build_meta(cfg: Any) -> dict[str, Any]:
     if c != 3:
         raise SpecError(f"dataloader.image_dims: BodyPoseNet takes RGB input (3 channels), got {c}")
     if cfg.stride != STRIDE:
-        raise SpecError(f"dataloader.image_dims / pose_config.target_shape = stride {cfg.stride}; BodyPoseNet has stride {STRIDE}")
+        raise SpecError(
+            f"dataloader.image_dims / pose_config.target_shape = stride {cfg.stride}; BodyPoseNet has stride {STRIDE}"
+        )
     norm = dl.normalization_params
     return {
         "task": TASK,
@@ -242,10 +272,17 @@ def build_meta(cfg: Any) -> dict[str, Any]:
         "input_layout": "NCHW",
         "preprocessing": preprocessing(norm.image_scale, norm.image_offset),
         "output_names": list(OUTPUT_NAMES),
-        "postprocessing": {"stride": STRIDE, "output_upsampling_factor": STRIDE, "inference": cfg.inference.model_dump()},
+        "postprocessing": {
+            "stride": STRIDE,
+            "output_upsampling_factor": STRIDE,
+            "inference": cfg.inference.model_dump(),
+        },
         "prune_exclude": head_nodes(m.stages),
         # DeepStream bodypose2d: "other" network, raw tensors to the app (output-tensor-meta=1)
-        "deepstream": {"network_type": 100, "properties": {"output-tensor-meta": 1, "maintain-aspect-ratio": 1, "symmetric-padding": 0}},
+        "deepstream": {
+            "network_type": 100,
+            "properties": {"output-tensor-meta": 1, "maintain-aspect-ratio": 1, "symmetric-padding": 0},
+        },
         "build": {
             "arch": m.arch,
             "backbone_blocks": m.backbone_blocks,
@@ -268,8 +305,13 @@ class PoseBuilder(ModelBuilder):
 
     def load_graph(self, ctx: list[Any], console: Any) -> BuiltModel:
         # the retrained graph computes the loss on its last stage only
-        return load_graph_for_retraining(self.cfg.train_config.pretrained_model_path, task=TASK, ctx=ctx,
-                                         input_shape=build_meta(self.cfg)["input_shape"], console=console)
+        return load_graph_for_retraining(
+            self.cfg.train_config.pretrained_model_path,
+            task=TASK,
+            ctx=ctx,
+            input_shape=build_meta(self.cfg)["input_shape"],
+            console=console,
+        )
 
     def finish(self, net: Any, meta: dict[str, Any]) -> None:
         m = self.cfg.model

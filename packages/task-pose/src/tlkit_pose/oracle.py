@@ -38,17 +38,23 @@ def oracle_maps(
         scaled[..., 1] = (parts[..., 1] + 0.5) * f_y - 0.5
         ph, pw = -(-sh // stride) * stride, -(-sw // stride) * stride
         inputs.append(ScaledInput(np.zeros((ph, pw, 1), np.uint8), s, (sh, sw)))
-        outputs.append(render_targets(scaled, (ph, pw), stride, label.heatmap_gaussian_sigma, label.paf_ortho_dist_thresh))
+        outputs.append(
+            render_targets(scaled, (ph, pw), stride, label.heatmap_gaussian_sigma, label.paf_ortho_dist_thresh)
+        )
     return merge_multiscale(outputs, inputs, image_hw, stride)
 
 
-def oracle_image_results(image: CocoImage, stride: int = 8, params: InferenceConfig | None = None, label: LabelProcessorConfig | None = None) -> list[dict]:
+def oracle_image_results(
+    image: CocoImage, stride: int = 8, params: InferenceConfig | None = None, label: LabelProcessorConfig | None = None
+) -> list[dict]:
     params = params or InferenceConfig()
     hm, paf = oracle_maps(image.keypoints(), (image.height, image.width), stride, label, params.scales)
     return to_coco_results(decode(hm, paf, params), image.id)
 
 
-def oracle_results(ds: CocoKeypoints, stride: int = 8, params: InferenceConfig | None = None, label: LabelProcessorConfig | None = None) -> list[dict]:
+def oracle_results(
+    ds: CocoKeypoints, stride: int = 8, params: InferenceConfig | None = None, label: LabelProcessorConfig | None = None
+) -> list[dict]:
     """COCO keypoint results of the oracle for every image of a dataset."""
     out: list[dict] = []
     for image in ds.images.values():

@@ -46,9 +46,13 @@ def _params(params: InferenceConfig | None) -> InferenceConfig:
 
 def _check_maps(heatmap: np.ndarray, paf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if heatmap.ndim != 3 or heatmap.shape[2] not in (NUM_PARTS, NUM_PARTS + 1):
-        raise ValueError(f"heatmap must be (H, W, {NUM_PARTS + 1}) (or without background, {NUM_PARTS}), got {heatmap.shape}")
+        raise ValueError(
+            f"heatmap must be (H, W, {NUM_PARTS + 1}) (or without background, {NUM_PARTS}), got {heatmap.shape}"
+        )
     if paf.ndim != 3 or paf.shape[2] != 2 * NUM_LIMBS or paf.shape[:2] != heatmap.shape[:2]:
-        raise ValueError(f"paf must be (H, W, {2 * NUM_LIMBS}) with the heatmap's H, W {heatmap.shape[:2]}, got {paf.shape}")
+        raise ValueError(
+            f"paf must be (H, W, {2 * NUM_LIMBS}) with the heatmap's H, W {heatmap.shape[:2]}, got {paf.shape}"
+        )
     return heatmap, np.asarray(paf, dtype=np.float32)
 
 
@@ -107,7 +111,9 @@ def _break_ties(smoothed: np.ndarray, ys: np.ndarray, xs: np.ndarray, js: np.nda
     return ys[keep], xs[keep], js[keep]
 
 
-def score_limbs(start: np.ndarray, end: np.ndarray, paf_xy: np.ndarray, params: InferenceConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+def score_limbs(
+    start: np.ndarray, end: np.ndarray, paf_xy: np.ndarray, params: InferenceConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Line-integral scores (nA, nB) and qualified-sample counts (nA, nB) of all start x end candidate pairs."""
     p = _params(params)
     n = p.line_integral_samples_num
@@ -126,7 +132,9 @@ def score_limbs(start: np.ndarray, end: np.ndarray, paf_xy: np.ndarray, params: 
     return (s * ok).sum(-1) / (count + 1e-6), count
 
 
-def find_connections(peaks: list[np.ndarray], paf: np.ndarray, params: InferenceConfig | None = None) -> list[np.ndarray]:
+def find_connections(
+    peaks: list[np.ndarray], paf: np.ndarray, params: InferenceConfig | None = None
+) -> list[np.ndarray]:
     """Per limb, an (m, 3) array of accepted connections: start peak id, end peak id, limb score."""
     p = _params(params)
     need = p.line_integral_count_threshold * p.line_integral_samples_num
@@ -150,7 +158,9 @@ def find_connections(peaks: list[np.ndarray], paf: np.ndarray, params: Inference
     return out
 
 
-def group_people(connections: list[np.ndarray], peaks: list[np.ndarray], params: InferenceConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+def group_people(
+    connections: list[np.ndarray], peaks: list[np.ndarray], params: InferenceConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """TLT's connect_parts. Returns humans (N, 20) (18 peak ids or -1, total score, part count) and the peak table."""
     p = _params(params)
     table = np.concatenate([t for t in peaks]) if any(len(t) for t in peaks) else np.zeros((0, 4))
@@ -183,7 +193,9 @@ def group_people(connections: list[np.ndarray], peaks: list[np.ndarray], params:
                 row[-1] = 2
                 row[-2] = table[int(ida), 2] + table[int(idb), 2] + s
                 humans = np.vstack([humans, row])
-    keep = (humans[:, -1] >= p.num_parts_thresh) & (humans[:, -2] / np.maximum(humans[:, -1], 1) >= p.overall_score_thresh)
+    keep = (humans[:, -1] >= p.num_parts_thresh) & (
+        humans[:, -2] / np.maximum(humans[:, -1], 1) >= p.overall_score_thresh
+    )
     return humans[keep], table
 
 
@@ -213,7 +225,14 @@ def to_coco_results(people: Sequence[Person], image_id: int, category_id: int = 
         for x, y, s in coco:
             found = s > 0
             flat += [round(float(x), 2), round(float(y), 2), 1 if found else 0]
-        out.append({"image_id": int(image_id), "category_id": category_id, "keypoints": flat, "score": round(float(person.score), 6)})
+        out.append(
+            {
+                "image_id": int(image_id),
+                "category_id": category_id,
+                "keypoints": flat,
+                "score": round(float(person.score), 6),
+            }
+        )
     return out
 
 
@@ -225,7 +244,9 @@ def upsample(maps: np.ndarray, factor: int, out_hw: tuple[int, int] | None = Non
     (the un-padded input size)."""
     import cv2
 
-    up = cv2.resize(np.ascontiguousarray(maps, dtype=np.float32), None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+    up = cv2.resize(
+        np.ascontiguousarray(maps, dtype=np.float32), None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC
+    )
     if up.ndim == 2:
         up = up[:, :, None]
     return up if out_hw is None else up[: out_hw[0], : out_hw[1]]
@@ -240,7 +261,13 @@ class ScaledInput:
     scaled_hw: tuple[int, int]  # size before padding
 
 
-def multiscale_inputs(image: np.ndarray, scales: Sequence[float] = (1.0,), stride: int = 8, input_height: int | None = None, pad_value: int = 128) -> list[ScaledInput]:
+def multiscale_inputs(
+    image: np.ndarray,
+    scales: Sequence[float] = (1.0,),
+    stride: int = 8,
+    input_height: int | None = None,
+    pad_value: int = 128,
+) -> list[ScaledInput]:
     """Resize the image for each scale (scale 1 = `input_height` if given, else the image's own height) and
     pad it bottom/right to a multiple of the stride, as TLT's inferencer does."""
     import cv2
@@ -261,7 +288,12 @@ def multiscale_inputs(image: np.ndarray, scales: Sequence[float] = (1.0,), strid
     return out
 
 
-def merge_multiscale(outputs: Sequence[tuple[np.ndarray, np.ndarray]], inputs: Sequence[ScaledInput], image_hw: tuple[int, int], stride: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def merge_multiscale(
+    outputs: Sequence[tuple[np.ndarray, np.ndarray]],
+    inputs: Sequence[ScaledInput],
+    image_hw: tuple[int, int],
+    stride: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
     """Average per-scale network outputs at image resolution: upsample by the stride, crop the padding,
     resize to the image."""
     import cv2

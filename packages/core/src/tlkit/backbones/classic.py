@@ -67,8 +67,12 @@ def darknet53(*, out_stride: int = 32, use_batch_norm: bool = True) -> Backbone:
     blocks = [("stem", 1, 1)]
     cin = 32
     for b, (count, ch) in enumerate(zip((1, 2, 8, 8, 4), (64, 128, 256, 512, 1024))):
-        layers.append((f"features.{len(layers)}",
-                       conv_bn_act(ch, 3, 2, in_channels=cin, use_batch_norm=use_batch_norm, act="leaky")))
+        layers.append(
+            (
+                f"features.{len(layers)}",
+                conv_bn_act(ch, 3, 2, in_channels=cin, use_batch_norm=use_batch_norm, act="leaky"),
+            )
+        )
         for _ in range(count):
             layers.append((f"features.{len(layers)}", DarknetResidual(ch, use_batch_norm)))
         blocks.append((f"block_{b + 1}", count + 1, 2))
@@ -95,8 +99,12 @@ def darknet19(*, out_stride: int = 32, use_batch_norm: bool = True) -> Backbone:
     for g, group in enumerate(_DARKNET19):
         start = len(layers)
         for ch, k in group:
-            layers.append((f"features.{len(layers)}",
-                           conv_bn_act(ch, k, in_channels=cin, use_batch_norm=use_batch_norm, act="leaky")))
+            layers.append(
+                (
+                    f"features.{len(layers)}",
+                    conv_bn_act(ch, k, in_channels=cin, use_batch_norm=use_batch_norm, act="leaky"),
+                )
+            )
             cin = ch
         last = g == len(_DARKNET19) - 1
         if not last:
@@ -117,27 +125,49 @@ def mobilenet_v1(*, out_stride: int = 32) -> Backbone:
     net = gluoncv_model("mobilenet1.0")
     # 3 stem layers, then 13 depthwise-separable units of 6 layers; units 1, 3, 5, 11 downsample.
     blocks = [("stem", 9, 2), ("block_1", 12, 2), ("block_2", 12, 2), ("block_3", 36, 2), ("block_4", 12, 2)]
-    return Backbone("mobilenet_v1", _features(net, 81), blocks, 1024, out_stride=out_stride,
-                    default_preprocess="torch")
+    return Backbone("mobilenet_v1", _features(net, 81), blocks, 1024, out_stride=out_stride, default_preprocess="torch")
 
 
 def mobilenet_v2(*, out_stride: int = 32) -> Backbone:
     """GluonCV mobilenetv2_1.0 up to its 1280-channel conv. Blocks split at the downsampling bottlenecks."""
     net = gluoncv_model("mobilenetv2_1.0")
     blocks = [("stem", 4, 2), ("block_1", 2, 2), ("block_2", 3, 2), ("block_3", 7, 2), ("block_4", 7, 2)]
-    return Backbone("mobilenet_v2", _features(net, 23), blocks, 1280, out_stride=out_stride,
-                    default_preprocess="torch")
+    return Backbone("mobilenet_v2", _features(net, 23), blocks, 1280, out_stride=out_stride, default_preprocess="torch")
 
 
 def googlenet(*, out_stride: int = 32) -> Backbone:
     """GluonCV googlenet (Inception v1 with BN). Blocks: 0 stem, then one per inception module
     (1 = 3a, 2 = 3b, 3 = max-pool + 4a, ..., 7 = 4e, 8 = max-pool + 5a, 9 = 5b), as TLT numbers 0..7."""
     net = gluoncv_model("googlenet")
-    names = ["conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b", "maxpool3",
-             "inception4a", "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4",
-             "inception5a", "inception5b"]
+    names = [
+        "conv1",
+        "maxpool1",
+        "conv2",
+        "conv3",
+        "maxpool2",
+        "inception3a",
+        "inception3b",
+        "maxpool3",
+        "inception4a",
+        "inception4b",
+        "inception4c",
+        "inception4d",
+        "inception4e",
+        "maxpool4",
+        "inception5a",
+        "inception5b",
+    ]
     layers = [(n, net._children[n]) for n in names]
-    blocks = [("stem", 5, 8), ("inception_3a", 1, 1), ("inception_3b", 1, 1), ("inception_4a", 2, 2),
-              ("inception_4b", 1, 1), ("inception_4c", 1, 1), ("inception_4d", 1, 1), ("inception_4e", 1, 1),
-              ("inception_5a", 2, 2), ("inception_5b", 1, 1)]
+    blocks = [
+        ("stem", 5, 8),
+        ("inception_3a", 1, 1),
+        ("inception_3b", 1, 1),
+        ("inception_4a", 2, 2),
+        ("inception_4b", 1, 1),
+        ("inception_4c", 1, 1),
+        ("inception_4d", 1, 1),
+        ("inception_4e", 1, 1),
+        ("inception_5a", 2, 2),
+        ("inception_5b", 1, 1),
+    ]
     return Backbone("googlenet", layers, blocks, 1024, out_stride=out_stride, default_preprocess="torch")

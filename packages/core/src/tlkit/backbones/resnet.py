@@ -87,8 +87,9 @@ def resnet(
             cin = channels[i + 1]
         layers.append((f"features.{4 + i}", stage))
         blocks.append((f"block_{i + 1}", 1, stride))
-    return Backbone(f"resnet{n_layers}", layers, blocks, channels[-1], out_stride=out_stride,
-                    default_preprocess="torch")  # GluonCV ImageNet weights: torch mean/std
+    return Backbone(
+        f"resnet{n_layers}", layers, blocks, channels[-1], out_stride=out_stride, default_preprocess="torch"
+    )  # GluonCV ImageNet weights: torch mean/std
 
 
 # partials keep the builder's signature visible (build_backbone checks options against it)

@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from tlkit.cli.app import build_app
+
         app = build_app()
         _check_task_name(app, argv)
         argv = expand_multi_values(argv, _multi_value_flags())

@@ -12,7 +12,7 @@ import inspect
 import json
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -25,23 +25,41 @@ BUILTIN_COMMANDS = ("plugins", "spec", "deploy", "model")
 
 # The common flags, as (name, annotation, typer.Option) — TLT's names and short forms.
 _COMMON = (
-    ("experiment_spec", Optional[Path], ("-e", "--experiment_spec", "--experiment_spec_file"), "Experiment spec (YAML)."),
+    (
+        "experiment_spec",
+        Optional[Path],
+        ("-e", "--experiment_spec", "--experiment_spec_file"),
+        "Experiment spec (YAML).",
+    ),
     ("results_dir", Optional[Path], ("-r", "--results_dir"), "Directory for outputs, logs and status.json."),
     ("model", Optional[Path], ("-m", "--model", "--model_path"), "Model file (.tlk, .onnx, engine)."),
     ("output", Optional[Path], ("-o", "--output", "--output_file"), "Output file."),
-    ("key", Optional[str], ("-k", "--key"), "Model key (accepted for TLT compatibility; tlkit files are not encrypted)."),
+    (
+        "key",
+        Optional[str],
+        ("-k", "--key"),
+        "Model key (accepted for TLT compatibility; tlkit files are not encrypted).",
+    ),
     ("gpus", Optional[int], ("--gpus",), "Number of GPUs (0 = CPU; default: 1 if MXNet sees a GPU, else CPU)."),
-    ("gpu_index", Optional[List[int]], ("--gpu_index",), "GPU indices, e.g. --gpu_index 0 1."),
+    ("gpu_index", Optional[list[int]], ("--gpu_index",), "GPU indices, e.g. --gpu_index 0 1."),
 )
 
 
 # Process-level flags: CPU threads (any command) and multi-node training (train only; tlkit.distributed).
 _RUNTIME = (
-    ("num_threads", Optional[int], ("--num_threads",),
-     "MXNet CPU threads (default: OMP_NUM_THREADS, else the cores this process may use)."),
+    (
+        "num_threads",
+        Optional[int],
+        ("--num_threads",),
+        "MXNet CPU threads (default: OMP_NUM_THREADS, else the cores this process may use).",
+    ),
     ("num_nodes", Optional[int], ("--num_nodes",), "Train on N nodes (one process each; MXNet dist_sync). Default 1."),
-    ("node_rank", Optional[int], ("--node_rank",),
-     "This node's rank, 0..N-1 (0 runs the scheduler and writes results)."),
+    (
+        "node_rank",
+        Optional[int],
+        ("--node_rank",),
+        "This node's rank, 0..N-1 (0 runs the scheduler and writes results).",
+    ),
     ("master", Optional[str], ("--master",), "host:port of node 0's scheduler (a free port), for --num_nodes > 1."),
 )
 
@@ -49,7 +67,7 @@ _RUNTIME = (
 def _option_param(opt: OptionSpec) -> inspect.Parameter:
     tp: Any = opt.type
     if opt.multiple:
-        annotation: Any = Optional[List[tp]]
+        annotation: Any = Optional[list[tp]]
         default: Any = None
     elif opt.type is bool:
         annotation, default = bool, bool(opt.default)
@@ -61,27 +79,35 @@ def _option_param(opt: OptionSpec) -> inspect.Parameter:
     flags = list(opt.flags)
     if opt.type is bool:
         flags = [f"{flags[0]}/--no-{flags[0].lstrip('-')}", *flags[1:]] if len(flags) == 1 else flags
-    option = typer.Option(... if opt.required else default, *flags, help=help_text, show_default=opt.default not in (None, ()))
+    option = typer.Option(
+        ... if opt.required else default, *flags, help=help_text, show_default=opt.default not in (None, ())
+    )
     return inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
 
 def _make_command(task: TaskSpec, cmd: CommandSpec):
     params = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(None, *flags, help=h), annotation=ann)
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(None, *flags, help=h), annotation=ann
+        )
         for name, ann, flags, h in _COMMON
     ]
     params.append(
         inspect.Parameter(
             "use_amp",
             inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(False, "--use_amp", help="Automatic mixed precision (train only): float16 on GPUs, "
-                                 "bfloat16 on AVX-512 CPUs."),
+            default=typer.Option(
+                False,
+                "--use_amp",
+                help="Automatic mixed precision (train only): float16 on GPUs, bfloat16 on AVX-512 CPUs.",
+            ),
             annotation=bool,
         )
     )
     params += [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(None, *flags, help=h),
-                          annotation=ann)
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(None, *flags, help=h), annotation=ann
+        )
         for name, ann, flags, h in _RUNTIME
     ]
     params += [_option_param(o) for o in cmd.options]
@@ -90,7 +116,7 @@ def _make_command(task: TaskSpec, cmd: CommandSpec):
             "overrides",
             inspect.Parameter.KEYWORD_ONLY,
             default=typer.Argument(None, help="Spec overrides, e.g. train_config.n_epochs=5", show_default=False),
-            annotation=Optional[List[str]],
+            annotation=Optional[list[str]],
         )
     )
 
@@ -270,13 +296,17 @@ def build_app() -> typer.Typer:
 
     @app.callback()
     def _root(
-        version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Show the version."),
+        version: bool = typer.Option(
+            False, "--version", callback=_version_callback, is_eager=True, help="Show the version."
+        ),
     ) -> None:
         """tlkit: transfer learning for computer vision."""
 
     app.command("plugins", help="List installed plugins and what they register.")(plugins_cmd.plugins)
     app.add_typer(spec_cmd.spec_app, name="spec", help="Default specs and spec validation.")
-    app.add_typer(deploy_cmd.deploy_app, name="deploy", help="Deployment configs: a DeepStream detector -> classifier cascade.")
+    app.add_typer(
+        deploy_cmd.deploy_app, name="deploy", help="Deployment configs: a DeepStream detector -> classifier cascade."
+    )
     app.add_typer(
         model_cmd.model_app, name="model", help="Pretrained models (list, info, pull, push, verify) and model cards."
     )

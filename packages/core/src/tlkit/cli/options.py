@@ -27,9 +27,15 @@ def with_defaults(specs: Iterable[OptionSpec], given: Mapping[str, Any]) -> dict
     out.update((k, v) for k, v in given.items() if v is not None)
     return out
 
+
 PRUNE_OPTIONS: tuple[OptionSpec, ...] = (
-    OptionSpec("pruner", ("--pruner",), str, "l2",
-               "the pruning method: a registered pruner (`tlkit plugins` lists them); l2 = TLT's filter-norm pruning"),
+    OptionSpec(
+        "pruner",
+        ("--pruner",),
+        str,
+        "l2",
+        "the pruning method: a registered pruner (`tlkit plugins` lists them); l2 = TLT's filter-norm pruning",
+    ),
     OptionSpec("normalizer", ("-n", "--normalizer"), str, "max", "per-layer norm normalizer", choices=("max", "L2")),
     OptionSpec(
         "equalization_criterion",
@@ -99,44 +105,111 @@ PRUNE_OPTIONS: tuple[OptionSpec, ...] = (
 
 # compress = prune steps + retraining: the pruning flags that shape each step, plus the loop's own
 COMPRESS_OPTIONS: tuple[OptionSpec, ...] = (
-    OptionSpec("max_accuracy_drop", ("--max_accuracy_drop",), float, 1.0, "keep models at most this many points (of 100) below the trained model's validation KPI"),
+    OptionSpec(
+        "max_accuracy_drop",
+        ("--max_accuracy_drop",),
+        float,
+        1.0,
+        "keep models at most this many points (of 100) below the trained model's validation KPI",
+    ),
     OptionSpec("target_ratio", ("--target_ratio",), float, 0.1, "the smallest parameter ratio tried (the last step)"),
     OptionSpec("steps", ("--steps",), int, 3, "pruning steps from 1 down to --target_ratio (geometric)"),
-    OptionSpec("retrain_epochs", ("--retrain_epochs",), int, None, "retraining epochs per step (default: train_config.n_epochs)"),
-    OptionSpec("max_latency_ms", ("--max_latency_ms",), float, None, "also require at most this onnxruntime batch-1 latency (ms)"),
-    OptionSpec("no_distillation", ("--no_distillation",), bool, False, "retrain without distillation from the trained model"),
+    OptionSpec(
+        "retrain_epochs",
+        ("--retrain_epochs",),
+        int,
+        None,
+        "retraining epochs per step (default: train_config.n_epochs)",
+    ),
+    OptionSpec(
+        "max_latency_ms",
+        ("--max_latency_ms",),
+        float,
+        None,
+        "also require at most this onnxruntime batch-1 latency (ms)",
+    ),
+    OptionSpec(
+        "no_distillation", ("--no_distillation",), bool, False, "retrain without distillation from the trained model"
+    ),
     OptionSpec("no_latency", ("--no_latency",), bool, False, "do not export and time each step in onnxruntime"),
-    *(o for o in PRUNE_OPTIONS if o.name in ("pruner", "allocation", "min_channel_ratio", "pruning_granularity", "min_num_filters",
-                                             "normalizer", "equalization_criterion", "excluded_layers")),
+    *(
+        o
+        for o in PRUNE_OPTIONS
+        if o.name
+        in (
+            "pruner",
+            "allocation",
+            "min_channel_ratio",
+            "pruning_granularity",
+            "min_num_filters",
+            "normalizer",
+            "equalization_criterion",
+            "excluded_layers",
+        )
+    ),
 )
 
 # How a secondary classifier picks and labels a detector's objects: the same flags (and meaning) for the DeepStream
 # secondary-GIE config export writes and for the Python cascade (`detection inference --secondary`).
 SECONDARY_FILTERS: tuple[OptionSpec, ...] = (
-    OptionSpec("classifier_threshold", ("--classifier_threshold",), float, 0.5,
-               "classifier: attach a label only at this probability or above (DeepStream classifier-threshold)"),
-    OptionSpec("operate_on_class_ids", ("--operate_on_class_ids",), str, None,
-               "secondary classifier: the detector's class ids to classify, e.g. '0;2' (default: all)"),
-    OptionSpec("input_object_min_width", ("--input_object_min_width",), int, 16,
-               "secondary classifier: skip narrower objects (px)"),
-    OptionSpec("input_object_min_height", ("--input_object_min_height",), int, 16,
-               "secondary classifier: skip shorter objects (px)"),
+    OptionSpec(
+        "classifier_threshold",
+        ("--classifier_threshold",),
+        float,
+        0.5,
+        "classifier: attach a label only at this probability or above (DeepStream classifier-threshold)",
+    ),
+    OptionSpec(
+        "operate_on_class_ids",
+        ("--operate_on_class_ids",),
+        str,
+        None,
+        "secondary classifier: the detector's class ids to classify, e.g. '0;2' (default: all)",
+    ),
+    OptionSpec(
+        "input_object_min_width",
+        ("--input_object_min_width",),
+        int,
+        16,
+        "secondary classifier: skip narrower objects (px)",
+    ),
+    OptionSpec(
+        "input_object_min_height",
+        ("--input_object_min_height",),
+        int,
+        16,
+        "secondary classifier: skip shorter objects (px)",
+    ),
 )
 
 EXPORT_OPTIONS: tuple[OptionSpec, ...] = (
-    OptionSpec("format", ("--format",), str, "onnx",
-               "the exporter: a registered export format (`tlkit plugins` lists them); onnx writes ONNX"),
+    OptionSpec(
+        "format",
+        ("--format",),
+        str,
+        "onnx",
+        "the exporter: a registered export format (`tlkit plugins` lists them); onnx writes ONNX",
+    ),
     OptionSpec(
         "opset", ("--opset", "--target_opset"), int, None, "ONNX opset to stamp (default: the exporter's)", min=7
     ),
     OptionSpec(
-        "static_batch_size", ("--static_batch_size",), int, -1, "fixed batch size; -1 = dynamic batch", min=1,
+        "static_batch_size",
+        ("--static_batch_size",),
+        int,
+        -1,
+        "fixed batch size; -1 = dynamic batch",
+        min=1,
         special=(-1,),
     ),
-    OptionSpec("data_type", ("--data_type",), str, "fp32", "fp32, fp16 or int8 (Q/DQ)", choices=("fp32", "fp16", "int8")),
+    OptionSpec(
+        "data_type", ("--data_type",), str, "fp32", "fp32, fp16 or int8 (Q/DQ)", choices=("fp32", "fp16", "int8")
+    ),
     OptionSpec("cal_data_file", ("--cal_data_file",), Path, None, "calibration tensorfile (HDF5) for int8"),
     OptionSpec("cal_image_dir", ("--cal_image_dir",), Path, None, "calibrate int8 from these images instead"),
-    OptionSpec("cal_cache_file", ("--cal_cache_file",), Path, None, "TensorRT calibration cache to write, or to import"),
+    OptionSpec(
+        "cal_cache_file", ("--cal_cache_file",), Path, None, "TensorRT calibration cache to write, or to import"
+    ),
     OptionSpec("batches", ("--batches",), int, 10, "calibration batches", min=1),
     OptionSpec("batch_size", ("--batch_size",), int, 16, "calibration batch size", min=1),
     OptionSpec(
@@ -156,10 +229,20 @@ EXPORT_OPTIONS: tuple[OptionSpec, ...] = (
         "activations: fully fused int8 kernels on x86 CPUs; TensorRT rejects it)",
         choices=("tensorrt", "onnxruntime"),
     ),
-    OptionSpec("cal_json_file", ("--cal_json_file",), Path, None,
-               "QAT models: also write the learned activation ranges as TAO's JSON ({tensor_scales: {tensor: amax}})"),
-    OptionSpec("force_ptq", ("--force_ptq",), bool, False,
-               "QAT models: calibrate (--cal_data_file / --cal_image_dir) instead of using the learned ranges"),
+    OptionSpec(
+        "cal_json_file",
+        ("--cal_json_file",),
+        Path,
+        None,
+        "QAT models: also write the learned activation ranges as TAO's JSON ({tensor_scales: {tensor: amax}})",
+    ),
+    OptionSpec(
+        "force_ptq",
+        ("--force_ptq",),
+        bool,
+        False,
+        "QAT models: calibrate (--cal_data_file / --cal_image_dir) instead of using the learned ranges",
+    ),
     OptionSpec(
         "quantize_output_heads",
         ("--quantize_output_heads",),
@@ -170,19 +253,33 @@ EXPORT_OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec("gen_ds_config", ("--gen_ds_config",), bool, False, "also write a complete DeepStream nvinfer config"),
     *SECONDARY_FILTERS,
-    OptionSpec("ds_secondary", ("--ds_secondary",), bool, False,
-               "DeepStream: write a secondary-GIE classifier config (process-mode 2, on a detector's objects)"),
-    OptionSpec("operate_on_gie_id", ("--operate_on_gie_id",), int, 1,
-               "--ds_secondary: the detector GIE to classify objects of"),
+    OptionSpec(
+        "ds_secondary",
+        ("--ds_secondary",),
+        bool,
+        False,
+        "DeepStream: write a secondary-GIE classifier config (process-mode 2, on a detector's objects)",
+    ),
+    OptionSpec(
+        "operate_on_gie_id", ("--operate_on_gie_id",), int, 1, "--ds_secondary: the detector GIE to classify objects of"
+    ),
     OptionSpec("gie_unique_id", ("--gie_unique_id",), int, None, "DeepStream gie-unique-id (default 1, secondary 2)"),
-    OptionSpec("classifier_async_mode", ("--classifier_async_mode",), int, 1,
-               "--ds_secondary: 1 = attach results asynchronously by tracker id (needs a tracker), "
-               "0 = in the same frame"),
+    OptionSpec(
+        "classifier_async_mode",
+        ("--classifier_async_mode",),
+        int,
+        1,
+        "--ds_secondary: 1 = attach results asynchronously by tracker id (needs a tracker), 0 = in the same frame",
+    ),
     OptionSpec("gen_triton_repo", ("--gen_triton_repo",), Path, None, "also write a Triton model repository here"),
-    OptionSpec("triton_platform", ("--triton_platform",), str, "onnxruntime_onnx",
-               "--gen_triton_repo: onnxruntime_onnx (the ONNX) or tensorrt_plan (builds a TensorRT engine: "
-               "tlkit-tensorrt)",
-               choices=("onnxruntime_onnx", "tensorrt_plan")),
+    OptionSpec(
+        "triton_platform",
+        ("--triton_platform",),
+        str,
+        "onnxruntime_onnx",
+        "--gen_triton_repo: onnxruntime_onnx (the ONNX) or tensorrt_plan (builds a TensorRT engine: tlkit-tensorrt)",
+        choices=("onnxruntime_onnx", "tensorrt_plan"),
+    ),
 )
 
 TRAIN_OPTIONS: tuple[OptionSpec, ...] = (
@@ -197,9 +294,14 @@ TRAIN_OPTIONS: tuple[OptionSpec, ...] = (
 )
 
 INFERENCE_OPTIONS: tuple[OptionSpec, ...] = (
-    OptionSpec("image", ("-i", "--image"), Path, None,
-               "the input: an image, a folder of images (sub-folders too), a .txt list of images (one path a "
-               "line) or, where the task reads videos, a video"),
+    OptionSpec(
+        "image",
+        ("-i", "--image"),
+        Path,
+        None,
+        "the input: an image, a folder of images (sub-folders too), a .txt list of images (one path a "
+        "line) or, where the task reads videos, a video",
+    ),
     OptionSpec("image_dir", ("-d", "--image_dir"), Path, None, "the same as -i (TLT's flag for a folder)"),
     OptionSpec("batch_size", ("-b", "--batch_size"), int, 16, "inference batch size", min=1),
     OptionSpec(
@@ -209,11 +311,20 @@ INFERENCE_OPTIONS: tuple[OptionSpec, ...] = (
 
 # A detector's inference with an exported classifier on its objects (the DeepStream primary + secondary cascade)
 CASCADE_OPTIONS: tuple[OptionSpec, ...] = (
-    OptionSpec("secondary", ("--secondary",), Path, None,
-               "an exported classifier (.onnx, or an engine) to classify each detected object with"),
-    OptionSpec("secondary_margin", ("--secondary_margin",), float, 0.0,
-               "widen each box by this fraction of its size per side before classifying "
-               "(DeepStream cannot: 0 matches it)"),
+    OptionSpec(
+        "secondary",
+        ("--secondary",),
+        Path,
+        None,
+        "an exported classifier (.onnx, or an engine) to classify each detected object with",
+    ),
+    OptionSpec(
+        "secondary_margin",
+        ("--secondary_margin",),
+        float,
+        0.0,
+        "widen each box by this fraction of its size per side before classifying (DeepStream cannot: 0 matches it)",
+    ),
     *SECONDARY_FILTERS,
 )
 

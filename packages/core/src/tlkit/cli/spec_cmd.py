@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -72,7 +72,7 @@ def default(task: str = typer.Argument(..., help="Task name, e.g. classification
 def validate(
     file: Path = typer.Argument(..., help="Spec file: tlkit YAML, or a TLT/TAO spec (protobuf text or YAML)."),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Task the spec is for (default: guess)."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """Validate FILE; every error names the key path and the line. TLT keys tlkit ignores are warnings."""
     name, kind, _, loaded = read_for_some_task(file, task, list(overrides or []))
@@ -87,7 +87,7 @@ def validate(
 def import_(
     file: Path = typer.Argument(..., help="A TLT/TAO spec (protobuf text, or BodyPoseNet YAML)."),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Task the spec is for (default: guess)."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides (TLT or tlkit key names)"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides (TLT or tlkit key names)"),
 ) -> None:
     """Print FILE as tlkit YAML: each key that TLT names or places differently carries a comment, and the
     TLT keys tlkit ignores are listed at the top. `tlkit spec import tlt.txt -t detection > spec.yaml`."""

@@ -58,10 +58,15 @@ def _export(model: Path, output: Path, options: dict[str, Any]) -> tuple[Path, d
         batches = None if qat else _calibration_batches(model, options)
         if (batches is not None or qat) and cache is None:
             cache = output.parent / "cal.bin"  # TLT's default name, next to the model
-        extra = {"cal_batches": batches, "calibration_method": options["calibration_method"],
-                 "cal_cache_file": cache, "qdq_format": options["qdq_format"],
-                 "cal_json_file": options["cal_json_file"], "force_ptq": force_ptq,
-                 "quantize_output_heads": bool(options.get("quantize_output_heads"))}
+        extra = {
+            "cal_batches": batches,
+            "calibration_method": options["calibration_method"],
+            "cal_cache_file": cache,
+            "qdq_format": options["qdq_format"],
+            "cal_json_file": options["cal_json_file"],
+            "force_ptq": force_ptq,
+            "quantize_output_heads": bool(options.get("quantize_output_heads")),
+        }
     path = export_onnx(
         model,
         output,
@@ -85,8 +90,10 @@ def exporter_for(name: str | None, task: str | None) -> tuple[Any, Any]:
 
     spec = get_registry().exporter(name or DEFAULT_FORMAT)
     if spec.tasks is not None and task is not None and task not in spec.tasks:
-        raise TlkitError(f"--format {spec.name}: exports {', '.join(sorted(spec.tasks))} models, not {task!r} ones "
-                         f"(from {spec.distribution})")
+        raise TlkitError(
+            f"--format {spec.name}: exports {', '.join(sorted(spec.tasks))} models, not {task!r} ones "
+            f"(from {spec.distribution})"
+        )
     return spec, resolve(spec.export)
 
 
@@ -110,8 +117,10 @@ def run(ctx: CommandContext) -> dict[str, Any]:
         output = output.with_name(output.name + spec.suffix)
     asked = [f"--{name}" for name in _ONNX_ONLY if opts.get(name)]
     if asked and spec.suffix != ".onnx":
-        raise TlkitError(f"{' and '.join(asked)}: deployment configs describe an ONNX model; --format {spec.name} "
-                         f"writes {spec.suffix or 'another format'}")
+        raise TlkitError(
+            f"{' and '.join(asked)}: deployment configs describe an ONNX model; --format {spec.name} "
+            f"writes {spec.suffix or 'another format'}"
+        )
     if export is export_with_options:  # core's ONNX exporter: it also reports the int8 calibration cache it wrote
         path, info = _export(model, output, opts)
     else:
@@ -122,15 +131,19 @@ def run(ctx: CommandContext) -> dict[str, Any]:
     return _onnx_outputs(ctx, model, path, info, opts)
 
 
-def _onnx_outputs(ctx: CommandContext, model: Path, path: Path, info: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
+def _onnx_outputs(
+    ctx: CommandContext, model: Path, path: Path, info: dict[str, Any], opts: dict[str, Any]
+) -> dict[str, Any]:
     """Report an exported ONNX file and write the deployment configs the flags ask for."""
     from tlkit.export.onnx_export import read_onnx_metadata
 
     meta = read_onnx_metadata(path)
     outputs: dict[str, Any] = {"onnx": str(path), "data_type": meta.get("data_type")}
     batch = meta.get("batch")
-    ctx.console.print(f"Exported {model} -> {path} ({meta.get('data_type')}, "
-                      f"{'dynamic batch' if batch == 'batch' else f'batch {batch}'}, opset {meta.get('opset')})")
+    ctx.console.print(
+        f"Exported {model} -> {path} ({meta.get('data_type')}, "
+        f"{'dynamic batch' if batch == 'batch' else f'batch {batch}'}, opset {meta.get('opset')})"
+    )
     if meta.get("quantization") == "qat":
         ctx.console.print("int8 from the learned ranges of quantization-aware training (no calibration)")
     if info.get("cal_cache_file"):
@@ -139,8 +152,9 @@ def _onnx_outputs(ctx: CommandContext, model: Path, path: Path, info: dict[str, 
     if opts.get("gen_ds_config"):
         from tlkit.export.deploy import write_deepstream_config
 
-        cfg = write_deepstream_config(path, meta, path.parent, int8_calib_file=info.get("cal_cache_file"),
-                                      **deepstream_options(opts))
+        cfg = write_deepstream_config(
+            path, meta, path.parent, int8_calib_file=info.get("cal_cache_file"), **deepstream_options(opts)
+        )
         outputs["deepstream_config"] = str(cfg)
         ctx.console.print(f"DeepStream config: {cfg}")
     if opts.get("gen_triton_repo"):
@@ -172,7 +186,8 @@ def deepstream_options(opts: dict[str, Any]) -> dict[str, Any]:
             gie_unique_id=2 if gie_id is None else int(gie_id),
             input_object_min_width=int(opts["input_object_min_width"]),
             input_object_min_height=int(opts["input_object_min_height"]),
-            classifier_async_mode=bool(int(opts["classifier_async_mode"])))
+            classifier_async_mode=bool(int(opts["classifier_async_mode"])),
+        )
     elif gie_id is not None:
         kw["gie_unique_id"] = int(gie_id)
     return kw
@@ -185,8 +200,10 @@ def build_engine_for(onnx_path: Path, meta: dict[str, Any], opts: dict[str, Any]
 
     builders = [b for b in get_registry().engine_backends().values() if getattr(b, "build", None)]
     if not builders:
-        raise TlkitError("--triton_platform tensorrt_plan needs an engine backend that builds TensorRT engines: "
-                         "pip install tlkit-tensorrt (with TensorRT or TensorRT-RTX)")
+        raise TlkitError(
+            "--triton_platform tensorrt_plan needs an engine backend that builds TensorRT engines: "
+            "pip install tlkit-tensorrt (with TensorRT or TensorRT-RTX)"
+        )
     why = resolve(builders[0].available)()
     engine = onnx_path.with_suffix(".engine")
     data_type = meta.get("data_type") or "fp32"
@@ -195,5 +212,6 @@ def build_engine_for(onnx_path: Path, meta: dict[str, Any], opts: dict[str, Any]
     except TlkitError:
         raise
     except Exception as err:  # the builder's own failure, with the backend's reason when it has one
-        raise TlkitError(f"building a TensorRT engine from {onnx_path} failed: {err}"
-                         + (f" ({why})" if why else "")) from None
+        raise TlkitError(
+            f"building a TensorRT engine from {onnx_path} failed: {err}" + (f" ({why})" if why else "")
+        ) from None

@@ -132,8 +132,10 @@ def write_deepstream_config(
     ds = dict(meta.get("deepstream") or {})
     net_type = network_type(meta)
     if secondary is not None and net_type != 1:
-        raise SpecError(f"{onnx_path}: a secondary GIE here classifies detected objects; this model has "
-                        f"network-type {net_type}, not 1 (classifier)")
+        raise SpecError(
+            f"{onnx_path}: a secondary GIE here classifies detected objects; this model has "
+            f"network-type {net_type}, not 1 (classifier)"
+        )
     resolved = resolve_preprocessing(meta)
     pre = to_deepstream(resolved)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,11 +193,14 @@ def write_deepstream_config(
     if todo:
         lines = [f"# DeepStream nvinfer config written by tlkit. NOT complete as written: {todo}"]
     elif net_type == 100:
-        lines = ["# DeepStream nvinfer config written by tlkit. Runs as written; nvinfer only attaches the raw "
-                 "output tensors (network-type 100, output-tensor-meta): the application parses them."]
+        lines = [
+            "# DeepStream nvinfer config written by tlkit. Runs as written; nvinfer only attaches the raw "
+            "output tensors (network-type 100, output-tensor-meta): the application parses them."
+        ]
     else:
-        lines = ["# DeepStream nvinfer config written by tlkit (complete: runs as written; "
-                 "the parser is DeepStream's own)."]
+        lines = [
+            "# DeepStream nvinfer config written by tlkit (complete: runs as written; the parser is DeepStream's own)."
+        ]
     lines += [f"# {note}" for note in ds.get("notes") or []]
     if not pre["exact"]:
         lines.append(
@@ -203,14 +208,18 @@ def write_deepstream_config(
             f"(nvinfer has one scale; worst relative error {pre['max_rel_error']:.2%})."
         )
     if resolved.get("center_crop"):
-        lines.append("# The model was validated with a center crop (resize to size/0.875, keep the middle); nvinfer "
-                     "scales the whole frame or object to the input instead. Train with enable_center_crop: false "
-                     "for identical preprocessing.")
+        lines.append(
+            "# The model was validated with a center crop (resize to size/0.875, keep the middle); nvinfer "
+            "scales the whole frame or object to the input instead. Train with enable_center_crop: false "
+            "for identical preprocessing."
+        )
     if explicit_int8:
         lines.append("# Q/DQ ONNX: TensorRT takes int8 scales from the graph (explicit quantization): no calib file.")
     if secondary is not None:
-        lines.append(f"# Secondary GIE: classifies the objects of GIE {secondary.operate_on_gie_id} (the whole "
-                     "detector box, scaled to the input; nvinfer cannot widen it by a margin).")
+        lines.append(
+            f"# Secondary GIE: classifies the objects of GIE {secondary.operate_on_gie_id} (the whole "
+            "detector box, scaled to the input; nvinfer cannot widen it by a margin)."
+        )
     lines.append("[property]")
     lines += [f"{k}={_fmt(v)}" for k, v in prop.items()]
     if net_type == 0:
@@ -229,16 +238,30 @@ def _custom_parser_todo(prop: dict[str, Any]) -> str:
     lib = prop.get("custom-lib-path")
     if not lib or str(lib) == STOCK_PARSER_LIB:
         return ""
-    return (f"{prop.get('parse-bbox-func-name', 'its parser')} lives in {lib}, which DeepStream does not ship: "
-            "build or install that library first.")
+    return (
+        f"{prop.get('parse-bbox-func-name', 'its parser')} lives in {lib}, which DeepStream does not ship: "
+        "build or install that library first."
+    )
 
 
 # -- Triton ----------------------------------------------------------------------------------------
 
-TRITON_TYPES = {"fp32": "TYPE_FP32", "fp16": "TYPE_FP16", "int8": "TYPE_INT8", "int32": "TYPE_INT32",
-                "int64": "TYPE_INT64"}
-_ONNX_ELEM_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 3: "TYPE_INT8", 6: "TYPE_INT32", 7: "TYPE_INT64",
-                        9: "TYPE_BOOL", 2: "TYPE_UINT8"}
+TRITON_TYPES = {
+    "fp32": "TYPE_FP32",
+    "fp16": "TYPE_FP16",
+    "int8": "TYPE_INT8",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+}
+_ONNX_ELEM_TO_TRITON = {
+    1: "TYPE_FP32",
+    10: "TYPE_FP16",
+    3: "TYPE_INT8",
+    6: "TYPE_INT32",
+    7: "TYPE_INT64",
+    9: "TYPE_BOOL",
+    2: "TYPE_UINT8",
+}
 
 
 def _onnx_io(onnx_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -261,13 +284,16 @@ def _onnx_io(onnx_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
 
 def _io_from_meta(meta: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if "input_shape" not in meta or "output_shapes" not in meta:
-        raise SpecError("a TensorRT plan needs meta with input_shape, output_names and output_shapes "
-                        "(the metadata of the ONNX it was built from)")
+        raise SpecError(
+            "a TensorRT plan needs meta with input_shape, output_names and output_shapes "
+            "(the metadata of the ONNX it was built from)"
+        )
     batch = meta.get("batch", "batch")
-    ins = [{"name": meta.get("input_name", "input"), "data_type": "TYPE_FP32",
-            "dims": [batch, *meta["input_shape"]]}]
-    outs = [{"name": n, "data_type": "TYPE_FP32", "dims": list(s)}
-            for n, s in zip(meta.get("output_names") or ["output"], meta["output_shapes"])]
+    ins = [{"name": meta.get("input_name", "input"), "data_type": "TYPE_FP32", "dims": [batch, *meta["input_shape"]]}]
+    outs = [
+        {"name": n, "data_type": "TYPE_FP32", "dims": list(s)}
+        for n, s in zip(meta.get("output_names") or ["output"], meta["output_shapes"])
+    ]
     return ins, outs
 
 

@@ -48,7 +48,7 @@ def _read_header(f: Any, path: Path) -> tuple[dict[str, Any], int]:
             f"{path}: not a tlkit engine file (no {MAGIC[:6].decode()} header); build engines with "
             "`tlkit tensorrt convert`, or pass a raw TensorRT plan with raw=True"
         )
-    (n,) = _LEN.unpack(prefix[len(MAGIC):])
+    (n,) = _LEN.unpack(prefix[len(MAGIC) :])
     if n > MAX_HEADER:
         raise ModelFileError(f"{path}: engine header claims {n} bytes (corrupt file?)")
     blob = f.read(n)
@@ -59,7 +59,9 @@ def _read_header(f: Any, path: Path) -> tuple[dict[str, Any], int]:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ModelFileError(f"{path}: engine header is not valid JSON: {err}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: engine header has format {header.get('format') if isinstance(header, dict) else header!r}, expected {FORMAT!r}")
+        raise ModelFileError(
+            f"{path}: engine header has format {header.get('format') if isinstance(header, dict) else header!r}, expected {FORMAT!r}"
+        )
     return header, _PREFIX + n
 
 

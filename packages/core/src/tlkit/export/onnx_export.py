@@ -65,8 +65,9 @@ def _symbol_and_params(net: Any, input_shape: tuple[int, ...]) -> tuple[Any, dic
         net(mx.nd.zeros((1, *input_shape)))
     except (mx.base.MXNetError, ValueError, AssertionError) as err:
         first = next((ln for ln in str(err).splitlines() if "Check failed" in ln), str(err).splitlines()[0])
-        raise ExportError(f"the network does not run on input (1, {', '.join(map(str, input_shape))}): "
-                          f"{first.strip()[:300]}") from None
+        raise ExportError(
+            f"the network does not run on input (1, {', '.join(map(str, input_shape))}): {first.strip()[:300]}"
+        ) from None
     with tempfile.TemporaryDirectory() as tmp:
         prefix = os.path.join(tmp, "net")
         net.export(prefix, epoch=0)
@@ -165,8 +166,15 @@ def _fill_output_shapes(model: Any, input_shape: tuple[int, ...]) -> None:
                 _set_dim(dim, f"{out.name}_dim{i}")
 
 
-def onnx_metadata(meta: dict[str, Any], *, output_names: list[str], input_shape: tuple[int, ...],
-                  batch: int | str, data_type: str, opset: int) -> dict[str, Any]:
+def onnx_metadata(
+    meta: dict[str, Any],
+    *,
+    output_names: list[str],
+    input_shape: tuple[int, ...],
+    batch: int | str,
+    data_type: str,
+    opset: int,
+) -> dict[str, Any]:
     """The metadata dict embedded in the ONNX file (and returned by `read_onnx_metadata`)."""
     return {
         "format": "tlkit-onnx",
@@ -293,8 +301,13 @@ def export_onnx(
         model = nms.append_nms(model, nms_params, shape)
         graph, names = model.graph, list(nms.OUTPUTS)
         _fill_output_shapes(model, shape)
-        meta = {**meta, "output_names": names, "deepstream": nms.deepstream_meta(
-            nms_params, list(meta.get("classes") or []), meta["export_nms"].get("per_class_threshold") or {})}
+        meta = {
+            **meta,
+            "output_names": names,
+            "deepstream": nms.deepstream_meta(
+                nms_params, list(meta.get("classes") or []), meta["export_nms"].get("per_class_threshold") or {}
+            ),
+        }
 
     batch: int | str = "batch"
     if static_batch_size and static_batch_size > 0:
@@ -310,9 +323,7 @@ def export_onnx(
     md = onnx_metadata(meta, output_names=names, input_shape=shape, batch=batch, data_type=data_type, opset=opset)
     if softmax or meta.get("output_activation"):
         md["output_activation"] = "softmax"
-    md["output_shapes"] = [
-        [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] for out in graph.output
-    ]
+    md["output_shapes"] = [[d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] for out in graph.output]
     card = export_card(model_path_or_net, meta, data_type=data_type, opset=opset, batch=batch)
     md["card"] = card.to_dict()
     set_metadata(model, md)
@@ -331,9 +342,15 @@ def export_onnx(
     if data_type == "int8":
         from tlkit.export.calibration import quantize_with_calibration
 
-        output = quantize_with_calibration(model, output, cal_batches, method=calibration_method,
-                                           cal_cache_file=cal_cache_file, qdq_format=qdq_format,
-                                           quantize_output_heads=quantize_output_heads)
+        output = quantize_with_calibration(
+            model,
+            output,
+            cal_batches,
+            method=calibration_method,
+            cal_cache_file=cal_cache_file,
+            qdq_format=qdq_format,
+            quantize_output_heads=quantize_output_heads,
+        )
     else:
         atomic_write_bytes(output, model.SerializeToString())
     write_card_files(output, card)

@@ -56,9 +56,7 @@ def preprocessing_params(
     if mode not in MODES:
         raise SpecError(f"preprocessing mode {mode!r} is not one of {', '.join(MODES)}")
     if resize_interpolation.lower() not in INTERPOLATIONS:
-        raise SpecError(
-            f"resize_interpolation {resize_interpolation!r} is not one of {', '.join(INTERPOLATIONS)}"
-        )
+        raise SpecError(f"resize_interpolation {resize_interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
     order, dmean, dstd = _DEFAULTS[mode]
     if channels == 1:
         m = [float(mean[0]) if mean else _GRAY_MEAN[mode]]
@@ -186,7 +184,7 @@ def preprocess(images: Sequence[np.ndarray], meta: dict[str, Any]) -> np.ndarray
             rh, rw = max(h, round(ih * scale)), max(w, round(iw * scale))
             img = _resize(img, rw, rh, interp)
             top, left = (rh - h) // 2, (rw - w) // 2
-            img = img[top:top + h, left:left + w]
+            img = img[top : top + h, left : left + w]
         elif img.shape[:2] != (h, w):
             img = _resize(img, w, h, interp)
         out[i] = normalize_with(img.astype(np.float32), params).transpose(2, 0, 1)

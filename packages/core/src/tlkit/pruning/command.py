@@ -72,13 +72,16 @@ def pruner_for(name: str | None, task: str | None) -> Any:
 
     spec = get_registry().pruner(name or DEFAULT_PRUNER)
     if spec.tasks is not None and task is not None and task not in spec.tasks:
-        raise TlkitError(f"--pruner {spec.name}: prunes {', '.join(sorted(spec.tasks))} models, not {task!r} ones "
-                         f"(from {spec.distribution})")
+        raise TlkitError(
+            f"--pruner {spec.name}: prunes {', '.join(sorted(spec.tasks))} models, not {task!r} ones "
+            f"(from {spec.distribution})"
+        )
     return resolve(spec.prune)
 
 
-def prune_model_file(model_path: str | os.PathLike, output_path: str | os.PathLike, *, pruner: str | None = None,
-                     **options: Any) -> PruneReport:
+def prune_model_file(
+    model_path: str | os.PathLike, output_path: str | os.PathLike, *, pruner: str | None = None, **options: Any
+) -> PruneReport:
     """Prune a `.tlk` model file with the registered pruner `pruner` (None: core's `l2`) and write the pruned
     "graph"-kind model file atomically.
 
@@ -103,8 +106,10 @@ def prune_model_file(model_path: str | os.PathLike, output_path: str | os.PathLi
     if info.input_shape is None:
         raise ModelFileError(f"{model_path}: meta.json has no 'input_shape' [C, H, W]; cannot trace the graph")
     if info.qat:  # TLT's order: train, prune, retrain (with QAT); fake-quant nodes are not prunable
-        raise ModelFileError(f"{model_path}: a quantization-aware-trained model; prune the float model it was trained "
-                             "from, then retrain the pruned one with train_config.enable_qat: true")
+        raise ModelFileError(
+            f"{model_path}: a quantization-aware-trained model; prune the float model it was trained "
+            "from, then retrain the pruned one with train_config.enable_qat: true"
+        )
     input_shape = tuple(info.input_shape)
     prune = pruner_for(pruner, info.task)
     if mf.kind == "graph":
@@ -118,7 +123,10 @@ def prune_model_file(model_path: str | os.PathLike, output_path: str | os.PathLi
     # task-marked heads: names that are not in this graph are skipped (the user's -el names are checked)
     nodes = _node_names(symbol_json)
     heads = [n for n in info.prune_exclude if n in nodes or f"{n}_fwd" in nodes]
-    excluded = [*prune_kwargs({"excluded_layers": options.get("excluded_layers") or ()}).get("excluded_layers", []), *heads]
+    excluded = [
+        *prune_kwargs({"excluded_layers": options.get("excluded_layers") or ()}).get("excluded_layers", []),
+        *heads,
+    ]
     result = prune(symbol_json, params, {**options, "input_shape": input_shape, "excluded_layers": excluded})
 
     meta.update(kind="graph", pruned=True, pruning=result.report.summary(), pruned_from=str(model_path))
@@ -184,12 +192,24 @@ def run(ctx: CommandContext) -> None:
     from tlkit.pruning.graph import floored_count
 
     opts = report.options
-    floors = {r.node: floored_count(0, r.channels_before, int(opts.get("granularity", 1)), int(opts.get("min_filters", 0)),
-                                    float(opts.get("min_channel_ratio", 0.0))) for r in report.layers}
+    floors = {
+        r.node: floored_count(
+            0,
+            r.channels_before,
+            int(opts.get("granularity", 1)),
+            int(opts.get("min_filters", 0)),
+            float(opts.get("min_channel_ratio", 0.0)),
+        )
+        for r in report.layers
+    }
     prunable = [r for r in report.layers if not r.excluded and r.channels_before > floors[r.node]]
     if prunable and all(r.channels_after <= floors[r.node] for r in prunable):
         kept = sorted({floors[r.node] for r in prunable})
-        minimum = f"{kept[0]} filters" if len(kept) == 1 else f"floor (-nf / --min_channel_ratio: {kept[0]}-{kept[-1]} filters)"
+        minimum = (
+            f"{kept[0]} filters"
+            if len(kept) == 1
+            else f"floor (-nf / --min_channel_ratio: {kept[0]}-{kept[-1]} filters)"
+        )
         console.print(
             f"[yellow]warning:[/] every prunable layer ({len(prunable)}) was cut to its minimum of {minimum} "
             f"(threshold {report.threshold:.6g}): expect a large accuracy loss; lower -pth or use --target_ratio"

@@ -145,7 +145,9 @@ def top_idx(s: np.ndarray, n: int) -> np.ndarray:
     return np.sort(np.argsort(-s, kind="stable")[:n])
 
 
-def retained_idx(s: np.ndarray, threshold: float, granularity: int, min_filters: int, min_ratio: float = 0.0) -> np.ndarray:
+def retained_idx(
+    s: np.ndarray, threshold: float, granularity: int, min_filters: int, min_ratio: float = 0.0
+) -> np.ndarray:
     """Indices kept by TLT's rule: the top `retained_count` filters by normalized norm, in original order."""
     return top_idx(s, retained_count(s, threshold, granularity, min_filters, min_ratio))
 
@@ -619,8 +621,15 @@ class PruneResult:
 class _Pruner:
     """The plan: per prunable group (a union-find root), its merged scores and how many channels it keeps."""
 
-    def __init__(self, graph: _Graph, criterion: str, granularity: int, min_filters: int, min_ratio: float = 0.0,
-                 allocation: str = "threshold"):
+    def __init__(
+        self,
+        graph: _Graph,
+        criterion: str,
+        granularity: int,
+        min_filters: int,
+        min_ratio: float = 0.0,
+        allocation: str = "threshold",
+    ):
         self.graph = graph
         self.granularity, self.min_filters, self.min_ratio = granularity, min_filters, min_ratio
         self.allocation = allocation
@@ -662,7 +671,10 @@ class _Pruner:
         """Channels kept per group at this level (threshold, or kept fraction for uniform)."""
         pg, nf, ratio = self.granularity, self.min_filters, self.min_ratio
         if self.allocation == "uniform":
-            return {r: floored_count(math.ceil(level * len(s) - 1e-9), len(s), pg, nf, ratio) for r, s in self.merged.items()}
+            return {
+                r: floored_count(math.ceil(level * len(s) - 1e-9), len(s), pg, nf, ratio)
+                for r, s in self.merged.items()
+            }
         scores = self.relative if self.allocation == "global" else self.merged
         return {r: retained_count(s, level, pg, nf, ratio) for r, s in scores.items()}
 
@@ -776,8 +788,11 @@ def _macs_per_weight(g: dict, shapes: dict) -> list[tuple[str, int]]:
 def _flops(g: dict, shapes: dict) -> int:
     """2 x multiply-accumulates of the Convolution / Deconvolution / FullyConnected layers (batch 1)."""
     weight_shape = {g["nodes"][nid]["name"]: shp for (nid, _), shp in shapes.items() if g["nodes"][nid]["op"] == "null"}
-    return 2 * sum(factor * math.prod(weight_shape.get(name, ())) for name, factor in _macs_per_weight(g, shapes)
-                   if name in weight_shape)
+    return 2 * sum(
+        factor * math.prod(weight_shape.get(name, ()))
+        for name, factor in _macs_per_weight(g, shapes)
+        if name in weight_shape
+    )
 
 
 def _resolve_excluded(g: dict, names: Iterable[str]) -> set[str]:
@@ -801,8 +816,16 @@ def _resolve_excluded(g: dict, names: Iterable[str]) -> set[str]:
     return out
 
 
-def _check_options(threshold, granularity, min_filters, normalizer, equalization, allocation, min_channel_ratio,
-                   targets: dict[str, float | None]) -> None:
+def _check_options(
+    threshold,
+    granularity,
+    min_filters,
+    normalizer,
+    equalization,
+    allocation,
+    min_channel_ratio,
+    targets: dict[str, float | None],
+) -> None:
     if normalizer not in NORMALIZERS:
         raise PruneError(f"normalizer {normalizer!r}: expected one of {', '.join(NORMALIZERS)}")
     if equalization not in EQUALIZATIONS:
@@ -814,7 +837,9 @@ def _check_options(threshold, granularity, min_filters, normalizer, equalization
     if int(min_filters) < 0:
         raise PruneError(f"min_num_filters {min_filters}: expected an integer >= 0")
     if not 0 <= float(min_channel_ratio) <= 1:
-        raise PruneError(f"min_channel_ratio {min_channel_ratio}: expected a fraction of each layer's channels in [0, 1]")
+        raise PruneError(
+            f"min_channel_ratio {min_channel_ratio}: expected a fraction of each layer's channels in [0, 1]"
+        )
     if threshold is not None and (not np.isfinite(threshold) or threshold < 0):
         raise PruneError(f"pruning threshold {threshold}: expected a number >= 0")
     ratio = targets.get("target_ratio")
@@ -825,8 +850,10 @@ def _check_options(threshold, granularity, min_filters, normalizer, equalization
         if v is not None and not (np.isfinite(v) and v > 0):
             raise PruneError(f"{name} {v}: expected a ratio of the original in (0, 1], or an absolute count > 1")
     if allocation == "uniform" and all(v is None for v in targets.values()):
-        raise PruneError("allocation 'uniform' keeps the same fraction of every layer: give the size to reach with "
-                         "--target_ratio, --target_flops or --target_macs (-pth is a threshold, for 'threshold'/'global')")
+        raise PruneError(
+            "allocation 'uniform' keeps the same fraction of every layer: give the size to reach with "
+            "--target_ratio, --target_flops or --target_macs (-pth is a threshold, for 'threshold'/'global')"
+        )
 
 
 def _search_level(pruner: _Pruner, within: Callable[[dict[int, int]], bool]) -> float:
@@ -885,7 +912,9 @@ def prune_graph(
     """
     threshold = 0.1 if threshold is None else threshold  # TLT's CLI default
     targets = {"target_ratio": target_ratio, "target_flops": target_flops, "target_macs": target_macs}
-    _check_options(threshold, granularity, min_filters, normalizer, equalization, allocation, min_channel_ratio, targets)
+    _check_options(
+        threshold, granularity, min_filters, normalizer, equalization, allocation, min_channel_ratio, targets
+    )
     g = _parse_graph(symbol_json)
     input_shape = tuple(int(v) for v in input_shape)
     shapes = _infer_shapes(symbol_json, g, params, input_shape)
@@ -938,14 +967,18 @@ def _parse_graph(symbol_json: str) -> dict[str, Any]:
     return g
 
 
-def _level_for_targets(pruner: _Pruner, target_ratio: float | None, target_flops: float | None,
-                       target_macs: float | None) -> float:
+def _level_for_targets(
+    pruner: _Pruner, target_ratio: float | None, target_flops: float | None, target_macs: float | None
+) -> float:
     """The lightest pruning level of the pruner's allocation that reaches every given target."""
     params_total, flops_total = pruner.param_count({}), pruner.flops({})
     max_params = _as_fraction(target_ratio, params_total)
     # MACs and FLOPs differ by the factor 2 only: one FLOPs budget
-    flops_budgets = [f for f in (_as_fraction(target_flops, flops_total), _as_fraction(target_macs, flops_total / 2))
-                     if f is not None]
+    flops_budgets = [
+        f
+        for f in (_as_fraction(target_flops, flops_total), _as_fraction(target_macs, flops_total / 2))
+        if f is not None
+    ]
     max_flops = min(flops_budgets) if flops_budgets else None
 
     def within(counts: dict[int, int]) -> bool:

@@ -1,12 +1,12 @@
 """Conformance checks every plugin package runs in its own tests (one call each).
 
-    from tlkit.testing.contract import check_plugin_module_is_light, check_task_contract
+from tlkit.testing.contract import check_plugin_module_is_light, check_task_contract
 
-    def test_plugin_is_light():
-        check_plugin_module_is_light("tlkit_classification.plugin")
+def test_plugin_is_light():
+    check_plugin_module_is_light("tlkit_classification.plugin")
 
-    def test_task_contract():
-        check_task_contract("classification")
+def test_task_contract():
+    check_task_contract("classification")
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ def check_plugin_module_is_light(module: str) -> None:
 def check_task_contract(task_name: str) -> None:
     """The task is registered, its spec model derives from TaskConfig, its default spec validates, every command's
     run target resolves, and its option names are unique and do not shadow the common flags."""
-    from tlkit.cli.app import _COMMON
-    from tlkit.config import TaskConfig, load_spec
-    from tlkit.lazy import resolve
-    from tlkit.registry import get_registry
     import tempfile
     from pathlib import Path
 
+    from tlkit.cli.app import _COMMON
     from tlkit.cli.spec_cmd import default_spec_text
+    from tlkit.config import TaskConfig, load_spec
+    from tlkit.lazy import resolve
+    from tlkit.registry import get_registry
 
     task = get_registry().task(task_name)
     model = resolve(task.config_model)

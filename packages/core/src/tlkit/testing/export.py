@@ -1,7 +1,7 @@
 """Conformance helper: every task's tests check every architecture exports and matches MXNet.
 
-    from tlkit.testing.export import assert_onnx_matches
-    assert_onnx_matches(net, (3, 64, 64), meta={"task": "classification", "classes": [...]})
+from tlkit.testing.export import assert_onnx_matches
+assert_onnx_matches(net, (3, 64, 64), meta={"task": "classification", "classes": [...]})
 """
 
 from __future__ import annotations

@@ -17,20 +17,38 @@ from typing import Any
 def install_plugins(sources: list[Path], target: Path) -> Path:
     """`pip install --target` each source tree (no dependencies, no build isolation: works offline)."""
     target.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-           "--no-build-isolation", "--no-index", "--target", str(target), *map(str, sources)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "--target",
+        str(target),
+        *map(str, sources),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return target
 
 
-def run_tlkit(args: list[str], pythonpath: Path | None = None, env: dict | None = None, cwd: Path | None = None,
-              timeout: float = 300) -> subprocess.CompletedProcess:
+def run_tlkit(
+    args: list[str],
+    pythonpath: Path | None = None,
+    env: dict | None = None,
+    cwd: Path | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
     """Run `python -m tlkit ARGS` in a subprocess with the given plugin dir on PYTHONPATH."""
     full_env = {**os.environ, **(env or {})}
     if pythonpath is not None:
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), full_env.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-m", "tlkit", *args], capture_output=True, text=True, env=full_env,
-                          cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tlkit", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
+    )
 
 
 @contextlib.contextmanager

@@ -29,9 +29,9 @@ def assert_qat_export_reproduces(
     import mxnet as mx
     import onnx
 
-    from tlkit.export.trt_cache import read_trt_cache
     from tlkit.export.onnx_export import export_onnx, read_onnx_metadata
     from tlkit.export.runners import OnnxRuntimeRunner
+    from tlkit.export.trt_cache import read_trt_cache
     from tlkit.model_io import load_net
 
     out_dir = Path(out_dir)

@@ -82,7 +82,9 @@ def load_teacher(job: Any, dc: Any, ctx: list[Any], console: Any) -> Teacher | N
         return None
     path = Path(dc.teacher)
     if job.distill_loss is None:
-        raise SpecError(f"train_config.distillation.teacher: task {job.meta.get('task')!r} does not support distillation")
+        raise SpecError(
+            f"train_config.distillation.teacher: task {job.meta.get('task')!r} does not support distillation"
+        )
     meta = read_meta(path)
     if meta.get("task") != job.meta.get("task"):
         raise SpecError(

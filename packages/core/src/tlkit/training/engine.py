@@ -590,8 +590,11 @@ class _Engine:
         }
         if self.teacher is not None:  # what the teacher cost this epoch
             seconds, steps = self.teacher.take_time()
-            row.update(teacher_s=seconds, teacher_share=seconds / max(bar.elapsed, 1e-9),
-                       teacher_ms_per_step=1000 * seconds / max(steps, 1))
+            row.update(
+                teacher_s=seconds,
+                teacher_share=seconds / max(bar.elapsed, 1e-9),
+                teacher_ms_per_step=1000 * seconds / max(steps, 1),
+            )
         return row
 
     @staticmethod
@@ -711,16 +714,19 @@ class _Engine:
 
         job = self.job
         if self.amp_dtype is not None:
-            raise SpecError("train_config.enable_qat with --use_amp: quantization-aware training runs in float32; "
-                            "drop one of them")
+            raise SpecError(
+                "train_config.enable_qat with --use_amp: quantization-aware training runs in float32; drop one of them"
+            )
         shape = job.meta.get("input_shape")
         if not shape:
             raise TlkitError("train_config.enable_qat needs the model's meta['input_shape'] (C, H, W)")
         job.net, points = prepare_qat(job.net, shape, self.ctx[0])
         if points:
             job.meta = {**job.meta, "qat": qat_meta(points)}
-            self.console.print(f"quantization-aware training: int8 weights (per channel) in every conv/dense layer, "
-                               f"{len(points)} int8 activations with learned ranges")
+            self.console.print(
+                f"quantization-aware training: int8 weights (per channel) in every conv/dense layer, "
+                f"{len(points)} int8 activations with learned ranges"
+            )
         else:
             self.console.print("quantization-aware training: continuing the learned ranges of this QAT graph")
         return points
@@ -733,8 +739,9 @@ class _Engine:
         batches = iter(job.train_data(0))
         n = min(CALIBRATION_BATCHES, job.steps_per_epoch)
         try:
-            values = calibrate_qat(job.net, points, (self._unpack(b, 0, i)[0] for i, b in zip(range(n), batches)),
-                                   self.ctx[0])
+            values = calibrate_qat(
+                job.net, points, (self._unpack(b, 0, i)[0] for i, b in zip(range(n), batches)), self.ctx[0]
+            )
         finally:
             close = getattr(batches, "close", None)
             if close is not None:
@@ -847,8 +854,10 @@ class _Engine:
         self.status.write("RUNNING", "Training loop in progress", **fields)
         extra = "".join(f", {k} {v:.4g}" for k, v in metrics.items())
         if "teacher_s" in row:
-            extra += (f", teacher {row['teacher_s']:.1f}s ({row['teacher_ms_per_step']:.0f} ms/step, "
-                      f"{100 * row['teacher_share']:.0f}% of the epoch)")
+            extra += (
+                f", teacher {row['teacher_s']:.1f}s ({row['teacher_ms_per_step']:.0f} ms/step, "
+                f"{100 * row['teacher_share']:.0f}% of the epoch)"
+            )
         self.console.print(
             f"epoch {epoch + 1}/{n_epochs}: loss {row['loss']:.4f}, lr {row['lr']:.3g}, "
             f"{row['throughput']:.1f} img/s, {row['time']:.1f}s{extra}",
@@ -931,9 +940,18 @@ class _Engine:
         """A model file with its model card inside and beside it (tlkit.model_card)."""
         from tlkit.model_card import training_card, write_card_files
 
-        card = training_card(self.job.meta, self.cfg, metrics=metrics, history=self.history, epochs=epochs,
-                             devices=self.ctx, use_amp=self.use_amp, stopped_early=stopped_early,
-                             datasets=self.job.datasets, model_file=path.name)
+        card = training_card(
+            self.job.meta,
+            self.cfg,
+            metrics=metrics,
+            history=self.history,
+            epochs=epochs,
+            devices=self.ctx,
+            use_amp=self.use_amp,
+            stopped_early=stopped_early,
+            datasets=self.job.datasets,
+            model_file=path.name,
+        )
         path = self._save(path, {"epoch": epochs, "metrics": metrics, "card": card.to_dict()}, None)
         if self.writer:
             write_card_files(path, card)

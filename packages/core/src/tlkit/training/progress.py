@@ -23,7 +23,7 @@ class EpochProgress:
         self._progress: Any = None
         self._task: Any = None
 
-    def __enter__(self) -> "EpochProgress":
+    def __enter__(self) -> EpochProgress:
         self.start = time.perf_counter()
         if self.console.is_terminal:
             from rich.progress import (

@@ -132,7 +132,11 @@ def start_rows(job: Any, cfg: Any, ctx: list[Any], console: Any) -> list[dict]: 
     def validate(stage: str) -> None:
         metrics = {k: float(v) for k, v in job.validate(job.net, ctx).items()}
         rows.append({"epoch": 0, "stage": stage, **metrics})
-        kpi = f"{job.kpi} {metrics[job.kpi]:.4f}" if job.kpi in metrics else ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        kpi = (
+            f"{job.kpi} {metrics[job.kpi]:.4f}"
+            if job.kpi in metrics
+            else ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        )
         console.print(f"before training ({stage.replace('_', ' ')}): {kpi}", highlight=False)
 
     if check:
@@ -160,11 +164,16 @@ def reestimate_model_file(task: str, cfg: Any, model: Any, work_dir: Any, consol
 
     spec = get_registry().task(task)
     if spec.train_job is None:
-        raise TlkitError(f"tlkit {task} prune -e: task {task!r} cannot build a training job to re-estimate batch-norm with")
-    tc = cfg.train_config.model_copy(update={
-        "pretrained_model_path": str(model), "load_graph": True,
-        "distillation": cfg.train_config.distillation.model_copy(update={"teacher": None}),
-    })
+        raise TlkitError(
+            f"tlkit {task} prune -e: task {task!r} cannot build a training job to re-estimate batch-norm with"
+        )
+    tc = cfg.train_config.model_copy(
+        update={
+            "pretrained_model_path": str(model),
+            "load_graph": True,
+            "distillation": cfg.train_config.distillation.model_copy(update={"teacher": None}),
+        }
+    )
     cfg = cfg.model_copy(update={"train_config": tc})
     job = resolve(spec.train_job)(cfg, Path(work_dir), console, ctx)
     job.net.hybridize()

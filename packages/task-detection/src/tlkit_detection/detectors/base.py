@@ -80,8 +80,14 @@ class Detector:
         model's own (meta["postprocessing"])."""
         raise NotImplementedError
 
-    def decode(self, outputs: Sequence[np.ndarray], classes: Sequence[str], input_size: tuple[int, int],
-               params: Mapping[str, Any], orig_sizes: Sequence[tuple[int, int]]) -> list[list[Any]]:
+    def decode(
+        self,
+        outputs: Sequence[np.ndarray],
+        classes: Sequence[str],
+        input_size: tuple[int, int],
+        params: Mapping[str, Any],
+        orig_sizes: Sequence[tuple[int, int]],
+    ) -> list[list[Any]]:
         """Network outputs of a batch (numpy, `select_outputs`' order) -> per image a list of
         clustering.Detection in the pixels of each source image (orig_sizes: (w, h))."""
         raise NotImplementedError

@@ -12,8 +12,14 @@ import numpy as np
 from tlkit_detection.detectors.base import Detector, Training
 
 
-def postprocess(cov: np.ndarray, bbox: np.ndarray, classes: Sequence[str], input_size: tuple[int, int],
-                params: Mapping[str, Any], orig_sizes: Sequence[tuple[int, int]]) -> list[list[Any]]:
+def postprocess(
+    cov: np.ndarray,
+    bbox: np.ndarray,
+    classes: Sequence[str],
+    input_size: tuple[int, int],
+    params: Mapping[str, Any],
+    orig_sizes: Sequence[tuple[int, int]],
+) -> list[list[Any]]:
     """Batch heads (B, C, h, w) / (B, 4C, h, w) -> per image detections in source pixels."""
     from tlkit_detection.clustering import cluster_outputs
 
@@ -50,7 +56,6 @@ class DetectNetV2(Detector):
 
     def training(self, cfg: Any, built: Any, train_ds: Any, ctx: list[Any], console: Any) -> Training:
         from tlkit.threads import loader_workers
-
         from tlkit_detection.data import TargetMaker, batches
         from tlkit_detection.loss import DetectNetLoss
 
@@ -60,28 +65,48 @@ class DetectNetV2(Detector):
         workers = max(1, loader_workers(cfg.train_config.n_workers))
 
         def make_batches(batch_size: int, *, epoch: int, seed: int, drop_last: bool, shard: Any = None):
-            return batches(train_ds, maker, batch_size, aug=cfg.augmentation_config, epoch=epoch, seed=seed,
-                           shuffle=True, drop_last=drop_last, workers=workers, shard=shard)
+            return batches(
+                train_ds,
+                maker,
+                batch_size,
+                aug=cfg.augmentation_config,
+                epoch=epoch,
+                seed=seed,
+                shuffle=True,
+                drop_last=drop_last,
+                workers=workers,
+                shard=shard,
+            )
 
         def validation_cost(outputs: Any, frames: Sequence[Any]) -> float:
             import mxnet as mx
 
             tg = [maker.targets(f.boxes, f.classes) for f in frames]
             ctx0 = outputs[0].context
-            label = tuple(mx.nd.array(np.stack([getattr(t, k) for t in tg]), ctx=ctx0) for k in ("cov", "bbox", "cov_norm"))
+            label = tuple(
+                mx.nd.array(np.stack([getattr(t, k) for t in tg]), ctx=ctx0) for k in ("cov", "bbox", "cov_norm")
+            )
             return float(loss(outputs, label).sum().asscalar())
 
         def on_epoch_end(epoch: int, row: dict) -> None:
             w = loss.update_weights()
             if w is not None:
-                console.print("cost auto-weighting: " + ", ".join(
-                    f"{c} cov {w[i, 0]:.3f} bbox {w[i, 1]:.3f}" for i, c in enumerate(classes)))
+                console.print(
+                    "cost auto-weighting: "
+                    + ", ".join(f"{c} cov {w[i, 0]:.3f} bbox {w[i, 1]:.3f}" for i, c in enumerate(classes))
+                )
 
         return Training(
-            loss=loss, batches=make_batches, n_frames=len(train_ds), distill_loss=loss.distill,
-            validation_cost=validation_cost, on_epoch_end=on_epoch_end,
+            loss=loss,
+            batches=make_batches,
+            n_frames=len(train_ds),
+            distill_loss=loss.distill,
+            validation_cost=validation_cost,
+            on_epoch_end=on_epoch_end,
             # auto-weighted objective weights: checkpointed, restored on resume
-            get_state=loss.get_state, set_state=loss.set_state, save_as_graph=built.save_as_graph,
+            get_state=loss.get_state,
+            set_state=loss.set_state,
+            save_as_graph=built.save_as_graph,
         )
 
     def postprocessing(self, meta: dict[str, Any], spec: Any = None) -> dict[str, Any]:
@@ -94,8 +119,14 @@ class DetectNetV2(Detector):
         saved = meta.get("postprocessing") or {}
         return {c: ClusteringParams(**saved[c]) if c in saved else ClusteringParams() for c in classes}
 
-    def decode(self, outputs: Sequence[np.ndarray], classes: Sequence[str], input_size: tuple[int, int],
-               params: Mapping[str, Any], orig_sizes: Sequence[tuple[int, int]]) -> list[list[Any]]:
+    def decode(
+        self,
+        outputs: Sequence[np.ndarray],
+        classes: Sequence[str],
+        input_size: tuple[int, int],
+        params: Mapping[str, Any],
+        orig_sizes: Sequence[tuple[int, int]],
+    ) -> list[list[Any]]:
         cov, bbox = outputs
         return postprocess(cov, bbox, classes, input_size, params, orig_sizes)
 

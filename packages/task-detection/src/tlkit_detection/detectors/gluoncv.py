@@ -34,7 +34,6 @@ from typing import Any, cast
 import numpy as np
 
 from tlkit.errors import ModelFileError, SpecError
-
 from tlkit_detection.detectors.base import Detector
 
 OUTPUT_NAMES = ["ids", "scores", "bboxes"]
@@ -75,9 +74,11 @@ def backbone_taps(backbone: Any, label: str) -> list[int]:
 
     arch = backbone.arch
     if not backbone._layer_names:
-        raise SpecError(f"model_config.arch {arch!r}: {label} needs the backbone's features at strides "
-                        f"{', '.join(map(str, TAP_STRIDES))}, but {arch} builds its own forward (a Backbone without "
-                        "`layers`); register it in the layer-list form of tlkit.backbones.Backbone")
+        raise SpecError(
+            f"model_config.arch {arch!r}: {label} needs the backbone's features at strides "
+            f"{', '.join(map(str, TAP_STRIDES))}, but {arch} builds its own forward (a Backbone without "
+            "`layers`); register it in the layer-list form of tlkit.backbones.Backbone"
+        )
     x, outs = mx.sym.var("data"), []
     for name in backbone._layer_names:
         x = backbone._children[name](x)
@@ -86,9 +87,11 @@ def backbone_taps(backbone: Any, label: str) -> list[int]:
     last = {256 // s[2]: i for i, s in enumerate(shapes) if s and s[2]}
     missing = [s for s in TAP_STRIDES if s not in last]
     if missing:
-        raise SpecError(f"model_config.arch {arch!r}: {label} needs the backbone's features at strides "
-                        f"{', '.join(map(str, TAP_STRIDES))}; no layer of {arch} is at stride "
-                        f"{', '.join(map(str, missing))} (its layers reach strides {sorted(last)})")
+        raise SpecError(
+            f"model_config.arch {arch!r}: {label} needs the backbone's features at strides "
+            f"{', '.join(map(str, TAP_STRIDES))}; no layer of {arch} is at stride "
+            f"{', '.join(map(str, missing))} (its layers reach strides {sorted(last)})"
+        )
     return [last[s] for s in TAP_STRIDES]
 
 
@@ -213,13 +216,16 @@ def _builder_class() -> type:
                 if console is not None:
                     console.print(describe_load(report))
                 if not report.loaded:
-                    raise ModelFileError(f"train_config.pretrained_model_path {uri}: no tensor matched backbone {a.base}")
+                    raise ModelFileError(
+                        f"train_config.pretrained_model_path {uri}: no tensor matched backbone {a.base}"
+                    )
             elif self.imagenet:
                 if console is not None:
                     console.print(f"pretrained weights: ImageNet {a.base} (gluoncv tag {self.tag})")
             else:
-                report = self.detector.load_detector_weights(net, uri, self.classes, list(self.cfg.model.pretrained_classes),
-                                                             console)
+                report = self.detector.load_detector_weights(
+                    net, uri, self.classes, list(self.cfg.model.pretrained_classes), console
+                )
             return report
 
         def backbone(self, net: Any) -> Any:
@@ -266,8 +272,10 @@ def _retrainable_graph_class():
             heads = list(meta.get("prune_exclude") or [])
             outs = detector.training_outputs(sym, heads)
             if not outs:
-                raise ModelFileError(f"the {meta['detector']} graph does not have GluonCV's layout around its "
-                                     f"heads {heads}: cannot find its training outputs")
+                raise ModelFileError(
+                    f"the {meta['detector']} graph does not have GluonCV's layout around its "
+                    f"heads {heads}: cannot find its training outputs"
+                )
             train = gluon.SymbolBlock(mx.sym.Group(outs), inputs, params=self.collect_params())
             self.__dict__["_train"] = train  # not a child block: it shares this block's parameters
             detector.prepare_retraining(self, meta, ctx)
@@ -287,8 +295,15 @@ def _retrainable_graph_class():
 # -- post-processing -----------------------------------------------------------------------------------------
 
 
-def postprocess_gluoncv(ids: Any, scores: Any, bboxes: Any, classes: list[str], input_size: tuple[int, int],
-                        params: dict[str, dict[str, float]], orig_sizes: list[tuple[int, int]]) -> list[list[Any]]:
+def postprocess_gluoncv(
+    ids: Any,
+    scores: Any,
+    bboxes: Any,
+    classes: list[str],
+    input_size: tuple[int, int],
+    params: dict[str, dict[str, float]],
+    orig_sizes: list[tuple[int, int]],
+) -> list[list[Any]]:
     """(B, M, 1) ids, (B, M, 1) scores, (B, M, 4) boxes in input pixels -> per image Detections in source
     pixels: per class confidence threshold, top_k, NMS, minimum height; at most max_detections per image."""
     from tlkit_detection.clustering import Detection, greedy_nms
@@ -304,8 +319,11 @@ def postprocess_gluoncv(ids: Any, scores: Any, bboxes: Any, classes: list[str], 
         dets = []
         for k, name in enumerate(classes):
             p = params[name]
-            sel = np.flatnonzero((cid == k) & (sc >= p["confidence_threshold"])
-                                 & (bx[:, 3] - bx[:, 1] > p["minimum_bounding_box_height"]))
+            sel = np.flatnonzero(
+                (cid == k)
+                & (sc >= p["confidence_threshold"])
+                & (bx[:, 3] - bx[:, 1] > p["minimum_bounding_box_height"])
+            )
             if not sel.size:
                 continue
             sel = sel[np.argsort(-sc[sel], kind="stable")[: int(p["top_k"])]]
@@ -320,9 +338,16 @@ def postprocess_gluoncv(ids: Any, scores: Any, bboxes: Any, classes: list[str], 
     return out
 
 
-def postprocess_nms_outputs(num: Any, boxes: Any, scores: Any, class_ids: Any, classes: list[str],
-                            input_size: tuple[int, int], params: dict[str, dict[str, float]],
-                            orig_sizes: list[tuple[int, int]]) -> list[list[Any]]:
+def postprocess_nms_outputs(
+    num: Any,
+    boxes: Any,
+    scores: Any,
+    class_ids: Any,
+    classes: list[str],
+    input_size: tuple[int, int],
+    params: dict[str, dict[str, float]],
+    orig_sizes: list[tuple[int, int]],
+) -> list[list[Any]]:
     """The outputs of an export with NMS in the graph (tlkit.export.nms: count, normalized y1 x1 y2 x2, score,
     class) -> per image Detections in source pixels, each class's confidence threshold and minimum height
     applied (the graph used the lowest of them), at most max_detections per image."""
@@ -373,8 +398,10 @@ def target_batches(ds: Any, targets: Any, order: Any, batch_size: int, drop_last
     n = len(order)
     for start in range(0, n - batch_size + 1 if drop_last else n, batch_size):
         idx = order[start : start + batch_size]
-        yield [targets(ds.frames[i].image, ds.frames[i].boxes, ds.frames[i].classes)
-               for i in (idx if shard is None else shard.shard(idx))]
+        yield [
+            targets(ds.frames[i].image, ds.frames[i].boxes, ds.frames[i].classes)
+            for i in (idx if shard is None else shard.shard(idx))
+        ]
 
 
 class GluonCVDetector(Detector):
@@ -440,8 +467,10 @@ class GluonCVDetector(Detector):
                 f"arch: resnet, n_layers: 50), nor a registered backbone ({', '.join(e.known)}; see `tlkit plugins`)"
             ) from None
         if self.tlkit_arch is None:
-            raise SpecError(f"model_config.arch {name!r}: {self.name} takes only GluonCV's "
-                            f"{', '.join(a.backbone for a in self.archs)}")
+            raise SpecError(
+                f"model_config.arch {name!r}: {self.name} takes only GluonCV's "
+                f"{', '.join(a.backbone for a in self.archs)}"
+            )
         return dataclasses.replace(self.tlkit_arch, backbone=name, base=name, tlkit=True)
 
     def preprocess_mode(self, cfg: Any) -> str:
@@ -464,7 +493,9 @@ class GluonCVDetector(Detector):
         w, h = build["input_size"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            net = self.network(a, list(build["classes"]), min(w, h) / a.base_size, pretrained_base, str(mxnet_model_dir()))
+            net = self.network(
+                a, list(build["classes"]), min(w, h) / a.base_size, pretrained_base, str(mxnet_model_dir())
+            )
         net.set_nms(nms_thresh=0, nms_topk=-1, post_nms=-1)  # decoded boxes before NMS (module doc)
         return net
 
@@ -483,8 +514,10 @@ class GluonCVDetector(Detector):
         a = self.arch(m.arch, m.n_layers)
         c, h, w = input_shape_of(cfg)
         if min(w, h) < a.min_input:
-            raise SpecError(f"{self.name} {a.backbone} needs an input of at least {a.min_input} px on each side "
-                            f"(its last layers are unpadded convolutions); the spec asks for {w}x{h}")
+            raise SpecError(
+                f"{self.name} {a.backbone} needs an input of at least {a.min_input} px on each side "
+                f"(its last layers are unpadded convolutions); the spec asks for {w}x{h}"
+            )
         mode = m.preprocess_mode if m.preprocess_mode != "auto" else self.preprocess_mode(cfg)
         post = self.postprocessing_record(cfg, classes)
         return {
@@ -546,14 +579,16 @@ class GluonCVDetector(Detector):
             )
         return False
 
-    def load_detector_weights(self, net: Any, uri: str, classes: list[str], file_classes: list[str],
-                              console: Any = None) -> Any:
+    def load_detector_weights(
+        self, net: Any, uri: str, classes: list[str], file_classes: list[str], console: Any = None
+    ) -> Any:
         """Load a GluonCV / tlkit detector file into `net` (built for `classes`), resetting the class heads.
 
         The file's class count comes from its first class head; its class names from `file_classes`
         (model_config.pretrained_classes), a tlkit file's meta, or "voc"/"coco" in the file name. Rows of the
         classes present in both are reused (gluoncv reset_class); the others start fresh."""
         import mxnet as mx
+
         from tlkit.model_io import is_model_file, read_meta
         from tlkit.transfer import describe_load
         from tlkit.weights import load_pretrained, load_weight_file, resolve_weights
@@ -592,6 +627,7 @@ class GluonCVDetector(Detector):
         inference graph, so it runs in inference mode (batch-norm on running statistics)."""
         import mxnet as mx
         from mxnet import gluon
+
         from tlkit.model_io import graph_of, load_model, load_net, symbol_block
 
         mf = load_model(path)
@@ -605,7 +641,9 @@ class GluonCVDetector(Detector):
         inputs, sym = block._cached_graph
         outs = self.training_outputs(sym, list(meta.get("prune_exclude") or []))
         if not outs:
-            raise ModelFileError(f"{path}: the {meta.get('detector')} graph does not have GluonCV's layout around its heads")
+            raise ModelFileError(
+                f"{path}: the {meta.get('detector')} graph does not have GluonCV's layout around its heads"
+            )
         teacher = gluon.SymbolBlock(mx.sym.Group(outs), inputs, params=block.collect_params())
         if len(ctx) > 1:
             teacher.collect_params().reset_ctx(ctx)
@@ -616,8 +654,14 @@ class GluonCVDetector(Detector):
     def postprocessing(self, meta: dict[str, Any], spec: Any = None) -> dict[str, Any]:
         return params_from(meta, spec)
 
-    def decode(self, outputs: Sequence[np.ndarray], classes: Sequence[str], input_size: tuple[int, int],
-               params: Mapping[str, Any], orig_sizes: Sequence[tuple[int, int]]) -> list[list[Any]]:
+    def decode(
+        self,
+        outputs: Sequence[np.ndarray],
+        classes: Sequence[str],
+        input_size: tuple[int, int],
+        params: Mapping[str, Any],
+        orig_sizes: Sequence[tuple[int, int]],
+    ) -> list[list[Any]]:
         if len(outputs) == 4:  # an export with NMS in the graph
             num, boxes, scores, class_ids = outputs
             return postprocess_nms_outputs(
@@ -639,8 +683,10 @@ class GluonCVDetector(Detector):
             if len(outs) == len(wanted) and all(n in by_name for n in wanted):
                 return tuple(np.asarray(by_name[n]) for n in wanted)
         if len(outs) != 3:
-            raise ModelFileError(f"{path}: expected the outputs {OUTPUT_NAMES} (or {NMS_OUTPUTS} with NMS in the "
-                                 f"graph), the model gave {len(outs)}")
+            raise ModelFileError(
+                f"{path}: expected the outputs {OUTPUT_NAMES} (or {NMS_OUTPUTS} with NMS in the "
+                f"graph), the model gave {len(outs)}"
+            )
         return tuple(np.asarray(o) for o in outs)
 
     def export_outputs(self, postprocessing: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import SpecError
-
 from tlkit_detection.data import epoch_order
 from tlkit_detection.detectors.base import Training
 from tlkit_detection.detectors.gluoncv import (
@@ -36,19 +35,49 @@ class SSD(GluonCVDetector):
     label = "SSD"
     class_head = "class_predictors.0.predictor.weight"
     archs = (
-        GluonCVArch("mobilenet_v1", "mobilenet1.0", 512, _SIZES_512, _STEPS_512, ("relu22_fwd", "relu26_fwd"),
-                    (512, 512, 256, 256)),
-        GluonCVArch("resnet18", "resnet18_v1", 512, _SIZES_512, _STEPS_512, ("stage3_activation1", "stage4_activation1"),
-                    (512, 512, 256, 256)),
-        GluonCVArch("resnet50", "resnet50_v1", 512, _SIZES_512, _STEPS_512, ("stage3_activation5", "stage4_activation2"),
-                    (512, 512, 256, 256)),
-        GluonCVArch("vgg16", "vgg16_atrous", 300, (21, 45, 99, 153, 207, 261, 315), (8, 16, 32, 64, 100, 300),
-                    "vgg16_atrous_300", None, min_input=264),
+        GluonCVArch(
+            "mobilenet_v1",
+            "mobilenet1.0",
+            512,
+            _SIZES_512,
+            _STEPS_512,
+            ("relu22_fwd", "relu26_fwd"),
+            (512, 512, 256, 256),
+        ),
+        GluonCVArch(
+            "resnet18",
+            "resnet18_v1",
+            512,
+            _SIZES_512,
+            _STEPS_512,
+            ("stage3_activation1", "stage4_activation1"),
+            (512, 512, 256, 256),
+        ),
+        GluonCVArch(
+            "resnet50",
+            "resnet50_v1",
+            512,
+            _SIZES_512,
+            _STEPS_512,
+            ("stage3_activation5", "stage4_activation2"),
+            (512, 512, 256, 256),
+        ),
+        GluonCVArch(
+            "vgg16",
+            "vgg16_atrous",
+            300,
+            (21, 45, 99, 153, 207, 261, 315),
+            (8, 16, 32, 64, 100, 300),
+            "vgg16_atrous_300",
+            None,
+            min_input=264,
+        ),
     )
     # any backbone of tlkit's registry (e.g. efficientnet_lite0, whose ImageNet weights ship offline): SSD heads
     # at strides 8..256; anchors from 5 % to 90 % of the input (small objects need the stride-8 map)
-    tlkit_arch = GluonCVArch("", "", 320, (16, 48, 96, 144, 192, 240, 288), (8, 16, 32, 64, 128, 256), None,
-                             (512, 256, 256))
+    tlkit_arch = GluonCVArch(
+        "", "", 320, (16, 48, 96, 144, 192, 240, 288), (8, 16, 32, 64, 128, 256), None, (512, 256, 256)
+    )
 
     def network(self, a: GluonCVArch, classes: list[str], scale: float, pretrained_base: str | bool, root: str) -> Any:
         from gluoncv.model_zoo.ssd.ssd import get_ssd
@@ -56,15 +85,40 @@ class SSD(GluonCVDetector):
         sizes = scaled(a.sizes, scale)
         if a.tlkit:
             tlkit_features = _tlkit_backbone_features(a.base, a.filters or (), self.label)
-            return get_ssd(None, a.base_size, tlkit_features, None, sizes, _RATIOS, list(a.steps), classes, "",
-                           pretrained=False, pretrained_base=False, root=root, prefix=PREFIX)
+            return get_ssd(
+                None,
+                a.base_size,
+                tlkit_features,
+                None,
+                sizes,
+                _RATIOS,
+                list(a.steps),
+                classes,
+                "",
+                pretrained=False,
+                pretrained_base=False,
+                root=root,
+                prefix=PREFIX,
+            )
         if a.features == "vgg16_atrous_300":
             from gluoncv.model_zoo.ssd.vgg_atrous import vgg16_atrous_300 as features
         else:
             features = list(a.features)
-        return get_ssd(a.base, a.base_size, features, list(a.filters) if a.filters else None, sizes, _RATIOS,
-                       list(a.steps), classes, "", pretrained=False, pretrained_base=pretrained_base, root=root,
-                       prefix=PREFIX)
+        return get_ssd(
+            a.base,
+            a.base_size,
+            features,
+            list(a.filters) if a.filters else None,
+            sizes,
+            _RATIOS,
+            list(a.steps),
+            classes,
+            "",
+            pretrained=False,
+            pretrained_base=pretrained_base,
+            root=root,
+            prefix=PREFIX,
+        )
 
     def tlkit_backbone(self, net: Any) -> tuple[Any, Any]:
         return net.features.backbone, lambda prefix: "features.backbone." + prefix
@@ -86,14 +140,20 @@ class SSD(GluonCVDetector):
         def make_batches(batch_size: int, **kw: Any):
             return ssd_batches(train_ds, targets, batch_size, **kw)
 
-        return Training(loss=SSDLoss(), batches=make_batches, n_frames=len(train_ds), distill_loss=ssd_distill_loss,
-                        load_teacher=self.load_teacher)
+        return Training(
+            loss=SSDLoss(),
+            batches=make_batches,
+            n_frames=len(train_ds),
+            distill_loss=ssd_distill_loss,
+            load_teacher=self.load_teacher,
+        )
 
 
 def _tlkit_backbone_features(arch: str, filters: tuple[int, ...], label: str):
     """A features factory for gluoncv's SSD: a tlkit backbone's outputs at strides 8, 16, 32 (`backbone_taps`)
     + extra stride-2 layers (1x1 reduce, 3x3 stride 2, BN, ReLU), as GluonCV's FeatureExpander appends them."""
     from mxnet.gluon import nn
+
     from tlkit.backbones import build_backbone
 
     class BackboneFeatures(nn.HybridBlock):
@@ -104,8 +164,14 @@ def _tlkit_backbone_features(arch: str, filters: tuple[int, ...], label: str):
                 self.extras = nn.HybridSequential()
                 for f in filters:
                     seq = nn.HybridSequential()
-                    seq.add(nn.Conv2D(f // 2, 1, use_bias=False), nn.BatchNorm(), nn.Activation("relu"),
-                            nn.Conv2D(f, 3, 2, 1, use_bias=False), nn.BatchNorm(), nn.Activation("relu"))
+                    seq.add(
+                        nn.Conv2D(f // 2, 1, use_bias=False),
+                        nn.BatchNorm(),
+                        nn.Activation("relu"),
+                        nn.Conv2D(f, 3, 2, 1, use_bias=False),
+                        nn.BatchNorm(),
+                        nn.Activation("relu"),
+                    )
                     self.extras.add(seq)
             self._taps = set(backbone_taps(self.backbone, label))
 
@@ -126,7 +192,6 @@ def _tlkit_backbone_features(arch: str, filters: tuple[int, ...], label: str):
     return factory
 
 
-
 def _first_inputs(nodes: list[dict], i: int, steps: int) -> list[int]:
     """Node i and the nodes reached by following first inputs, `steps` at most."""
     path = [i]
@@ -141,7 +206,7 @@ def _ssd_training_outputs(sym: Any, heads: list[str]) -> list[Any]:
     import json
 
     nodes = json.loads(sym.tojson())["nodes"]
-    kind = {h: "cls" for h in heads[: len(heads) // 2]} | {h: "box" for h in heads[len(heads) // 2:]}
+    kind = {h: "cls" for h in heads[: len(heads) // 2]} | {h: "box" for h in heads[len(heads) // 2 :]}
     found: dict[str, int] = {}
     for i, n in enumerate(nodes):
         if n["op"] != "Reshape" or nodes[n["inputs"][0][0]]["op"] != "Concat":
@@ -157,7 +222,6 @@ def _ssd_training_outputs(sym: Any, heads: list[str]) -> list[Any]:
         return []
     internals = sym.get_internals()
     return [internals[nodes[found[k]]["name"] + "_output"] for k in ("cls", "box", "anchors")]
-
 
 
 class SSDLoss:
@@ -178,11 +242,11 @@ class SSDLoss:
         return sum_loss[0] * cls_preds.shape[0]
 
 
-
 def ssd_distill_loss(outputs: Any, teacher: Any, temperature: float) -> Any:
     """SSD distillation, per sample: KL of the temperature-softened class scores of every anchor (x T^2, mean
     over anchors) + smooth-L1 between box predictions, weighted by the teacher's foreground probability."""
     import mxnet as mx
+
     from tlkit.training.distill import soft_label_kl
 
     cls_s, box_s = outputs[0], outputs[1]
@@ -192,7 +256,6 @@ def ssd_distill_loss(outputs: Any, teacher: Any, temperature: float) -> Any:
     fg = 1.0 - mx.nd.softmax(cls_t, axis=-1).slice_axis(axis=-1, begin=0, end=1)  # (B, N, 1): not background
     box = (mx.nd.smooth_l1(box_s - box_t, scalar=1.0) * fg).sum(axis=2).mean(axis=1)
     return kl + box
-
 
 
 class SSDTargets:
@@ -208,6 +271,7 @@ class SSDTargets:
     def __init__(self, net: Any, meta: dict[str, Any], ctx: Any, aug: Any):
         import mxnet as mx
         from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
+
         from tlkit.export.preprocess import resolve_preprocessing
 
         pre = resolve_preprocessing(meta)
@@ -229,6 +293,7 @@ class SSDTargets:
         from gluoncv.data.transforms import bbox as tbbox
         from gluoncv.data.transforms import experimental
         from gluoncv.data.transforms import image as timage
+
         from tlkit.export.preprocess import normalize_with
 
         if not len(boxes):  # nothing to crop around or match: the plain frame, all anchors background
@@ -249,15 +314,16 @@ class SSDTargets:
             img = mx.nd.flip(img, axis=1)
             label = tbbox.flip(label, (self.w, self.h), flip_x=True)
         x = normalize_with(img.asnumpy().astype(np.float32), self.pre).transpose(2, 0, 1)
-        cls_t, box_t, _ = self.generator(self.anchors, None, mx.nd.array(label[None, :, :4]),
-                                         mx.nd.array(label[None, :, 4:5]))
+        cls_t, box_t, _ = self.generator(
+            self.anchors, None, mx.nd.array(label[None, :, :4]), mx.nd.array(label[None, :, 4:5])
+        )
         return x, cls_t[0].asnumpy(), box_t[0].asnumpy()
 
 
-def ssd_batches(ds: Any, targets: SSDTargets, batch_size: int, *, epoch: int, seed: int, drop_last: bool,
-                shard: Any = None):
+def ssd_batches(
+    ds: Any, targets: SSDTargets, batch_size: int, *, epoch: int, seed: int, drop_last: bool, shard: Any = None
+):
     """Shuffled training batches (data.epoch_order: source_weight applies):
     (x (B,3,H,W), (cls_targets (B,N), box_targets (B,N,4)))."""
     for items in target_batches(ds, targets, epoch_order(ds, epoch, seed), batch_size, drop_last, shard):
         yield np.stack([it[0] for it in items]), (np.stack([it[1] for it in items]), np.stack([it[2] for it in items]))
-

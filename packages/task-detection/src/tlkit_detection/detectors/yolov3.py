@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import SpecError
-
 from tlkit_detection.data import epoch_order
 from tlkit_detection.detectors.base import Training
 from tlkit_detection.detectors.gluoncv import (
@@ -67,9 +66,13 @@ class YOLOv3(GluonCVDetector):
         def make_batches(batch_size: int, **kw: Any):
             return yolo_batches(train_ds, targets, batch_size, **kw)
 
-        return Training(loss=YOLOv3Loss(built.net), batches=make_batches,
-                        n_frames=sum(1 for f in train_ds.frames if len(f.boxes)),
-                        distill_loss=yolo_distill_loss, load_teacher=self.load_teacher)
+        return Training(
+            loss=YOLOv3Loss(built.net),
+            batches=make_batches,
+            n_frames=sum(1 for f in train_ds.frames if len(f.boxes)),
+            distill_loss=yolo_distill_loss,
+            load_teacher=self.load_teacher,
+        )
 
 
 @functools.cache  # one class (MXNet/GluonCV imported on first use only)
@@ -167,7 +170,6 @@ def _consumers(nodes: list[dict]) -> dict[int, list[int]]:
     return out
 
 
-
 def _yolo_training_outputs(sym: Any, heads: list[str]) -> list[Any]:
     """TrainableYOLOV3's training outputs (box predictions, objectness, centers, scales, class predictions)
     from its inference graph: per YOLOOutputV3, the slices of its reshaped prediction and the corner boxes
@@ -195,14 +197,15 @@ def _yolo_training_outputs(sym: Any, heads: list[str]) -> list[Any]:
         if pred is None:
             return []
         slices = {nodes[i]["attrs"]["begin"]: i for i in users.get(pred, []) if nodes[i]["op"] == "slice_axis"}
-        tiles = [i for i, n in enumerate(nodes) if n["op"] == "tile" and n["name"].startswith(head.rsplit("conv", 1)[0])]
+        tiles = [
+            i for i, n in enumerate(nodes) if n["op"] == "tile" and n["name"].startswith(head.rsplit("conv", 1)[0])
+        ]
         if set(slices) != {"0", "2", "4", "5"} or len(tiles) != 1:
             return []
         dets.append(mx.sym.reshape(out(nodes[tiles[0]]["inputs"][0][0]), shape=(0, -1, 4)))
         for lst, begin in zip(parts, ("4", "0", "2", "5")):
             lst.append(mx.sym.reshape(out(slices[begin]), shape=(0, -3, -1)))
     return [mx.sym.concat(*dets, dim=1), *[mx.sym.concat(*p, dim=1) for p in parts]]
-
 
 
 class YOLOv3Loss:
@@ -218,7 +221,6 @@ class YOLOv3Loss:
         targets = self.net._target_generator(box_preds, *label)
         obj, ctr, scl, cls = self.net._loss(objness, centers, scales, class_pred, *targets)
         return obj + ctr + scl + cls
-
 
 
 def yolo_distill_loss(outputs: Any, teacher: Any, temperature: float) -> Any:
@@ -241,13 +243,13 @@ def yolo_distill_loss(outputs: Any, teacher: Any, temperature: float) -> Any:
     return mx.nd.add_n(*[x.reshape((0, -1)).sum(axis=1) / x.shape[1] for x in terms])
 
 
-
 class YOLOv3Targets:
     """Frame -> (normalised CHW input, (gt_boxes, objectness, centers, scales, weights, class targets)) with
     GluonCV's YOLO3DefaultTrainTransform (its augmentation and prefetched targets)."""
 
     def __init__(self, net: Any, meta: dict[str, Any]):
         from gluoncv.data.transforms.presets.yolo import YOLO3DefaultTrainTransform
+
         from tlkit.export.preprocess import resolve_preprocessing
 
         pre = resolve_preprocessing(meta)
@@ -255,7 +257,8 @@ class YOLOv3Targets:
             raise SpecError(f"{meta['arch']}: training needs RGB input (model_config.preprocess_mode torch or tf)")
         _, h, w = meta["input_shape"]
         self.transform = YOLO3DefaultTrainTransform(
-            w, h, net, mean=[m / 255.0 for m in pre["mean"]], std=[s / 255.0 for s in pre["std"]])
+            w, h, net, mean=[m / 255.0 for m in pre["mean"]], std=[s / 255.0 for s in pre["std"]]
+        )
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray):
         import mxnet as mx
@@ -265,9 +268,9 @@ class YOLOv3Targets:
         return (img.asnumpy(), gt.asnumpy(), *[t.asnumpy() for t in targets])
 
 
-
-def yolo_batches(ds: Any, targets: YOLOv3Targets, batch_size: int, *, epoch: int, seed: int, drop_last: bool,
-                 shard: Any = None):
+def yolo_batches(
+    ds: Any, targets: YOLOv3Targets, batch_size: int, *, epoch: int, seed: int, drop_last: bool, shard: Any = None
+):
     """Shuffled batches (data.epoch_order: source_weight applies) of the frames with objects:
     (x, (gt_boxes padded with -1, 5 target arrays))."""
     with_objects = [i for i in range(len(ds)) if len(ds.frames[i].boxes)]
@@ -277,4 +280,3 @@ def yolo_batches(ds: Any, targets: YOLOv3Targets, batch_size: int, *, epoch: int
         for k, it in enumerate(items):
             gt[k, : len(it[1])] = it[1]
         yield np.stack([it[0] for it in items]), (gt, *[np.stack([it[j] for it in items]) for j in range(2, 7)])
-
