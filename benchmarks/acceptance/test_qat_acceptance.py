@@ -301,6 +301,7 @@ def test_bccd_detectnet_v2_qat_retrain(tmp_path):
             manifests["trainval"],
             manifests["test"],
             f"train_config.pretrained_model_path={pruned}",
+            f"train_config.distillation.teacher={unpruned}",  # the recipe's teacher: the unpruned model
             *extra,
         )
 
