@@ -1,7 +1,6 @@
 """`tlkit classification export` through the CLI (core's export with the classification task installed): file
 modes of every artefact, the DeepStream secondary config, Triton repos for each platform."""
 
-import configparser
 import os
 import stat
 
@@ -9,14 +8,9 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 
+from tlkit.testing.export import read_deepstream_config
+
 CLASSES = ["rbc", "wbc", "platelet"]
-
-
-def read_ini(path):
-    cp = configparser.ConfigParser(interpolation=None)
-    cp.optionxform = str
-    cp.read(path)
-    return cp
 
 
 def test_export_cli_writes_readable_artefacts_and_triton_plans(tmp_path, monkeypatch):
@@ -73,7 +67,7 @@ def test_export_cli_writes_readable_artefacts_and_triton_plans(tmp_path, monkeyp
         }
         modes = {str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
         assert set(modes.values()) == {"0o644"}, modes
-        cfg = read_ini(out / "nvinfer_config.txt")["property"]
+        cfg = read_deepstream_config(out / "nvinfer_config.txt")["property"]
         assert cfg["process-mode"] == "2" and cfg["network-mode"] == "1"
     finally:
         os.umask(old)

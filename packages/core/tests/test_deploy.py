@@ -1,7 +1,5 @@
 """Shared preprocessing, DeepStream nvinfer configs and Triton model repositories."""
 
-import configparser
-
 import mxnet as mx
 import numpy as np
 import pytest
@@ -17,7 +15,7 @@ from tlkit.export.preprocess import (
     preprocessing_params,
     to_deepstream,
 )
-from tlkit.testing.export import parse_triton_config
+from tlkit.testing.export import parse_triton_config, read_deepstream_config
 
 SHAPE = (3, 32, 32)
 CLASSES = ["cat", "dog", "bird"]
@@ -100,18 +98,12 @@ def classifier_onnx(tmp_path_factory):
     return export_onnx(tiny_net(), tmp_path_factory.mktemp("cls") / "cls.onnx", meta=meta)
 
 
-def read_ds(path):
-    cp = configparser.ConfigParser()
-    cp.read(path)
-    return cp
-
-
 # -- DeepStream -----------------------------------------------------------------------------------------
 
 
 def test_deepstream_classifier_config_is_complete(classifier_onnx, tmp_path):
     cfg = write_deepstream_config(classifier_onnx, None, tmp_path, batch_size=4)
-    p = read_ds(cfg)["property"]
+    p = read_deepstream_config(cfg)["property"]
     assert float(p["net-scale-factor"]) == 1.0
     assert p["offsets"] == "103.939;116.779;123.68"
     assert p["model-color-format"] == "1"  # BGR (caffe)
@@ -143,7 +135,7 @@ def test_deepstream_detector_config_from_task_meta(tmp_path):
     cal = tmp_path / "cal.bin"
     cal.write_text("TRT-10000-EntropyCalibration2\n")
     cfg = write_deepstream_config(onnx_path, None, tmp_path / "ds", data_type="int8", int8_calib_file=cal)
-    cp = read_ds(cfg)
+    cp = read_deepstream_config(cfg)
     p = cp["property"]
     assert p["network-type"] == "0" and p["num-detected-classes"] == "2"
     assert p["cluster-mode"] == "3" and p["parse-bbox-func-name"] == "NvDsInferParseCustom"
@@ -163,7 +155,7 @@ def test_deepstream_torch_mode_notes_the_approximation(tmp_path):
     cfg = write_deepstream_config(onnx_path, None, tmp_path)
     text = cfg.read_text()
     assert "approximates per-channel std" in text
-    p = read_ds(cfg)["property"]
+    p = read_deepstream_config(cfg)["property"]
     assert p["network-type"] == "100" and p["output-tensor-meta"] == "1"
     assert float(p["net-scale-factor"]) == pytest.approx(1 / np.mean([58.395, 57.12, 57.375]))
     with pytest.raises(SpecError, match="data_type 'int4'"):
@@ -257,7 +249,7 @@ def test_deepstream_for_qdq_onnx_uses_explicit_quantization(tmp_path):
         cal_cache_file=tmp_path / "cal.bin",
     )
     cfg = write_deepstream_config(q, None, tmp_path, int8_calib_file=tmp_path / "cal.bin")
-    p = read_ds(cfg)["property"]
+    p = read_deepstream_config(cfg)["property"]
     assert p["network-mode"] == "1" and "int8-calib-file" not in p
     assert "explicit quantization" in cfg.read_text()
 

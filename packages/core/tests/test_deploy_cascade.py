@@ -4,7 +4,6 @@ against what the written nvinfer config makes DeepStream do), Triton repos throu
 Config keys are checked against the key strings of DeepStream's own parsers (fixtures/deepstream_keys.json,
 source noted there); config.pbtxt with Triton's model_config proto (tritonclient)."""
 
-import configparser
 import json
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from tlkit.export.cascade import SecondaryClassifier, nvinfer_object_rect
 from tlkit.export.deepstream_app import write_deepstream_app
 from tlkit.export.deploy import SecondaryGie, write_deepstream_config
 from tlkit.export.onnx_export import export_onnx
+from tlkit.testing.export import read_deepstream_config
 
 KEYS = json.loads((Path(__file__).parent / "fixtures" / "deepstream_keys.json").read_text())
 CLASSES = ["rbc", "wbc", "platelet"]
@@ -64,15 +64,8 @@ def tiny_detector(tmp_path):
     return export_onnx(net, tmp_path / "det.onnx", meta=meta)
 
 
-def read_ini(path):
-    cp = configparser.ConfigParser(interpolation=None)
-    cp.optionxform = str  # keys are case-sensitive (minBoxes)
-    cp.read(path)
-    return cp
-
-
 def assert_nvinfer_keys(path):
-    cp = read_ini(path)
+    cp = read_deepstream_config(path)
     for section in cp.sections():
         allowed = KEYS["nvinfer"]["property" if section == "property" else "class-attrs"]
         assert section == "property" or section.startswith("class-attrs-"), section
@@ -102,7 +95,7 @@ def test_secondary_classifier_config(tmp_path):
     assert "complete: runs as written" in text.splitlines()[0]
     assert "center crop" in text  # the model was validated with one; nvinfer cannot do it
     primary = write_deepstream_config(onnx_path, None, tmp_path / "p")
-    assert read_ini(primary)["property"]["process-mode"] == "1"
+    assert read_deepstream_config(primary)["property"]["process-mode"] == "1"
     with pytest.raises(SpecError, match="network-type 0, not 1"):
         write_deepstream_config(tiny_detector(tmp_path), None, tmp_path / "x", secondary=sgie)
 
@@ -143,7 +136,7 @@ def test_deepstream_app_cascade_config(tmp_path):
     paths = write_deepstream_app(
         det, cls, out, secondary_gie=SecondaryGie(operate_on_class_ids=(0,)), classifier_threshold=0.7
     )
-    app = read_ini(paths["app"])
+    app = read_deepstream_config(paths["app"])
     groups = {"source0": "source", "sink0": "sink", "secondary-gie0": "primary-gie"}
     assert {"application", "source0", "streammux", "primary-gie", "tracker", "secondary-gie0", "osd", "sink0"} <= set(
         app
@@ -162,15 +155,15 @@ def test_deepstream_app_cascade_config(tmp_path):
         p = cp["property"]
         assert (out / p["onnx-file"]).resolve() == (det if key == "primary-gie" else cls).resolve()
         assert (out / p["labelfile-path"]).is_file()
-    s = read_ini(paths["secondary"])["property"]
+    s = read_deepstream_config(paths["secondary"])["property"]
     assert s["process-mode"] == "2" and float(s["classifier-threshold"]) == 0.7 and s["classifier-async-mode"] == "1"
     assert (out / "labels_secondary.txt").read_text() == "rbc;wbc;platelet\n"
     assert (out / "labels_primary.txt").read_text() == "cell\ndebris\n"
     # without a tracker the classifier must attach results synchronously (async mode needs tracker ids)
     paths = write_deepstream_app(det, cls, tmp_path / "notrack", tracker=False, sink="fake")
     assert (
-        "tracker" not in read_ini(paths["app"])
-        and read_ini(paths["secondary"])["property"]["classifier-async-mode"] == "0"
+        "tracker" not in read_deepstream_config(paths["app"])
+        and read_deepstream_config(paths["secondary"])["property"]["classifier-async-mode"] == "0"
     )
     with pytest.raises(SpecError, match="must be a detector"):
         write_deepstream_app(cls, cls, tmp_path / "bad")
@@ -182,7 +175,7 @@ def nvinfer_input(frame, box, cfg_path):
     ratio kept), y = net-scale-factor * (x - offsets[c]) in model-color-format order."""
     import cv2
 
-    p = read_ini(cfg_path)["property"]
+    p = read_deepstream_config(cfg_path)["property"]
     assert p["maintain-aspect-ratio"] == "0" and p["scaling-filter"] == "1"
     c, h, w = (int(v) for v in p["infer-dims"].split(";"))
     x1, y1, x2, y2 = box

@@ -6,6 +6,7 @@ assert_onnx_matches(net, (3, 64, 64), meta={"task": "classification", "classes":
 
 from __future__ import annotations
 
+import configparser
 import os
 import tempfile
 from collections.abc import Sequence
@@ -95,3 +96,12 @@ def parse_triton_config(path: str | os.PathLike) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return text_format.Parse(Path(path).read_text(), module.ModelConfig())
+
+
+def read_deepstream_config(path: str | os.PathLike) -> configparser.ConfigParser:
+    """A DeepStream INI config (nvinfer / deepstream-app) as DeepStream reads it: keys case-sensitive
+    (`minBoxes`), values verbatim (no `%` interpolation)."""
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.optionxform = str  # type: ignore[assignment,method-assign]  # keep keys as written (stubs type it as a method)
+    cp.read(Path(path))
+    return cp
