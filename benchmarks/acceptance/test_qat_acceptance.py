@@ -292,8 +292,17 @@ def test_bccd_detectnet_v2_qat_retrain(tmp_path):
         if os.environ.get("TLKIT_QAT_DET_MODEL")
         else train("unpruned", base_cfg)
     )
-    pruned = tmp_path / "pruned.tlk"
-    report = prune_model_file(unpruned, pruned, target_ratio=det.PRUNE_TARGET, min_filters=8)
+    # TLKIT_QAT_DET_PRUNED / TLKIT_QAT_DET_FP32: the detection acceptance's pruned model and its FP32 retrain of
+    # that unpruned model (retraining is deterministic: the same recipe gives the same weights), to skip one retrain
+    reused_pruned = os.environ.get("TLKIT_QAT_DET_PRUNED")
+    pruned = Path(reused_pruned) if reused_pruned else tmp_path / "pruned.tlk"
+    if reused_pruned:
+        ratio = read_meta(pruned)["pruning"]["pruning_ratio"]
+    else:
+        report = prune_model_file(
+            unpruned, pruned, target_ratio=det.PRUNE_TARGET, min_filters=8, allocation=det.ALLOCATION
+        )
+        ratio = report.ratio
 
     def retrain_cfg(*extra: str):
         return det.recipe(
@@ -306,7 +315,8 @@ def test_bccd_detectnet_v2_qat_retrain(tmp_path):
         )
 
     fp32_cfg = retrain_cfg()
-    fp32_model = train("retrain_fp32", fp32_cfg)
+    reused_fp32 = os.environ.get("TLKIT_QAT_DET_FP32")
+    fp32_model = Path(reused_fp32) if reused_fp32 else train("retrain_fp32", fp32_cfg)
     qat_model = train("retrain_qat", retrain_cfg("train_config.enable_qat=true"))
 
     onnx = {n: tmp_path / f"{n}.onnx" for n in ("fp32", "qat_int8", "ptq_int8")}
@@ -363,7 +373,9 @@ def test_bccd_detectnet_v2_qat_retrain(tmp_path):
                 else f"trained here, {base_cfg.train_config.n_epochs} epochs"
             ),
             "prune_target_ratio": det.PRUNE_TARGET,
-            "pruning_ratio": report.ratio,
+            "allocation": det.ALLOCATION,
+            "pruning_ratio": ratio,
+            "reused": {"pruned": reused_pruned, "fp32_retrain": reused_fp32},
             "retrain_epochs": fp32_cfg.train_config.n_epochs,
             "qat": "train_config.enable_qat during the pruned model's retraining (TLT)",
         },

@@ -15,7 +15,7 @@ in a `PredictionReport`, none is fatal.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -103,13 +103,19 @@ def parse_line(line: str, where: str = "<string>") -> KittiObject:
     if not all(np.isfinite(values)):
         bad = next(n for n, v in zip(FIELDS[1:], values) if not np.isfinite(v))
         raise DataError(f"{where}: field '{bad}' is not finite")
-    trunc, occ, alpha, x1, y1, x2, y2, h, w, l, x, y, z, ry = values[:14]  # noqa: E741 (KITTI's field names: l = length)
+    occ, (x1, y1, x2, y2) = values[1], values[3:7]
     if occ != int(occ):
         raise DataError(f"{where}: field 'occluded' must be an integer 0-3, got {parts[2]!r}")
     if x2 < x1 or y2 < y1:
         raise DataError(f"{where}: box has x2 < x1 or y2 < y1 ({x1} {y1} {x2} {y2})")
+    return _kitti_object(parts[0], values)
+
+
+def _kitti_object(type_: str, values: Sequence[float]) -> KittiObject:
+    """The object of a line's type and its 14 numbers (FIELDS[1:15]), plus the score when there is a 15th."""
+    trunc, occ, alpha, x1, y1, x2, y2, h, w, l, x, y, z, ry = values[:14]  # noqa: E741 (KITTI's field names: l = length)
     return KittiObject(
-        type=parts[0],
+        type=type_,
         bbox=(x1, y1, x2, y2),
         truncated=trunc,
         occluded=int(occ),
@@ -117,7 +123,7 @@ def parse_line(line: str, where: str = "<string>") -> KittiObject:
         dimensions=(h, w, l),
         location=(x, y, z),
         rotation_y=ry,
-        score=values[14] if len(values) == 15 else None,
+        score=values[14] if len(values) > 14 else None,
     )
 
 
@@ -219,22 +225,12 @@ def parse_prediction_line(line: str, where: str, report: PredictionReport) -> Op
     if not all(np.isfinite(values)):
         report.add("not_finite", where)
         return None
-    trunc, occ, alpha, x1, y1, x2, y2, h, w, l, x, y, z, ry, score = values  # noqa: E741 (KITTI's field names: l = length)
+    x1, y1, x2, y2 = values[3:7]
     if x2 < x1 or y2 < y1:
         report.add("degenerate_box", where)
     if x1 < 0 or y1 < 0:
         report.add("negative_coordinates", where)
-    return KittiObject(
-        type=parts[0],
-        bbox=(x1, y1, x2, y2),
-        truncated=trunc,
-        occluded=int(occ),
-        alpha=alpha,
-        dimensions=(h, w, l),
-        location=(x, y, z),
-        rotation_y=ry,
-        score=score,
-    )
+    return _kitti_object(parts[0], values)
 
 
 def read_prediction_dir(directory: str | Path) -> tuple[dict[str, list[KittiObject]], PredictionReport]:
