@@ -17,7 +17,7 @@ The recipes: examples/detection/bccd_detectnet_v2.yaml, bccd_detectnet_v2_retrai
 Long (tens of minutes on 2 cores): run with `make acceptance` (not part of the test suite). Set
 TLKIT_DET_EPOCHS / TLKIT_DET_RETRAIN_EPOCHS / TLKIT_DET_BATCH / TLKIT_DET_SIZE (e.g. 320x240) and
 TLKIT_SSD_EPOCHS / TLKIT_SSD_SIZE to change the recipes; TLKIT_DET_UNPRUNED=model.tlk reuses an unpruned model
-trained with the recipe on this split (TLKIT_DET_ALLOCATION: the pruning allocation, default threshold).
+trained with the recipe on this split (TLKIT_DET_ALLOCATION: the pruning allocation, default uniform).
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ SSD_RECIPE, EXPORT_SPEC = EXAMPLES / "bccd_ssd.yaml", EXAMPLES / "bccd_voc_expor
 BUDGET_S = 1800
 TARGET_MAP = 0.65
 PRUNE_TARGET = 0.25  # pruned / original parameters
-ALLOCATION = os.environ.get("TLKIT_DET_ALLOCATION", "threshold")
+# chosen on train.txt / val.txt (never test), pruned to 0.25 and retrained 3 epochs with the retrain recipe: val
+# mAP 0.634 uniform, 0.552 threshold, 0.543 global (after BN re-estimation, before training: 0.057 / 0.004 / 0.006)
+ALLOCATION = os.environ.get("TLKIT_DET_ALLOCATION", "uniform")
 
 
 def recipe(path: Path, train: Path, test: Path, *extra: str):

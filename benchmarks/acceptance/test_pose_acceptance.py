@@ -145,12 +145,15 @@ def test_synthetic_pose_reaches_ap(tmp_path):
 
 PRUNED_OUT = Path(__file__).resolve().parent / "pose_pruning.json"
 PRUNE_TARGET = 0.3
-RETRAIN_EPOCHS = int(os.environ.get("TLKIT_POSE_RETRAIN_EPOCHS", "8"))
+# the issue sets no epoch limit for pose: the retrain gets the training's own budget (the recipe's n_epochs). At 8
+# epochs (seed recipe, threshold allocation, ratio 0.29) the pruned model reached val AP 0.41 and test 0.31 against
+# the unpruned 0.64: keypoint precision comes late in training (the unpruned model was at val 0.49 after 8 epochs)
+RETRAIN_EPOCHS = int(os.environ.get("TLKIT_POSE_RETRAIN_EPOCHS", "0")) or None
 
 
 @pytest.mark.slow
 def test_synthetic_pose_pruned_keeps_ap(tmp_path):
-    """Prune the trained BodyPoseNet to a parameter ratio <= 0.3 and retrain it RETRAIN_EPOCHS epochs with the
+    """Prune the trained BodyPoseNet to a parameter ratio <= 0.3 and retrain it (the recipe's epochs) with the
     default retrain recipe and distillation (heatmaps and PAFs) from the unpruned model: test AP within 0.02.
     TLKIT_POSE_UNPRUNED=model.tlk reuses a model trained with the recipe above (else it is trained here)."""
     import mxnet as mx
@@ -186,12 +189,12 @@ def test_synthetic_pose_pruned_keeps_ap(tmp_path):
 
     pruned = tmp_path / "pruned.tlk"
     report = prune_model_file(base, pruned, target_ratio=PRUNE_TARGET, min_filters=8)
+    retrain_epochs = RETRAIN_EPOCHS or cfg.train_config.n_epochs
     tc = {
         **cfg.train_config.model_dump(),
         "pretrained_model_path": str(pruned),
         "load_graph": True,
-        "n_epochs": RETRAIN_EPOCHS,
-        "validation_period": RETRAIN_EPOCHS,
+        "n_epochs": retrain_epochs,
         "distillation": {"teacher": str(base), "weight": 0.5, "temperature": 2.0},
     }
     rcfg = cfg.model_copy(update={"train_config": type(cfg.train_config).model_validate(tc)})
@@ -214,7 +217,7 @@ def test_synthetic_pose_pruned_keeps_ap(tmp_path):
             "params_before": report.params_before,
             "params_after": report.params_after,
         },
-        "retrain_epochs": RETRAIN_EPOCHS,
+        "retrain_epochs": retrain_epochs,
         "retrain": "default retrain_config (BN re-estimation, 1 warm-up epoch, the spec's peak rate) + distillation weight 0.5",
         "retrain_s": round(retrain_s, 1),
         "val_history": [

@@ -256,8 +256,9 @@ def _det_eval(cfg, model: Path, work: Path, name: str) -> dict:
 @pytest.mark.slow
 def test_bccd_detectnet_v2_qat_retrain(tmp_path):
     """TLT's recipe on BCCD (the detection acceptance's data, split and recipes, examples/detection/bccd_*.yaml):
-    train (or take an unpruned model: TLKIT_QAT_DET_MODEL), prune 4x, then retrain the pruned graph twice with
-    the retraining recipe, in FP32 and with enable_qat. Reported on the official test split: the FP32 retrain
+    train (or take an unpruned model: TLKIT_QAT_DET_MODEL), prune 4x (the detection acceptance's allocation), then
+    retrain the pruned graph twice with the retraining recipe, in FP32 and with enable_qat (TLKIT_QAT_DET_PRUNED and
+    TLKIT_QAT_DET_FP32 reuse the detection acceptance's pruned model and FP32 retrain of the same unpruned model). Reported on the official test split: the FP32 retrain
     (MXNet), the QAT model exported INT8 without calibration (onnxruntime), and the FP32 retrain's PTQ INT8.
     Target: QAT INT8 mAP@0.5 within 1 point of the FP32 retrain."""
     if not BCCD.is_dir():
