@@ -248,8 +248,8 @@ def _det_eval(cfg, model: Path, work: Path, name: str) -> dict:
         )
     )
     return {
-        "mAP@0.5": r["mean_average_precision"] / 100,
-        "AP@0.5": {k: v / 100 for k, v in r["average_precision"].items()},
+        "mAP@0.5": r.kpi["mean average precision"] / 100,
+        "AP@0.5": {k: v / 100 for k, v in r.metrics["average_precision"].items()},
     }
 
 
@@ -318,7 +318,8 @@ def test_bccd_detectnet_v2_qat_retrain(tmp_path):
     fp32_cfg = retrain_cfg()
     reused_fp32 = os.environ.get("TLKIT_QAT_DET_FP32")
     fp32_model = Path(reused_fp32) if reused_fp32 else train("retrain_fp32", fp32_cfg)
-    qat_model = train("retrain_qat", retrain_cfg("train_config.enable_qat=true"))
+    reused_qat = os.environ.get("TLKIT_QAT_DET_QAT")  # a QAT retrain of this run's recipe, to redo the exports
+    qat_model = Path(reused_qat) if reused_qat else train("retrain_qat", retrain_cfg("train_config.enable_qat=true"))
 
     onnx = {n: tmp_path / f"{n}.onnx" for n in ("fp32", "qat_int8", "ptq_int8")}
     export_run(CommandContext(task="detection", command="export", model=fp32_model, output=onnx["fp32"]))
@@ -376,7 +377,7 @@ def test_bccd_detectnet_v2_qat_retrain(tmp_path):
             "prune_target_ratio": det.PRUNE_TARGET,
             "allocation": det.ALLOCATION,
             "pruning_ratio": ratio,
-            "reused": {"pruned": reused_pruned, "fp32_retrain": reused_fp32},
+            "reused": {"pruned": reused_pruned, "fp32_retrain": reused_fp32, "qat_retrain": reused_qat},
             "retrain_epochs": fp32_cfg.train_config.n_epochs,
             "qat": "train_config.enable_qat during the pruned model's retraining (TLT)",
         },
