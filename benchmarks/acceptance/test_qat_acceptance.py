@@ -256,10 +256,10 @@ def _det_eval(cfg, model: Path, work: Path, name: str) -> dict:
 @pytest.mark.slow
 def test_bccd_detectnet_v2_qat_retrain(tmp_path):
     """TLT's recipe on BCCD (the detection acceptance's data, split and recipes, examples/detection/bccd_*.yaml):
-    train (or take an unpruned model: TLKIT_QAT_DET_MODEL), prune 4x (the detection acceptance's allocation), then
-    retrain the pruned graph twice with the retraining recipe, in FP32 and with enable_qat (TLKIT_QAT_DET_PRUNED and
-    TLKIT_QAT_DET_FP32 reuse the detection acceptance's pruned model and FP32 retrain of the same unpruned model). Reported on the official test split: the FP32 retrain
-    (MXNet), the QAT model exported INT8 without calibration (onnxruntime), and the FP32 retrain's PTQ INT8.
+    train, prune 4x (the detection acceptance's allocation), then retrain the pruned graph twice with the
+    retraining recipe, in FP32 and with enable_qat (TLKIT_QAT_DET_MODEL / _PRUNED / _FP32 / _QAT reuse the model
+    files of earlier runs). Reported on the official test split: the FP32 retrain (MXNet), the QAT model exported
+    INT8 without calibration (onnxruntime), and the FP32 retrain's PTQ INT8.
     Target: QAT INT8 mAP@0.5 within 1 point of the FP32 retrain."""
     if not BCCD.is_dir():
         pytest.skip(f"{BCCD} not present")
@@ -287,23 +287,22 @@ def test_bccd_detectnet_v2_qat_retrain(tmp_path):
         wall[f"train_{name}"] = round(time.time() - t, 1)
         return Path(out["model"])
 
+    # TLKIT_QAT_DET_*: model files from earlier runs of this recipe, each skipping the step that makes it. MODEL: an
+    # unpruned model; PRUNED / FP32: the detection acceptance's pruned model and FP32 retrain of that unpruned model
+    # (retraining is deterministic: the same recipe gives the same weights); QAT: a QAT retrain, to redo the exports
+    reused = {name: os.environ.get(f"TLKIT_QAT_DET_{name}") for name in ("MODEL", "PRUNED", "FP32", "QAT")}
+
+    def reuse_or(name: str, make) -> Path:
+        return Path(reused[name]) if reused[name] else make()
+
+    def prune() -> Path:
+        out = tmp_path / "pruned.tlk"
+        prune_model_file(unpruned, out, target_ratio=det.PRUNE_TARGET, min_filters=8, allocation=det.ALLOCATION)
+        return out
+
     base_cfg = det.recipe(det.RECIPE, manifests["trainval"], manifests["test"])
-    unpruned = (
-        Path(os.environ["TLKIT_QAT_DET_MODEL"])
-        if os.environ.get("TLKIT_QAT_DET_MODEL")
-        else train("unpruned", base_cfg)
-    )
-    # TLKIT_QAT_DET_PRUNED / TLKIT_QAT_DET_FP32: the detection acceptance's pruned model and its FP32 retrain of
-    # that unpruned model (retraining is deterministic: the same recipe gives the same weights), to skip one retrain
-    reused_pruned = os.environ.get("TLKIT_QAT_DET_PRUNED")
-    pruned = Path(reused_pruned) if reused_pruned else tmp_path / "pruned.tlk"
-    if reused_pruned:
-        ratio = read_meta(pruned)["pruning"]["pruning_ratio"]
-    else:
-        report = prune_model_file(
-            unpruned, pruned, target_ratio=det.PRUNE_TARGET, min_filters=8, allocation=det.ALLOCATION
-        )
-        ratio = report.ratio
+    unpruned = reuse_or("MODEL", lambda: train("unpruned", base_cfg))
+    pruned = reuse_or("PRUNED", prune)
 
     def retrain_cfg(*extra: str):
         return det.recipe(
@@ -316,10 +315,8 @@ def test_bccd_detectnet_v2_qat_retrain(tmp_path):
         )
 
     fp32_cfg = retrain_cfg()
-    reused_fp32 = os.environ.get("TLKIT_QAT_DET_FP32")
-    fp32_model = Path(reused_fp32) if reused_fp32 else train("retrain_fp32", fp32_cfg)
-    reused_qat = os.environ.get("TLKIT_QAT_DET_QAT")  # a QAT retrain of this run's recipe, to redo the exports
-    qat_model = Path(reused_qat) if reused_qat else train("retrain_qat", retrain_cfg("train_config.enable_qat=true"))
+    fp32_model = reuse_or("FP32", lambda: train("retrain_fp32", fp32_cfg))
+    qat_model = reuse_or("QAT", lambda: train("retrain_qat", retrain_cfg("train_config.enable_qat=true")))
 
     onnx = {n: tmp_path / f"{n}.onnx" for n in ("fp32", "qat_int8", "ptq_int8")}
     export_run(CommandContext(task="detection", command="export", model=fp32_model, output=onnx["fp32"]))
@@ -369,15 +366,11 @@ def test_bccd_detectnet_v2_qat_retrain(tmp_path):
         "recipe": {
             "files": [str(p.relative_to(ROOT)) for p in (det.RECIPE, det.RETRAIN_RECIPE)],
             "input": list(det.input_size(fp32_cfg)),
-            "unpruned": (
-                str(unpruned)
-                if os.environ.get("TLKIT_QAT_DET_MODEL")
-                else f"trained here, {base_cfg.train_config.n_epochs} epochs"
-            ),
+            "unpruned": str(unpruned) if reused["MODEL"] else f"trained here, {base_cfg.train_config.n_epochs} epochs",
             "prune_target_ratio": det.PRUNE_TARGET,
             "allocation": det.ALLOCATION,
-            "pruning_ratio": ratio,
-            "reused": {"pruned": reused_pruned, "fp32_retrain": reused_fp32, "qat_retrain": reused_qat},
+            "pruning_ratio": read_meta(pruned)["pruning"]["pruning_ratio"],  # prune's report, kept in the file
+            "reused": {"pruned": reused["PRUNED"], "fp32_retrain": reused["FP32"], "qat_retrain": reused["QAT"]},
             "retrain_epochs": fp32_cfg.train_config.n_epochs,
             "qat": "train_config.enable_qat during the pruned model's retraining (TLT)",
         },
